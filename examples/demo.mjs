@@ -1,0 +1,29 @@
+// `npm start`: the example origin on 127.0.0.1:3000 and Sluice on :8080 (admin :9901) with
+// config/sluice.yaml, in-memory defaults. Ctrl-C stops both.
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { dirname, join } from 'node:path'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const cli = join(root, 'dist/src/cli.js')
+if (!existsSync(cli)) {
+  console.error('dist/ is missing: run `npm ci` (it builds) or `npm run build` first')
+  process.exit(1)
+}
+const config = process.env.SLUICE_CONFIG ?? join(root, 'config/sluice.yaml')
+const origin = spawn(process.execPath, [join(root, 'examples/origin.mjs')], { stdio: 'inherit', env: { ...process.env, PORT: process.env.ORIGIN_PORT ?? '3000' } })
+const gateway = spawn(process.execPath, [cli, '--config', config], { stdio: 'inherit' })
+console.error('\nSluice on http://localhost:8080 (try: curl -i http://localhost:8080/api/products), admin on http://127.0.0.1:9901/metrics\n')
+let stopping = false
+const stop = (code) => {
+  if (stopping) return
+  stopping = true
+  gateway.kill('SIGTERM')
+  origin.kill('SIGTERM')
+  setTimeout(() => process.exit(code), 200).unref()
+}
+process.on('SIGINT', () => stop(0))
+process.on('SIGTERM', () => stop(0))
+gateway.on('exit', (code) => stop(code ?? 0))
+origin.on('exit', (code) => { if (!stopping) { console.error('example origin exited'); stop(code ?? 1) } })

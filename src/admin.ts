@@ -1,0 +1,144 @@
+// The admin listener: /healthz, /readyz, /metrics, and the token-guarded /admin/* API.
+import { createHash, timingSafeEqual } from 'node:crypto'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import type { Metrics } from './observability/metrics.js'
+import type { Snapshot } from './config/compile.js'
+import type { ReloadResult } from './config/reload.js'
+import { SluiceError, errorBody } from './errors.js'
+import { redactUrl } from './observability/logger.js'
+import { DASHBOARD_HTML } from './observability/dashboard.js'
+import { cpuProfile, heapSnapshot } from './observability/profile.js'
+
+export interface AdminDeps {
+  current: () => Snapshot
+  metrics: Metrics
+  log: Logger
+  reload: () => Promise<ReloadResult>
+  purge: (p: { key?: string; prefix?: string; tag?: string }) => Promise<{ purged: number }>
+  readiness: () => { ready: boolean; degraded: string[]; details: Record<string, unknown> }
+  upstreams: () => Record<string, unknown>
+  status: () => Promise<unknown>
+  extraRoutes?: (app: FastifyInstance, guard: (req: FastifyRequest, reply: FastifyReply) => Promise<void>) => void
+}
+
+function digest (s: string): Buffer {
+  return createHash('sha256').update(s).digest()
+}
+
+/** Constant-time comparison of the presented token with the configured one. */
+export function tokenMatches (presented: string, expected: string): boolean {
+  return timingSafeEqual(digest(presented), digest(expected))
+}
+
+/** The config as /admin/config shows it: secrets replaced. */
+export function redactConfig (config: Snapshot['config']): unknown {
+  const c = structuredClone(config) as unknown as Record<string, Record<string, unknown>>
+  if (c.admin?.token) c.admin.token = '[redacted]'
+  if (typeof c.redis?.url === 'string' && c.redis.url) c.redis.url = redactUrl(c.redis.url)
+  // Redis Cluster / Sentinel / ACL credentials (src/redis/client.ts).
+  for (const k of ['password', 'sentinelPassword']) if (c.redis?.[k]) c.redis[k] = '[redacted]'
+  const cl = c.redis?.cluster as { nodes?: string[] } | undefined
+  if (Array.isArray(cl?.nodes)) cl.nodes = cl.nodes.map((n) => /^rediss?:\/\//.test(n) ? redactUrl(n) : n)
+  return c
+}
+
+const FAILURE_WINDOW_MS = 60_000
+const MAX_FAILURES = 10
+
+export function buildAdmin (deps: AdminDeps): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: 1 << 20 })
+  const failures = new Map<string, { count: number; since: number }>()
+
+  async function guard (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const token = deps.current().config.admin.token
+    if (!token) return
+    const ip = request.ip
+    const now = Date.now()
+    const f = failures.get(ip)
+    if (f && now - f.since < FAILURE_WINDOW_MS && f.count >= MAX_FAILURES) {
+      reply.code(429).header('retry-after', String(Math.ceil((f.since + FAILURE_WINDOW_MS - now) / 1000))).type('application/json')
+      await reply.send(JSON.stringify({ error: 'SLUICE_ERR_RATE_LIMITED', message: 'Too many failed admin authentications' }))
+      return reply
+    }
+    const h = request.headers.authorization ?? ''
+    const presented = h.startsWith('Bearer ') ? h.slice(7) : ''
+    if (presented && tokenMatches(presented, token)) { failures.delete(ip); return }
+    const rec = f && now - f.since < FAILURE_WINDOW_MS ? f : { count: 0, since: now }
+    rec.count++
+    failures.set(ip, rec)
+    if (failures.size > 10_000) failures.clear() // bound the table under a spray of addresses
+    deps.log.warn({ ip, path: request.url, failures: rec.count }, 'admin authentication failed')
+    const err = new SluiceError('SLUICE_ERR_UNAUTHORIZED')
+    reply.code(401).header('www-authenticate', 'Bearer realm="sluice-admin"').type('application/json')
+    await reply.send(errorBody(err))
+    return reply
+  }
+
+  app.get('/healthz', async () => ({ status: 'ok' }))
+
+  app.get('/readyz', async (_req, reply) => {
+    const r = deps.readiness()
+    reply.code(r.ready ? 200 : 503)
+    return { status: !r.ready ? 'not-ready' : r.degraded.length ? 'degraded' : 'ready', degraded: r.degraded, version: deps.current().version, ...r.details }
+  })
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.type(deps.metrics.registry.contentType)
+    return deps.metrics.registry.metrics()
+  })
+
+  app.get('/dashboard', async (_req, reply) => {
+    reply.type('text/html; charset=utf-8').header('cache-control', 'no-store')
+      .header('content-security-policy', "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'")
+    return DASHBOARD_HTML
+  })
+
+  app.register(async (admin) => {
+    admin.addHook('onRequest', guard)
+    admin.get('/admin/status', async () => deps.status())
+    admin.post('/admin/profile', async (req, reply) => {
+      const seconds = Number((req.query as Record<string, string>).seconds ?? 10)
+      if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 300) {
+        reply.code(400).type('application/json')
+        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'seconds must be between 0 and 300'))
+      }
+      deps.log.info({ seconds }, 'CPU profile started')
+      const profile = await cpuProfile(seconds * 1000)
+      reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.cpuprofile"`)
+      return profile
+    })
+    admin.post('/admin/heap-snapshot', async (_req, reply) => {
+      deps.log.info('heap snapshot requested')
+      reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.heapsnapshot"`)
+      return reply.send(heapSnapshot())
+    })
+    admin.post('/admin/reload', async (_req, reply) => {
+      const r = await deps.reload()
+      reply.code(r.ok ? 200 : 422)
+      return r.ok ? r : { error: 'SLUICE_ERR_CONFIG_INVALID', message: 'The configuration is not valid; the previous config keeps serving', ...r }
+    })
+    admin.get('/admin/config', async () => {
+      const s = deps.current()
+      return { version: s.version, loadedAt: new Date(s.loadedAt).toISOString(), file: s.file, config: redactConfig(s.config) }
+    })
+    admin.get('/admin/upstreams', async () => deps.upstreams())
+    admin.post('/admin/purge', async (req, reply) => {
+      const b = (req.body ?? {}) as Record<string, unknown>
+      const keys = ['key', 'prefix', 'tag'].filter((k) => typeof b[k] === 'string' && (b[k] as string).length > 0)
+      if (keys.length !== 1) {
+        reply.code(400).type('application/json')
+        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'Send exactly one of {"key": ...}, {"prefix": ...} or {"tag": ...}'))
+      }
+      const r = await deps.purge({ [keys[0]]: b[keys[0]] as string })
+      deps.log.info({ [keys[0]]: b[keys[0]], purged: r.purged }, 'cache purge')
+      return { ok: true, ...r }
+    })
+    deps.extraRoutes?.(admin, guard)
+  })
+
+  app.setNotFoundHandler((_req, reply) => {
+    reply.code(404).type('application/json').send(JSON.stringify({ error: 'SLUICE_ERR_NO_ROUTE', message: 'Unknown admin endpoint' }))
+  })
+  return app
+}

@@ -1,0 +1,182 @@
+#!/usr/bin/env node
+// sluice [run] [--config FILE]   run the gateway (SLUICE_CONFIG, default config/sluice.yaml)
+// sluice validate --config FILE  check a file; exit 1 on an error
+// sluice schema                  print the config's JSON Schema
+import { parseArgs } from 'node:util'
+import { ConfigSchema } from './config/schema.js'
+import { jsonSchemaForEditors } from './config/types-helpers.js'
+import { loadConfigFile, ConfigError, formatIssue } from './config/load.js'
+import { compile } from './config/compile.js'
+
+const USAGE = `usage:
+  sluice [run] [--config FILE]     run the gateway (default: $SLUICE_CONFIG or config/sluice.yaml)
+  sluice validate [--config FILE]  check a config file; prints each error with its line and key path
+  sluice schema                    print the config's JSON Schema (for YAML editors)
+  sluice status                    summary of a running gateway (admin API)
+  sluice purge --key K | --prefix P | --tag T    purge the cache of a running gateway
+  sluice config diff FILE          what a reload of FILE would change in the running gateway
+Admin commands find the admin port from --admin URL, SLUICE_ADMIN_URL, or the config file;
+the token from SLUICE_ADMIN_TOKEN or the config file.
+`
+
+async function main (argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      admin: { type: 'string' },
+      key: { type: 'string' },
+      prefix: { type: 'string' },
+      tag: { type: 'string' },
+      json: { type: 'boolean' }
+    },
+    allowPositionals: true,
+    strict: true
+  })
+  if (values.help) { process.stdout.write(USAGE); return 0 }
+  const command = positionals[0] ?? 'run'
+  const file = values.config ?? process.env.SLUICE_CONFIG ?? 'config/sluice.yaml'
+
+  switch (command) {
+    case 'schema':
+      process.stdout.write(JSON.stringify(jsonSchemaForEditors(ConfigSchema), null, 2) + '\n')
+      return 0
+    case 'validate': {
+      try {
+        const loaded = loadConfigFile(file)
+        const snap = compile(loaded.config, loaded.raw, file)
+        for (const w of loaded.warnings) process.stderr.write(`warning: ${w}\n`)
+        process.stdout.write(`${file}: OK (${snap.routes.length} routes, ${Object.keys(snap.upstreams).length} upstreams, version ${snap.version})\n`)
+        return 0
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          for (const i of err.issues) process.stderr.write(formatIssue(i) + '\n')
+          process.stderr.write(`${file}: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'}\n`)
+          return 1
+        }
+        throw err
+      }
+    }
+    case 'run':
+      return run(file)
+    case 'status': {
+      const { adminTarget, adminCall, formatStatus } = await import('./admin-client.js')
+      const { status, json } = await adminCall(adminTarget({ admin: values.admin, config: file }), 'GET', '/admin/status')
+      if (status !== 200) { process.stderr.write(`admin API answered ${status}: ${JSON.stringify(json)}\n`); return 1 }
+      process.stdout.write((values.json ? JSON.stringify(json, null, 2) : formatStatus(json as Record<string, unknown>)) + '\n')
+      return 0
+    }
+    case 'purge': {
+      const which = (['key', 'prefix', 'tag'] as const).filter((k) => values[k] !== undefined)
+      if (which.length !== 1) { process.stderr.write('purge needs exactly one of --key, --prefix or --tag\n'); return 2 }
+      const { adminTarget, adminCall } = await import('./admin-client.js')
+      const { status, json } = await adminCall(adminTarget({ admin: values.admin, config: file }), 'POST', '/admin/purge', { [which[0]]: values[which[0]] })
+      process.stdout.write(JSON.stringify(json) + '\n')
+      return status === 200 ? 0 : 1
+    }
+    case 'config': {
+      if (positionals[1] !== 'diff' || !positionals[2]) { process.stderr.write('usage: sluice config diff FILE\n'); return 2 }
+      const { adminTarget, configDiff } = await import('./admin-client.js')
+      try {
+        const diff = await configDiff(adminTarget({ admin: values.admin, config: values.config ?? positionals[2] }), positionals[2])
+        process.stdout.write(diff.length ? diff.join('\n') + '\n' : 'no changes\n')
+        return 0
+      } catch (err) {
+        if (err instanceof ConfigError) { for (const i of err.issues) process.stderr.write(formatIssue(i) + '\n'); return 1 }
+        throw err
+      }
+    }
+    default:
+      process.stderr.write(`unknown command "${command}"\n${USAGE}`)
+      return 2
+  }
+}
+
+async function run (file: string): Promise<number> {
+  const { startGateway } = await import('./main.js')
+  const { workerCount } = await import('./cluster/primary.js')
+  const cluster = (await import('node:cluster')).default
+  let workers = 1
+  try { workers = workerCount(loadConfigFile(file).config.workers) } catch { /* startGateway reports it */ }
+  // A worker is one the primary forked (it sets SLUICE_WORKER), whatever the file now says.
+  const isWorker = cluster.isWorker && process.env.SLUICE_WORKER === '1'
+  if (workers > 1 && !isWorker) return runPrimaryProcess(file)
+  let gw
+  try {
+    // A worker takes rate-limit tokens from the primary's buckets when there is no Redis.
+    const sharedBuckets = isWorker ? new (await import('./cluster/ipc-buckets.js')).IpcBucketStore(process as never) : null
+    gw = await startGateway({ configFile: file, adminListen: !isWorker, watch: !isWorker, sharedBuckets })
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const i of err.issues) process.stderr.write(formatIssue(i) + '\n')
+      process.stderr.write('sluice: not started: the configuration is not valid\n')
+      return 1
+    }
+    const e = err as NodeJS.ErrnoException & { address?: string; port?: number }
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
+      process.stderr.write(`sluice: not started: cannot listen on ${e.address ?? ''}:${e.port ?? ''}: ${e.code === 'EADDRINUSE' ? 'the address is already in use' : e.message}\n`)
+      return 1
+    }
+    throw err
+  }
+  const log = gw.log
+  if (isWorker) {
+    const { serveWorker } = await import('./cluster/primary.js')
+    serveWorker(gw, () => gw.status(), log)
+    process.on('SIGHUP', () => {}) // the primary reloads every worker; a HUP to the process group must not end one
+  } else process.on('SIGHUP', () => { void gw.reloader.reload('SIGHUP') })
+  process.on('unhandledRejection', (reason) => { log.error({ err: reason }, 'unhandled rejection') })
+  let stopping = false
+  const stop = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'draining: no new connections; in-flight requests may finish')
+    gw.close().then(() => {
+      log.info('stopped')
+      log.flush?.()
+      setTimeout(() => process.exit(0), 50).unref()
+    }, (err) => {
+      log.error({ err }, 'shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  return -1 // keep running
+}
+
+async function runPrimaryProcess (file: string): Promise<number> {
+  const { runPrimary } = await import('./cluster/primary.js')
+  const { createLogger } = await import('./observability/logger.js')
+  const log = createLogger(loadConfigFile(file).config.log.level)
+  let primary
+  try {
+    primary = await runPrimary(file, log)
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const i of err.issues) process.stderr.write(formatIssue(i) + '\n')
+      return 1
+    }
+    const e = err as NodeJS.ErrnoException & { address?: string; port?: number }
+    if (e.code === 'EADDRINUSE') { process.stderr.write(`sluice: not started: cannot listen on ${e.address ?? ''}:${e.port ?? ''}: the address is already in use\n`); return 1 }
+    throw err
+  }
+  let stopping = false
+  const stop = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'draining every worker')
+    primary.stop().then(() => { log.info('stopped'); log.flush?.(); setTimeout(() => process.exit(0), 50).unref() }, () => process.exit(1))
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  return -1
+}
+
+main(process.argv.slice(2)).then((code) => {
+  if (code >= 0) process.exitCode = code
+}, (err) => {
+  process.stderr.write(`sluice: ${(err as Error).stack ?? err}\n`)
+  process.exit(1)
+})

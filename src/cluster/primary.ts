@@ -1,0 +1,230 @@
+// `workers: N` (N > 1): a node:cluster primary that forks N workers sharing the proxy port.
+// The primary supervises (a crashed worker is replaced, with backoff), owns the admin port,
+// and fans reloads and purges out to every worker. /metrics is aggregated across workers by
+// prom-client's AggregatorRegistry.aggregate over each worker's registry, collected over IPC
+// (counters and histograms summed exactly; see aggregateMetrics for the gauges). A reload is
+// validated once, here: a bad file changes no worker. Without Redis, the primary holds the
+// rate-limit buckets for every worker (ipc-buckets.ts).
+import cluster, { type Worker } from 'node:cluster'
+import { availableParallelism } from 'node:os'
+import { randomUUID } from 'node:crypto'
+import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
+import type { Logger } from 'pino'
+import { loadConfigFile } from '../config/load.js'
+import { compile } from '../config/compile.js'
+import { SnapshotHolder, Reloader, type ReloadResult } from '../config/reload.js'
+import { createMetrics, type Metrics } from '../observability/metrics.js'
+import { latencyByRoute, cacheRatios } from '../observability/status.js'
+import { buildAdmin } from '../admin.js'
+import type { Config } from '../config/schema.js'
+import { MemoryBucketStore } from '../resilience/bucket-memory.js'
+import { serveBuckets } from './ipc-buckets.js'
+import { VERSION } from '../main.js'
+
+export type WorkerMessage =
+  | { type: 'sluice:reload'; id: string }
+  | { type: 'sluice:purge'; id: string; sel: { key?: string; prefix?: string; tag?: string } }
+  | { type: 'sluice:status'; id: string }
+  | { type: 'sluice:metrics'; id: string }
+  | { type: 'sluice:shutdown' }
+
+export type WorkerReply =
+  | { type: 'sluice:ready'; pid: number }
+  | { type: 'sluice:reply'; id: string; value: unknown }
+
+type MetricJSON = MetricObjectWithValues<MetricValue<string>>
+
+/** Families the primary reports itself (a reload happens once, in the primary): workers' copies are dropped. */
+const PRIMARY_OWNED = new Set(['sluice_config_reloads_total', 'sluice_config_last_reload_success_timestamp_seconds', 'sluice_build_info'])
+/** Gauges that must not be summed across workers. */
+const GAUGE_AGGREGATOR: Record<string, 'max' | 'first'> = {
+  sluice_circuit_state: 'max', // the worst state any worker's breaker is in
+  nodejs_version_info: 'first'
+}
+/** Gauges whose `tier="redis"` series describe one shared store: every worker samples the same L2. */
+const SHARED_TIER = new Set(['sluice_cache_bytes', 'sluice_cache_entries'])
+
+/**
+ * One exposition from every worker's registry (as JSON) plus the primary's own families.
+ * Counters and histograms are summed exactly (prom-client's AggregatorRegistry.aggregate).
+ * Gauges are summed too (in-flight requests, L1 bytes), except the breaker state (max), the
+ * shared L2 tier (one worker's sample) and the families the primary owns.
+ */
+export function aggregateMetrics (workers: MetricJSON[][], primary: MetricJSON[]): Registry {
+  const parts: MetricJSON[][] = workers.map((list, i) => list.filter((m) => !PRIMARY_OWNED.has(m.name)).map((m) => {
+    let out = m
+    if (GAUGE_AGGREGATOR[m.name]) out = { ...out, aggregator: GAUGE_AGGREGATOR[m.name] } as MetricJSON
+    if (i > 0 && SHARED_TIER.has(m.name)) out = { ...out, values: out.values.filter((v) => v.labels.tier !== 'redis') }
+    return out
+  }))
+  parts.push(primary.filter((m) => PRIMARY_OWNED.has(m.name)))
+  return AggregatorRegistry.aggregate(parts as never) as unknown as Registry
+}
+
+export function workerCount (w: Config['workers']): number {
+  return w === 'auto' ? availableParallelism() : w
+}
+
+export interface WorkerState { id: number; pid: number | undefined; ready: boolean }
+
+export async function runPrimary (file: string, log: Logger): Promise<{ stop (): Promise<void>; workers (): WorkerState[] }> {
+  const loaded = loadConfigFile(file)
+  const first = compile(loaded.config, loaded.raw, file)
+  const n = workerCount(first.config.workers)
+  const holder = new SnapshotHolder(first)
+  // The primary's own families: reload results and build info (see aggregateMetrics).
+  const own = createMetrics({ processMetrics: false, version: VERSION, maxLabelValues: first.config.metrics.maxLabelValues })
+  own.configLastReloadSuccess.set(Date.now() / 1000)
+  // Rate-limit buckets for workers without Redis: one store, every worker takes from it.
+  const buckets = new MemoryBucketStore()
+  const ready = new Set<number>()
+  const pending = new Map<string, { left: number; values: unknown[]; resolve: (v: unknown[]) => void }>()
+  let stopping = false
+  let restarts = 0
+  let quickExits = 0
+
+  const fork = (): Worker => {
+    const w = cluster.fork({ SLUICE_WORKER: '1' })
+    const started = Date.now()
+    serveBuckets(w, buckets)
+    w.on('message', (m: WorkerReply) => {
+      if (m?.type === 'sluice:ready') { ready.add(w.id); log.info({ worker: w.id, pid: m.pid }, 'worker ready') }
+      if (m?.type === 'sluice:reply') {
+        const p = pending.get(m.id)
+        if (p) { p.values.push(m.value); if (--p.left === 0) { pending.delete(m.id); p.resolve(p.values) } }
+      }
+    })
+    w.once('exit', () => {
+      // A worker that ran a while resets the backoff; one that dies at once makes it grow.
+      if (Date.now() - started > 30_000) quickExits = 0
+      else quickExits++
+    })
+    return w
+  }
+
+  /** Ask every ready worker; resolve with their answers (or what came within 5 s). */
+  type Ask = { type: 'sluice:reload' } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:metrics' }
+  const ask = (msg: Ask): Promise<unknown[]> => {
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected() && ready.has(w.id))
+    if (workers.length === 0) return Promise.resolve([])
+    const id = randomUUID()
+    return new Promise((resolve) => {
+      const entry = { left: workers.length, values: [] as unknown[], resolve }
+      pending.set(id, entry)
+      for (const w of workers) w.send({ ...msg, id }, undefined, () => {})
+      setTimeout(() => { if (pending.delete(id)) resolve(entry.values) }, 5000).unref()
+    })
+  }
+
+  cluster.on('exit', (w, code, signal) => {
+    ready.delete(w.id)
+    if (stopping) return
+    restarts++
+    const delay = Math.min(10_000, 100 * 2 ** Math.min(quickExits, 7))
+    log.error({ worker: w.id, code, signal, restartInMs: delay }, 'worker exited; replacing it')
+    setTimeout(() => { if (!stopping) fork() }, delay).unref()
+  })
+
+  const reloader = new Reloader({
+    file,
+    holder,
+    log,
+    metrics: own,
+    // Validated here, once (a bad file is logged, counted and changes no worker); then every
+    // worker loads the same file.
+    reconcile: () => {
+      void ask({ type: 'sluice:reload' }).then((results) => {
+        const failed = results.filter((r) => (r as { ok?: boolean } | null)?.ok === false)
+        if (failed.length) log.error({ workers: failed.length }, 'a worker could not load the file the primary validated')
+      })
+    }
+  })
+
+  const aggregated = async (): Promise<Registry> => {
+    const workers = await ask({ type: 'sluice:metrics' }) as MetricJSON[][]
+    return aggregateMetrics(workers.filter(Array.isArray), await own.registry.getMetricsAsJSON() as MetricJSON[])
+  }
+  const workerStates = (): WorkerState[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w)
+    .map((w) => ({ id: w.id, pid: w.process.pid, ready: ready.has(w.id) }))
+
+  const admin = buildAdmin({
+    current: () => holder.current(),
+    metrics: { registry: { contentType: own.registry.contentType, metrics: async () => (await aggregated()).metrics() } } as unknown as Metrics,
+    log,
+    reload: () => reloader.reload('admin'),
+    purge: async (sel) => {
+      const answers = await ask({ type: 'sluice:purge', sel }) as { purged: number }[]
+      return { purged: answers.reduce((a, b) => a + (b?.purged ?? 0), 0) }
+    },
+    readiness: () => ({
+      ready: ready.size > 0,
+      degraded: [...(ready.size < n ? ['workers'] : []), ...(reloader.lastError ? ['config'] : [])],
+      details: { workers: { configured: n, ready: ready.size, restarts }, ...(reloader.lastError ? { lastReloadErrors: reloader.lastError } : {}) }
+    }),
+    upstreams: () => ({}),
+    status: async () => {
+      const [all, reg] = await Promise.all([ask({ type: 'sluice:status' }) as Promise<Record<string, unknown>[]>, aggregated()])
+      const json = await reg.getMetricsAsJSON()
+      const family = (name: string) => ({ get: async () => json.find((m) => m.name === name) ?? { values: [] } })
+      const view = { httpDuration: family('sluice_http_request_duration_seconds'), httpRequests: family('sluice_http_requests_total') } as unknown as Metrics
+      const [latency, ratios] = await Promise.all([latencyByRoute(view), cacheRatios(view)])
+      const base = (all.find((s) => s) ?? {}) as Record<string, unknown>
+      // Routes: latency and hit ratio from every worker's histograms together.
+      const routes = (base.routes as { name: string }[] | undefined)?.map((r) => ({ ...r, latency: latency[r.name] ?? { count: 0, p50: null, p95: null, p99: null }, cacheHitRatio: ratios[r.name]?.ratio ?? null }))
+      const degraded = [...new Set(all.flatMap((s) => (s?.degraded as string[] | undefined) ?? []))]
+      if (ready.size < n) degraded.push('workers')
+      return {
+        ...base,
+        ...(routes ? { routes } : {}),
+        status: ready.size === 0 ? 'not-ready' : degraded.length ? 'degraded' : 'ready',
+        degraded,
+        workers: { configured: n, ready: ready.size, restarts },
+        // Breakers, pools and L1 are per worker: `upstreams` and `cache` above are the first worker's.
+        perWorker: all.map((s) => ({
+          pid: s?.pid,
+          requests: ((s?.routes as { latency?: { count?: number } }[] | undefined) ?? []).reduce((a, r) => a + (r.latency?.count ?? 0), 0),
+          degraded: s?.degraded,
+          memory: s?.memory
+        }))
+      }
+    }
+  })
+  const cfg = first.config
+  await admin.listen({ host: cfg.admin.host, port: cfg.admin.port })
+  for (let i = 0; i < n; i++) fork()
+  reloader.watch()
+  process.on('SIGHUP', () => { void reloader.reload('SIGHUP') })
+  log.info({ workers: n, admin: `${cfg.admin.host}:${cfg.admin.port}` }, 'sluice primary started')
+
+  return {
+    workers: workerStates,
+    async stop () {
+      stopping = true
+      reloader.close()
+      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w)
+      await Promise.all(workers.map((w) => new Promise<void>((resolve) => {
+        if (w.isDead()) { resolve(); return }
+        w.once('exit', () => resolve())
+        try { w.send({ type: 'sluice:shutdown' }, undefined, () => {}) } catch { w.kill('SIGTERM') }
+        setTimeout(() => { w.process.kill('SIGKILL') }, holder.current().config.shutdownGraceMs + 3000).unref()
+      })))
+      await admin.close()
+    }
+  }
+}
+
+/** In a worker: answer the primary's messages from this worker's gateway. */
+export function serveWorker (gw: { reloader: { reload (t: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger): void {
+  const reply = (id: string, value: unknown) => { if (process.connected) process.send?.({ type: 'sluice:reply', id, value }, undefined, undefined, () => {}) }
+  process.on('message', (m: WorkerMessage) => {
+    if (m?.type === 'sluice:reload') void gw.reloader.reload('primary').then((r) => reply(m.id, r))
+    else if (m?.type === 'sluice:purge') void gw.cache.purge(m.sel).then((r) => reply(m.id, r), () => reply(m.id, { purged: 0 }))
+    else if (m?.type === 'sluice:status') void status().then((s) => reply(m.id, { ...(s as object), pid: process.pid }), () => reply(m.id, null))
+    else if (m?.type === 'sluice:metrics') void gw.metrics.registry.getMetricsAsJSON().then((j) => reply(m.id, j), () => reply(m.id, []))
+    else if (m?.type === 'sluice:shutdown') {
+      log.info('worker draining')
+      gw.close().then(() => process.exit(0), () => process.exit(1))
+    }
+  })
+  process.send?.({ type: 'sluice:ready', pid: process.pid })
+}

@@ -1,0 +1,145 @@
+// Stage 5, compress: br/gzip (deflate when listed) on the fly for responses that do not come
+// from the cache. Cached responses are stored already encoded (variants.ts), so a hit never
+// compresses. Streams stay streams: nothing is buffered, text/event-stream is never touched,
+// and a compressed stream that pauses is flushed (flushIdleMs) so streamed JSON keeps moving.
+import zlib from 'node:zlib'
+import { pipeline, Readable, Transform } from 'node:stream'
+import type { Metrics } from '../observability/metrics.js'
+import type { Headers, ProxyResponse } from '../types.js'
+import type { CompressionRouteConfig } from './config.js'
+import { isCompressibleType, encoderRuns } from './codec.js'
+import { encodedHeaders, first, hasNoTransform, mergeVary, weakenEtag } from './headers.js'
+import { pickEncoding, type Coding } from './negotiate.js'
+
+export { mergeVary } from './headers.js'
+
+export interface CompressRoute { name: string; compression: CompressionRouteConfig }
+
+export interface CompressStage {
+  /**
+   * The response to send: compressed (a new stream body and fixed headers) when the rules and
+   * the client's Accept-Encoding say so; with Vary merged when compression depended on the
+   * request; else `res` itself. Synchronous, and never reads a stream body.
+   */
+  apply (route: CompressRoute, reqHeaders: Headers, method: string, res: ProxyResponse): ProxyResponse
+}
+
+/** On the fly any of them can be produced. */
+const ANY: readonly Coding[] = ['br', 'gzip', 'deflate', 'identity']
+
+type Counter = { inc (n: number): void }
+
+/** Why a response is left alone, whatever the client accepts (undefined: it may be encoded). */
+function ineligible (c: CompressionRouteConfig, res: ProxyResponse): boolean {
+  const s = res.status
+  if (s < 200 || s === 204 || s === 206 || s === 304) return true
+  const h = res.headers
+  if (h['content-encoding'] !== undefined || h['content-range'] !== undefined) return true
+  if (hasNoTransform(h) || !isCompressibleType(h, c.contentTypes)) return true
+  const len = knownLength(res)
+  return len >= 0 && len < c.minBytes
+}
+
+/** The identity length when known: a Buffer's, or Content-Length; -1 for a stream of unknown length. */
+function knownLength (res: ProxyResponse): number {
+  if (Buffer.isBuffer(res.body)) return res.body.length
+  const cl = first(res.headers['content-length'])
+  if (cl === undefined) return -1
+  const n = Number(cl)
+  return Number.isSafeInteger(n) && n >= 0 ? n : -1
+}
+
+/**
+ * A 304 for a client that holds our compressed copy (it sent back the weakened ETag): answer
+ * with the ETag it knows, so a cache updating its stored headers does not pair a strong ETag
+ * with encoded bytes, and with the Vary the 200 had.
+ */
+function notModified (reqHeaders: Headers, res: ProxyResponse): ProxyResponse {
+  const etag = first(res.headers.etag)
+  const inm = reqHeaders['if-none-match']
+  if (etag === undefined || etag.startsWith('W/') || inm === undefined) return res
+  const list = Array.isArray(inm) ? inm.join(',') : inm
+  if (!list.includes('W/' + etag)) return res
+  const headers = { ...res.headers }
+  weakenEtag(headers)
+  mergeVary(headers)
+  return { ...res, headers }
+}
+
+export function createCompressStage (deps: { metrics: Metrics }): CompressStage {
+  const { metrics } = deps
+  const counters = new Map<string, { in: Counter; out: Counter }>()
+  const count = (enc: string) => {
+    let c = counters.get(enc)
+    if (!c) { c = { in: metrics.compressionBytes.labels(enc, 'in'), out: metrics.compressionBytes.labels(enc, 'out') }; counters.set(enc, c) }
+    return c
+  }
+
+  function encoder (enc: Coding, c: CompressionRouteConfig, length: number): zlib.Gzip | zlib.Deflate | zlib.BrotliCompress {
+    encoderRuns.stream++
+    if (enc === 'br') {
+      return zlib.createBrotliCompress({
+        params: {
+          [zlib.constants.BROTLI_PARAM_QUALITY]: c.brQuality,
+          [zlib.constants.BROTLI_PARAM_MODE]: zlib.constants.BROTLI_MODE_TEXT,
+          ...(length > 0 ? { [zlib.constants.BROTLI_PARAM_SIZE_HINT]: length } : {})
+        }
+      })
+    }
+    if (enc === 'deflate') return zlib.createDeflate({ level: c.gzipLevel })
+    return zlib.createGzip({ level: c.gzipLevel })
+  }
+
+  /**
+   * Flush the encoder when the source pauses for `ms`: a compressor otherwise holds a small
+   * event of a streamed body until more bytes come. A body that arrives in one burst is never
+   * flushed early; one Timeout per response, refreshed per chunk, no new timer per chunk.
+   */
+  function flushWhenIdle (src: Readable, z: zlib.Gzip | zlib.Deflate | zlib.BrotliCompress, enc: Coding, ms: number): void {
+    const kind = enc === 'br' ? zlib.constants.BROTLI_OPERATION_FLUSH : zlib.constants.Z_SYNC_FLUSH
+    let timer: NodeJS.Timeout | undefined
+    // A 'data' listener next to pipe(): pipe keeps control of flow and backpressure.
+    src.on('data', () => {
+      if (timer === undefined) { timer = setTimeout(() => { if (!z.writableEnded && !z.destroyed) z.flush(kind, () => {}) }, ms); timer.unref() } else timer.refresh()
+    })
+    const stop = () => { if (timer !== undefined) clearTimeout(timer) }
+    src.once('end', stop)
+    src.once('close', stop)
+  }
+
+  return {
+    apply (route, reqHeaders, method, res) {
+      const c = route.compression
+      if (!c.enabled) return res
+      if (res.status === 304) return notModified(reqHeaders, res)
+      if (ineligible(c, res)) return res
+      // From here the representation depends on Accept-Encoding (HEAD included: its headers
+      // are those of the GET), so shared caches downstream must key on it, encoded or not.
+      const length = knownLength(res)
+      const refused = reqHeaders['x-no-compression'] !== undefined || hasNoTransform(reqHeaders)
+      const enc = refused ? 'identity' : pickEncoding(first(reqHeaders['accept-encoding']), ANY, c.encodings)
+      if (enc === null || enc === 'identity' || method === 'HEAD' || res.body === null) {
+        const headers = { ...res.headers }
+        mergeVary(headers)
+        return { ...res, headers }
+      }
+      const headers = encodedHeaders(res.headers, enc)
+      const z = encoder(enc, c, length)
+      const counter = count(enc)
+      // Count output in the chain: a 'data' listener on the returned stream would start it
+      // flowing before the reply pipes it. Input is the encoder's own bytesWritten.
+      const out = new Transform({ transform (chunk: Buffer, _e, cb) { counter.out.inc(chunk.length); cb(null, chunk) } })
+      // A failing source (reset mid-body) fails the compressed stream: the client sees an
+      // abort, never a clean end. A client that goes away destroys the source (the upstream).
+      const done = () => { if (z.bytesWritten > 0) counter.in.inc(z.bytesWritten) }
+      if (Buffer.isBuffer(res.body)) {
+        pipeline(z, out, done)
+        z.end(res.body)
+      } else {
+        pipeline(res.body, z, out, done)
+        if (c.flushIdleMs > 0) flushWhenIdle(res.body, z, enc, c.flushIdleMs)
+      }
+      return { ...res, headers, body: out }
+    }
+  }
+}

@@ -1,0 +1,133 @@
+// Compress once, serve many: the encoded bodies a cache entry stores beside its identity body,
+// and the choice among them on a hit, which runs no compressor (only a memoised negotiation).
+//
+// The cache calls:
+//   on store (off the response path):  encodeForStore(body, headers, route)  → StoredVariants
+//   on a hit:                           serveVariant(variants, reqHeaders, method, headers, route)
+// or, to memoise headers per entry itself, pickEncoding + variantHeaders.
+import type { Headers } from '../types.js'
+import type { CompressionRouteConfig } from './config.js'
+import { decodeBounded, encodeBuffers, isCompressibleType } from './codec.js'
+import { encodedHeaders, first, hasNoTransform, mergeVary } from './headers.js'
+import { pickEncoding, type Coding } from './negotiate.js'
+
+export { pickEncoding, type Coding } from './negotiate.js'
+
+/** The bodies stored for one response, by content coding. identity is the decoded bytes. */
+export interface StoredVariants { identity?: Buffer; br?: Buffer; gzip?: Buffer; deflate?: Buffer }
+
+export interface VariantRoute { compression: CompressionRouteConfig }
+
+const CODINGS = ['br', 'gzip', 'deflate'] as const
+
+/** gzip, br or deflate as Sluice names them, or undefined for none; null for a coding it cannot decode. */
+function originCoding (headers: Headers): 'gzip' | 'br' | 'deflate' | undefined | null {
+  const ce = first(headers['content-encoding'])
+  if (ce === undefined) return undefined
+  const c = ce.trim().toLowerCase()
+  if (c === '' || c === 'identity') return undefined
+  if (c === 'gzip' || c === 'x-gzip') return 'gzip'
+  if (c === 'br' || c === 'deflate') return c
+  return null // zstd, compress, or a list of codings ("gzip, br"): stored as they came
+}
+
+/** Would Sluice compress this identity body for this route? (The same rules as on the fly.) */
+export function shouldEncode (body: Buffer, headers: Headers, c: CompressionRouteConfig): boolean {
+  return c.enabled && body.length >= c.minBytes && !hasNoTransform(headers) && isCompressibleType(headers, c.contentTypes)
+}
+
+/**
+ * Decode an origin's encoded body for identity clients, bounded: past `maxDecompressedBytes`
+ * it rejects with SLUICE_ERR_DECOMPRESSED_TOO_LARGE (a compression bomb: do not store it);
+ * bytes that do not decode reject with SLUICE_ERR_UPSTREAM_PROTOCOL. Off the event loop.
+ */
+export function decodeForIdentity (body: Buffer, encoding: 'gzip' | 'br' | 'deflate', maxDecompressedBytes: number): Promise<Buffer> {
+  return decodeBounded(body, encoding, maxDecompressedBytes)
+}
+
+/**
+ * The variants to store for a response, computed once per entry, off the response path (zlib
+ * on libuv's thread pool, storeBrQuality and storeGzipLevel). `headers` are the origin's.
+ * - Identity body: identity, plus the route's encodings when it would compress this body;
+ *   an encoded copy not smaller than the identity body is not kept.
+ * - Body the origin encoded (gzip, br, deflate): that body as its variant, identity decoded
+ *   within maxDecompressedBytes (rejects as decodeForIdentity does), plus the route's other
+ *   encodings (br from an origin's gzip) when it would compress the identity body.
+ * - A coding Sluice cannot decode: {} (store the response as it came, not as variants).
+ * The headers to serve are the origin's without Content-Encoding/Content-Length: variantHeaders
+ * adds them per variant.
+ */
+export async function encodeForStore (body: Buffer, headers: Headers, route: VariantRoute, opts: { maxDecompressedBytes?: number } = {}): Promise<StoredVariants> {
+  const c = route.compression
+  const origin = originCoding(headers)
+  if (origin === null) return {}
+  const out: StoredVariants = {}
+  let identity = body
+  if (origin !== undefined) {
+    identity = await decodeForIdentity(body, origin, Math.min(c.maxDecompressedBytes, opts.maxDecompressedBytes ?? Infinity))
+    out[origin] = body
+  }
+  out.identity = identity
+  if (shouldEncode(identity, headers, c)) {
+    const missing = c.encodings.filter((e) => out[e] === undefined)
+    if (missing.length > 0) Object.assign(out, await encodeBuffers(identity, { encodings: missing, storeBrQuality: c.storeBrQuality, storeGzipLevel: c.storeGzipLevel }))
+  }
+  return out
+}
+
+/** The codings present in `variants`, identity included. */
+export function availableCodings (variants: StoredVariants): Coding[] {
+  const a: Coding[] = []
+  for (const k of CODINGS) if (variants[k] !== undefined) a.push(k)
+  if (variants.identity !== undefined) a.push('identity')
+  return a
+}
+
+/**
+ * Response headers for one stored variant, from the origin's (identity) headers. Pure and
+ * cheap, and the same for every hit of an entry, so a cache may memoise it per coding.
+ */
+export function variantHeaders (headers: Headers, variants: StoredVariants, coding: Coding, route: VariantRoute): Headers {
+  const body = variants[coding]!
+  const encoded = CODINGS.some((k) => variants[k] !== undefined)
+  if (coding === 'identity') {
+    const h: Headers = { ...headers }
+    delete h['content-encoding']
+    h['content-length'] = String(body.length)
+    if (encoded) mergeVary(h) // other clients get other bytes
+    return h
+  }
+  const h = encodedHeaders(headers, coding, body.length)
+  const identity = variants.identity
+  if (route.compression.debugHeader && identity !== undefined) {
+    h['x-sluice-compression'] = `${coding} ${identity.length} ${(identity.length / Math.max(1, body.length)).toFixed(3)}`
+  }
+  return h
+}
+
+/** The route's order, then a stored coding it does not list (an origin's own br or gzip). */
+function preference (available: readonly Coding[], order: readonly string[]): readonly string[] {
+  for (const a of available) if (a !== 'identity' && !order.includes(a)) return [...order, ...available.filter((x) => x !== 'identity' && !order.includes(x))]
+  return order
+}
+
+export interface ServedVariant { coding: Coding; headers: Headers; body: Buffer | null }
+
+/**
+ * The stored variant for this request, without compressing anything: the client's best
+ * coding among those stored, in the route's order (stored bytes are served even on a route
+ * with compression off: serving them compresses nothing); identity for x-no-compression or a
+ * request with Cache-Control: no-transform; identity too when nothing stored is acceptable
+ * (as on the fly: a server may ignore Accept-Encoding). HEAD gets the GET's headers and no
+ * body. null only when `variants` is empty.
+ */
+export function serveVariant (variants: StoredVariants, reqHeaders: Headers, method: string, headers: Headers, route: VariantRoute): ServedVariant | null {
+  const available = availableCodings(variants)
+  if (available.length === 0) return null
+  let coding: Coding | null = 'identity'
+  if (reqHeaders['x-no-compression'] === undefined && !hasNoTransform(reqHeaders)) {
+    coding = pickEncoding(first(reqHeaders['accept-encoding']), available, preference(available, route.compression.encodings))
+  }
+  if (coding === null || variants[coding] === undefined) coding = available.includes('identity') ? 'identity' : available[0]!
+  return { coding, headers: variantHeaders(headers, variants, coding, route), body: method === 'HEAD' ? null : variants[coding]! }
+}

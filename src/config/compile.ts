@@ -1,0 +1,136 @@
+// Turns a validated Config into the frozen Snapshot that requests read: per-route settings
+// with the `defaults:` block and schema defaults merged in, upstream references resolved,
+// routes sorted for matching. Requests never parse or merge config.
+import { createHash } from 'node:crypto'
+import { Value } from '@sinclair/typebox/value'
+import type { Config, UpstreamConfig } from './schema.js'
+import { CacheRouteSchema, type CacheRouteConfig } from '../cache/config.js'
+import { CompressionRouteSchema, type CompressionRouteConfig } from '../compress/config.js'
+import type { ClientRateLimitConfig } from '../resilience/config.js'
+import { buildRouter, type Router } from '../stages/route.js'
+import { compileTrust } from '../context.js'
+import type { BlockList } from 'node:net'
+
+export interface UpstreamEntry {
+  name: string
+  /** scheme://host:port, the pool's key. */
+  origin: string
+  /** Path prefix of the upstream URL without a trailing slash ('' for none). */
+  basePath: string
+  /** host[:port] sent as Host unless preserveHost. */
+  hostHeader: string
+  config: Readonly<UpstreamConfig>
+}
+
+export interface RouteEntry {
+  name: string
+  index: number
+  host: string
+  pathPrefix: string
+  methods: ReadonlySet<string> | null
+  upstream: UpstreamEntry
+  timeoutMs: number
+  websocket: boolean
+  maxBodyBytes: number
+  cache: Readonly<CacheRouteConfig>
+  compression: Readonly<CompressionRouteConfig>
+  rateLimit: Readonly<ClientRateLimitConfig> | null
+  /** routes[].retry.nonIdempotent: retries may repeat POST/PATCH on this route. */
+  retryNonIdempotent: boolean
+  /** routes[].serverTiming: send a Server-Timing header with per-stage times. */
+  serverTiming: boolean
+}
+
+export interface Snapshot {
+  /** Short hash of the config, shown in logs and /admin/config. */
+  version: string
+  loadedAt: number
+  file: string
+  config: Readonly<Config>
+  routes: readonly RouteEntry[]
+  upstreams: Readonly<Record<string, UpstreamEntry>>
+  router: Router
+  /** Trusted proxy addresses (listen.trustedProxies), or null when none are trusted. */
+  trust: BlockList | null
+}
+
+type Obj = Record<string, unknown>
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+/** Deep merge of plain objects; arrays and scalars from `over` replace. */
+export function deepMerge (base: unknown, over: unknown): unknown {
+  if (over === undefined) return structuredClone(base)
+  if (!isObj(base) || !isObj(over)) return structuredClone(over)
+  const out: Obj = structuredClone(base)
+  for (const [k, v] of Object.entries(over)) out[k] = deepMerge(out[k], v)
+  return out
+}
+
+export function deepFreeze<T> (o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o)
+    for (const v of Object.values(o as Obj)) deepFreeze(v)
+  }
+  return o
+}
+
+function upstreamEntry (name: string, cfg: UpstreamConfig): UpstreamEntry {
+  const u = new URL(cfg.url)
+  return {
+    name,
+    origin: u.origin,
+    basePath: u.pathname === '/' ? '' : u.pathname.replace(/\/$/, ''),
+    hostHeader: u.host,
+    config: cfg
+  }
+}
+
+/**
+ * `raw` is the user's config before defaults (so the `defaults:` block can be merged
+ * under each route before schema defaults fill the rest); `config` is the validated one.
+ */
+export function compile (config: Config, raw: Obj, file: string): Snapshot {
+  const upstreams: Record<string, UpstreamEntry> = {}
+  for (const [name, cfg] of Object.entries(config.upstreams)) upstreams[name] = upstreamEntry(name, cfg)
+  const rawDefaults = isObj(raw.defaults) ? raw.defaults : {}
+  const rawRoutes = Array.isArray(raw.routes) ? raw.routes as Obj[] : []
+  const routes: RouteEntry[] = config.routes.map((r, index) => {
+    const rr = rawRoutes[index] ?? {}
+    const cache = Value.Default(CacheRouteSchema, deepMerge(rawDefaults.cache ?? {}, rr.cache ?? {})) as CacheRouteConfig
+    const compression = Value.Default(CompressionRouteSchema, deepMerge(rawDefaults.compression ?? {}, rr.compression ?? {})) as CompressionRouteConfig
+    const rateLimit = (rr.rateLimit ?? rawDefaults.rateLimit) ? (r.rateLimit ?? config.defaults?.rateLimit ?? null) : null
+    const upstream = upstreams[r.upstream]
+    return {
+      name: r.name,
+      index,
+      host: r.match.host,
+      pathPrefix: r.match.pathPrefix,
+      methods: r.match.methods ? new Set(r.match.methods) : null,
+      upstream,
+      timeoutMs: r.timeoutMs ?? config.defaults?.timeoutMs ?? upstream.config.timeoutMs,
+      websocket: r.websocket,
+      maxBodyBytes: r.maxBodyBytes ?? config.defaults?.maxBodyBytes ?? 0,
+      cache,
+      compression,
+      rateLimit: rateLimit && rateLimit.perClient ? rateLimit : null,
+      retryNonIdempotent: r.retry?.nonIdempotent ?? false,
+      serverTiming: r.serverTiming ?? config.defaults?.serverTiming ?? false
+    }
+  })
+  const version = createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 12)
+  const snap: Snapshot = {
+    version,
+    loadedAt: Date.now(),
+    file,
+    config,
+    routes,
+    upstreams,
+    router: buildRouter(routes),
+    trust: compileTrust(config.listen.trustedProxies)
+  }
+  // The router holds compiled closures; freeze the data, not the functions' internals.
+  deepFreeze(config)
+  for (const r of routes) { deepFreeze(r.cache); deepFreeze(r.compression); deepFreeze(r.rateLimit); Object.freeze(r) }
+  for (const u of Object.values(upstreams)) Object.freeze(u)
+  return Object.freeze(snap)
+}

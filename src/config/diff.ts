@@ -1,0 +1,32 @@
+// What a reload changes, in words: routes and upstreams added, removed or changed.
+import type { Snapshot } from './compile.js'
+
+function byName<T extends { name: string }> (xs: readonly T[]): Map<string, T> {
+  return new Map(xs.map((x) => [x.name, x]))
+}
+
+function routeShape (r: Snapshot['routes'][number]): string {
+  return JSON.stringify({ host: r.host, pathPrefix: r.pathPrefix, methods: r.methods ? [...r.methods] : null, upstream: r.upstream.name, timeoutMs: r.timeoutMs, websocket: r.websocket, maxBodyBytes: r.maxBodyBytes, serverTiming: r.serverTiming, retryNonIdempotent: r.retryNonIdempotent, cache: r.cache, compression: r.compression, rateLimit: r.rateLimit })
+}
+
+export function diffSnapshots (prev: Snapshot, next: Snapshot): string[] {
+  const out: string[] = []
+  const a = byName(prev.routes); const b = byName(next.routes)
+  for (const [n, r] of b) {
+    const o = a.get(n)
+    if (!o) out.push(`+ route ${n}`)
+    else if (routeShape(o) !== routeShape(r)) out.push(`~ route ${n}`)
+  }
+  for (const n of a.keys()) if (!b.has(n)) out.push(`- route ${n}`)
+  for (const [n, u] of Object.entries(next.upstreams)) {
+    const o = prev.upstreams[n]
+    if (!o) out.push(`+ upstream ${n}`)
+    else if (JSON.stringify(o.config) !== JSON.stringify(u.config)) out.push(`~ upstream ${n}`)
+  }
+  for (const n of Object.keys(prev.upstreams)) if (!(n in next.upstreams)) out.push(`- upstream ${n}`)
+  const top = ['listen', 'admin', 'redis', 'log', 'server', 'cache', 'shutdownGraceMs'] as const
+  for (const k of top) {
+    if (JSON.stringify(prev.config[k]) !== JSON.stringify(next.config[k])) out.push(`~ ${k}`)
+  }
+  return out
+}

@@ -1,0 +1,218 @@
+// Reads a config file: YAML with source positions → ${VAR} interpolation → defaults →
+// strict validation against the one schema → semantic checks. Every problem names the
+// file, line:column and key path, e.g. `sluice.yaml:12:7 routes[2].cache.defaultTtlSeconds: expected integer >= 0`.
+import { readFileSync } from 'node:fs'
+import { parseDocument, LineCounter, visit, isMap, isSeq, isScalar, isPair, type Document, type Node as YamlNode } from 'yaml'
+import { Value, type ValueError } from '@sinclair/typebox/value'
+import type { TSchema } from '@sinclair/typebox'
+import { ConfigSchema, UpstreamSchema, type Config } from './schema.js'
+import { checkConfig } from './check.js'
+
+export interface ConfigIssue {
+  file: string
+  line: number
+  col: number
+  /** Key path, e.g. routes[2].cache.defaultTtlSeconds; '' for the whole file. */
+  path: string
+  message: string
+}
+
+export class ConfigError extends Error {
+  readonly issues: ConfigIssue[]
+  constructor (issues: ConfigIssue[]) {
+    super(issues.map(formatIssue).join('\n'))
+    this.name = 'ConfigError'
+    this.issues = issues
+  }
+}
+
+export function formatIssue (i: ConfigIssue): string {
+  return `${i.file}:${i.line}:${i.col} ${i.path || '(file)'}: ${i.message}`
+}
+
+export interface LoadedConfig {
+  config: Config
+  /** Non-fatal findings (for example TLS verification turned off). */
+  warnings: string[]
+  file: string
+  /** The config as written (after ${VAR} interpolation, before defaults), for merging route defaults. */
+  raw: Record<string, unknown>
+}
+
+type Segment = string | number
+
+/** Key path segments → `routes[2].cache.ttl`. */
+export function pathToString (segments: readonly Segment[]): string {
+  let out = ''
+  for (const s of segments) out += typeof s === 'number' ? `[${s}]` : (out ? '.' : '') + s
+  return out
+}
+
+class Locator {
+  constructor (private readonly doc: Document, private readonly lc: LineCounter, private readonly file: string) {}
+
+  /** The position of the deepest node that exists along `segments` (the key itself for a map entry). */
+  issue (segments: readonly Segment[], message: string): ConfigIssue {
+    let node: unknown = this.doc.contents
+    let pos = 0
+    for (const seg of segments) {
+      if (isMap(node)) {
+        const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg))
+        if (!pair) break
+        pos = (pair.key as YamlNode).range?.[0] ?? pos
+        node = pair.value
+        if (node && (node as YamlNode).range && !isMap(node) && !isSeq(node)) pos = (node as YamlNode).range![0]
+      } else if (isSeq(node) && typeof seg === 'number' && node.items[seg]) {
+        node = node.items[seg]
+        pos = (node as YamlNode).range?.[0] ?? pos
+      } else break
+    }
+    const { line, col } = this.lc.linePos(pos)
+    return { file: this.file, line, col, path: pathToString(segments), message }
+  }
+}
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g
+
+/** Replace ${VAR} and ${VAR:-default} in every string scalar; unset variables without a default are errors. */
+function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: YamlNode, msg: string) => void): void {
+  visit(doc, {
+    Scalar (_key, node) {
+      if (typeof node.value !== 'string' || !node.value.includes('${')) return
+      const out = node.value.replace(ENV_REF, (_m, name: string, hasDefault: string | undefined, def: string | undefined) => {
+        const v = env[name]
+        if (v !== undefined && v !== '') return v
+        if (hasDefault !== undefined) return def ?? ''
+        onError(node, `environment variable ${name} is not set (write \${${name}:-default} to give a default)`)
+        return ''
+      })
+      // An unquoted scalar that becomes a number or a boolean takes that type, as YAML would have.
+      if (node.type === 'PLAIN') {
+        if (/^-?\d+(\.\d+)?$/.test(out)) { node.value = Number(out); return }
+        if (out === 'true' || out === 'false') { node.value = out === 'true'; return }
+      }
+      node.value = out
+    }
+  })
+}
+
+function describe (e: ValueError): string {
+  const s = e.schema as TSchema & Record<string, unknown>
+  const type = s.type === 'integer' ? 'integer' : s.type === 'number' ? 'number' : s.type
+  switch (e.message) {
+    case 'Unexpected property': return 'unknown key'
+    case 'Expected required property': return 'required key is missing'
+  }
+  if (Array.isArray(s.anyOf) && s.anyOf.every((x: TSchema) => 'const' in x)) {
+    return `expected one of ${s.anyOf.map((x: TSchema) => JSON.stringify(x.const)).join(', ')}`
+  }
+  if (type === 'integer' || type === 'number') {
+    if (typeof e.value === 'number') {
+      if (typeof s.minimum === 'number' && e.value < s.minimum) return `expected ${type} >= ${s.minimum}`
+      if (typeof s.exclusiveMinimum === 'number' && e.value <= s.exclusiveMinimum) return `expected ${type} > ${s.exclusiveMinimum}`
+      if (typeof s.maximum === 'number' && e.value > s.maximum) return `expected ${type} <= ${s.maximum}`
+    }
+    const bound = typeof s.minimum === 'number' ? ` >= ${s.minimum}` : typeof s.exclusiveMinimum === 'number' ? ` > ${s.exclusiveMinimum}` : ''
+    return `expected ${type}${bound}, got ${JSON.stringify(e.value)}`
+  }
+  if (type === 'string' && typeof s.pattern === 'string' && typeof e.value === 'string') return `${JSON.stringify(e.value)} does not match ${s.pattern}`
+  if (type && typeof type === 'string') {
+    const got = Array.isArray(e.value) ? 'a list' : e.value === null ? 'null' : typeof e.value
+    if (e.message.startsWith('Expected')) return `expected ${type === 'array' ? 'a list' : type === 'object' ? 'a mapping' : type}, got ${got}`
+  }
+  return e.message.charAt(0).toLowerCase() + e.message.slice(1)
+}
+
+function toSegments (pointer: string, root: unknown): Segment[] {
+  const out: Segment[] = []
+  let cur: unknown = root
+  for (const raw of pointer.split('/').slice(1)) {
+    const part = raw.replace(/~1/g, '/').replace(/~0/g, '~')
+    const seg: Segment = Array.isArray(cur) && /^\d+$/.test(part) ? Number(part) : part
+    out.push(seg)
+    cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined
+  }
+  return out
+}
+
+/** Apply schema defaults, including inside the upstream records (TypeBox does not descend into Record). */
+export function withDefaults (raw: Record<string, unknown>): Record<string, unknown> {
+  const v = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>
+  const ups = v.upstreams
+  if (ups && typeof ups === 'object' && !Array.isArray(ups)) {
+    for (const [k, u] of Object.entries(ups)) (ups as Record<string, unknown>)[k] = Value.Default(UpstreamSchema, u)
+  }
+  return v
+}
+
+/** Parse and validate config text. Throws ConfigError listing every problem. */
+export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const lc = new LineCounter()
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false })
+  const loc = new Locator(doc, lc, file)
+  const issues: ConfigIssue[] = []
+  for (const err of doc.errors) {
+    const { line, col } = lc.linePos(err.pos[0])
+    issues.push({ file, line, col, path: '', message: `YAML: ${err.message.split('\n')[0]}` })
+  }
+  if (issues.length) throw new ConfigError(issues)
+  interpolate(doc, env, (node, message) => {
+    const { line, col } = lc.linePos(node.range?.[0] ?? 0)
+    issues.push({ file, line, col, path: nodePath(doc, node), message })
+  })
+  if (issues.length) throw new ConfigError(issues)
+  let raw: unknown
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 })
+  } catch (err) {
+    // e.g. an alias to an anchor that does not exist, or an alias bomb past maxAliasCount
+    throw new ConfigError([{ file, line: 1, col: 1, path: '', message: `YAML: ${(err as Error).message}` }])
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError([{ file, line: 1, col: 1, path: '', message: 'the file must be a YAML mapping (listen, upstreams, routes, ...)' }])
+  }
+  const defaulted = withDefaults(raw as Record<string, unknown>)
+  const seen = new Set<string>()
+  for (const e of Value.Errors(ConfigSchema, defaulted)) {
+    if (seen.has(e.path)) continue // one message per key: the first is the most precise
+    seen.add(e.path)
+    // A union of objects reports every branch; keep the first useful message per path.
+    issues.push(loc.issue(toSegments(e.path, defaulted), describe(e)))
+  }
+  if (issues.length) throw new ConfigError(issues)
+  const config = defaulted as unknown as Config
+  const warnings: string[] = []
+  for (const { segments, message, warning } of checkConfig(config, raw as Record<string, unknown>)) {
+    if (warning) warnings.push(`${file}: ${pathToString(segments)}: ${message}`)
+    else issues.push(loc.issue(segments, message))
+  }
+  if (issues.length) throw new ConfigError(issues)
+  return { config, warnings, file, raw: raw as Record<string, unknown> }
+}
+
+function nodePath (doc: Document, target: YamlNode): string {
+  const segs: Segment[] = []
+  const walk = (node: unknown, path: Segment[]): boolean => {
+    if (node === target) { segs.push(...path); return true }
+    if (isMap(node)) {
+      for (const p of node.items) {
+        if (isPair(p) && walk(p.value, [...path, isScalar(p.key) ? String(p.key.value) : '?'])) return true
+      }
+    } else if (isSeq(node)) {
+      for (let i = 0; i < node.items.length; i++) if (walk(node.items[i], [...path, i])) return true
+    }
+    return false
+  }
+  walk(doc.contents, [])
+  return pathToString(segs)
+}
+
+export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError([{ file, line: 0, col: 0, path: '', message: `cannot read the file: ${(err as Error).message}` }])
+  }
+  return parseConfig(text, file, env)
+}

@@ -1,0 +1,58 @@
+// Every error Sluice answers with, declared once: a stable code, an HTTP status and a message.
+// The README table "Error codes" lists each one; test/errors.test.ts fails when one is missing.
+
+export interface ErrorSpec { status: number; message: string }
+
+export const ERRORS = {
+  SLUICE_ERR_NO_ROUTE: { status: 404, message: 'No route matches this request' },
+  SLUICE_ERR_BAD_REQUEST: { status: 400, message: 'Malformed request' },
+  SLUICE_ERR_BAD_PATH: { status: 400, message: 'The request path is not valid' },
+  SLUICE_ERR_REQUEST_TIMEOUT: { status: 408, message: 'The request was not received in time' },
+  SLUICE_ERR_EXPECTATION_FAILED: { status: 417, message: 'Only the 100-continue expectation is supported' },
+  SLUICE_ERR_BODY_TOO_LARGE: { status: 413, message: 'The request body is larger than this route allows' },
+  SLUICE_ERR_URI_TOO_LONG: { status: 414, message: 'The request URI is too long' },
+  SLUICE_ERR_HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large' },
+  SLUICE_ERR_RATE_LIMITED: { status: 429, message: 'Too many requests from this client' },
+  SLUICE_ERR_UPSTREAM_BUDGET: { status: 429, message: 'The upstream request budget is exhausted' },
+  SLUICE_ERR_UPSTREAM_CONNECT: { status: 502, message: 'The upstream refused the connection' },
+  SLUICE_ERR_UPSTREAM_RESET: { status: 502, message: 'The upstream closed the connection' },
+  SLUICE_ERR_UPSTREAM_DNS: { status: 502, message: 'The upstream host name does not resolve' },
+  SLUICE_ERR_UPSTREAM_TLS: { status: 502, message: 'The upstream TLS handshake failed' },
+  SLUICE_ERR_UPSTREAM_PROTOCOL: { status: 502, message: 'The upstream sent an invalid response' },
+  SLUICE_ERR_CIRCUIT_OPEN: { status: 503, message: 'The upstream circuit breaker is open' },
+  SLUICE_ERR_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' },
+  SLUICE_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream did not answer in time' },
+  SLUICE_ERR_DECOMPRESSED_TOO_LARGE: { status: 502, message: 'The upstream body expands past maxDecompressedBytes when decoded' },
+  SLUICE_ERR_ONLY_IF_CACHED: { status: 504, message: 'only-if-cached was requested and no stored response is available' },
+  SLUICE_ERR_UNAUTHORIZED: { status: 401, message: 'A valid admin token is required' },
+  SLUICE_ERR_ADMIN_BAD_REQUEST: { status: 400, message: 'The admin request is not valid' },
+  SLUICE_ERR_CONFIG_INVALID: { status: 422, message: 'The configuration is not valid' },
+  SLUICE_ERR_CLIENT_CLOSED: { status: 499, message: 'The client closed the connection before the response (logged, never sent)' },
+  SLUICE_ERR_UPGRADE_REFUSED: { status: 400, message: 'This route does not accept this upgrade' },
+  SLUICE_ERR_INTERNAL: { status: 500, message: 'Internal gateway error' }
+} as const satisfies Record<string, ErrorSpec>
+
+export type ErrorCode = keyof typeof ERRORS
+
+export class SluiceError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  /** Extra response headers (Retry-After, RateLimit fields...). */
+  headers?: Record<string, string>
+  constructor (code: ErrorCode, message?: string, opts: { cause?: unknown; headers?: Record<string, string> } = {}) {
+    super(message ?? ERRORS[code].message, opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.name = 'SluiceError'
+    this.code = code
+    this.status = ERRORS[code].status
+    if (opts.headers) this.headers = opts.headers
+  }
+}
+
+export function isSluiceError (err: unknown): err is SluiceError {
+  return err instanceof SluiceError
+}
+
+/** The JSON body every error response carries. */
+export function errorBody (err: SluiceError): string {
+  return JSON.stringify({ error: err.code, message: err.message })
+}

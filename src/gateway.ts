@@ -1,0 +1,190 @@
+// buildProxy: the client-facing Fastify instance. One catch-all route runs the pipeline;
+// our own router (per snapshot) picks the route, because Fastify cannot add routes after
+// start and reloads must swap routes atomically. The request body is never parsed: it
+// streams to the upstream. Every request is observed once (metrics and the access line) by
+// observeRequest: right after the bytes are written, or when the response closes.
+import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import Fastify, { type FastifyInstance, type FastifyError, type FastifyRequest, type FastifyReply } from 'fastify'
+import type { Logger } from 'pino'
+import type { Metrics } from './observability/metrics.js'
+import type { Snapshot } from './config/compile.js'
+import { createPipeline, type PipelineDeps } from './pipeline.js'
+import { SluiceError, errorBody, isSluiceError, ERRORS, type ErrorCode } from './errors.js'
+import { handleUpgrade } from './upstream/websocket.js'
+import { resolveClientIp, HOST_VALUE } from './context.js'
+import { createFastPath } from './fast-path.js'
+import type { CacheResult } from './types.js'
+
+export interface ProxyDeps extends PipelineDeps {
+  metrics: Metrics
+}
+
+function clientErrorCode (code: string | undefined): ErrorCode {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW': return 'SLUICE_ERR_HEADERS_TOO_LARGE'
+    case 'ERR_HTTP_REQUEST_TIMEOUT': return 'SLUICE_ERR_REQUEST_TIMEOUT'
+    default: return 'SLUICE_ERR_BAD_REQUEST'
+  }
+}
+
+/** Number of Host header lines (names compared without regard to case). */
+export function hostLines (raw: string[]): number {
+  let n = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]
+    if (k.length === 4 && k.toLowerCase() === 'host') n++
+  }
+  return n
+}
+
+function badHost (res: ServerResponse, hosts: number): void {
+  const body = errorBody(new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : 'More than one Host header'))
+  res.shouldKeepAlive = false
+  res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' })
+  res.end(body)
+}
+
+const REASONS: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 413: 'Content Too Large', 414: 'URI Too Long', 431: 'Request Header Fields Too Large' }
+
+export function buildProxy (deps: ProxyDeps): FastifyInstance {
+  const { log, metrics } = deps
+  const first = deps.current().config
+  const srvCfg = first.server
+  let clientErrorsLogged = 0
+  let clientErrorWindow = 0
+
+  let fast: ((req: IncomingMessage, res: ServerResponse) => boolean) | null = null
+  const options = {
+    // No Fastify logger and no onResponse hook: Fastify then sets up no per-request response
+    // listeners; Sluice observes each request itself (observeRequest), once.
+    logger: false,
+    serverFactory: (handler: NonNullable<Parameters<typeof createServer>[1]>) => {
+      const s: Server = createServer({
+        maxHeaderSize: srvCfg.maxHeaderBytes,
+        headersTimeout: srvCfg.headersTimeoutMs,
+        requestTimeout: srvCfg.requestTimeoutMs,
+        keepAliveTimeout: srvCfg.keepAliveTimeoutMs,
+        // Node checks the header and request deadlines on this interval (30 s by default, which
+        // would let a slowloris client hold a connection up to 30 s past headersTimeoutMs).
+        connectionsCheckingInterval: Math.min(1000, srvCfg.headersTimeoutMs),
+        // Host is checked below, so a missing or repeated Host gets our JSON 400, not Node's empty one.
+        requireHostHeader: false,
+        noDelay: true
+      }, (req, res) => {
+        // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, or with more than one.
+        const hosts = hostLines(req.rawHeaders)
+        if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) return badHost(res, hosts)
+        // ...and for a Host that is not host[:port] (it is forwarded as X-Forwarded-Host and keys the cache).
+        if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) return badHost(res, -1)
+        // A fresh L1 hit is answered here, before Fastify (src/fast-path.ts).
+        if (fast !== null && fast(req, res)) return
+        handler(req, res)
+      })
+      // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
+      s.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+        const body = errorBody(new SluiceError('SLUICE_ERR_EXPECTATION_FAILED'))
+        res.writeHead(417, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+        res.end(body)
+      })
+      s.maxRequestsPerSocket = srvCfg.maxRequestsPerSocket
+      // Node drops header lines past maxHeadersCount silently; keep one more so the pipeline can see and refuse them.
+      s.maxHeadersCount = srvCfg.maxHeadersCount + 1
+      return s
+    },
+    return503OnClosing: true,
+    exposeHeadRoutes: false,
+    // A malformed request never reaches a route: answer with our code and JSON, and log it (bounded).
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
+      const code = clientErrorCode(err.code)
+      const now = Date.now()
+      if (now - clientErrorWindow > 1000) { clientErrorWindow = now; clientErrorsLogged = 0 }
+      if (clientErrorsLogged++ < 20) log.info({ code, cause: err.code, ip: socket.remoteAddress }, 'rejected malformed request')
+      // Never write a status line into a response that is already being sent (a request timeout
+      // can fire while a streamed answer is under way): close the connection instead.
+      const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
+      if (!socket.writable || (err.code === 'ECONNRESET') || inFlight?.headersSent === true) { socket.destroy(); return }
+      const { status } = ERRORS[code]
+      const body = errorBody(new SluiceError(code))
+      socket.end(`HTTP/1.1 ${status} ${REASONS[status] ?? 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+    },
+    frameworkErrors: (err: Error, request: FastifyRequest, reply: FastifyReply) => {
+      request.sluice = null
+      reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1))
+      const e = new SluiceError('SLUICE_ERR_BAD_PATH', err.message)
+      reply.code(e.status).type('application/json').send(errorBody(e))
+    }
+  }
+  // The serverFactory overloads confuse Fastify's generics; the instance is a plain HTTP/1 one.
+  const app = Fastify(options as unknown as Parameters<typeof Fastify>[0]) as unknown as FastifyInstance
+
+  app.decorateRequest('sluice', null)
+  app.removeAllContentTypeParsers()
+  // Leave every body unread: the pipeline streams it to the upstream.
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined))
+
+  /** The one observation per request: a metrics sample and, when enabled, the access line. */
+  const record = (snap: Snapshot, raw: IncomingMessage, routeName: string, upstream: string | undefined, status: number, bytes: number, t0: number, cache: CacheResult, clientIp: string, err: string | undefined): void => {
+    const config = snap.config
+    const method = raw.method ?? 'GET'
+    const ms = t0 > 0 ? performance.now() - t0 : 0
+    if (config.metrics.enabled) metrics.forRoute(routeName).observe(method, status, cache, ms / 1000)
+    if (config.log.accessLog) {
+      log.info({
+        route: routeName,
+        upstream,
+        method,
+        url: raw.url,
+        status,
+        bytes,
+        ms: Math.round(ms * 1000) / 1000,
+        cache,
+        ip: clientIp || resolveClientIp(raw.headers, raw.socket?.remoteAddress, snap.trust),
+        err
+      }, 'request')
+    }
+  }
+
+  /** Called exactly once per request that went through Fastify. */
+  const observe = (request: FastifyRequest, status: number, bytes: number): void => {
+    const ctx = request.sluice
+    // undefined, not null, on a request Fastify answered itself (an unsupported method such as PRI)
+    if (ctx && ctx.observed) return
+    if (ctx) ctx.observed = true
+    record(ctx?.snap ?? deps.current(), request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined)
+  }
+
+  fast = createFastPath(deps.current, deps.cache, (raw, routeName, upstream, status, bytes, t0) =>
+    record(deps.current(), raw, routeName, upstream, status, bytes, t0, 'hit', '', undefined))
+
+  const handle = createPipeline({ ...deps, observe })
+  app.all('/*', handle)
+  app.setNotFoundHandler(handle)
+
+  app.setErrorHandler((err: FastifyError | SluiceError, request, reply) => {
+    let e: SluiceError
+    if (isSluiceError(err)) e = err
+    else if (err.statusCode === 413) e = new SluiceError('SLUICE_ERR_BODY_TOO_LARGE')
+    else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) e = new SluiceError('SLUICE_ERR_BAD_REQUEST', err.message)
+    else {
+      e = new SluiceError('SLUICE_ERR_INTERNAL')
+      log.error({ err, url: request.url }, 'internal error')
+    }
+    const ctx = request.sluice
+    if (ctx) ctx.errorCode = e.code
+    if (e.status >= 500 && e.code !== 'SLUICE_ERR_INTERNAL') {
+      log.warn({ code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, msg: e.message }, 'upstream error')
+    }
+    if (!request.raw.socket?.destroyed) reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1))
+    if (e.code === 'SLUICE_ERR_CLIENT_CLOSED') { reply.code(499); observe(request, 499, 0); reply.raw.destroy(); return }
+    reply.code(e.status).header('content-type', 'application/json; charset=utf-8')
+    if (e.headers) reply.headers(e.headers)
+    return reply.send(errorBody(e))
+  })
+
+
+  app.server.on('upgrade', handleUpgrade(deps.current, log))
+  return app
+}
+
+export type { Snapshot }

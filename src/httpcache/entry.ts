@@ -1,0 +1,84 @@
+// A stored response and its timing, plus the binary record it becomes in Redis:
+// [u32 meta length][meta JSON][body][gzip body][br body]: bodies stay bytes, never base64.
+import type { Headers } from '../types.js'
+
+export interface CacheEntry {
+  /** Variant key (base key plus the Vary'd request values). */
+  key: string
+  /** Base key: method class, host, path and query. */
+  base: string
+  /** Path and query, for purge by key or prefix. */
+  path: string
+  status: number
+  /** Stored end-to-end headers (hop-by-hop and Connection-named ones never reach here). */
+  headers: Headers
+  body: Buffer
+  /** Encoded copies made once at store time, served to clients that accept them. */
+  gzip?: Buffer
+  br?: Buffer
+  requestTime: number
+  responseTime: number
+  lifetimeMs: number
+  initialAgeMs: number
+  swrMs: number
+  sieMs: number
+  mustRevalidate: boolean
+  noCache: boolean
+  tags: string[]
+  varyNames: string[]
+  /** The response may be served to requests that carry Authorization (public, s-maxage, must-revalidate). */
+  authOk: boolean
+  /** Response headers ready to send, per encoding; built on first use, never stored in Redis. */
+  out?: Partial<Record<'identity' | 'gzip' | 'br', Headers>>
+}
+
+export function entrySize (e: CacheEntry): number {
+  let h = 0
+  for (const k in e.headers) { const v = e.headers[k]; h += k.length + (Array.isArray(v) ? v.join('').length : (v?.length ?? 0)) + 8 }
+  return e.body.length + (e.gzip?.length ?? 0) + (e.br?.length ?? 0) + h + e.key.length * 2 + 256
+}
+
+export function ageMs (e: CacheEntry, now: number): number {
+  return e.initialAgeMs + Math.max(0, now - e.responseTime)
+}
+
+/** ms of freshness left (negative when stale). */
+export function ttlMs (e: CacheEntry, now: number): number {
+  return e.lifetimeMs - ageMs(e, now)
+}
+
+/** How long Redis should keep it: freshness plus the longest stale window. */
+export function storeTtlMs (e: CacheEntry, now: number): number {
+  const stale = e.mustRevalidate ? 0 : Math.max(e.swrMs, e.sieMs)
+  const keep = ttlMs(e, now) + stale
+  // Entries that only revalidate (no-cache, max-age=0 with a validator) are kept a while for 304s.
+  const hasValidator = e.headers.etag !== undefined || e.headers['last-modified'] !== undefined
+  return Math.max(keep, hasValidator ? 300_000 : 0)
+}
+
+export function encodeEntry (e: CacheEntry): Buffer {
+  const { body, gzip, br, out: _out, ...rest } = e
+  const meta = Buffer.from(JSON.stringify({ ...rest, v: 1, bl: body.length, gl: gzip?.length ?? -1, rl: br?.length ?? -1 }), 'utf8')
+  const head = Buffer.allocUnsafe(4)
+  head.writeUInt32BE(meta.length, 0)
+  return Buffer.concat([head, meta, body, gzip ?? Buffer.alloc(0), br ?? Buffer.alloc(0)])
+}
+
+export function decodeEntry (buf: Buffer): CacheEntry | undefined {
+  if (buf.length < 4) return undefined
+  const ml = buf.readUInt32BE(0)
+  if (4 + ml > buf.length) return undefined
+  const meta = JSON.parse(buf.subarray(4, 4 + ml).toString('utf8')) as CacheEntry & { v: number; bl: number; gl: number; rl: number }
+  if (meta.v !== 1) return undefined
+  let off = 4 + ml
+  // Copies, so an entry backfilled into L1 does not pin the whole Redis reply buffer.
+  const take = (n: number) => { const b = Buffer.from(buf.subarray(off, off + n)); off += n; return b }
+  const e: CacheEntry = { ...meta, body: take(meta.bl) }
+  if (meta.gl >= 0) e.gzip = take(meta.gl)
+  if (meta.rl >= 0) e.br = take(meta.rl)
+  delete (e as unknown as Record<string, unknown>).v
+  delete (e as unknown as Record<string, unknown>).bl
+  delete (e as unknown as Record<string, unknown>).gl
+  delete (e as unknown as Record<string, unknown>).rl
+  return e
+}

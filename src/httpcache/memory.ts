@@ -1,0 +1,94 @@
+// L1: an in-process LRU bounded by total bytes (headers and bodies counted). Map insertion order
+// is the recency order: a hit moves its entry to the end; eviction takes from the front.
+import type { CacheEntry } from './entry.js'
+import { entrySize } from './entry.js'
+import { matches, type EntryStore, type PurgeSelector } from './store.js'
+
+interface Slot { e: CacheEntry; size: number; expires: number }
+
+export class MemoryStore implements EntryStore {
+  private readonly slots = new Map<string, Slot>()
+  private readonly vary = new Map<string, string[]>()
+  private readonly byBase = new Map<string, Set<string>>()
+  bytes = 0
+
+  constructor (private maxBytes: number, private readonly maxEntryBytes: number) {}
+
+  get (key: string): CacheEntry | undefined {
+    const s = this.slots.get(key)
+    if (s === undefined) return undefined
+    if (s.expires <= Date.now()) { this.remove(key); return undefined }
+    // Refresh recency.
+    this.slots.delete(key)
+    this.slots.set(key, s)
+    return s.e
+  }
+
+  getVary (base: string): string[] | undefined {
+    return this.vary.get(base)
+  }
+
+  /** Accepts an entry if it fits; returns false when it is larger than maxEntryBytes or the cache. */
+  set (e: CacheEntry, ttlMs: number): boolean {
+    const size = entrySize(e)
+    if (size > this.maxEntryBytes || size > this.maxBytes || ttlMs <= 0) return false
+    const prev = this.slots.get(e.key)
+    if (prev) this.remove(e.key)
+    this.slots.set(e.key, { e, size, expires: Date.now() + ttlMs })
+    this.bytes += size
+    this.vary.set(e.base, e.varyNames)
+    let set = this.byBase.get(e.base)
+    if (!set) { set = new Set(); this.byBase.set(e.base, set) }
+    set.add(e.key)
+    this.evict()
+    return true
+  }
+
+  /** Account for bytes added to a stored entry (encoded variants made after the store). */
+  grew (key: string): void {
+    const s = this.slots.get(key)
+    if (!s) return
+    const size = entrySize(s.e)
+    this.bytes += size - s.size
+    s.size = size
+    this.evict()
+  }
+
+  setMaxBytes (n: number): void { this.maxBytes = n; this.evict() }
+
+  private evict (): void {
+    while (this.bytes > this.maxBytes && this.slots.size > 0) {
+      const oldest = this.slots.keys().next().value as string
+      this.remove(oldest)
+    }
+  }
+
+  private remove (key: string): boolean {
+    const s = this.slots.get(key)
+    if (!s) return false
+    this.slots.delete(key)
+    this.bytes -= s.size
+    const set = this.byBase.get(s.e.base)
+    if (set) { set.delete(key); if (set.size === 0) { this.byBase.delete(s.e.base); this.vary.delete(s.e.base) } }
+    return true
+  }
+
+  deleteBase (base: string): number {
+    const set = this.byBase.get(base)
+    if (!set) return 0
+    let n = 0
+    for (const k of [...set]) if (this.remove(k)) n++
+    this.vary.delete(base)
+    return n
+  }
+
+  purge (sel: PurgeSelector): number {
+    let n = 0
+    for (const [k, s] of this.slots) if (matches(s.e, sel) && this.remove(k)) n++
+    return n
+  }
+
+  stats (): { entries: number; bytes: number } {
+    return { entries: this.slots.size, bytes: this.bytes }
+  }
+}

@@ -1,0 +1,189 @@
+// RFC 9111 shared-cache rules as small named predicates; each "no" carries the reason that
+// ends up in `Cache-Status: sluice; fwd=bypass; detail=<REASON>`.
+import type { Headers } from '../types.js'
+import { parseDirectives, seconds, httpDate, type Directives } from './directives.js'
+
+/** Statuses a cache may store with heuristic freshness (RFC 9110 §15.1). */
+export const HEURISTIC_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
+/** Statuses whose semantics Sluice understands (for must-understand, RFC 9111 §5.2.2.3). */
+const UNDERSTOOD = new Set([200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 403, 404, 405, 410, 414, 500, 501, 502, 503, 504])
+
+export interface RouteCachePolicy {
+  defaultTtlSeconds: number
+  staleWhileRevalidateSeconds: number
+  staleIfErrorSeconds: number
+  allowSetCookie: boolean
+  targetedField: string
+  heuristicPercent: number
+  maxHeuristicSeconds: number
+}
+
+function first (v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v
+}
+
+/**
+ * The device token Sluice answers to in Surrogate-Control (Edge Architecture 1.0): it sends
+ * `Surrogate-Capability: sluice="Surrogate/1.0"` upstream, and `max-age=60;sluice` targets it.
+ */
+export const SURROGATE_TOKEN = 'sluice'
+export const SURROGATE_CAPABILITY = `${SURROGATE_TOKEN}="Surrogate/1.0"`
+
+/** The directives that govern Sluice: its own targeted field, then CDN-Cache-Control, then Surrogate-Control, then Cache-Control (RFC 9213). */
+export function responseDirectives (h: Headers, targetedField: string): { d: Directives; targeted: boolean } {
+  const own = h[targetedField]
+  if (own !== undefined) { const d = parseDirectives(own); if (d.size) return { d, targeted: true } }
+  const cdn = h['cdn-cache-control']
+  if (cdn !== undefined) { const d = parseDirectives(cdn); if (d.size) return { d, targeted: true } }
+  const sc = h['surrogate-control']
+  if (sc !== undefined) {
+    const d = surrogateDirectives(sc, SURROGATE_TOKEN)
+    if (d.size) return { d, targeted: true }
+  }
+  return { d: parseDirectives(h['cache-control']), targeted: false }
+}
+
+/**
+ * Surrogate-Control directives for one device: `max-age=60` applies to every surrogate,
+ * `max-age=60;sluice` only to the one whose token is `sluice`, and wins over the untargeted
+ * one; directives aimed at other devices are dropped.
+ */
+export function surrogateDirectives (value: string | string[], token: string): Directives {
+  const general: Directives = new Map()
+  const mine: Directives = new Map()
+  for (const part of splitList(Array.isArray(value) ? value.join(',') : value)) {
+    const semi = part.indexOf(';', part.indexOf('"') === -1 ? 0 : part.lastIndexOf('"'))
+    const target = semi === -1 ? undefined : part.slice(semi + 1).trim().toLowerCase()
+    const one = parseDirectives(semi === -1 ? part : part.slice(0, semi))
+    const into = target === undefined ? general : target === token ? mine : null
+    if (into === null) continue
+    for (const [k, v] of one) if (!into.has(k)) into.set(k, v)
+  }
+  for (const [k, v] of mine) general.set(k, v)
+  return general
+}
+
+/** Split a comma-separated field value, keeping commas inside quoted strings. */
+function splitList (s: string): string[] {
+  const out: string[] = []
+  let start = 0
+  let quoted = false
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]
+    if (c === '"') quoted = !quoted
+    else if (c === '\\' && quoted) i++
+    else if (c === ',' && !quoted) { out.push(s.slice(start, i)); start = i + 1 }
+  }
+  out.push(s.slice(start))
+  return out.map((x) => x.trim()).filter((x) => x.length > 0)
+}
+
+export interface Freshness {
+  /** Freshness lifetime in ms (0: stale at once). */
+  lifetimeMs: number
+  /** Age of the response when received, in ms (Age header and transit, RFC 9111 §4.2.3). */
+  initialAgeMs: number
+  swrMs: number
+  sieMs: number
+  /** must-revalidate / proxy-revalidate (or s-maxage): never served stale. */
+  mustRevalidate: boolean
+  /** no-cache: always revalidate before use. */
+  noCache: boolean
+  /** The lifetime came from the origin (not heuristics or the route default). */
+  explicit: boolean
+}
+
+export function freshness (status: number, h: Headers, d: Directives, targeted: boolean, route: RouteCachePolicy, requestTime: number, responseTime: number): Freshness {
+  const date = httpDate(h.date)
+  const dateMs = Number.isNaN(date) ? responseTime : date
+  let lifetimeMs: number | undefined
+  let explicit = true
+  const sMax = seconds(d, 's-maxage')
+  const max = seconds(d, 'max-age')
+  if (sMax !== undefined) lifetimeMs = sMax * 1000
+  else if (max !== undefined) lifetimeMs = max * 1000
+  else if (!targeted && h.expires !== undefined) {
+    const exp = httpDate(h.expires)
+    lifetimeMs = Number.isNaN(exp) ? 0 : Math.max(0, exp - dateMs) // an invalid Expires is already stale
+  }
+  if (lifetimeMs === undefined) {
+    explicit = false
+    if (route.defaultTtlSeconds > 0) lifetimeMs = route.defaultTtlSeconds * 1000
+    // Heuristics apply to heuristically cacheable statuses, and to any status marked public (RFC 9111 §4.2.2).
+    else if ((HEURISTIC_STATUSES.has(status) || d.has('public')) && h['last-modified'] !== undefined) {
+      const lm = httpDate(h['last-modified'])
+      lifetimeMs = Number.isNaN(lm) || lm >= dateMs ? 0 : Math.min((dateMs - lm) * route.heuristicPercent / 100, route.maxHeuristicSeconds * 1000)
+    } else lifetimeMs = 0
+  }
+  // An Age that is not exactly one non-negative integer makes the response stale (RFC 9111 §5.1).
+  let ageValue = 0
+  let badAge = false
+  if (h.age !== undefined) {
+    const a = Array.isArray(h.age) ? h.age : [h.age]
+    if (a.length !== 1 || !/^\s*\d+\s*$/.test(a[0])) badAge = true
+    else ageValue = Number(a[0]) * 1000
+  }
+  if (badAge) lifetimeMs = 0
+  const apparent = Math.max(0, responseTime - dateMs)
+  const corrected = ageValue + (responseTime - requestTime)
+  const swr = seconds(d, 'stale-while-revalidate')
+  const sie = seconds(d, 'stale-if-error')
+  const mustRevalidate = d.has('must-revalidate') || d.has('proxy-revalidate') || sMax !== undefined
+  return {
+    lifetimeMs,
+    initialAgeMs: Math.max(apparent, corrected),
+    swrMs: (swr ?? route.staleWhileRevalidateSeconds) * 1000,
+    sieMs: (sie ?? route.staleIfErrorSeconds) * 1000,
+    mustRevalidate,
+    noCache: d.has('no-cache') && d.get('no-cache') === true,
+    explicit
+  }
+}
+
+export type BypassReason = 'COOKIE' | 'EVENT-STREAM' | 'METHOD' | 'NO-STORE' | 'PRIVATE' | 'SET-COOKIE' | 'AUTHORIZATION' | 'VARY-STAR' | 'STATUS' | 'TOO-LARGE' | 'NO-FRESHNESS' | 'HIT-FOR-MISS' | 'BODY-ERROR' | 'CONTENT-RANGE'
+
+/** Whether a response may be stored, or why not. */
+export function storable (status: number, h: Headers, d: Directives, reqHeaders: Headers, reqD: Directives, route: RouteCachePolicy, f: Freshness): BypassReason | null {
+  if (status < 200 || status === 206 || status === 304) return 'STATUS'
+  if (d.has('must-understand') && !UNDERSTOOD.has(status)) return 'STATUS'
+  if (reqD.has('no-store') || (d.has('no-store') && !(d.has('must-understand') && UNDERSTOOD.has(status)))) return 'NO-STORE'
+  if (d.has('private') && d.get('private') === true) return 'PRIVATE'
+  // A stream of events never ends: it is passed through, never collected or coalesced.
+  const ct = h['content-type']
+  if (ct !== undefined && /^\s*text\/event-stream/i.test(Array.isArray(ct) ? ct[0] : ct)) return 'EVENT-STREAM'
+  const vary = h.vary
+  if (vary !== undefined && (Array.isArray(vary) ? vary.join(',') : vary).split(',').some((v) => v.trim() === '*')) return 'VARY-STAR'
+  if (h['set-cookie'] !== undefined && !route.allowSetCookie) return 'SET-COOKIE'
+  if (reqHeaders.authorization !== undefined && !(d.has('public') || d.has('s-maxage') || d.has('must-revalidate'))) return 'AUTHORIZATION'
+  // A request with a Cookie may get a per-user answer: without the origin's own freshness (or
+  // public), Sluice invents none for it (route default or heuristics), as Varnish's built-in policy.
+  if (reqHeaders.cookie !== undefined && !f.explicit && !d.has('public')) return 'COOKIE'
+  // Statuses that are not heuristically cacheable need explicit freshness (or public).
+  if (!HEURISTIC_STATUSES.has(status) && !f.explicit && !d.has('public')) return 'STATUS'
+  const hasValidator = h.etag !== undefined || h['last-modified'] !== undefined
+  if (f.lifetimeMs <= 0 && !hasValidator && f.swrMs <= 0 && f.sieMs <= 0) return 'NO-FRESHNESS'
+  return null
+}
+
+/** Request directives (RFC 9111 §5.2.1), with Pragma: no-cache when there is no Cache-Control. */
+export function requestDirectives (h: Headers): Directives {
+  const cc = h['cache-control']
+  if (cc !== undefined) return parseDirectives(cc)
+  const pragma = h.pragma
+  if (pragma !== undefined && /(^|,)\s*no-cache\s*(,|$)/i.test(Array.isArray(pragma) ? pragma.join(',') : pragma)) return parseDirectives('no-cache')
+  return parseDirectives(undefined)
+}
+
+/**
+ * Header fields a shared cache must not keep: those named by a qualified `private="..."`
+ * (RFC 9111 §5.2.2.7) and `no-cache="..."` (§5.2.2.4; dropping them means they are never
+ * served without the origin, which is what revalidation would give). Lower case.
+ */
+export function withheldFields (d: Directives): string[] {
+  const out: string[] = []
+  for (const name of ['private', 'no-cache']) {
+    const v = d.get(name)
+    if (typeof v === 'string') for (const f of v.split(',')) { const t = f.trim().toLowerCase(); if (t) out.push(t) }
+  }
+  return out
+}

@@ -1,0 +1,188 @@
+// L2: Redis, shared by every replica. Per base key (one URL): one binary record per variant
+// (entry.ts), a small Vary record, and an index of its variants, all under one hash tag so they
+// share a Redis Cluster slot and are written and invalidated atomically without any SCAN.
+// Per tag: a bounded set of entry keys. Every command has the client's short timeout; an error
+// is reported and treated as a miss (the caller never fails a request).
+import { createHash } from 'node:crypto'
+import type { Redis, Cluster } from 'ioredis'
+import type { CacheEntry } from './entry.js'
+import { encodeEntry, decodeEntry } from './entry.js'
+import { matches, type EntryStore, type PurgeSelector } from './store.js'
+
+const MAX_TAG_MEMBERS = 10_000
+const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
+
+/**
+ * Store a variant: KEYS entry, vary record, variant index; ARGV record, vary names, ttl ms.
+ * The Vary record and the index live as long as their longest-lived variant.
+ */
+const SET_SCRIPT = `
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+local ttl = tonumber(ARGV[3])
+local vt = redis.call('PTTL', KEYS[2])
+if vt < ttl then redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl) else redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL') end
+redis.call('SADD', KEYS[3], KEYS[1])
+if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
+return 1`
+
+/** Remove every variant of a base key: KEYS vary record, variant index, plain entry. */
+const DELETE_BASE_SCRIPT = `
+local keys = redis.call('SMEMBERS', KEYS[2])
+local n = 0
+for _, k in ipairs(keys) do n = n + redis.call('DEL', k) end
+if redis.call('SISMEMBER', KEYS[2], KEYS[3]) == 0 then n = n + redis.call('DEL', KEYS[3]) end
+redis.call('DEL', KEYS[1], KEYS[2])
+return n`
+
+export class RedisStore implements EntryStore {
+  constructor (
+    private readonly redis: Redis | Cluster,
+    private readonly prefix: string,
+    private readonly onError: (op: string, err: Error) => void
+  ) {}
+
+  /** The hash tag of a base key: its digest, so any URL (braces included) maps to one slot. */
+  private slot (base: string): string { return '{' + createHash('sha1').update(base).digest('base64url').slice(0, 12) + '}' }
+  private rk (key: string): string { const nl = key.indexOf('\n'); return `${this.prefix}${this.slot(nl === -1 ? key : key.slice(0, nl))}c:${key}` }
+  private vk (base: string): string { return `${this.prefix}${this.slot(base)}v:${base}` }
+  private ik (base: string): string { return `${this.prefix}${this.slot(base)}i:${base}` }
+  private tk (tag: string): string { return `${this.prefix}t:{${tag}}` }
+
+  async get (key: string): Promise<CacheEntry | undefined> {
+    try {
+      const buf = await this.redis.getBuffer(this.rk(key))
+      return buf ? decodeEntry(buf) : undefined
+    } catch (err) {
+      this.onError('cache_get', err as Error)
+      return undefined
+    }
+  }
+
+  async getVary (base: string): Promise<string[] | undefined> {
+    try {
+      const v = await this.redis.get(this.vk(base))
+      return v === null ? undefined : (v === '' ? [] : v.split(','))
+    } catch (err) {
+      this.onError('cache_get', err as Error)
+      return undefined
+    }
+  }
+
+  async set (e: CacheEntry, ttlMs: number): Promise<void> {
+    if (ttlMs <= 0) return
+    const px = Math.ceil(ttlMs)
+    try {
+      const rk = this.rk(e.key)
+      await this.redis.eval(SET_SCRIPT, 3, rk, this.vk(e.base), this.ik(e.base), encodeEntry(e), e.varyNames.join(','), px)
+      // Tags span slots: one command per key (a Cluster pipeline or MULTI needs a single slot).
+      await Promise.all(e.tags.map(async (t) => {
+        const tk = this.tk(t)
+        const [n] = await Promise.all([this.redis.sadd(tk, rk), this.redis.pexpire(tk, Math.max(px, 60_000))])
+        // Keep tag sets bounded: past the cap, drop arbitrary members (their entries then expire on their own).
+        if (n > 0 && await this.redis.scard(tk) > MAX_TAG_MEMBERS) await this.redis.spop(tk, 100)
+      }))
+    } catch (err) {
+      this.onError('cache_set', err as Error)
+    }
+  }
+
+  async deleteBase (base: string): Promise<number> {
+    try {
+      return Number(await this.redis.eval(DELETE_BASE_SCRIPT, 3, this.vk(base), this.ik(base), this.rk(base)))
+    } catch (err) {
+      this.onError('cache_delete', err as Error)
+      return 0
+    }
+  }
+
+  async purge (sel: PurgeSelector): Promise<number> {
+    try {
+      let keys: string[]
+      if (sel.tag !== undefined) {
+        keys = await this.redis.smembers(this.tk(sel.tag))
+        await this.redis.del(this.tk(sel.tag))
+      } else {
+        // Keys are `<prefix>{slot}c:<M>|<host>|<path>[|...][\n vary]`: match any method and host.
+        const path = sel.key ?? sel.prefix ?? ''
+        const all = await this.scan(`${globEscape(this.prefix)}{*}c:*|*|${globEscape(path)}*`)
+        keys = all.filter((k) => {
+          const rest = k.slice(k.indexOf('}c:', this.prefix.length) + 3)
+          const p = rest.split('|')[2]?.split('\n')[0] ?? ''
+          return matches({ path: p, tags: [] }, sel)
+        })
+      }
+      // One DEL per key: the keys live in different slots. The variant indexes keep stale
+      // members until they expire; deleting a missing key is harmless.
+      const n = await Promise.all(keys.map((k) => this.redis.del(k)))
+      return n.reduce((a, b) => a + b, 0)
+    } catch (err) {
+      this.onError('cache_purge', err as Error)
+      return 0
+    }
+  }
+
+  private async scan (match: string): Promise<string[]> {
+    const out: string[] = []
+    const nodes = 'nodes' in this.redis && typeof (this.redis as Cluster).nodes === 'function' ? (this.redis as Cluster).nodes('master') : [this.redis as Redis]
+    for (const node of nodes) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', 1000)
+        cursor = next
+        out.push(...keys)
+      } while (cursor !== '0')
+    }
+    return out
+  }
+
+  private walk: { nodes: Redis[]; node: number; cursor: string; keys: number; sampled: number; sampledBytes: number } | null = null
+  private lastPass: { entries: number; bytes: number } | null = null
+
+  /**
+   * L2 size for the gauges, at a bounded cost per call: one SCAN step and a few pipelined
+   * MEMORY USAGE samples. A pass over the keyspace spans as many calls as it needs; each call
+   * returns the last completed pass (null before the first one ends), so a cache of millions of
+   * keys is never scanned in one go. Bytes are the sampled mean size times the entries.
+   */
+  async sampleStats (count = 1000, samples = 16): Promise<{ entries: number; bytes: number } | null> {
+    try {
+      if (this.walk === null) {
+        const nodes = 'nodes' in this.redis && typeof (this.redis as Cluster).nodes === 'function' ? (this.redis as Cluster).nodes('master') : [this.redis as Redis]
+        this.walk = { nodes, node: 0, cursor: '0', keys: 0, sampled: 0, sampledBytes: 0 }
+      }
+      const w = this.walk
+      const [next, keys] = await w.nodes[w.node].scan(w.cursor, 'MATCH', `${globEscape(this.prefix)}{*}c:*`, 'COUNT', count)
+      w.keys += keys.length
+      if (keys.length > 0) {
+        const p = w.nodes[w.node].pipeline() // the node that holds these keys (a Cluster pipeline needs one slot)
+        const step = Math.max(1, Math.floor(keys.length / samples))
+        for (let i = 0; i < keys.length; i += step) p.call('MEMORY', 'USAGE', keys[i])
+        for (const [err, v] of (await p.exec()) ?? []) if (!err && v !== null) { w.sampled++; w.sampledBytes += Number(v) }
+      }
+      w.cursor = next
+      if (next === '0' && ++w.node === w.nodes.length) {
+        this.lastPass = { entries: w.keys, bytes: w.sampled ? Math.round(w.sampledBytes / w.sampled * w.keys) : 0 }
+        this.walk = null
+      }
+      return this.lastPass
+    } catch (err) {
+      this.walk = null
+      this.onError('cache_stats', err as Error)
+      return null
+    }
+  }
+
+  /** Exact L2 size: scans every key (tests and one-off checks; the gauges use sampleStats). */
+  async stats (): Promise<{ entries: number; bytes: number }> {
+    try {
+      const keys = await this.scan(`${globEscape(this.prefix)}{*}c:*`)
+      let bytes = 0
+      for (const k of keys.slice(0, 1000)) bytes += Number(await this.redis.call('MEMORY', 'USAGE', k) ?? 0)
+      if (keys.length > 1000) bytes = Math.round(bytes * keys.length / 1000)
+      return { entries: keys.length, bytes }
+    } catch (err) {
+      this.onError('cache_stats', err as Error)
+      return { entries: -1, bytes: -1 }
+    }
+  }
+}

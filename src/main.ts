@@ -1,0 +1,251 @@
+// The composition root: config → logger, metrics, Redis, registries and stages → the proxy
+// and admin listeners. Everything is created here and injected; no module-level singletons.
+import { lookup } from 'node:dns/promises'
+import { request as undiciRequest } from 'undici'
+import { isIP } from 'node:net'
+import { readFileSync } from 'node:fs'
+import type { Logger } from 'pino'
+import type { FastifyInstance } from 'fastify'
+import { loadConfigFile } from './config/load.js'
+import { compile, type Snapshot } from './config/compile.js'
+import { SnapshotHolder, Reloader } from './config/reload.js'
+import { createLogger } from './observability/logger.js'
+import { createMetrics, type Metrics } from './observability/metrics.js'
+import { createRedis, redisConfigured, type RedisHandle } from './redis/client.js'
+import { PoolRegistry } from './upstream/pools.js'
+import type { GuardProvider } from './upstream/guard.js'
+import { createResilienceRegistry } from './resilience/registry.js'
+import type { SharedBucketStore } from './resilience/limiter.js'
+import { createUpstreamStage } from './stages/upstream.js'
+import { createCacheStage, type CacheStage } from './httpcache/stage.js'
+import { createCompressStage } from './compress/stage.js'
+import type { ClientLimitProvider } from './stages/client-limit.js'
+import { buildProxy } from './gateway.js'
+import { buildAdmin } from './admin.js'
+import { collectStatus } from './observability/status.js'
+
+export const VERSION: string = (() => {
+  // dist/src/main.js is two levels below the package root; src/main.ts (tsx) is one.
+  for (const rel of ['../../package.json', '../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8'))
+      if (pkg.name === 'sluice') return pkg.version
+    } catch { /* try the next */ }
+  }
+  return '0.0.0'
+})()
+
+export interface GatewayOptions {
+  configFile: string
+  /** Inject a logger (tests); default: pino on stdout at the configured level. */
+  log?: Logger
+  /** Watch the config file for changes (default true). */
+  watch?: boolean
+  /** Override listen ports (tests use 0). */
+  proxyPort?: number
+  adminPort?: number
+  /** Listen on the admin port (default true; cluster workers leave it to the primary). */
+  adminListen?: boolean
+  /** Rate-limit buckets shared without Redis (a cluster worker passes the primary's); ignored when Redis is configured. */
+  sharedBuckets?: SharedBucketStore | null
+}
+
+export interface Gateway {
+  proxyUrl: string
+  adminUrl: string
+  holder: SnapshotHolder
+  reloader: Reloader
+  metrics: Metrics
+  log: Logger
+  cache: CacheStage
+  proxy: FastifyInstance
+  admin: FastifyInstance
+  /** The /admin/status summary of this process. */
+  status (): Promise<unknown>
+  /** Stop accepting, let in-flight requests finish within graceMs, then release everything. */
+  close (graceMs?: number): Promise<void>
+}
+
+function address (app: FastifyInstance): string {
+  const a = app.server.address()
+  if (a === null || typeof a === 'string') return String(a)
+  return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
+}
+
+/** Warn at load about upstream names that do not resolve (requests to them get 502 SLUICE_ERR_UPSTREAM_DNS). */
+function checkDns (snap: Snapshot, log: Logger): void {
+  for (const u of Object.values(snap.upstreams)) {
+    const host = new URL(u.origin).hostname.replace(/^\[|\]$/g, '')
+    if (isIP(host) !== 0) continue
+    lookup(host).catch((err: NodeJS.ErrnoException) => {
+      log.warn({ upstream: u.name, host, code: err.code }, 'upstream host name does not resolve; its requests will get 502 SLUICE_ERR_UPSTREAM_DNS until it does')
+    })
+  }
+}
+
+export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
+  const loaded = loadConfigFile(opts.configFile)
+  const first = compile(loaded.config, loaded.raw, opts.configFile)
+  const cfg = first.config
+  const log = opts.log ?? createLogger(cfg.log.level)
+  for (const w of loaded.warnings) log.warn(w)
+  const metrics = createMetrics({ version: VERSION, maxLabelValues: cfg.metrics.maxLabelValues })
+  metrics.configLastReloadSuccess.set(Date.now() / 1000)
+  const holder = new SnapshotHolder(first)
+  const current = () => holder.current()
+
+  const redis: RedisHandle | null = redisConfigured(cfg.redis) ? createRedis(cfg.redis, { log, metrics }) : null
+  const pools = new PoolRegistry(log)
+  pools.reconcile(first.upstreams)
+  const resilience = createResilienceRegistry({
+    metrics,
+    log,
+    redis: redis?.client ?? null,
+    redisPrefix: cfg.redis.keyPrefix,
+    commandTimeoutMs: cfg.redis.commandTimeoutMs,
+    onRedisError: redis ? (op, e) => redis.onError(op, e as Error) : undefined,
+    sharedBuckets: redis ? null : opts.sharedBuckets ?? null
+  })
+  const reconcileResilience = (snap: Snapshot) => resilience.reconcile(
+    Object.fromEntries(Object.entries(snap.upstreams).map(([n, u]) => [n, u.config])), snap.routes)
+  reconcileResilience(first)
+  const guards: GuardProvider = resilience
+  const clientLimits: ClientLimitProvider = resilience
+
+  let warm = (): void => {}
+  const cache = createCacheStage({
+    config: cfg.cache,
+    metrics,
+    redis: redis?.client ?? null,
+    redisPrefix: cfg.redis.keyPrefix,
+    log,
+    onRedisError: redis ? (op, err) => redis.onError(op, err) : undefined,
+    onPurged: () => warm()
+  })
+  const compress = createCompressStage({ metrics })
+  const upstream = createUpstreamStage({ pools, guards: () => guards, metrics, log })
+
+  const reloader = new Reloader({
+    file: opts.configFile,
+    holder,
+    log,
+    metrics,
+    reconcile: (next, prev) => {
+      pools.reconcile(next.upstreams)
+      reconcileResilience(next)
+      checkDns(next, log)
+      for (const k of ['listen', 'admin', 'redis', 'server', 'cache'] as const) {
+        if (JSON.stringify(prev.config[k]) !== JSON.stringify(next.config[k])) log.warn({ key: k }, `a change to "${k}" takes effect at the next restart`)
+      }
+    }
+  })
+
+  const startedAt = Date.now()
+  const upstreamStatus = () => {
+    const pool = pools.stats()
+    const out: Record<string, unknown> = {}
+    const rs = resilience.status()
+    for (const [name, u] of Object.entries(current().upstreams)) {
+      const r = rs.upstreams[name] as Record<string, unknown> | undefined
+      out[name] = { url: u.origin + u.basePath, pool: pool[name], ...(r ? { breaker: r.breaker, limiter: r.budget, retry: r.retry } : {}) }
+    }
+    return out
+  }
+  const readinessDegraded = () => {
+    const d: string[] = []
+    if (redis && !redis.status().healthy) d.push('redis')
+    if (resilience.degraded) d.push('ratelimit')
+    if (reloader.lastError) d.push('config')
+    return d
+  }
+  const proxy = buildProxy({ current, upstream, cache, compress, clientLimits: () => clientLimits, log, metrics })
+  let listening = false
+  const admin = buildAdmin({
+    current,
+    metrics,
+    log,
+    reload: () => reloader.reload('admin'),
+    purge: (p) => cache.purge(p),
+    readiness: () => {
+      const degraded: string[] = []
+      const details: Record<string, unknown> = {}
+      if (redis) {
+        const s = redis.status()
+        details.redis = s
+        if (!s.healthy) degraded.push('redis')
+      } else details.redis = { configured: false }
+      if (resilience.degraded) degraded.push('ratelimit')
+      details.rateLimits = resilience.status().redis
+      if (reloader.lastError) { degraded.push('config'); details.lastReloadErrors = reloader.lastError }
+      details.cache = cache.stats()
+      return { ready: listening, degraded, details }
+    },
+    upstreams: upstreamStatus,
+    status: () => status()
+  })
+  const status = () => collectStatus({ current, metrics, upstreams: upstreamStatus, cacheStats: () => cache.stats(), readiness: () => ({ ready: listening, degraded: readinessDegraded() }), startedAt, version: VERSION })
+
+  try {
+    await proxy.listen({ host: cfg.listen.host, port: opts.proxyPort ?? cfg.listen.port })
+    if (opts.adminListen !== false) await admin.listen({ host: cfg.admin.host, port: opts.adminPort ?? cfg.admin.port })
+  } catch (err) {
+    resilience.close()
+    await Promise.allSettled([proxy.close(), admin.close(), pools.close(), cache.close(), redis?.close()])
+    throw err
+  }
+  listening = true
+  checkDns(first, log)
+  // cache.warmup: fetch the listed paths through our own listener (every stage applies), after
+  // start and after each purge; one at a time, so warm-up never floods the upstream.
+  const proxyAddr = proxy.server.address() as { port: number }
+  warm = () => {
+    const w = current().config.cache.warmup
+    if (w.paths.length === 0) return
+    void (async () => {
+      let ok = 0
+      for (const path of w.paths) {
+        try {
+          const r = await undiciRequest(`http://127.0.0.1:${proxyAddr.port}${path}`, { headers: w.host ? { host: w.host } : {} })
+          await r.body.dump()
+          if (r.statusCode < 400) ok++
+        } catch (err) {
+          log.warn({ path, err: (err as Error).message }, 'cache warm-up request failed')
+        }
+      }
+      log.info({ paths: w.paths.length, ok }, 'cache warm-up done')
+    })()
+  }
+  warm()
+  if (opts.watch !== false) reloader.watch()
+
+  const gw: Gateway = {
+    proxyUrl: address(proxy),
+    adminUrl: opts.adminListen !== false ? address(admin) : '',
+    holder,
+    reloader,
+    metrics,
+    log,
+    cache,
+    proxy,
+    admin,
+    status,
+    async close (graceMs = current().config.shutdownGraceMs) {
+      reloader.close()
+      listening = false
+      const force = setTimeout(() => {
+        log.warn({ graceMs }, 'shutdown grace period over; closing the remaining connections')
+        proxy.server.closeAllConnections()
+      }, graceMs)
+      force.unref()
+      await proxy.close()
+      clearTimeout(force)
+      await admin.close()
+      await cache.close()
+      resilience.close()
+      await pools.close()
+      await redis?.close()
+    }
+  }
+  log.info({ proxy: gw.proxyUrl, admin: gw.adminUrl, version: first.version, routes: first.routes.length, upstreams: Object.keys(first.upstreams).length, redis: redis ? 'on' : 'off' }, 'sluice started')
+  return gw
+}

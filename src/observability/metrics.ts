@@ -1,0 +1,133 @@
+// Every metric family Sluice exports, declared once, on its own prom-client Registry
+// (never the global one). Names and labels follow ../shared/DESIGN.md; labels come only
+// from config names and fixed enums. The request path binds label children once per
+// (route, method, status class, cache result) and reuses them: no label lookup per request.
+import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client'
+import type { CacheResult } from '../types.js'
+import { FastCounter, FastHistogram, type FastCounterChild, type FastHistogramChild } from './fast-metrics.js'
+
+/** OpenTelemetry HTTP duration boundaries (seconds), with three finer edges below 5 ms for cache hits. */
+export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+
+/** Methods that get their own label value; anything else is `_OTHER` (as OpenTelemetry does). */
+export const KNOWN_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT'] as const
+const METHOD_INDEX: Record<string, number> = Object.fromEntries(KNOWN_METHODS.map((m, i) => [m, i]))
+const OTHER_METHOD = KNOWN_METHODS.length
+const METHOD_LABELS = [...KNOWN_METHODS, '_OTHER']
+export const CACHE_RESULTS: readonly CacheResult[] = ['none', 'hit', 'miss', 'stale', 'bypass', 'revalidated', 'coalesced']
+const CACHE_INDEX: Record<string, number> = Object.fromEntries(CACHE_RESULTS.map((c, i) => [c, i]))
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx']
+
+export function statusClass (status: number): string {
+  const i = Math.floor(status / 100) - 1
+  return STATUS_CLASSES[i < 0 ? 0 : i > 4 ? 4 : i]
+}
+
+export function methodLabel (method: string): string {
+  const i = METHOD_INDEX[method]
+  return i === undefined ? '_OTHER' : KNOWN_METHODS[i]
+}
+
+type CounterChild = FastCounterChild
+type HistogramChild = FastHistogramChild
+
+/** Pre-bound children of the per-request families for one route name. */
+export class RouteObserver {
+  private readonly counters: (CounterChild | undefined)[] = []
+  private readonly durations: (HistogramChild | undefined)[] = []
+  constructor (private readonly metrics: Metrics, readonly route: string) {}
+
+  observe (method: string, status: number, cache: CacheResult, seconds: number): void {
+    let m = METHOD_INDEX[method]
+    if (m === undefined) m = OTHER_METHOD
+    let s = Math.floor(status / 100) - 1
+    if (s < 0) s = 0; else if (s > 4) s = 4
+    const c = CACHE_INDEX[cache] ?? 0
+    const idx = (m * 5 + s) * CACHE_RESULTS.length + c
+    let counter = this.counters[idx]
+    if (counter === undefined) {
+      counter = this.metrics.httpRequests.labels(this.route, METHOD_LABELS[m], STATUS_CLASSES[s], CACHE_RESULTS[c])
+      this.counters[idx] = counter
+    }
+    counter.inc()
+    let hist = this.durations[c]
+    if (hist === undefined) {
+      hist = this.metrics.httpDuration.labels(this.route, CACHE_RESULTS[c])
+      this.durations[c] = hist
+    }
+    hist.observe(seconds)
+  }
+}
+
+export interface MetricsOptions {
+  /** Collect Node process metrics (default true). */
+  processMetrics?: boolean
+  version?: string
+  /** Distinct values one label may take before the excess folds into `_other` (default 500). */
+  maxLabelValues?: number
+}
+
+/**
+ * Caps the distinct values of one label. Config names are bounded per load, but names that
+ * change across many reloads would otherwise add series forever; the excess folds into
+ * `_other`, and sluice_metrics_label_overflow_total counts what was folded.
+ */
+export class LabelGuard {
+  private readonly seen = new Set<string>()
+  constructor (private readonly label: string, private readonly max: number, private readonly overflow: Counter) {}
+  value (v: string): string {
+    if (this.seen.has(v)) return v
+    if (this.seen.size < this.max) { this.seen.add(v); return v }
+    this.overflow.labels(this.label).inc()
+    return '_other'
+  }
+}
+
+export function createMetrics (opts: MetricsOptions = {}) {
+  const registry = new Registry()
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry })
+  const registers = [registry]
+  const m = {
+    registry,
+    // The three families observed on every request use the lean implementation (fast-metrics.ts).
+    httpRequests: new FastCounter('sluice_http_requests_total', 'Requests answered, by route, method, status class and cache result', ['route', 'method', 'status_class', 'cache'], registry),
+    httpDuration: new FastHistogram('sluice_http_request_duration_seconds', 'Time from request to the last byte sent, by route and cache result', ['route', 'cache'], DURATION_BUCKETS, registry),
+    upstreamDuration: new FastHistogram('sluice_upstream_request_duration_seconds', 'Time from sending to the upstream until its response headers, by upstream and status class', ['upstream', 'status_class'], DURATION_BUCKETS, registry),
+    upstreamInFlight: new Gauge({ name: 'sluice_upstream_in_flight_requests', help: 'Requests in flight toward each upstream', labelNames: ['upstream'], registers }),
+    upstreamQueueWait: new Histogram({ name: 'sluice_upstream_queue_wait_seconds', help: 'Time a request waited for the upstream budget', labelNames: ['upstream'], buckets: DURATION_BUCKETS, registers }),
+    upstreamRetries: new Counter({ name: 'sluice_upstream_retries_total', help: 'Retries sent to each upstream', labelNames: ['upstream'], registers }),
+    cacheEvents: new FastCounter('sluice_cache_events_total', 'Cache decisions by route and result', ['route', 'result'], registry),
+    cacheBytes: new Gauge({ name: 'sluice_cache_bytes', help: 'Bytes held by each cache tier', labelNames: ['tier'], registers }),
+    cacheEntries: new Gauge({ name: 'sluice_cache_entries', help: 'Entries held by each cache tier', labelNames: ['tier'], registers }),
+    compressionBytes: new Counter({ name: 'sluice_compression_bytes_total', help: 'Bytes into and out of the compressors, by encoding', labelNames: ['encoding', 'direction'], registers }),
+    rateLimited: new Counter({ name: 'sluice_rate_limited_total', help: 'Requests rejected (or, in shadow mode, that would have been) by a limit', labelNames: ['scope', 'name'], registers }),
+    circuitState: new Gauge({ name: 'sluice_circuit_state', help: 'Breaker state per upstream: 0 closed, 1 half-open, 2 open', labelNames: ['upstream'], registers }),
+    circuitTransitions: new Counter({ name: 'sluice_circuit_transitions_total', help: 'Breaker state changes per upstream and new state', labelNames: ['upstream', 'to'], registers }),
+    redisErrors: new Counter({ name: 'sluice_redis_errors_total', help: 'Redis commands that failed or timed out, by operation', labelNames: ['op'], registers }),
+    configReloads: new Counter({ name: 'sluice_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers }),
+    configLastReloadSuccess: new Gauge({ name: 'sluice_config_last_reload_success_timestamp_seconds', help: 'Unix time of the last config load that succeeded', registers }),
+    buildInfo: new Gauge({ name: 'sluice_build_info', help: 'Build information; the value is always 1', labelNames: ['version', 'node'], registers }),
+    labelOverflow: new Counter({ name: 'sluice_metrics_label_overflow_total', help: 'Label values folded into _other by the cardinality guard, by label', labelNames: ['label'], registers }),
+    forRoute (name: string): RouteObserver {
+      let o = observers.get(name)
+      if (o === undefined) {
+        const label = routeGuard.value(name)
+        o = observers.get(label) ?? new RouteObserver(m, label)
+        observers.set(name, o)
+      }
+      return o
+    },
+    /** The label value to use for an upstream name (cardinality-guarded). */
+    upstreamLabel (name: string): string { return upstreamGuard.value(name) }
+  }
+  const max = opts.maxLabelValues ?? 500
+  const routeGuard = new LabelGuard('route', max, m.labelOverflow)
+  const upstreamGuard = new LabelGuard('upstream', max, m.labelOverflow)
+  const observers = new Map<string, RouteObserver>()
+  m.buildInfo.labels(opts.version ?? '0.0.0', process.version).set(1)
+  m.configReloads.labels('success').inc(0)
+  m.configReloads.labels('failure').inc(0)
+  return m
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

@@ -1,0 +1,44 @@
+// On-demand profiling through node:inspector, for POST /admin/profile and
+// POST /admin/heap-snapshot: a CPU profile (.cpuprofile, opens in Chrome DevTools or
+// speedscope) or a heap snapshot, without a restart. One at a time.
+import { Session } from 'node:inspector'
+import { PassThrough, type Readable } from 'node:stream'
+
+let busy = false
+
+function post<T> (session: Session, method: string, params?: object): Promise<T> {
+  return new Promise((resolve, reject) => {
+    session.post(method, params ?? {}, (err, res) => err ? reject(err) : resolve(res as T))
+  })
+}
+
+export async function cpuProfile (ms: number): Promise<string> {
+  if (busy) throw Object.assign(new Error('a profile is already running'), { statusCode: 409 })
+  busy = true
+  const session = new Session()
+  session.connect()
+  try {
+    await post(session, 'Profiler.enable')
+    await post(session, 'Profiler.setSamplingInterval', { interval: 100 })
+    await post(session, 'Profiler.start')
+    await new Promise((r) => setTimeout(r, ms))
+    const { profile } = await post<{ profile: unknown }>(session, 'Profiler.stop')
+    return JSON.stringify(profile)
+  } finally {
+    session.disconnect()
+    busy = false
+  }
+}
+
+export function heapSnapshot (): Readable {
+  const out = new PassThrough()
+  if (busy) { out.destroy(Object.assign(new Error('a profile is already running'), { statusCode: 409 })); return out }
+  busy = true
+  const session = new Session()
+  session.connect()
+  session.on('HeapProfiler.addHeapSnapshotChunk', (m) => { out.write((m.params as { chunk: string }).chunk) })
+  post(session, 'HeapProfiler.takeHeapSnapshot', { reportProgress: false }).then(
+    () => { session.disconnect(); busy = false; out.end() },
+    (err) => { session.disconnect(); busy = false; out.destroy(err) })
+  return out
+}

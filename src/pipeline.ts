@@ -1,0 +1,196 @@
+// The request pipeline: the one place that knows the order of the stages.
+//
+//   route → client limit → cache (L1 → L2 → coalesced upstream fetch) → upstream → compress → send
+//   metrics and the access log: one observation per request, in the onResponse hook (gateway.ts)
+//
+// Each stage lives in its own file with its config type beside it; this file only wires them.
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import type { Snapshot, RouteEntry } from './config/compile.js'
+import { RequestContext, ClientUpstreamRequest, resolveClientIp } from './context.js'
+import { SluiceError } from './errors.js'
+import type { ProxyResponse, UpstreamRequest } from './types.js'
+import type { UpstreamFetch } from './stages/upstream.js'
+import type { CacheStage } from './httpcache/stage.js'
+import type { CompressStage } from './compress/stage.js'
+import type { ClientLimitProvider } from './stages/client-limit.js'
+import { normalisePath } from './stages/path.js'
+import { limitBody } from './stages/body-limit.js'
+
+declare module 'fastify' {
+  interface FastifyRequest { sluice: RequestContext | null }
+}
+
+export interface PipelineDeps {
+  current: () => Snapshot
+  upstream: UpstreamFetch
+  cache: CacheStage
+  compress: CompressStage
+  clientLimits: () => ClientLimitProvider | null
+  log: Logger
+  /** Metrics and the access line for a finished request; `bytes` -1 when unknown. */
+  observe?: (request: FastifyRequest, status: number, bytes: number) => void
+}
+
+const NO_ROUTE = 'SLUICE_ERR_NO_ROUTE'
+
+/**
+ * Bytes in hand (cache hits, 304s, HEAD): write the stored header list straight to Node,
+ * bypassing Fastify's per-header reply work. Fastify's response listeners were attached before
+ * the handler ran, so the onResponse hook (metrics, access log) still fires.
+ */
+function sendBytes (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe']): FastifyReply {
+  const flat: string[] = []
+  const h = res.headers
+  for (const k in h) {
+    const v = h[k]
+    if (v === undefined) continue
+    if (typeof v === 'string') flat.push(k, v)
+    else for (let i = 0; i < v.length; i++) flat.push(k, v[i])
+  }
+  const extra = reply.getHeaders() // e.g. Server-Timing set earlier in this request
+  for (const k in extra) { const v = extra[k]; if (v !== undefined) flat.push(k, String(v)) }
+  if (res.cacheStatus !== undefined) flat.push('cache-status', res.cacheStatus)
+  if (res.age !== undefined) flat.push('age', res.age)
+  reply.hijack()
+  const raw = reply.raw
+  raw.writeHead(res.status, flat)
+  raw.end(res.body ?? undefined)
+  // Written in one go: observe now, with no listener per request.
+  observe?.(reply.request, res.status, res.body === null ? 0 : (res.body as Buffer).length)
+  return reply
+}
+
+/** Responses from the cache are sent as stored: a hit never compresses. */
+function fromUpstream (res: ProxyResponse): boolean {
+  return res.cacheResult === 'none' || res.cacheResult === 'miss' || res.cacheResult === 'bypass'
+}
+
+export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe']): FastifyReply {
+  if (res.body === null || Buffer.isBuffer(res.body)) return sendBytes(reply, res, observe)
+  // A stream: observed when the response closes (finished, or cut off).
+  if (observe !== undefined) {
+    const request = reply.request
+    reply.raw.once('close', () => observe(request, reply.raw.statusCode, Number(reply.getHeader('content-length') ?? -1)))
+  }
+  reply.code(res.status)
+  const h = res.headers
+  for (const k in h) {
+    const v = h[k]
+    if (v !== undefined) reply.header(k, v)
+  }
+  if (res.cacheStatus !== undefined) reply.header('cache-status', res.cacheStatus)
+  if (res.age !== undefined) reply.header('age', res.age)
+  // null would be serialised as the JSON text `null`; no body is sent as undefined.
+  return reply.send(res.body === null ? undefined : res.body)
+}
+
+export function createPipeline (deps: PipelineDeps) {
+  const { upstream, cache, compress } = deps
+
+  /** The same stages as below, timed for the Server-Timing header (routes[].serverTiming). */
+  async function timed (reply: FastifyReply, ctx: RequestContext, route: RouteEntry, ureq: UpstreamRequest, method: string, t0: number): Promise<FastifyReply> {
+    const raw = reply.request.raw
+    let upstreamMs = 0
+    const fetch = async (r: UpstreamRequest) => {
+      const t = performance.now()
+      try { return await upstream(route, r) } finally { upstreamMs += performance.now() - t }
+    }
+    const tc = performance.now()
+    let res = route.cache.enabled ? await cache.handle(route, ureq, fetch) : await fetch(ureq)
+    const cacheMs = performance.now() - tc - (route.cache.enabled ? upstreamMs : 0)
+    ctx.cacheResult = res.cacheResult
+    const tz = performance.now()
+    if (route.compression.enabled && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
+    const compressMs = performance.now() - tz
+    const [routeMs, limitMs] = ctx.timing ?? [0, 0]
+    const f = (n: number) => n.toFixed(3)
+    // On the reply, never on res.headers: a cached entry's headers are shared.
+    reply.header('server-timing', `route;dur=${f(routeMs)}, limit;dur=${f(limitMs)}, cache;dur=${f(cacheMs)}, upstream;dur=${f(upstreamMs)}, compress;dur=${f(compressMs)}, total;dur=${f(performance.now() - t0)}`)
+    return sendResponse(reply, res, deps.observe)
+  }
+
+  return async function handle (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    const t0 = performance.now()
+    const snap = deps.current()
+    const ctx = new RequestContext(snap, t0)
+    request.sluice = ctx
+    const raw = request.raw
+    let url = raw.url ?? '/'
+    if (url.length > snap.config.server.maxUrlBytes) throw new SluiceError('SLUICE_ERR_URI_TOO_LONG')
+    if (raw.rawHeaders.length > 2 * snap.config.server.maxHeadersCount) throw new SluiceError('SLUICE_ERR_HEADERS_TOO_LARGE', `More than ${snap.config.server.maxHeadersCount} header lines`)
+    const q = url.indexOf('?')
+    const rawPath = q === -1 ? url : url.slice(0, q)
+    // Route on the normalised path and forward that same path.
+    const path = normalisePath(rawPath, snap.config.server.allowEncodedSlashes)
+    if (path !== rawPath) url = q === -1 ? path : path + url.slice(q)
+    const method = raw.method ?? 'GET'
+
+    // 1. route
+    const route = snap.router.match(raw.headers.host, method, path)
+    if (route === null) throw new SluiceError(NO_ROUTE, `No route matches ${method} ${path}`)
+    ctx.route = route
+    const tRoute = performance.now()
+
+    // request body: streamed, never buffered; bounded by the route's maxBodyBytes
+    let body = requestBody(request, route)
+    if (body !== null && !Buffer.isBuffer(body) && wantsBuffer(route, method, raw.headers['content-length'])) body = await readAll(raw)
+    // 2. client limit
+    if (route.rateLimit !== null) {
+      ctx.clientIp = resolveClientIp(raw.headers, raw.socket.remoteAddress, snap.trust)
+      const limits = deps.clientLimits()
+      if (limits !== null) {
+        const rejected = await limits.check(route, ctx.clientIp, raw.headers)
+        if (rejected !== null) throw rejected
+      }
+    }
+    ctx.timing = route.serverTiming ? [tRoute - t0, performance.now() - tRoute] : null
+
+    const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null)
+    if (route.serverTiming) return timed(reply, ctx, route, ureq, method, t0)
+
+    // 3. cache, around 4. upstream
+    let res = route.cache.enabled ? await cache.handle(route, ureq, (r) => upstream(route, r)) : await upstream(route, ureq)
+    ctx.cacheResult = res.cacheResult
+
+    // 5. compress (responses from the cache are already encoded)
+    if (route.compression.enabled && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
+
+    // 6. send
+    return sendResponse(reply, res, deps.observe)
+  }
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
+
+/** A small body that a retry may need to send again is buffered (retry.maxBufferBytes); others stream. */
+function wantsBuffer (route: RouteEntry, method: string, cl: string | undefined): boolean {
+  // A cacheable POST query is keyed by its body: read it (it is small, bounded by maxBodyBytes).
+  const qp = route.cache.queryPost
+  if (method === 'POST' && route.cache.enabled && qp.enabled && cl !== undefined && Number(cl) <= qp.maxBodyBytes) return true
+  const r = route.upstream.config.retry
+  if (r.attempts === 0 || cl === undefined) return false
+  if (!IDEMPOTENT.has(method) && !route.retryNonIdempotent) return false
+  return Number(cl) <= r.maxBufferBytes
+}
+
+async function readAll (stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of stream) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
+}
+
+function requestBody (request: FastifyRequest, route: RouteEntry): UpstreamRequest['body'] {
+  const raw = request.raw
+  const cl = raw.headers['content-length']
+  const chunked = raw.headers['transfer-encoding'] !== undefined
+  if (!chunked && (cl === undefined || cl === '0')) return null
+  if (route.maxBodyBytes > 0) {
+    if (cl !== undefined && Number(cl) > route.maxBodyBytes) {
+      throw new SluiceError('SLUICE_ERR_BODY_TOO_LARGE', `The request body (${cl} bytes) is larger than this route allows (${route.maxBodyBytes})`)
+    }
+    // A chunked body has no declared length: count it as it streams.
+    if (cl === undefined) return limitBody(raw, route.maxBodyBytes)
+  }
+  return raw
+}

@@ -1,0 +1,199 @@
+// The one Redis client, created here and injected into the stores that use it.
+// Short timeouts and no offline queue: when Redis is slow or down, commands fail at once and
+// every feature falls back (cache → miss, limiter → local share), counts it, and /readyz says so.
+//
+// Three shapes, one interface (ioredis `Redis | Cluster`):
+// - one server: redis.url (redis:// or rediss://; an ACL user may be in the URL);
+// - Redis Cluster: redis.cluster.nodes (seed nodes; slots are discovered and followed);
+// - Sentinel: redis.sentinels + redis.name (the master is looked up and followed on failover).
+// redis.username/password and redis.tls apply to every connection of each shape.
+import { readFileSync } from 'node:fs'
+import type { ConnectionOptions } from 'node:tls'
+import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
+import type { Logger } from 'pino'
+import type { Metrics } from '../observability/metrics.js'
+import { redactUrl } from '../observability/logger.js'
+
+export interface RedisTlsConfig { enabled: boolean; caFile: string; certFile: string; keyFile: string; servername: string; rejectUnauthorized: boolean }
+
+export interface RedisConfig {
+  url: string
+  keyPrefix: string
+  commandTimeoutMs: number
+  connectTimeoutMs: number
+  username?: string
+  password?: string
+  tls?: Partial<RedisTlsConfig>
+  cluster?: { nodes: string[] }
+  sentinels?: string[]
+  name?: string
+  sentinelPassword?: string
+}
+
+export type RedisClient = Redis | Cluster
+export type RedisMode = 'single' | 'cluster' | 'sentinel'
+
+export interface RedisHandle {
+  client: RedisClient
+  prefix: string
+  mode: RedisMode
+  /** Report a failed command: counts sluice_redis_errors_total{op} and logs once per outage. */
+  onError (op: string, err: Error): void
+  status (): { configured: true; url: string; mode: RedisMode; state: string; healthy: boolean; lastError: string | null; errors: number }
+  /** A new connection for SUBSCRIBE (queues until connected, resubscribes after reconnects), of the same shape. */
+  subscriber (): RedisClient
+  close (): Promise<void>
+}
+
+/** true when the config names any Redis (a URL, a cluster or sentinels). */
+export function redisConfigured (cfg: Pick<RedisConfig, 'url' | 'cluster' | 'sentinels'>): boolean {
+  return !!cfg.url || (cfg.cluster?.nodes?.length ?? 0) > 0 || (cfg.sentinels?.length ?? 0) > 0
+}
+
+export function redisMode (cfg: Pick<RedisConfig, 'url' | 'cluster' | 'sentinels'>): RedisMode {
+  if ((cfg.cluster?.nodes?.length ?? 0) > 0) return 'cluster'
+  if ((cfg.sentinels?.length ?? 0) > 0) return 'sentinel'
+  return 'single'
+}
+
+function hostPort (s: string): { host: string; port: number } {
+  const u = new URL(/^[a-z]+:\/\//i.test(s) ? s : `redis://${s}`)
+  return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 6379) }
+}
+
+/** node:tls options from redis.tls, or undefined when TLS is off. */
+export function tlsOptions (cfg: RedisConfig): ConnectionOptions | undefined {
+  const t = cfg.tls ?? {}
+  const urls = [cfg.url, ...(cfg.cluster?.nodes ?? [])]
+  if (!t.enabled && !urls.some((u) => /^rediss:\/\//i.test(u ?? ''))) return undefined
+  const o: ConnectionOptions = { rejectUnauthorized: t.rejectUnauthorized !== false }
+  if (t.caFile) o.ca = readFileSync(t.caFile)
+  if (t.certFile) o.cert = readFileSync(t.certFile)
+  if (t.keyFile) o.key = readFileSync(t.keyFile)
+  if (t.servername) o.servername = t.servername
+  return o
+}
+
+/** What every connection shares: timeouts, fail-fast, credentials, TLS. */
+function baseOptions (cfg: RedisConfig): RedisOptions {
+  const o: RedisOptions = {
+    connectTimeout: cfg.connectTimeoutMs,
+    commandTimeout: cfg.commandTimeoutMs,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    lazyConnect: false,
+    retryStrategy: (times) => Math.min(100 * times, 2000)
+  }
+  if (cfg.username) o.username = cfg.username
+  if (cfg.password) o.password = cfg.password
+  const tls = tlsOptions(cfg)
+  if (tls) o.tls = tls
+  return o
+}
+
+/** Build the ioredis client for the configured shape. `extra` overrides (a subscriber queues, for one). */
+export function createRedisClient (cfg: RedisConfig, extra: RedisOptions = {}): RedisClient {
+  const base = { ...baseOptions(cfg), ...extra }
+  const mode = redisMode(cfg)
+  if (mode === 'cluster') {
+    const nodes = cfg.cluster!.nodes.map((n) => {
+      // Credentials in a node URL apply to every node (ioredis would use them for that seed only).
+      const u = /^rediss?:\/\//i.test(n) ? new URL(n) : null
+      if (u?.username && !base.username) base.username = decodeURIComponent(u.username)
+      if (u?.password && !base.password) base.password = decodeURIComponent(u.password)
+      return hostPort(n)
+    })
+    const { enableOfflineQueue, maxRetriesPerRequest, retryStrategy, ...redisOptions } = base
+    void maxRetriesPerRequest; void retryStrategy
+    const options: ClusterOptions = {
+      redisOptions,
+      enableOfflineQueue,
+      enableReadyCheck: true,
+      scaleReads: 'master',
+      maxRedirections: 16,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      slotsRefreshTimeout: Math.max(1000, cfg.connectTimeoutMs),
+      clusterRetryStrategy: (times) => Math.min(100 * times, 2000),
+      // TLS certificates name the host as configured, not the IP a node announces.
+      ...(base.tls ? { dnsLookup: (address: string, cb: (err: Error | null, a: string) => void) => cb(null, address) } : {})
+    }
+    const cluster = new Cluster(nodes, options)
+    // Redis#duplicate(options) and Cluster#duplicate(nodes, options) differ: a store written for
+    // one server (the cache's pub/sub subscriber) may call duplicate({ ... }) on either. Accept
+    // that form here: cluster-level keys stay on top, the rest go to every node's options.
+    const dup = cluster.duplicate.bind(cluster)
+    cluster.duplicate = ((a?: unknown, b?: ClusterOptions) => {
+      if (Array.isArray(a)) return dup(a, b)
+      const { enableOfflineQueue: q, ...per } = (a ?? {}) as RedisOptions
+      return dup([], { ...(q === undefined ? {} : { enableOfflineQueue: q }), redisOptions: { ...redisOptions, ...per } })
+    }) as Cluster['duplicate']
+    return cluster
+  }
+  if (mode === 'sentinel') {
+    return new Redis({
+      ...base,
+      sentinels: cfg.sentinels!.map(hostPort),
+      name: cfg.name || 'mymaster',
+      ...(cfg.sentinelPassword ? { sentinelPassword: cfg.sentinelPassword } : {}),
+      ...(base.tls ? { enableTLSForSentinelMode: true, sentinelTLS: base.tls } : {}),
+      sentinelRetryStrategy: (times: number) => Math.min(100 * times, 2000),
+      // Follow a failover: reconnect to the new master when the old one turns replica.
+      reconnectOnError: (err: Error) => /READONLY/.test(err.message) ? 2 : false
+    })
+  }
+  // One server; the URL's own user, password and rediss:// win over the config keys.
+  return new Redis(cfg.url, base)
+}
+
+function shownAs (cfg: RedisConfig): string {
+  const mode = redisMode(cfg)
+  if (mode === 'cluster') return `cluster(${cfg.cluster!.nodes.map((n) => /^rediss?:\/\//i.test(n) ? redactUrl(n) : n).join(',')})`
+  if (mode === 'sentinel') return `sentinel(${cfg.name || 'mymaster'}@${cfg.sentinels!.join(',')})`
+  return redactUrl(cfg.url)
+}
+
+export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Metrics }): RedisHandle {
+  const { log, metrics } = deps
+  const shown = shownAs(cfg)
+  const mode = redisMode(cfg)
+  if ([!!cfg.url, mode === 'cluster', (cfg.sentinels?.length ?? 0) > 0].filter(Boolean).length > 1) {
+    log.warn({ using: mode }, 'redis: more than one of url, cluster and sentinels is set; cluster wins over sentinels, sentinels over url')
+  }
+  if (cfg.tls?.rejectUnauthorized === false) log.warn({ redis: shown }, 'redis TLS certificates are not verified (redis.tls.rejectUnauthorized: false)')
+  const client = createRedisClient(cfg)
+  let lastError: string | null = null
+  let errors = 0
+  let down = false
+  const markDown = (err: Error) => {
+    lastError = err.message
+    if (!down) {
+      down = true
+      log.warn({ redis: shown, err: err.message }, 'redis unavailable: caches act as misses, limits use local buckets')
+    }
+  }
+  client.on('error', (err: Error) => { metrics.redisErrors.labels('connection').inc(); errors++; markDown(err) })
+  client.on('ready', () => {
+    if (down) log.info({ redis: shown }, 'redis is back')
+    down = false
+  })
+  return {
+    client,
+    prefix: cfg.keyPrefix,
+    mode,
+    onError (op, err) {
+      metrics.redisErrors.labels(op).inc()
+      errors++
+      markDown(err)
+    },
+    status () {
+      return { configured: true, url: shown, mode, state: client.status, healthy: client.status === 'ready' && !down, lastError, errors }
+    },
+    subscriber () {
+      return createRedisClient(cfg, { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined })
+    },
+    async close () {
+      try { await client.quit() } catch { client.disconnect() }
+    }
+  }
+}

@@ -1,0 +1,233 @@
+// One circuit breaker per upstream: an error-rate state machine (opossum 9) behind a
+// two-call seam, allow() before an attempt and record() after it. opossum wants to run the
+// action itself; here each admitted attempt is fired as an action whose promise record()
+// settles, so opossum keeps the rolling window and the transitions, and we keep the request.
+//
+// - allow() decides synchronously: open → SLUICE_ERR_CIRCUIT_OPEN with Retry-After = time
+//   until half-open. Half-open admits halfOpenMaxRequests probes at once (the first through
+//   opossum, the others beside it); the first probe to finish decides: success closes,
+//   failure reopens; an attempt admitted before this half-open round that finishes during it
+//   decides nothing. A probe never reported within max(resetTimeoutMs, 1 s) is presumed lost
+//   and its slot freed, so a caller that forgets record() cannot wedge the breaker half-open.
+// - record() classifies: connect errors, resets, timeouts and failureStatuses are failures;
+//   a 4xx never is; a client abort is not the upstream's fault and counts as a success.
+// - Transitions set sluice_circuit_state, count sluice_circuit_transitions_total and log once.
+//   They happen in the microtask after the record() that causes them.
+import CircuitBreaker from 'opossum'
+import type { Logger } from 'pino'
+import { SluiceError, isSluiceError, type ErrorCode } from '../errors.js'
+import type { Metrics } from '../observability/metrics.js'
+import type { CircuitBreakerConfig } from './config.js'
+import { retryAfterSeconds } from './headers.js'
+
+export type BreakerState = 'closed' | 'half-open' | 'open'
+const GAUGE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 }
+
+export interface Outcome {
+  /** The upstream's response status, when it answered. */
+  status?: number
+  /** Why the attempt failed, when it did. */
+  error?: unknown
+}
+
+/** What allow() hands out; pass it back to record() exactly once. */
+export interface Ticket {
+  /** @internal */ settle: ((failure: Error | null) => void) | null
+  /** @internal */ probeGen: number
+  /** @internal */ shadow: boolean
+}
+
+const NOOP: Ticket = Object.freeze({ settle: null, probeGen: -1, shadow: false }) as Ticket
+const noop = () => {}
+const RECORDED = -2
+
+/** opossum 9's `state` option (restores a breaker's state; missing from @types/opossum 8). */
+interface OpossumState { enabled?: boolean; closed?: boolean; halfOpen?: boolean; warmUp?: boolean; shutdown?: boolean; lastTimerAt?: number }
+
+/** Error codes of src/errors.ts that mean the upstream itself failed. */
+const UPSTREAM_FAILURES = new Set<ErrorCode>([
+  'SLUICE_ERR_UPSTREAM_CONNECT', 'SLUICE_ERR_UPSTREAM_RESET', 'SLUICE_ERR_UPSTREAM_DNS',
+  'SLUICE_ERR_UPSTREAM_TLS', 'SLUICE_ERR_UPSTREAM_PROTOCOL', 'SLUICE_ERR_UPSTREAM_TIMEOUT'
+])
+
+function isAbort (err: unknown): boolean {
+  const e = err as { name?: string; code?: string } | null
+  return e !== null && typeof e === 'object' && (e.name === 'AbortError' || e.code === 'UND_ERR_ABORTED' || e.code === 'ABORT_ERR')
+}
+
+/** Whether an error is the upstream's failure (vs the client going away, or a gateway-side refusal). */
+export function isUpstreamFailure (err: unknown): boolean {
+  if (isSluiceError(err)) return UPSTREAM_FAILURES.has(err.code)
+  return !isAbort(err)
+}
+
+export class Breaker {
+  private cb!: CircuitBreaker<[Ticket], unknown>
+  private cfg!: CircuitBreakerConfig
+  private failureStatuses = new Set<number>()
+  private openedAt = 0
+  private halfOpenGen = 0
+  private probesInFlight = 0
+  private lastProbeAt = 0
+  private readonly gauge: { set(v: number): void }
+  private readonly transitions: Record<BreakerState, { inc(): void }>
+  private readonly log: Logger
+
+  constructor (readonly name: string, cfg: CircuitBreakerConfig, metrics: Metrics, log: Logger) {
+    const label = metrics.upstreamLabel(name) // bounded label values (metrics.ts LabelGuard)
+    this.gauge = metrics.circuitState.labels(label)
+    this.transitions = {
+      closed: metrics.circuitTransitions.labels(label, 'closed'),
+      'half-open': metrics.circuitTransitions.labels(label, 'half-open'),
+      open: metrics.circuitTransitions.labels(label, 'open')
+    }
+    this.log = log
+    this.build(cfg, undefined)
+    if (cfg.enabled) this.gauge.set(GAUGE[this.state])
+  }
+
+  get state (): BreakerState {
+    return this.cb.opened ? 'open' : this.cb.halfOpen ? 'half-open' : 'closed'
+  }
+
+  /** Apply changed settings, keeping the state (open stays open, closed stays closed). */
+  reconfigure (cfg: CircuitBreakerConfig): void {
+    const old = this.cb
+    const state = (old.toJSON() as unknown as { state: OpossumState }).state
+    // opossum's lastTimerAt is when it registered its timer (at construction), not when it
+    // opened: restored as is, an open breaker older than resetTimeoutMs went half-open at once.
+    if (old.opened) state.lastTimerAt = this.openedAt
+    this.build(cfg, state)
+    old.shutdown()
+    if (this.cb.opened) this.openedAt = Date.now()
+    this.gauge.set(GAUGE[this.state])
+  }
+
+  private build (cfg: CircuitBreakerConfig, state: OpossumState | undefined): void {
+    this.cfg = cfg
+    this.failureStatuses = new Set(cfg.failureStatuses)
+    const options: CircuitBreaker.Options<[Ticket]> & { state?: OpossumState } = {
+      name: this.name,
+      timeout: false, // the upstream stage owns timeouts; one arrives here as a failure
+      resetTimeout: cfg.resetTimeoutMs,
+      errorThresholdPercentage: cfg.errorThresholdPercent,
+      volumeThreshold: cfg.volumeThreshold,
+      rollingCountTimeout: cfg.windowMs,
+      rollingCountBuckets: 10,
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
+      ...(state ? { state } : {})
+    }
+    const cb = new CircuitBreaker<[Ticket], unknown>((t: Ticket) => new Promise<void>((resolve, reject) => {
+      t.settle = (failure) => { if (failure === null) resolve(); else reject(failure) }
+    }), options)
+    // Listeners are attached after construction, so restoring a state is not a transition.
+    cb.on('open', () => { this.openedAt = Date.now(); this.transition('open') })
+    cb.on('halfOpen', () => { this.halfOpenGen++; this.probesInFlight = 0; this.transition('half-open') })
+    cb.on('close', () => this.transition('closed'))
+    this.cb = cb
+  }
+
+  private transition (to: BreakerState): void {
+    this.gauge.set(GAUGE[to])
+    this.transitions[to].inc()
+    const line = { upstream: this.name, to, window: this.cb.stats.fires, failures: this.cb.stats.failures }
+    if (to === 'open') this.log.warn(line, `circuit of upstream ${this.name} opened`)
+    else this.log.info(line, `circuit of upstream ${this.name} is ${to}`)
+  }
+
+  /** The error allow() would throw now, without admitting anything (null: it would admit). */
+  refusal (): SluiceError | null {
+    if (!this.cfg.enabled) return null
+    if (this.cb.opened) return this.openError(this.openedAt + this.cfg.resetTimeoutMs - Date.now())
+    if (this.cb.halfOpen && this.probesInFlight >= this.cfg.halfOpenMaxRequests &&
+      Date.now() - this.lastProbeAt < Math.max(this.cfg.resetTimeoutMs, 1000)) return this.openError(1000)
+    return null
+  }
+
+  /** Admit one attempt, or throw SLUICE_ERR_CIRCUIT_OPEN (503) at once. */
+  allow (): Ticket {
+    if (!this.cfg.enabled) return NOOP
+    const cb = this.cb
+    if (cb.opened) throw this.openError(this.openedAt + this.cfg.resetTimeoutMs - Date.now())
+    if (cb.halfOpen) {
+      const now = Date.now()
+      if (this.probesInFlight >= this.cfg.halfOpenMaxRequests) {
+        if (now - this.lastProbeAt < Math.max(this.cfg.resetTimeoutMs, 1000)) throw this.openError(1000)
+        this.log.warn({ upstream: this.name, probes: this.probesInFlight }, 'half-open probes were never reported; admitting new ones')
+        this.probesInFlight = 0
+      }
+      this.probesInFlight++
+      this.lastProbeAt = now
+      // opossum admits one call while half-open (pendingClose); the extra probes go beside it.
+      if (!cb.pendingClose) return { settle: null, probeGen: this.halfOpenGen, shadow: true }
+      return this.fire(this.halfOpenGen)
+    }
+    return this.fire(-1)
+  }
+
+  private fire (probeGen: number): Ticket {
+    const t: Ticket = { settle: null, probeGen, shadow: false }
+    this.cb.fire(t).then(noop, noop) // its rejection is the failure we reported; nothing to handle
+    return t
+  }
+
+  /** Report how an admitted attempt ended. Idempotent per ticket. */
+  record (ticket: Ticket, outcome: Outcome): void {
+    if (ticket === NOOP || ticket.probeGen === RECORDED) return
+    const failure = this.classify(outcome)
+    const gen = ticket.probeGen
+    if (gen >= 0 && gen === this.halfOpenGen && this.probesInFlight > 0) this.probesInFlight--
+    ticket.probeGen = RECORDED
+    // Half-open is decided by this round's probes only. An attempt admitted earlier (while
+    // closed, or an earlier round's probe) that finishes now is dropped: through opossum any
+    // success would close the breaker and any failure reopen it, with no probe having run.
+    if (gen !== this.halfOpenGen && this.cb.halfOpen) {
+      ticket.settle = null
+      ticket.shadow = false
+      return
+    }
+    if (ticket.shadow) {
+      ticket.shadow = false
+      if (this.cb.halfOpen) {
+        if (failure !== null) this.cb.open()
+        else this.cb.close()
+      }
+      return
+    }
+    const settle = ticket.settle
+    if (settle === null) return
+    ticket.settle = null
+    settle(failure)
+  }
+
+  /** null when the outcome is a success (or not the upstream's fault). */
+  private classify (o: Outcome): Error | null {
+    if (o.error !== undefined && o.error !== null) {
+      if (!isUpstreamFailure(o.error)) return null
+      return o.error instanceof Error ? o.error : new Error(String(o.error))
+    }
+    if (o.status !== undefined && this.failureStatuses.has(o.status)) return new Error(`upstream answered ${o.status}`)
+    return null
+  }
+
+  private openError (ms: number): SluiceError {
+    return new SluiceError('SLUICE_ERR_CIRCUIT_OPEN', undefined, { headers: { 'retry-after': String(retryAfterSeconds(ms)) } })
+  }
+
+  status () {
+    const s = this.cb.stats
+    const state = this.state
+    return {
+      enabled: this.cfg.enabled,
+      state,
+      retryAfterSeconds: state === 'open' ? retryAfterSeconds(this.openedAt + this.cfg.resetTimeoutMs - Date.now()) : 0,
+      probesInFlight: state === 'half-open' ? this.probesInFlight : 0,
+      window: { requests: s.fires, failures: s.failures, successes: s.successes }
+    }
+  }
+
+  close (): void {
+    this.cb.shutdown()
+  }
+}

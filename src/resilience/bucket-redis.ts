@@ -1,0 +1,114 @@
+// Token buckets shared by every replica through Redis: one atomic Lua script, one round trip
+// per take. The script reads the clock with Redis TIME, because replicas' clocks differ.
+// Each bucket is a single hash key whose name carries a {hash tag}, so on Redis Cluster the
+// key (and anything derived from it later) stays in one slot.
+//
+// take() rejects when Redis errors or does not answer within commandTimeoutMs; the caller
+// (limiter.ts) then decides locally. It never waits on a reconnecting client.
+import type { Redis, Cluster } from 'ioredis'
+import type { BucketStore } from './bucket-store.js'
+
+export type RedisClient = Redis | Cluster
+
+// KEYS[1] bucket; ARGV rate (tokens/s), burst, maxWaitMs. Returns the same number as
+// MemoryBucketStore.take. Fields: tk = tokens (may be negative: reserved debt), ts = ms.
+const TAKE_LUA = `
+if redis.replicate_commands then redis.replicate_commands() end
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local maxWait = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local s = redis.call('HMGET', KEYS[1], 'tk', 'ts')
+local tokens = tonumber(s[1])
+local ts = tonumber(s[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+else
+  local el = now - ts
+  if el < 0 then el = 0 end
+  tokens = math.min(burst, tokens + el * rate / 1000)
+end
+local wait = 0
+if tokens < 1 then wait = (1 - tokens) * 1000 / rate end
+if wait > maxWait then
+  local r = math.ceil(wait - maxWait)
+  if r < 1 then r = 1 end
+  return -r
+end
+tokens = tokens - 1
+redis.call('HSET', KEYS[1], 'tk', string.format('%.6f', tokens), 'ts', string.format('%.3f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+return math.ceil(wait)
+`
+
+const COMMAND = 'sluiceTokenBucketTake'
+type WithTake = { [COMMAND]: (key: string, rate: number, burst: number, maxWait: number) => Promise<number> }
+
+/** Client statuses after a connection was lost (as opposed to the first connect, 'wait'/'connecting'/'connect'). */
+const LOST = new Set(['reconnecting', 'end', 'close'])
+
+export class RedisUnavailableError extends Error {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'RedisUnavailableError'
+  }
+}
+
+export class RedisBucketStore implements BucketStore {
+  readonly kind = 'redis' as const
+  private readonly client: RedisClient & WithTake
+
+  constructor (client: RedisClient, readonly prefix: string, private readonly commandTimeoutMs = 250) {
+    // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT (a restarted server).
+    if (typeof (client as Partial<WithTake>)[COMMAND] !== 'function') {
+      client.defineCommand(COMMAND, { numberOfKeys: 1, lua: TAKE_LUA })
+    }
+    this.client = client as RedisClient & WithTake
+  }
+
+  /** The Redis key of a bucket: the prefix, then the bucket's name in a hash tag. */
+  key (name: string): string {
+    return `${this.prefix}{${name}}`
+  }
+
+  /** true when a command can be sent now (sending otherwise would queue or fail). */
+  get ready (): boolean { return this.client.status === 'ready' }
+
+  /** true when the connection was lost (not merely still opening for the first time). */
+  get lost (): boolean { return LOST.has(this.client.status) }
+
+  take (key: string, ratePerSecond: number, burst: number, maxWaitMs: number): Promise<number> {
+    return withTimeout(this.client[COMMAND](this.key(key), ratePerSecond, burst, maxWaitMs), this.commandTimeoutMs)
+  }
+
+  /** A cheap round trip used to notice that Redis answers again. */
+  ping (): Promise<unknown> {
+    if (!this.ready) return Promise.reject(new RedisUnavailableError(`redis is ${this.client.status}`))
+    return withTimeout(this.client.ping(), this.commandTimeoutMs)
+  }
+}
+
+function withTimeout<T> (p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false
+    const timer = setTimeout(() => {
+      if (done) return
+      done = true
+      reject(new RedisUnavailableError(`redis did not answer within ${ms} ms`))
+    }, ms)
+    timer.unref()
+    // The command may settle after the timeout; both handlers swallow that late answer.
+    p.then((v) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      resolve(v)
+    }, (err: unknown) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      reject(err instanceof Error ? err : new RedisUnavailableError(String(err)))
+    })
+  })
+}

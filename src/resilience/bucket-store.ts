@@ -1,0 +1,14 @@
+// The token-bucket store seam. Both stores give the same answer for the same calls (one
+// conformance suite, test/resilience/bucket-conformance.ts, runs against each).
+//
+// take() reserves one token. The result is one number so the memory path allocates nothing:
+//   r >= 0  granted; the caller must wait r ms before sending (a reservation: the bucket may
+//           run into debt up to maxWaitMs worth of tokens, which makes waiting FIFO and keeps
+//           the Redis path to one round trip per request)
+//   r <  0  denied; a token (within maxWaitMs) is available again in -r ms (always >= 1)
+
+export interface BucketStore {
+  readonly kind: 'memory' | 'redis' | 'primary'
+  take (key: string, ratePerSecond: number, burst: number, maxWaitMs: number): number | Promise<number>
+}
+

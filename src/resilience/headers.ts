@@ -1,0 +1,65 @@
+// Reading and writing the rate-limit fields: Retry-After (RFC 9110 §10.2.3) and the
+// RateLimit / RateLimit-Policy fields (draft-ietf-httpapi-ratelimit-headers), plus the
+// older RateLimit-Remaining/-Reset and X-RateLimit-* pairs that many upstreams still send.
+import type { Headers, HeaderValue } from '../types.js'
+
+function first (v: HeaderValue | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v
+}
+
+/** Retry-After as milliseconds from now (delta-seconds or HTTP-date); null when absent or invalid. */
+export function parseRetryAfter (value: HeaderValue | undefined, now = Date.now()): number | null {
+  const v = first(value)?.trim()
+  if (!v) return null
+  if (/^\d+$/.test(v)) return Number(v) * 1000
+  // HTTP-date formats all start with a day name; Date.parse alone would accept "-1".
+  if (!/^[A-Za-z]{3}/.test(v)) return null
+  const at = Date.parse(v)
+  if (Number.isNaN(at)) return null
+  return Math.max(0, at - now)
+}
+
+/**
+ * How long the upstream says its quota is exhausted for, in ms, read from its RateLimit
+ * fields; null when they are absent or say requests remain.
+ */
+export function exhaustedForMs (headers: Headers, now = Date.now()): number | null {
+  const rl = first(headers.ratelimit)
+  if (rl !== undefined) {
+    // Structured form (draft 08+): "policy";r=0;t=30. Older form: limit=100, remaining=0, reset=30.
+    const r = /(?:^|[;,\s])(?:r|remaining)=(\d+)/.exec(rl)
+    const t = /(?:^|[;,\s])(?:t|reset)=(\d+)/.exec(rl)
+    if (r && t) return r[1] === '0' ? Number(t[1]) * 1000 : null
+  }
+  const pairs: Array<[string, string]> = [['ratelimit-remaining', 'ratelimit-reset'], ['x-ratelimit-remaining', 'x-ratelimit-reset']]
+  for (const [rk, tk] of pairs) {
+    const rem = first(headers[rk])
+    const reset = first(headers[tk])
+    if (rem === undefined || reset === undefined) continue
+    if (rem.trim() !== '0') return null
+    const n = Number(reset.trim())
+    if (!Number.isFinite(n) || n < 0) return null
+    // Some upstreams send an epoch time in X-RateLimit-Reset rather than seconds from now.
+    return n > 1e9 ? Math.max(0, n * 1000 - now) : n * 1000
+  }
+  return null
+}
+
+/** Seconds for Retry-After: rounded up, never 0 (a client told "0" retries at once). */
+export function retryAfterSeconds (ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000))
+}
+
+/**
+ * The RateLimit-Policy value of a token bucket: quota `burst` per `w` seconds, w being the
+ * time the bucket takes to refill (so q/w is the sustained rate, and q the burst).
+ */
+export function policyField (policy: string, ratePerSecond: number, burst: number): string {
+  return `"${policy}";q=${burst};w=${Math.max(1, Math.ceil(burst / ratePerSecond))}`
+}
+
+/** The headers of a rejection: Retry-After, RateLimit-Policy and RateLimit. */
+export function rejectionHeaders (policy: string, policyValue: string, retryMs: number): Record<string, string> {
+  const s = retryAfterSeconds(retryMs)
+  return { 'retry-after': String(s), 'ratelimit-policy': policyValue, ratelimit: `"${policy}";r=0;t=${s}` }
+}

@@ -1,0 +1,81 @@
+// One named token bucket with its two homes: shared in Redis when a client is configured and
+// answers, else a local bucket sized to this replica's share (rate and burst divided by
+// expectedReplicas). The answer is synchronous whenever the local bucket decides.
+import { MemoryBucketStore } from './bucket-memory.js'
+import { RedisUnavailableError, type RedisBucketStore } from './bucket-redis.js'
+import type { RedisHealth } from './redis-health.js'
+
+export interface BucketParams {
+  requestsPerSecond: number
+  burst: number
+  expectedReplicas: number
+}
+
+/**
+ * A store every replica (or every worker) shares: RedisBucketStore, or the cluster primary's
+ * buckets (src/cluster/ipc-buckets.ts) for workers without Redis.
+ */
+export interface SharedBucketStore {
+  readonly kind: 'redis' | 'primary'
+  /** A command can be sent now. */
+  readonly ready: boolean
+  /** The connection was lost (not merely still opening). */
+  readonly lost: boolean
+  take (key: string, ratePerSecond: number, burst: number, maxWaitMs: number): Promise<number>
+  ping (): Promise<unknown>
+}
+
+export interface SharedStore {
+  store: SharedBucketStore | RedisBucketStore
+  health: RedisHealth
+}
+
+export class Limiter {
+  private rate = 0
+  private burst = 0
+  private localRate = 0
+  private localBurst = 0
+
+  /**
+   * `namespace` prefixes keys in Redis only (the local store is this limiter's own), so the
+   * memory path builds no key string beyond the caller's.
+   */
+  constructor (
+    private readonly namespace: string,
+    private readonly local: MemoryBucketStore,
+    private readonly shared: SharedStore | null,
+    params: BucketParams
+  ) {
+    this.update(params)
+  }
+
+  update (p: BucketParams): void {
+    this.rate = p.requestsPerSecond
+    this.burst = p.burst
+    this.localRate = p.requestsPerSecond / p.expectedReplicas
+    this.localBurst = Math.max(1, Math.floor(p.burst / p.expectedReplicas))
+  }
+
+  get usingLocal (): boolean {
+    return this.shared === null || !this.shared.health.up
+  }
+
+  /**
+   * Take one token for `key` (see bucket-store.ts for the result). `rateFactor` (0..1] slows
+   * the refill (adaptive budget). A Redis failure is answered by the local bucket, never thrown.
+   */
+  take (key: string, maxWaitMs: number, rateFactor = 1): number | Promise<number> {
+    const sh = this.shared
+    if (sh === null || !sh.health.up) return this.local.take(key, this.localRate * rateFactor, this.localBurst, maxWaitMs)
+    if (!sh.store.ready) {
+      // Before the first connection is up, answer locally without calling it an outage;
+      // a lost connection is one (logged once, counted, probed until Redis answers).
+      if (sh.store.lost) sh.health.failed('ratelimit', new RedisUnavailableError('redis connection lost'))
+      return this.local.take(key, this.localRate * rateFactor, this.localBurst, maxWaitMs)
+    }
+    return sh.store.take(this.namespace + key, this.rate * rateFactor, this.burst, maxWaitMs).then(undefined, (err: unknown) => {
+      sh.health.failed('ratelimit', err)
+      return this.local.take(key, this.localRate * rateFactor, this.localBurst, maxWaitMs)
+    })
+  }
+}

@@ -1,0 +1,144 @@
+// When to retry an attempt toward an upstream, and after how long.
+// - Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE), unless the route opts in.
+// - Only when the body can be sent again (none, or buffered up to retry.maxBufferBytes), and
+//   never once a response byte has reached the client.
+// - On connect errors and resets before any response byte, and on retry.statuses.
+// - Backoff: exponential with full jitter, capped at maxBackoffMs; a Retry-After is honoured,
+//   and one longer than maxBackoffMs means "not now": no retry.
+// - A retry budget: retries in a 10 s window stay within budgetPercent of first attempts
+//   (plus budgetMinRetries), so a failing upstream sees at most ~20% more, never a storm.
+import { isSluiceError } from '../errors.js'
+import type { RetryConfig } from './config.js'
+import { parseRetryAfter } from './headers.js'
+
+export const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
+
+/** Error codes meaning "the request never got an answer": connect failures and resets before any response byte. */
+const RETRYABLE_CODES = new Set([
+  'SLUICE_ERR_UPSTREAM_CONNECT', 'SLUICE_ERR_UPSTREAM_RESET',
+  // raw Node / undici codes, in case the caller passes the cause unmapped
+  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'
+])
+
+export interface RetryContext {
+  method: string
+  /** The upstream's status, when it answered. */
+  status?: number
+  /** The attempt's error, when it failed without an answer. */
+  error?: unknown
+  /** The upstream's Retry-After header, if any. */
+  retryAfter?: string | string[]
+  /** false when the request body streamed (too big to buffer) and cannot be sent again. */
+  bodyReplayable: boolean
+  /** The route opts in to retrying non-idempotent methods. */
+  routeAllowsNonIdempotent: boolean
+  /** A byte of the response already went to the client: never retry then. */
+  responseStarted?: boolean
+  /** Time left before the exchange's deadline; a retry that cannot start before it is not made. */
+  remainingMs?: number
+}
+
+export function isRetryableError (err: unknown): boolean {
+  if (isSluiceError(err)) return RETRYABLE_CODES.has(err.code)
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && RETRYABLE_CODES.has(code)
+}
+
+const SLOTS = 10
+const SLOT_MS = 1000
+
+/** Counts of first attempts and retries over a rolling 10 s window (ten 1 s slots). */
+class RetryBudget {
+  private readonly requests = new Array<number>(SLOTS).fill(0)
+  private readonly retries = new Array<number>(SLOTS).fill(0)
+  private epoch = 0 // index of the current slot, in slots since the Unix epoch
+
+  private rotate (now: number): number {
+    const e = Math.floor(now / SLOT_MS)
+    if (e !== this.epoch) {
+      const gap = Math.min(SLOTS, e - this.epoch)
+      for (let i = 1; i <= gap; i++) {
+        const j = (this.epoch + i) % SLOTS
+        this.requests[j] = 0
+        this.retries[j] = 0
+      }
+      this.epoch = e
+    }
+    return e % SLOTS
+  }
+
+  attempt (now: number): void { this.requests[this.rotate(now)]++ }
+
+  /** Take one retry from the budget if it has room. */
+  tryRetry (now: number, percent: number, min: number): boolean {
+    const i = this.rotate(now)
+    let req = 0
+    let ret = 0
+    for (let k = 0; k < SLOTS; k++) { req += this.requests[k]; ret += this.retries[k] }
+    // Every attempt (retries too) is counted in `requests`; first attempts are the rest.
+    const firsts = Math.max(0, req - ret)
+    if (ret + 1 > min && ret + 1 > firsts * percent / 100) return false
+    this.retries[i]++
+    return true
+  }
+
+  totals (now: number) {
+    this.rotate(now)
+    let req = 0
+    let ret = 0
+    for (let k = 0; k < SLOTS; k++) { req += this.requests[k]; ret += this.retries[k] }
+    return { windowAttempts: req, windowRetries: ret }
+  }
+}
+
+export class RetryPolicy {
+  private cfg: RetryConfig
+  private statuses: Set<number>
+  private readonly budget = new RetryBudget()
+
+  constructor (cfg: RetryConfig, private readonly onRetry: () => void = () => {}, private readonly random: () => number = Math.random) {
+    this.cfg = cfg
+    this.statuses = new Set(cfg.statuses)
+  }
+
+  configure (cfg: RetryConfig): void {
+    this.cfg = cfg
+    this.statuses = new Set(cfg.statuses)
+  }
+
+  /** Count an attempt sent to the upstream (the budget's base). */
+  noteAttempt (): void { this.budget.attempt(Date.now()) }
+
+  /**
+   * The delay before retry number `attempt` (1 = the first retry), or null for "do not retry".
+   * A number commits the retry: it is taken from the budget and counted in
+   * sluice_upstream_retries_total.
+   */
+  delayMs (attempt: number, ctx: RetryContext): number | null {
+    const cfg = this.cfg
+    if (attempt < 1 || attempt > cfg.attempts) return null
+    if (ctx.responseStarted === true || !ctx.bodyReplayable) return null
+    if (!ctx.routeAllowsNonIdempotent && !IDEMPOTENT.has(ctx.method)) return null
+    if (ctx.error !== undefined && ctx.error !== null) {
+      if (!isRetryableError(ctx.error)) return null
+    } else if (ctx.status === undefined || !this.statuses.has(ctx.status)) {
+      return null
+    }
+    const cap = Math.min(cfg.maxBackoffMs, cfg.backoffMs * 2 ** (attempt - 1))
+    let delay = Math.floor(this.random() * (cap + 1))
+    const ra = ctx.retryAfter === undefined ? null : parseRetryAfter(ctx.retryAfter)
+    if (ra !== null) {
+      if (ra > cfg.maxBackoffMs) return null
+      if (ra > delay) delay = ra
+    }
+    if (ctx.remainingMs !== undefined && delay >= ctx.remainingMs) return null
+    if (!this.budget.tryRetry(Date.now(), cfg.budgetPercent, cfg.budgetMinRetries)) return null
+    this.onRetry()
+    return delay
+  }
+
+  status () {
+    return { maxAttempts: this.cfg.attempts, ...this.budget.totals(Date.now()) }
+  }
+}

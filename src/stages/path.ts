@@ -1,0 +1,64 @@
+// Path normalisation, done once before routing: the path that is routed is the path that is
+// forwarded, so `/public/%2e%2e/admin` can never reach a route it should not.
+// - percent-encoded unreserved characters are decoded (so %2e is a dot) and hex is upper-cased
+// - dot segments are removed (RFC 3986 §5.2.4)
+// - NUL (%00), invalid percent-encoding and, unless allowed, encoded slashes (%2F) and
+//   backslashes (%5C) are rejected with 400 SLUICE_ERR_BAD_PATH
+import { SluiceError } from '../errors.js'
+
+const HEX = /^[0-9A-Fa-f]{2}$/
+
+function isUnreserved (c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) ||
+    c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e
+}
+
+function bad (why: string): SluiceError {
+  return new SluiceError('SLUICE_ERR_BAD_PATH', `The request path is not valid: ${why}`)
+}
+
+/** Remove `.` and `..` segments; `..` never climbs above the root. */
+export function removeDotSegments (path: string): string {
+  const segs = path.split('/')
+  const out: string[] = []
+  for (let i = 1; i < segs.length; i++) {
+    const s = segs[i]
+    if (s === '.') { if (i === segs.length - 1) out.push(''); continue }
+    if (s === '..') { out.pop(); if (i === segs.length - 1) out.push(''); continue }
+    out.push(s)
+  }
+  return '/' + out.join('/')
+}
+
+/**
+ * Normalise the path part of a request target. Returns the input unchanged (no allocation)
+ * when it has nothing to normalise, which is the common case.
+ */
+export function normalisePath (path: string, allowEncodedSlashes = false): string {
+  if (path.charCodeAt(0) !== 47 /* / */) {
+    if (path === '*') return path
+    throw bad('it must start with /')
+  }
+  const hasPct = path.indexOf('%') !== -1
+  const hasDot = path.indexOf('/.') !== -1
+  if (!hasPct && !hasDot && path.indexOf('\\') === -1) return path
+  if (path.indexOf('\\') !== -1) throw bad('a backslash is not allowed')
+  let p = path
+  if (hasPct) {
+    let out = ''
+    let last = 0
+    for (let i = p.indexOf('%'); i !== -1; i = p.indexOf('%', i + 1)) {
+      const hex = p.slice(i + 1, i + 3)
+      if (!HEX.test(hex)) throw bad('invalid percent-encoding')
+      const c = parseInt(hex, 16)
+      if (c === 0) throw bad('an encoded NUL is not allowed')
+      if ((c === 0x2f || c === 0x5c) && !allowEncodedSlashes) throw bad('an encoded slash or backslash is not allowed')
+      out += p.slice(last, i) + (isUnreserved(c) ? String.fromCharCode(c) : '%' + hex.toUpperCase())
+      last = i + 3
+      i += 2
+    }
+    p = out + p.slice(last)
+  }
+  if (p.indexOf('/.') !== -1) p = removeDotSegments(p)
+  return p
+}

@@ -1,0 +1,55 @@
+// Stage 1, route: match host + method + path prefix to a compiled RouteEntry.
+// Precedence (README "Route matching"): the longest path prefix wins; for the same prefix an
+// exact host beats a `*.suffix` host, which beats `*`; then a route listing methods beats one
+// without; then the order in the file. Two routes that would match the same requests are
+// rejected when the config loads (src/config/check.ts).
+import type { RouteEntry } from '../config/compile.js'
+
+export interface Router {
+  /** `host` is the Host header as received (any case, maybe with a port). */
+  match (host: string | undefined, method: string, path: string): RouteEntry | null
+}
+
+function hostRank (h: string): number {
+  return h === '*' ? 0 : h.startsWith('*.') ? 1 : 2
+}
+
+/** Strip the port and lower-case, allocating only when needed. */
+export function normaliseHost (host: string): string {
+  let end = host.length
+  if (host.charCodeAt(0) === 91 /* [ */) {
+    const close = host.indexOf(']')
+    end = close === -1 ? host.length : close + 1
+  } else {
+    const colon = host.indexOf(':')
+    if (colon !== -1) end = colon
+  }
+  const h = end === host.length ? host : host.slice(0, end)
+  return /[A-Z]/.test(h) ? h.toLowerCase() : h
+}
+
+export function buildRouter (routes: readonly RouteEntry[]): Router {
+  const sorted = [...routes].sort((a, b) =>
+    (b.pathPrefix.length - a.pathPrefix.length) ||
+    (hostRank(b.host) - hostRank(a.host)) ||
+    ((b.methods ? 1 : 0) - (a.methods ? 1 : 0)) ||
+    (a.index - b.index))
+  const anyHost = sorted.every((r) => r.host === '*')
+  return {
+    match (rawHost, method, path) {
+      const host = anyHost || rawHost === undefined ? '' : normaliseHost(rawHost)
+      for (let i = 0; i < sorted.length; i++) {
+        const r = sorted[i]
+        if (!path.startsWith(r.pathPrefix)) continue
+        if (r.methods !== null && !r.methods.has(method) && !(method === 'HEAD' && r.methods.has('GET'))) continue
+        if (!anyHost && r.host !== '*') {
+          if (r.host.charCodeAt(0) === 42 /* * */) {
+            if (!(host.endsWith(r.host.slice(1)) && host.length > r.host.length - 1)) continue
+          } else if (host !== r.host) continue
+        }
+        return r
+      }
+      return null
+    }
+  }
+}

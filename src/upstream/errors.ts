@@ -1,0 +1,30 @@
+// Maps what undici and the socket layer throw to Sluice's stable error codes.
+import { SluiceError, type ErrorCode } from '../errors.js'
+
+function codeOf (err: unknown): string {
+  let e = err as { code?: string; cause?: unknown } | undefined
+  for (let i = 0; i < 4 && e; i++) {
+    if (typeof e.code === 'string' && e.code !== 'UND_ERR_SOCKET') return e.code
+    e = e.cause as typeof e
+  }
+  return (err as { code?: string })?.code ?? ''
+}
+
+export function mapUpstreamError (err: unknown, upstream: string, clientClosed: boolean): SluiceError {
+  if (err instanceof SluiceError) return err
+  // A failure of the request body stream (e.g. over maxBodyBytes) keeps its own code.
+  const cause = (err as { cause?: unknown })?.cause
+  if (cause instanceof SluiceError) return cause
+  const code = codeOf(err)
+  const msg = (err as Error)?.message ?? String(err)
+  let sc: ErrorCode
+  let detail: string
+  if (clientClosed) { sc = 'SLUICE_ERR_CLIENT_CLOSED'; detail = 'client closed the connection' } else if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'SLUICE_DEADLINE') { sc = 'SLUICE_ERR_UPSTREAM_TIMEOUT'; detail = 'no response headers before the deadline' } else if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT') { sc = 'SLUICE_ERR_UPSTREAM_TIMEOUT'; detail = 'connect timeout' } else if (code === 'UND_ERR_BODY_TIMEOUT') { sc = 'SLUICE_ERR_UPSTREAM_TIMEOUT'; detail = 'body idle timeout' } else if (code === 'ECONNREFUSED') { sc = 'SLUICE_ERR_UPSTREAM_CONNECT'; detail = 'connection refused' } else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME' || code === 'EAI_FAIL') { sc = 'SLUICE_ERR_UPSTREAM_DNS'; detail = `DNS lookup failed (${code})` } else if (/CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|HOSTNAME_MISMATCH/.test(code)) { sc = 'SLUICE_ERR_UPSTREAM_TLS'; detail = `TLS: ${code}` } else if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED' || code === 'ECONNABORTED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') { sc = code.startsWith('E') && code.endsWith('UNREACH') ? 'SLUICE_ERR_UPSTREAM_CONNECT' : 'SLUICE_ERR_UPSTREAM_RESET'; detail = `connection closed (${code})` } else { sc = 'SLUICE_ERR_UPSTREAM_PROTOCOL'; detail = code ? `${code}: ${msg}` : msg }
+  return new SluiceError(sc, `upstream "${upstream}": ${detail}`, { cause: err })
+}
+
+/** True when the failure happened before any byte of a response, so a retry cannot duplicate one. */
+export function isRetryableError (err: SluiceError): boolean {
+  return err.code === 'SLUICE_ERR_UPSTREAM_CONNECT' || err.code === 'SLUICE_ERR_UPSTREAM_RESET' ||
+    err.code === 'SLUICE_ERR_UPSTREAM_DNS' || (err.code === 'SLUICE_ERR_UPSTREAM_TIMEOUT' && /connect/.test(err.message))
+}

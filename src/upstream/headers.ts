@@ -1,0 +1,83 @@
+// Header rules at the upstream boundary: hop-by-hop headers (RFC 9110 §7.6.1), and any
+// header named in Connection, never cross the gateway in either direction.
+import type { Headers } from '../types.js'
+
+/** Hop-by-hop headers, plus `expect` (Node answers 100-continue itself) and `host` (set per upstream). */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding',
+  'upgrade', 'proxy-authenticate', 'proxy-authorization', 'http2-settings'
+])
+
+export const VIA = '1.1 sluice'
+
+/** Names listed in a Connection header, lower case. */
+export function connectionTokens (value: string | string[] | undefined): string[] {
+  if (value === undefined) return []
+  const s = Array.isArray(value) ? value.join(',') : value
+  const out: string[] = []
+  for (const t of s.split(',')) {
+    const n = t.trim().toLowerCase()
+    if (n) out.push(n)
+  }
+  return out
+}
+
+export function isHopByHop (name: string): boolean {
+  return HOP_BY_HOP.has(name)
+}
+
+/** Remove hop-by-hop headers and those named in Connection, in place. */
+export function stripHopByHop (h: Headers): Headers {
+  const conn = h.connection
+  if (conn !== undefined) for (const n of connectionTokens(conn)) delete h[n]
+  for (const k in h) if (HOP_BY_HOP.has(k)) delete h[k]
+  return h
+}
+
+function appendVia (existing: string | string[] | undefined): string {
+  if (existing === undefined) return VIA
+  return (Array.isArray(existing) ? existing.join(', ') : existing) + ', ' + VIA
+}
+
+/** Headers sent upstream: a copy without hop-by-hop headers, with Host and Via set. */
+export function upstreamRequestHeaders (client: Headers, hostHeader: string | null): Record<string, string | string[]> {
+  const conn = client.connection
+  const named = conn === undefined ? null : connectionTokens(conn)
+  const out: Record<string, string | string[]> = {}
+  for (const k in client) {
+    const v = client[k]
+    if (v === undefined || HOP_BY_HOP.has(k) || k === 'expect') continue
+    if (named !== null && named.includes(k)) continue
+    out[k] = v
+  }
+  if (hostHeader !== null) out.host = hostHeader
+  out.via = appendVia(client.via)
+  return out
+}
+
+/**
+ * Response headers toward the client: a copy without hop-by-hop headers (copying keeps the
+ * object in V8's fast mode, where `delete` would not), with Via appended.
+ */
+export function clientResponseHeaders (upstream: Headers): Headers {
+  const conn = upstream.connection
+  const named = conn === undefined ? null : connectionTokens(conn)
+  const out: Headers = {}
+  for (const k in upstream) {
+    if (HOP_BY_HOP.has(k) || (named !== null && named.includes(k))) continue
+    out[k] = upstream[k]
+  }
+  out.via = appendVia(upstream.via)
+  return out
+}
+
+/**
+ * Throw away a response body we will not send. undici's body emits 'error' when destroyed;
+ * without a listener that would be an uncaught exception, so one is added first.
+ */
+export function discard (body: { on (ev: 'error', fn: (err: Error) => void): unknown; destroy (): unknown } | null | undefined): void {
+  if (!body) return
+  body.on('error', noop)
+  body.destroy()
+}
+function noop (): void {}

@@ -1,0 +1,114 @@
+// WebSocket (and only WebSocket) upgrades pass through as bytes: Sluice opens a TCP or TLS
+// connection to the upstream, replays the handshake with forwarding headers, and pipes both
+// ways. No frame parsing, so any subprotocol works.
+import { connect as netConnect, type Socket } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { Snapshot } from '../config/compile.js'
+import { applyForwarding, HOST_VALUE } from '../context.js'
+import { ERRORS, type ErrorCode } from '../errors.js'
+import { normalisePath } from '../stages/path.js'
+import { upstreamRequestHeaders } from './headers.js'
+
+function reject (socket: Duplex, code: ErrorCode, message?: string): void {
+  const { status } = ERRORS[code]
+  const body = JSON.stringify({ error: code, message: message ?? ERRORS[code].message })
+  socket.end(`HTTP/1.1 ${status} ${status === 404 ? 'Not Found' : status === 502 ? 'Bad Gateway' : status === 504 ? 'Gateway Timeout' : 'Bad Request'}\r\n` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+}
+
+export function handleUpgrade (current: () => Snapshot, log: Logger) {
+  return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => {})
+    const snap = current()
+    let url = req.url ?? '/'
+    const q = url.indexOf('?')
+    let path = q === -1 ? url : url.slice(0, q)
+    try {
+      const norm = normalisePath(path, snap.config.server.allowEncodedSlashes)
+      if (norm !== path) { url = q === -1 ? norm : norm + url.slice(q); path = norm }
+    } catch {
+      return reject(socket, 'SLUICE_ERR_BAD_PATH')
+    }
+    // RFC 9112 §3.2, as for any request (gateway.ts): one Host line on HTTP/1.1.
+    let hosts = 0
+    for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++
+    if (hosts > 1 || (hosts === 0 && req.httpVersion === '1.1') || (hosts === 1 && !HOST_VALUE.test(req.headers.host as string))) return reject(socket, 'SLUICE_ERR_BAD_REQUEST', 'An HTTP/1.1 request needs exactly one valid Host header')
+    const upgrade = String(req.headers.upgrade ?? '').toLowerCase()
+    const route = snap.router.match(req.headers.host, req.method ?? 'GET', path)
+    if (route === null) return reject(socket, 'SLUICE_ERR_NO_ROUTE')
+    if (upgrade !== 'websocket' || !route.websocket) return reject(socket, 'SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(upgrade)}`)
+    const up = route.upstream
+    const target = new URL(up.origin)
+    const secure = target.protocol === 'https:'
+    const port = Number(target.port || (secure ? 443 : 80))
+    const tls = up.config.tls
+    const upstream: Socket = secure
+      ? tlsConnect({ host: target.hostname, port, servername: tls.servername ?? target.hostname, rejectUnauthorized: tls.rejectUnauthorized })
+      : netConnect({ host: target.hostname, port })
+    const timer = setTimeout(() => { upstream.destroy(); reject(socket, 'SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
+    upstream.once(secure ? 'secureConnect' : 'connect', () => {
+      clearTimeout(timer)
+      // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
+      // forwarding headers replaced from untrusted peers), then the two upgrade headers.
+      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? up.hostHeader) : up.hostHeader)
+      applyForwarding(headers, req.socket.remoteAddress, snap.trust, req.headers.host)
+      headers.connection = 'Upgrade'
+      headers.upgrade = 'websocket'
+      const lines = [`${req.method} ${up.basePath}${url} HTTP/1.1`]
+      for (const k in headers) {
+        const v = headers[k]
+        for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`)
+      }
+      upstream.write(lines.join('\r\n') + '\r\n\r\n')
+      // Nothing more from the client reaches the upstream until it has agreed to switch (101):
+      // a refused handshake leaves a plain HTTP connection, and relaying the client's later bytes
+      // would let them reach the upstream as requests the gateway never routed (smuggling).
+      let buf: Buffer = Buffer.alloc(0)
+      const onHead = (d: Buffer) => {
+        buf = buf.length === 0 ? d : Buffer.concat([buf, d])
+        const end = buf.indexOf('\r\n\r\n')
+        if (end === -1) { if (buf.length > 65536) closeBoth(); return }
+        upstream.off('data', onHead)
+        const text = buf.toString('latin1', 0, end)
+        if (/^HTTP\/1\.1 101 /.test(text)) {
+          socket.write(buf)
+          if (head.length) upstream.write(head)
+          upstream.pipe(socket)
+          socket.pipe(upstream)
+          log.debug({ route: route.name, upstream: up.name }, 'websocket tunnel open')
+          return
+        }
+        // Refused: relay the upstream's answer (its Content-Length, or until it closes), then close.
+        const cl = /\r\ncontent-length:[ \t]*(\d+)/i.exec(text)
+        if (cl === null) { socket.write(buf); upstream.pipe(socket); return }
+        const total = end + 4 + Number(cl[1])
+        const relay = (chunk: Buffer) => {
+          buf = chunk === buf ? buf : Buffer.concat([buf, chunk])
+          if (buf.length < total) return
+          upstream.off('data', relay)
+          socket.once('finish', closeBoth)
+          socket.end(buf.subarray(0, total))
+        }
+        upstream.on('data', relay)
+        relay(buf)
+      }
+      upstream.on('data', onHead)
+    })
+    upstream.on('error', (err) => {
+      clearTimeout(timer)
+      log.warn({ route: route.name, upstream: up.name, err: err.message }, 'websocket upstream error')
+      if ((socket as Socket).bytesWritten === 0) reject(socket, 'SLUICE_ERR_UPSTREAM_CONNECT', `upstream "${up.name}": ${err.message}`)
+      else socket.destroy()
+    })
+    // WebSocket never relies on TCP half-close: when either side ends or closes, close both
+    // (HTTP server sockets allow half-open connections, which would otherwise linger).
+    const closeBoth = () => { socket.destroy(); upstream.destroy() }
+    socket.on('end', closeBoth)
+    socket.on('close', closeBoth)
+    upstream.on('end', closeBoth)
+    upstream.on('close', closeBoth)
+  }
+}

@@ -1,0 +1,136 @@
+// The shared L2 through real gateways on a real redis-server.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, tempConfig } from '../helpers/gateway.js'
+import { startRedis, freePort, type RedisHandle } from '../helpers/redis.js'
+import { cliCommand } from '../helpers/cli.js'
+
+let origin: Origin
+before(async () => { origin = await startOrigin() })
+after(async () => { await origin.close() })
+
+const config = (redisUrl: string, prefix: string, port = 0, admin = 0) => `
+listen: { host: 127.0.0.1, port: ${port} }
+admin: { host: 127.0.0.1, port: ${admin} }
+redis: { url: "${redisUrl}", keyPrefix: "${prefix}", commandTimeoutMs: 200 }
+log: { level: info, accessLog: false }
+upstreams:
+  origin: { url: "${origin.url}", timeoutMs: 2000 }
+routes:
+  - name: cached
+    match: { pathPrefix: / }
+    upstream: origin
+    cache: { enabled: true }
+`
+
+async function get (base: string, path: string) {
+  const r = await request(base + path)
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+}
+
+test('an entry stored by one gateway is an L2 hit for another, and backfills its L1', async () => {
+  const redis = await startRedis()
+  const a = await startTestGateway(config(redis.url, redis.prefix))
+  const b = await startTestGateway(config(redis.url, redis.prefix))
+  // Replicas behind one load balancer see the same Host header.
+  const viaHost = async (base: string) => {
+    const r = await request(base + '/shared', { headers: { host: 'shop.example' } })
+    return { headers: r.headers, body: await r.body.text() }
+  }
+  try {
+    origin.on('/shared', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('shared') })
+    assert.equal((await viaHost(a.url)).headers['cache-status'], 'sluice; fwd=miss; stored')
+    // The L2 write is asynchronous: wait until the record is in Redis.
+    const c = redis.client()
+    for (let i = 0; i < 100 && (await c.keys(`${redis.prefix}{*}c:G|shop.example|/shared`)).length === 0; i++) await sleep(20)
+    const fromL2 = await viaHost(b.url)
+    assert.equal(fromL2.body, 'shared')
+    assert.match(String(fromL2.headers['cache-status']), /^sluice; hit/)
+    assert.equal(origin.count('/shared'), 1, 'the second gateway never went to the origin')
+    const mine = await c.keys(redis.prefix + '*') // only this test's keys: REDIS_URL may be shared
+    if (mine.length) await c.del(...mine)
+    assert.match(String((await viaHost(b.url)).headers['cache-status']), /^sluice; hit/, 'now served from its own L1')
+  } finally { await a.close(); await b.close(); await redis.stop() }
+})
+
+test('killing Redis mid-traffic keeps every request answered; /readyz says degraded', async () => {
+  const redis = await startRedis({ own: true })
+  const gw = await startTestGateway(config(redis.url, redis.prefix))
+  try {
+    origin.on('/during', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('ok') })
+    let n = 0
+    const statuses: number[] = []
+    const load = (async () => {
+      while (n < 300) {
+        n++
+        const r = await get(gw.url, `/during?i=${n % 20}`)
+        statuses.push(r.status)
+      }
+    })()
+    await sleep(50)
+    await redis.kill()
+    await load
+    assert.equal(statuses.length, 300)
+    assert.ok(statuses.every((s) => s === 200), `non-200: ${statuses.filter((s) => s !== 200).join(',')}`)
+    for (let i = 0; i < 50; i++) {
+      const ready = await (await request(gw.adminUrl + '/readyz')).body.json() as { status: string; degraded: string[] }
+      if (ready.status === 'degraded') break
+      await sleep(50)
+    }
+    const ready = await (await request(gw.adminUrl + '/readyz')).body.json() as { status: string; degraded: string[] }
+    assert.equal(ready.status, 'degraded')
+    assert.ok(ready.degraded.includes('redis'))
+    const metrics = await (await request(gw.adminUrl + '/metrics')).body.text()
+    assert.match(metrics, /sluice_redis_errors_total\{op="[a-z_]+"\} [1-9]/)
+  } finally { await gw.close(); await redis.stop() }
+})
+
+async function startCli (yaml: string): Promise<{ child: ChildProcess; out: string[] }> {
+  const { file } = tempConfig(yaml)
+  const [cmd, args] = cliCommand(['--config', file])
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const out: string[] = []
+  child.stdout!.on('data', (d) => out.push(String(d)))
+  child.stderr!.on('data', (d) => out.push(String(d)))
+  const end = Date.now() + 15000
+  while (!out.join('').includes('sluice started')) {
+    if (child.exitCode !== null || Date.now() > end) throw new Error('sluice did not start: ' + out.join(''))
+    await sleep(50)
+  }
+  return { child, out }
+}
+
+test('a purge on one Sluice process evicts the entry from another process\'s L1 (pub/sub)', async () => {
+  const redis = await startRedis()
+  const [p1, a1, p2, a2] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
+  const one = await startCli(config(redis.url, redis.prefix, p1, a1))
+  const two = await startCli(config(redis.url, redis.prefix, p2, a2))
+  try {
+    let version = 1
+    origin.on('/purged', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'cache-tag': 'catalog' }); res.end('v' + version) })
+    const url1 = `http://127.0.0.1:${p1}`
+    const url2 = `http://127.0.0.1:${p2}`
+    assert.equal((await get(url2, '/purged')).body, 'v1')
+    assert.match(String((await get(url2, '/purged')).headers['cache-status']), /hit/, 'now in process two\'s L1')
+    version = 2
+    const r = await request(`http://127.0.0.1:${a1}/admin/purge`, { method: 'POST', body: '{"tag":"catalog"}', headers: { 'content-type': 'application/json' } })
+    assert.equal(r.statusCode, 200)
+    await r.body.dump()
+    let body = ''
+    for (let i = 0; i < 50; i++) {
+      body = (await get(url2, '/purged')).body
+      if (body === 'v2') break
+      await sleep(20)
+    }
+    assert.equal(body, 'v2', 'process two fetched the new version after the purge on process one')
+    assert.equal((await get(url1, '/purged')).body, 'v2')
+  } finally {
+    for (const p of [one, two]) { p.child.kill('SIGTERM'); await once(p.child, 'exit') }
+    await redis.stop()
+  }
+})

@@ -1,0 +1,175 @@
+// Compression through a real gateway: negotiation, what is never compressed, headers, SSE,
+// and cache hits that compress nothing.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import zlib from 'node:zlib'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
+import { encoderRuns, decodeBounded } from '../../src/compress/codec.js'
+
+let origin: Origin
+let gw: TestGateway
+const JSON_BODY = JSON.stringify({ items: Array.from({ length: 200 }, (_, i) => ({ id: i, name: `item ${i}`, tags: ['a', 'b'] })) })
+
+before(async () => {
+  origin = await startOrigin()
+  gw = await startTestGateway(simpleConfig(origin.url).replace('    upstream: origin\n', `    upstream: origin
+    compression: { enabled: true, minBytes: 100, encodings: [br, gzip] }
+  - name: deflate
+    match: { pathPrefix: /deflate/ }
+    upstream: origin
+    compression: { enabled: true, minBytes: 100, encodings: [gzip, deflate] }
+  - name: cached
+    match: { pathPrefix: /cached/ }
+    upstream: origin
+    cache: { enabled: true }
+    compression: { enabled: true, minBytes: 100, encodings: [br, gzip] }
+`))
+  origin.on('*', (req, res) => {
+    const h: Record<string, string> = { 'content-type': 'application/json', 'cache-control': req.url?.startsWith('/cached/') ? 'max-age=60' : 'no-store', etag: '"strong"' }
+    if (req.url?.includes('vary')) h.vary = 'Accept-Language'
+    res.writeHead(200, h)
+    res.end(JSON_BODY)
+  })
+})
+after(async () => { await gw.close(); await origin.close() })
+
+function decode (buf: Buffer, enc: string | undefined): Buffer {
+  if (enc === 'br') return zlib.brotliDecompressSync(buf)
+  if (enc === 'gzip') return zlib.gunzipSync(buf)
+  if (enc === 'deflate') return zlib.inflateSync(buf)
+  return buf
+}
+
+async function fetchRaw (path: string, headers: Record<string, string> = {}, method = 'GET') {
+  const r = await request(gw.url + path, { headers, method: method as 'GET' })
+  return { status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) }
+}
+
+const table: [string, string | undefined, string | undefined][] = [
+  // [path, Accept-Encoding, expected Content-Encoding]
+  ['/t', undefined, undefined],
+  ['/t', 'gzip', 'gzip'],
+  ['/t', 'br', 'br'],
+  ['/t', 'gzip, br', 'br'],
+  ['/t', 'br;q=0.5, gzip;q=0.9', 'gzip'],
+  ['/t', 'identity', undefined],
+  ['/t', '*', 'br'],
+  ['/t', 'deflate', undefined],
+  ['/t', 'zstd, compress', undefined],
+  ['/t', 'br;q=0, gzip;q=0', undefined],
+  ['/deflate/t', 'deflate', 'deflate'],
+  ['/deflate/t', 'br, deflate;q=0.1', 'deflate']
+]
+
+for (const [path, ae, expected] of table) {
+  test(`Accept-Encoding ${JSON.stringify(ae)} on ${path} → ${expected ?? 'identity'}, and the client gets the origin's bytes`, async () => {
+    const r = await fetchRaw(path, ae === undefined ? {} : { 'accept-encoding': ae })
+    assert.equal(r.status, 200)
+    assert.equal(r.headers['content-encoding'], expected)
+    assert.equal(decode(r.body, expected).toString(), JSON_BODY)
+    assert.match(String(r.headers.vary), /^Accept-Encoding$/i, 'Vary: Accept-Encoding exactly once')
+    if (expected) {
+      assert.equal(r.headers['content-length'], undefined)
+      assert.equal(r.headers.etag, 'W/"strong"', 'a strong ETag is weakened on compressed bytes')
+    } else assert.equal(r.headers.etag, '"strong"')
+  })
+}
+
+test('Vary is merged with the origin\'s, never duplicated', async () => {
+  const r = await fetchRaw('/vary', { 'accept-encoding': 'gzip' })
+  assert.equal(r.headers.vary, 'Accept-Language, Accept-Encoding')
+})
+
+test('never compressed: HEAD, x-no-compression, no-transform, existing encoding, small bodies, other types, 204/304', async () => {
+  const special: Record<string, (res: import('node:http').ServerResponse) => void> = {
+    '/notransform': (res) => { res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-transform' }); res.end('x'.repeat(500)) },
+    '/encoded': (res) => { res.writeHead(200, { 'content-type': 'text/plain', 'content-encoding': 'gzip' }); res.end(zlib.gzipSync('x'.repeat(500))) },
+    '/small': (res) => { res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '4' }); res.end('tiny') },
+    '/png': (res) => { res.writeHead(200, { 'content-type': 'image/png' }); res.end(Buffer.alloc(500)) },
+    '/nocontent': (res) => { res.writeHead(204); res.end() }
+  }
+  for (const [p, h] of Object.entries(special)) origin.on(p, (_req, res) => h(res))
+  const ae = { 'accept-encoding': 'br, gzip' }
+  assert.equal((await fetchRaw('/t', ae, 'HEAD')).headers['content-encoding'], undefined)
+  assert.equal((await fetchRaw('/t', { ...ae, 'x-no-compression': '1' })).headers['content-encoding'], undefined)
+  assert.equal((await fetchRaw('/notransform', ae)).headers['content-encoding'], undefined)
+  const enc = await fetchRaw('/encoded', ae)
+  assert.equal(enc.headers['content-encoding'], 'gzip')
+  assert.equal(zlib.gunzipSync(enc.body).toString(), 'x'.repeat(500), 'compressed once, not twice')
+  assert.equal((await fetchRaw('/small', ae)).headers['content-encoding'], undefined)
+  assert.equal((await fetchRaw('/png', ae)).headers['content-encoding'], undefined)
+  assert.equal((await fetchRaw('/nocontent', ae)).status, 204)
+})
+
+test('server-sent events pass through a compressing route event by event', async () => {
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/sse', async (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write('data: first\n\n')
+    await held
+    res.end('data: second\n\n')
+  })
+  const r = await request(gw.url + '/sse', { headers: { 'accept-encoding': 'br, gzip' } })
+  assert.equal(r.headers['content-encoding'], undefined)
+  const it = r.body[Symbol.asyncIterator]()
+  assert.equal(String((await it.next()).value), 'data: first\n\n', 'the first event arrived before the origin finished')
+  release()
+  let rest = ''
+  for (;;) { const n = await it.next(); if (n.done) break; rest += String(n.value) }
+  assert.equal(rest, 'data: second\n\n')
+})
+
+test('a cache hit serves a stored encoded copy and runs no compressor', async () => {
+  const ae = { 'accept-encoding': 'br, gzip' }
+  const miss = await fetchRaw('/cached/x', ae)
+  assert.equal(miss.headers['cache-status'], 'sluice; fwd=miss; stored')
+  assert.equal(decode(miss.body, miss.headers['content-encoding'] as string).toString(), JSON_BODY)
+  // The stored copies are encoded once, in the background: wait for them.
+  for (let i = 0; i < 100; i++) {
+    const r = await fetchRaw('/cached/x', ae)
+    if (r.headers['content-encoding'] === 'br') break
+    await new Promise((res) => setTimeout(res, 20))
+  }
+  const before = { ...encoderRuns }
+  for (const [accept, enc] of [['br, gzip', 'br'], ['gzip', 'gzip'], ['identity', undefined], ['', undefined]] as const) {
+    const r = await fetchRaw('/cached/x', accept ? { 'accept-encoding': accept } : {})
+    assert.match(String(r.headers['cache-status']), /^sluice; hit/)
+    assert.equal(r.headers['content-encoding'], enc)
+    assert.equal(decode(r.body, enc).toString(), JSON_BODY)
+    assert.equal(r.headers['content-length'], String(r.body.length))
+  }
+  assert.deepEqual(encoderRuns, before, 'no encoder ran while serving hits')
+  const metrics = await (await request(gw.adminUrl + '/metrics')).body.text()
+  assert.match(metrics, /sluice_compression_bytes_total\{encoding="br",direction="in"\} \d+/)
+})
+
+test('decoding an origin\'s encoded body stops at the bound (compression bomb)', async () => {
+  const bomb = zlib.gzipSync(Buffer.alloc(10 * 1024 * 1024))
+  assert.ok(bomb.length < 20000)
+  await assert.rejects(decodeBounded(bomb, 'gzip', 1024 * 1024), (e: Error & { code?: string }) => e.code === 'SLUICE_ERR_DECOMPRESSED_TOO_LARGE')
+  assert.equal((await decodeBounded(zlib.gzipSync('ok'), 'gzip', 100)).toString(), 'ok')
+})
+
+test('through the gateway, a compressed stream that pauses reaches the client before the origin ends', async () => {
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/watch', async (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.write('{"type":"ADDED"}\n')
+    await held
+    res.end('{"type":"DELETED"}\n')
+  })
+  const r = await request(gw.url + '/watch', { headers: { 'accept-encoding': 'gzip' } })
+  assert.equal(r.headers['content-encoding'], 'gzip')
+  const dec = zlib.createGunzip()
+  r.body.pipe(dec)
+  const it = dec[Symbol.asyncIterator]()
+  assert.equal(String((await it.next()).value), '{"type":"ADDED"}\n', 'the first line was flushed while the origin held the stream')
+  release()
+  let rest = ''
+  for (let n = await it.next(); !n.done; n = await it.next()) rest += String(n.value)
+  assert.equal(rest, '{"type":"DELETED"}\n')
+})

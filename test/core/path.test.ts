@@ -1,0 +1,33 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { normalisePath, removeDotSegments } from '../../src/stages/path.js'
+
+test('plain paths come back unchanged', () => {
+  for (const p of ['/', '/api/x', '/a-b_c~d.e/f', '/x.json']) assert.equal(normalisePath(p), p)
+})
+
+test('dot segments are removed, also when percent-encoded, and never climb above the root', () => {
+  const cases: [string, string][] = [
+    ['/public/../admin', '/admin'],
+    ['/public/%2e%2e/admin', '/admin'],
+    ['/public/%2E%2e/admin', '/admin'],
+    ['/public/.%2e/admin', '/admin'],
+    ['/a/./b/.', '/a/b/'],
+    ['/../../etc/passwd', '/etc/passwd'],
+    ['/a/b/..', '/a/'],
+    ['/%61pi/x', '/api/x']
+  ]
+  for (const [input, out] of cases) assert.equal(normalisePath(input), out, input)
+  assert.equal(removeDotSegments('/a/../../b'), '/b')
+})
+
+test('reserved characters stay encoded with upper-case hex', () => {
+  assert.equal(normalisePath('/a%3fb/c%2a'), '/a%3Fb/c%2A')
+})
+
+test('NUL, invalid percent-encoding, encoded slashes and backslashes are rejected', () => {
+  for (const p of ['/a%00b', '/a%zz', '/a%2', '/a%2fb', '/a%2Fb', '/a%5cb', '/a\\b', 'relative']) {
+    assert.throws(() => normalisePath(p), (e: Error & { code?: string }) => e.code === 'SLUICE_ERR_BAD_PATH', p)
+  }
+  assert.equal(normalisePath('/a%2fb', true), '/a%2Fb')
+})

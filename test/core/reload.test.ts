@@ -1,0 +1,117 @@
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { renameSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
+
+let origin: Origin
+let other: Origin
+before(async () => { origin = await startOrigin(); other = await startOrigin() })
+after(async () => { await origin.close(); await other.close() })
+
+async function get (url: string): Promise<{ status: number; body: string }> {
+  const r = await request(url)
+  return { status: r.statusCode, body: await r.body.text() }
+}
+
+async function metric (adminUrl: string, line: RegExp): Promise<number> {
+  const text = await (await request(adminUrl + '/metrics')).body.text()
+  const m = text.split('\n').find((l) => line.test(l))
+  return m ? Number(m.split(' ').at(-1)) : NaN
+}
+
+async function until (cond: () => boolean | Promise<boolean>, what: string, ms = 10000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await sleep(25)
+  }
+}
+
+const withRoute = (o: Origin, extra: string) => simpleConfig(o.url, extra)
+const newRoute = `  - name: new
+    match: { pathPrefix: /new/ }
+    upstream: other
+`
+const twoUpstreams = (o1: Origin, o2: Origin, routes = '') => simpleConfig(o1.url, routes).replace('routes:', `  other:
+    url: ${o2.url}
+routes:`)
+
+test('POST /admin/reload swaps in new routes and upstreams without a restart', async (t) => {
+  const gw = await startTestGateway(withRoute(origin, ''))
+  t.after(() => gw.close())
+  other.on('/new/x', (_req, res) => { res.end('from other') })
+  assert.equal((await get(gw.url + '/new/x')).body, `origin GET /new/x`)
+  gw.write(twoUpstreams(origin, other, newRoute))
+  const r = await request(gw.adminUrl + '/admin/reload', { method: 'POST' })
+  const body = await r.body.json() as { ok: boolean; diff: string[] }
+  assert.equal(r.statusCode, 200)
+  assert.equal(body.ok, true)
+  assert.deepEqual(body.diff.sort(), ['+ route new', '+ upstream other'])
+  assert.equal((await get(gw.url + '/new/x')).body, 'from other')
+  assert.equal(await metric(gw.adminUrl, /^sluice_config_reloads_total\{result="success"\}/), 1)
+})
+
+test('a bad file changes nothing: the old config serves, the error is logged with line and path, and counted', async (t) => {
+  const gw = await startTestGateway(withRoute(origin, ''))
+  t.after(() => gw.close())
+  const version = gw.gw.holder.current().version
+  gw.write(withRoute(origin, '').replace('timeoutMs: 2000', 'timeoutMs: soon'))
+  const r = await request(gw.adminUrl + '/admin/reload', { method: 'POST' })
+  assert.equal(r.statusCode, 422)
+  const body = await r.body.json() as { error: string; errors: string[] }
+  assert.equal(body.error, 'SLUICE_ERR_CONFIG_INVALID')
+  assert.match(body.errors[0], /sluice\.yaml:\d+:\d+ upstreams\.origin\.timeoutMs: expected integer >= 1/)
+  assert.equal(gw.gw.holder.current().version, version)
+  assert.equal((await get(gw.url + '/still')).status, 200)
+  assert.equal(await metric(gw.adminUrl, /^sluice_config_reloads_total\{result="failure"\}/), 1)
+  const log = gw.logs.find((l) => l.msg === 'config reload failed; the previous config keeps serving')
+  assert.ok(log && Array.isArray(log.errors))
+  const ready = await (await request(gw.adminUrl + '/readyz')).body.json() as { status: string; degraded: string[] }
+  assert.equal(ready.status, 'degraded')
+  assert.deepEqual(ready.degraded, ['config'])
+})
+
+test('a change to the file reloads by itself, including an atomic rename into place', async (t) => {
+  const gw = await startTestGateway(withRoute(origin, ''), { watch: true })
+  t.after(() => gw.close())
+  const v0 = gw.gw.holder.current().version
+  writeFileSync(gw.file, withRoute(origin, '').replace('timeoutMs: 2000', 'timeoutMs: 3000'))
+  await until(() => gw.gw.holder.current().version !== v0, 'a reload after an in-place write')
+  const v1 = gw.gw.holder.current().version
+  const tmp = join(gw.dir, '.sluice.yaml.tmp')
+  writeFileSync(tmp, withRoute(origin, '').replace('timeoutMs: 2000', 'timeoutMs: 4000'))
+  renameSync(tmp, gw.file)
+  await until(() => gw.gw.holder.current().version !== v1, 'a reload after an atomic rename')
+  assert.equal(gw.gw.holder.current().config.upstreams.origin.timeoutMs, 4000)
+})
+
+test('an open SSE stream survives a reload, and in-flight requests finish on their snapshot', async (t) => {
+  const gw = await startTestGateway(withRoute(origin, ''))
+  t.after(() => gw.close())
+  let release!: () => void
+  const released = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/sse', async (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write('data: before\n\n')
+    await released
+    res.end('data: after\n\n')
+  })
+  const r = await request(gw.url + '/sse')
+  const it = r.body[Symbol.asyncIterator]()
+  assert.equal(String((await it.next()).value), 'data: before\n\n')
+  // Reload to a config where the upstream changed (new pool) and the route was renamed.
+  gw.write(twoUpstreams(origin, other, '').replace('name: all', 'name: renamed').replace('timeoutMs: 2000', 'timeoutMs: 2500'))
+  const rr = await request(gw.adminUrl + '/admin/reload', { method: 'POST' })
+  assert.equal(rr.statusCode, 200)
+  await rr.body.dump()
+  release()
+  let rest = ''
+  for (;;) { const n = await it.next(); if (n.done) break; rest += String(n.value) }
+  assert.equal(rest, 'data: after\n\n')
+  const line = gw.logs.find((l) => l.msg === 'request' && l.url === '/sse')
+  assert.equal(line?.route, 'all', 'the request finished on the snapshot it started with')
+})

@@ -1,0 +1,183 @@
+// The breaker driven by real outcomes of real loopback HTTP exchanges: closed → open →
+// half-open → closed, fast rejections while open, probes, 4xx never counting, connect errors
+// counting, and state kept across a reload. Waits poll the state; nothing asserts durations.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { startOrigin } from '../helpers/origin.js'
+import { createResilienceRegistry } from '../../src/resilience/registry.js'
+import type { UpstreamGuard } from '../../src/resilience/guard.js'
+import type { CircuitBreakerConfig } from '../../src/resilience/config.js'
+import { isSluiceError } from '../../src/errors.js'
+import { captureLog, freshMetrics, guardProcessHealth, sleep, valueOf } from './helpers.js'
+
+const origin = await startOrigin()
+let failing = true
+origin.on('/x', (_req, res) => { res.writeHead(failing ? 500 : 200); res.end('x') })
+origin.on('/missing', (_req, res) => { res.writeHead(404); res.end() })
+const metrics = freshMetrics()
+const { log, lines } = captureLog()
+const reg = createResilienceRegistry({ metrics, log, redis: null, redisPrefix: 'test:' })
+after(async () => { reg.close(); await origin.close() })
+guardProcessHealth()
+
+const FAST: Partial<CircuitBreakerConfig> = { volumeThreshold: 5, errorThresholdPercent: 50, windowMs: 10000, resetTimeoutMs: 300 }
+
+function guardOf (name: string, circuitBreaker: Partial<CircuitBreakerConfig>): UpstreamGuard {
+  reg.reconcile({ ...Object.fromEntries([...Object.keys(reg.status().upstreams)].map((n) => [n, {}])), [name]: { circuitBreaker } }, [])
+  const g = reg.upstream(name)
+  assert.ok(g)
+  return g
+}
+
+/** One attempt as the upstream stage makes it: allow → send → record. */
+async function attempt (g: UpstreamGuard, url = `${origin.url}/x`): Promise<number | 'rejected' | 'error'> {
+  let ticket
+  try { ticket = g.allow() } catch (err) {
+    assert.ok(isSluiceError(err) && err.code === 'SLUICE_ERR_CIRCUIT_OPEN' && err.status === 503)
+    assert.ok(Number(err.headers?.['retry-after']) >= 1)
+    return 'rejected'
+  }
+  try {
+    const res = await fetch(url)
+    await res.arrayBuffer()
+    g.record(ticket, { status: res.status })
+    return res.status
+  } catch (err) {
+    g.record(ticket, { error: err })
+    return 'error'
+  }
+}
+
+async function until (pred: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) { if (pred()) return; await sleep(25) }
+  assert.fail(`timed out waiting for ${what}`)
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve))
+
+test('closed → open → half-open → closed, with fast rejections while open', async () => {
+  const g = guardOf('cycle', FAST)
+  failing = true
+  const before = origin.count('/x')
+  const results = []
+  for (let i = 0; i < 12; i++) { results.push(await attempt(g)); await tick() }
+  assert.deepEqual(results.slice(0, 5), [500, 500, 500, 500, 500], 'volumeThreshold failures reach the upstream')
+  assert.deepEqual(results.slice(5), Array(7).fill('rejected'), 'then the open breaker answers at once')
+  assert.equal(origin.count('/x') - before, 5)
+  assert.equal(g.status().breaker.state, 'open')
+  assert.equal(await valueOf(metrics.circuitState, { upstream: 'cycle' }), 2)
+
+  await until(() => g.status().breaker.state === 'half-open', 'half-open')
+  assert.equal(await valueOf(metrics.circuitState, { upstream: 'cycle' }), 1)
+  failing = false
+  const probe = g.allow()
+  assert.throws(() => g.allow(), { code: 'SLUICE_ERR_CIRCUIT_OPEN' }, 'one probe at a time by default')
+  const res = await fetch(`${origin.url}/x`)
+  await res.arrayBuffer()
+  g.record(probe, { status: res.status })
+  await tick()
+  assert.equal(g.status().breaker.state, 'closed')
+  assert.equal(await attempt(g), 200)
+  assert.equal(await valueOf(metrics.circuitState, { upstream: 'cycle' }), 0)
+  for (const to of ['open', 'half-open', 'closed']) {
+    assert.equal(await valueOf(metrics.circuitTransitions, { upstream: 'cycle', to }), 1, `one transition to ${to}`)
+  }
+  const logged = lines.filter((l) => l.upstream === 'cycle').map((l) => l.to)
+  assert.deepEqual(logged, ['open', 'half-open', 'closed'], 'one log line per transition')
+})
+
+test('a failed probe reopens the breaker', async () => {
+  const g = guardOf('reopen', FAST)
+  failing = true
+  for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
+  assert.equal(g.status().breaker.state, 'open')
+  await until(() => g.status().breaker.state === 'half-open', 'half-open')
+  assert.equal(await attempt(g), 500)
+  await tick()
+  assert.equal(g.status().breaker.state, 'open')
+  assert.equal(await valueOf(metrics.circuitTransitions, { upstream: 'reopen', to: 'open' }), 2)
+})
+
+test('half-open admits halfOpenMaxRequests probes at once', async () => {
+  const g = guardOf('probes', { ...FAST, halfOpenMaxRequests: 3 })
+  failing = true
+  for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
+  await until(() => g.status().breaker.state === 'half-open', 'half-open')
+  const tickets = [g.allow(), g.allow(), g.allow()]
+  assert.throws(() => g.allow(), { code: 'SLUICE_ERR_CIRCUIT_OPEN' })
+  assert.equal(g.status().breaker.probesInFlight, 3)
+  g.record(tickets[2], { status: 200 }) // the first probe to finish decides, whichever it is
+  await tick()
+  assert.equal(g.status().breaker.state, 'closed')
+  for (const t of tickets.slice(0, 2)) g.record(t, { status: 200 })
+  await tick()
+  assert.equal(g.status().breaker.state, 'closed')
+})
+
+test('a probe never reported does not wedge the breaker half-open', async () => {
+  const g = guardOf('lost-probe', FAST)
+  failing = true
+  for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
+  await until(() => g.status().breaker.state === 'half-open', 'half-open')
+  g.allow() // a caller that forgets record()
+  assert.throws(() => g.allow(), { code: 'SLUICE_ERR_CIRCUIT_OPEN' })
+  let admitted = null
+  await until(() => { try { admitted = g.allow(); return true } catch { return false } }, 'a new probe slot')
+  assert.ok(admitted)
+  failing = false
+  g.record(admitted, { status: 200 })
+  await tick()
+  assert.equal(g.status().breaker.state, 'closed')
+})
+
+test('one failure never trips the breaker (default volumeThreshold), and a 4xx never counts', async () => {
+  const g = guardOf('tolerant', {})
+  failing = true
+  assert.equal(await attempt(g), 500)
+  await tick()
+  assert.equal(g.status().breaker.state, 'closed')
+  const h = guardOf('fourxx', FAST)
+  for (let i = 0; i < 30; i++) assert.equal(await attempt(h, `${origin.url}/missing`), 404)
+  await tick()
+  assert.equal(h.status().breaker.state, 'closed')
+  assert.equal(h.status().breaker.window.failures, 0)
+})
+
+test('connect errors count as failures; a client abort does not', async () => {
+  const dead = await startOrigin()
+  const url = `${dead.url}/x`
+  await dead.close() // nothing listens on that port now
+  const g = guardOf('refused', FAST)
+  const results = []
+  for (let i = 0; i < 7; i++) { results.push(await attempt(g, url)); await tick() }
+  assert.deepEqual(results, ['error', 'error', 'error', 'error', 'error', 'rejected', 'rejected'])
+
+  const h = guardOf('aborted', FAST)
+  for (let i = 0; i < 10; i++) {
+    const t = h.allow()
+    h.record(t, { error: new DOMException('client went away', 'AbortError') })
+  }
+  await tick()
+  assert.equal(h.status().breaker.state, 'closed')
+})
+
+test('an open breaker stays open across a reload that changes its settings, and the new settings apply', async () => {
+  const g = guardOf('reload', { ...FAST, resetTimeoutMs: 60000 })
+  failing = true
+  for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
+  assert.equal(g.status().breaker.state, 'open')
+  const g2 = guardOf('reload', { ...FAST, resetTimeoutMs: 200 })
+  assert.equal(g2, g, 'same guard object')
+  assert.equal(g2.status().breaker.state, 'open')
+  await until(() => g2.status().breaker.state === 'half-open', 'half-open under the new resetTimeoutMs')
+  failing = false
+  assert.equal(await attempt(g2), 200)
+  await tick()
+  assert.equal(g2.status().breaker.state, 'closed')
+})
+
+test('a disabled breaker admits everything', async () => {
+  const g = guardOf('off', { ...FAST, enabled: false })
+  failing = true
+  for (let i = 0; i < 10; i++) assert.equal(await attempt(g), 500)
+})
