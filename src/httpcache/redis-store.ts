@@ -34,6 +34,29 @@ if redis.call('SISMEMBER', KEYS[2], KEYS[3]) == 0 then n = n + redis.call('DEL',
 redis.call('DEL', KEYS[1], KEYS[2])
 return n`
 
+/**
+ * Take the fill lease of a variant key: KEYS entry, lease; ARGV owner, ttl ms, check.
+ * 2: the entry is already stored (check = 1 only: a pure miss); 1: the lease is ours;
+ * 0: another replica holds it (and now knows one more replica waits for its "filled" message).
+ */
+const LEASE_SCRIPT = `
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
+if redis.call('HSETNX', KEYS[2], 'o', ARGV[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 1
+end
+redis.call('HINCRBY', KEYS[2], 'w', 1)
+return 0`
+
+/** Give a lease back: KEYS lease; ARGV owner. The number of replicas waiting, or -1 when it was no longer ours. */
+const RELEASE_SCRIPT = `
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return -1 end
+local w = redis.call('HGET', KEYS[1], 'w')
+redis.call('DEL', KEYS[1])
+return tonumber(w or '0')`
+
+export type LeaseResult = 'acquired' | 'held' | 'filled' | 'error'
+
 export class RedisStore implements EntryStore {
   constructor (
     private readonly redis: Redis | Cluster,
@@ -47,6 +70,33 @@ export class RedisStore implements EntryStore {
   private vk (base: string): string { return `${this.prefix}${this.slot(base)}v:${base}` }
   private ik (base: string): string { return `${this.prefix}${this.slot(base)}i:${base}` }
   private tk (tag: string): string { return `${this.prefix}t:{${tag}}` }
+  /** The fill lease of a variant key, in its URL's slot. */
+  private lk (key: string): string { const nl = key.indexOf('\n'); return `${this.prefix}${this.slot(nl === -1 ? key : key.slice(0, nl))}l:${key}` }
+
+  /**
+   * Miss coalescing across replicas: one replica at a time fills a key. `check` (a pure miss)
+   * first looks for an entry stored since this replica's lookup. Errors are reported and
+   * answered 'error' (the caller then coalesces within its process only).
+   */
+  async lease (key: string, owner: string, ttlMs: number, check: boolean): Promise<LeaseResult> {
+    try {
+      const r = Number(await this.redis.eval(LEASE_SCRIPT, 2, this.rk(key), this.lk(key), owner, Math.max(1, Math.ceil(ttlMs)), check ? '1' : '0'))
+      return r === 1 ? 'acquired' : r === 2 ? 'filled' : 'held'
+    } catch (err) {
+      this.onError('cache_lease', err as Error)
+      return 'error'
+    }
+  }
+
+  /** Release a lease this replica holds: the number of replicas waiting for it (-1: it had expired or failed). */
+  async release (key: string, owner: string): Promise<number> {
+    try {
+      return Number(await this.redis.eval(RELEASE_SCRIPT, 1, this.lk(key), owner))
+    } catch (err) {
+      this.onError('cache_lease', err as Error)
+      return -1
+    }
+  }
 
   async get (key: string): Promise<CacheEntry | undefined> {
     try {

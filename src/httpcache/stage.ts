@@ -7,6 +7,9 @@
 //   body), so the fill completes even if that client leaves. The leader's client is streamed
 //   through a tee while the body is collected. Waiters get the stored entry, or go upstream
 //   themselves when it turns out uncacheable; that key is then remembered as hit-for-miss.
+// - With Redis, the leader first takes the key's fill lease (SET-NX-like, in the URL's slot), so
+//   one replica in the fleet fills a key: the others wait for its "filled" message and read the
+//   entry from L2. A lease that times out, or a Redis that fails, leaves coalescing in-process.
 import { PassThrough, type Readable } from 'node:stream'
 import { createHash, randomUUID } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
@@ -125,6 +128,14 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   const events = new Map<string, Record<string, { inc (): void }>>()
   const instance = randomUUID()
   const channel = `${deps.redisPrefix}purge`
+  const filledChannel = `${deps.redisPrefix}filled`
+  /** Fills this replica waits for from another replica, by variant key. */
+  const remote = new Map<string, { resolve: (f: Fill) => void; timer: NodeJS.Timeout }>()
+  /** In-flight promises that stand for another replica's fill (their joiners wait longer). */
+  const remoteFills = new WeakSet<Promise<Fill>>()
+  const shared = l2 !== null && config.coalesceAcrossReplicas
+  /** Keys whose background refresh is asking Redis for the lease. */
+  const leasing = new Set<string>()
   let closed = false
 
   const policy = (rc: CacheRouteConfig) => {
@@ -147,8 +158,9 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     // and ioredis re-subscribes after every reconnect.
     sub = deps.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined } as never)
     sub.on('error', () => {})
-    sub.subscribe(channel).catch((err: Error) => onRedisError('cache_subscribe', err))
+    sub.subscribe(channel, ...(shared ? [filledChannel] : [])).catch((err: Error) => onRedisError('cache_subscribe', err))
     sub.on('message', (ch: string, msg: string) => {
+      if (ch === filledChannel) { filledMessage(msg); return }
       if (ch !== channel) return
       try {
         const m = JSON.parse(msg) as { from: string; base?: string } & PurgeSelector
@@ -161,6 +173,50 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   const publish = (m: Record<string, string>) => {
     if (!deps.redis) return
     deps.redis.publish(channel, JSON.stringify({ ...m, from: instance })).catch((err: Error) => onRedisError('cache_publish', err))
+  }
+
+  /** Another replica's fill is done: `e` names the stored entry, `r` why nothing was stored. */
+  function filledMessage (msg: string): void {
+    let m: { k?: string; e?: string; r?: BypassReason | 'ERROR'; from?: string }
+    try { m = JSON.parse(msg) } catch { return }
+    if (m.from === instance || typeof m.k !== 'string') return
+    const w = remote.get(m.k)
+    if (w === undefined) return
+    remote.delete(m.k)
+    clearTimeout(w.timer)
+    if (typeof m.e !== 'string') { w.resolve({ reason: m.r ?? 'ERROR' }); return }
+    Promise.resolve(l2!.get(m.e)).then((e) => {
+      if (e === undefined) { w.resolve({ reason: 'ERROR' }); return }
+      l1.set(e, storeTtlMs(e, Date.now()))
+      w.resolve({ entry: e })
+    }, () => w.resolve({ reason: 'ERROR' }))
+  }
+
+  /** Tell waiting replicas that this replica's leased fill of `key` is done, once L2 has it. */
+  function announce (key: string, f: Fill, stored: Promise<unknown> | undefined): void {
+    const l = l2!
+    track(Promise.resolve(stored).then(() => l.release(key, instance)).then((waiting) => {
+      if (waiting === 0) return
+      const m = f.entry ? { k: key, e: f.entry.key, from: instance } : { k: key, r: f.reason ?? 'ERROR', from: instance }
+      return deps.redis!.publish(filledChannel, JSON.stringify(m)).then(() => {}, (err: Error) => onRedisError('cache_publish', err))
+    }).catch(() => {}))
+  }
+
+  /**
+   * Wait up to `ms` for another replica's fill of `key`. On timeout, `onTimeout` decides the Fill
+   * (a fill of our own, in-process).
+   */
+  function awaitRemote (key: string, ms: number, onTimeout: () => Promise<Fill>): Promise<Fill> {
+    return new Promise<Fill>((resolve) => {
+      const timer = setTimeout(() => {
+        if (remote.get(key)?.timer !== timer) return
+        remote.delete(key)
+        metrics.cacheLeases.labels('timeout').inc()
+        onTimeout().then(resolve, () => resolve({ reason: 'ERROR' }))
+      }, ms)
+      timer.unref()
+      remote.set(key, { resolve, timer })
+    })
   }
 
   const gauges = () => {
@@ -304,7 +360,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   }
 
   /** Store in L1 now and L2 in the background; encode the compressed copies off the response path. */
-  function store (e: CacheEntry, route: CacheRoute): void {
+  function store (e: CacheEntry, route: CacheRoute): Promise<void> {
     const now = Date.now()
     const ttl = storeTtlMs(e, now)
     l1.set(e, ttl)
@@ -331,6 +387,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       .catch((err: Error) => log.warn({ err: err.message, key: e.path }, 'cache store failed'))
     track(job)
     gauges()
+    return job
   }
 
   /** Origins that send an encoded body: keep it as that variant and store the decoded identity body. */
@@ -395,16 +452,17 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
    * Lead the fill for `key`. With `client`, the client's response streams from the fill (tee);
    * without, the fill is a background refresh. Resolves with the ProxyResponse for the client.
    */
-  async function lead (route: CacheRoute, req: UpstreamRequest, key: string, base: string, path: string, reqD: Directives, stale: CacheEntry | undefined, fetch: Fetcher, client: boolean): Promise<ProxyResponse> {
+  async function lead (route: CacheRoute, req: UpstreamRequest, key: string, base: string, path: string, reqD: Directives, stale: CacheEntry | undefined, fetch: Fetcher, client: boolean, leased = false): Promise<ProxyResponse> {
     let settle!: (f: Fill) => void
     const fillP = new Promise<Fill>((resolve) => { settle = resolve })
     inflight.set(key, fillP)
     let settled = false
-    const done = (f: Fill) => {
+    const done = (f: Fill, stored?: Promise<unknown>) => {
       if (settled) return
       settled = true
       if (inflight.get(key) === fillP) inflight.delete(key)
       if (f.reason !== undefined && f.reason !== 'ERROR' && f.reason !== 'BODY-ERROR') hitForMiss.set(key, Date.now() + route.cache.hitForMissSeconds * 1000)
+      if (leased) announce(key, f, stored)
       settle(f)
     }
     const t0 = Date.now()
@@ -424,8 +482,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     if (res.status === 304 && stale) {
       (res.body as Readable | null)?.resume?.()
       const e = revalidated(stale, res, route, t0, t1)
-      store(e, route)
-      done({ entry: e })
+      done({ entry: e }, store(e, route))
       return respond(e, route, req, 'sluice; fwd=stale; fwd-status=304; stored', 'revalidated', t1)
     }
     if (res.status >= 500 && stale && canServeStaleOnError(stale, t1)) {
@@ -454,8 +511,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       if (typeof built === 'string') { done({ reason: built }); return }
       normaliseEncoding(built, route).then((e) => {
         if (e === null) { done({ reason: 'STATUS' }); return }
-        store(e, route)
-        done({ entry: e })
+        done({ entry: e }, store(e, route))
       }, (err: Error) => {
         log.warn({ err: err.message, path }, 'cache: stored body does not decode; not stored')
         done({ reason: 'TOO-LARGE' })
@@ -504,11 +560,93 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   }
 
   function refreshInBackground (route: CacheRoute, req: UpstreamRequest, key: string, base: string, path: string, stale: CacheEntry, fetch: Fetcher): void {
-    if (inflight.has(key) || closed) return // already refreshing: coalesced
+    if (inflight.has(key) || remote.has(key) || leasing.has(key) || closed) return // already refreshing: coalesced
     const headers: Headers = { ...req.headers }
     const post = req.method === 'POST' // a POST query refreshes with its own body
-    track(lead(route, { ...req, headers, signal: undefined, abortEmitter: undefined, clientGone: undefined, body: post ? req.body : null, method: post ? 'POST' : 'GET' }, key, base, path, EMPTY_D, stale, fetch, false)
+    const bg: UpstreamRequest = { ...req, headers, signal: undefined, abortEmitter: undefined, clientGone: undefined, body: post ? req.body : null, method: post ? 'POST' : 'GET' }
+    const run = (leased: boolean) => track(lead(route, bg, key, base, path, EMPTY_D, stale, fetch, false, leased)
       .then((r) => { (r.body as Readable | null)?.resume?.() }, (err: Error) => log.debug({ err: err.message, path }, 'background refresh failed')))
+    if (!shared) { run(false); return }
+    // One refresh in the fleet: another replica holding the lease refreshes for everyone, and
+    // its "filled" message updates this replica's L1. Until then the stale entry is served.
+    leasing.add(key)
+    track(l2!.lease(key, instance, route.cache.coalesceTimeoutMs, false).then((r) => {
+      metrics.cacheLeases.labels(r).inc()
+      leasing.delete(key)
+      if (closed || inflight.has(key)) return
+      if (r === 'held') { track(awaitRemote(key, route.cache.coalesceTimeoutMs, async () => ({ reason: 'ERROR' }))); return }
+      run(r === 'acquired')
+    }))
+  }
+
+  /**
+   * Lead the fill of a missed (or stale) key. With a shared L2, take the fleet-wide fill lease
+   * first: when another replica holds it, this replica's requests for the key wait for that
+   * replica's fill instead (coalesced across replicas).
+   */
+  function leadShared (route: CacheRoute, req: UpstreamRequest, key: string, base: string, path: string, reqD: Directives, e: CacheEntry | undefined, fetch: Fetcher): Promise<ProxyResponse> {
+    if (!shared || req.method === 'POST') return lead(route, req, key, base, path, reqD, e, fetch, true)
+    const rc = route.cache
+    let resolveWait!: (f: Fill) => void
+    const waitP = new Promise<Fill>((resolve) => { resolveWait = resolve })
+    // Requests for this key arriving while the lease is asked join waitP, as they would a local fill.
+    inflight.set(key, waitP)
+    remoteFills.add(waitP)
+    const mine = () => { if (inflight.get(key) === waitP) inflight.delete(key) }
+    /** Fill in-process, without a lease, in the background; waitP gets its outcome. */
+    const fillHere = (): Promise<Fill> => {
+      mine()
+      const running = inflight.get(key)
+      if (running !== undefined && running !== waitP) return running
+      const p = lead(route, { ...req, signal: undefined, abortEmitter: undefined, clientGone: undefined }, key, base, path, EMPTY_D, e, fetch, false)
+      p.then((r) => { (r.body as Readable | null)?.resume?.() }, () => {})
+      return inflight.get(key) ?? Promise.resolve({ reason: 'ERROR' })
+    }
+    return l2!.lease(key, instance, rc.coalesceTimeoutMs, e === undefined).then(async (r) => {
+      metrics.cacheLeases.labels(r).inc()
+      if (r === 'acquired' || r === 'error') {
+        mine()
+        const p = lead(route, req, key, base, path, reqD, e, fetch, true, r === 'acquired')
+        const fillP = inflight.get(key) // lead() registered its fill synchronously
+        if (fillP !== undefined) fillP.then(resolveWait); else p.then(() => resolveWait({ reason: 'ERROR' }), () => resolveWait({ reason: 'ERROR' }))
+        return p
+      }
+      if (r === 'filled') {
+        // Stored by another replica since this one looked: read it like an L2 hit.
+        const got = await l2!.get(key)
+        mine()
+        if (got !== undefined) { l1.set(got, storeTtlMs(got, Date.now())); resolveWait({ entry: got }) } else fillHere().then(resolveWait)
+      } else {
+        // 'held': another replica fills; wait for its message, then fill here if it never comes.
+        awaitRemote(key, rc.coalesceTimeoutMs, fillHere).then((f) => {
+          mine()
+          if (f.reason !== undefined && f.reason !== 'ERROR' && f.reason !== 'BODY-ERROR') hitForMiss.set(key, Date.now() + rc.hitForMissSeconds * 1000)
+          resolveWait(f)
+        })
+      }
+      return join(route, req, fetch, base, e, waitP)
+    })
+  }
+
+  /** Wait for a fill led by another request (here or on another replica), boundedly, then answer from it. */
+  async function join (route: CacheRoute, req: UpstreamRequest, fetch: Fetcher, base: string, e: CacheEntry | undefined, running: Promise<Fill>): Promise<ProxyResponse> {
+    const rc = route.cache
+    const rh = req.headers
+    let timer: NodeJS.Timeout | undefined
+    // A fill of another replica may fall back to one of this replica after coalesceTimeoutMs.
+    const wait = remoteFills.has(running) ? 2 * rc.coalesceTimeoutMs : rc.coalesceTimeoutMs
+    const fill = await Promise.race([running, new Promise<Fill>((resolve) => { timer = setTimeout(() => resolve({ reason: 'ERROR' }), wait) })])
+    clearTimeout(timer)
+    // The fill's Vary was unknown when this request joined it: use it only if it is this request's variant.
+    if (fill.entry !== undefined && !(rh.authorization !== undefined && !fill.entry.authOk) &&
+      variantKey(base, fill.entry.varyNames, rh) === fill.entry.key) {
+      return respond(fill.entry, route, req, 'sluice; fwd=miss; collapsed', 'coalesced', Date.now())
+    }
+    // Uncacheable, failed or slow: go upstream alone (in parallel with the others).
+    if (e !== undefined && fill.reason === 'ERROR' && canServeStaleOnError(e, Date.now())) {
+      return respond(e, route, req, 'sluice; fwd=stale; fwd-status=502; detail=COALESCED-FILL-FAILED', 'stale', Date.now())
+    }
+    return pass(route, req, fetch, fill.reason === undefined || fill.reason === 'ERROR' ? 'COALESCE-FALLBACK' : fill.reason)
   }
 
   async function pass (route: CacheRoute, req: UpstreamRequest, fetch: Fetcher, reason: string): Promise<ProxyResponse> {
@@ -575,23 +713,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     const hfm = hitForMiss.get(key)
     if (hfm !== undefined && hfm > now && e === undefined) return pass(route, req, fetch, 'HIT-FOR-MISS')
     const running = inflight.get(key)
-    if (running !== undefined) {
-      // Coalesced: wait for the leader's fill, boundedly.
-      let timer: NodeJS.Timeout | undefined
-      const fill = await Promise.race([running, new Promise<Fill>((resolve) => { timer = setTimeout(() => resolve({ reason: 'ERROR' }), rc.coalesceTimeoutMs) })])
-      clearTimeout(timer)
-      // The fill's Vary was unknown when this request joined it: use it only if it is this request's variant.
-      if (fill.entry !== undefined && !(rh.authorization !== undefined && !fill.entry.authOk) &&
-        variantKey(base, fill.entry.varyNames, rh) === fill.entry.key) {
-        return respond(fill.entry, route, req, 'sluice; fwd=miss; collapsed', 'coalesced', Date.now())
-      }
-      // Uncacheable, failed or slow: go upstream alone (in parallel with the others).
-      if (e !== undefined && fill.reason === 'ERROR' && canServeStaleOnError(e, Date.now())) {
-        return respond(e, route, req, 'sluice; fwd=stale; fwd-status=502; detail=COALESCED-FILL-FAILED', 'stale', Date.now())
-      }
-      return pass(route, req, fetch, fill.reason === undefined || fill.reason === 'ERROR' ? 'COALESCE-FALLBACK' : fill.reason)
-    }
-    return lead(route, req, key, base, path, reqD, e, fetch, true)
+    if (running !== undefined) return join(route, req, fetch, base, e, running) // coalesced
+    return leadShared(route, req, key, base, path, reqD, e, fetch)
   }
 
   /** A POST query: cached like a GET, keyed by a hash of its body and Content-Type. */
@@ -697,6 +820,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     async close () {
       closed = true
       clearInterval(gaugeTimer)
+      for (const [key, w] of remote) { clearTimeout(w.timer); w.resolve({ reason: 'ERROR' }); remote.delete(key) }
       await Promise.race([Promise.allSettled([...background]), new Promise((r) => setTimeout(r, 2000).unref())])
       if (sub) sub.disconnect()
     }

@@ -97,6 +97,7 @@ export function createMetrics (opts: MetricsOptions = {}) {
     upstreamQueueWait: new Histogram({ name: 'sluice_upstream_queue_wait_seconds', help: 'Time a request waited for the upstream budget', labelNames: ['upstream'], buckets: DURATION_BUCKETS, registers }),
     upstreamRetries: new Counter({ name: 'sluice_upstream_retries_total', help: 'Retries sent to each upstream', labelNames: ['upstream'], registers }),
     cacheEvents: new FastCounter('sluice_cache_events_total', 'Cache decisions by route and result', ['route', 'result'], registry),
+    cacheLeases: new Counter({ name: 'sluice_cache_leases_total', help: 'Fill leases asked of Redis (miss coalescing across replicas), by result', labelNames: ['result'], registers }),
     cacheBytes: new Gauge({ name: 'sluice_cache_bytes', help: 'Bytes held by each cache tier', labelNames: ['tier'], registers }),
     cacheEntries: new Gauge({ name: 'sluice_cache_entries', help: 'Entries held by each cache tier', labelNames: ['tier'], registers }),
     compressionBytes: new Counter({ name: 'sluice_compression_bytes_total', help: 'Bytes into and out of the compressors, by encoding', labelNames: ['encoding', 'direction'], registers }),
