@@ -163,6 +163,31 @@ const SCENARIOS = {
       { id: 'sluice', server: 'sluice-cache', role: 'Sluice, L1 maxBytes 64 MB', expect: 'hit' }
     ],
     rssBudget: { of: 'sluice', base: 'fastify-proxy', plusMb: 30 + 64 }
+  },
+  workers: {
+    title: 'workers: 1 vs 2 on the same cached 1 KB route (issue 7); per-process peak RSS in the notes',
+    path: '/hit1k',
+    targets: [
+      { id: 'w1', server: 'sluice-cache', role: 'Sluice, one process, core 1 (wrk on core 0)', expect: 'hit' },
+      { id: 'w2-core1', server: 'sluice-w2-core1', role: 'Sluice, workers: 2, both on core 1 (the cost of the primary and the shared port)', expect: 'hit' },
+      { id: 'w2-both', server: 'sluice-w2-both', role: 'Sluice, workers: 2, free to use both cores (sharing core 0 with wrk)', expect: 'hit' }
+    ],
+    ratios: [
+      { of: 'w2-core1', to: 'w1' },
+      { of: 'w2-both', to: 'w1' }
+    ]
+  },
+  'l2-topology': {
+    title: 'Redis L2 hit, 1 KB, L1 off: one Redis server vs a 3-master Redis Cluster (both started by the bench on core 0)',
+    path: '/hit1k',
+    connections: 10,
+    targets: [
+      { id: 'l2-single', server: 'sluice-l2-single', role: 'Sluice, L2 on one redis-server', expect: 'hit' },
+      { id: 'l2-cluster', server: 'sluice-l2-cluster', role: 'Sluice, L2 on a 3-master Redis Cluster', expect: 'hit' }
+    ],
+    ratios: [
+      { of: 'l2-cluster', to: 'l2-single' }
+    ]
   }
 }
 
@@ -183,7 +208,11 @@ const SERVERS = {
   'sluice-l2': { kind: 'sluice', config: 'cache-l2.yaml', redis: true },
   'sluice-compress': { kind: 'sluice', config: 'compress.yaml' },
   'sluice-limit-memory': { kind: 'sluice', config: 'limiter-memory.yaml' },
-  'sluice-limit-redis': { kind: 'sluice', config: 'limiter-redis.yaml', redis: true }
+  'sluice-limit-redis': { kind: 'sluice', config: 'limiter-redis.yaml', redis: true },
+  'sluice-w2-core1': { kind: 'sluice', config: 'cache-workers2.yaml' },
+  'sluice-w2-both': { kind: 'sluice', config: 'cache-workers2.yaml', cores: '0,1' },
+  'sluice-l2-single': { kind: 'sluice', config: 'cache-l2-own.yaml', ownRedis: 'single' },
+  'sluice-l2-cluster': { kind: 'sluice', config: 'cache-l2-cluster.yaml', ownRedis: 'cluster' }
 }
 
 // ───────────────────────────── options ─────────────────────────────
@@ -289,6 +318,51 @@ async function waitForPort (port, proc, ms = 20000) {
     await sleep(100)
   }
   return false
+}
+
+/**
+ * A Redis of the bench's own on core 0 (with wrk and the origin): one server, or a 3-master
+ * cluster joined by redis-cli. Its processes stop with the run.
+ */
+async function startOwnRedis (kind, dir) {
+  if (!which('redis-server') || !which('redis-cli')) return { skip: 'redis-server/redis-cli not installed' }
+  const ports = []
+  const n = kind === 'cluster' ? 3 : 1
+  for (let i = 0; i < n; i++) {
+    const port = await freePort()
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'no']
+    if (kind === 'cluster') args.push('--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', '5000')
+    const p = start(`redis-${kind}-${port}`, LOAD_CORE, 'redis-server', args)
+    if (!await waitForPort(port, p)) return { skip: `redis-server did not start: ${p.out.trim().split('\n').slice(-2).join(' | ')}` }
+    ports.push(port)
+  }
+  if (kind === 'single') return { vars: { REDIS_OWN_URL: `redis://127.0.0.1:${ports[0]}` } }
+  const nodes = ports.map((p) => `127.0.0.1:${p}`)
+  const c = spawnSync('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8', timeout: 30000 })
+  if (c.status !== 0) return { skip: `redis-cli --cluster create failed: ${(c.stdout + c.stderr).trim().split('\n').slice(-2).join(' | ')}` }
+  for (let i = 0; i < 100; i++) {
+    const ok = ports.every((p) => /cluster_state:ok/.test(spawnSync('redis-cli', ['-p', String(p), 'cluster', 'info'], { encoding: 'utf8' }).stdout))
+    if (ok) break
+    await sleep(100)
+  }
+  return { vars: { REDIS_CLUSTER_NODES: nodes.map((x) => `"${x}"`).join(', ') } }
+}
+
+/** Peak RSS (VmHWM, MB) of each process in a group: a primary and its workers, say. */
+function rssPerProcess (pgid) {
+  const out = []
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (Number(f[2]) !== pgid) continue
+      const m = readFileSync(`/proc/${d}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/)
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8')
+      if (m && cmd.includes('cli.js')) out.push(Number(m[1]) / 1024)
+    } catch {}
+  }
+  return out
 }
 
 /** One request, body kept encoded: status, headers and body bytes on the wire. */
@@ -429,11 +503,16 @@ async function startServer (name) {
     if (!existsSync(SLUICE_CLI)) return { skip: 'Sluice is not built (dist/src/cli.js missing; `npm run build` failed or was not run)' }
     if (spec.redis && await redisKeys('count') === null) return { skip: `Redis not reachable at ${REDIS_URL}` }
     const adminPort = await freePort()
-    const text = interpolate(readFileSync(path.join(BENCH, 'configs', spec.config), 'utf8'),
-      { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(adminPort), BENCH_ORIGIN_URL: origin.url, REDIS_URL })
+    const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(adminPort), BENCH_ORIGIN_URL: origin.url, REDIS_URL }
+    if (spec.ownRedis) {
+      const r = await startOwnRedis(spec.ownRedis, dir)
+      if (r.skip) return { skip: r.skip }
+      Object.assign(vars, r.vars)
+    }
+    const text = interpolate(readFileSync(path.join(BENCH, 'configs', spec.config), 'utf8'), vars)
     const file = path.join(dir, spec.config)
     writeFileSync(file, text)
-    proc = start(name, SERVER_CORE, process.execPath, [SLUICE_CLI, '--config', file])
+    proc = start(name, spec.cores ?? SERVER_CORE, process.execPath, [SLUICE_CLI, '--config', file])
   } else if (spec.kind === 'nginx') {
     const bin = which('nginx')
     if (!bin) return { skip: 'nginx is not installed' }
@@ -576,7 +655,13 @@ async function runScenario (name) {
       if (live.length === 0) { console.log('  every target was skipped'); return result }
       for (const e of live) await warm(e)
       for (let run = 1; run <= opts.runs; run++) for (const e of live) await measure(e, run)
-      for (const e of live) e.rssKb = e.s.shared ? peakRssKb(e.s.proc.pid) : (e.s.proc ? peakRssKb(e.s.proc.pid) : 0)
+      for (const e of live) {
+        e.rssKb = e.s.shared ? peakRssKb(e.s.proc.pid) : (e.s.proc ? peakRssKb(e.s.proc.pid) : 0)
+        if (SERVERS[e.t.server].kind === 'sluice' && e.s.proc) {
+          const per = rssPerProcess(e.s.proc.pid)
+          if (per.length > 1) e.probe.notes.push(`peak RSS per process: ${per.map((x) => x.toFixed(0)).join(' + ')} MB (the primary first)`)
+        }
+      }
     }
   } finally {
     for (const s of servers.values()) if (s.proc && !s.shared) await stop(s.proc)
