@@ -1,6 +1,6 @@
 // A real 3-master Redis Cluster on loopback: the client Sluice builds from `redis.cluster`, the
-// bucket conformance suite on it, keys spread over the masters, and two gateways sharing one
-// per-client limit through it.
+// bucket and cache-store conformance suites on it, keys spread over the masters, two gateways
+// sharing one per-client limit, and two gateways sharing L2, purges and miss coalescing.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
@@ -13,6 +13,8 @@ import { createRedis } from '../../src/redis/client.js'
 import { createMetrics } from '../../src/observability/metrics.js'
 import { RedisBucketStore } from '../../src/resilience/bucket-redis.js'
 import { bucketConformance } from '../resilience/bucket-conformance.js'
+import { RedisStore } from '../../src/httpcache/redis-store.js'
+import { storeConformance } from '../cache/store-suite.js'
 
 const cluster = await startRedisCluster(3)
 const origin = await startOrigin()
@@ -29,6 +31,7 @@ if (handle.client.status !== 'ready') await once(handle.client, 'ready')
 
 const store = new RedisBucketStore(handle.client, `${cluster.prefix}rl:`, 2000)
 bucketConformance('cluster', () => store)
+storeConformance('cluster', () => new RedisStore(handle.client, `${cluster.prefix}cs${Math.random().toString(36).slice(2, 8)}:`, (op, err) => { throw new Error(`${op}: ${err.message}`) }))
 
 test('cluster: the client is a Cluster in cluster mode, and buckets spread over every master', async () => {
   assert.equal(handle.mode, 'cluster')
@@ -112,4 +115,50 @@ routes:
   }
   assert.equal(codes.filter((s) => s === 200).length, 10, 'one bucket in the cluster for both gateways')
   assert.equal(codes.filter((s) => s === 429).length, 20)
+})
+
+test('cluster: two gateways share L2, a purge reaches both, and concurrent misses on both send one request', async () => {
+  origin.on('/cc', (req, res) => { setTimeout(() => { res.setHeader('cache-control', 'max-age=60'); res.end('cc ' + req.url) }, req.url?.includes('burst') ? 300 : 0) })
+  const yaml = `
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: warn, accessLog: false }
+redis:
+  keyPrefix: "${cluster.prefix}cc:"
+  commandTimeoutMs: 2000
+  cluster: { nodes: [${cluster.nodes.map((n) => `"${n}"`).join(', ')}] }
+upstreams: { origin: { url: "${origin.url}", connections: 256 } }
+routes:
+  - { name: cached, match: { pathPrefix: / }, upstream: origin, cache: { enabled: true } }
+`
+  const [a, b] = [await startTestGateway(yaml), await startTestGateway(yaml)]
+  gateways.push(a, b)
+  for (const g of [a, b]) {
+    for (let t = 0; t < 200; t++) {
+      const r = await (await request(g.adminUrl + '/readyz')).body.json() as { details?: { redis?: { healthy?: boolean } } }
+      if (r.details?.redis?.healthy) break
+      await new Promise((res) => setTimeout(res, 50))
+    }
+  }
+  const get = async (g: TestGateway, path: string) => {
+    const r = await request(g.url + path, { headers: { host: 'cluster.example' } })
+    return { body: await r.body.text(), cache: String(r.headers['cache-status']) }
+  }
+  // Filled through A, an L2 hit on B.
+  assert.equal((await get(a, '/cc?k=1')).cache, 'sluice; fwd=miss; stored')
+  let fromB = await get(b, '/cc?k=1')
+  for (let t = 0; t < 100 && !/hit/.test(fromB.cache); t++) { await new Promise((res) => setTimeout(res, 20)); fromB = await get(b, '/cc?k=1') }
+  assert.match(fromB.cache, /sluice; hit/)
+  assert.equal(origin.count('/cc?k=1'), 1)
+  // A purge on A empties L2 and, through pub/sub on the cluster, B's L1.
+  const p = await request(a.adminUrl + '/admin/purge', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prefix: '/cc' }) })
+  assert.equal(p.statusCode, 200, await p.body.text())
+  let again = await get(b, '/cc?k=1')
+  for (let t = 0; t < 100 && /hit/.test(again.cache); t++) { await new Promise((res) => setTimeout(res, 20)); again = await get(b, '/cc?k=1') }
+  assert.equal(again.cache, 'sluice; fwd=miss; stored')
+  assert.equal(origin.count('/cc?k=1'), 2)
+  // 100 concurrent misses over both gateways: the fill lease (in the URL's slot) lets one through.
+  const all = await Promise.all(Array.from({ length: 100 }, (_, i) => get(i % 2 ? a : b, '/cc?burst=1')))
+  for (const r of all) assert.equal(r.body, 'cc /cc?burst=1')
+  assert.equal(origin.count('/cc?burst=1'), 1)
 })
