@@ -64,9 +64,20 @@ export function brotliStoreParams (quality: number, length: number): zlib.Brotli
     params: {
       [zlib.constants.BROTLI_PARAM_QUALITY]: quality,
       [zlib.constants.BROTLI_PARAM_SIZE_HINT]: length,
+      // A window no larger than the body: the same output for a body that fits, and an encoder
+      // that allocates kilobytes instead of the default 4 MiB window (under a miss-heavy load
+      // those allocations, made on libuv's threads, fragment the allocator and swell RSS).
+      [zlib.constants.BROTLI_PARAM_LGWIN]: brotliWindowBits(length),
       [zlib.constants.BROTLI_PARAM_MODE]: zlib.constants.BROTLI_MODE_TEXT
     }
   }
+}
+
+/** The smallest Brotli window (10..24 bits) that holds `length` bytes. */
+export function brotliWindowBits (length: number): number {
+  let bits = 10
+  while (bits < 24 && (1 << bits) - 16 < length) bits++
+  return bits
 }
 
 /**

@@ -7,9 +7,12 @@ import { pipeline, Readable, Transform } from 'node:stream'
 import type { Metrics } from '../observability/metrics.js'
 import type { Headers, ProxyResponse } from '../types.js'
 import type { CompressionRouteConfig } from './config.js'
-import { isCompressibleType, encoderRuns } from './codec.js'
+import { isCompressibleType, encoderRuns, brotliWindowBits } from './codec.js'
 import { encodedHeaders, first, hasNoTransform, mergeVary, weakenEtag } from './headers.js'
 import { pickEncoding, type Coding } from './negotiate.js'
+
+/** Brotli window for a body of unknown length: 1 MiB. */
+const STREAM_WINDOW_BITS = 20
 
 export { mergeVary } from './headers.js'
 
@@ -82,6 +85,10 @@ export function createCompressStage (deps: { metrics: Metrics }): CompressStage 
         params: {
           [zlib.constants.BROTLI_PARAM_QUALITY]: c.brQuality,
           [zlib.constants.BROTLI_PARAM_MODE]: zlib.constants.BROTLI_MODE_TEXT,
+          // Brotli's default 4 MiB window costs megabytes of native memory per stream, and a
+          // miss-heavy load runs one stream per response in flight: size the window to the body,
+          // and to 1 MiB when its length is unknown (a streamed body).
+          [zlib.constants.BROTLI_PARAM_LGWIN]: length > 0 ? brotliWindowBits(length) : STREAM_WINDOW_BITS,
           ...(length > 0 ? { [zlib.constants.BROTLI_PARAM_SIZE_HINT]: length } : {})
         }
       })
