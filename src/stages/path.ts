@@ -3,7 +3,8 @@
 // - percent-encoded unreserved characters are decoded (so %2e is a dot) and hex is upper-cased
 // - dot segments are removed (RFC 3986 §5.2.4)
 // - NUL (%00), invalid percent-encoding and, unless allowed, encoded slashes (%2F) and
-//   backslashes (%5C) are rejected with 400 SLUICE_ERR_BAD_PATH
+//   backslashes (%5C) are rejected with 400 SLUICE_ERR_BAD_PATH, and so are dot segments with
+//   path parameters (`/..;/`, `/.;x/`), which servlet containers resolve as dots
 import { SluiceError } from '../errors.js'
 
 const HEX = /^[0-9A-Fa-f]{2}$/
@@ -59,6 +60,14 @@ export function normalisePath (path: string, allowEncodedSlashes = false): strin
     }
     p = out + p.slice(last)
   }
-  if (p.indexOf('/.') !== -1) p = removeDotSegments(p)
+  if (p.indexOf('/.') !== -1) {
+    // `/..;x/` is `..` to Tomcat, Jetty and Spring, which drop path parameters before resolving
+    // dots, and a plain segment to everyone else: an ambiguity that bypasses prefix routes.
+    if (DOT_PARAMS.test(p)) throw bad('a dot segment with parameters (such as /..;/) is not allowed')
+    p = removeDotSegments(p)
+  }
   return p
 }
+
+/** A `.` or `..` segment followed by `;` parameters. */
+const DOT_PARAMS = /\/\.{1,2};/

@@ -10,6 +10,13 @@ const HOP_BY_HOP = new Set([
 
 export const VIA = '1.1 sluice'
 
+/**
+ * Method-override headers: Sluice routes, limits and caches by the request's own method, so a
+ * header that makes the origin act on another one (a GET run as a DELETE, then cached as the
+ * GET) never reaches it.
+ */
+const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
+
 /** Names listed in a Connection header, lower case. */
 export function connectionTokens (value: string | string[] | undefined): string[] {
   if (value === undefined) return []
@@ -39,14 +46,14 @@ function appendVia (existing: string | string[] | undefined): string {
   return (Array.isArray(existing) ? existing.join(', ') : existing) + ', ' + VIA
 }
 
-/** Headers sent upstream: a copy without hop-by-hop headers, with Host and Via set. */
+/** Headers sent upstream: a copy without hop-by-hop and method-override headers, with Host and Via set. */
 export function upstreamRequestHeaders (client: Headers, hostHeader: string | null): Record<string, string | string[]> {
   const conn = client.connection
   const named = conn === undefined ? null : connectionTokens(conn)
   const out: Record<string, string | string[]> = {}
   for (const k in client) {
     const v = client[k]
-    if (v === undefined || HOP_BY_HOP.has(k) || k === 'expect') continue
+    if (v === undefined || HOP_BY_HOP.has(k) || k === 'expect' || METHOD_OVERRIDE.has(k)) continue
     if (named !== null && named.includes(k)) continue
     out[k] = v
   }
