@@ -348,18 +348,14 @@ async function startOwnRedis (kind, dir) {
   return { vars: { REDIS_CLUSTER_NODES: nodes.map((x) => `"${x}"`).join(', ') } }
 }
 
-/** Peak RSS (VmHWM, MB) of each process in a group: a primary and its workers, say. */
+/** Peak RSS (VmHWM, MB) of each Sluice process in a group: a primary and its workers, say. */
 function rssPerProcess (pgid) {
   const out = []
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
+  for (const { pid } of groupProcs(pgid)) {
     try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(f[2]) !== pgid) continue
-      const m = readFileSync(`/proc/${d}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/)
-      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8')
-      if (m && cmd.includes('cli.js')) out.push(Number(m[1]) / 1024)
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('cli.js')) continue
+      const kb = vmHwmKb(pid)
+      if (kb !== null) out.push(kb / 1024)
     } catch {}
   }
   return out
@@ -381,19 +377,30 @@ function probe (port, reqPath, headers = {}) {
 const isHit = (h) => /(^|;)\s*hit\b/i.test(h['cache-status'] ?? '') || /^HIT/i.test(h['x-cache'] ?? '')
 const cacheHeader = (h) => h['cache-status'] ?? h['x-cache'] ?? '-'
 
-/** Sum of VmHWM (peak RSS) over the process group: nginx master + worker, Varnish manager + child. */
-function peakRssKb (pgid) {
-  let sum = 0
+/** The processes of a group, each with its /proc/<pid>/stat fields after the command name. */
+function * groupProcs (pgid) {
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue
     try {
       const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(f[2]) !== pgid) continue
-      const m = readFileSync(`/proc/${d}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/)
-      if (m) sum += Number(m[1])
+      if (Number(f[2]) === pgid) yield { pid: d, f }
     } catch {}
   }
+}
+
+/** Peak RSS (VmHWM) of one process, in kB, or null when it is gone. */
+function vmHwmKb (pid) {
+  try {
+    const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/)
+    return m ? Number(m[1]) : null
+  } catch { return null }
+}
+
+/** Sum of VmHWM (peak RSS) over the process group: nginx master + worker, Varnish manager + child. */
+function peakRssKb (pgid) {
+  let sum = 0
+  for (const { pid } of groupProcs(pgid)) sum += vmHwmKb(pid) ?? 0
   return sum
 }
 
@@ -401,15 +408,7 @@ function peakRssKb (pgid) {
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
 function cpuSeconds (pgid) {
   let ticks = 0
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(f[2]) !== pgid) continue
-      ticks += Number(f[11]) + Number(f[12]) // utime, stime
-    } catch {}
-  }
+  for (const { f } of groupProcs(pgid)) ticks += Number(f[11]) + Number(f[12]) // utime, stime
   return ticks / CLK_TCK
 }
 

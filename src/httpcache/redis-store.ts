@@ -66,12 +66,14 @@ export class RedisStore implements EntryStore {
 
   /** The hash tag of a base key: its digest, so any URL (braces included) maps to one slot. */
   private slot (base: string): string { return '{' + createHash('sha1').update(base).digest('base64url').slice(0, 12) + '}' }
-  private rk (key: string): string { const nl = key.indexOf('\n'); return `${this.prefix}${this.slot(nl === -1 ? key : key.slice(0, nl))}c:${key}` }
+  /** The hash tag of a variant key: its base key's (the part before the Vary values). */
+  private keySlot (key: string): string { const nl = key.indexOf('\n'); return this.slot(nl === -1 ? key : key.slice(0, nl)) }
+  private rk (key: string): string { return `${this.prefix}${this.keySlot(key)}c:${key}` }
   private vk (base: string): string { return `${this.prefix}${this.slot(base)}v:${base}` }
   private ik (base: string): string { return `${this.prefix}${this.slot(base)}i:${base}` }
   private tk (tag: string): string { return `${this.prefix}t:{${tag}}` }
   /** The fill lease of a variant key, in its URL's slot. */
-  private lk (key: string): string { const nl = key.indexOf('\n'); return `${this.prefix}${this.slot(nl === -1 ? key : key.slice(0, nl))}l:${key}` }
+  private lk (key: string): string { return `${this.prefix}${this.keySlot(key)}l:${key}` }
 
   /**
    * Miss coalescing across replicas: one replica at a time fills a key. `check` (a pure miss)

@@ -185,11 +185,19 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     remote.delete(m.k)
     clearTimeout(w.timer)
     if (typeof m.e !== 'string') { w.resolve({ reason: m.r ?? 'ERROR' }); return }
-    Promise.resolve(l2!.get(m.e)).then((e) => {
-      if (e === undefined) { w.resolve({ reason: 'ERROR' }); return }
-      l1.set(e, storeTtlMs(e, Date.now()))
-      w.resolve({ entry: e })
-    }, () => w.resolve({ reason: 'ERROR' }))
+    fromL2(m.e).then((e) => w.resolve(e === undefined ? { reason: 'ERROR' } : { entry: e }))
+  }
+
+  /** An entry another replica stored, read from L2 and kept in L1 (undefined when it is not there, or Redis failed). */
+  async function fromL2 (key: string): Promise<CacheEntry | undefined> {
+    const e = await l2!.get(key)
+    if (e !== undefined) l1.set(e, storeTtlMs(e, Date.now()))
+    return e
+  }
+
+  /** After an uncacheable answer (not a failure), the key goes straight upstream for hitForMissSeconds. */
+  function rememberUncacheable (key: string, f: Fill, rc: CacheRouteConfig): void {
+    if (f.reason !== undefined && f.reason !== 'ERROR' && f.reason !== 'BODY-ERROR') hitForMiss.set(key, Date.now() + rc.hitForMissSeconds * 1000)
   }
 
   /** Tell waiting replicas that this replica's leased fill of `key` is done, once L2 has it. */
@@ -461,7 +469,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       if (settled) return
       settled = true
       if (inflight.get(key) === fillP) inflight.delete(key)
-      if (f.reason !== undefined && f.reason !== 'ERROR' && f.reason !== 'BODY-ERROR') hitForMiss.set(key, Date.now() + route.cache.hitForMissSeconds * 1000)
+      rememberUncacheable(key, f, route.cache)
       if (leased) announce(key, f, stored)
       settle(f)
     }
@@ -613,14 +621,14 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       }
       if (r === 'filled') {
         // Stored by another replica since this one looked: read it like an L2 hit.
-        const got = await l2!.get(key)
+        const got = await fromL2(key)
         mine()
-        if (got !== undefined) { l1.set(got, storeTtlMs(got, Date.now())); resolveWait({ entry: got }) } else fillHere().then(resolveWait)
+        if (got !== undefined) resolveWait({ entry: got }); else fillHere().then(resolveWait)
       } else {
         // 'held': another replica fills; wait for its message, then fill here if it never comes.
         awaitRemote(key, rc.coalesceTimeoutMs, fillHere).then((f) => {
           mine()
-          if (f.reason !== undefined && f.reason !== 'ERROR' && f.reason !== 'BODY-ERROR') hitForMiss.set(key, Date.now() + rc.hitForMissSeconds * 1000)
+          rememberUncacheable(key, f, rc)
           resolveWait(f)
         })
       }

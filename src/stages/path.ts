@@ -8,6 +8,8 @@
 import { SluiceError } from '../errors.js'
 
 const HEX = /^[0-9A-Fa-f]{2}$/
+/** A `.` or `..` segment followed by `;` parameters. */
+const DOT_PARAMS = /\/\.{1,2};/
 
 function isUnreserved (c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) ||
@@ -68,6 +70,3 @@ export function normalisePath (path: string, allowEncodedSlashes = false): strin
   }
   return p
 }
-
-/** A `.` or `..` segment followed by `;` parameters. */
-const DOT_PARAMS = /\/\.{1,2};/

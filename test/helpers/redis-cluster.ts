@@ -25,12 +25,13 @@ export interface RedisClusterHandle {
   stop (): Promise<void>
 }
 
-async function until (what: string, check: () => Promise<boolean>, tries = 200): Promise<void> {
+/** Poll `check` every 50 ms until it is true; throws `<what> did not happen` after `tries`. */
+export async function until (what: string, check: () => Promise<boolean>, tries = 200): Promise<void> {
   for (let i = 0; i < tries; i++) {
     try { if (await check()) return } catch { /* not yet */ }
     await new Promise((r) => setTimeout(r, 50))
   }
-  throw new Error(`redis cluster: ${what} did not happen`)
+  throw new Error(`redis: ${what} did not happen`)
 }
 
 export async function startRedisCluster (masters = 3): Promise<RedisClusterHandle> {

@@ -4,20 +4,13 @@
 // - startTlsRedis(): a redis-server that speaks only TLS, with a CA and a server certificate made
 //   by the machine's openssl (SAN IP:127.0.0.1).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
 import { Redis, type RedisOptions } from 'ioredis'
 import { freePort } from './redis.js'
-
-async function until (what: string, check: () => Promise<boolean>, tries = 300): Promise<void> {
-  for (let i = 0; i < tries; i++) {
-    try { if (await check()) return } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`redis: ${what} did not happen`)
-}
+import { until } from './redis-cluster.js'
 
 class Procs {
   readonly dir = mkdtempSync(join(tmpdir(), 'sluice-redis-'))
@@ -69,9 +62,8 @@ export async function startSentinelSet (): Promise<SentinelSet> {
     const replicaPort = await freePort()
     p.spawn(['--port', String(masterPort), '--dir', p.dir, ...BASE])
     p.spawn(['--port', String(replicaPort), '--dir', p.dir, '--replicaof', '127.0.0.1', String(masterPort), ...BASE])
-    const master = p.client(masterPort)
     const replica = p.client(replicaPort)
-    await until('the replica syncs', async () => /master_link_status:up/.test(await replica.info('replication')))
+    await until('the replica syncs', async () => /master_link_status:up/.test(await replica.info('replication')), 300)
     const sentinelPorts: number[] = []
     for (let i = 0; i < 3; i++) {
       const port = await freePort()
@@ -93,8 +85,7 @@ export async function startSentinelSet (): Promise<SentinelSet> {
       const replicas = await s0.call('SENTINEL', 'REPLICAS', 'mymaster') as unknown[]
       const others = await s0.call('SENTINEL', 'SENTINELS', 'mymaster') as unknown[]
       return replicas.length === 1 && others.length === 2
-    })
-    void master
+    }, 300)
     return {
       sentinels: sentinelPorts.map((x) => `127.0.0.1:${x}`),
       masterPort,
@@ -132,11 +123,10 @@ export async function startTlsRedis (): Promise<TlsRedis> {
     p.spawn(['--port', '0', '--tls-port', String(port), '--tls-cert-file', join(d, 'server.pem'), '--tls-key-file', join(d, 'server.key'),
       '--tls-ca-cert-file', join(d, 'ca.pem'), '--tls-auth-clients', 'no', '--dir', d, ...BASE])
     const caFile = join(d, 'ca.pem')
-    const { readFileSync } = await import('node:fs')
     const ca = readFileSync(caFile)
     const client = () => p.client(port, { tls: { ca } })
     const probe = client()
-    await until('the TLS server answers', async () => (await probe.ping()) === 'PONG')
+    await until('the TLS server answers', async () => (await probe.ping()) === 'PONG', 300)
     return { port, caFile, client, stop: () => p.stop() }
   } catch (err) {
     await p.stop()

@@ -33,6 +33,16 @@ const store = new RedisBucketStore(handle.client, `${cluster.prefix}rl:`, 2000)
 bucketConformance('cluster', () => store)
 storeConformance('cluster', () => new RedisStore(handle.client, `${cluster.prefix}cs${Math.random().toString(36).slice(2, 8)}:`, (op, err) => { throw new Error(`${op}: ${err.message}`) }))
 
+/** Wait (boundedly) until a gateway's /readyz reports its Redis healthy; its Redis details then, or undefined. */
+async function redisHealthy (g: TestGateway): Promise<{ healthy?: boolean; mode?: string } | undefined> {
+  for (let t = 0; t < 200; t++) {
+    const r = await (await request(g.adminUrl + '/readyz')).body.json() as { details?: { redis?: { healthy?: boolean; mode?: string } } }
+    if (r.details?.redis?.healthy) return r.details.redis
+    await new Promise((res) => setTimeout(res, 50))
+  }
+  return undefined
+}
+
 test('cluster: the client is a Cluster in cluster mode, and buckets spread over every master', async () => {
   assert.equal(handle.mode, 'cluster')
   assert.equal(handle.status().healthy, true)
@@ -101,11 +111,8 @@ routes:
   for (let i = 0; i < 2; i++) gateways.push(await startTestGateway(yaml))
   for (const g of gateways) {
     // Ready once the cluster client is (the limiter answers locally until then).
-    for (let t = 0; t < 200; t++) {
-      const r = await (await request(g.adminUrl + '/readyz')).body.json() as { details?: { redis?: { healthy?: boolean; mode?: string } } }
-      if (r.details?.redis?.healthy) { assert.equal(r.details.redis.mode, 'cluster'); break }
-      await new Promise((res) => setTimeout(res, 50))
-    }
+    const redis = await redisHealthy(g)
+    if (redis) assert.equal(redis.mode, 'cluster')
   }
   const codes: number[] = []
   for (let i = 0; i < 30; i++) {
@@ -133,13 +140,7 @@ routes:
 `
   const [a, b] = [await startTestGateway(yaml), await startTestGateway(yaml)]
   gateways.push(a, b)
-  for (const g of [a, b]) {
-    for (let t = 0; t < 200; t++) {
-      const r = await (await request(g.adminUrl + '/readyz')).body.json() as { details?: { redis?: { healthy?: boolean } } }
-      if (r.details?.redis?.healthy) break
-      await new Promise((res) => setTimeout(res, 50))
-    }
-  }
+  for (const g of [a, b]) await redisHealthy(g)
   const get = async (g: TestGateway, path: string) => {
     const r = await request(g.url + path, { headers: { host: 'cluster.example' } })
     return { body: await r.body.text(), cache: String(r.headers['cache-status']) }
