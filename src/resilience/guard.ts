@@ -1,12 +1,14 @@
 // Everything the upstream stage asks about one upstream, in one object that outlives
 // reloads: its budget (acquire, observeResponse), its breaker (allow, record) and its
 // retry policy (retryDelayMs). See registry.ts for how it is created and kept.
+// It is the implementation of the upstream stage's seam, UpstreamGuardPort (src/upstream/guard.ts).
 import type { Headers } from '../types.js'
+import type { RetryContext, UpstreamGuardPort } from '../upstream/guard.js'
 import type { UpstreamBudget } from './budget.js'
 import type { Breaker, Outcome, Ticket } from './breaker.js'
-import type { RetryContext, RetryPolicy } from './retry.js'
+import type { RetryPolicy } from './retry.js'
 
-export class UpstreamGuard {
+export class UpstreamGuard implements UpstreamGuardPort {
   constructor (
     readonly name: string,
     readonly budget: UpstreamBudget,

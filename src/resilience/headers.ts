@@ -2,10 +2,7 @@
 // RateLimit / RateLimit-Policy fields (draft-ietf-httpapi-ratelimit-headers), plus the
 // older RateLimit-Remaining/-Reset and X-RateLimit-* pairs that many upstreams still send.
 import type { Headers, HeaderValue } from '../types.js'
-
-function first (v: HeaderValue | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v
-}
+import { first } from '../compress/headers.js'
 
 /** Retry-After as milliseconds from now (delta-seconds or HTTP-date); null when absent or invalid. */
 export function parseRetryAfter (value: HeaderValue | undefined, now = Date.now()): number | null {

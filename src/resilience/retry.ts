@@ -1,49 +1,19 @@
 // When to retry an attempt toward an upstream, and after how long.
-// - Only idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE), unless the route opts in.
+// - Only idempotent methods (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE), unless
+//   the route opts in.
 // - Only when the body can be sent again (none, or buffered up to retry.maxBufferBytes), and
 //   never once a response byte has reached the client.
-// - On connect errors and resets before any response byte, and on retry.statuses.
+// - On failures before any response byte (connect refused, reset, DNS, connect timeout: see
+//   isRetryableError in src/upstream/errors.ts), and on retry.statuses.
 // - Backoff: exponential with full jitter, capped at maxBackoffMs; a Retry-After is honoured,
 //   and one longer than maxBackoffMs means "not now": no retry.
 // - A retry budget: retries in a 10 s window stay within budgetPercent of first attempts
 //   (plus budgetMinRetries), so a failing upstream sees at most ~20% more, never a storm.
-import { isSluiceError } from '../errors.js'
 import type { RetryConfig } from './config.js'
+import type { RetryContext } from '../upstream/guard.js'
+import { isRetryableError } from '../upstream/errors.js'
+import { IDEMPOTENT } from '../upstream/methods.js'
 import { parseRetryAfter } from './headers.js'
-
-export const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
-
-/** Error codes meaning "the request never got an answer": connect failures and resets before any response byte. */
-const RETRYABLE_CODES = new Set([
-  'SLUICE_ERR_UPSTREAM_CONNECT', 'SLUICE_ERR_UPSTREAM_RESET',
-  // raw Node / undici codes, in case the caller passes the cause unmapped
-  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
-  'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'
-])
-
-export interface RetryContext {
-  method: string
-  /** The upstream's status, when it answered. */
-  status?: number
-  /** The attempt's error, when it failed without an answer. */
-  error?: unknown
-  /** The upstream's Retry-After header, if any. */
-  retryAfter?: string | string[]
-  /** false when the request body streamed (too big to buffer) and cannot be sent again. */
-  bodyReplayable: boolean
-  /** The route opts in to retrying non-idempotent methods. */
-  routeAllowsNonIdempotent: boolean
-  /** A byte of the response already went to the client: never retry then. */
-  responseStarted?: boolean
-  /** Time left before the exchange's deadline; a retry that cannot start before it is not made. */
-  remainingMs?: number
-}
-
-export function isRetryableError (err: unknown): boolean {
-  if (isSluiceError(err)) return RETRYABLE_CODES.has(err.code)
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' && RETRYABLE_CODES.has(code)
-}
 
 const SLOTS = 10
 const SLOT_MS = 1000

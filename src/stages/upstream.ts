@@ -12,8 +12,8 @@ import type { ProxyResponse, UpstreamRequest, Headers } from '../types.js'
 import { SluiceError } from '../errors.js'
 import type { PoolRegistry } from '../upstream/pools.js'
 import type { GuardProvider, RetryContext } from '../upstream/guard.js'
-import { upstreamRequestHeaders, clientResponseHeaders, discard } from '../upstream/headers.js'
-import { mapUpstreamError, isRetryableError } from '../upstream/errors.js'
+import { upstreamRequestHeaders, clientResponseHeaders, discard, drainToNull } from '../upstream/headers.js'
+import { mapUpstreamError } from '../upstream/errors.js'
 import { applyForwarding } from '../context.js'
 
 export interface UpstreamStageDeps {
@@ -26,10 +26,6 @@ export interface UpstreamStageDeps {
 export type UpstreamFetch = (route: RouteEntry, req: UpstreamRequest) => Promise<ProxyResponse>
 
 const DEADLINE = Object.assign(new Error('upstream deadline'), { code: 'SLUICE_DEADLINE' })
-
-function firstHeader (v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v
-}
 
 export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
   const { pools, metrics } = deps
@@ -108,7 +104,8 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         m.duration[clientClosed ? 3 : 4].observe((performance.now() - t0) / 1000)
         guard.record(ticket, { error: err }) // a client that went away counts as neutral
         if (clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE') throw err
-        const delay = isRetryableError(err) ? guard.retryDelayMs(attempt + 1, retryCtx({ error: err })) : null
+        // The retry policy decides (src/resilience/retry.ts): which errors, methods, bodies, budget.
+        const delay = guard.retryDelayMs(attempt + 1, retryCtx({ error: err }))
         if (delay !== null) {
           deps.log.debug({ upstream: up.name, attempt: attempt + 1, code: err.code, delay }, 'retrying upstream request')
           await sleep(delay)
@@ -126,7 +123,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       }
       guard.record(ticket, { status: res.statusCode })
       guard.observeResponse(res.statusCode, res.headers as Headers)
-      const delay = guard.retryDelayMs(attempt + 1, retryCtx({ status: res.statusCode, retryAfter: firstHeader(res.headers['retry-after']) }))
+      const delay = guard.retryDelayMs(attempt + 1, retryCtx({ status: res.statusCode, retryAfter: res.headers['retry-after'] }))
       if (delay !== null) {
         g.dec()
         discard(res.body) // free the connection; a response we will not send
@@ -139,17 +136,11 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       return {
         status: res.statusCode,
         headers: clientResponseHeaders(res.headers as Headers),
-        body: req.method === 'HEAD' ? drain(body) : body,
+        body: req.method === 'HEAD' ? drainToNull(body) : body,
         cacheResult: 'none'
       }
     }
   }
-}
-
-/** A HEAD response has no body; free the connection and send none. */
-function drain (body: Readable): null {
-  body.resume()
-  return null
 }
 
 export { SluiceError }

@@ -1,23 +1,29 @@
 // The seam between the upstream stage and resilience (budget, breaker, retries).
-// src/resilience provides the real implementation; `basicGuards` is the fallback used when
-// no resilience registry is wired: no budget, no breaker, retries as configured.
+// src/resilience/guard.ts (class UpstreamGuard) is the implementation, one per upstream;
+// the resilience registry is the GuardProvider.
 import type { Headers } from '../types.js'
-import type { UpstreamEntry } from '../config/compile.js'
-import type { SluiceError } from '../errors.js'
 
+/** What the retry policy is told about a failed or answered attempt. */
 export interface RetryContext {
   method: string
+  /** The upstream's status, when it answered. */
   status?: number
-  error?: SluiceError
-  retryAfter?: string
+  /** The attempt's error, when it failed without an answer (a SluiceError, or a raw undici/socket error). */
+  error?: unknown
+  /** The upstream's Retry-After header, if any. */
+  retryAfter?: string | string[]
+  /** false when the request body streamed (too big to buffer) and cannot be sent again. */
   bodyReplayable: boolean
+  /** The route opts in to retrying non-idempotent methods. */
   routeAllowsNonIdempotent: boolean
-  /** Time left before the route's deadline: a retry that cannot fit is not taken. */
-  remainingMs?: number
+  /** A byte of the response already went to the client: never retry then. */
   responseStarted?: boolean
+  /** Time left before the exchange's deadline; a retry that cannot start before it is not made. */
+  remainingMs?: number
 }
 
-export interface UpstreamGuard {
+/** What the upstream stage asks about one upstream. */
+export interface UpstreamGuardPort {
   /** Take a budget token, waiting up to maxQueueMs; resolves with the wait in ms; throws SluiceError (429). */
   acquire (signal?: AbortSignal): number | Promise<number>
   /** Ask the breaker; throws SluiceError (503 SLUICE_ERR_CIRCUIT_OPEN) when open. */
@@ -29,39 +35,5 @@ export interface UpstreamGuard {
 }
 
 export interface GuardProvider {
-  upstream (name: string): UpstreamGuard
-}
-
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
-const RETRY_STATUSES = new Set([502, 503, 504])
-
-/** Exponential backoff with full jitter, capped. */
-export function fullJitter (attempt: number, baseMs: number, capMs: number): number {
-  return Math.random() * Math.min(capMs, baseMs * 2 ** (attempt - 1))
-}
-
-export function basicGuards (upstreams: () => Readonly<Record<string, UpstreamEntry>>): GuardProvider {
-  const cache = new Map<string, UpstreamGuard>()
-  return {
-    upstream (name) {
-      let g = cache.get(name)
-      if (g) return g
-      g = {
-        acquire: () => 0,
-        allow: () => null,
-        record: () => {},
-        observeResponse: () => {},
-        retryDelayMs (attempt, ctx) {
-          const r = upstreams()[name]?.config.retry
-          if (!r || attempt > r.attempts || !ctx.bodyReplayable) return null
-          if (!IDEMPOTENT.has(ctx.method) && !ctx.routeAllowsNonIdempotent) return null
-          if (ctx.status !== undefined && !RETRY_STATUSES.has(ctx.status)) return null
-          const d = fullJitter(attempt, r.backoffMs, r.maxBackoffMs)
-          return ctx.remainingMs !== undefined && d >= ctx.remainingMs ? null : d
-        }
-      }
-      cache.set(name, g)
-      return g
-    }
-  }
+  upstream (name: string): UpstreamGuardPort
 }

@@ -88,3 +88,12 @@ export function discard (body: { on (ev: 'error', fn: (err: Error) => void): unk
   body.destroy()
 }
 function noop (): void {}
+
+/**
+ * A response that must carry no body (a HEAD's): read what there is to its end, so the
+ * connection goes back to the pool (discard would close it), and send none.
+ */
+export function drainToNull (body: { resume (): unknown } | null | undefined): null {
+  body?.resume()
+  return null
+}

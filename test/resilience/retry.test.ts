@@ -3,7 +3,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Value } from '@sinclair/typebox/value'
-import { RetryPolicy, type RetryContext } from '../../src/resilience/retry.js'
+import { errors } from 'undici'
+import { RetryPolicy } from '../../src/resilience/retry.js'
+import type { RetryContext } from '../../src/upstream/guard.js'
+import { mapUpstreamError, isRetryableError } from '../../src/upstream/errors.js'
 import { RetrySchema, type RetryConfig } from '../../src/resilience/config.js'
 import { SluiceError } from '../../src/errors.js'
 import { guardProcessHealth } from './helpers.js'
@@ -29,6 +32,7 @@ test('decision table', () => {
     ['OPTIONS 503', { method: 'OPTIONS' }, 1, true],
     ['PUT 503', { method: 'PUT' }, 1, true],
     ['DELETE 503', { method: 'DELETE' }, 1, true],
+    ['TRACE 503 (idempotent, RFC 9110 §9.2.2)', { method: 'TRACE' }, 1, true],
     ['POST 503', { method: 'POST' }, 1, false],
     ['PATCH 503', { method: 'PATCH' }, 1, false],
     ['POST 503, route opted in', { method: 'POST', routeAllowsNonIdempotent: true }, 1, true],
@@ -104,4 +108,56 @@ test('the retry budget keeps retries within budgetPercent of first attempts (plu
   let q = 0
   for (let i = 0; i < 5; i++) { quiet.noteAttempt(); if (quiet.delayMs(1, base) !== null) { q++; quiet.noteAttempt() } }
   assert.equal(q, 3, 'a quiet upstream still gets budgetMinRetries')
+})
+
+// What undici and the resolver throw, mapped the way the upstream stage maps them.
+const dnsRaw = Object.assign(new Error('getaddrinfo ENOTFOUND nope.invalid'), { code: 'ENOTFOUND', hostname: 'nope.invalid' })
+const dnsMapped = mapUpstreamError(dnsRaw, 'api', false)
+const connectTimeout = mapUpstreamError(new errors.ConnectTimeoutError(), 'api', false)
+const headersTimeout = mapUpstreamError(new errors.HeadersTimeoutError(), 'api', false)
+const protocol = mapUpstreamError(new errors.HTTPParserError('Response does not match the HTTP/1.1 protocol (Invalid status code)'), 'api', false)
+
+test('the mapped errors keep their public codes', () => {
+  assert.equal(dnsMapped.code, 'SLUICE_ERR_UPSTREAM_DNS')
+  assert.equal(connectTimeout.code, 'SLUICE_ERR_UPSTREAM_TIMEOUT')
+  assert.equal(headersTimeout.code, 'SLUICE_ERR_UPSTREAM_TIMEOUT')
+  assert.equal(protocol.code, 'SLUICE_ERR_UPSTREAM_PROTOCOL')
+})
+
+test('DNS failures and connect timeouts are retried; header timeouts and protocol errors are not', () => {
+  const rows: Array<[string, unknown, boolean]> = [
+    ['DNS failure (SluiceError)', dnsMapped, true],
+    ['DNS failure (raw ENOTFOUND)', dnsRaw, true],
+    ['DNS failure (raw EAI_AGAIN)', Object.assign(new Error('getaddrinfo EAI_AGAIN x'), { code: 'EAI_AGAIN' }), true],
+    ['connect timeout (SluiceError)', connectTimeout, true],
+    ['connect timeout (raw undici error)', new errors.ConnectTimeoutError(), true],
+    ['no response headers before the deadline', headersTimeout, false],
+    ['body idle timeout', mapUpstreamError(new errors.BodyTimeoutError(), 'api', false), false],
+    ['protocol error', protocol, false],
+    ['protocol error (bare SluiceError)', new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL'), false]
+  ]
+  for (const [name, error, retried] of rows) {
+    const p = new RetryPolicy(cfg())
+    p.noteAttempt()
+    const d = p.delayMs(1, { ...base, status: undefined, error })
+    assert.equal(d !== null, retried, name)
+    if (retried) assert.ok(d !== null && d >= 0 && d <= 100, `${name}: a delay within the first backoff`)
+    assert.equal(isRetryableError(error), retried, `${name}: isRetryableError agrees with the policy`)
+  }
+  // Non-idempotent methods stay unretried on these errors too.
+  const p = new RetryPolicy(cfg())
+  assert.equal(p.delayMs(1, { ...base, method: 'POST', status: undefined, error: dnsMapped }), null, 'POST after a DNS failure')
+  assert.equal(p.delayMs(1, { ...base, method: 'POST', status: undefined, error: connectTimeout }), null, 'POST after a connect timeout')
+})
+
+test('a connect timeout is told apart by its cause, not by the words in the message', () => {
+  // An upstream whose name contains "connect": its header timeout is still not a connect timeout.
+  const named = mapUpstreamError(new errors.HeadersTimeoutError(), 'connect-api', false)
+  assert.match(named.message, /connect/)
+  assert.equal(isRetryableError(named), false)
+  assert.equal(new RetryPolicy(cfg()).delayMs(1, { ...base, status: undefined, error: named }), null)
+  // And a connect timeout is retryable whatever its upstream is called.
+  assert.equal(isRetryableError(mapUpstreamError(new errors.ConnectTimeoutError(), 'slow', false)), true)
+  // Node's own socket timeout code maps to a connect timeout too.
+  assert.equal(isRetryableError(mapUpstreamError(Object.assign(new Error('connect ETIMEDOUT 127.0.0.1:9'), { code: 'ETIMEDOUT' }), 'x', false)), true)
 })
