@@ -3,7 +3,6 @@
 import { lookup } from 'node:dns/promises'
 import { request as undiciRequest } from 'undici'
 import { isIP } from 'node:net'
-import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { FastifyInstance } from 'fastify'
 import { loadConfigFile } from './config/load.js'
@@ -18,22 +17,16 @@ import { createResilienceRegistry } from './resilience/registry.js'
 import type { SharedBucketStore } from './resilience/limiter.js'
 import { createUpstreamStage } from './stages/upstream.js'
 import { createCacheStage, type CacheStage } from './httpcache/stage.js'
+import { RedisStore } from './httpcache/redis-store.js'
+import { CacheBus } from './httpcache/bus.js'
 import { createCompressStage } from './compress/stage.js'
 import type { ClientLimitProvider } from './stages/client-limit.js'
 import { buildProxy } from './gateway.js'
 import { buildAdmin } from './admin.js'
 import { collectStatus } from './observability/status.js'
+import { VERSION } from './version.js'
 
-export const VERSION: string = (() => {
-  // dist/src/main.js is two levels below the package root; src/main.ts (tsx) is one.
-  for (const rel of ['../../package.json', '../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8'))
-      if (pkg.name === 'sluice') return pkg.version
-    } catch { /* try the next */ }
-  }
-  return '0.0.0'
-})()
+export { VERSION }
 
 export interface GatewayOptions {
   configFile: string
@@ -85,7 +78,7 @@ function checkDns (snap: Snapshot, log: Logger): void {
 
 export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const loaded = loadConfigFile(opts.configFile)
-  const first = compile(loaded.config, loaded.raw, opts.configFile)
+  const first = compile(loaded.config, loaded.raw, opts.configFile, loaded.ca)
   const cfg = first.config
   const log = opts.log ?? createLogger(cfg.log.level)
   for (const w of loaded.warnings) log.warn(w)
@@ -113,13 +106,14 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const clientLimits: ClientLimitProvider = resilience
 
   let warm = (): void => {}
+  // The cache's stores are made here and injected: L1 by default, L2 and the replicas' bus with Redis.
+  const onCacheRedisError = (op: string, err: Error) => redis!.onError(op, err)
   const cache = createCacheStage({
     config: cfg.cache,
     metrics,
-    redis: redis?.client ?? null,
-    redisPrefix: cfg.redis.keyPrefix,
     log,
-    onRedisError: redis ? (op, err) => redis.onError(op, err) : undefined,
+    l2: redis ? new RedisStore(redis.client, cfg.redis.keyPrefix, onCacheRedisError) : null,
+    bus: redis ? new CacheBus(redis.client, cfg.redis.keyPrefix, onCacheRedisError, cfg.cache.coalesceAcrossReplicas) : null,
     onPurged: () => warm()
   })
   const compress = createCompressStage({ metrics })
@@ -130,12 +124,19 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     holder,
     log,
     metrics,
-    reconcile: (next, prev) => {
-      pools.reconcile(next.upstreams)
-      reconcileResilience(next)
-      checkDns(next, log)
-      for (const k of ['listen', 'admin', 'redis', 'server', 'cache'] as const) {
-        if (JSON.stringify(prev.config[k]) !== JSON.stringify(next.config[k])) log.warn({ key: k }, `a change to "${k}" takes effect at the next restart`)
+    // Build the new pools (a failure throws and destroys what was built: nothing live changed);
+    // after the swap, install them and bring the guards in line (config-driven, cannot fail).
+    prepare: (next, prev) => {
+      const poolPlan = pools.prepare(next.upstreams)
+      return {
+        commit: () => {
+          poolPlan.commit()
+          reconcileResilience(next)
+          checkDns(next, log)
+          for (const k of ['listen', 'admin', 'redis', 'server', 'cache'] as const) {
+            if (JSON.stringify(prev.config[k]) !== JSON.stringify(next.config[k])) log.warn({ key: k }, `a change to "${k}" takes effect at the next restart`)
+          }
+        }
       }
     }
   })

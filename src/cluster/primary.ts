@@ -3,8 +3,10 @@
 // and fans reloads and purges out to every worker. /metrics is aggregated across workers by
 // prom-client's AggregatorRegistry.aggregate over each worker's registry, collected over IPC
 // (counters and histograms summed exactly; see aggregateMetrics for the gauges). A reload is
-// validated once, here: a bad file changes no worker. Without Redis, the primary holds the
-// rate-limit buckets for every worker (ipc-buckets.ts).
+// validated once, here: a bad file changes no worker. It is answered once every worker has
+// answered its own reload: ok only when all of them applied it (the primary's snapshot is
+// swapped only then, so a retry asks every worker again). Without Redis, the primary holds
+// the rate-limit buckets for every worker (ipc-buckets.ts).
 import cluster, { type Worker } from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { randomUUID } from 'node:crypto'
@@ -12,14 +14,14 @@ import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricV
 import type { Logger } from 'pino'
 import { loadConfigFile } from '../config/load.js'
 import { compile } from '../config/compile.js'
-import { SnapshotHolder, Reloader, type ReloadResult } from '../config/reload.js'
+import { SnapshotHolder, Reloader, ReloadError, type ReloadResult } from '../config/reload.js'
 import { createMetrics, type Metrics } from '../observability/metrics.js'
 import { latencyByRoute, cacheRatios } from '../observability/status.js'
 import { buildAdmin } from '../admin.js'
 import type { Config } from '../config/schema.js'
 import { MemoryBucketStore } from '../resilience/bucket-memory.js'
 import { serveBuckets } from './ipc-buckets.js'
-import { VERSION } from '../main.js'
+import { VERSION } from '../version.js'
 
 export type WorkerMessage =
   | { type: 'sluice:reload'; id: string }
@@ -69,7 +71,7 @@ export interface WorkerState { id: number; pid: number | undefined; ready: boole
 
 export async function runPrimary (file: string, log: Logger): Promise<{ stop (): Promise<void>; workers (): WorkerState[] }> {
   const loaded = loadConfigFile(file)
-  const first = compile(loaded.config, loaded.raw, file)
+  const first = compile(loaded.config, loaded.raw, file, loaded.ca)
   const n = workerCount(first.config.workers)
   const holder = new SnapshotHolder(first)
   // The primary's own families: reload results and build info (see aggregateMetrics).
@@ -78,7 +80,8 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   // Rate-limit buckets for workers without Redis: one store, every worker takes from it.
   const buckets = new MemoryBucketStore()
   const ready = new Set<number>()
-  const pending = new Map<string, { left: number; values: unknown[]; resolve: (v: unknown[]) => void }>()
+  /** Questions to workers: who has not answered yet, and the answers by worker id. */
+  const pending = new Map<string, { waiting: Set<number>; answers: Map<number, unknown>; exited: number[]; done: () => void }>()
   let stopping = false
   let restarts = 0
   let quickExits = 0
@@ -91,7 +94,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       if (m?.type === 'sluice:ready') { ready.add(w.id); log.info({ worker: w.id, pid: m.pid }, 'worker ready') }
       if (m?.type === 'sluice:reply') {
         const p = pending.get(m.id)
-        if (p) { p.values.push(m.value); if (--p.left === 0) { pending.delete(m.id); p.resolve(p.values) } }
+        if (p && p.waiting.delete(w.id)) { p.answers.set(w.id, m.value); if (p.waiting.size === 0) p.done() }
       }
     })
     w.once('exit', () => {
@@ -102,22 +105,64 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     return w
   }
 
-  /** Ask every ready worker; resolve with their answers (or what came within 5 s). */
   type Ask = { type: 'sluice:reload' } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:metrics' }
-  const ask = (msg: Ask): Promise<unknown[]> => {
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected() && ready.has(w.id))
-    if (workers.length === 0) return Promise.resolve([])
+  interface Asked { asked: Worker[]; answers: Map<number, unknown>; exited: number[]; missing: number[] }
+  /** Ask every ready worker; resolve once all have answered (or exited), or after timeoutMs with what came. */
+  const askEach = (msg: Ask, timeoutMs = 5000): Promise<Asked> => {
+    const asked = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected() && ready.has(w.id))
+    if (asked.length === 0) return Promise.resolve({ asked, answers: new Map(), exited: [], missing: [] })
     const id = randomUUID()
     return new Promise((resolve) => {
-      const entry = { left: workers.length, values: [] as unknown[], resolve }
+      let timer: NodeJS.Timeout | undefined
+      const entry = {
+        waiting: new Set(asked.map((w) => w.id)),
+        answers: new Map<number, unknown>(),
+        exited: [] as number[],
+        done: () => {
+          if (!pending.delete(id)) return
+          clearTimeout(timer)
+          resolve({ asked, answers: entry.answers, exited: entry.exited, missing: [...entry.waiting] })
+        }
+      }
       pending.set(id, entry)
-      for (const w of workers) w.send({ ...msg, id }, undefined, () => {})
-      setTimeout(() => { if (pending.delete(id)) resolve(entry.values) }, 5000).unref()
+      for (const w of asked) w.send({ ...msg, id }, undefined, () => {})
+      timer = setTimeout(entry.done, timeoutMs)
+      timer.unref()
     })
+  }
+  /** Ask every ready worker; resolve with their answers (or what came within 5 s). */
+  const ask = async (msg: Ask): Promise<unknown[]> => [...(await askEach(msg)).answers.values()]
+
+  /**
+   * Every ready worker reloads the file the primary validated; resolves when all have applied
+   * it, throws a ReloadError listing each worker that failed, exited or did not answer in time.
+   */
+  const RELOAD_TIMEOUT_MS = 10_000
+  const reloadWorkers = async (): Promise<void> => {
+    const { asked, answers, exited, missing } = await askEach({ type: 'sluice:reload' }, RELOAD_TIMEOUT_MS)
+    const pid = (id: number) => asked.find((w) => w.id === id)?.process.pid
+    const errors: string[] = []
+    for (const [id, r] of answers) {
+      const res = r as ReloadResult | null
+      if (res?.ok === true) continue
+      const why = res?.errors?.length ? res.errors : ['no result']
+      for (const e of why) errors.push(`worker ${id} (pid ${pid(id)}): ${e}`)
+    }
+    for (const id of exited) errors.push(`worker ${id} (pid ${pid(id)}): exited before answering`)
+    for (const id of missing) errors.push(`worker ${id} (pid ${pid(id)}): did not answer within ${RELOAD_TIMEOUT_MS / 1000} s`)
+    if (errors.length) {
+      const applied = [...answers.values()].filter((r) => (r as ReloadResult | null)?.ok === true).length
+      log.error({ workers: asked.length, applied, errors }, 'not every worker applied the reload; the primary keeps the previous config (retry the reload)')
+      throw new ReloadError(errors)
+    }
   }
 
   cluster.on('exit', (w, code, signal) => {
     ready.delete(w.id)
+    // A worker that exits will not answer: stop waiting for it.
+    for (const p of pending.values()) {
+      if (p.waiting.delete(w.id)) { p.exited.push(w.id); if (p.waiting.size === 0) p.done() }
+    }
     if (stopping) return
     restarts++
     const delay = Math.min(10_000, 100 * 2 ** Math.min(quickExits, 7))
@@ -131,12 +176,10 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     log,
     metrics: own,
     // Validated here, once (a bad file is logged, counted and changes no worker); then every
-    // worker loads the same file.
-    reconcile: () => {
-      void ask({ type: 'sluice:reload' }).then((results) => {
-        const failed = results.filter((r) => (r as { ok?: boolean } | null)?.ok === false)
-        if (failed.length) log.error({ workers: failed.length }, 'a worker could not load the file the primary validated')
-      })
+    // worker loads the same file, and the primary swaps (and answers ok) only when all did.
+    prepare: async () => {
+      await reloadWorkers()
+      return { commit: () => {} }
     }
   })
 

@@ -11,6 +11,18 @@ import { buildRouter, type Router } from '../stages/route.js'
 import { compileTrust } from '../context.js'
 import type { BlockList } from 'node:net'
 
+/**
+ * The TLS options of an upstream, built once at load and used by its pool (undici `connect`)
+ * and by WebSocket tunnels (`tls.connect`): the CA bytes were read when the file was loaded.
+ */
+export interface UpstreamTlsOptions {
+  rejectUnauthorized: boolean
+  /** SNI name and the name the certificate must match, when it differs from the URL host. */
+  servername?: string
+  /** Contents of tls.caFile (extra CA certificates). */
+  ca?: Buffer
+}
+
 export interface UpstreamEntry {
   name: string
   /** scheme://host:port, the pool's key. */
@@ -20,6 +32,8 @@ export interface UpstreamEntry {
   /** host[:port] sent as Host unless preserveHost. */
   hostHeader: string
   config: Readonly<UpstreamConfig>
+  /** Connection TLS options (used only for https upstreams). */
+  tls: Readonly<UpstreamTlsOptions>
 }
 
 export interface RouteEntry {
@@ -74,24 +88,36 @@ export function deepFreeze<T> (o: T): T {
   return o
 }
 
-function upstreamEntry (name: string, cfg: UpstreamConfig): UpstreamEntry {
+function upstreamEntry (name: string, cfg: UpstreamConfig, ca: Buffer | undefined): UpstreamEntry {
   const u = new URL(cfg.url)
+  const tls: UpstreamTlsOptions = { rejectUnauthorized: cfg.tls.rejectUnauthorized }
+  if (cfg.tls.servername) tls.servername = cfg.tls.servername
+  if (ca !== undefined) tls.ca = ca
   return {
     name,
     origin: u.origin,
     basePath: u.pathname === '/' ? '' : u.pathname.replace(/\/$/, ''),
     hostHeader: u.host,
-    config: cfg
+    config: cfg,
+    tls: Object.freeze(tls)
   }
 }
 
 /**
  * `raw` is the user's config before defaults (so the `defaults:` block can be merged
  * under each route before schema defaults fill the rest); `config` is the validated one.
+ * `ca` holds the contents of each upstream's tls.caFile, read at load (LoadedConfig.ca):
+ * compile reads no file. Without it (a diff of a config from elsewhere) no extra CA is set.
  */
-export function compile (config: Config, raw: Obj, file: string): Snapshot {
+export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Record<string, Buffer>> = {}): Snapshot {
   const upstreams: Record<string, UpstreamEntry> = {}
-  for (const [name, cfg] of Object.entries(config.upstreams)) upstreams[name] = upstreamEntry(name, cfg)
+  const hash = createHash('sha256').update(JSON.stringify(config))
+  for (const [name, cfg] of Object.entries(config.upstreams)) {
+    const bytes = Object.hasOwn(ca, name) ? ca[name] : undefined
+    upstreams[name] = upstreamEntry(name, cfg, bytes)
+    // A CA file rewritten in place is a change too (same path, new certificates).
+    if (bytes !== undefined) hash.update(`\0ca:${name}\0`).update(bytes)
+  }
   const rawDefaults = isObj(raw.defaults) ? raw.defaults : {}
   const rawRoutes = Array.isArray(raw.routes) ? raw.routes as Obj[] : []
   const routes: RouteEntry[] = config.routes.map((r, index) => {
@@ -117,7 +143,7 @@ export function compile (config: Config, raw: Obj, file: string): Snapshot {
       serverTiming: r.serverTiming ?? config.defaults?.serverTiming ?? false
     }
   })
-  const version = createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 12)
+  const version = hash.digest('hex').slice(0, 12)
   const snap: Snapshot = {
     version,
     loadedAt: Date.now(),

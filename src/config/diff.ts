@@ -22,6 +22,8 @@ export function diffSnapshots (prev: Snapshot, next: Snapshot): string[] {
     const o = prev.upstreams[n]
     if (!o) out.push(`+ upstream ${n}`)
     else if (JSON.stringify(o.config) !== JSON.stringify(u.config)) out.push(`~ upstream ${n}`)
+    // The same tls.caFile path with new contents (both sides read from disk).
+    else if (o.tls.ca && u.tls.ca && !o.tls.ca.equals(u.tls.ca)) out.push(`~ upstream ${n} (tls.caFile contents)`)
   }
   for (const n of Object.keys(prev.upstreams)) if (!(n in next.upstreams)) out.push(`- upstream ${n}`)
   const top = ['listen', 'admin', 'redis', 'log', 'server', 'cache', 'shutdownGraceMs'] as const

@@ -2,6 +2,7 @@
 // strict validation against the one schema → semantic checks. Every problem names the
 // file, line:column and key path, e.g. `sluice.yaml:12:7 routes[2].cache.defaultTtlSeconds: expected integer >= 0`.
 import { readFileSync } from 'node:fs'
+import { createSecureContext } from 'node:tls'
 import { parseDocument, LineCounter, visit, isMap, isSeq, isScalar, isPair, type Document, type Node as YamlNode } from 'yaml'
 import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { TSchema } from '@sinclair/typebox'
@@ -37,6 +38,8 @@ export interface LoadedConfig {
   file: string
   /** The config as written (after ${VAR} interpolation, before defaults), for merging route defaults. */
   raw: Record<string, unknown>
+  /** Contents of each upstream's tls.caFile by upstream name, read here (pass to compile). */
+  ca: Record<string, Buffer>
 }
 
 type Segment = string | number
@@ -187,7 +190,38 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     else issues.push(loc.issue(segments, message))
   }
   if (issues.length) throw new ConfigError(issues)
-  return { config, warnings, file, raw: raw as Record<string, unknown> }
+  const ca = readUpstreamCas(config, (segments, message) => issues.push(loc.issue(segments, message)))
+  if (issues.length) throw new ConfigError(issues)
+  return { config, warnings, file, raw: raw as Record<string, unknown>, ca }
+}
+
+/**
+ * Read every upstream's tls.caFile now, so a missing or unreadable file is a config error
+ * (with its line and key path) at load and at reload, never a failure while pools are built.
+ */
+function readUpstreamCas (config: Config, onError: (segments: Segment[], message: string) => void): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {}
+  for (const [name, up] of Object.entries(config.upstreams)) {
+    const caFile = up.tls.caFile
+    if (!caFile) continue
+    const at: Segment[] = ['upstreams', name, 'tls', 'caFile']
+    let bytes: Buffer
+    try {
+      bytes = readFileSync(caFile)
+    } catch (err) {
+      onError(at, `cannot read the CA file: ${(err as Error).message}`)
+      continue
+    }
+    if (!bytes.includes('-----BEGIN CERTIFICATE-----')) { onError(at, `no PEM certificate in ${JSON.stringify(caFile)}`); continue }
+    try {
+      createSecureContext({ ca: bytes })
+    } catch (err) {
+      onError(at, `not a usable PEM CA file: ${(err as Error).message}`)
+      continue
+    }
+    out[name] = bytes
+  }
+  return out
 }
 
 function nodePath (doc: Document, target: YamlNode): string {

@@ -1,7 +1,10 @@
 // Config reloads: SIGHUP, a change to the file (debounced; the directory is watched too, so
-// atomic renames and mounted ConfigMaps work) and POST /admin/reload. A reload loads and
-// compiles the whole new snapshot, reconciles the registries, then swaps one reference.
-// A file that fails changes nothing: the old snapshot keeps serving.
+// atomic renames and mounted ConfigMaps work) and POST /admin/reload. A reload is
+// all-or-nothing, in three steps: (1) load, compile and prepare everything the new snapshot
+// needs (new upstream pools built but not in use; CA files were read at load) — any failure
+// here throws, the prepared parts are discarded and nothing live has changed; (2) swap one
+// reference; (3) commit: install the new pools, retire the old ones, reconcile the guards
+// (steps that cannot fail). A file that fails changes nothing: the old snapshot keeps serving.
 import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import type { Logger } from 'pino'
@@ -19,10 +22,24 @@ export interface ReloadResult {
   diff?: string[]
 }
 
+/** A reload failure that is not in the file (for example a cluster worker that did not apply it). */
+export class ReloadError extends Error {
+  constructor (readonly errors: string[]) {
+    super(errors.join('\n'))
+    this.name = 'ReloadError'
+  }
+}
+
 export class SnapshotHolder {
   constructor (private snap: Snapshot) {}
   current (): Snapshot { return this.snap }
   swap (next: Snapshot): Snapshot { const old = this.snap; this.snap = next; return old }
+}
+
+/** What prepare() built for a new snapshot, not yet in use. */
+export interface ReloadPlan {
+  /** Right after the swap: put the prepared state in use and release the old. Must not throw. */
+  commit (): void
 }
 
 export interface ReloaderDeps {
@@ -30,8 +47,11 @@ export interface ReloaderDeps {
   holder: SnapshotHolder
   log: Logger
   metrics: Metrics
-  /** Create and update state that outlives the snapshot (pools, breakers, limiters) before the swap. */
-  reconcile: (next: Snapshot, prev: Snapshot) => void
+  /**
+   * Before the swap: build and check the state that outlives the snapshot (pools, guards)
+   * without changing what serves. Throwing (or rejecting) fails the reload with nothing changed.
+   */
+  prepare: (next: Snapshot, prev: Snapshot) => ReloadPlan | Promise<ReloadPlan>
   debounceMs?: number
 }
 
@@ -43,7 +63,7 @@ export class Reloader {
 
   constructor (private readonly deps: ReloaderDeps) {}
 
-  /** Load, compile, reconcile, swap. Never throws: a failure is logged, counted and returned. */
+  /** Load, compile, prepare, swap, commit. Never throws: a failure is logged, counted and returned. */
   reload (trigger: string): Promise<ReloadResult> {
     // Serialise reloads: one at a time, the last trigger wins.
     const run = async (): Promise<ReloadResult> => {
@@ -51,7 +71,7 @@ export class Reloader {
       const prev = holder.current()
       try {
         const loaded = loadConfigFile(file)
-        const next = compile(loaded.config, loaded.raw, file)
+        const next = compile(loaded.config, loaded.raw, file, loaded.ca)
         if (next.version === prev.version) {
           log.info({ trigger, version: next.version }, 'config unchanged')
           metrics.configReloads.labels('success').inc()
@@ -61,8 +81,11 @@ export class Reloader {
         }
         for (const w of loaded.warnings) log.warn(w)
         const diff = diffSnapshots(prev, next)
-        this.deps.reconcile(next, prev)
+        const prepared = this.deps.prepare(next, prev)
+        const plan = prepared instanceof Promise ? await prepared : prepared
+        // Swap and commit in one synchronous step: no request sees the new snapshot before its pools.
         holder.swap(next)
+        plan.commit()
         metrics.configReloads.labels('success').inc()
         metrics.configLastReloadSuccess.set(Date.now() / 1000)
         this.lastError = null
@@ -70,7 +93,9 @@ export class Reloader {
         return { ok: true, version: next.version, changed: true, warnings: loaded.warnings, diff }
       } catch (err) {
         metrics.configReloads.labels('failure').inc()
-        const errors = err instanceof ConfigError ? err.issues.map((i) => `${i.file}:${i.line}:${i.col} ${i.path || '(file)'}: ${i.message}`) : [(err as Error).message]
+        const errors = err instanceof ConfigError
+          ? err.issues.map((i) => `${i.file}:${i.line}:${i.col} ${i.path || '(file)'}: ${i.message}`)
+          : err instanceof ReloadError ? err.errors : [(err as Error).message]
         this.lastError = errors
         log.error({ trigger, errors, version: prev.version }, 'config reload failed; the previous config keeps serving')
         return { ok: false, version: prev.version, changed: false, errors }

@@ -3,8 +3,11 @@
 // reconcile(): what is new is created, what is unchanged is kept as is, what changed is
 // updated in place (a breaker keeps its state, a bucket keeps its tokens), what was removed
 // is dropped. Holders of a dropped guard (requests still in flight) can keep using it.
+// Its inputs are the compiled config, schema defaults already applied at load; reconcile()
+// only builds objects from it and cannot fail half-way (it runs after the snapshot swap).
 import { Value } from '@sinclair/typebox/value'
 import type { Logger } from 'pino'
+import type { UpstreamConfig } from '../config/schema.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { SluiceError } from '../errors.js'
 import type { Headers } from '../types.js'
@@ -14,8 +17,8 @@ import { UpstreamBudget } from './budget.js'
 import { Breaker } from './breaker.js'
 import { ClientLimiter } from './client-limiter.js'
 import {
-  CircuitBreakerSchema, ClientRateLimitSchema, RetrySchema, UpstreamRateLimitSchema,
-  type CircuitBreakerConfig, type PerClientConfig, type RetryConfig, type UpstreamRateLimitConfig
+  CircuitBreakerSchema, RetrySchema,
+  type CircuitBreakerConfig, type ClientRateLimitConfig, type RetryConfig
 } from './config.js'
 import { UpstreamGuard } from './guard.js'
 import { Limiter, type SharedStore, type SharedBucketStore } from './limiter.js'
@@ -42,16 +45,13 @@ export interface ResilienceDeps {
   sharedBuckets?: SharedBucketStore | null
 }
 
-/** The parts of an upstream's config this registry reads (schema defaults may be missing). */
-export interface UpstreamResilienceInput {
-  rateLimit?: Partial<UpstreamRateLimitConfig> | null
-  circuitBreaker?: Partial<CircuitBreakerConfig>
-  retry?: Partial<RetryConfig>
-}
+/** The parts of an upstream's config (as loaded: schema defaults applied) this registry reads. */
+export type UpstreamResilienceInput = Readonly<Pick<UpstreamConfig, 'rateLimit' | 'circuitBreaker' | 'retry'>>
 
+/** The parts of a compiled route (RouteEntry) this registry reads. */
 export interface RouteResilienceInput {
   name: string
-  rateLimit?: { perClient?: Partial<PerClientConfig> } | null
+  rateLimit?: Readonly<ClientRateLimitConfig> | null
 }
 
 export interface ResilienceStatus {
@@ -62,7 +62,7 @@ export interface ResilienceStatus {
   clients: Record<string, ReturnType<ClientLimiter['status']>>
 }
 
-interface UpstreamEntry {
+interface GuardRecord {
   guard: UpstreamGuard
   limiter: Limiter | null
   keys: { rateLimit: string; circuitBreaker: string; retry: string }
@@ -70,12 +70,12 @@ interface UpstreamEntry {
 
 interface ClientEntry { limiter: ClientLimiter; bucket: Limiter; key: string }
 
-function withDefaults<T> (schema: Parameters<typeof Value.Default>[0], v: unknown): T {
-  return Value.Default(schema, structuredClone(v ?? {})) as T
-}
+// The pass-through guard's settings: the schema defaults, taken once, with the breaker off.
+const PASS_THROUGH_BREAKER: CircuitBreakerConfig = Object.freeze({ ...(Value.Default(CircuitBreakerSchema, {}) as CircuitBreakerConfig), enabled: false })
+const PASS_THROUGH_RETRY: RetryConfig = Object.freeze(Value.Default(RetrySchema, {}) as RetryConfig)
 
 export class ResilienceRegistry {
-  private readonly upstreams = new Map<string, UpstreamEntry>()
+  private readonly upstreams = new Map<string, GuardRecord>()
   private readonly clients = new Map<string, ClientEntry>()
   private readonly shared: SharedStore | null
   private readonly log: Logger
@@ -96,12 +96,12 @@ export class ResilienceRegistry {
   }
 
   /** Bring the registry in line with a new config (call before swapping the snapshot in). */
-  reconcile (upstreams: Record<string, UpstreamResilienceInput>, routes: readonly RouteResilienceInput[]): void {
+  reconcile (upstreams: Readonly<Record<string, UpstreamResilienceInput>>, routes: readonly RouteResilienceInput[]): void {
     const { metrics } = this.deps
     for (const [name, u] of Object.entries(upstreams)) {
-      const rl = u.rateLimit ? withDefaults<UpstreamRateLimitConfig>(UpstreamRateLimitSchema, u.rateLimit) : null
-      const cb = withDefaults<CircuitBreakerConfig>(CircuitBreakerSchema, u.circuitBreaker)
-      const rt = withDefaults<RetryConfig>(RetrySchema, u.retry)
+      const rl = u.rateLimit ?? null
+      const cb = u.circuitBreaker
+      const rt = u.retry
       const keys = { rateLimit: JSON.stringify(rl), circuitBreaker: JSON.stringify(cb), retry: JSON.stringify(rt) }
       const cur = this.upstreams.get(name)
       if (cur === undefined) {
@@ -133,7 +133,7 @@ export class ResilienceRegistry {
     for (const r of routes) {
       if (!r.rateLimit?.perClient) continue
       seen.add(r.name)
-      const pc = withDefaults<{ perClient: PerClientConfig }>(ClientRateLimitSchema, { perClient: r.rateLimit.perClient }).perClient
+      const pc = r.rateLimit.perClient
       const key = JSON.stringify(pc)
       const cur = this.clients.get(r.name)
       if (cur === undefined) {
@@ -162,8 +162,8 @@ export class ResilienceRegistry {
     if (e !== undefined) return e.guard
     if (this.passThrough === null) {
       const { metrics } = this.deps
-      const off = new Breaker('_unlisted', { ...withDefaults<CircuitBreakerConfig>(CircuitBreakerSchema, {}), enabled: false }, metrics, this.log)
-      this.passThrough = new UpstreamGuard('_unlisted', new UpstreamBudget('_unlisted', metrics, null, null), off, new RetryPolicy(withDefaults<RetryConfig>(RetrySchema, {})))
+      const off = new Breaker('_unlisted', PASS_THROUGH_BREAKER, metrics, this.log)
+      this.passThrough = new UpstreamGuard('_unlisted', new UpstreamBudget('_unlisted', metrics, null, null), off, new RetryPolicy(PASS_THROUGH_RETRY))
     }
     return this.passThrough
   }

@@ -1,22 +1,19 @@
 // WebSocket (and only WebSocket) upgrades pass through as bytes: Sluice opens a TCP or TLS
 // connection to the upstream, replays the handshake with forwarding headers, and pipes both
 // ways. No frame parsing, so any subprotocol works.
-import { connect as netConnect, type Socket } from 'node:net'
+import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Snapshot } from '../config/compile.js'
 import { applyForwarding, HOST_VALUE } from '../context.js'
-import { ERRORS, type ErrorCode } from '../errors.js'
+import { SluiceError, rawError, type ErrorCode } from '../errors.js'
 import { normalisePath } from '../stages/path.js'
 import { upstreamRequestHeaders } from './headers.js'
 
 function reject (socket: Duplex, code: ErrorCode, message?: string): void {
-  const { status } = ERRORS[code]
-  const body = JSON.stringify({ error: code, message: message ?? ERRORS[code].message })
-  socket.end(`HTTP/1.1 ${status} ${status === 404 ? 'Not Found' : status === 502 ? 'Bad Gateway' : status === 504 ? 'Gateway Timeout' : 'Bad Request'}\r\n` +
-    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  socket.end(rawError(new SluiceError(code, message)))
 }
 
 export function handleUpgrade (current: () => Snapshot, log: Logger) {
@@ -44,10 +41,13 @@ export function handleUpgrade (current: () => Snapshot, log: Logger) {
     const target = new URL(up.origin)
     const secure = target.protocol === 'https:'
     const port = Number(target.port || (secure ? 443 : 80))
-    const tls = up.config.tls
+    // The upstream's TLS options as compiled (CA bytes read at load), the same object its pool uses.
+    // SNI defaults to the URL host, except an IP address (RFC 6066); the certificate is checked against the host either way.
+    const host = target.hostname.replace(/^\[|\]$/g, '')
+    const servername = up.tls.servername ?? (isIP(host) === 0 ? host : undefined)
     const upstream: Socket = secure
-      ? tlsConnect({ host: target.hostname, port, servername: tls.servername ?? target.hostname, rejectUnauthorized: tls.rejectUnauthorized })
-      : netConnect({ host: target.hostname, port })
+      ? tlsConnect({ ...up.tls, host, port, ...(servername !== undefined ? { servername } : {}) })
+      : netConnect({ host, port })
     const timer = setTimeout(() => { upstream.destroy(); reject(socket, 'SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
     upstream.once(secure ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer)

@@ -5,6 +5,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startOrigin } from '../helpers/origin.js'
 import { createResilienceRegistry } from '../../src/resilience/registry.js'
+import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
 import type { UpstreamGuard } from '../../src/resilience/guard.js'
 import type { CircuitBreakerConfig } from '../../src/resilience/config.js'
 import { isSluiceError } from '../../src/errors.js'
@@ -23,7 +24,7 @@ guardProcessHealth()
 const FAST: Partial<CircuitBreakerConfig> = { volumeThreshold: 5, errorThresholdPercent: 50, windowMs: 10000, resetTimeoutMs: 300 }
 
 function guardOf (name: string, circuitBreaker: Partial<CircuitBreakerConfig>): UpstreamGuard {
-  reg.reconcile({ ...Object.fromEntries([...Object.keys(reg.status().upstreams)].map((n) => [n, {}])), [name]: { circuitBreaker } }, [])
+  reg.reconcile(loadedUpstreams({ ...Object.fromEntries([...Object.keys(reg.status().upstreams)].map((n) => [n, {}])), [name]: { circuitBreaker } }), loadedRoutes([]))
   const g = reg.upstream(name)
   assert.ok(g)
   return g

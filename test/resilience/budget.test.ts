@@ -2,7 +2,8 @@
 // adaptive pause on the upstream's Retry-After / RateLimit fields. Memory store.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { createResilienceRegistry, type UpstreamResilienceInput } from '../../src/resilience/registry.js'
+import { createResilienceRegistry } from '../../src/resilience/registry.js'
+import { loadedUpstreams, loadedRoutes, type UpstreamPartial } from './loaded-input.js'
 import { isSluiceError, type SluiceError } from '../../src/errors.js'
 import { captureLog, freshMetrics, guardProcessHealth, valueOf } from './helpers.js'
 
@@ -12,8 +13,8 @@ const reg = createResilienceRegistry({ metrics, log, redis: null, redisPrefix: '
 after(() => reg.close())
 guardProcessHealth()
 
-function guardWith (name: string, rateLimit: UpstreamResilienceInput['rateLimit']) {
-  reg.reconcile({ [name]: { rateLimit } }, [])
+function guardWith (name: string, rateLimit: UpstreamPartial['rateLimit']) {
+  reg.reconcile(loadedUpstreams({ [name]: { rateLimit } }), loadedRoutes([]))
   const g = reg.upstream(name)
   assert.ok(g)
   return g

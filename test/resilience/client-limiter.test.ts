@@ -2,6 +2,7 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createResilienceRegistry } from '../../src/resilience/registry.js'
+import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
 import type { PerClientConfig } from '../../src/resilience/config.js'
 import { captureLog, freshMetrics, guardProcessHealth, valueOf } from './helpers.js'
 
@@ -11,14 +12,14 @@ after(() => reg.close())
 guardProcessHealth()
 
 function limiterFor (route: string, perClient: Partial<PerClientConfig>) {
-  reg.reconcile({}, [{ name: route, rateLimit: { perClient } }])
+  reg.reconcile(loadedUpstreams({}), loadedRoutes([{ name: route, rateLimit: { perClient } }]))
   const l = reg.clientLimiter(route)
   assert.ok(l)
   return l
 }
 
 test('a route without a client limit has no limiter', () => {
-  reg.reconcile({}, [{ name: 'open' }, { name: 'open2', rateLimit: {} }])
+  reg.reconcile(loadedUpstreams({}), loadedRoutes([{ name: 'open' }, { name: 'open2', rateLimit: {} }]))
   assert.equal(reg.clientLimiter('open'), null)
   assert.equal(reg.clientLimiter('open2'), null)
 })
@@ -76,6 +77,6 @@ test('a reload that changes the limit keeps the buckets; removing the limit remo
   const l2 = limiterFor('reloaded', { requestsPerSecond: 0.02, burst: 1 })
   assert.equal(l2, l, 'same limiter object')
   assert.notEqual(l2.check(c), null, 'the spent token stays spent across the reload')
-  reg.reconcile({}, [{ name: 'reloaded' }])
+  reg.reconcile(loadedUpstreams({}), loadedRoutes([{ name: 'reloaded' }]))
   assert.equal(reg.clientLimiter('reloaded'), null)
 })

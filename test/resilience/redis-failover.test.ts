@@ -5,6 +5,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startRedis } from '../helpers/redis.js'
 import { createResilienceRegistry } from '../../src/resilience/registry.js'
+import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
 import { captureLog, freshMetrics, guardProcessHealth, sleep, valueOf } from './helpers.js'
 
 const redis = await startRedis({ own: true })
@@ -17,8 +18,8 @@ after(async () => { reg.close(); await redis.stop() })
 guardProcessHealth()
 
 reg.reconcile(
-  { api: { rateLimit: { requestsPerSecond: 1000, burst: 1000 } } },
-  [{ name: 'r', rateLimit: { perClient: { requestsPerSecond: 0.001, burst: 10, expectedReplicas: 2 } } }]
+  loadedUpstreams({ api: { rateLimit: { requestsPerSecond: 1000, burst: 1000 } } }),
+  loadedRoutes([{ name: 'r', rateLimit: { perClient: { requestsPerSecond: 0.001, burst: 10, expectedReplicas: 2 } } }])
 )
 const guard = reg.upstream('api')!
 const clients = reg.clientLimiter('r')!

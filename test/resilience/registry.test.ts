@@ -4,6 +4,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { createResilienceRegistry } from '../../src/resilience/registry.js'
+import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
 import { freePort } from '../helpers/redis.js'
 import { captureLog, freshMetrics, guardProcessHealth } from './helpers.js'
 
@@ -13,24 +14,24 @@ after(() => reg.close())
 guardProcessHealth()
 
 test('reconcile keeps unchanged and changed entries (with their state) and drops removed ones', () => {
-  reg.reconcile({ a: { rateLimit: { requestsPerSecond: 0.01, burst: 1 } }, b: {} }, [{ name: 'r', rateLimit: { perClient: { requestsPerSecond: 1, burst: 1 } } }])
+  reg.reconcile(loadedUpstreams({ a: { rateLimit: { requestsPerSecond: 0.01, burst: 1 } }, b: {} }), loadedRoutes([{ name: 'r', rateLimit: { perClient: { requestsPerSecond: 1, burst: 1 } } }]))
   const a = reg.upstream('a')
   assert.equal(a.acquire(), 0)
   assert.throws(() => a.acquire(), { code: 'SLUICE_ERR_UPSTREAM_BUDGET' })
-  reg.reconcile({ a: { rateLimit: { requestsPerSecond: 0.01, burst: 1 } }, b: {} }, [{ name: 'r', rateLimit: { perClient: { requestsPerSecond: 1, burst: 1 } } }])
+  reg.reconcile(loadedUpstreams({ a: { rateLimit: { requestsPerSecond: 0.01, burst: 1 } }, b: {} }), loadedRoutes([{ name: 'r', rateLimit: { perClient: { requestsPerSecond: 1, burst: 1 } } }]))
   assert.equal(reg.upstream('a'), a, 'unchanged: same guard')
-  reg.reconcile({ a: { rateLimit: { requestsPerSecond: 0.02, burst: 1, maxQueueMs: 0 } } }, [])
+  reg.reconcile(loadedUpstreams({ a: { rateLimit: { requestsPerSecond: 0.02, burst: 1, maxQueueMs: 0 } } }), loadedRoutes([]))
   assert.equal(reg.upstream('a'), a, 'changed: same guard, updated')
   assert.throws(() => a.acquire(), { code: 'SLUICE_ERR_UPSTREAM_BUDGET' }, 'the spent token stays spent')
   assert.equal(reg.status().upstreams.a.budget.requestsPerSecond, 0.02)
   assert.deepEqual(Object.keys(reg.status().upstreams), ['a'])
   assert.deepEqual(Object.keys(reg.status().clients), [])
-  reg.reconcile({ a: {} }, [])
+  reg.reconcile(loadedUpstreams({ a: {} }), loadedRoutes([]))
   assert.equal(a.acquire(), 0, 'budget removed: free again')
 })
 
 test('an upstream the config no longer lists gets a pass-through guard', () => {
-  reg.reconcile({ a: {} }, [])
+  reg.reconcile(loadedUpstreams({ a: {} }), loadedRoutes([]))
   const g = reg.upstream('gone')
   assert.equal(g.acquire(), 0)
   const t = g.allow()
@@ -41,7 +42,7 @@ test('an upstream the config no longer lists gets a pass-through guard', () => {
 })
 
 test('check(route, ip, headers) is the pipeline seam: null without a limit, 429 past it', () => {
-  reg.reconcile({}, [{ name: 'limited', rateLimit: { perClient: { requestsPerSecond: 0.01, burst: 1 } } }, { name: 'free' }])
+  reg.reconcile(loadedUpstreams({}), loadedRoutes([{ name: 'limited', rateLimit: { perClient: { requestsPerSecond: 0.01, burst: 1 } } }, { name: 'free' }]))
   assert.equal(reg.check({ name: 'free' }, '203.0.113.1', {}), null)
   assert.equal(reg.check({ name: 'limited' }, '203.0.113.1', {}), null)
   const err = reg.check({ name: 'limited' }, '203.0.113.1', {})
@@ -49,7 +50,7 @@ test('check(route, ip, headers) is the pipeline seam: null without a limit, 429 
 })
 
 test('status() reports breaker, budget and retry state per upstream, and Redis as not configured', () => {
-  reg.reconcile({ s: { rateLimit: { requestsPerSecond: 5, burst: 10 }, retry: { attempts: 2 } } }, [])
+  reg.reconcile(loadedUpstreams({ s: { rateLimit: { requestsPerSecond: 5, burst: 10 }, retry: { attempts: 2 } } }), loadedRoutes([]))
   const s = reg.status()
   assert.deepEqual(s.redis, { configured: false })
   assert.equal(reg.degraded, false)
@@ -66,7 +67,7 @@ test('until the Redis client first connects, limits answer locally and it is not
   const { log, lines } = captureLog()
   const r = createResilienceRegistry({ metrics: freshMetrics(), log, redis: client, redisPrefix: 'test:' })
   try {
-    r.reconcile({ u: { rateLimit: { requestsPerSecond: 10, burst: 4, expectedReplicas: 2 } } }, [])
+    r.reconcile(loadedUpstreams({ u: { rateLimit: { requestsPerSecond: 10, burst: 4, expectedReplicas: 2 } } }), loadedRoutes([]))
     assert.equal(r.upstream('u').acquire(), 0, 'synchronous: the local bucket answered')
     assert.equal(r.degraded, false)
     assert.equal(lines.filter((l) => l.level >= 40).length, 0)

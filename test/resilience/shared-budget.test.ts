@@ -4,6 +4,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startRedis } from '../helpers/redis.js'
 import { createResilienceRegistry } from '../../src/resilience/registry.js'
+import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
 import type { UpstreamGuard } from '../../src/resilience/guard.js'
 import { captureLog, freshMetrics, guardProcessHealth, sleep } from './helpers.js'
 
@@ -21,7 +22,7 @@ const BURST = 5
 const TOLERANCE = 1
 
 test('two replicas sharing one Redis share one bucket', async () => {
-  for (const r of regs) r.reconcile({ shared: { rateLimit: { requestsPerSecond: RATE, burst: BURST, expectedReplicas: 2 } } }, [])
+  for (const r of regs) r.reconcile(loadedUpstreams({ shared: { rateLimit: { requestsPerSecond: RATE, burst: BURST, expectedReplicas: 2 } } }), loadedRoutes([]))
   const guards = regs.map((r) => r.upstream('shared') as UpstreamGuard)
   const granted = [0, 0]
   const started = Date.now()
