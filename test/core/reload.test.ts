@@ -6,6 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
+import { metric } from '../helpers/metrics.js'
 
 let origin: Origin
 let other: Origin
@@ -17,19 +19,9 @@ async function get (url: string): Promise<{ status: number; body: string }> {
   return { status: r.statusCode, body: await r.body.text() }
 }
 
-async function metric (adminUrl: string, line: RegExp): Promise<number> {
-  const text = await (await request(adminUrl + '/metrics')).body.text()
-  const m = text.split('\n').find((l) => line.test(l))
-  return m ? Number(m.split(' ').at(-1)) : NaN
-}
 
-async function until (cond: () => boolean | Promise<boolean>, what: string, ms = 10000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(25)
-  }
-}
+/** Poll every 25 ms, 400 times (10 s). */
+const POLL = { tries: 400, intervalMs: 25 }
 
 const withRoute = (o: Origin, extra: string) => simpleConfig(o.url, extra)
 const newRoute = `  - name: new
@@ -52,7 +44,7 @@ test('POST /admin/reload swaps in new routes and upstreams without a restart', a
   assert.equal(body.ok, true)
   assert.deepEqual(body.diff.sort(), ['+ route new', '+ upstream other'])
   assert.equal((await get(gw.url + '/new/x')).body, 'from other')
-  assert.equal(await metric(gw.adminUrl, /^sluice_config_reloads_total\{result="success"\}/), 1)
+  assert.equal(await metric(gw.adminUrl, 'sluice_config_reloads_total', { result: 'success' }), 1)
 })
 
 test('a bad file changes nothing: the old config serves, the error is logged with line and path, and counted', async (t) => {
@@ -67,7 +59,7 @@ test('a bad file changes nothing: the old config serves, the error is logged wit
   assert.match(body.errors[0], /sluice\.yaml:\d+:\d+ upstreams\.origin\.timeoutMs: expected integer >= 1/)
   assert.equal(gw.gw.holder.current().version, version)
   assert.equal((await get(gw.url + '/still')).status, 200)
-  assert.equal(await metric(gw.adminUrl, /^sluice_config_reloads_total\{result="failure"\}/), 1)
+  assert.equal(await metric(gw.adminUrl, 'sluice_config_reloads_total', { result: 'failure' }), 1)
   const log = gw.logs.find((l) => l.msg === 'config reload failed; the previous config keeps serving')
   assert.ok(log && Array.isArray(log.errors))
   const ready = await (await request(gw.adminUrl + '/readyz')).body.json() as { status: string; degraded: string[] }
@@ -80,12 +72,12 @@ test('a change to the file reloads by itself, including an atomic rename into pl
   t.after(() => gw.close())
   const v0 = gw.gw.holder.current().version
   writeFileSync(gw.file, withRoute(origin, '').replace('timeoutMs: 2000', 'timeoutMs: 3000'))
-  await until(() => gw.gw.holder.current().version !== v0, 'a reload after an in-place write')
+  await until('a reload after an in-place write', () => gw.gw.holder.current().version !== v0, POLL)
   const v1 = gw.gw.holder.current().version
   const tmp = join(gw.dir, '.sluice.yaml.tmp')
   writeFileSync(tmp, withRoute(origin, '').replace('timeoutMs: 2000', 'timeoutMs: 4000'))
   renameSync(tmp, gw.file)
-  await until(() => gw.gw.holder.current().version !== v1, 'a reload after an atomic rename')
+  await until('a reload after an atomic rename', () => gw.gw.holder.current().version !== v1, POLL)
   assert.equal(gw.gw.holder.current().config.upstreams.origin.timeoutMs, 4000)
 })
 

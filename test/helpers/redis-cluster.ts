@@ -9,7 +9,8 @@ import { join } from 'node:path'
 import { once } from 'node:events'
 import { promisify } from 'node:util'
 import { Redis, Cluster } from 'ioredis'
-import { freePort } from './redis.js'
+import { reservePort } from './ports.js'
+import { until } from './wait.js'
 
 const run = promisify(execFile)
 
@@ -23,15 +24,6 @@ export interface RedisClusterHandle {
   /** A plain client to one node (closed by stop()). */
   node (i: number): Redis
   stop (): Promise<void>
-}
-
-/** Poll `check` every 50 ms until it is true; throws `<what> did not happen` after `tries`. */
-export async function until (what: string, check: () => Promise<boolean>, tries = 200): Promise<void> {
-  for (let i = 0; i < tries; i++) {
-    try { if (await check()) return } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`redis: ${what} did not happen`)
 }
 
 export async function startRedisCluster (masters = 3): Promise<RedisClusterHandle> {
@@ -50,9 +42,9 @@ export async function startRedisCluster (masters = 3): Promise<RedisClusterHandl
   }
   try {
     for (let i = 0; i < masters; i++) {
-      const port = await freePort()
-      let bus = await freePort()
-      while (bus === port || ports.includes(bus)) bus = await freePort()
+      const port = await reservePort()
+      let bus = await reservePort()
+      while (bus === port || ports.includes(bus)) bus = await reservePort()
       ports.push(port)
       const p = spawn('redis-server', [
         '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',

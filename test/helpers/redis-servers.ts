@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
 import { Redis, type RedisOptions } from 'ioredis'
-import { freePort } from './redis.js'
-import { until } from './redis-cluster.js'
+import { reservePort } from './ports.js'
+import { until } from './wait.js'
 
 class Procs {
   readonly dir = mkdtempSync(join(tmpdir(), 'sluice-redis-'))
@@ -58,15 +58,15 @@ export interface SentinelSet {
 export async function startSentinelSet (): Promise<SentinelSet> {
   const p = new Procs()
   try {
-    const masterPort = await freePort()
-    const replicaPort = await freePort()
+    const masterPort = await reservePort()
+    const replicaPort = await reservePort()
     p.spawn(['--port', String(masterPort), '--dir', p.dir, ...BASE])
     p.spawn(['--port', String(replicaPort), '--dir', p.dir, '--replicaof', '127.0.0.1', String(masterPort), ...BASE])
     const replica = p.client(replicaPort)
-    await until('the replica syncs', async () => /master_link_status:up/.test(await replica.info('replication')), 300)
+    await until('the replica syncs', async () => /master_link_status:up/.test(await replica.info('replication')), { tries: 300 })
     const sentinelPorts: number[] = []
     for (let i = 0; i < 3; i++) {
-      const port = await freePort()
+      const port = await reservePort()
       sentinelPorts.push(port)
       const conf = join(p.dir, `sentinel-${port}.conf`)
       writeFileSync(conf, [
@@ -85,7 +85,7 @@ export async function startSentinelSet (): Promise<SentinelSet> {
       const replicas = await s0.call('SENTINEL', 'REPLICAS', 'mymaster') as unknown[]
       const others = await s0.call('SENTINEL', 'SENTINELS', 'mymaster') as unknown[]
       return replicas.length === 1 && others.length === 2
-    }, 300)
+    }, { tries: 300 })
     return {
       sentinels: sentinelPorts.map((x) => `127.0.0.1:${x}`),
       masterPort,
@@ -119,14 +119,14 @@ export async function startTlsRedis (): Promise<TlsRedis> {
     ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
     writeFileSync(join(d, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
     ossl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'san.ext')
-    const port = await freePort()
+    const port = await reservePort()
     p.spawn(['--port', '0', '--tls-port', String(port), '--tls-cert-file', join(d, 'server.pem'), '--tls-key-file', join(d, 'server.key'),
       '--tls-ca-cert-file', join(d, 'ca.pem'), '--tls-auth-clients', 'no', '--dir', d, ...BASE])
     const caFile = join(d, 'ca.pem')
     const ca = readFileSync(caFile)
     const client = () => p.client(port, { tls: { ca } })
     const probe = client()
-    await until('the TLS server answers', async () => (await probe.ping()) === 'PONG', 300)
+    await until('the TLS server answers', async () => (await probe.ping()) === 'PONG', { tries: 300 })
     return { port, caFile, client, stop: () => p.stop() }
   } catch (err) {
     await p.stop()

@@ -2,9 +2,10 @@
 // Uses REDIS_URL when it is set; otherwise starts its own `redis-server` on a free
 // loopback port (no persistence) and stops it when the test file ends.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { once } from 'node:events'
 import { Redis } from 'ioredis'
+import { reservePort } from './ports.js'
+import { until } from './wait.js'
 
 export interface RedisHandle {
   url: string
@@ -21,31 +22,22 @@ export interface RedisHandle {
   stop(): Promise<void>
 }
 
-export async function freePort(): Promise<number> {
-  const srv = createServer()
-  srv.listen(0, '127.0.0.1')
-  await once(srv, 'listening')
-  const port = (srv.address() as { port: number }).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
+/**
+ * @deprecated use `reservePort` from ./ports.js. Kept only as an alias (the same function) for
+ * test files other engineers are editing right now (test/scale/workers-reload.test.ts).
+ */
+export const freePort = reservePort
 
-async function waitForPing(url: string, deadlineMs = 5000): Promise<void> {
-  const until = Date.now() + deadlineMs
-  for (;;) {
+async function waitForPing(url: string, tries = 100): Promise<void> {
+  await until(`redis at ${url} to answer PING`, async () => {
     const c = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
     c.on('error', () => {})
     try {
       await c.connect()
       await c.ping()
-      c.disconnect()
-      return
-    } catch (err) {
-      c.disconnect()
-      if (Date.now() > until) throw new Error(`redis at ${url} did not answer: ${(err as Error).message}`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  }
+      return true
+    } finally { c.disconnect() }
+  }, { tries, intervalMs: 50 })
 }
 
 function startServer(port: number): ChildProcess {
@@ -88,7 +80,7 @@ export async function startRedis(opts: { own?: boolean } = {}): Promise<RedisHan
       }
     }
   }
-  const port = await freePort()
+  const port = await reservePort() // redis-server needs its port on the command line
   const url = `redis://127.0.0.1:${port}`
   let child = startServer(port)
   await waitForPing(url)

@@ -10,6 +10,7 @@ import type { UpstreamGuard } from '../../src/resilience/guard.js'
 import type { CircuitBreakerConfig } from '../../src/resilience/config.js'
 import { isSluiceError } from '../../src/errors.js'
 import { captureLog, freshMetrics, guardProcessHealth, sleep, valueOf } from './helpers.js'
+import { until } from '../helpers/wait.js'
 
 const origin = await startOrigin()
 let failing = true
@@ -49,10 +50,9 @@ async function attempt (g: UpstreamGuard, url = `${origin.url}/x`): Promise<numb
   }
 }
 
-async function until (pred: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) { if (pred()) return; await sleep(25) }
-  assert.fail(`timed out waiting for ${what}`)
-}
+
+/** Poll every 25 ms, 200 times (5 s). */
+const POLL = { tries: 200, intervalMs: 25 }
 
 const tick = () => new Promise((resolve) => setImmediate(resolve))
 
@@ -68,7 +68,7 @@ test('closed → open → half-open → closed, with fast rejections while open'
   assert.equal(g.status().breaker.state, 'open')
   assert.equal(await valueOf(metrics.circuitState, { upstream: 'cycle' }), 2)
 
-  await until(() => g.status().breaker.state === 'half-open', 'half-open')
+  await until('half-open', () => g.status().breaker.state === 'half-open', POLL)
   assert.equal(await valueOf(metrics.circuitState, { upstream: 'cycle' }), 1)
   failing = false
   const probe = g.allow()
@@ -92,7 +92,7 @@ test('a failed probe reopens the breaker', async () => {
   failing = true
   for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
   assert.equal(g.status().breaker.state, 'open')
-  await until(() => g.status().breaker.state === 'half-open', 'half-open')
+  await until('half-open', () => g.status().breaker.state === 'half-open', POLL)
   assert.equal(await attempt(g), 500)
   await tick()
   assert.equal(g.status().breaker.state, 'open')
@@ -103,7 +103,7 @@ test('half-open admits halfOpenMaxRequests probes at once', async () => {
   const g = guardOf('probes', { ...FAST, halfOpenMaxRequests: 3 })
   failing = true
   for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
-  await until(() => g.status().breaker.state === 'half-open', 'half-open')
+  await until('half-open', () => g.status().breaker.state === 'half-open', POLL)
   const tickets = [g.allow(), g.allow(), g.allow()]
   assert.throws(() => g.allow(), { code: 'SLUICE_ERR_CIRCUIT_OPEN' })
   assert.equal(g.status().breaker.probesInFlight, 3)
@@ -119,11 +119,11 @@ test('a probe never reported does not wedge the breaker half-open', async () => 
   const g = guardOf('lost-probe', FAST)
   failing = true
   for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
-  await until(() => g.status().breaker.state === 'half-open', 'half-open')
+  await until('half-open', () => g.status().breaker.state === 'half-open', POLL)
   g.allow() // a caller that forgets record()
   assert.throws(() => g.allow(), { code: 'SLUICE_ERR_CIRCUIT_OPEN' })
   let admitted = null
-  await until(() => { try { admitted = g.allow(); return true } catch { return false } }, 'a new probe slot')
+  await until('a new probe slot', () => { try { admitted = g.allow(); return true } catch { return false } }, POLL)
   assert.ok(admitted)
   failing = false
   g.record(admitted, { status: 200 })
@@ -170,7 +170,7 @@ test('an open breaker stays open across a reload that changes its settings, and 
   const g2 = guardOf('reload', { ...FAST, resetTimeoutMs: 200 })
   assert.equal(g2, g, 'same guard object')
   assert.equal(g2.status().breaker.state, 'open')
-  await until(() => g2.status().breaker.state === 'half-open', 'half-open under the new resetTimeoutMs')
+  await until('half-open under the new resetTimeoutMs', () => g2.status().breaker.state === 'half-open', POLL)
   failing = false
   assert.equal(await attempt(g2), 200)
   await tick()

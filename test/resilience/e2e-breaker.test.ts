@@ -11,6 +11,8 @@ import { startOrigin } from '../helpers/origin.js'
 import { startTestGateway } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { guardProcessHealth } from './helpers.js'
+import { until } from '../helpers/wait.js'
+import { metric } from '../helpers/metrics.js'
 
 guardProcessHealth()
 
@@ -74,18 +76,6 @@ origin.on('/item', async (req, res) => {
   res.end(mode)
 })
 
-async function metric (name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await request(g.adminUrl + '/metrics')).body.text()
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!m || m[1] !== name) continue
-    const ls = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) sum += Number(m[3])
-  }
-  return sum
-}
-
 interface BreakerView { state: string; retryAfterSeconds: number; window: { requests: number; failures: number } }
 async function breaker (): Promise<BreakerView> {
   const body = await (await request(g.adminUrl + '/admin/upstreams')).body.json() as Record<string, { breaker: BreakerView }>
@@ -93,12 +83,8 @@ async function breaker (): Promise<BreakerView> {
 }
 
 /** Polls /admin/upstreams (bounded) until the breaker reaches a state. */
-async function until (state: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if ((await breaker()).state === state) return
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-  throw new Error(`breaker never reached ${state}: ${JSON.stringify(await breaker())}`)
+async function untilState (state: string): Promise<void> {
+  await until(`the breaker to reach ${state}`, async () => (await breaker()).state === state, { tries: 200, intervalMs: 25, detail: breaker })
 }
 
 async function get (path = '/item') {
@@ -107,11 +93,11 @@ async function get (path = '/item') {
   return { status: r.statusCode, headers: r.headers, text }
 }
 
-const transitions = async (to: string) => metric('sluice_circuit_transitions_total', { upstream: 'flaky', to })
+const transitions = async (to: string) => metric(g.adminUrl, 'sluice_circuit_transitions_total', { upstream: 'flaky', to })
 
 async function expectOpen (): Promise<void> {
-  await until('open')
-  assert.equal(await metric('sluice_circuit_state', { upstream: 'flaky' }), 2, 'gauge: 2 open')
+  await untilState('open')
+  assert.equal(await metric(g.adminUrl, 'sluice_circuit_state', { upstream: 'flaky' }), 2, 'gauge: 2 open')
   const seenBefore = origin.count('/item')
   for (let i = 0; i < 10; i++) {
     const r = await get()
@@ -132,7 +118,7 @@ test('closed → open → half-open → open → half-open → closed, visible i
   mode = 'ok'
   assert.equal((await get()).status, 200)
   assert.equal((await breaker()).state, 'closed')
-  assert.equal(await metric('sluice_circuit_state', { upstream: 'flaky' }), 0, 'gauge: 0 closed')
+  assert.equal(await metric(g.adminUrl, 'sluice_circuit_state', { upstream: 'flaky' }), 0, 'gauge: 0 closed')
 
   // The origin fails: 500s pass through as they are, until the window has VOLUME requests at ≥ 50% errors.
   mode = '500'
@@ -147,8 +133,8 @@ test('closed → open → half-open → open → half-open → closed, visible i
 
   // The origin now resets connections. After resetTimeoutMs, half-open admits one probe; it fails: open again.
   mode = 'reset'
-  await until('half-open')
-  assert.equal(await metric('sluice_circuit_state', { upstream: 'flaky' }), 1, 'gauge: 1 half-open')
+  await untilState('half-open')
+  assert.equal(await metric(g.adminUrl, 'sluice_circuit_state', { upstream: 'flaky' }), 1, 'gauge: 1 half-open')
   assert.equal(await transitions('half-open'), 1)
   const before = origin.count('/item')
   const probe = await get()
@@ -161,7 +147,7 @@ test('closed → open → half-open → open → half-open → closed, visible i
   // The origin recovers (slowly): half-open admits one probe (halfOpenMaxRequests 1); while it
   // is in flight, other requests are refused at once and never reach the origin.
   mode = 'hold'
-  await until('half-open')
+  await untilState('half-open')
   assert.equal(await transitions('half-open'), 2)
   const beforeProbe = origin.count('/item')
   const slowProbe = get()
@@ -175,14 +161,14 @@ test('closed → open → half-open → open → half-open → closed, visible i
   const ok = await slowProbe
   assert.equal(ok.status, 200)
   assert.equal(ok.text, 'ok')
-  await until('closed')
-  assert.equal(await metric('sluice_circuit_state', { upstream: 'flaky' }), 0)
+  await untilState('closed')
+  assert.equal(await metric(g.adminUrl, 'sluice_circuit_state', { upstream: 'flaky' }), 0)
   assert.equal(await transitions('closed'), 1)
   for (let i = 0; i < 5; i++) assert.equal((await get()).status, 200, 'closed: traffic flows again')
 
   // Another upstream on the same origin was never affected.
   assert.equal((await get('/other/x')).status, 200)
-  assert.equal(await metric('sluice_circuit_transitions_total', { upstream: 'other' }), 0)
+  assert.equal(await metric(g.adminUrl, 'sluice_circuit_transitions_total', { upstream: 'other' }), 0)
 
   // One log line per transition: open, half-open, open, half-open, closed.
   const lines = g.logs.filter((l) => /^circuit of upstream flaky/.test(String(l.msg))).map((l) => l.to)
@@ -201,7 +187,7 @@ test('an open breaker stays open across a reload that changes its settings, then
   mode = '500'
   // The window still holds the earlier successes (and 404s): fail until the error rate passes 50%.
   for (let i = 0; i < 60 && (await breaker()).state !== 'open'; i++) await get()
-  await until('open')
+  await untilState('open')
   const opens = await transitions('open')
   // Change the breaker's own settings and the upstream's timeout, then reload.
   writeFileSync(g.file, readFileSync(g.file, 'utf8').replace('windowMs: 10000', 'windowMs: 12000').replace('timeoutMs: 3000\n    rateLimit', 'timeoutMs: 3500\n    rateLimit'))
@@ -215,21 +201,15 @@ test('an open breaker stays open across a reload that changes its settings, then
   assert.equal(origin.count('/item'), seen)
   assert.equal(await transitions('open'), opens, 'restoring the state is not a transition')
   mode = 'ok'
-  await until('half-open')
+  await untilState('half-open')
   assert.equal((await get()).status, 200)
-  await until('closed')
-  assert.equal(await metric('sluice_circuit_state', { upstream: 'flaky' }), 0)
+  await untilState('closed')
+  assert.equal(await metric(g.adminUrl, 'sluice_circuit_state', { upstream: 'flaky' }), 0)
 })
 
 test('a request sent before the breaker opened does not decide the half-open state when it finishes late; the probe does', async () => {
   const view = async () => ((await (await request(g.adminUrl + '/admin/upstreams')).body.json()) as Record<string, { breaker: BreakerView }>).straggle.breaker
-  const untilS = async (state: string) => {
-    for (let i = 0; i < 200; i++) {
-      if ((await view()).state === state) return
-      await new Promise((resolve) => setTimeout(resolve, 25))
-    }
-    throw new Error(`straggle breaker never reached ${state}: ${JSON.stringify(await view())}`)
-  }
+  const untilS = (state: string) => until(`the straggle breaker to reach ${state}`, async () => (await view()).state === state, { tries: 200, intervalMs: 25, detail: view })
   const held = new Map<string, (status: number) => void>()
   origin.on('/straggle/held', async (req, res) => {
     const status = await new Promise<number>((resolve) => held.set(String(req.headers['x-id']), resolve))
@@ -243,7 +223,7 @@ test('a request sent before the breaker opened does not decide the half-open sta
     assert.ok(held.has(id), `${id} reached the origin`)
     return { done: p } // wrapped: an async function returning a promise would wait for it
   }
-  const sTransitions = async (to: string) => metric('sluice_circuit_transitions_total', { upstream: 'straggle', to })
+  const sTransitions = async (to: string) => metric(g.adminUrl, 'sluice_circuit_transitions_total', { upstream: 'straggle', to })
 
   // 1. A straggler that succeeds while half-open, before any probe, does not close the breaker.
   const early = await sendHeld('early-ok')
@@ -291,7 +271,7 @@ test('an open breaker refuses before the upstream budget: refused requests take 
   }
   for (let i = 0; i < 100 && (await bView()).state !== 'open'; i++) await new Promise((resolve) => setTimeout(resolve, 10))
   assert.equal((await bView()).state, 'open')
-  const limitedBefore = await metric('sluice_rate_limited_total', { scope: 'upstream', name: 'budgeted' })
+  const limitedBefore = await metric(g.adminUrl, 'sluice_rate_limited_total', { scope: 'upstream', name: 'budgeted' })
   const seen = origin.count('/budgeted/x')
   // Far more requests than the budget holds: every one is refused by the breaker.
   const codes: string[] = []
@@ -301,7 +281,7 @@ test('an open breaker refuses before the upstream budget: refused requests take 
   }
   assert.deepEqual([...new Set(codes)], ['503 SLUICE_ERR_CIRCUIT_OPEN'])
   assert.equal(origin.count('/budgeted/x'), seen)
-  assert.equal(await metric('sluice_rate_limited_total', { scope: 'upstream', name: 'budgeted' }), limitedBefore, 'no budget rejection')
+  assert.equal(await metric(g.adminUrl, 'sluice_rate_limited_total', { scope: 'upstream', name: 'budgeted' }), limitedBefore, 'no budget rejection')
   // The budget was left for the recovery.
   failing = false
   for (let i = 0; i < 200 && (await bView()).state !== 'half-open'; i++) await new Promise((resolve) => setTimeout(resolve, 25))

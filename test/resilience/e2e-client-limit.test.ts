@@ -10,6 +10,7 @@ import { startOrigin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { guardProcessHealth } from './helpers.js'
+import { metric } from '../helpers/metrics.js'
 
 guardProcessHealth()
 
@@ -52,18 +53,6 @@ after(async () => {
   await origin.close()
   await redis.stop()
 })
-
-async function metric (adminUrl: string, name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await request(adminUrl + '/metrics')).body.text()
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!m || m[1] !== name) continue
-    const ls = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) sum += Number(m[3])
-  }
-  return sum
-}
 
 async function waitReady (g: TestGateway): Promise<void> {
   for (let i = 0; i < 100; i++) {

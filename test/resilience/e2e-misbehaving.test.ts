@@ -11,6 +11,7 @@ import { startOrigin } from '../helpers/origin.js'
 import { startTestGateway } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { guardProcessHealth } from './helpers.js'
+import { metric } from '../helpers/metrics.js'
 
 guardProcessHealth()
 
@@ -70,18 +71,6 @@ after(async () => {
   await redis.stop()
 })
 
-async function metric (name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await request(g.adminUrl + '/metrics')).body.text()
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!m || m[1] !== name) continue
-    const ls = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) sum += Number(m[3])
-  }
-  return sum
-}
-
 test('an origin that resets mid-body: the client sees an aborted response, not a complete 200', async () => {
   // With Content-Length: 1000 of 100000 bytes, then a reset.
   origin.on('/midbody-cl', (req, res) => {
@@ -136,7 +125,7 @@ test('a slow-headers origin gets 504 within the route timeout, while the origin 
 test('a 5xx storm crashes nothing and retries stay within the retry budget', async () => {
   origin.on('/storm/x', (_req, res) => { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('down') })
   origin.on('/storm/reset', (req) => { req.socket.destroy() })
-  const before = await metric('sluice_upstream_retries_total', { upstream: 'storm' })
+  const before = await metric(g.adminUrl, 'sluice_upstream_retries_total', { upstream: 'storm' })
   const N = 60
   const statuses: number[] = []
   // 6 concurrent clients, N requests in all, half answered 503 and half reset by the origin.
@@ -152,7 +141,7 @@ test('a 5xx storm crashes nothing and retries stay within the retry budget', asy
   assert.equal(statuses.length, N)
   assert.ok(statuses.every((s) => s === 503 || s === 502), `only 503 (relayed) and 502 (reset): ${[...new Set(statuses)]}`)
   const sent = origin.count('/storm/x') + origin.count('/storm/reset')
-  const retries = await metric('sluice_upstream_retries_total', { upstream: 'storm' }) - before
+  const retries = await metric(g.adminUrl, 'sluice_upstream_retries_total', { upstream: 'storm' }) - before
   assert.equal(sent, N + retries, 'every request the origin saw beyond the first attempts is a counted retry')
   // Budget: 20% of the first attempts in the window, or budgetMinRetries (3), whichever is more.
   assert.ok(retries <= Math.max(3, Math.floor(N * 0.2)), `${retries} retries for ${N} requests stays within the 20% budget`)
@@ -180,7 +169,7 @@ test('a client that leaves while queued for the upstream budget is not an intern
   assert.equal(origin.count('/queued/b'), 0, 'the abandoned request never went upstream')
   const internal = g.logs.filter((l) => l.msg === 'internal error')
   assert.deepEqual(internal.map((l) => (l.err as { message?: string })?.message), [], 'no internal error logged')
-  assert.equal(await metric('sluice_http_requests_total', { route: 'queued', status_class: '5xx' }), 0, 'not counted as a 5xx')
+  assert.equal(await metric(g.adminUrl, 'sluice_http_requests_total', { route: 'queued', status_class: '5xx' }), 0, 'not counted as a 5xx')
 })
 
 test('adaptive budget: an upstream 429 with Retry-After pauses the budget, so the next requests never reach it', async () => {

@@ -11,6 +11,7 @@ import { startOrigin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { guardProcessHealth } from './helpers.js'
+import { metric } from '../helpers/metrics.js'
 
 guardProcessHealth()
 
@@ -45,18 +46,6 @@ after(async () => {
   await origin.close()
   await redis.stop()
 })
-
-async function metric (g: TestGateway, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await request(g.adminUrl + '/metrics')).body.text()
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!m || m[1] !== name) continue
-    const ls = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) sum += Number(m[3])
-  }
-  return sum
-}
 
 async function readyz (g: TestGateway): Promise<{ status: number; degraded: string[] }> {
   const r = await request(g.adminUrl + '/readyz')
@@ -104,7 +93,7 @@ test('shared through Redis at first: a client limit spent on one replica holds o
 })
 
 test('SIGKILL on redis-server mid-load: every answer is 200 or a legitimate 429; degraded, counted, local buckets', async (t) => {
-  const errorsBefore = await Promise.all(gws.map((g) => metric(g, 'sluice_redis_errors_total')))
+  const errorsBefore = await Promise.all(gws.map((g) => metric(g.adminUrl, 'sluice_redis_errors_total')))
   const answers: Array<{ status: number; code?: string; afterKill: boolean }> = []
   const failures: string[] = []
   let killed = false
@@ -150,7 +139,7 @@ test('SIGKILL on redis-server mid-load: every answer is 200 or a legitimate 429;
     const r = await readyz(g)
     assert.equal(r.status, 200, 'degraded is still ready')
     assert.ok(r.degraded.includes('ratelimit') && r.degraded.includes('redis'), `degraded: ${r.degraded}`)
-    assert.ok(await metric(g, 'sluice_redis_errors_total') > errorsBefore[i], 'sluice_redis_errors_total grew')
+    assert.ok(await metric(g.adminUrl, 'sluice_redis_errors_total') > errorsBefore[i], 'sluice_redis_errors_total grew')
     assert.equal(await budgetLocal(g), true, 'the upstream budget decides locally')
     // The fallback is logged once, however many requests met the dead server.
     assert.equal(g.logs.filter((l) => /^redis unavailable: rate limits use local buckets/.test(String(l.msg))).length, 1)
@@ -209,7 +198,7 @@ routes:
 `)
   try {
     await waitFor('ready, not degraded', async () => { const r = await readyz(solo); return r.status === 200 && r.degraded.length === 0 })
-    const errorsBefore = await metric(solo, 'sluice_redis_errors_total')
+    const errorsBefore = await metric(solo.adminUrl, 'sluice_redis_errors_total')
     const answers: Array<{ status: number; phase: 'before' | 'down' | 'restarted' }> = []
     const failures: string[] = []
     let phase: 'before' | 'down' | 'restarted' = 'before'
@@ -239,7 +228,7 @@ routes:
       const body = await (await request(solo.adminUrl + '/readyz')).body.json() as { status: string }
       assert.equal(body.status, 'degraded')
       assert.ok(down.degraded.includes('redis'), `degraded: ${down.degraded}`)
-      assert.ok(await metric(solo, 'sluice_redis_errors_total') > errorsBefore, 'sluice_redis_errors_total grew')
+      assert.ok(await metric(solo.adminUrl, 'sluice_redis_errors_total') > errorsBefore, 'sluice_redis_errors_total grew')
       await own.restart()
       phase = 'restarted'
       await waitFor('degraded mode left after the restart', async () => (await readyz(solo)).degraded.length === 0, 300)

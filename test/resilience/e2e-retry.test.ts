@@ -11,6 +11,7 @@ import { startOrigin } from '../helpers/origin.js'
 import { startTestGateway } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { guardProcessHealth } from './helpers.js'
+import { metric } from '../helpers/metrics.js'
 
 guardProcessHealth()
 
@@ -49,19 +50,7 @@ after(async () => {
   await redis.stop()
 })
 
-async function metric (name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await request(g.adminUrl + '/metrics')).body.text()
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!m || m[1] !== name) continue
-    const ls = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) sum += Number(m[3])
-  }
-  return sum
-}
-
-const retries = () => metric('sluice_upstream_retries_total', { upstream: 'main' })
+const retries = () => metric(g.adminUrl, 'sluice_upstream_retries_total', { upstream: 'main' })
 
 /** Fails the first `times` requests to a path with `fail`, then answers 200. */
 function failTimes (path: string, times: number, fail: 'reset' | '503') {

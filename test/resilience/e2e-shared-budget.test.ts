@@ -13,6 +13,7 @@ import { tempConfig } from '../helpers/gateway.js'
 import { freePort, startRedis } from '../helpers/redis.js'
 import { cliCommand } from '../helpers/cli.js'
 import { guardProcessHealth } from './helpers.js'
+import { metric } from '../helpers/metrics.js'
 
 guardProcessHealth()
 
@@ -78,18 +79,6 @@ routes:
     await new Promise((resolve) => setTimeout(resolve, 25))
   }
   return p
-}
-
-async function metric (adminUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await request(adminUrl + '/metrics')).body.text()
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!m || m[1] !== name) continue
-    const ls = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) sum += Number(m[3])
-  }
-  return sum
 }
 
 test('two Sluice processes on one Redis keep one upstream budget: origin ≤ 10/s × elapsed + burst', async (t) => {

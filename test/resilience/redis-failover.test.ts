@@ -7,6 +7,7 @@ import { startRedis } from '../helpers/redis.js'
 import { createResilienceRegistry } from '../../src/resilience/registry.js'
 import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
 import { captureLog, freshMetrics, guardProcessHealth, sleep, valueOf } from './helpers.js'
+import { until } from '../helpers/wait.js'
 
 const redis = await startRedis({ own: true })
 const client = redis.client()
@@ -24,10 +25,8 @@ reg.reconcile(
 const guard = reg.upstream('api')!
 const clients = reg.clientLimiter('r')!
 
-async function until (pred: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 400; i++) { if (pred()) return; await sleep(25) }
-  assert.fail(`timed out waiting for ${what}`)
-}
+/** Poll every 25 ms, 400 times (10 s). */
+const POLL = { tries: 400, intervalMs: 25 }
 
 test('Redis killed mid-use → local buckets without a failed call; back to Redis after a restart', async () => {
   // Shared: answers come from Redis (a promise), and the bucket is a Redis key.
@@ -62,7 +61,7 @@ test('Redis killed mid-use → local buckets without a failed call; back to Redi
   assert.equal(allowed, 5)
 
   await redis.restart()
-  await until(() => !reg.degraded, 'the limiter to notice Redis again')
+  await until('the limiter to notice Redis again', () => !reg.degraded, POLL)
   assert.equal(lines.filter((l) => /redis answers again/.test(l.msg)).length, 1)
   const again = guard.acquire()
   assert.ok(again instanceof Promise, 'shared again')
