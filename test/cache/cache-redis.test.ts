@@ -7,8 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, tempConfig } from '../helpers/gateway.js'
-import { startRedis, freePort, type RedisHandle } from '../helpers/redis.js'
-import { cliCommand } from '../helpers/cli.js'
+import { startRedis, type RedisHandle } from '../helpers/redis.js'
+import { cliCommand, startedUrls } from '../helpers/cli.js'
 
 let origin: Origin
 before(async () => { origin = await startOrigin() })
@@ -90,7 +90,7 @@ test('killing Redis mid-traffic keeps every request answered; /readyz says degra
   } finally { await gw.close(); await redis.stop() }
 })
 
-async function startCli (yaml: string): Promise<{ child: ChildProcess; out: string[] }> {
+async function startCli (yaml: string): Promise<{ child: ChildProcess; out: string[]; url: string; adminUrl: string }> {
   const { file } = tempConfig(yaml)
   const [cmd, args] = cliCommand(['--config', file])
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -98,27 +98,29 @@ async function startCli (yaml: string): Promise<{ child: ChildProcess; out: stri
   child.stdout!.on('data', (d) => out.push(String(d)))
   child.stderr!.on('data', (d) => out.push(String(d)))
   const end = Date.now() + 15000
-  while (!out.join('').includes('sluice started')) {
+  let urls = startedUrls(out)
+  while (urls === null) {
     if (child.exitCode !== null || Date.now() > end) throw new Error('sluice did not start: ' + out.join(''))
     await sleep(50)
+    urls = startedUrls(out)
   }
-  return { child, out }
+  return { child, out, ...urls }
 }
 
 test('a purge on one Sluice process evicts the entry from another process\'s L1 (pub/sub)', async () => {
   const redis = await startRedis()
-  const [p1, a1, p2, a2] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
-  const one = await startCli(config(redis.url, redis.prefix, p1, a1))
-  const two = await startCli(config(redis.url, redis.prefix, p2, a2))
+  // Port 0 everywhere: each process reports the ports it got in its "sluice started" line.
+  const one = await startCli(config(redis.url, redis.prefix))
+  const two = await startCli(config(redis.url, redis.prefix))
   try {
     let version = 1
     origin.on('/purged', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'cache-tag': 'catalog' }); res.end('v' + version) })
-    const url1 = `http://127.0.0.1:${p1}`
-    const url2 = `http://127.0.0.1:${p2}`
+    const url1 = one.url
+    const url2 = two.url
     assert.equal((await get(url2, '/purged')).body, 'v1')
     assert.match(String((await get(url2, '/purged')).headers['cache-status']), /hit/, 'now in process two\'s L1')
     version = 2
-    const r = await request(`http://127.0.0.1:${a1}/admin/purge`, { method: 'POST', body: '{"tag":"catalog"}', headers: { 'content-type': 'application/json' } })
+    const r = await request(`${one.adminUrl}/admin/purge`, { method: 'POST', body: '{"tag":"catalog"}', headers: { 'content-type': 'application/json' } })
     assert.equal(r.statusCode, 200)
     await r.body.dump()
     let body = ''

@@ -9,20 +9,18 @@ import { readFileSync } from 'node:fs'
 import { Readable } from 'node:stream'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { tempConfig } from '../helpers/gateway.js'
-import { freePort } from '../helpers/redis.js'
-import { cliCommand } from '../helpers/cli.js'
+import { cliCommand, startedUrls } from '../helpers/cli.js'
 
 let origin: Origin
 before(async () => { origin = await startOrigin() })
 after(async () => { await origin.close() })
 
-interface Proc { child: ChildProcess; out: string[]; port: number; adminPort: number; file: string }
+interface Proc { child: ChildProcess; out: string[]; url: string; adminUrl: string; file: string }
 
 async function startCli (routes = ''): Promise<Proc> {
-  const port = await freePort()
-  const adminPort = await freePort()
-  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: ${adminPort} }
+  // Port 0: the OS picks both ports; the "sluice started" line reports them.
+  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
 shutdownGraceMs: 5000
 upstreams:
   origin: { url: "${origin.url}", timeoutMs: 5000 }
@@ -35,12 +33,14 @@ ${routes}`)
   child.stdout!.on('data', (d) => out.push(String(d)))
   child.stderr!.on('data', (d) => out.push(String(d)))
   const end = Date.now() + 15000
-  while (!out.join('').includes('sluice started')) {
+  let urls = startedUrls(out)
+  while (urls === null) {
     if (child.exitCode !== null) throw new Error('sluice exited: ' + out.join(''))
     if (Date.now() > end) throw new Error('sluice did not start: ' + out.join(''))
     await new Promise((r) => setTimeout(r, 50))
+    urls = startedUrls(out)
   }
-  return { child, out, port, adminPort, file }
+  return { child, out, ...urls, file }
 }
 
 test('SIGTERM drains: a slow request that started before the signal completes with 200, then the process exits 0', async () => {
@@ -48,7 +48,7 @@ test('SIGTERM drains: a slow request that started before the signal completes wi
   const inFlight = new Promise<void>((resolve) => { started = resolve })
   origin.on('/slow', (_req, res) => { started(); setTimeout(() => res.end('finished'), 700) })
   const p = await startCli()
-  const pending = request(`http://127.0.0.1:${p.port}/slow`)
+  const pending = request(`${p.url}/slow`)
   await inFlight
   p.child.kill('SIGTERM')
   const r = await pending
@@ -125,7 +125,7 @@ test('a 50 MB request body streams through the gateway process in bounded memory
   const chunk = Buffer.alloc(64 * 1024, 'x')
   const upload = async (total: number) => {
     async function * body () { for (let sent = 0; sent < total; sent += chunk.length) yield chunk }
-    const r = await request(`http://127.0.0.1:${p.port}/upload`, { method: 'POST', body: Readable.from(body()), headers: { 'content-length': String(total) } })
+    const r = await request(`${p.url}/upload`, { method: 'POST', body: Readable.from(body()), headers: { 'content-length': String(total) } })
     assert.equal(r.statusCode, 200)
     assert.equal(await r.body.text(), String(total))
   }

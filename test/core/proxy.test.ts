@@ -6,7 +6,7 @@ import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
-import { freePort } from '../helpers/redis.js'
+import { reservePort } from '../helpers/ports.js'
 
 let origin: Origin
 let gw: TestGateway
@@ -86,7 +86,8 @@ test('routes match on host', async () => {
 })
 
 test('a refused connection is a 502 SLUICE_ERR_UPSTREAM_CONNECT, logged', async () => {
-  const port = await freePort()
+  // A port nothing listens on: every connection is refused.
+  const port = await reservePort()
   const g2 = await startTestGateway(simpleConfig(`http://127.0.0.1:${port}`))
   try {
     const r = await request(g2.url + '/x')

@@ -15,7 +15,7 @@ import { parseConfig, ConfigError } from '../../src/config/load.js'
 import { tokenMatches } from '../../src/admin.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
-import { freePort } from '../helpers/redis.js'
+import { reservePort } from '../helpers/ports.js'
 import { cliCommand } from '../helpers/cli.js'
 
 const TOKEN = 'tok-SECRET-4f1c9a7e2b'
@@ -28,7 +28,7 @@ let gw: TestGateway
 let redisUrl: string
 before(async () => {
   origin = await startOrigin()
-  redisUrl = `redis://:${REDIS_PW}@127.0.0.1:${await freePort()}/0` // nothing listens: Redis is down
+  redisUrl = `redis://:${REDIS_PW}@127.0.0.1:${await reservePort()}/0` // nothing listens: Redis is down
   gw = await startTestGateway(simpleConfig(origin.url).replace('admin: { host: 127.0.0.1, port: 0 }', `admin: { host: 127.0.0.1, port: 0, token: "${TOKEN}" }\nredis: { url: "${redisUrl}", connectTimeoutMs: 100, commandTimeoutMs: 50 }`))
 })
 after(async () => { await gw.close(); await origin.close() })

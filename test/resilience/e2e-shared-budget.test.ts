@@ -10,8 +10,8 @@ import { once } from 'node:events'
 import { request } from 'undici'
 import { startOrigin } from '../helpers/origin.js'
 import { tempConfig } from '../helpers/gateway.js'
-import { freePort, startRedis } from '../helpers/redis.js'
-import { cliCommand } from '../helpers/cli.js'
+import { startRedis } from '../helpers/redis.js'
+import { cliCommand, startedUrls } from '../helpers/cli.js'
 import { guardProcessHealth } from './helpers.js'
 import { metric } from '../helpers/metrics.js'
 
@@ -43,10 +43,9 @@ after(async () => {
 })
 
 async function startSluice (): Promise<Proc> {
-  const port = await freePort()
-  const adminPort = await freePort()
-  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: ${adminPort} }
+  // Port 0: the OS picks both ports; the "sluice started" line reports them.
+  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
 log: { level: info, accessLog: false }
 redis: { url: "${redis.url}", keyPrefix: "${redis.prefix}" }
 shutdownGraceMs: 2000
@@ -60,16 +59,19 @@ routes:
 `)
   const [cmd, args] = cliCommand(['--config', file])
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  const p: Proc = { child, out: [], url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}` }
+  const p: Proc = { child, out: [], url: '', adminUrl: '' }
   procs.push(p)
   child.stdout!.on('data', (d) => p.out.push(String(d)))
   child.stderr!.on('data', (d) => p.out.push(String(d)))
   const end = Date.now() + 20000
-  while (!p.out.join('').includes('sluice started')) {
+  let urls = startedUrls(p.out)
+  while (urls === null) {
     if (child.exitCode !== null) throw new Error('sluice exited: ' + p.out.join(''))
     if (Date.now() > end) throw new Error('sluice did not start: ' + p.out.join(''))
     await new Promise((resolve) => setTimeout(resolve, 50))
+    urls = startedUrls(p.out)
   }
+  Object.assign(p, urls)
   // Until its Redis connection is up a replica decides alone (its share): wait for "ready".
   for (let i = 0; ; i++) {
     const r = await request(p.adminUrl + '/readyz')

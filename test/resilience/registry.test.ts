@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { createResilienceRegistry } from '../../src/resilience/registry.js'
 import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
-import { freePort } from '../helpers/redis.js'
+import { reservePort } from '../helpers/ports.js'
 import { captureLog, freshMetrics, guardProcessHealth } from './helpers.js'
 
 const metrics = freshMetrics()
@@ -61,7 +61,8 @@ test('status() reports breaker, budget and retry state per upstream, and Redis a
 })
 
 test('until the Redis client first connects, limits answer locally and it is not called an outage', async () => {
-  const port = await freePort()
+  // A port nothing listens on (the client never connects).
+  const port = await reservePort()
   const client = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true })
   client.on('error', () => {})
   const { log, lines } = captureLog()

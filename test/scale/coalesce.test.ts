@@ -9,8 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { tempConfig, startTestGateway } from '../helpers/gateway.js'
-import { startRedis, freePort, type RedisHandle } from '../helpers/redis.js'
-import { cliCommand } from '../helpers/cli.js'
+import { startRedis, type RedisHandle } from '../helpers/redis.js'
+import { cliCommand, startedUrls } from '../helpers/cli.js'
+import { reservePort } from '../helpers/ports.js'
 
 let origin: Origin
 let redis: RedisHandle
@@ -42,10 +43,10 @@ after(async () => {
 })
 
 async function startReplica (): Promise<Replica> {
-  const [port, adminPort] = [await freePort(), await freePort()]
-  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: ${adminPort} }
-log: { level: warn, accessLog: false }
+  // Port 0: the OS picks both ports; the "sluice started" line (logged at info) reports them.
+  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: info, accessLog: false }
 redis: { url: "${redis.url}", keyPrefix: "${redis.prefix}" }
 upstreams: { origin: { url: "${origin.url}", timeoutMs: 10000, connections: 512 } }
 routes:
@@ -63,7 +64,14 @@ routes:
   const out: string[] = []
   child.stdout!.on('data', (d) => out.push(String(d)))
   child.stderr!.on('data', (d) => out.push(String(d)))
-  const r: Replica = { child, out, url: `http://127.0.0.1:${port}`, admin: `http://127.0.0.1:${adminPort}`, pool: new Pool(`http://127.0.0.1:${port}`, { connections: 200, pipelining: 0 }) }
+  let urls = startedUrls(out)
+  for (let i = 0; urls === null; i++) {
+    if (child.exitCode !== null) throw new Error('sluice exited: ' + out.join(''))
+    if (i >= 400) { child.kill('SIGKILL'); throw new Error('replica did not start: ' + out.join('')) }
+    await sleep(50)
+    urls = startedUrls(out)
+  }
+  const r: Replica = { child, out, url: urls.url, admin: urls.adminUrl, pool: new Pool(urls.url, { connections: 200, pipelining: 0 }) }
   for (let i = 0; i < 400; i++) {
     try {
       const res = await request(r.admin + '/readyz')
@@ -147,7 +155,8 @@ test('a lease holder that never fills: after coalesceTimeoutMs the others fill i
 })
 
 test('with Redis unreachable, a replica still coalesces its own misses', async () => {
-  const deadRedis = `redis://127.0.0.1:${await freePort()}`
+  // A port nothing listens on: Redis is down from the start.
+  const deadRedis = `redis://127.0.0.1:${await reservePort()}`
   const g = await startTestGateway(`listen: { host: 127.0.0.1, port: 0 }
 admin: { host: 127.0.0.1, port: 0 }
 log: { level: warn, accessLog: false }

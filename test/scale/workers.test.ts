@@ -9,7 +9,7 @@ import { request } from 'undici'
 import { get as httpGet } from 'node:http'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { tempConfig } from '../helpers/gateway.js'
-import { freePort } from '../helpers/redis.js'
+import { reservePort } from '../helpers/ports.js'
 import { cliCommand } from '../helpers/cli.js'
 
 let origin: Origin
@@ -22,7 +22,8 @@ after(async () => { await origin.close() })
 interface Cluster { child: ChildProcess; out: string[]; url: string; admin: string; file: string; config: (extra?: string) => string }
 
 async function startCluster (): Promise<Cluster> {
-  const [port, adminPort] = [await freePort(), await freePort()]
+  // Known up front: the cluster primary and its workers do not report the ports they bound.
+  const [port, adminPort] = [await reservePort(), await reservePort()]
   const config = (extra = '') => `workers: 2
 listen: { host: 127.0.0.1, port: ${port} }
 admin: { host: 127.0.0.1, port: ${adminPort} }
