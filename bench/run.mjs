@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// Sluice benchmark runner. See docs/benchmarks.md and ../shared/BENCHMARKING.md.
+// Sluice benchmark runner. See docs/benchmarks.md for how to read it and how to measure fairly.
 //
 //   node bench/run.mjs [--scenario NAME]... [--duration S] [--runs N] [--connections N]
-//                      [--warmup S] [--out FILE] [--list]
+//                      [--warmup S] [--out FILE] [--baseline DIR] [--list]
 //
 // For each scenario it starts the origin (core 0), the targets (core 1), warms
 // each target, then runs wrk (core 0) against the targets interleaved
@@ -217,7 +217,7 @@ const SERVERS = {
 
 // ───────────────────────────── options ─────────────────────────────
 function usage (code) {
-  console.log(`usage: npm run bench -- [--scenario NAME]... [--duration S] [--runs N] [--connections N] [--warmup S] [--out FILE] [--list]
+  console.log(`usage: npm run bench -- [--scenario NAME]... [--duration S] [--runs N] [--connections N] [--warmup S] [--out FILE] [--baseline DIR] [--list]
 scenarios: ${Object.keys(SCENARIOS).join(', ')} (default: all)
 defaults: --duration 7 --runs 2 --connections 50 (limiter: 10) --warmup 2 (Node targets: at least 2) --out bench/results/latest.md`)
   process.exit(code)
@@ -235,6 +235,7 @@ const opts = { scenarios: [], duration: 7, runs: 2, connections: undefined, warm
       case '--connections': case '-c': opts.connections = Number(val()); break
       case '--warmup': opts.warmup = Number(val()); break
       case '--out': opts.out = path.resolve(val()); break
+      case '--baseline': opts.baseline = path.resolve(val()); break
       case '--list':
         for (const [n, s] of Object.entries(SCENARIOS)) console.log(`${n.padEnd(14)} ${s.title}`)
         process.exit(0)
@@ -245,11 +246,31 @@ const opts = { scenarios: [], duration: 7, runs: 2, connections: undefined, warm
   }
   for (const n of opts.scenarios) if (!SCENARIOS[n]) { console.error(`unknown scenario ${n}`); usage(2) }
   if (opts.scenarios.length === 0) opts.scenarios = Object.keys(SCENARIOS)
+  if (opts.baseline) addBaseline(opts.baseline)
   for (const k of ['duration', 'runs', 'connections']) {
     if (k === 'connections' && opts[k] === undefined) continue
     if (!Number.isInteger(opts[k]) || opts[k] < 1) { console.error(`--${k} must be a positive integer`); process.exit(2) }
   }
   if (!(opts.warmup >= 0)) { console.error('--warmup must be >= 0'); process.exit(2) }
+}
+
+/**
+ * --baseline DIR: another build of Sluice (a checkout with dist/ built, e.g. a `git worktree` of
+ * the commit before a change) runs beside this one in the same run: every Sluice target gets a
+ * twin `<id>@base` on the same config, interleaved with it, and a ratio `<id> / <id>@base`.
+ */
+function addBaseline (dir) {
+  const cli = path.join(dir, 'dist', 'src', 'cli.js')
+  if (!existsSync(cli)) { console.error(`--baseline: ${cli} does not exist (build that checkout first)`); process.exit(2) }
+  for (const name of Object.keys(SERVERS)) {
+    if (SERVERS[name].kind === 'sluice') SERVERS[`${name}@base`] = { ...SERVERS[name], cli, configDir: path.join(dir, 'bench', 'configs') }
+  }
+  for (const scen of Object.values(SCENARIOS)) {
+    const twins = scen.targets.filter((t) => SERVERS[t.server].kind === 'sluice' && !t.server.endsWith('@base'))
+      .map((t) => ({ ...t, id: `${t.id}@base`, server: `${t.server}@base`, role: `${t.role} (baseline build)` }))
+    scen.targets.push(...twins)
+    scen.ratios = [...(scen.ratios ?? []), ...twins.map((t) => ({ of: t.id.slice(0, -5), to: t.id }))]
+  }
 }
 
 // ───────────────────────────── helpers ─────────────────────────────
@@ -499,7 +520,8 @@ async function startServer (name) {
     if (spec.upstream) args.push('--upstream', origin.url)
     proc = start(name, SERVER_CORE, process.execPath, args)
   } else if (spec.kind === 'sluice') {
-    if (!existsSync(SLUICE_CLI)) return { skip: 'Sluice is not built (dist/src/cli.js missing; `npm run build` failed or was not run)' }
+    const cli = spec.cli ?? SLUICE_CLI
+    if (!existsSync(cli)) return { skip: `Sluice is not built (${cli} missing; \`npm run build\` failed or was not run)` }
     if (spec.redis && await redisKeys('count') === null) return { skip: `Redis not reachable at ${REDIS_URL}` }
     const adminPort = await freePort()
     const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(adminPort), BENCH_ORIGIN_URL: origin.url, REDIS_URL }
@@ -508,10 +530,10 @@ async function startServer (name) {
       if (r.skip) return { skip: r.skip }
       Object.assign(vars, r.vars)
     }
-    const text = interpolate(readFileSync(path.join(BENCH, 'configs', spec.config), 'utf8'), vars)
+    const text = interpolate(readFileSync(path.join(spec.configDir ?? path.join(BENCH, 'configs'), spec.config), 'utf8'), vars)
     const file = path.join(dir, spec.config)
     writeFileSync(file, text)
-    proc = start(name, spec.cores ?? SERVER_CORE, process.execPath, [SLUICE_CLI, '--config', file])
+    proc = start(name, spec.cores ?? SERVER_CORE, process.execPath, [cli, '--config', file])
   } else if (spec.kind === 'nginx') {
     const bin = which('nginx')
     if (!bin) return { skip: 'nginx is not installed' }

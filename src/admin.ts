@@ -58,7 +58,7 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
     const f = failures.get(ip)
     if (f && now - f.since < FAILURE_WINDOW_MS && f.count >= MAX_FAILURES) {
       reply.code(429).header('retry-after', String(Math.ceil((f.since + FAILURE_WINDOW_MS - now) / 1000))).type('application/json')
-      await reply.send(JSON.stringify({ error: 'SLUICE_ERR_RATE_LIMITED', message: 'Too many failed admin authentications' }))
+      await reply.send(errorBody(new SluiceError('SLUICE_ERR_RATE_LIMITED', 'Too many failed admin authentications')))
       return reply
     }
     const h = request.headers.authorization ?? ''
@@ -116,7 +116,9 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
     admin.post('/admin/reload', async (_req, reply) => {
       const r = await deps.reload()
       reply.code(r.ok ? 200 : 422)
-      return r.ok ? r : { error: 'SLUICE_ERR_CONFIG_INVALID', message: 'The configuration is not valid; the previous config keeps serving', ...r }
+      if (r.ok) return r
+      reply.type('application/json')
+      return errorBody(new SluiceError('SLUICE_ERR_CONFIG_INVALID', 'The configuration is not valid; the previous config keeps serving'), { ...r })
     })
     admin.get('/admin/config', async () => {
       const s = deps.current()
@@ -138,7 +140,7 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
   })
 
   app.setNotFoundHandler((_req, reply) => {
-    reply.code(404).type('application/json').send(JSON.stringify({ error: 'SLUICE_ERR_NO_ROUTE', message: 'Unknown admin endpoint' }))
+    reply.code(404).type('application/json').send(errorBody(new SluiceError('SLUICE_ERR_NO_ROUTE', 'Unknown admin endpoint')))
   })
   return app
 }

@@ -1,5 +1,7 @@
-// Every error Sluice answers with, declared once: a stable code, an HTTP status and a message.
-// The README table "Error codes" lists each one; test/errors.test.ts fails when one is missing.
+// Every error Sluice answers with, declared once: a stable code, an HTTP status and a message,
+// and the writers that put one on the wire outside Fastify's reply (there is one of each).
+// The README table "Error codes" lists each one; test/core/docs.test.ts fails when one is missing.
+import { STATUS_CODES, type ServerResponse } from 'node:http'
 
 export interface ErrorSpec { status: number; message: string }
 
@@ -52,7 +54,21 @@ export function isSluiceError (err: unknown): err is SluiceError {
   return err instanceof SluiceError
 }
 
-/** The JSON body every error response carries. */
-export function errorBody (err: SluiceError): string {
-  return JSON.stringify({ error: err.code, message: err.message })
+/** The JSON body every error response carries (`extra`: more fields, for the admin API). */
+export function errorBody (err: SluiceError, extra?: Record<string, unknown>): string {
+  return JSON.stringify(extra === undefined ? { error: err.code, message: err.message } : { error: err.code, message: err.message, ...extra })
+}
+
+/** An error written to a ServerResponse before Fastify runs; `close` ends the connection after it. */
+export function writeError (res: ServerResponse, err: SluiceError, close = false): void {
+  const body = errorBody(err)
+  if (close) res.shouldKeepAlive = false
+  res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}), ...err.headers })
+  res.end(body)
+}
+
+/** An error as raw HTTP/1.1 bytes, for a bare socket (a malformed request, a refused upgrade); the connection closes after it. */
+export function rawError (err: SluiceError): string {
+  const body = errorBody(err)
+  return `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
 }

@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Snapshot } from './config/compile.js'
 import type { CacheStage } from './httpcache/stage.js'
 import type { Headers, UpstreamRequest } from './types.js'
+import { writeStored } from './send.js'
 
 export type FastObserve = (req: IncomingMessage, routeName: string, upstream: string, status: number, bytes: number, t0: number) => void
 
@@ -29,19 +30,8 @@ export function createFastPath (current: () => Snapshot, cache: CacheStage, obse
     const ureq: UpstreamRequest = { method, path: url, headers: h as Headers, body: null, host: h.host ?? '', protocol: 'http', clientIp: '' }
     const hit = cache.peek(route, ureq)
     if (hit === null) return false
-    const flat: string[] = []
-    const rh = hit.headers
-    for (const k in rh) {
-      const v = rh[k]
-      if (v === undefined) continue
-      if (typeof v === 'string') flat.push(k, v)
-      else for (let i = 0; i < v.length; i++) flat.push(k, v[i])
-    }
-    if (hit.cacheStatus !== undefined) flat.push('cache-status', hit.cacheStatus)
-    if (hit.age !== undefined) flat.push('age', hit.age)
-    res.writeHead(hit.status, flat)
+    writeStored(res, hit)
     const body = hit.body as Buffer | null
-    res.end(body ?? undefined)
     observe(req, route.name, route.upstream.name, hit.status, body === null ? 0 : body.length, t0)
     return true
   }

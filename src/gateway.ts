@@ -10,7 +10,7 @@ import type { Logger } from 'pino'
 import type { Metrics } from './observability/metrics.js'
 import type { Snapshot } from './config/compile.js'
 import { createPipeline, type PipelineDeps } from './pipeline.js'
-import { SluiceError, errorBody, isSluiceError, ERRORS, type ErrorCode } from './errors.js'
+import { SluiceError, errorBody, isSluiceError, rawError, writeError, type ErrorCode } from './errors.js'
 import { handleUpgrade } from './upstream/websocket.js'
 import { resolveClientIp, HOST_VALUE } from './context.js'
 import { createFastPath } from './fast-path.js'
@@ -39,13 +39,8 @@ export function hostLines (raw: string[]): number {
 }
 
 function badHost (res: ServerResponse, hosts: number): void {
-  const body = errorBody(new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : 'More than one Host header'))
-  res.shouldKeepAlive = false
-  res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' })
-  res.end(body)
+  writeError(res, new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : 'More than one Host header'), true)
 }
-
-const REASONS: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 413: 'Content Too Large', 414: 'URI Too Long', 431: 'Request Header Fields Too Large' }
 
 export function buildProxy (deps: ProxyDeps): FastifyInstance {
   const { log, metrics } = deps
@@ -82,11 +77,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         handler(req, res)
       })
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
-      s.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
-        const body = errorBody(new SluiceError('SLUICE_ERR_EXPECTATION_FAILED'))
-        res.writeHead(417, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
-        res.end(body)
-      })
+      s.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => writeError(res, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED')))
       s.maxRequestsPerSocket = srvCfg.maxRequestsPerSocket
       // Node drops header lines past maxHeadersCount silently; keep one more so the pipeline can see and refuse them.
       s.maxHeadersCount = srvCfg.maxHeadersCount + 1
@@ -104,9 +95,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       // can fire while a streamed answer is under way): close the connection instead.
       const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
       if (!socket.writable || (err.code === 'ECONNRESET') || inFlight?.headersSent === true) { socket.destroy(); return }
-      const { status } = ERRORS[code]
-      const body = errorBody(new SluiceError(code))
-      socket.end(`HTTP/1.1 ${status} ${REASONS[status] ?? 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+      socket.end(rawError(new SluiceError(code)))
     },
     frameworkErrors: (err: Error, request: FastifyRequest, reply: FastifyReply) => {
       request.sluice = null
@@ -173,7 +162,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     const ctx = request.sluice
     if (ctx) ctx.errorCode = e.code
     if (e.status >= 500 && e.code !== 'SLUICE_ERR_INTERNAL') {
-      log.warn({ code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, msg: e.message }, 'upstream error')
+      log.warn({ code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, detail: e.message }, 'upstream error')
     }
     if (!request.raw.socket?.destroyed) reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1))
     if (e.code === 'SLUICE_ERR_CLIENT_CLOSED') { reply.code(499); observe(request, 499, 0); reply.raw.destroy(); return }

@@ -1,7 +1,7 @@
 // The request pipeline: the one place that knows the order of the stages.
 //
 //   route → client limit → cache (L1 → L2 → coalesced upstream fetch) → upstream → compress → send
-//   metrics and the access log: one observation per request, in the onResponse hook (gateway.ts)
+//   metrics and the access log: one observation per request (gateway.ts: observe / record)
 //
 // Each stage lives in its own file with its config type beside it; this file only wires them.
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -16,6 +16,8 @@ import type { CompressStage } from './compress/stage.js'
 import type { ClientLimitProvider } from './stages/client-limit.js'
 import { normalisePath } from './stages/path.js'
 import { limitBody } from './stages/body-limit.js'
+import { IDEMPOTENT } from './upstream/methods.js'
+import { writeStored } from './send.js'
 
 declare module 'fastify' {
   interface FastifyRequest { sluice: RequestContext | null }
@@ -35,27 +37,14 @@ export interface PipelineDeps {
 const NO_ROUTE = 'SLUICE_ERR_NO_ROUTE'
 
 /**
- * Bytes in hand (cache hits, 304s, HEAD): write the stored header list straight to Node,
- * bypassing Fastify's per-header reply work. Fastify's response listeners were attached before
- * the handler ran, so the onResponse hook (metrics, access log) still fires.
+ * Bytes in hand (cache hits, 304s, HEAD): written straight to Node by writeStored, bypassing
+ * Fastify's per-header reply work. Fastify's response listeners were attached before the
+ * handler ran, so its own bookkeeping still completes.
  */
 function sendBytes (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe']): FastifyReply {
-  const flat: string[] = []
-  const h = res.headers
-  for (const k in h) {
-    const v = h[k]
-    if (v === undefined) continue
-    if (typeof v === 'string') flat.push(k, v)
-    else for (let i = 0; i < v.length; i++) flat.push(k, v[i])
-  }
-  const extra = reply.getHeaders() // e.g. Server-Timing set earlier in this request
-  for (const k in extra) { const v = extra[k]; if (v !== undefined) flat.push(k, String(v)) }
-  if (res.cacheStatus !== undefined) flat.push('cache-status', res.cacheStatus)
-  if (res.age !== undefined) flat.push('age', res.age)
   reply.hijack()
-  const raw = reply.raw
-  raw.writeHead(res.status, flat)
-  raw.end(res.body ?? undefined)
+  // e.g. Server-Timing, set on the reply earlier in this request
+  writeStored(reply.raw, res, reply.getHeaders())
   // Written in one go: observe now, with no listener per request.
   observe?.(reply.request, res.status, res.body === null ? 0 : (res.body as Buffer).length)
   return reply
@@ -132,10 +121,7 @@ export function createPipeline (deps: PipelineDeps) {
     ctx.route = route
     const tRoute = performance.now()
 
-    // request body: streamed, never buffered; bounded by the route's maxBodyBytes
-    let body = requestBody(request, route)
-    if (body !== null && !Buffer.isBuffer(body) && wantsBuffer(route, method, raw.headers['content-length'])) body = await readAll(raw)
-    // 2. client limit
+    // 2. client limit: before any byte of the body is read (a limited client's upload stays unread)
     if (route.rateLimit !== null) {
       ctx.clientIp = resolveClientIp(raw.headers, raw.socket.remoteAddress, snap.trust)
       const limits = deps.clientLimits()
@@ -145,6 +131,11 @@ export function createPipeline (deps: PipelineDeps) {
       }
     }
     ctx.timing = route.serverTiming ? [tRoute - t0, performance.now() - tRoute] : null
+
+    // request body: streamed, never buffered, bounded by the route's maxBodyBytes; only a small
+    // body that a retry or a POST-query cache key needs is read first
+    let body = requestBody(request, route)
+    if (body !== null && !Buffer.isBuffer(body) && wantsBuffer(route, method, raw.headers['content-length'])) body = await readAll(raw)
 
     const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null)
     if (route.serverTiming) return timed(reply, ctx, route, ureq, method, t0)
@@ -160,8 +151,6 @@ export function createPipeline (deps: PipelineDeps) {
     return sendResponse(reply, res, deps.observe)
   }
 }
-
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
 /** A small body that a retry may need to send again is buffered (retry.maxBufferBytes); others stream. */
 function wantsBuffer (route: RouteEntry, method: string, cl: string | undefined): boolean {

@@ -100,15 +100,6 @@ export async function encodeBuffers (body: Buffer, o: StoreEncodeOptions): Promi
 }
 
 /**
- * The br and gzip copies the cache stores (deflate is never stored: few clients want it, and
- * they get identity). Kept for src/httpcache; new callers use variants.ts's encodeForStore.
- */
-export async function encodeForStore (body: Buffer, o: StoreEncodeOptions): Promise<{ gzip?: Buffer; br?: Buffer }> {
-  const { gzip, br } = await encodeBuffers(body, { ...o, encodings: o.encodings.filter((c) => c !== 'deflate') })
-  return { ...(gzip ? { gzip } : {}), ...(br ? { br } : {}) }
-}
-
-/**
  * Decode a body the origin sent encoded, off the event loop, stopping at `max` bytes so a
  * compression bomb cannot exhaust memory: SLUICE_ERR_DECOMPRESSED_TOO_LARGE past the bound,
  * SLUICE_ERR_UPSTREAM_PROTOCOL when the bytes do not decode. zlib's maxOutputLength aborts

@@ -1,10 +1,11 @@
 // Compress once, serve many: the encoded bodies a cache entry stores beside its identity body,
-// and the choice among them on a hit, which runs no compressor (only a memoised negotiation).
+// and the headers each stored coding is served with (no compressor runs on a hit).
 //
-// The cache calls:
-//   on store (off the response path):  encodeForStore(body, headers, route)  → StoredVariants
-//   on a hit:                           serveVariant(variants, reqHeaders, method, headers, route)
-// or, to memoise headers per entry itself, pickEncoding + variantHeaders.
+// The cache (src/httpcache/writer.ts, respond.ts) uses:
+//   before storing an entry:         decodeOriginBody (an origin's gzip/br/deflate → identity)
+//   after, off the response path:    encodeMissing (the route's codings the entry lacks)
+//   on the first hit of a coding:    variantHeaders (memoised on the entry)
+// encodeForStore and serveVariant are the same rules for one whole response at a time.
 import type { Headers } from '../types.js'
 import type { CompressionRouteConfig } from './config.js'
 import { decodeBounded, encodeBuffers, isCompressibleType } from './codec.js'
@@ -46,33 +47,48 @@ export function decodeForIdentity (body: Buffer, encoding: 'gzip' | 'br' | 'defl
 }
 
 /**
- * The variants to store for a response, computed once per entry, off the response path (zlib
- * on libuv's thread pool, storeBrQuality and storeGzipLevel). `headers` are the origin's.
- * - Identity body: identity, plus the route's encodings when it would compress this body;
- *   an encoded copy not smaller than the identity body is not kept.
+ * The identity bytes of an origin's body: decoded (bounded, off the event loop) when the origin
+ * encoded it with gzip, br or deflate, as they came otherwise. `coding` names the origin's
+ * coding when there was one. null: a coding Sluice cannot decode (store the response as sent).
+ */
+export async function decodeOriginBody (body: Buffer, headers: Headers, maxDecompressedBytes: number): Promise<{ identity: Buffer; coding?: 'gzip' | 'br' | 'deflate' } | null> {
+  const origin = originCoding(headers)
+  if (origin === null) return null
+  if (origin === undefined) return { identity: body }
+  return { identity: await decodeForIdentity(body, origin, maxDecompressedBytes), coding: origin }
+}
+
+/**
+ * The route's encodings of an identity body that `have` lacks (zlib on libuv's thread pool, at
+ * storeBrQuality and storeGzipLevel), or {} when the route would not compress this body.
+ * `codings` narrows the route's list (the cache stores no deflate copy).
+ */
+export async function encodeMissing (identity: Buffer, headers: Headers, c: CompressionRouteConfig, have: StoredVariants, codings: readonly string[] = c.encodings): Promise<StoredVariants> {
+  if (!shouldEncode(identity, headers, c)) return {}
+  const missing = codings.filter((e) => have[e as keyof StoredVariants] === undefined)
+  if (missing.length === 0) return {}
+  return encodeBuffers(identity, { encodings: missing, storeBrQuality: c.storeBrQuality, storeGzipLevel: c.storeGzipLevel })
+}
+
+/**
+ * The variants to store for a response, computed once per entry, off the response path.
+ * `headers` are the origin's.
+ * - Identity body: identity, plus the route's encodings when it would compress this body.
  * - Body the origin encoded (gzip, br, deflate): that body as its variant, identity decoded
  *   within maxDecompressedBytes (rejects as decodeForIdentity does), plus the route's other
  *   encodings (br from an origin's gzip) when it would compress the identity body.
  * - A coding Sluice cannot decode: {} (store the response as it came, not as variants).
  * The headers to serve are the origin's without Content-Encoding/Content-Length: variantHeaders
- * adds them per variant.
+ * adds them per variant. The cache runs the same two steps apart (decode before the entry is
+ * stored, encode after, in the background): src/httpcache/writer.ts.
  */
 export async function encodeForStore (body: Buffer, headers: Headers, route: VariantRoute, opts: { maxDecompressedBytes?: number } = {}): Promise<StoredVariants> {
   const c = route.compression
-  const origin = originCoding(headers)
-  if (origin === null) return {}
-  const out: StoredVariants = {}
-  let identity = body
-  if (origin !== undefined) {
-    identity = await decodeForIdentity(body, origin, Math.min(c.maxDecompressedBytes, opts.maxDecompressedBytes ?? Infinity))
-    out[origin] = body
-  }
-  out.identity = identity
-  if (shouldEncode(identity, headers, c)) {
-    const missing = c.encodings.filter((e) => out[e] === undefined)
-    if (missing.length > 0) Object.assign(out, await encodeBuffers(identity, { encodings: missing, storeBrQuality: c.storeBrQuality, storeGzipLevel: c.storeGzipLevel }))
-  }
-  return out
+  const decoded = await decodeOriginBody(body, headers, Math.min(c.maxDecompressedBytes, opts.maxDecompressedBytes ?? Infinity))
+  if (decoded === null) return {}
+  const out: StoredVariants = { identity: decoded.identity }
+  if (decoded.coding !== undefined) out[decoded.coding] = body
+  return Object.assign(out, await encodeMissing(decoded.identity, headers, c, out))
 }
 
 /** The codings present in `variants`, identity included. */

@@ -2,7 +2,7 @@
 // key headers, then the Vary'd request headers (normalised: whitespace around list items, case,
 // Accept-Language order, and Accept-Encoding reduced to the encoding Sluice would serve).
 import type { Headers } from '../types.js'
-import { pickEncoding } from './encodings.js'
+import { pickEncoding } from '../compress/negotiate.js'
 
 export interface KeyOptions {
   sortQuery: boolean
@@ -59,8 +59,11 @@ export function varyNames (vary: string | string[] | undefined): string[] {
   return [...names].sort()
 }
 
+/** What Accept-Encoding is keyed by: the coding the client would get of those Sluice stores. */
+const CODINGS = ['br', 'gzip', 'identity']
+
 export function varyValue (name: string, reqHeaders: Headers): string {
-  if (name === 'accept-encoding') return pickEncoding(headerText(reqHeaders['accept-encoding']) || undefined, ['br', 'gzip', 'identity']) ?? 'none'
+  if (name === 'accept-encoding') return pickEncoding(headerText(reqHeaders['accept-encoding']) || undefined, CODINGS, CODINGS) ?? 'none'
   const v = headerText(reqHeaders[name]).toLowerCase()
   // Accept-Language ranges carry their weights in q-values, so their order says nothing: sort them.
   if (name === 'accept-language') return listItems(v).sort().join(',')

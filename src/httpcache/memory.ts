@@ -2,22 +2,24 @@
 // is the recency order: a hit moves its entry to the end; eviction takes from the front.
 import type { CacheEntry } from './entry.js'
 import { entrySize } from './entry.js'
-import { matches, type EntryStore, type PurgeSelector } from './store.js'
+import { matches, type EntryStore, type FillLeases, type LeaseResult, type PurgeSelector } from './store.js'
 
 interface Slot { e: CacheEntry; size: number; expires: number }
 
-export class MemoryStore implements EntryStore {
+export class MemoryStore implements EntryStore, FillLeases {
   private readonly slots = new Map<string, Slot>()
   private readonly vary = new Map<string, string[]>()
   private readonly byBase = new Map<string, Set<string>>()
+  private readonly leases = new Map<string, { owner: string; waiting: number; expires: number }>()
   bytes = 0
 
-  constructor (private maxBytes: number, private readonly maxEntryBytes: number) {}
+  /** `now`: the clock expiry is read from (injectable for tests). */
+  constructor (private maxBytes: number, private readonly maxEntryBytes: number, private readonly now: () => number = Date.now) {}
 
   get (key: string): CacheEntry | undefined {
     const s = this.slots.get(key)
     if (s === undefined) return undefined
-    if (s.expires <= Date.now()) { this.remove(key); return undefined }
+    if (s.expires <= this.now()) { this.remove(key); return undefined }
     // Refresh recency.
     this.slots.delete(key)
     this.slots.set(key, s)
@@ -34,7 +36,7 @@ export class MemoryStore implements EntryStore {
     if (size > this.maxEntryBytes || size > this.maxBytes || ttlMs <= 0) return false
     const prev = this.slots.get(e.key)
     if (prev) this.remove(e.key)
-    this.slots.set(e.key, { e, size, expires: Date.now() + ttlMs })
+    this.slots.set(e.key, { e, size, expires: this.now() + ttlMs })
     this.bytes += size
     this.vary.set(e.base, e.varyNames)
     let set = this.byBase.get(e.base)
@@ -90,5 +92,25 @@ export class MemoryStore implements EntryStore {
 
   stats (): { entries: number; bytes: number } {
     return { entries: this.slots.size, bytes: this.bytes }
+  }
+
+  /** Fill leases within this process (the same contract as Redis's, for the conformance suite). */
+  async lease (key: string, owner: string, ttlMs: number, check: boolean): Promise<LeaseResult> {
+    const now = this.now()
+    if (check && this.slots.has(key) && this.slots.get(key)!.expires > now) return 'filled'
+    const l = this.leases.get(key)
+    if (l === undefined || l.expires <= now) {
+      this.leases.set(key, { owner, waiting: 0, expires: now + Math.max(1, Math.ceil(ttlMs)) })
+      return 'acquired'
+    }
+    l.waiting++
+    return 'held'
+  }
+
+  async release (key: string, owner: string): Promise<number> {
+    const l = this.leases.get(key)
+    if (l === undefined || l.owner !== owner || l.expires <= this.now()) return -1
+    this.leases.delete(key)
+    return l.waiting
   }
 }

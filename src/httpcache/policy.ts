@@ -2,6 +2,7 @@
 // ends up in `Cache-Status: sluice; fwd=bypass; detail=<REASON>`.
 import type { Headers } from '../types.js'
 import { parseDirectives, seconds, httpDate, type Directives } from './directives.js'
+import { first } from '../compress/headers.js'
 
 /** Statuses a cache may store with heuristic freshness (RFC 9110 §15.1). */
 export const HEURISTIC_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
@@ -16,10 +17,6 @@ export interface RouteCachePolicy {
   targetedField: string
   heuristicPercent: number
   maxHeuristicSeconds: number
-}
-
-function first (v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v
 }
 
 /**

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
 import type { CacheEntry } from './entry.js'
 import { encodeEntry, decodeEntry } from './entry.js'
-import { matches, type EntryStore, type PurgeSelector } from './store.js'
+import { matches, type SharedEntryStore, type LeaseResult, type PurgeSelector } from './store.js'
 
 const MAX_TAG_MEMBERS = 10_000
 const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
@@ -55,9 +55,7 @@ local w = redis.call('HGET', KEYS[1], 'w')
 redis.call('DEL', KEYS[1])
 return tonumber(w or '0')`
 
-export type LeaseResult = 'acquired' | 'held' | 'filled' | 'error'
-
-export class RedisStore implements EntryStore {
+export class RedisStore implements SharedEntryStore {
   constructor (
     private readonly redis: Redis | Cluster,
     private readonly prefix: string,

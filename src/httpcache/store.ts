@@ -1,5 +1,6 @@
 // The cache stores behind one small interface: the in-process L1 (memory.ts) and the shared L2
-// (redis-store.ts) pass the same conformance suite (test/cache/store-conformance.ts).
+// (redis-store.ts) pass the same conformance suite (test/cache/store-suite.ts), fill leases
+// included.
 import type { CacheEntry } from './entry.js'
 
 export interface PurgeSelector { key?: string; prefix?: string; tag?: string }
@@ -14,6 +15,25 @@ export interface EntryStore {
   deleteBase (base: string): number | Promise<number>
   purge (sel: PurgeSelector): number | Promise<number>
   stats (): { entries: number; bytes: number } | Promise<{ entries: number; bytes: number }>
+}
+
+/**
+ * Fill leases: one filler per key at a time (miss coalescing across replicas). `check` (a pure
+ * miss) first looks for an entry stored since the caller's lookup: 'filled'. Otherwise the lease
+ * is taken ('acquired', for ttlMs) or another owner holds it ('held': that owner now knows one
+ * more caller waits). 'error': the store failed (the caller coalesces in-process only).
+ */
+export type LeaseResult = 'acquired' | 'held' | 'filled' | 'error'
+export interface FillLeases {
+  lease (key: string, owner: string, ttlMs: number, check: boolean): Promise<LeaseResult>
+  /** Give a lease back: how many callers waited for it, or -1 when it was no longer `owner`'s. */
+  release (key: string, owner: string): Promise<number>
+}
+
+/** The L2 the cache stage takes: entries, leases, and a bounded-cost size sample for the gauges. */
+export interface SharedEntryStore extends EntryStore, FillLeases {
+  /** The size of the last completed sampling pass (null before one ends, or on error); bounded work per call. */
+  sampleStats (): Promise<{ entries: number; bytes: number } | null>
 }
 
 /** Does a stored path match a purge selector? `key` is an exact path (and query); `prefix` a path prefix. */

@@ -1,5 +1,6 @@
 // Every metric family Sluice exports, declared once, on its own prom-client Registry
-// (never the global one). Names and labels follow ../shared/DESIGN.md; labels come only
+// (never the global one). The names and labels in the README's metrics table are a fixed
+// interface (dashboards and alerts depend on them); labels come only
 // from config names and fixed enums. The request path binds label children once per
 // (route, method, status class, cache result) and reuses them: no label lookup per request.
 import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client'

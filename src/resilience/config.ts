@@ -1,5 +1,6 @@
 // Config schemas of the resilience stages: upstream budgets, circuit breakers, retries, client limits.
-// The keys named in ../shared/DESIGN.md are fixed; the others are additions with defaults, so an
+// The keys shown in the README's configuration example are a fixed interface; the others are
+// additions with defaults, so an
 // existing config file keeps its meaning.
 import { Type, type Static } from '@sinclair/typebox'
 import { Strict, Ms, Bool, Bytes } from '../config/types-helpers.js'

@@ -3,7 +3,7 @@ import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { MemoryStore } from '../../src/httpcache/memory.js'
 import { RedisStore } from '../../src/httpcache/redis-store.js'
-import type { EntryStore } from '../../src/httpcache/store.js'
+import type { EntryStore, FillLeases } from '../../src/httpcache/store.js'
 import { encodeEntry, decodeEntry } from '../../src/httpcache/entry.js'
 import { startRedis, type RedisHandle } from '../helpers/redis.js'
 import { storeConformance, entry } from './store-suite.js'
@@ -12,7 +12,7 @@ let redis: RedisHandle
 before(async () => { redis = await startRedis() })
 after(async () => { await redis.stop() })
 
-const stores: [string, () => EntryStore][] = [
+const stores: [string, () => EntryStore & FillLeases][] = [
   ['memory', () => new MemoryStore(1 << 20, 1 << 19)],
   ['redis', () => new RedisStore(redis.client(), redis.prefix + Math.random().toString(36).slice(2) + ':', (op, err) => { throw new Error(`${op}: ${err.message}`) })]
 ]

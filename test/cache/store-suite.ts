@@ -1,8 +1,8 @@
 // The cache store conformance suite: every EntryStore (the in-process L1, Redis L2 on one
-// server, Redis L2 on a Redis Cluster) must pass the same tests.
+// server, Redis L2 on a Redis Cluster) must pass the same tests, fill leases included.
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import type { EntryStore } from '../../src/httpcache/store.js'
+import type { EntryStore, FillLeases } from '../../src/httpcache/store.js'
 import type { CacheEntry } from '../../src/httpcache/entry.js'
 
 export function entry (path: string, over: Partial<CacheEntry> = {}): CacheEntry {
@@ -17,7 +17,7 @@ export function entry (path: string, over: Partial<CacheEntry> = {}): CacheEntry
   }
 }
 
-export function storeConformance (name: string, make: () => EntryStore): void {
+export function storeConformance (name: string, make: () => EntryStore & FillLeases): void {
   describe(`${name} cache store`, () => {
     test('stores and returns an entry with its bytes intact', async () => {
       const s = make()
@@ -68,6 +68,35 @@ export function storeConformance (name: string, make: () => EntryStore): void {
       assert.ok(await s.get('G|example.com|/short'))
       await new Promise((r) => setTimeout(r, 300))
       assert.equal(await s.get('G|example.com|/short'), undefined)
+    })
+
+    test('a fill lease has one owner; the others wait and are counted; release tells how many waited', async () => {
+      const s = make()
+      const key = 'G|example.com|/lease'
+      assert.equal(await s.lease(key, 'a', 5000, true), 'acquired')
+      assert.equal(await s.lease(key, 'b', 5000, true), 'held')
+      assert.equal(await s.lease(key, 'c', 5000, false), 'held')
+      assert.equal(await s.release(key, 'b'), -1) // not b's
+      assert.equal(await s.release(key, 'a'), 2)
+      assert.equal(await s.release(key, 'a'), -1) // already given back
+      assert.equal(await s.lease(key, 'b', 5000, true), 'acquired')
+    })
+
+    test('a pure miss that finds the entry stored meanwhile is told "filled"; a refresh takes the lease anyway', async () => {
+      const s = make()
+      const e = entry('/leased')
+      await s.set(e, 60000)
+      assert.equal(await s.lease(e.key, 'a', 5000, true), 'filled')
+      assert.equal(await s.lease(e.key, 'a', 5000, false), 'acquired')
+    })
+
+    test('a lease runs out after its time to live', async () => {
+      const s = make()
+      const key = 'G|example.com|/lease-ttl'
+      assert.equal(await s.lease(key, 'a', 100, true), 'acquired')
+      await new Promise((r) => setTimeout(r, 250))
+      assert.equal(await s.lease(key, 'b', 5000, true), 'acquired')
+      assert.equal(await s.release(key, 'a'), -1)
     })
   })
 }

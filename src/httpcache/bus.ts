@@ -1,0 +1,55 @@
+// The replicas' cache messages, over Redis pub/sub:
+// - `<prefix>purge`: a purge or an unsafe-method invalidation, so every replica's L1 drops it;
+// - `<prefix>filled`: a leased fill is done (miss coalescing across replicas, coalesce.ts).
+// Messages carry the sender's instance id; a replica ignores its own.
+import { randomUUID } from 'node:crypto'
+import type { Redis, Cluster } from 'ioredis'
+import type { PurgeSelector } from './store.js'
+import type { BypassReason } from './policy.js'
+
+/** What a purge message names: a selector, or every variant of one base key. */
+export type PurgeMessage = PurgeSelector | { base: string }
+/** A fill is done: `e` is the stored entry's key, `r` why nothing was stored. */
+export interface FilledMessage { k: string; e?: string; r?: BypassReason | 'ERROR' }
+
+export class CacheBus {
+  readonly instance = randomUUID()
+  onPurge: (m: PurgeMessage) => void = () => {}
+  onFilled: (m: FilledMessage) => void = () => {}
+  private readonly purgeChannel: string
+  private readonly filledChannel: string
+  private readonly sub: Redis | Cluster
+
+  constructor (private readonly redis: Redis | Cluster, prefix: string, private readonly onError: (op: string, err: Error) => void, listenFilled: boolean) {
+    this.purgeChannel = `${prefix}purge`
+    this.filledChannel = `${prefix}filled`
+    // The subscriber queues its SUBSCRIBE until connected (the shared client fails fast instead),
+    // and ioredis re-subscribes after every reconnect.
+    this.sub = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined } as never)
+    this.sub.on('error', () => {})
+    this.sub.subscribe(this.purgeChannel, ...(listenFilled ? [this.filledChannel] : [])).catch((err: Error) => onError('cache_subscribe', err))
+    this.sub.on('message', (ch: string, text: string) => {
+      let m: { from?: string } & Record<string, unknown>
+      try { m = JSON.parse(text) } catch { return } // not ours
+      if (m === null || typeof m !== 'object' || m.from === this.instance) return
+      if (ch === this.purgeChannel) this.onPurge(m as PurgeMessage)
+      else if (ch === this.filledChannel && typeof m.k === 'string') this.onFilled(m as unknown as FilledMessage)
+    })
+  }
+
+  publishPurge (m: PurgeMessage): void {
+    this.send(this.purgeChannel, m)
+  }
+
+  publishFilled (m: FilledMessage): Promise<void> {
+    return this.send(this.filledChannel, m)
+  }
+
+  private send (channel: string, m: object): Promise<void> {
+    return this.redis.publish(channel, JSON.stringify({ ...m, from: this.instance })).then(() => {}, (err: Error) => this.onError('cache_publish', err))
+  }
+
+  close (): void {
+    this.sub.disconnect()
+  }
+}

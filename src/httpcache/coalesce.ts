@@ -1,0 +1,227 @@
+// Miss coalescing: one fill per key at a time, in this process and (with Redis) in the fleet.
+//
+// - A miss with no fill running leads one (fill.ts). Requests for the same key that arrive
+//   meanwhile wait for it, boundedly (coalesceTimeoutMs), and answer from the stored entry
+//   when it is their variant; otherwise they go upstream alone.
+// - An uncacheable answer makes the key hit-for-miss for hitForMissSeconds: its requests go
+//   straight upstream, never queued behind one another (nginx's proxy_cache_lock queues them).
+// - With a shared L2, the leader first takes the key's fill lease in Redis (SET-NX-like, in the
+//   URL's slot), so one replica fills each key: the others wait for its "filled" message and
+//   read the entry from L2. A lease that times out, or a Redis that fails, leaves coalescing
+//   in-process. Background refreshes (stale-while-revalidate, refresh-ahead) take it too.
+import type { ProxyResponse, UpstreamRequest } from '../types.js'
+import type { CacheRouteConfig } from './config.js'
+import { variantKey } from './key.js'
+import { canServeStaleOnError, NO_DIRECTIVES } from './freshness.js'
+import { respond } from './respond.js'
+import { bypass, runFill, type FillHooks, type FillJob } from './fill.js'
+import type { EntryWriter } from './writer.js'
+import type { CacheBus, FilledMessage } from './bus.js'
+import type { CacheCore, Fill } from './core.js'
+
+/** A copy of a request for work that outlives its client: no signal, no streamed body. */
+function detachedCopy (req: UpstreamRequest): UpstreamRequest {
+  const post = req.method === 'POST' // a POST query refreshes with its own (buffered) body
+  return { method: post ? 'POST' : 'GET', path: req.path, headers: { ...req.headers }, body: post ? req.body : null, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded }
+}
+
+/** A response nobody reads (a background fill's): let its body go. */
+function release (r: ProxyResponse): void {
+  (r.body as { resume?: () => void } | null)?.resume?.()
+}
+
+const COALESCE_FAILED: Fill = { reason: 'ERROR' }
+
+export class Coalescer implements FillHooks {
+  private readonly inflight = new Map<string, Promise<Fill>>()
+  /** Keys whose last answer was uncacheable, until when (ms). */
+  private readonly hitForMiss = new Map<string, number>()
+  /** Fills this replica waits for from another replica, by variant key. */
+  private readonly remote = new Map<string, { resolve: (f: Fill) => void; timer: NodeJS.Timeout }>()
+  /** In-flight promises that stand for another replica's fill (their joiners wait longer). */
+  private readonly remoteFills = new WeakSet<Promise<Fill>>()
+  /** Keys whose background refresh is asking Redis for the lease. */
+  private readonly leasing = new Set<string>()
+  private readonly shared: boolean
+  private closed = false
+
+  constructor (private readonly core: CacheCore, private readonly writer: EntryWriter, private readonly bus: CacheBus | null) {
+    this.shared = core.l2 !== null && bus !== null && core.config.coalesceAcrossReplicas
+    if (bus !== null) bus.onFilled = (m) => this.filled(m)
+  }
+
+  // ---- FillHooks ----------------------------------------------------------------------------
+
+  started (key: string, fill: Promise<Fill>): void {
+    this.inflight.set(key, fill)
+  }
+
+  ended (job: FillJob, fill: Promise<Fill>, f: Fill, leased: boolean, stored?: Promise<unknown>): void {
+    if (this.inflight.get(job.key) === fill) this.inflight.delete(job.key)
+    this.rememberUncacheable(job.key, f, job.route.cache)
+    if (leased) this.announce(job.key, f, stored)
+  }
+
+  // ---- entry points -------------------------------------------------------------------------
+
+  /** Nothing usable stored (or a stale entry to revalidate): bypass, join a running fill, or lead one. */
+  fetch (job: FillJob): Promise<ProxyResponse> {
+    const hfm = this.hitForMiss.get(job.key)
+    if (hfm !== undefined && hfm > this.core.now() && job.stale === undefined) return bypass(this.core, job.route, job.req, job.fetch, 'HIT-FOR-MISS')
+    const running = this.inflight.get(job.key)
+    if (running !== undefined) return this.join(job, running)
+    return this.leadShared(job)
+  }
+
+  /** Refresh a stored entry in the background (stale-while-revalidate, refresh-ahead), once. */
+  refresh (job: FillJob): void {
+    const { core } = this
+    const key = job.key
+    if (this.inflight.has(key) || this.remote.has(key) || this.leasing.has(key) || this.closed) return // already refreshing
+    const bg: FillJob = { ...job, req: detachedCopy(job.req), reqD: NO_DIRECTIVES }
+    const run = (leased: boolean) => core.track(runFill(core, this.writer, this, bg, false, leased)
+      .then(release, (err: Error) => core.log.debug({ err: err.message, path: job.path }, 'background refresh failed')))
+    if (!this.shared) { run(false); return }
+    // One refresh in the fleet: another replica holding the lease refreshes for everyone, and
+    // its "filled" message updates this replica's L1. Until then the stale entry is served.
+    const rc = job.route.cache
+    this.leasing.add(key)
+    core.track(core.l2!.lease(key, this.bus!.instance, rc.coalesceTimeoutMs, false).then((r) => {
+      core.metrics.cacheLeases.labels(r).inc()
+      this.leasing.delete(key)
+      if (this.closed || this.inflight.has(key)) return
+      if (r === 'held') { core.track(this.awaitRemote(key, rc.coalesceTimeoutMs, async () => COALESCE_FAILED)); return }
+      run(r === 'acquired')
+    }))
+  }
+
+  /** Forget hit-for-miss marks that have run out. */
+  sweep (now: number): void {
+    for (const [k, until] of this.hitForMiss) if (until <= now) this.hitForMiss.delete(k)
+  }
+
+  stats (): { inflight: number; hitForMiss: number } {
+    return { inflight: this.inflight.size, hitForMiss: this.hitForMiss.size }
+  }
+
+  close (): void {
+    this.closed = true
+    for (const [key, w] of this.remote) { clearTimeout(w.timer); w.resolve(COALESCE_FAILED); this.remote.delete(key) }
+  }
+
+  // ---- in-process ---------------------------------------------------------------------------
+
+  /** After an uncacheable answer (not a failure), the key goes straight upstream for hitForMissSeconds. */
+  private rememberUncacheable (key: string, f: Fill, rc: CacheRouteConfig): void {
+    if (f.reason !== undefined && f.reason !== 'ERROR' && f.reason !== 'BODY-ERROR') this.hitForMiss.set(key, this.core.now() + rc.hitForMissSeconds * 1000)
+  }
+
+  /** Wait for a fill led by another request (here or on another replica), boundedly, then answer from it. */
+  private async join (job: FillJob, running: Promise<Fill>): Promise<ProxyResponse> {
+    const { core } = this
+    const { route, req } = job
+    const rc = route.cache
+    const rh = req.headers
+    let timer: NodeJS.Timeout | undefined
+    // A fill of another replica may fall back to one of this replica after coalesceTimeoutMs.
+    const wait = this.remoteFills.has(running) ? 2 * rc.coalesceTimeoutMs : rc.coalesceTimeoutMs
+    const fill = await Promise.race([running, new Promise<Fill>((resolve) => { timer = setTimeout(() => resolve(COALESCE_FAILED), wait) })])
+    clearTimeout(timer)
+    // The fill's Vary was unknown when this request joined it: use it only if it is this request's variant.
+    const e = fill.entry
+    if (e !== undefined && !(rh.authorization !== undefined && !e.authOk) && variantKey(job.base, e.varyNames, rh) === e.key) {
+      return respond(core, e, route, req, 'sluice; fwd=miss; collapsed', 'coalesced', core.now())
+    }
+    // Uncacheable, failed or slow: go upstream alone (in parallel with the others).
+    if (job.stale !== undefined && fill.reason === 'ERROR' && canServeStaleOnError(job.stale, core.now())) {
+      return respond(core, job.stale, route, req, 'sluice; fwd=stale; fwd-status=502; detail=COALESCED-FILL-FAILED', 'stale', core.now())
+    }
+    return bypass(core, route, req, job.fetch, fill.reason === undefined || fill.reason === 'ERROR' ? 'COALESCE-FALLBACK' : fill.reason)
+  }
+
+  // ---- across replicas ----------------------------------------------------------------------
+
+  /**
+   * Lead the fill of a missed (or stale) key. With a shared L2, take the fleet-wide fill lease
+   * first: when another replica holds it, this replica's requests for the key wait for that
+   * replica's fill instead (coalesced across replicas).
+   */
+  private leadShared (job: FillJob): Promise<ProxyResponse> {
+    const { core } = this
+    if (!this.shared || job.req.method === 'POST') return runFill(core, this.writer, this, job, true, false)
+    const key = job.key
+    const rc = job.route.cache
+    let resolveWait!: (f: Fill) => void
+    const waitP = new Promise<Fill>((resolve) => { resolveWait = resolve })
+    // Requests for this key arriving while the lease is asked join waitP, as they would a local fill.
+    this.inflight.set(key, waitP)
+    this.remoteFills.add(waitP)
+    const mine = () => { if (this.inflight.get(key) === waitP) this.inflight.delete(key) }
+    /** Fill in-process, without a lease, in the background; waitP gets its outcome. */
+    const fillHere = (): Promise<Fill> => {
+      mine()
+      const running = this.inflight.get(key)
+      if (running !== undefined && running !== waitP) return running
+      runFill(core, this.writer, this, { ...job, req: detachedCopy(job.req), reqD: NO_DIRECTIVES }, false, false).then(release, () => {})
+      return this.inflight.get(key) ?? Promise.resolve(COALESCE_FAILED) // runFill registered its fill synchronously
+    }
+    return core.l2!.lease(key, this.bus!.instance, rc.coalesceTimeoutMs, job.stale === undefined).then(async (r) => {
+      core.metrics.cacheLeases.labels(r).inc()
+      if (r === 'acquired' || r === 'error') {
+        mine()
+        const p = runFill(core, this.writer, this, job, true, r === 'acquired')
+        const fillP = this.inflight.get(key) // runFill registered its fill synchronously
+        if (fillP !== undefined) fillP.then(resolveWait); else p.then(() => resolveWait(COALESCE_FAILED), () => resolveWait(COALESCE_FAILED))
+        return p
+      }
+      if (r === 'filled') {
+        // Stored by another replica since this one looked: read it like an L2 hit.
+        const got = await core.fromL2(key)
+        mine()
+        if (got !== undefined) resolveWait({ entry: got }); else fillHere().then(resolveWait)
+      } else {
+        // 'held': another replica fills; wait for its message, then fill here if it never comes.
+        this.awaitRemote(key, rc.coalesceTimeoutMs, fillHere).then((f) => {
+          mine()
+          this.rememberUncacheable(key, f, rc)
+          resolveWait(f)
+        })
+      }
+      return this.join(job, waitP)
+    })
+  }
+
+  /** Wait up to `ms` for another replica's fill of `key`; on timeout, `onTimeout` decides (a fill of our own). */
+  private awaitRemote (key: string, ms: number, onTimeout: () => Promise<Fill>): Promise<Fill> {
+    return new Promise<Fill>((resolve) => {
+      const timer = setTimeout(() => {
+        if (this.remote.get(key)?.timer !== timer) return
+        this.remote.delete(key)
+        this.core.metrics.cacheLeases.labels('timeout').inc()
+        onTimeout().then(resolve, () => resolve(COALESCE_FAILED))
+      }, ms)
+      timer.unref()
+      this.remote.set(key, { resolve, timer })
+    })
+  }
+
+  /** Tell waiting replicas that this replica's leased fill of `key` is done, once L2 has it. */
+  private announce (key: string, f: Fill, stored: Promise<unknown> | undefined): void {
+    const { l2 } = this.core
+    const bus = this.bus!
+    this.core.track(Promise.resolve(stored).then(() => l2!.release(key, bus.instance)).then((waiting) => {
+      if (waiting === 0) return // -1 (the lease ran out): tell anyone who may still wait
+      return bus.publishFilled(f.entry !== undefined ? { k: key, e: f.entry.key } : { k: key, r: f.reason ?? 'ERROR' })
+    }).catch(() => {}))
+  }
+
+  /** Another replica's fill is done: `e` names the stored entry, `r` why nothing was stored. */
+  private filled (m: FilledMessage): void {
+    const w = this.remote.get(m.k)
+    if (w === undefined) return
+    this.remote.delete(m.k)
+    clearTimeout(w.timer)
+    if (typeof m.e !== 'string') { w.resolve({ reason: m.r ?? 'ERROR' }); return }
+    this.core.fromL2(m.e).then((e) => w.resolve(e === undefined ? COALESCE_FAILED : { entry: e }))
+  }
+}

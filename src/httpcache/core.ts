@@ -1,0 +1,86 @@
+// What the parts of the cache stage share: the config, the two stores (injected), metrics, the
+// clock and the set of background jobs that close() waits for. One instance per process.
+import type { Logger } from 'pino'
+import type { Metrics } from '../observability/metrics.js'
+import type { CacheResult, ProxyResponse, UpstreamRequest } from '../types.js'
+import type { CompressionRouteConfig } from '../compress/config.js'
+import type { CacheGlobalConfig, CacheRouteConfig } from './config.js'
+import type { MemoryStore } from './memory.js'
+import type { SharedEntryStore } from './store.js'
+import { storeTtlMs, type CacheEntry } from './entry.js'
+import type { BypassReason, RouteCachePolicy } from './policy.js'
+
+/** What the cache needs of a route (the compiled RouteEntry has more). */
+export interface CacheRoute { name: string; cache: CacheRouteConfig; compression: CompressionRouteConfig }
+export type Fetcher = (req: UpstreamRequest) => Promise<ProxyResponse>
+/** How a fill ended: the stored entry, or why nothing was stored. */
+export interface Fill { entry?: CacheEntry; reason?: BypassReason | 'ERROR' }
+
+type Counter = { inc (): void }
+
+export class CacheCore {
+  /** Background work (stores, refreshes, body drains) that close() lets finish. */
+  readonly background = new Set<Promise<unknown>>()
+  private readonly policies = new WeakMap<CacheRouteConfig, RouteCachePolicy>()
+  private readonly events = new Map<string, Partial<Record<CacheResult, Counter>>>()
+
+  constructor (
+    readonly config: CacheGlobalConfig,
+    /** L1: in-process, synchronous (the hot path never awaits). */
+    readonly l1: MemoryStore,
+    /** L2: shared by every replica, or null for memory only. */
+    readonly l2: SharedEntryStore | null,
+    readonly metrics: Metrics,
+    readonly log: Logger,
+    /** Milliseconds since the epoch; injectable so tests move time without sleeping. */
+    readonly now: () => number
+  ) {}
+
+  /** The freshness inputs of a route's cache config, built once per (frozen) config object. */
+  policy (rc: CacheRouteConfig): RouteCachePolicy {
+    let p = this.policies.get(rc)
+    if (p === undefined) {
+      p = {
+        defaultTtlSeconds: rc.defaultTtlSeconds,
+        staleWhileRevalidateSeconds: rc.staleWhileRevalidateSeconds,
+        staleIfErrorSeconds: rc.staleIfErrorSeconds,
+        allowSetCookie: rc.allowSetCookie,
+        targetedField: this.config.targetedField,
+        heuristicPercent: rc.heuristicPercent,
+        maxHeuristicSeconds: rc.maxHeuristicSeconds
+      }
+      this.policies.set(rc, p)
+    }
+    return p
+  }
+
+  /** Count one cache decision (label children bound once per route and result). */
+  event (route: string, result: CacheResult): void {
+    let r = this.events.get(route)
+    if (r === undefined) { r = {}; this.events.set(route, r) }
+    let c = r[result]
+    if (c === undefined) { c = this.metrics.cacheEvents.labels(route, result); r[result] = c }
+    c.inc()
+  }
+
+  track<T> (p: Promise<T>): Promise<T> {
+    this.background.add(p)
+    p.finally(() => this.background.delete(p)).catch(() => {})
+    return p
+  }
+
+  /** An entry read from L2 and kept in L1 too (undefined when L2 has none, or failed). */
+  async fromL2 (key: string): Promise<CacheEntry | undefined> {
+    if (this.l2 === null) return undefined
+    const e = await this.l2.get(key)
+    if (e !== undefined) this.l1.set(e, storeTtlMs(e, this.now()))
+    return e
+  }
+
+  /** The L1 gauges (L2's are sampled on a timer by the stage). */
+  gauges (): void {
+    const s = this.l1.stats()
+    this.metrics.cacheBytes.labels('memory').set(s.bytes)
+    this.metrics.cacheEntries.labels('memory').set(s.entries)
+  }
+}

@@ -1,0 +1,225 @@
+// A fill: one upstream request that refreshes or creates a stored entry for a key.
+//
+// The request is detached from the client (no client body or signal, no client conditionals,
+// identity encoding asked, the stored validators sent), so the fill completes even if that
+// client leaves. With a client, the response streams to it through a tee while the cache
+// collects the body (up to maxEntryBytes); without (a HEAD, a background refresh), the answer
+// comes from the stored entry once the fill is done. A 304 refreshes the stored entry; a 5xx or
+// a failure serves stale when stale-if-error allows.
+import { PassThrough, type Readable } from 'node:stream'
+import { createHash } from 'node:crypto'
+import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
+import { isSluiceError } from '../errors.js'
+import { first } from '../compress/headers.js'
+import { discard, drainToNull } from '../upstream/headers.js'
+import type { CacheEntry } from './entry.js'
+import { variantKey, varyNames } from './key.js'
+import { freshness, responseDirectives, storable, withheldFields, SURROGATE_CAPABILITY, type BypassReason } from './policy.js'
+import type { Directives } from './directives.js'
+import { canServeStaleOnError, entryTiming } from './freshness.js'
+import { respond, ttlSeconds } from './respond.js'
+import type { EntryWriter } from './writer.js'
+import type { CacheCore, CacheRoute, Fetcher, Fill } from './core.js'
+
+/** Everything a fill needs to know, in one value. */
+export interface FillJob {
+  route: CacheRoute
+  /** The request that caused the fill (a client's, or a copy for a background refresh). */
+  req: UpstreamRequest
+  /** The variant key looked up; the stored entry's key follows the response's own Vary. */
+  key: string
+  base: string
+  /** Path and query as keyed (for purge by key or prefix). */
+  path: string
+  reqD: Directives
+  /** A stored entry to revalidate, or serve on error. */
+  stale: CacheEntry | undefined
+  fetch: Fetcher
+}
+
+/** How a fill reports to miss coalescing (coalesce.ts). */
+export interface FillHooks {
+  /** The fill of job.key has started: other requests for the key may wait for `fill`. */
+  started (key: string, fill: Promise<Fill>): void
+  /** It has ended with `f` (`stored`: the store job, when something was stored). */
+  ended (job: FillJob, fill: Promise<Fill>, f: Fill, leased: boolean, stored?: Promise<unknown>): void
+}
+
+/** Conditional request fields of the client's, never sent on a fill (the cache sends its own). */
+const CONDITIONAL = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range']
+/** Headers a 304 from the origin must not overwrite in the stored response (RFC 9111 §3.2). */
+const KEEP_ON_UPDATE = new Set(['content-length', 'content-encoding', 'transfer-encoding', 'content-range', 'content-md5', 'etag'])
+
+/** The request a fill sends: no client body or signal, no client conditionals, identity encoding. */
+function detached (req: UpstreamRequest, stale: CacheEntry | undefined): UpstreamRequest {
+  const post = req.method === 'POST'
+  const headers: Headers = { ...req.headers }
+  for (const h of CONDITIONAL) delete headers[h]
+  // Sluice encodes stored entries itself (once, br and gzip), so it asks the origin for identity.
+  headers['accept-encoding'] = 'identity'
+  // Edge Architecture: announce Sluice as a surrogate, so the origin can target `;sluice` directives at it.
+  const cap = headers['surrogate-capability']
+  headers['surrogate-capability'] = cap === undefined ? SURROGATE_CAPABILITY : [cap].flat().join(', ') + ', ' + SURROGATE_CAPABILITY
+  if (stale !== undefined && !post) {
+    const etag = first(stale.headers.etag)
+    const lm = first(stale.headers['last-modified'])
+    if (etag !== undefined) headers['if-none-match'] = etag
+    if (lm !== undefined) headers['if-modified-since'] = lm
+  }
+  // A POST query fill sends its (buffered) body; every other fill is a bodiless GET.
+  const body = post && Buffer.isBuffer(req.body) ? req.body : null
+  return { method: post ? 'POST' : 'GET', path: req.path, headers, body, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded }
+}
+
+/** The stored entry for an upstream response, or why it may not be stored. */
+function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, body: Buffer, t0: number, t1: number): CacheEntry | BypassReason {
+  const { route, req, base, path } = job
+  const p = core.policy(route.cache)
+  const { d, targeted } = responseDirectives(res.headers, p.targetedField)
+  const f = freshness(res.status, res.headers, d, targeted, p, t0, t1)
+  const why = storable(res.status, res.headers, d, req.headers, job.reqD, p, f)
+  if (why !== null) return why
+  const headers: Headers = { ...res.headers }
+  delete headers['set-cookie2']
+  for (const name of withheldFields(d)) delete headers[name]
+  if (route.cache.etagFromBody && headers.etag === undefined && res.status === 200) {
+    headers.etag = '"' + createHash('sha256').update(body).digest('base64url').slice(0, 27) + '"'
+  }
+  const tagHeader = [res.headers['cache-tag'], res.headers['surrogate-key']].flat().filter(Boolean).join(' ')
+  const tags = [...new Set(tagHeader.split(/[\s,]+/).filter(Boolean))].slice(0, 64)
+  // The variant key follows the response's own Vary (the lookup key was computed before it was known).
+  const names = varyNames(res.headers.vary)
+  return {
+    key: variantKey(base, names, req.headers),
+    base,
+    path,
+    status: res.status,
+    headers,
+    body,
+    ...entryTiming(f, t0, t1),
+    tags,
+    varyNames: names,
+    authOk: d.has('public') || d.has('s-maxage') || d.has('must-revalidate')
+  }
+}
+
+/** A 304 from the origin refreshes the stored entry: new headers over old, new times. */
+function revalidated (core: CacheCore, e: CacheEntry, res: ProxyResponse, route: CacheRoute, t0: number, t1: number): CacheEntry {
+  const headers: Headers = { ...e.headers }
+  for (const [k, v] of Object.entries(res.headers)) if (!KEEP_ON_UPDATE.has(k) && v !== undefined) headers[k] = v
+  const p = core.policy(route.cache)
+  const { d, targeted } = responseDirectives(headers, p.targetedField)
+  for (const name of withheldFields(d)) delete headers[name]
+  const f = freshness(e.status, headers, d, targeted, p, t0, t1)
+  return { ...e, headers, out: undefined, ...entryTiming(f, t0, t1) }
+}
+
+/** Straight to the upstream, nothing stored: `Cache-Status: ...; fwd=bypass; detail=<reason>`. */
+export async function bypass (core: CacheCore, route: CacheRoute, req: UpstreamRequest, fetch: Fetcher, reason: string): Promise<ProxyResponse> {
+  core.event(route.name, 'bypass')
+  const res = await fetch(req)
+  return { ...res, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${reason}` }
+}
+
+/**
+ * Run a fill for `job`. With `client`, the client's response streams from the fill; without,
+ * the answer waits for the stored entry. `leased`: this replica holds the fleet-wide fill lease
+ * (the hooks announce the result). Resolves with the ProxyResponse for the client.
+ */
+export async function runFill (core: CacheCore, writer: EntryWriter, hooks: FillHooks, job: FillJob, client: boolean, leased: boolean): Promise<ProxyResponse> {
+  const { route, req, stale } = job
+  const maxEntryBytes = core.config.memory.maxEntryBytes
+  let settle!: (f: Fill) => void
+  const fillP = new Promise<Fill>((resolve) => { settle = resolve })
+  hooks.started(job.key, fillP)
+  let settled = false
+  const done = (f: Fill, stored?: Promise<unknown>): void => {
+    if (settled) return
+    settled = true
+    hooks.ended(job, fillP, f, leased, stored)
+    settle(f)
+  }
+  const t0 = core.now()
+  let res: ProxyResponse
+  try {
+    res = await job.fetch(detached(req, stale))
+  } catch (err) {
+    done({ reason: 'ERROR' })
+    const now = core.now()
+    if (stale !== undefined && canServeStaleOnError(stale, now)) {
+      const status = isSluiceError(err) ? err.status : 502
+      const detail = isSluiceError(err) ? err.code : 'ERROR'
+      return respond(core, stale, route, req, `sluice; fwd=stale; fwd-status=${status}; ttl=${ttlSeconds(stale, now)}; detail=${detail}`, 'stale', now)
+    }
+    throw err
+  }
+  const t1 = core.now()
+  if (res.status === 304 && stale !== undefined) {
+    drainToNull(res.body as Readable | null)
+    const e = revalidated(core, stale, res, route, t0, t1)
+    done({ entry: e }, writer.store(e, route))
+    return respond(core, e, route, req, 'sluice; fwd=stale; fwd-status=304; stored', 'revalidated', t1)
+  }
+  if (res.status >= 500 && stale !== undefined && canServeStaleOnError(stale, t1)) {
+    discard(res.body as Readable | null)
+    done({ reason: 'ERROR' })
+    return respond(core, stale, route, req, `sluice; fwd=stale; fwd-status=${res.status}; ttl=${ttlSeconds(stale, t1)}`, 'stale', t1)
+  }
+  // Decide from the headers what the body will become.
+  const p = core.policy(route.cache)
+  const { d, targeted } = responseDirectives(res.headers, p.targetedField)
+  let why: BypassReason | null = storable(res.status, res.headers, d, req.headers, job.reqD, p, freshness(res.status, res.headers, d, targeted, p, t0, t1))
+  if (why === null && Number(first(res.headers['content-length']) ?? NaN) > maxEntryBytes) why = 'TOO-LARGE'
+  if (why !== null) {
+    done({ reason: why })
+    return { ...res, body: req.method === 'HEAD' ? drainToNull(res.body as Readable | null) : res.body, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${why}` }
+  }
+
+  const upstreamBody = res.body as Readable | null
+  const chunks: Buffer[] = []
+  let size = 0
+  let collecting = true
+  const finish = (): void => {
+    if (!collecting) return
+    const built = buildEntry(core, job, res, Buffer.concat(chunks, size), t0, t1)
+    if (typeof built === 'string') { done({ reason: built }); return }
+    writer.normalise(built, route).then((e) => done({ entry: e }, writer.store(e, route)), (err: Error) => {
+      core.log.warn({ err: err.message, path: job.path }, 'cache: stored body does not decode; not stored')
+      done({ reason: 'TOO-LARGE' })
+    })
+  }
+  /** A HEAD client, or a background refresh: answer once the fill is done. */
+  const withFill = async (): Promise<ProxyResponse> => {
+    const fill = await fillP
+    if (fill.entry !== undefined) return respond(core, fill.entry, route, req, 'sluice; fwd=miss; stored', 'miss', core.now())
+    return { ...res, body: null, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${fill.reason ?? 'ERROR'}` }
+  }
+  if (upstreamBody === null) {
+    finish()
+    return withFill()
+  }
+  // Tee: the client gets every chunk as it arrives; the cache collects up to maxEntryBytes.
+  const out = client && req.method !== 'HEAD' ? new PassThrough() : null
+  let clientGone = out === null
+  out?.on('close', () => { if (!out.writableFinished) { clientGone = true; upstreamBody.resume() } })
+  out?.on('drain', () => upstreamBody.resume())
+  upstreamBody.on('data', (c: Buffer) => {
+    if (collecting) {
+      size += c.length
+      if (size > maxEntryBytes) { collecting = false; chunks.length = 0; done({ reason: 'TOO-LARGE' }) } else chunks.push(c)
+    }
+    if (!clientGone && out !== null && !out.write(c)) upstreamBody.pause()
+    if (clientGone && !collecting) discard(upstreamBody) // nobody wants the rest
+  })
+  upstreamBody.once('end', () => { finish(); out?.end() })
+  upstreamBody.once('error', (err) => {
+    collecting = false
+    done({ reason: 'BODY-ERROR' })
+    core.log.warn({ err: err.message, path: job.path }, 'cache: upstream body failed; nothing stored')
+    out?.destroy(err)
+  })
+  core.track(new Promise<void>((resolve) => { upstreamBody.once('close', resolve) }))
+  if (out === null) return withFill()
+  core.event(route.name, 'miss')
+  return { status: res.status, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: 'sluice; fwd=miss; stored' }
+}

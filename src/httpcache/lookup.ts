@@ -1,0 +1,31 @@
+// Finding the stored entry for a request: its base key's Vary names, then the variant, in L1
+// and then L2 (an L2 hit is kept in L1). The hot path asks L1 only, synchronously.
+import type { Headers } from '../types.js'
+import { storeTtlMs, type CacheEntry } from './entry.js'
+import { variantKey } from './key.js'
+import type { MemoryStore } from './memory.js'
+import type { CacheCore } from './core.js'
+
+/** The L1 entry of this request's variant, or undefined (no Redis, no await). */
+export function lookupL1 (l1: MemoryStore, base: string, rh: Headers): CacheEntry | undefined {
+  const names = l1.getVary(base)
+  return names === undefined ? undefined : l1.get(variantKey(base, names, rh))
+}
+
+/** L1, then L2: the entry (if any) and the variant key this request maps to. */
+export async function lookup (core: CacheCore, base: string, rh: Headers): Promise<{ entry: CacheEntry | undefined; key: string }> {
+  const { l1, l2 } = core
+  let names = l1.getVary(base)
+  let e = names !== undefined ? l1.get(variantKey(base, names, rh)) : undefined
+  if (e === undefined && l2 !== null) {
+    if (names === undefined) {
+      // Ask for the Vary record and the no-Vary entry together: one round trip in the common case.
+      const [v, plain] = await Promise.all([l2.getVary(base), l2.get(base)])
+      names = v
+      if (names !== undefined && names.length === 0) e = plain
+      else if (names !== undefined) e = await l2.get(variantKey(base, names, rh))
+    } else e = await l2.get(variantKey(base, names, rh))
+    if (e !== undefined) l1.set(e, storeTtlMs(e, core.now()))
+  }
+  return { entry: e, key: variantKey(base, names ?? [], rh) }
+}

@@ -1,0 +1,115 @@
+// Answering from a stored entry: the client's own conditionals (304), one byte range (206), the
+// stored coding the client accepts, Age and Cache-Status. Nothing here compresses or parses a
+// stored body; the response headers of each coding are built once per entry (the header rules
+// for encoded bytes are compress/headers.ts's and compress/variants.ts's, shared with the
+// compress stage) and kept on the entry.
+import type { Headers, ProxyResponse, UpstreamRequest, CacheResult } from '../types.js'
+import { first, mergeVary } from '../compress/headers.js'
+import { variantHeaders } from '../compress/variants.js'
+import { pickEncoding } from '../compress/negotiate.js'
+import { ageMs, ttlMs, type CacheEntry } from './entry.js'
+import { usability } from './freshness.js'
+import type { Directives } from './directives.js'
+import { singleRange, ifRangeMatches } from './range.js'
+import type { CacheCore, CacheRoute } from './core.js'
+
+type StoredCoding = 'identity' | 'gzip' | 'br'
+
+/** Headers a 304 carries from the stored response (RFC 9110 §15.4.5). */
+const NOT_MODIFIED_HEADERS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified']
+
+// The codings an entry holds, for the negotiator: constants, so a hit allocates no list.
+const ONLY_IDENTITY = ['identity'] as const
+const WITH_GZIP = ['gzip', 'identity'] as const
+const WITH_BR = ['br', 'identity'] as const
+const WITH_BOTH = ['br', 'gzip', 'identity'] as const
+function codings (e: CacheEntry): readonly string[] {
+  return e.br !== undefined ? (e.gzip !== undefined ? WITH_BOTH : WITH_BR) : e.gzip !== undefined ? WITH_GZIP : ONLY_IDENTITY
+}
+
+/** Whole seconds of freshness left (negative when stale), as Cache-Status reports it. */
+export function ttlSeconds (e: CacheEntry, now: number): number {
+  return Math.floor(ttlMs(e, now) / 1000)
+}
+
+/** Weak comparison of entity tags (RFC 9110 §8.8.3.2). */
+function etagMatches (header: string, etag: string | undefined): boolean {
+  if (etag === undefined) return false
+  const opaque = etag.startsWith('W/') ? etag.slice(2) : etag
+  for (const raw of header.split(',')) {
+    const t = raw.trim()
+    if (t === '*') return true
+    if ((t.startsWith('W/') ? t.slice(2) : t) === opaque) return true
+  }
+  return false
+}
+
+/** Does the client's If-None-Match (or, without it, If-Modified-Since) match this stored 200? */
+function notModified (e: CacheEntry, rh: Headers): boolean {
+  const inm = rh['if-none-match']
+  if (inm !== undefined) return etagMatches(first(inm)!, first(e.headers.etag))
+  const since = Date.parse(first(rh['if-modified-since'])!)
+  const lm = Date.parse(first(e.headers['last-modified']) ?? first(e.headers.date) ?? '')
+  return !Number.isNaN(since) && !Number.isNaN(lm) && lm <= since
+}
+
+/** The response headers for one stored coding, built on first use and kept on the entry. */
+export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRoute): Headers {
+  const cached = e.out?.[coding]
+  if (cached !== undefined) return cached
+  let h: Headers
+  if (coding === 'identity') {
+    // As stored (an origin coding Sluice cannot decode keeps its Content-Encoding).
+    h = { ...e.headers }
+    h['content-length'] = String(e.body.length)
+    if (e.gzip !== undefined || e.br !== undefined) mergeVary(h) // other clients get other bytes
+  } else {
+    h = variantHeaders(e.headers, { identity: e.body, [coding]: coding === 'gzip' ? e.gzip : e.br }, coding, route)
+  }
+  delete h.age // Sluice sends its own
+  e.out = { ...e.out, [coding]: h }
+  return h
+}
+
+/** Answer from a stored entry: 304 to a matching conditional, else the best stored coding. */
+export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req: UpstreamRequest, status: string, result: CacheResult, now: number): ProxyResponse {
+  const age = String(Math.floor(ageMs(e, now) / 1000))
+  core.event(route.name, result)
+  const rh = req.headers
+  if ((rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) && e.status === 200 && notModified(e, rh)) {
+    const h: Headers = {}
+    for (const k of NOT_MODIFIED_HEADERS) if (e.headers[k] !== undefined) h[k] = e.headers[k]
+    return { status: 304, headers: h, body: null, cacheResult: result, cacheStatus: status, age }
+  }
+  let coding: StoredCoding = 'identity'
+  if ((e.gzip !== undefined || e.br !== undefined) && route.compression.enabled && !('x-no-compression' in rh)) {
+    const pick = pickEncoding(first(rh['accept-encoding']), codings(e), route.compression.encodings)
+    if (pick === 'gzip' || pick === 'br') coding = pick
+  }
+  const body = req.method === 'HEAD' ? null : coding === 'identity' ? e.body : coding === 'gzip' ? e.gzip! : e.br!
+  return { status: e.status, headers: outHeaders(e, coding, route), body, cacheResult: result, cacheStatus: status, age }
+}
+
+/**
+ * One byte range cut from a usable stored 200 (RFC 9110 §14), the whole 200 when If-Range no
+ * longer matches, or null (several ranges, a conditional, nothing usable: ask the origin).
+ */
+export function ranged (core: CacheCore, e: CacheEntry, route: CacheRoute, req: UpstreamRequest, reqD: Directives): ProxyResponse | null {
+  const rh = req.headers
+  if (e.status !== 200 || rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) return null
+  const now = core.now()
+  const use = usability(e, route.cache, reqD, now)
+  if (use !== 'fresh' && use !== 'stale-ok') return null
+  const result = use === 'fresh' ? 'hit' : 'stale'
+  const status = `sluice; hit; ttl=${ttlSeconds(e, now)}`
+  const ifRange = first(rh['if-range'])
+  if (ifRange !== undefined && !ifRangeMatches(ifRange, first(e.headers.etag), first(e.headers['last-modified']))) {
+    return respond(core, e, route, req, status, result, now) // the representation changed: all of it
+  }
+  const r = singleRange(first(rh.range) ?? '', e.body.length)
+  if (r === null) return null
+  core.event(route.name, result)
+  // Ranges are cut from the identity bytes (encoded variants would need ranges of their own).
+  const headers: Headers = { ...outHeaders(e, 'identity', route), 'content-range': `bytes ${r.start}-${r.end}/${e.body.length}`, 'content-length': String(r.end - r.start + 1) }
+  return { status: 206, headers, body: e.body.subarray(r.start, r.end + 1), cacheResult: result, cacheStatus: status, age: String(Math.floor(ageMs(e, now) / 1000)) }
+}

@@ -1,0 +1,80 @@
+// Storing an entry: L1 at once, the encoded copies off the response path, then L2.
+//
+// An origin's encoded body is decoded first (bounded: a compression bomb is not stored), so
+// every entry holds identity bytes and the clients that send no Accept-Encoding get them
+// without a decoder on the hit path. The route's br/gzip copies are made once, in the
+// background, by compress/variants.ts's encodeMissing; until they exist, hits get identity.
+import { isSluiceError } from '../errors.js'
+import { first } from '../compress/headers.js'
+import { decodeOriginBody, encodeMissing, shouldEncode } from '../compress/variants.js'
+import { storeTtlMs, type CacheEntry } from './entry.js'
+import type { CacheCore, CacheRoute } from './core.js'
+
+/** Store-time encodes allowed to run at once (libuv's thread pool has 4 threads). */
+const MAX_ENCODES = 4
+/** The codings an entry keeps besides identity (few clients want deflate; they get identity). */
+const STORED_CODINGS = new Set(['br', 'gzip'])
+
+export class EntryWriter {
+  private encodes = 0
+
+  constructor (private readonly core: CacheCore) {}
+
+  /**
+   * An entry whose body the origin encoded (gzip, br, deflate), turned into one with identity
+   * bytes, keeping the origin's gzip or br as that stored coding. A coding Sluice cannot decode,
+   * or bytes that do not decode, are stored as sent. Rejects with
+   * SLUICE_ERR_DECOMPRESSED_TOO_LARGE past the bound (then nothing is stored).
+   */
+  async normalise (e: CacheEntry, route: CacheRoute): Promise<CacheEntry> {
+    if (first(e.headers['content-encoding']) === undefined) return e
+    let decoded: Awaited<ReturnType<typeof decodeOriginBody>>
+    try {
+      decoded = await decodeOriginBody(e.body, e.headers, Math.min(route.compression.maxDecompressedBytes, this.core.config.memory.maxEntryBytes))
+    } catch (err) {
+      if (isSluiceError(err) && err.code === 'SLUICE_ERR_DECOMPRESSED_TOO_LARGE') throw err
+      return e
+    }
+    if (decoded === null || decoded.coding === undefined) return e
+    const headers = { ...e.headers }
+    delete headers['content-encoding']
+    const out: CacheEntry = { ...e, headers, body: decoded.identity, out: undefined }
+    if (decoded.coding === 'gzip') out.gzip = e.body
+    else if (decoded.coding === 'br') out.br = e.body
+    return out
+  }
+
+  /** Store in L1 now, encode the route's codings and store in L2 in the background. */
+  store (e: CacheEntry, route: CacheRoute): Promise<void> {
+    const { core } = this
+    core.l1.set(e, storeTtlMs(e, core.now()))
+    const comp = route.compression
+    // Encoded copies are an optimisation: when MAX_ENCODES are already running (a miss-heavy
+    // burst), the entry is stored identity-only rather than queueing work and memory without bound.
+    const encode = this.encodes < MAX_ENCODES && e.headers['content-encoding'] === undefined && shouldEncode(e.body, e.headers, comp)
+    if (encode) this.encodes++
+    const job = (encode ? this.encode(e, route).finally(() => { this.encodes-- }) : Promise.resolve())
+      .then(async () => { await core.l2?.set(e, storeTtlMs(e, core.now())) })
+      .catch((err: Error) => core.log.warn({ err: err.message, key: e.path }, 'cache store failed'))
+    core.track(job)
+    core.gauges()
+    return job
+  }
+
+  private async encode (e: CacheEntry, route: CacheRoute): Promise<void> {
+    const comp = route.compression
+    const codings = comp.encodings.filter((c) => STORED_CODINGS.has(c))
+    const made = await encodeMissing(e.body, e.headers, comp, { gzip: e.gzip, br: e.br }, codings)
+    if (made.gzip === undefined && made.br === undefined) return
+    if (made.gzip !== undefined) e.gzip = made.gzip
+    if (made.br !== undefined) e.br = made.br
+    e.out = undefined // the headers of each coding change (Vary, ETag)
+    this.core.l1.grew(e.key)
+    const { metrics } = this.core
+    for (const [k, v] of Object.entries(made)) {
+      if (!STORED_CODINGS.has(k)) continue
+      metrics.compressionBytes.labels(k, 'in').inc(e.body.length)
+      metrics.compressionBytes.labels(k, 'out').inc((v as Buffer).length)
+    }
+  }
+}
