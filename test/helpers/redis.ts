@@ -22,12 +22,6 @@ export interface RedisHandle {
   stop(): Promise<void>
 }
 
-/**
- * @deprecated use `reservePort` from ./ports.js. Kept only as an alias (the same function) for
- * test files other engineers are editing right now (test/scale/workers-reload.test.ts).
- */
-export const freePort = reservePort
-
 async function waitForPing(url: string, tries = 100): Promise<void> {
   await until(`redis at ${url} to answer PING`, async () => {
     const c = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
