@@ -2,11 +2,13 @@
 // Sluice benchmark runner. See docs/benchmarks.md for how to read it and how to measure fairly.
 //
 //   node bench/run.mjs [--scenario NAME]... [--duration S] [--runs N] [--connections N]
-//                      [--warmup S] [--out FILE] [--baseline DIR] [--list]
+//                      [--warmup S] [--procs N] [--out FILE] [--baseline DIR] [--list]
 //
 // For each scenario it starts the origin (core 0), the targets (core 1), warms
 // each target, then runs wrk (core 0) against the targets interleaved
-// (A B C A B C), takes medians and prints req/s, p50, p99, bytes per response,
+// (A B C A B C), takes medians, and does all that again with fresh processes
+// (--procs, default 3); it prints the mean of the per-process medians with their
+// spread for req/s, p50, p99, bytes per response,
 // peak RSS and the ratios to the anchors measured in the same run. A target
 // that is not available (package missing, Sluice not built, feature not built
 // yet) is skipped with a line saying why; it never fails the run.
@@ -217,12 +219,12 @@ const SERVERS = {
 
 // ───────────────────────────── options ─────────────────────────────
 function usage (code) {
-  console.log(`usage: npm run bench -- [--scenario NAME]... [--duration S] [--runs N] [--connections N] [--warmup S] [--out FILE] [--baseline DIR] [--list]
+  console.log(`usage: npm run bench -- [--scenario NAME]... [--duration S] [--runs N] [--connections N] [--warmup S] [--procs N] [--out FILE] [--baseline DIR] [--list]
 scenarios: ${Object.keys(SCENARIOS).join(', ')} (default: all)
-defaults: --duration 7 --runs 2 --connections 50 (limiter: 10) --warmup 2 (Node targets: at least 2) --out bench/results/latest.md`)
+defaults: --duration 7 --runs 2 --procs 3 --connections 50 (limiter: 10) --warmup 2 (Node targets: at least 2) --out bench/results/latest.md`)
   process.exit(code)
 }
-const opts = { scenarios: [], duration: 7, runs: 2, connections: undefined, warmup: 2, out: path.join(BENCH, 'results', 'latest.md') }
+const opts = { scenarios: [], duration: 7, runs: 2, procs: 3, connections: undefined, warmup: 2, out: path.join(BENCH, 'results', 'latest.md') }
 {
   const a = process.argv.slice(2)
   for (let i = 0; i < a.length; i++) {
@@ -232,6 +234,7 @@ const opts = { scenarios: [], duration: 7, runs: 2, connections: undefined, warm
       case '--scenario': case '-s': opts.scenarios.push(...val().split(',').filter(Boolean)); break
       case '--duration': case '-d': opts.duration = Number(val()); break
       case '--runs': opts.runs = Number(val()); break
+      case '--procs': opts.procs = Number(val()); break
       case '--connections': case '-c': opts.connections = Number(val()); break
       case '--warmup': opts.warmup = Number(val()); break
       case '--out': opts.out = path.resolve(val()); break
@@ -247,7 +250,7 @@ const opts = { scenarios: [], duration: 7, runs: 2, connections: undefined, warm
   for (const n of opts.scenarios) if (!SCENARIOS[n]) { console.error(`unknown scenario ${n}`); usage(2) }
   if (opts.scenarios.length === 0) opts.scenarios = Object.keys(SCENARIOS)
   if (opts.baseline) addBaseline(opts.baseline)
-  for (const k of ['duration', 'runs', 'connections']) {
+  for (const k of ['duration', 'runs', 'procs', 'connections']) {
     if (k === 'connections' && opts[k] === undefined) continue
     if (!Number.isInteger(opts[k]) || opts[k] < 1) { console.error(`--${k} must be a positive integer`); process.exit(2) }
   }
@@ -653,63 +656,95 @@ async function runScenario (name) {
       (r.non2xx ? `  non-2xx ${r.non2xx}` : '') + (r.errors ? `  socket errors ${r.errors}` : ''))
   }
 
+  // Each target is measured in opts.procs fresh processes (one Node process differs from the
+  // next by several per cent: JIT, heap layout). Per process: warm-up, then opts.runs wrk runs
+  // interleaved with the other targets, and their median. A row reports the mean of those
+  // per-process medians and their spread ((max - min) / mean).
+  const perTarget = new Map() // id -> { t, probe, procs: [{ rps, p50, p99, wireBytes, cpu }], rssKb, non2xx, errors, shared }
+  const keep = (e) => {
+    let a = perTarget.get(e.t.id)
+    if (!a) { a = { t: e.t, probe: e.probe, procs: [], rssKb: 0, non2xx: 0, errors: 0, shared: !!e.s.shared }; perTarget.set(e.t.id, a) }
+    const sm = e.samples
+    if (sm.length) {
+      a.procs.push({ rps: median(sm.map((x) => x.rps)), p50: median(sm.map((x) => x.p50)), p99: median(sm.map((x) => x.p99)), wireBytes: median(sm.map((x) => x.wireBytes)), cpu: median(sm.map((x) => x.cpu)) })
+    }
+    a.rssKb = Math.max(a.rssKb, e.rssKb ?? 0)
+    a.non2xx += sm.reduce((n, x) => n + x.non2xx, 0)
+    a.errors += sm.reduce((n, x) => n + x.errors, 0)
+    for (const n of e.probe.notes) if (!a.probe.notes.includes(n)) a.probe.notes.push(n)
+  }
+  const stopAll = async () => {
+    for (const s of servers.values()) if (s.proc && !s.shared) await stop(s.proc)
+    servers.clear()
+    live.length = 0
+  }
   try {
-    if (scen.sequential) {
-      // one target at a time, fresh process each: peak RSS belongs to this load alone
-      for (const t of scen.targets) {
-        const e = await prepare(t)
-        if (!e) continue
-        await warm(e)
-        for (let run = 1; run <= opts.runs; run++) await measure(e, run)
-        e.rssKb = e.s.proc ? peakRssKb(e.s.proc.pid) : 0
-        live.push(e)
-        await stop(e.s.proc)
-        servers.delete(t.server)
-        if (SERVERS[t.server].redis) await redisKeys('delete')
-      }
-    } else {
-      for (const t of scen.targets) { const e = await prepare(t); if (e) live.push(e) }
-      // a server none of whose targets survived the probe stops now, so it sits idle on no core
-      for (const [sname, s] of servers) {
-        if (s.proc && !s.shared && !live.some((e) => e.t.server === sname)) await stop(s.proc)
-      }
-      if (live.length === 0) { console.log('  every target was skipped'); return result }
-      for (const e of live) await warm(e)
-      for (let run = 1; run <= opts.runs; run++) for (const e of live) await measure(e, run)
-      for (const e of live) {
-        e.rssKb = e.s.shared ? peakRssKb(e.s.proc.pid) : (e.s.proc ? peakRssKb(e.s.proc.pid) : 0)
-        if (SERVERS[e.t.server].kind === 'sluice' && e.s.proc) {
-          const per = rssPerProcess(e.s.proc.pid)
-          if (per.length > 1) e.probe.notes.push(`peak RSS per process: ${per.map((x) => x.toFixed(0)).join(' + ')} MB (the primary first)`)
+    for (let proc = 1; proc <= opts.procs; proc++) {
+      if (opts.procs > 1) console.log(`  -- process set ${proc} of ${opts.procs}`)
+      if (scen.sequential) {
+        // one target at a time, fresh process each: peak RSS belongs to this load alone
+        for (const t of scen.targets) {
+          const e = await prepare(t)
+          if (!e) continue
+          await warm(e)
+          for (let run = 1; run <= opts.runs; run++) await measure(e, run)
+          e.rssKb = e.s.proc ? peakRssKb(e.s.proc.pid) : 0
+          keep(e)
+          await stop(e.s.proc)
+          servers.delete(t.server)
+          if (SERVERS[t.server].redis) await redisKeys('delete')
         }
+      } else {
+        for (const t of scen.targets) { const e = await prepare(t); if (e) live.push(e) }
+        // a server none of whose targets survived the probe stops now, so it sits idle on no core
+        for (const [sname, s] of servers) {
+          if (s.proc && !s.shared && !live.some((e) => e.t.server === sname)) await stop(s.proc)
+        }
+        if (live.length === 0) { console.log('  every target was skipped'); break }
+        for (const e of live) await warm(e)
+        for (let run = 1; run <= opts.runs; run++) for (const e of live) await measure(e, run)
+        for (const e of live) {
+          e.rssKb = e.s.shared ? peakRssKb(e.s.proc.pid) : (e.s.proc ? peakRssKb(e.s.proc.pid) : 0)
+          if (SERVERS[e.t.server].kind === 'sluice' && e.s.proc) {
+            const per = rssPerProcess(e.s.proc.pid)
+            if (per.length > 1) e.probe.notes.push(`peak RSS per process: ${per.map((x) => x.toFixed(0)).join(' + ')} MB (the primary first)`)
+          }
+          keep(e)
+        }
+        await stopAll()
+        if ([...scen.targets].some((t) => SERVERS[t.server].redis)) await redisKeys('delete')
       }
     }
   } finally {
-    for (const s of servers.values()) if (s.proc && !s.shared) await stop(s.proc)
-    if ([...servers.keys()].some((n) => SERVERS[n].redis)) await redisKeys('delete')
+    await stopAll()
+    if (scen.targets.some((t) => SERVERS[t.server].redis)) await redisKeys('delete')
   }
 
-  for (const e of live) {
-    const sm = e.samples
+  const mean = (xs) => { const f = xs.filter(Number.isFinite); return f.length ? f.reduce((a, b) => a + b, 0) / f.length : NaN }
+  for (const a of perTarget.values()) {
+    const ps = a.procs
+    const rpsList = ps.map((x) => x.rps)
+    const m = mean(rpsList)
     const row = {
-      id: e.t.id,
-      role: e.t.role,
-      runs: sm.length,
-      rps: median(sm.map((x) => x.rps)),
-      p50: median(sm.map((x) => x.p50)),
-      p99: median(sm.map((x) => x.p99)),
-      wireBytes: median(sm.map((x) => x.wireBytes)),
-      cpu: median(sm.map((x) => x.cpu)),
-      bodyBytes: e.probe.bodyBytes,
-      encoding: e.probe.encoding,
-      rssMb: e.rssKb / 1024,
-      notes: [...e.probe.notes]
+      id: a.t.id,
+      role: a.t.role,
+      procs: ps.length,
+      runs: ps.length * opts.runs,
+      rps: m,
+      rpsSpread: ps.length > 1 ? (Math.max(...rpsList) - Math.min(...rpsList)) / m : 0,
+      rpsPerProc: rpsList,
+      p50: mean(ps.map((x) => x.p50)),
+      p99: mean(ps.map((x) => x.p99)),
+      wireBytes: mean(ps.map((x) => x.wireBytes)),
+      cpu: mean(ps.map((x) => x.cpu)),
+      bodyBytes: a.probe.bodyBytes,
+      encoding: a.probe.encoding,
+      rssMb: a.rssKb / 1024,
+      notes: [...a.probe.notes]
     }
-    const non2xx = sm.reduce((a, x) => a + x.non2xx, 0)
-    const errs = sm.reduce((a, x) => a + x.errors, 0)
-    if (non2xx) row.notes.push(`${non2xx} non-2xx`)
-    if (errs) row.notes.push(`${errs} socket errors`)
-    if (e.s.shared) row.notes.push('origin on core 0, with wrk')
+    if (a.non2xx) row.notes.push(`${a.non2xx} non-2xx`)
+    if (a.errors) row.notes.push(`${a.errors} socket errors`)
+    if (a.shared) row.notes.push('origin on core 0, with wrk')
     result.rows.push(row)
   }
   result.ratios = computeRatios(scen, result.rows)
@@ -761,11 +796,11 @@ const fmtDelta = (x) => (x >= 0 ? '+' : '') + x.toFixed(2)
 
 function table (res) {
   const lines = [
-    '| target | what | req/s | p50 ms | p99 ms | server CPU % | body B (enc) | wire B/resp | peak RSS MB | notes |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---|'
+    '| target | what | req/s (mean of per-process medians) | spread | p50 ms | p99 ms | server CPU % | body B (enc) | wire B/resp | peak RSS MB | notes |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|'
   ]
   for (const r of res.rows) {
-    lines.push(`| ${r.id} | ${r.role} | ${fmtInt(r.rps)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${Number.isFinite(r.cpu) ? r.cpu.toFixed(0) : 'n/a'} | ${r.bodyBytes} (${r.encoding}) | ${fmtInt(r.wireBytes)} | ${r.rssMb.toFixed(0)} | ${r.notes.join('; ')} |`)
+    lines.push(`| ${r.id} | ${r.role} | ${fmtInt(r.rps)} | ${r.procs > 1 ? `${(100 * r.rpsSpread).toFixed(1)} % (${r.procs} procs: ${r.rpsPerProc.map(fmtInt).join(', ')})` : '1 proc'} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${Number.isFinite(r.cpu) ? r.cpu.toFixed(0) : 'n/a'} | ${r.bodyBytes} (${r.encoding}) | ${fmtInt(r.wireBytes)} | ${r.rssMb.toFixed(0)} | ${r.notes.join('; ')} |`)
   }
   return lines.join('\n')
 }
@@ -799,7 +834,7 @@ function markdown (results, env) {
     '',
     `Written by \`npm run bench\` on ${env.date}. Commit ${env.commit}; Node ${env.node}; wrk ${env.wrk}; nginx ${env.nginx}; Varnish ${env.varnish}.`,
     `${env.cores} cores; server under test pinned to core ${SERVER_CORE}, wrk and the origin to core ${LOAD_CORE}${TASKSET ? '' : ' (taskset missing: NOT pinned)'}.`,
-    `wrk -t1 -c${opts.connections ?? `${DEFAULT_CONNECTIONS} (limiter: 10)`}, ${opts.duration} s per run, ${opts.runs} interleaved runs per target (medians), ${opts.warmup} s warm-up per target. Load average at start: ${env.load}.`,
+    `wrk -t1 -c${opts.connections ?? `${DEFAULT_CONNECTIONS} (limiter: 10)`}, ${opts.duration} s per run, ${opts.procs} fresh processes per target, ${opts.runs} interleaved runs in each (a row is the mean of the per-process medians; spread = (max - min) / mean), ${opts.warmup} s warm-up per target. Load average at start: ${env.load}.`,
     'Ratios compare targets measured in this same run only. p99 at saturation is mostly queueing; slow10 gives the latency users feel.',
     'Server CPU % is the target process group\'s user+system time over the run (100 = one full core); a low rate at low CPU means stalls or another bottleneck (the origin, in the pass-through scenarios).',
     ''
@@ -823,7 +858,7 @@ async function main () {
   if (os.loadavg()[0] > 1) console.warn(`warning: load average ${load}: other work is running, figures will be noisy`)
 
   const env = { date: new Date().toISOString(), cores: CORES, load, ...versions() }
-  console.log(`sluice bench: ${opts.scenarios.join(', ')}; ${opts.duration} s x ${opts.runs} runs, ${opts.connections ?? 'default'} connections, warm-up ${opts.warmup} s`)
+  console.log(`sluice bench: ${opts.scenarios.join(', ')}; ${opts.procs} processes x ${opts.runs} runs x ${opts.duration} s, ${opts.connections ?? 'default'} connections, warm-up ${opts.warmup} s`)
 
   const originPort = Number(process.env.BENCH_ORIGIN_PORT) || await freePort()
   const oproc = start('origin', LOAD_CORE, process.execPath, [path.join(BENCH, 'origin.mjs'), '--port', String(originPort)])

@@ -4,7 +4,7 @@
 // request cache directives, limits, Server-Timing, a miss) returns false and goes through
 // Fastify and the full pipeline (src/pipeline.ts), which gives the same answer, slower.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Snapshot } from './config/compile.js'
+import type { Snapshot } from './config/snapshot.js'
 import type { CacheStage } from './httpcache/stage.js'
 import type { Headers, UpstreamRequest } from './types.js'
 import { writeStored } from './send.js'

@@ -41,6 +41,8 @@ export interface GatewayOptions {
   adminListen?: boolean
   /** Rate-limit buckets shared without Redis (a cluster worker passes the primary's); ignored when Redis is configured. */
   sharedBuckets?: SharedBucketStore | null
+  /** The cache's clock (default Date.now): tests move time forward instead of sleeping. */
+  now?: () => number
 }
 
 export interface Gateway {
@@ -114,7 +116,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     log,
     l2: redis ? new RedisStore(redis.client, cfg.redis.keyPrefix, onCacheRedisError) : null,
     bus: redis ? new CacheBus(redis.client, cfg.redis.keyPrefix, onCacheRedisError, cfg.cache.coalesceAcrossReplicas) : null,
-    onPurged: () => warm()
+    onPurged: () => warm(),
+    now: opts.now
   })
   const compress = createCompressStage({ metrics })
   const upstream = createUpstreamStage({ pools, guards: () => guards, metrics, log })

@@ -6,8 +6,9 @@
 // Each stage lives in its own file with its config type beside it; this file only wires them.
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
-import type { Snapshot, RouteEntry } from './config/compile.js'
-import { RequestContext, ClientUpstreamRequest, resolveClientIp } from './context.js'
+import type { Snapshot, RouteEntry } from './config/snapshot.js'
+import { RequestContext, ClientUpstreamRequest } from './context.js'
+import { resolveClientIp } from './forwarding.js'
 import { SluiceError } from './errors.js'
 import type { ProxyResponse, UpstreamRequest } from './types.js'
 import type { UpstreamFetch } from './stages/upstream.js'

@@ -5,7 +5,7 @@
 //   before storing an entry:         decodeOriginBody (an origin's gzip/br/deflate → identity)
 //   after, off the response path:    encodeMissing (the route's codings the entry lacks)
 //   on the first hit of a coding:    variantHeaders (memoised on the entry)
-// encodeForStore and serveVariant are the same rules for one whole response at a time.
+//   on every hit:                    pickStored (which stored coding this client gets)
 import type { Headers } from '../types.js'
 import type { CompressionRouteConfig } from './config.js'
 import { decodeBounded, encodeBuffers, isCompressibleType } from './codec.js'
@@ -70,27 +70,6 @@ export async function encodeMissing (identity: Buffer, headers: Headers, c: Comp
   return encodeBuffers(identity, { encodings: missing, storeBrQuality: c.storeBrQuality, storeGzipLevel: c.storeGzipLevel })
 }
 
-/**
- * The variants to store for a response, computed once per entry, off the response path.
- * `headers` are the origin's.
- * - Identity body: identity, plus the route's encodings when it would compress this body.
- * - Body the origin encoded (gzip, br, deflate): that body as its variant, identity decoded
- *   within maxDecompressedBytes (rejects as decodeForIdentity does), plus the route's other
- *   encodings (br from an origin's gzip) when it would compress the identity body.
- * - A coding Sluice cannot decode: {} (store the response as it came, not as variants).
- * The headers to serve are the origin's without Content-Encoding/Content-Length: variantHeaders
- * adds them per variant. The cache runs the same two steps apart (decode before the entry is
- * stored, encode after, in the background): src/httpcache/writer.ts.
- */
-export async function encodeForStore (body: Buffer, headers: Headers, route: VariantRoute, opts: { maxDecompressedBytes?: number } = {}): Promise<StoredVariants> {
-  const c = route.compression
-  const decoded = await decodeOriginBody(body, headers, Math.min(c.maxDecompressedBytes, opts.maxDecompressedBytes ?? Infinity))
-  if (decoded === null) return {}
-  const out: StoredVariants = { identity: decoded.identity }
-  if (decoded.coding !== undefined) out[decoded.coding] = body
-  return Object.assign(out, await encodeMissing(decoded.identity, headers, c, out))
-}
-
 /** The codings present in `variants`, identity included. */
 export function availableCodings (variants: StoredVariants): Coding[] {
   const a: Coding[] = []
@@ -122,28 +101,22 @@ export function variantHeaders (headers: Headers, variants: StoredVariants, codi
 }
 
 /** The route's order, then a stored coding it does not list (an origin's own br or gzip). */
-function preference (available: readonly Coding[], order: readonly string[]): readonly string[] {
+function preference (available: readonly string[], order: readonly string[]): readonly string[] {
   for (const a of available) if (a !== 'identity' && !order.includes(a)) return [...order, ...available.filter((x) => x !== 'identity' && !order.includes(x))]
   return order
 }
 
-export interface ServedVariant { coding: Coding; headers: Headers; body: Buffer | null }
-
 /**
- * The stored variant for this request, without compressing anything: the client's best
- * coding among those stored, in the route's order (stored bytes are served even on a route
- * with compression off: serving them compresses nothing); identity for x-no-compression or a
- * request with Cache-Control: no-transform; identity too when nothing stored is acceptable
- * (as on the fly: a server may ignore Accept-Encoding). HEAD gets the GET's headers and no
- * body. null only when `variants` is empty.
+ * Which stored coding a request gets, without compressing anything: the client's best coding
+ * among `available` (what the entry holds, identity included), in the route's order, then an
+ * origin's own coding the route does not list (stored br bytes go to a br client on a gzip-only
+ * route). identity when the route's compression is off, for x-no-compression, for a request
+ * with Cache-Control: no-transform, and when nothing stored is acceptable (as on the fly: a
+ * server may ignore Accept-Encoding). The cache's hit path (httpcache/respond.ts) calls this
+ * with constant lists, so a hit allocates nothing here.
  */
-export function serveVariant (variants: StoredVariants, reqHeaders: Headers, method: string, headers: Headers, route: VariantRoute): ServedVariant | null {
-  const available = availableCodings(variants)
-  if (available.length === 0) return null
-  let coding: Coding | null = 'identity'
-  if (reqHeaders['x-no-compression'] === undefined && !hasNoTransform(reqHeaders)) {
-    coding = pickEncoding(first(reqHeaders['accept-encoding']), available, preference(available, route.compression.encodings))
-  }
-  if (coding === null || variants[coding] === undefined) coding = available.includes('identity') ? 'identity' : available[0]!
-  return { coding, headers: variantHeaders(headers, variants, coding, route), body: method === 'HEAD' ? null : variants[coding]! }
+export function pickStored (reqHeaders: Headers, available: readonly string[], c: CompressionRouteConfig): Coding {
+  if (!c.enabled || reqHeaders['x-no-compression'] !== undefined || hasNoTransform(reqHeaders)) return 'identity'
+  const pick = pickEncoding(first(reqHeaders['accept-encoding']), available, preference(available, c.encodings))
+  return pick === null || !available.includes(pick) ? 'identity' : pick
 }

@@ -4,69 +4,13 @@
 import { createHash } from 'node:crypto'
 import { Value } from '@sinclair/typebox/value'
 import type { Config, UpstreamConfig } from './schema.js'
-import { CacheRouteSchema, type CacheRouteConfig } from '../cache/config.js'
+import { CacheRouteSchema, type CacheRouteConfig } from '../httpcache/config.js'
 import { CompressionRouteSchema, type CompressionRouteConfig } from '../compress/config.js'
-import type { ClientRateLimitConfig } from '../resilience/config.js'
-import { buildRouter, type Router } from '../stages/route.js'
-import { compileTrust } from '../context.js'
-import type { BlockList } from 'node:net'
+import { buildRouter } from '../stages/route.js'
+import { compileTrust } from '../forwarding.js'
+import type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions } from './snapshot.js'
 
-/**
- * The TLS options of an upstream, built once at load and used by its pool (undici `connect`)
- * and by WebSocket tunnels (`tls.connect`): the CA bytes were read when the file was loaded.
- */
-export interface UpstreamTlsOptions {
-  rejectUnauthorized: boolean
-  /** SNI name and the name the certificate must match, when it differs from the URL host. */
-  servername?: string
-  /** Contents of tls.caFile (extra CA certificates). */
-  ca?: Buffer
-}
-
-export interface UpstreamEntry {
-  name: string
-  /** scheme://host:port, the pool's key. */
-  origin: string
-  /** Path prefix of the upstream URL without a trailing slash ('' for none). */
-  basePath: string
-  /** host[:port] sent as Host unless preserveHost. */
-  hostHeader: string
-  config: Readonly<UpstreamConfig>
-  /** Connection TLS options (used only for https upstreams). */
-  tls: Readonly<UpstreamTlsOptions>
-}
-
-export interface RouteEntry {
-  name: string
-  index: number
-  host: string
-  pathPrefix: string
-  methods: ReadonlySet<string> | null
-  upstream: UpstreamEntry
-  timeoutMs: number
-  websocket: boolean
-  maxBodyBytes: number
-  cache: Readonly<CacheRouteConfig>
-  compression: Readonly<CompressionRouteConfig>
-  rateLimit: Readonly<ClientRateLimitConfig> | null
-  /** routes[].retry.nonIdempotent: retries may repeat POST/PATCH on this route. */
-  retryNonIdempotent: boolean
-  /** routes[].serverTiming: send a Server-Timing header with per-stage times. */
-  serverTiming: boolean
-}
-
-export interface Snapshot {
-  /** Short hash of the config, shown in logs and /admin/config. */
-  version: string
-  loadedAt: number
-  file: string
-  config: Readonly<Config>
-  routes: readonly RouteEntry[]
-  upstreams: Readonly<Record<string, UpstreamEntry>>
-  router: Router
-  /** Trusted proxy addresses (listen.trustedProxies), or null when none are trusted. */
-  trust: BlockList | null
-}
+export type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions } from './snapshot.js'
 
 type Obj = Record<string, unknown>
 const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v)

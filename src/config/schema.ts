@@ -2,7 +2,7 @@
 // Types are derived from it; `sluice schema` prints it as JSON Schema for YAML editors.
 import { Type, type Static } from '@sinclair/typebox'
 import { Strict, Ms, Bytes, Bool, WithDefault } from './types-helpers.js'
-import { CacheGlobalSchema, CacheRouteSchema } from '../cache/config.js'
+import { CacheGlobalSchema, CacheRouteSchema } from '../httpcache/config.js'
 import { CompressionRouteSchema } from '../compress/config.js'
 import { UpstreamRateLimitSchema, CircuitBreakerSchema, RetrySchema, ClientRateLimitSchema, RouteRetrySchema } from '../resilience/config.js'
 

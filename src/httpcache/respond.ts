@@ -5,8 +5,7 @@
 // compress stage) and kept on the entry.
 import type { Headers, ProxyResponse, UpstreamRequest, CacheResult } from '../types.js'
 import { first, mergeVary } from '../compress/headers.js'
-import { variantHeaders } from '../compress/variants.js'
-import { pickEncoding } from '../compress/negotiate.js'
+import { pickStored, variantHeaders } from '../compress/variants.js'
 import { ageMs, ttlMs, type CacheEntry } from './entry.js'
 import { usability } from './freshness.js'
 import type { Directives } from './directives.js'
@@ -82,8 +81,8 @@ export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req:
     return { status: 304, headers: h, body: null, cacheResult: result, cacheStatus: status, age }
   }
   let coding: StoredCoding = 'identity'
-  if ((e.gzip !== undefined || e.br !== undefined) && route.compression.enabled && !('x-no-compression' in rh)) {
-    const pick = pickEncoding(first(rh['accept-encoding']), codings(e), route.compression.encodings)
+  if (e.gzip !== undefined || e.br !== undefined) {
+    const pick = pickStored(rh, codings(e), route.compression)
     if (pick === 'gzip' || pick === 'br') coding = pick
   }
   const body = req.method === 'HEAD' ? null : coding === 'identity' ? e.body : coding === 'gzip' ? e.gzip! : e.br!

@@ -1,7 +1,7 @@
 // The status snapshot behind GET /admin/status, the /dashboard page and `sluice status`:
 // routes, upstreams (pool, breaker, limiter), cache size and hit ratio, latency percentiles.
 import type { Metrics } from './metrics.js'
-import type { Snapshot } from '../config/compile.js'
+import type { Snapshot } from '../config/snapshot.js'
 
 export interface LatencySummary { count: number; p50: number | null; p95: number | null; p99: number | null }
 

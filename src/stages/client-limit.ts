@@ -1,5 +1,5 @@
 // Stage 2, client limit: the seam to the per-client rate limiter (src/resilience).
-import type { RouteEntry } from '../config/compile.js'
+import type { RouteEntry } from '../config/snapshot.js'
 import type { SluiceError } from '../errors.js'
 import type { Headers } from '../types.js'
 

@@ -3,12 +3,9 @@
 // exact host beats a `*.suffix` host, which beats `*`; then a route listing methods beats one
 // without; then the order in the file. Two routes that would match the same requests are
 // rejected when the config loads (src/config/check.ts).
-import type { RouteEntry } from '../config/compile.js'
+import type { RouteEntry, Router } from '../config/snapshot.js'
 
-export interface Router {
-  /** `host` is the Host header as received (any case, maybe with a port). */
-  match (host: string | undefined, method: string, path: string): RouteEntry | null
-}
+export type { Router } from '../config/snapshot.js'
 
 function hostRank (h: string): number {
   return h === '*' ? 0 : h.startsWith('*.') ? 1 : 2

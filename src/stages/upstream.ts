@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { Logger } from 'pino'
-import type { RouteEntry } from '../config/compile.js'
+import type { RouteEntry } from '../config/snapshot.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { ProxyResponse, UpstreamRequest, Headers } from '../types.js'
 import { SluiceError } from '../errors.js'
@@ -14,7 +14,7 @@ import type { PoolRegistry } from '../upstream/pools.js'
 import type { GuardProvider, RetryContext } from '../upstream/guard.js'
 import { upstreamRequestHeaders, clientResponseHeaders, discard, drainToNull } from '../upstream/headers.js'
 import { mapUpstreamError } from '../upstream/errors.js'
-import { applyForwarding } from '../context.js'
+import { applyForwarding } from '../forwarding.js'
 
 export interface UpstreamStageDeps {
   pools: PoolRegistry

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import { Pool } from 'undici'
 import type { Logger } from 'pino'
-import type { UpstreamEntry } from '../config/compile.js'
+import type { UpstreamEntry } from '../config/snapshot.js'
 
 interface PoolRecord { key: string; pool: Pool }
 

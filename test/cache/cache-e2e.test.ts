@@ -8,6 +8,11 @@ import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gat
 
 let origin: Origin
 let gw: TestGateway
+// The cache's clock: real time plus an offset that a test moves forward instead of sleeping.
+// (The origin's Date header stays on real time, as a slow clock upstream would be.)
+let skew = 0
+const clock = () => Date.now() + skew
+const advance = (ms: number) => { skew += ms }
 
 const cacheRoute = (extra = '') => simpleConfig('ORIGIN').replace(`  - name: all
     match: { pathPrefix: / }
@@ -22,7 +27,7 @@ ${extra}`)
 
 before(async () => {
   origin = await startOrigin()
-  gw = await startTestGateway(cacheRoute().replace('ORIGIN', origin.url))
+  gw = await startTestGateway(cacheRoute().replace('ORIGIN', origin.url), { now: clock })
 })
 after(async () => { await gw.close(); await origin.close() })
 
@@ -138,13 +143,13 @@ test('no-store, only-if-cached and the client max-age directive are honoured', a
   assert.equal(JSON.parse(oic.body).error, 'SLUICE_ERR_ONLY_IF_CACHED')
   origin.on('/maxage', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('m') })
   await get('/maxage')
-  await sleep(1100)
+  advance(1100)
   await get('/maxage', { 'cache-control': 'max-age=0' })
   assert.equal(origin.count('/maxage'), 2, 'max-age=0 from the client forces a trip to the origin')
 })
 
 test('a successful unsafe request invalidates the target URI', async () => {
-  const g2 = await startTestGateway(cacheRoute().replace('ORIGIN', origin.url))
+  const g2 = await startTestGateway(cacheRoute().replace('ORIGIN', origin.url), { now: clock })
   try {
     origin.on('/item', (req, res) => { res.writeHead(req.method === 'POST' ? 201 : 200, { 'cache-control': 'max-age=60' }); res.end(req.method) })
     await get('/item', {}, g2.url)
@@ -157,7 +162,7 @@ test('a successful unsafe request invalidates the target URI', async () => {
 })
 
 test('stale-while-revalidate answers at once and refreshes in the background', async () => {
-  const g2 = await startTestGateway(cacheRoute().replace('ORIGIN', origin.url))
+  const g2 = await startTestGateway(cacheRoute().replace('ORIGIN', origin.url), { now: clock })
   try {
     let version = 1
     let releaseRefresh!: () => void
@@ -168,7 +173,7 @@ test('stale-while-revalidate answers at once and refreshes in the background', a
       res.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=60' }); res.end('v' + v)
     })
     assert.equal((await get('/swr', {}, g2.url)).body, 'v1')
-    await sleep(1100)
+    advance(1100)
     const stale = await get('/swr', {}, g2.url)
     // The refresh has not been allowed to finish, yet the client already has its answer.
     assert.equal(stale.body, 'v1')
@@ -182,12 +187,12 @@ test('stale-while-revalidate answers at once and refreshes in the background', a
 
 test('stale-if-error serves the stored response when the origin is down, and says so', async () => {
   const o2 = await startOrigin()
-  const g2 = await startTestGateway(cacheRoute().replace('ORIGIN', o2.url))
+  const g2 = await startTestGateway(cacheRoute().replace('ORIGIN', o2.url), { now: clock })
   try {
     o2.on('/sie', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=1' }); res.end('kept') })
     await get('/sie', {}, g2.url)
     await o2.kill()
-    await sleep(1100)
+    advance(1100)
     const r = await get('/sie', {}, g2.url)
     assert.equal(r.status, 200)
     assert.equal(r.body, 'kept')

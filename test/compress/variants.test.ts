@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import zlib from 'node:zlib'
 import { randomBytes } from 'node:crypto'
 import { Value } from '@sinclair/typebox/value'
-import { encodeForStore, serveVariant, decodeForIdentity, variantHeaders, availableCodings, pickEncoding, type StoredVariants } from '../../src/compress/variants.js'
+import { decodeOriginBody, encodeMissing, pickStored, decodeForIdentity, variantHeaders, availableCodings, pickEncoding, type StoredVariants, type VariantRoute, type Coding } from '../../src/compress/variants.js'
 import { encoderRuns } from '../../src/compress/codec.js'
 import { CompressionRouteSchema, type CompressionRouteConfig } from '../../src/compress/config.js'
 import { isSluiceError } from '../../src/errors.js'
@@ -16,6 +16,25 @@ const JSON_HEADERS: Headers = { 'content-type': 'application/json', etag: '"e1"'
 
 function route (over: Partial<CompressionRouteConfig> = {}) {
   return { compression: Object.freeze({ ...(Value.Create(CompressionRouteSchema) as CompressionRouteConfig), enabled: true, minBytes: 100, ...over }) }
+}
+
+/**
+ * The variants the cache stores for one response, the way src/httpcache/writer.ts makes them:
+ * decodeOriginBody (an origin's coding → identity, bounded), then encodeMissing (the route's
+ * codings the entry lacks). {} for a coding Sluice cannot decode (stored as it came).
+ */
+async function encodeForStore (body: Buffer, headers: Headers, r: VariantRoute, maxEntryBytes = Infinity): Promise<StoredVariants> {
+  const decoded = await decodeOriginBody(body, headers, Math.min(r.compression.maxDecompressedBytes, maxEntryBytes))
+  if (decoded === null) return {}
+  const out: StoredVariants = { identity: decoded.identity }
+  if (decoded.coding !== undefined) out[decoded.coding] = body
+  return Object.assign(out, await encodeMissing(decoded.identity, headers, r.compression, out))
+}
+
+/** A hit, the way src/httpcache/respond.ts answers one: pickStored, then variantHeaders. */
+function serveVariant (v: StoredVariants, rh: Headers, method: string, h: Headers, r: VariantRoute): { coding: Coding; headers: Headers; body: Buffer | null } {
+  const coding = pickStored(rh, availableCodings(v), r.compression)
+  return { coding, headers: variantHeaders(h, v, coding, r), body: method === 'HEAD' ? null : v[coding]! }
 }
 
 const codeOf = (e: unknown) => (isSluiceError(e) ? e.code : (e as Error).message)
@@ -116,7 +135,8 @@ test('an entry with only identity gets no Vary from compression, and stored head
   assert.equal(s.headers.vary, undefined)
   variantHeaders(h, { identity: BODY, gzip: Buffer.from('x') }, 'gzip', route())
   assert.deepEqual(h, JSON_HEADERS)
-  assert.equal(serveVariant({}, {}, 'GET', h, route()), null)
+  // A route with compression off serves identity even when encoded copies are stored.
+  assert.equal(pickStored({ 'accept-encoding': 'br' }, ['br', 'identity'], route({ enabled: false }).compression), 'identity')
   assert.equal(pickEncoding('gzip', ['identity'], ['gzip']), 'identity')
 })
 
@@ -130,7 +150,7 @@ test('decoding is bounded: a gzip, br or deflate bomb fails cleanly with SLUICE_
   }
   // Through encodeForStore too: the entry's own bound applies, and the smaller one wins.
   await assert.rejects(encodeForStore(bombs.gzip, { 'content-type': 'text/plain', 'content-encoding': 'gzip' }, route({ maxDecompressedBytes: 1024 })), (e) => codeOf(e) === 'SLUICE_ERR_DECOMPRESSED_TOO_LARGE')
-  await assert.rejects(encodeForStore(bombs.gzip, { 'content-type': 'text/plain', 'content-encoding': 'gzip' }, route(), { maxDecompressedBytes: 1024 }), (e) => codeOf(e) === 'SLUICE_ERR_DECOMPRESSED_TOO_LARGE')
+  await assert.rejects(encodeForStore(bombs.gzip, { 'content-type': 'text/plain', 'content-encoding': 'gzip' }, route(), 1024), (e) => codeOf(e) === 'SLUICE_ERR_DECOMPRESSED_TOO_LARGE')
 })
 
 test('decoding: raw deflate is accepted, an empty body is empty, garbage is an upstream protocol error', async () => {

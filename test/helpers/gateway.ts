@@ -31,7 +31,7 @@ export function tempConfig (yaml: string): { dir: string; file: string } {
   return { dir, file }
 }
 
-export async function startTestGateway (yaml: string, opts: { watch?: boolean; level?: string } = {}): Promise<TestGateway> {
+export async function startTestGateway (yaml: string, opts: { watch?: boolean; level?: string; now?: () => number } = {}): Promise<TestGateway> {
   const { dir, file } = tempConfig(yaml)
   const logs: Record<string, unknown>[] = []
   const sink = new Writable({
@@ -41,7 +41,7 @@ export async function startTestGateway (yaml: string, opts: { watch?: boolean; l
     }
   })
   const log = pino({ level: opts.level ?? 'info' }, sink)
-  const gw = await startGateway({ configFile: file, log, watch: opts.watch ?? false, proxyPort: 0, adminPort: 0 })
+  const gw = await startGateway({ configFile: file, log, watch: opts.watch ?? false, proxyPort: 0, adminPort: 0, now: opts.now })
   const url = gw.proxyUrl.replace('0.0.0.0', '127.0.0.1')
   return {
     gw,

@@ -1,0 +1,70 @@
+// The compiled, frozen shape of a loaded config that every request reads (built by
+// config/compile.ts). Types only: a leaf that the router, the request context and the stages
+// import without importing the compiler.
+import type { BlockList } from 'node:net'
+import type { Config, UpstreamConfig } from './schema.js'
+import type { CacheRouteConfig } from '../httpcache/config.js'
+import type { CompressionRouteConfig } from '../compress/config.js'
+import type { ClientRateLimitConfig } from '../resilience/config.js'
+
+/**
+ * The TLS options of an upstream, built once at load and used by its pool (undici `connect`)
+ * and by WebSocket tunnels (`tls.connect`): the CA bytes were read when the file was loaded.
+ */
+export interface UpstreamTlsOptions {
+  rejectUnauthorized: boolean
+  /** SNI name and the name the certificate must match, when it differs from the URL host. */
+  servername?: string
+  /** Contents of tls.caFile (extra CA certificates). */
+  ca?: Buffer
+}
+
+export interface UpstreamEntry {
+  name: string
+  /** scheme://host:port, the pool's key. */
+  origin: string
+  /** Path prefix of the upstream URL without a trailing slash ('' for none). */
+  basePath: string
+  /** host[:port] sent as Host unless preserveHost. */
+  hostHeader: string
+  config: Readonly<UpstreamConfig>
+  /** Connection TLS options (used only for https upstreams). */
+  tls: Readonly<UpstreamTlsOptions>
+}
+
+export interface RouteEntry {
+  name: string
+  index: number
+  host: string
+  pathPrefix: string
+  methods: ReadonlySet<string> | null
+  upstream: UpstreamEntry
+  timeoutMs: number
+  websocket: boolean
+  maxBodyBytes: number
+  cache: Readonly<CacheRouteConfig>
+  compression: Readonly<CompressionRouteConfig>
+  rateLimit: Readonly<ClientRateLimitConfig> | null
+  /** routes[].retry.nonIdempotent: retries may repeat POST/PATCH on this route. */
+  retryNonIdempotent: boolean
+  /** routes[].serverTiming: send a Server-Timing header with per-stage times. */
+  serverTiming: boolean
+}
+
+export interface Snapshot {
+  /** Short hash of the config, shown in logs and /admin/config. */
+  version: string
+  loadedAt: number
+  file: string
+  config: Readonly<Config>
+  routes: readonly RouteEntry[]
+  upstreams: Readonly<Record<string, UpstreamEntry>>
+  router: Router
+  /** Trusted proxy addresses (listen.trustedProxies), or null when none are trusted. */
+  trust: BlockList | null
+}
+
+export interface Router {
+  /** `host` is the Host header as received (any case, maybe with a port). */
+  match (host: string | undefined, method: string, path: string): RouteEntry | null
+}

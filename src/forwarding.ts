@@ -1,0 +1,86 @@
+// Who the client is and what the upstream is told about it: the trusted-proxy list
+// (listen.trustedProxies), the client address behind trusted proxies, and the X-Forwarded-*
+// headers. A leaf: config/compile.ts, the pipeline, the upstream stage and WebSocket
+// tunnels all use these functions.
+import { BlockList, isIPv6 } from 'node:net'
+import type { Headers } from './types.js'
+
+/** A valid Host value: an RFC 3986 host (reg-name or IP literal) with an optional port. */
+export const HOST_VALUE = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.]+\])(?::\d*)?$/
+
+/** Strip the IPv4-mapped IPv6 prefix Node reports on dual-stack sockets. */
+export function normaliseIp (ip: string | undefined): string {
+  if (!ip) return ''
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
+}
+
+export function compileTrust (list: readonly string[]): BlockList | null {
+  if (list.length === 0) return null
+  const bl = new BlockList()
+  for (const entry of list) {
+    const [addr, bits] = entry.split('/')
+    const type = isIPv6(addr) ? 'ipv6' : 'ipv4'
+    if (bits === undefined) bl.addAddress(addr, type)
+    else bl.addSubnet(addr, Number(bits), type)
+  }
+  return bl
+}
+
+function isTrusted (trust: BlockList | null, ip: string): boolean {
+  if (trust === null || ip === '') return false
+  return trust.check(ip, isIPv6(ip) ? 'ipv6' : 'ipv4')
+}
+
+/** The client address: the peer, or the right-most untrusted address of a trusted proxy chain. */
+export function resolveClientIp (headers: Headers, peerRaw: string | undefined, trust: BlockList | null): string {
+  const peer = normaliseIp(peerRaw)
+  if (!isTrusted(trust, peer)) return peer
+  const prior = headers['x-forwarded-for']
+  if (prior === undefined) return peer
+  const chain = (Array.isArray(prior) ? prior.join(',') : prior).split(',')
+  let client = peer
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const ip = normaliseIp(chain[i].trim())
+    if (ip === '') continue
+    client = ip
+    if (!isTrusted(trust, ip)) break
+  }
+  return client
+}
+
+/** Forwarding and URL-rewrite headers never taken from an untrusted client (with every x-forwarded-*). */
+const UNTRUSTED_DROP = new Set(['forwarded', 'x-real-ip', 'x-original-url', 'x-rewrite-url', 'x-original-host'])
+
+/**
+ * Resolve the client address and set the forwarding headers, in place on `headers`.
+ * From an untrusted peer, X-Forwarded-* and Forwarded are replaced, not appended to; from a
+ * trusted proxy the chain is kept and the client is the right-most untrusted address in it.
+ */
+export function applyForwarding (headers: Headers, peerRaw: string | undefined, trust: BlockList | null, clientHost?: string): string {
+  const peer = normaliseIp(peerRaw)
+  const host = clientHost ?? headers.host
+  if (!isTrusted(trust, peer)) {
+    // Any other forwarding or rewrite header from an untrusted client could change what the
+    // origin answers (absolute URLs, the routed path) without being in the cache key: dropped.
+    for (const k in headers) if (UNTRUSTED_DROP.has(k) || k.startsWith('x-forwarded-')) delete headers[k]
+    headers['x-forwarded-for'] = peer
+    headers['x-forwarded-proto'] = 'http'
+    if (host !== undefined) headers['x-forwarded-host'] = host
+    else delete headers['x-forwarded-host']
+    delete headers.forwarded
+    return peer
+  }
+  const prior = headers['x-forwarded-for']
+  const chain = prior === undefined ? [] : (Array.isArray(prior) ? prior.join(',') : prior).split(',').map((s) => s.trim()).filter(Boolean)
+  let client = peer
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const ip = normaliseIp(chain[i])
+    client = ip
+    if (!isTrusted(trust, ip)) break
+  }
+  chain.push(peer)
+  headers['x-forwarded-for'] = chain.join(', ')
+  if (headers['x-forwarded-proto'] === undefined) headers['x-forwarded-proto'] = 'http'
+  if (headers['x-forwarded-host'] === undefined && host !== undefined) headers['x-forwarded-host'] = host
+  return client
+}
