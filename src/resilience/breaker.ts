@@ -1,8 +1,17 @@
-// One circuit breaker per upstream: an error-rate state machine (opossum 9) behind a
-// two-call seam, allow() before an attempt and record() after it. opossum wants to run the
-// action itself; here each admitted attempt is fired as an action whose promise record()
-// settles, so opossum keeps the rolling window and the transitions, and we keep the request.
+// One circuit breaker per upstream behind a two-call seam, allow() before an attempt and
+// record() after it.
 //
+// opossum 9 owns the state machine: open, the reset timer, half-open, the probe's verdict,
+// and the events that move sluice_circuit_state. It is kept off the hot path: while the
+// circuit is closed, allow() and record() only count, in a rolling window of 10 buckets of
+// integers (Window below), and the first failure that takes the window over the threshold
+// calls opossum's open(). Firing every request through opossum cost a promise, three events
+// and its own bucket arrays per request (about 6 % of a pass-through request; see
+// docs/benchmarks.md). Half-open probes, which are few, are fired through opossum as before.
+//
+// - Opening: as opossum decides it: at least volumeThreshold attempts in the window and a
+//   failure rate above errorThresholdPercent (attempts counted when admitted, failures when
+//   recorded). The window starts empty on every open and close.
 // - allow() decides synchronously: open → SLUICE_ERR_CIRCUIT_OPEN with Retry-After = time
 //   until half-open. Half-open admits halfOpenMaxRequests probes at once (the first through
 //   opossum, the others beside it); the first probe to finish decides: success closes,
@@ -12,7 +21,6 @@
 // - record() classifies: connect errors, resets, timeouts and failureStatuses are failures;
 //   a 4xx never is; a client abort is not the upstream's fault and counts as a success.
 // - Transitions set sluice_circuit_state, count sluice_circuit_transitions_total and log once.
-//   They happen in the microtask after the record() that causes them.
 import CircuitBreaker from 'opossum'
 import type { Logger } from 'pino'
 import { SluiceError, isSluiceError, type ErrorCode } from '../errors.js'
@@ -61,6 +69,41 @@ export function isUpstreamFailure (err: unknown): boolean {
   return !isAbort(err)
 }
 
+/** Rolling counts of the closed state: 10 buckets over windowMs, rotated lazily by the clock. */
+class Window {
+  private readonly fires = new Int32Array(10)
+  private readonly fails = new Int32Array(10)
+  private idx = 0
+  private start = 0
+  totalFires = 0
+  totalFails = 0
+  private readonly bucketMs: number
+  constructor (windowMs: number) { this.bucketMs = Math.max(1, Math.floor(windowMs / 10)) }
+
+  private rotate (now: number): void {
+    if (now < this.start + this.bucketMs) return
+    const steps = Math.floor((now - this.start) / this.bucketMs)
+    if (steps >= 10) { this.reset(now); return }
+    for (let i = 0; i < steps; i++) {
+      this.idx = (this.idx + 1) % 10
+      this.totalFires -= this.fires[this.idx]
+      this.totalFails -= this.fails[this.idx]
+      this.fires[this.idx] = 0
+      this.fails[this.idx] = 0
+    }
+    this.start += steps * this.bucketMs
+  }
+
+  fire (now: number): void { this.rotate(now); this.fires[this.idx]++; this.totalFires++ }
+  fail (now: number): void { this.rotate(now); this.fails[this.idx]++; this.totalFails++ }
+  reset (now: number): void {
+    this.fires.fill(0); this.fails.fill(0)
+    this.totalFires = 0; this.totalFails = 0; this.idx = 0; this.start = now
+  }
+  /** The counts as of `now` (old buckets dropped). */
+  read (now: number): { fires: number; failures: number } { this.rotate(now); return { fires: this.totalFires, failures: this.totalFails } }
+}
+
 export class Breaker {
   private cb!: CircuitBreaker<[Ticket], unknown>
   private cfg!: CircuitBreakerConfig
@@ -69,6 +112,7 @@ export class Breaker {
   private halfOpenGen = 0
   private probesInFlight = 0
   private lastProbeAt = 0
+  private win!: Window
   private readonly gauge: { set(v: number): void }
   private readonly transitions: Record<BreakerState, { inc(): void }>
   private readonly log: Logger
@@ -106,6 +150,8 @@ export class Breaker {
   private build (cfg: CircuitBreakerConfig, state: OpossumState | undefined): void {
     this.cfg = cfg
     this.failureStatuses = new Set(cfg.failureStatuses)
+    this.win = new Window(cfg.windowMs) // a reconfigured breaker keeps its state, and starts its window empty
+    this.win.reset(Date.now())
     const options: CircuitBreaker.Options<[Ticket]> & { state?: OpossumState } = {
       name: this.name,
       timeout: false, // the upstream stage owns timeouts; one arrives here as a failure
@@ -122,16 +168,17 @@ export class Breaker {
       t.settle = (failure) => { if (failure === null) resolve(); else reject(failure) }
     }), options)
     // Listeners are attached after construction, so restoring a state is not a transition.
-    cb.on('open', () => { this.openedAt = Date.now(); this.transition('open') })
+    cb.on('open', () => { this.openedAt = Date.now(); this.win.reset(this.openedAt); this.transition('open') })
     cb.on('halfOpen', () => { this.halfOpenGen++; this.probesInFlight = 0; this.transition('half-open') })
-    cb.on('close', () => this.transition('closed'))
+    cb.on('close', () => { this.win.reset(Date.now()); this.transition('closed') })
     this.cb = cb
   }
 
   private transition (to: BreakerState): void {
     this.gauge.set(GAUGE[to])
     this.transitions[to].inc()
-    const line = { upstream: this.name, to, window: this.cb.stats.fires, failures: this.cb.stats.failures }
+    const w = this.win
+    const line = { upstream: this.name, to, window: w.totalFires, failures: w.totalFails }
     if (to === 'open') this.log.warn(line, `circuit of upstream ${this.name} opened`)
     else this.log.info(line, `circuit of upstream ${this.name} is ${to}`)
   }
@@ -163,7 +210,9 @@ export class Breaker {
       if (!cb.pendingClose) return { settle: null, probeGen: this.halfOpenGen, shadow: true }
       return this.fire(this.halfOpenGen)
     }
-    return this.fire(-1)
+    // Closed: count the attempt; opossum is not called.
+    this.win.fire(Date.now())
+    return { settle: null, probeGen: -1, shadow: false }
   }
 
   private fire (probeGen: number): Ticket {
@@ -196,9 +245,23 @@ export class Breaker {
       return
     }
     const settle = ticket.settle
-    if (settle === null) return
+    if (settle === null) {
+      // A closed-state attempt: count a failure, and open when the window is over the threshold.
+      if (gen === -1 && failure !== null && !this.cb.opened && !this.cb.halfOpen) this.countFailure(failure)
+      return
+    }
     ticket.settle = null
     settle(failure)
+  }
+
+  private countFailure (failure: Error): void {
+    const w = this.win
+    w.fail(Date.now())
+    if (w.totalFires < this.cfg.volumeThreshold) return
+    if ((w.totalFails / w.totalFires) * 100 > this.cfg.errorThresholdPercent) {
+      this.log.debug({ upstream: this.name, err: failure.message }, 'failure rate over the threshold')
+      this.cb.open()
+    }
   }
 
   /** null when the outcome is a success (or not the upstream's fault). */
@@ -216,14 +279,14 @@ export class Breaker {
   }
 
   status () {
-    const s = this.cb.stats
+    const s = this.win.read(Date.now())
     const state = this.state
     return {
       enabled: this.cfg.enabled,
       state,
       retryAfterSeconds: state === 'open' ? retryAfterSeconds(this.openedAt + this.cfg.resetTimeoutMs - Date.now()) : 0,
       probesInFlight: state === 'half-open' ? this.probesInFlight : 0,
-      window: { requests: s.fires, failures: s.failures, successes: s.successes }
+      window: { requests: s.fires, failures: s.failures, successes: Math.max(0, s.fires - s.failures) }
     }
   }
 

@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import type { Snapshot } from '../config/snapshot.js'
 import { applyForwarding, HOST_VALUE } from '../forwarding.js'
 import { SluiceError, rawError, type ErrorCode } from '../errors.js'
+import { mapUpstreamError } from './errors.js'
 import { normalisePath } from '../stages/path.js'
 import { upstreamRequestHeaders } from './headers.js'
 
@@ -100,7 +101,11 @@ export function handleUpgrade (current: () => Snapshot, log: Logger) {
     upstream.on('error', (err) => {
       clearTimeout(timer)
       log.warn({ route: route.name, upstream: up.name, err: err.message }, 'websocket upstream error')
-      if ((socket as Socket).bytesWritten === 0) reject(socket, 'SLUICE_ERR_UPSTREAM_CONNECT', `upstream "${up.name}": ${err.message}`)
+      if ((socket as Socket).bytesWritten === 0) {
+        // The same codes as an ordinary request's: TLS, DNS, refused, reset (src/upstream/errors.ts).
+        const mapped = mapUpstreamError(err, up.name, false)
+        reject(socket, mapped.code, mapped.message)
+      }
       else socket.destroy()
     })
     // WebSocket never relies on TCP half-close: when either side ends or closes, close both

@@ -182,3 +182,24 @@ test('a disabled breaker admits everything', async () => {
   failing = true
   for (let i = 0; i < 10; i++) assert.equal(await attempt(g), 500)
 })
+
+test('while closed, opossum is not called per request: the breaker only counts (opossum decides open, half-open and close)', async () => {
+  failing = false
+  const g = guardOf('countsonly', { ...FAST, volumeThreshold: 1000 })
+  for (let i = 0; i < 20; i++) assert.equal(await attempt(g), 200)
+  const opossum = (g.breaker as unknown as { cb: { stats: { fires: number } } }).cb
+  assert.equal(opossum.stats.fires, 0, 'no closed-state attempt went through opossum')
+  const w = g.breaker.status().window
+  assert.deepEqual(w, { requests: 20, failures: 0, successes: 20 })
+  // Under the volume threshold nothing opens; over it, the failure rate decides.
+  failing = true
+  const g2 = guardOf('countsonly2', { ...FAST, volumeThreshold: 4, errorThresholdPercent: 50 })
+  assert.equal(await attempt(g2), 500)
+  assert.equal(await attempt(g2), 500)
+  assert.equal(await attempt(g2), 500)
+  assert.equal(g2.breaker.state, 'closed', '3 attempts are under volumeThreshold 4')
+  assert.equal(await attempt(g2), 500)
+  await until('the breaker opens', () => g2.breaker.state === 'open')
+  assert.equal(await attempt(g2), 'rejected')
+  failing = false
+})
