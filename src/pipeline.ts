@@ -18,7 +18,9 @@ import type { ClientLimitProvider } from './stages/client-limit.js'
 import { normalisePath } from './stages/path.js'
 import { limitBody } from './stages/body-limit.js'
 import { IDEMPOTENT } from './upstream/methods.js'
-import { writeStored } from './send.js'
+import { mapUpstreamError } from './upstream/errors.js'
+import { writeStored, writeStreamed } from './send.js'
+import type { Readable } from 'node:stream'
 
 declare module 'fastify' {
   interface FastifyRequest { sluice: RequestContext | null }
@@ -56,23 +58,23 @@ function fromUpstream (res: ProxyResponse): boolean {
   return res.cacheResult === 'none' || res.cacheResult === 'miss' || res.cacheResult === 'bypass'
 }
 
-export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe']): FastifyReply {
+export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe'], log?: Logger): FastifyReply {
   if (res.body === null || Buffer.isBuffer(res.body)) return sendBytes(reply, res, observe)
-  // A stream: observed when the response closes (finished, or cut off).
+  // A stream, written to Node directly (as stored bytes are; Fastify's send would copy and
+  // check every header again): observed when the response closes (finished, or cut off).
+  reply.hijack()
+  const out = reply.raw
   if (observe !== undefined) {
     const request = reply.request
-    reply.raw.once('close', () => observe(request, reply.raw.statusCode, Number(reply.getHeader('content-length') ?? -1)))
+    out.once('close', () => observe(request, out.statusCode, Number(out.getHeader('content-length') ?? -1)))
   }
-  reply.code(res.status)
-  const h = res.headers
-  for (const k in h) {
-    const v = h[k]
-    if (v !== undefined) reply.header(k, v)
-  }
-  if (res.cacheStatus !== undefined) reply.header('cache-status', res.cacheStatus)
-  if (res.age !== undefined) reply.header('age', res.age)
-  // null would be serialised as the JSON text `null`; no body is sent as undefined.
-  return reply.send(res.body === null ? undefined : res.body)
+  const request = reply.request
+  writeStreamed(out, res, res.body as Readable, reply.getHeaders(), (err) => {
+    const ctx = request.sluice
+    if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapUpstreamError(err, ctx.route?.upstream.name ?? '', false).code
+    log?.warn({ reqId: request.id, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')
+  })
+  return reply
 }
 
 export function createPipeline (deps: PipelineDeps) {
@@ -97,7 +99,7 @@ export function createPipeline (deps: PipelineDeps) {
     const f = (n: number) => n.toFixed(3)
     // On the reply, never on res.headers: a cached entry's headers are shared.
     reply.header('server-timing', `route;dur=${f(routeMs)}, limit;dur=${f(limitMs)}, cache;dur=${f(cacheMs)}, upstream;dur=${f(upstreamMs)}, compress;dur=${f(compressMs)}, total;dur=${f(performance.now() - t0)}`)
-    return sendResponse(reply, res, deps.observe)
+    return sendResponse(reply, res, deps.observe, deps.log)
   }
 
   return async function handle (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
@@ -149,7 +151,7 @@ export function createPipeline (deps: PipelineDeps) {
     if (route.compression.enabled && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
 
     // 6. send
-    return sendResponse(reply, res, deps.observe)
+    return sendResponse(reply, res, deps.observe, deps.log)
   }
 }
 

@@ -5,7 +5,7 @@
 import type { Registry } from 'prom-client'
 
 interface Value { labels: Record<string, string | number>; value: number; metricName?: string }
-interface MetricData { name: string; help: string; type: 'counter' | 'histogram'; values: Value[]; aggregator: 'sum' }
+interface MetricData { name: string; help: string; type: 'counter' | 'histogram' | 'gauge'; values: Value[]; aggregator: 'sum' }
 
 export class FastCounterChild {
   value = 0
@@ -94,6 +94,44 @@ export class FastHistogram {
       values.push({ labels: c.labels, value: c.count, metricName: `${this.name}_count` })
     }
     return { name: this.name, help: this.help, type: 'histogram', values, aggregator: 'sum' }
+  }
+
+  reset (): void { this.children.clear() }
+}
+
+export class FastGaugeChild {
+  value = 0
+  constructor (readonly labels: Record<string, string>) {}
+  inc (): void { this.value++ }
+  dec (): void { this.value-- }
+  set (v: number): void { this.value = v }
+}
+
+/** A gauge read at scrape time: inc/dec on the request path are one integer add. */
+export class FastGauge {
+  readonly type = 'gauge'
+  readonly aggregator = 'sum'
+  private readonly children = new Map<string, FastGaugeChild>()
+  constructor (readonly name: string, readonly help: string, readonly labelNames: readonly string[], registry: Registry) {
+    registry.registerMetric(this as never)
+  }
+
+  labels (...values: string[]): FastGaugeChild {
+    const key = values.join('\u0000')
+    let c = this.children.get(key)
+    if (!c) {
+      const labels: Record<string, string> = {}
+      this.labelNames.forEach((n, i) => { labels[n] = values[i] })
+      c = new FastGaugeChild(labels)
+      this.children.set(key, c)
+    }
+    return c
+  }
+
+  get (): MetricData {
+    const values: Value[] = []
+    for (const c of this.children.values()) values.push({ labels: c.labels, value: c.value })
+    return { name: this.name, help: this.help, type: 'gauge', values, aggregator: 'sum' }
   }
 
   reset (): void { this.children.clear() }

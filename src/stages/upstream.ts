@@ -94,7 +94,9 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           headers,
           body: req.body as Buffer | Readable | null,
           signal: req.abortEmitter ?? req.signal,
-          headersTimeout: remaining,
+          // The route's timeout itself on a first attempt that has not waited (a constant lets
+          // undici reuse its parser timer; a value that changes per request allocates a new one).
+          headersTimeout: attempt === 0 && remaining > route.timeoutMs - 20 ? route.timeoutMs : remaining,
           bodyTimeout: up.config.bodyTimeoutMs
         })
       } catch (raw) {
