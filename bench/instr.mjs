@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+// Instructions per request, counted by valgrind's callgrind: a figure that does not move with
+// what else the machine is doing (wrk's req/s on a shared 2-core VM varies by 15-50 % from one
+// process to the next; an instruction count repeats to a fraction of a per cent). It complements
+// bench/run.mjs, it does not replace it: instructions are not time (cache misses, syscalls
+// and GC pauses cost more than their count), so speed claims still quote wrk ratios.
+//
+//   node bench/instr.mjs [--scenario passthrough|hit1k|hit100k-gzip] [--requests N] [--warm N]
+//                        [--concurrency N] [--baseline DIR] [--target ID]...
+//
+// Targets: sluice (this checkout's dist/), sluice@base (--baseline DIR's dist/), and the
+// anchors fastify-proxy (passthrough) or fastify-buffer (hits). Each target runs under
+// `valgrind --tool=callgrind --instr-atstart=no`; after --warm requests (JIT warm), counting is
+// switched on for --requests requests, and the total Ir / requests is printed. The origin and
+// the client run outside valgrind and are not counted.
+import { spawn, spawnSync } from 'node:child_process'
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs'
+import http from 'node:http'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const BENCH = path.join(ROOT, 'bench')
+
+const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [] }
+const argv = process.argv.slice(2)
+for (let i = 0; i < argv.length; i++) {
+  const a = argv[i]; const val = () => argv[++i]
+  if (a === '--scenario') opts.scenario = val()
+  else if (a === '--requests') opts.requests = Number(val())
+  else if (a === '--warm') opts.warm = Number(val())
+  else if (a === '--concurrency') opts.concurrency = Number(val())
+  else if (a === '--baseline') opts.baseline = path.resolve(val())
+  else if (a === '--target') opts.targets.push(val())
+  else { console.error(`unknown argument ${a}`); process.exit(2) }
+}
+
+const SCENARIOS = {
+  passthrough: { path: '/pass', headers: {}, config: 'passthrough.yaml', anchor: 'fastify-proxy' },
+  hit1k: { path: '/hit1k', headers: {}, config: 'cache.yaml', anchor: 'fastify-buffer' },
+  'hit100k-gzip': { path: '/hit100k.json', headers: { 'accept-encoding': 'br, gzip' }, config: 'compress.yaml', anchor: 'fastify-buffer' }
+}
+const scen = SCENARIOS[opts.scenario]
+if (!scen) { console.error(`--scenario: one of ${Object.keys(SCENARIOS).join(', ')}`); process.exit(2) }
+if (spawnSync('valgrind', ['--version']).status !== 0) { console.error('valgrind is not installed (apt-get install valgrind)'); process.exit(2) }
+
+const freePort = () => new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) }) })
+const TMP = mkdtempSync(path.join(os.tmpdir(), 'sluice-instr-'))
+const agent = new http.Agent({ keepAlive: true, maxSockets: opts.concurrency })
+
+function get (port, p = scen.path) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: p, headers: scen.headers, agent }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode))
+    })
+    req.on('error', reject)
+  })
+}
+async function load (port, n) {
+  let next = 0; let bad = 0
+  const worker = async () => { while (next < n) { next++; if ((await get(port)) >= 400) bad++ } }
+  await Promise.all(Array.from({ length: opts.concurrency }, worker))
+  return bad
+}
+async function waitUp (port, ms = 120000) {
+  const end = Date.now() + ms
+  for (;;) {
+    try { await get(port); return } catch { if (Date.now() > end) throw new Error(`nothing answered on port ${port}`) }
+    await sleep(250)
+  }
+}
+
+async function main () {
+  const originPort = await freePort()
+  const origin = spawn(process.execPath, [path.join(BENCH, 'origin.mjs'), '--port', String(originPort)], { stdio: 'ignore' })
+  const originUrl = `http://127.0.0.1:${originPort}`
+  await waitUp(originPort, 10000).catch(() => {})
+
+  const all = [
+    { id: 'sluice', root: ROOT },
+    ...(opts.baseline ? [{ id: 'sluice@base', root: opts.baseline }] : []),
+    { id: scen.anchor, anchor: true }
+  ]
+  const targets = opts.targets.length ? all.filter((t) => opts.targets.includes(t.id)) : all
+  const rows = []
+  for (const t of targets) {
+    const port = await freePort()
+    let cmd
+    if (t.anchor) {
+      cmd = [path.join(BENCH, 'anchors', `${t.id}.mjs`), '--port', String(port), '--upstream', originUrl]
+    } else {
+      const cli = path.join(t.root, 'dist', 'src', 'cli.js')
+      if (!existsSync(cli)) { console.log(`skip ${t.id}: ${cli} missing (build it)`); continue }
+      const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(await freePort()), BENCH_ORIGIN_URL: originUrl, REDIS_URL: '' }
+      const text = readFileSync(path.join(BENCH, 'configs', scen.config), 'utf8').replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_, k, d) => vars[k] ?? d ?? '')
+      const file = path.join(TMP, `${t.id.replace('@', '-')}.yaml`)
+      writeFileSync(file, text)
+      cmd = [cli, '--config', file]
+    }
+    const out = path.join(TMP, `${t.id.replace('@', '-')}.cg`)
+    const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let err = ''
+    vg.stderr.on('data', (d) => { err += d })
+    try {
+      await waitUp(port)
+      const badWarm = await load(port, opts.warm)
+      spawnSync('callgrind_control', ['-i', 'on', String(vg.pid)])
+      const bad = await load(port, opts.requests)
+      spawnSync('callgrind_control', ['-i', 'off', String(vg.pid)])
+      spawnSync('callgrind_control', ['-d', String(vg.pid)])
+      await sleep(500)
+      vg.kill('SIGTERM')
+      await new Promise((resolve) => vg.once('exit', resolve))
+      // The dump holds the counted window ("totals:"); the file written at exit holds none.
+      let ir = 0
+      for (const f of [out, ...Array.from({ length: 9 }, (_, i) => `${out}.${i + 1}`)]) {
+        if (!existsSync(f)) continue
+        const m = readFileSync(f, 'utf8').match(/^totals: (\d+)/m)
+        if (m) ir = Math.max(ir, Number(m[1]))
+      }
+      rows.push({ id: t.id, ir, per: ir / opts.requests, bad: bad + badWarm })
+      console.log(`${t.id.padEnd(16)} ${(ir / opts.requests / 1000).toFixed(1).padStart(8)} k instructions/request  (${opts.requests} requests counted after ${opts.warm} warm-up${bad + badWarm ? `; ${bad + badWarm} non-2xx/3xx` : ''})`)
+    } catch (e) {
+      vg.kill('SIGKILL')
+      console.log(`skip ${t.id}: ${e.message}\n${err.split('\n').slice(-5).join('\n')}`)
+    }
+  }
+  origin.kill()
+  agent.destroy()
+  const anchor = rows.find((r) => r.id === scen.anchor)
+  for (const r of rows) {
+    if (r === anchor) continue
+    const parts = []
+    if (anchor) parts.push(`${(r.per / anchor.per).toFixed(2)}x ${anchor.id}`)
+    const base = rows.find((x) => x.id === 'sluice@base')
+    if (base && r.id === 'sluice') parts.push(`${(r.per / base.per).toFixed(2)}x sluice@base`)
+    if (parts.length) console.log(`  ${r.id} instructions per request: ${parts.join(', ')} (lower is better)`)
+  }
+  if (!process.env.KEEP) rmSync(TMP, { recursive: true, force: true }); else console.log(TMP)
+}
+
+main().catch((e) => { console.error(e); process.exit(1) })
