@@ -99,7 +99,10 @@ async function main () {
       const text = readFileSync(path.join(BENCH, 'configs', scen.config), 'utf8').replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_, k, d) => vars[k] ?? d ?? '')
       const file = path.join(TMP, `${t.id.replace('@', '-')}.yaml`)
       writeFileSync(file, text)
-      cmd = [cli, '--config', file]
+      // As the build ships: with its V8 flags (dist/src/node-flags.js), when it has them.
+      const flagsFile = path.join(t.root, 'dist', 'src', 'node-flags.js')
+      const flags = existsSync(flagsFile) ? [...(await import(flagsFile)).NODE_FLAGS] : []
+      cmd = [...flags, cli, '--config', file]
     }
     const out = path.join(TMP, `${t.id.replace('@', '-')}.cg`)
     const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] })

@@ -126,14 +126,16 @@ const SCENARIOS = {
     ]
   },
   metrics: {
-    title: 'Metrics on vs off: the same cached 1 KB route, one process each',
+    title: 'Metrics and access log on vs off: the same cached 1 KB route, one process each',
     path: '/hit1k',
     targets: [
-      { id: 'sluice-metrics', server: 'sluice-cache', role: 'Sluice, memory L1 hit, metrics on (default)', expect: 'hit' },
-      { id: 'sluice-nometrics', server: 'sluice-nometrics', role: 'Sluice, memory L1 hit, metrics.enabled: false', expect: 'hit' }
+      { id: 'sluice-metrics', server: 'sluice-cache', role: 'Sluice, memory L1 hit, metrics on (default), access log off', expect: 'hit' },
+      { id: 'sluice-nometrics', server: 'sluice-nometrics', role: 'Sluice, memory L1 hit, metrics.enabled: false, access log off', expect: 'hit' },
+      { id: 'sluice-accesslog', server: 'sluice-accesslog', role: 'Sluice, memory L1 hit, metrics on, access log on (stdout to a pipe)', expect: 'hit' }
     ],
     ratios: [
-      { of: 'sluice-metrics', to: 'sluice-nometrics', rps: 0.97 }
+      { of: 'sluice-metrics', to: 'sluice-nometrics', rps: 0.97 },
+      { of: 'sluice-accesslog', to: 'sluice-metrics', rps: 0.97 }
     ]
   },
   limiter: {
@@ -207,6 +209,7 @@ const SERVERS = {
   'sluice-pass': { kind: 'sluice', config: 'passthrough.yaml' },
   'sluice-cache': { kind: 'sluice', config: 'cache.yaml' },
   'sluice-nometrics': { kind: 'sluice', config: 'cache-nometrics.yaml' },
+  'sluice-accesslog': { kind: 'sluice', config: 'cache-accesslog.yaml' },
   'sluice-l2': { kind: 'sluice', config: 'cache-l2.yaml', redis: true },
   'sluice-compress': { kind: 'sluice', config: 'compress.yaml' },
   'sluice-limit-memory': { kind: 'sluice', config: 'limiter-memory.yaml' },
@@ -509,6 +512,12 @@ const interpolate = (text, vars) => text.replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (
 let origin // { proc, port, url }
 const SLUICE_CLI = path.join(ROOT, 'dist', 'src', 'cli.js')
 
+/** The V8 flags a Sluice build ships with (its dist/src/node-flags.js; none before that file existed). */
+async function nodeFlags (cli) {
+  const f = path.join(path.dirname(cli), 'node-flags.js')
+  return existsSync(f) ? [...(await import(f)).NODE_FLAGS] : []
+}
+
 /** Returns { proc, port } or { skip: reason }. */
 async function startServer (name) {
   const spec = SERVERS[name]
@@ -533,10 +542,13 @@ async function startServer (name) {
       if (r.skip) return { skip: r.skip }
       Object.assign(vars, r.vars)
     }
-    const text = interpolate(readFileSync(path.join(spec.configDir ?? path.join(BENCH, 'configs'), spec.config), 'utf8'), vars)
+    // A baseline checkout reads its own copy of a config (its keys may differ), or this one's
+    // when it has none (a config added since).
+    const own = spec.configDir ? path.join(spec.configDir, spec.config) : null
+    const text = interpolate(readFileSync(own && existsSync(own) ? own : path.join(BENCH, 'configs', spec.config), 'utf8'), vars)
     const file = path.join(dir, spec.config)
     writeFileSync(file, text)
-    proc = start(name, spec.cores ?? SERVER_CORE, process.execPath, [cli, '--config', file])
+    proc = start(name, spec.cores ?? SERVER_CORE, process.execPath, [...await nodeFlags(cli), cli, '--config', file])
   } else if (spec.kind === 'nginx') {
     const bin = which('nginx')
     if (!bin) return { skip: 'nginx is not installed' }

@@ -13,7 +13,8 @@ if (!existsSync(cli)) {
 }
 const config = process.env.SLUICE_CONFIG ?? join(root, 'config/sluice.yaml')
 const origin = spawn(process.execPath, [join(root, 'examples/origin.mjs')], { stdio: 'inherit', env: { ...process.env, PORT: process.env.ORIGIN_PORT ?? '3000' } })
-const gateway = spawn(process.execPath, [cli, '--config', config], { stdio: 'inherit' })
+const { NODE_FLAGS } = await import(join(root, 'dist/src/node-flags.js'))
+const gateway = spawn(process.execPath, [...NODE_FLAGS, cli, '--config', config], { stdio: 'inherit' })
 console.error('\nSluice on http://localhost:8080 (try: curl -i http://localhost:8080/api/products), admin on http://127.0.0.1:9901/metrics\n')
 let stopping = false
 const stop = (code) => {

@@ -22,6 +22,7 @@ import type { Config } from '../config/schema.js'
 import { MemoryBucketStore } from '../resilience/bucket-memory.js'
 import { serveBuckets } from './ipc-buckets.js'
 import { VERSION } from '../version.js'
+import { withNodeFlags } from '../node-flags.js'
 
 export type WorkerMessage =
   | { type: 'sluice:reload'; id: string }
@@ -86,6 +87,8 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   let restarts = 0
   let quickExits = 0
 
+  // Workers run with Sluice's V8 flags even when the primary was started without them.
+  cluster.setupPrimary({ execArgv: withNodeFlags(process.execArgv) })
   const fork = (): Worker => {
     const w = cluster.fork({ SLUICE_WORKER: '1' })
     const started = Date.now()

@@ -46,6 +46,31 @@ export function entrySize (e: CacheEntry): number {
   return e.body.length + (e.gzip?.length ?? 0) + (e.br?.length ?? 0) + 2 * h + e.key.length + e.base.length + e.path.length + ENTRY_OVERHEAD_BYTES
 }
 
+/** The empty tags/Vary list every entry without any shares (frozen: nothing appends to it). */
+export const NO_STRINGS = Object.freeze([]) as unknown as string[]
+
+/**
+ * A copy of `bytes` that owns its memory, for anything the cache keeps. Node serves small
+ * allocations (Buffer.concat, Buffer.from, zlib's output under 4 KB) as slices of a shared
+ * 8 KB slab, and one kept slice keeps the whole slab alive: 1 KB entries under churn then pin
+ * up to 8 KB each. A buffer that already owns its whole ArrayBuffer is returned as is.
+ */
+export function owned (bytes: Buffer): Buffer {
+  if (bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length) return bytes
+  const b = Buffer.allocUnsafeSlow(bytes.length)
+  bytes.copy(b)
+  return b
+}
+
+/** Concatenate into one buffer that owns its memory (see owned). */
+export function ownedConcat (chunks: readonly Buffer[], size: number): Buffer {
+  if (chunks.length === 1) return owned(chunks[0])
+  const b = Buffer.allocUnsafeSlow(size)
+  let off = 0
+  for (const c of chunks) { c.copy(b, off); off += c.length }
+  return b
+}
+
 export function ageMs (e: CacheEntry, now: number): number {
   return e.initialAgeMs + Math.max(0, now - e.responseTime)
 }
@@ -79,8 +104,8 @@ export function decodeEntry (buf: Buffer): CacheEntry | undefined {
   const meta = JSON.parse(buf.subarray(4, 4 + ml).toString('utf8')) as CacheEntry & { v: number; bl: number; gl: number; rl: number }
   if (meta.v !== 1) return undefined
   let off = 4 + ml
-  // Copies, so an entry backfilled into L1 does not pin the whole Redis reply buffer.
-  const take = (n: number) => { const b = Buffer.from(buf.subarray(off, off + n)); off += n; return b }
+  // Copies, so an entry backfilled into L1 does not pin the whole Redis reply buffer (or a slab).
+  const take = (n: number) => { const b = owned(buf.subarray(off, off + n)); off += n; return b }
   const e: CacheEntry = { ...meta, body: take(meta.bl) }
   if (meta.gl >= 0) e.gzip = take(meta.gl)
   if (meta.rl >= 0) e.br = take(meta.rl)

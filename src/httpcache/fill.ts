@@ -12,7 +12,7 @@ import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
 import { isSluiceError } from '../errors.js'
 import { first } from '../compress/headers.js'
 import { discard, drainToNull } from '../upstream/headers.js'
-import type { CacheEntry } from './entry.js'
+import { NO_STRINGS, ownedConcat, type CacheEntry } from './entry.js'
 import { variantKey, varyNames } from './key.js'
 import { freshness, responseDirectives, storable, withheldFields, SURROGATE_CAPABILITY, type BypassReason } from './policy.js'
 import type { Directives } from './directives.js'
@@ -79,14 +79,19 @@ function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, body: Bu
   const f = freshness(res.status, res.headers, d, targeted, p, t0, t1)
   const why = storable(res.status, res.headers, d, req.headers, job.reqD, p, f)
   if (why !== null) return why
-  const headers: Headers = { ...res.headers }
-  delete headers['set-cookie2']
-  for (const name of withheldFields(d)) delete headers[name]
+  // A copy without the withheld fields (built, not deleted from: `delete` turns a V8 object
+  // into a larger dictionary, and this one lives as long as the entry).
+  const withheld = withheldFields(d)
+  const headers: Headers = {}
+  for (const k in res.headers) {
+    if (k === 'set-cookie2' || (withheld.length > 0 && withheld.includes(k))) continue
+    headers[k] = res.headers[k]
+  }
   if (route.cache.etagFromBody && headers.etag === undefined && res.status === 200) {
     headers.etag = '"' + createHash('sha256').update(body).digest('base64url').slice(0, 27) + '"'
   }
   const tagHeader = [res.headers['cache-tag'], res.headers['surrogate-key']].flat().filter(Boolean).join(' ')
-  const tags = [...new Set(tagHeader.split(/[\s,]+/).filter(Boolean))].slice(0, 64)
+  const tags = tagHeader === '' ? NO_STRINGS : [...new Set(tagHeader.split(/[\s,]+/).filter(Boolean))].slice(0, 64)
   // The variant key follows the response's own Vary (the lookup key was computed before it was known).
   const names = varyNames(res.headers.vary)
   return {
@@ -181,7 +186,7 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   let collecting = true
   const finish = (): void => {
     if (!collecting) return
-    const built = buildEntry(core, job, res, Buffer.concat(chunks, size), t0, t1)
+    const built = buildEntry(core, job, res, ownedConcat(chunks, size), t0, t1)
     if (typeof built === 'string') { done({ reason: built }); return }
     writer.normalise(built, route).then((e) => done({ entry: e }, writer.store(e, route)), (err: Error) => {
       core.log.warn({ err: err.message, path: job.path }, 'cache: stored body does not decode; not stored')

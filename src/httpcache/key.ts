@@ -1,6 +1,7 @@
 // The cache key: method class, host, path and query (normalised per route), the route's extra
 // key headers, then the Vary'd request headers (normalised: whitespace around list items, case,
 // Accept-Language order, and Accept-Encoding reduced to the encoding Sluice would serve).
+import { NO_STRINGS } from './entry.js'
 import type { Headers } from '../types.js'
 import { pickEncoding } from '../compress/negotiate.js'
 
@@ -50,7 +51,7 @@ export function baseKey (method: string, host: string, path: string, reqHeaders:
 
 /** Vary header names of a response, lower case, sorted, without duplicates. */
 export function varyNames (vary: string | string[] | undefined): string[] {
-  if (vary === undefined) return []
+  if (vary === undefined) return NO_STRINGS
   const names = new Set<string>()
   for (const n of (Array.isArray(vary) ? vary.join(',') : vary).split(',')) {
     const t = n.trim().toLowerCase()

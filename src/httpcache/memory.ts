@@ -9,7 +9,8 @@ interface Slot { e: CacheEntry; size: number; expires: number }
 export class MemoryStore implements EntryStore, FillLeases {
   private readonly slots = new Map<string, Slot>()
   private readonly vary = new Map<string, string[]>()
-  private readonly byBase = new Map<string, Set<string>>()
+  /** Variant keys by base key: the key itself while there is one (most bases), a Set beyond. */
+  private readonly byBase = new Map<string, string | Set<string>>()
   private readonly leases = new Map<string, { owner: string; waiting: number; expires: number }>()
   bytes = 0
 
@@ -39,9 +40,9 @@ export class MemoryStore implements EntryStore, FillLeases {
     this.slots.set(e.key, { e, size, expires: this.now() + ttlMs })
     this.bytes += size
     this.vary.set(e.base, e.varyNames)
-    let set = this.byBase.get(e.base)
-    if (!set) { set = new Set(); this.byBase.set(e.base, set) }
-    set.add(e.key)
+    const had = this.byBase.get(e.base)
+    if (had === undefined) this.byBase.set(e.base, e.key)
+    else if (typeof had === 'string') { if (had !== e.key) this.byBase.set(e.base, new Set([had, e.key])) } else had.add(e.key)
     this.evict()
     return true
   }
@@ -70,16 +71,22 @@ export class MemoryStore implements EntryStore, FillLeases {
     if (!s) return false
     this.slots.delete(key)
     this.bytes -= s.size
-    const set = this.byBase.get(s.e.base)
-    if (set) { set.delete(key); if (set.size === 0) { this.byBase.delete(s.e.base); this.vary.delete(s.e.base) } }
+    const base = s.e.base
+    const had = this.byBase.get(base)
+    if (had !== undefined) {
+      if (typeof had === 'string') { if (had === key) { this.byBase.delete(base); this.vary.delete(base) } } else {
+        had.delete(key)
+        if (had.size === 1) this.byBase.set(base, had.values().next().value as string)
+      }
+    }
     return true
   }
 
   deleteBase (base: string): number {
-    const set = this.byBase.get(base)
-    if (!set) return 0
+    const had = this.byBase.get(base)
+    if (had === undefined) return 0
     let n = 0
-    for (const k of [...set]) if (this.remove(k)) n++
+    for (const k of typeof had === 'string' ? [had] : [...had]) if (this.remove(k)) n++
     this.vary.delete(base)
     return n
   }

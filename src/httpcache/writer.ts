@@ -7,7 +7,7 @@
 import { isSluiceError } from '../errors.js'
 import { first } from '../compress/headers.js'
 import { decodeOriginBody, encodeMissing, shouldEncode } from '../compress/variants.js'
-import { storeTtlMs, type CacheEntry } from './entry.js'
+import { owned, storeTtlMs, type CacheEntry } from './entry.js'
 import type { CacheCore, CacheRoute } from './core.js'
 
 /** Store-time encodes allowed to run at once (libuv's thread pool has 4 threads). */
@@ -38,7 +38,7 @@ export class EntryWriter {
     if (decoded === null || decoded.coding === undefined) return e
     const headers = { ...e.headers }
     delete headers['content-encoding']
-    const out: CacheEntry = { ...e, headers, body: decoded.identity, out: undefined }
+    const out: CacheEntry = { ...e, headers, body: owned(decoded.identity), out: undefined }
     if (decoded.coding === 'gzip') out.gzip = e.body
     else if (decoded.coding === 'br') out.br = e.body
     return out
@@ -66,8 +66,8 @@ export class EntryWriter {
     const codings = comp.encodings.filter((c) => STORED_CODINGS.has(c))
     const made = await encodeMissing(e.body, e.headers, comp, { gzip: e.gzip, br: e.br }, codings)
     if (made.gzip === undefined && made.br === undefined) return
-    if (made.gzip !== undefined) e.gzip = made.gzip
-    if (made.br !== undefined) e.br = made.br
+    if (made.gzip !== undefined) e.gzip = owned(made.gzip)
+    if (made.br !== undefined) e.br = owned(made.br)
     e.out = undefined // the headers of each coding change (Vary, ETag)
     this.core.l1.grew(e.key)
     const { metrics } = this.core
