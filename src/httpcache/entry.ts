@@ -30,6 +30,8 @@ export interface CacheEntry {
   authOk: boolean
   /** Response headers ready to send, per encoding; built on first use, never stored in Redis. */
   out?: Partial<Record<'identity' | 'gzip' | 'br', Headers>>
+  /** The Age and hit Cache-Status strings of the last hit, reused while their seconds stay the same; never stored in Redis. */
+  said?: { age: number; ageText: string; ttl: number; hitStatus: string }
 }
 
 /**
@@ -90,7 +92,7 @@ export function storeTtlMs (e: CacheEntry, now: number): number {
 }
 
 export function encodeEntry (e: CacheEntry): Buffer {
-  const { body, gzip, br, out: _out, ...rest } = e
+  const { body, gzip, br, out: _out, said: _said, ...rest } = e
   const meta = Buffer.from(JSON.stringify({ ...rest, v: 1, bl: body.length, gl: gzip?.length ?? -1, rl: br?.length ?? -1 }), 'utf8')
   const head = Buffer.allocUnsafe(4)
   head.writeUInt32BE(meta.length, 0)

@@ -1,10 +1,12 @@
-// L1: an in-process LRU bounded by total bytes (headers and bodies counted). Map insertion order
-// is the recency order: a hit moves its entry to the end; eviction takes from the front.
+// L1: an in-process cache bounded by total bytes (headers and bodies counted), evicting by
+// CLOCK (second chance), an LRU approximation: Map insertion order is the queue; a hit only sets
+// the entry's `used` bit (no Map delete and re-insert per hit); eviction takes from the front,
+// and an entry whose bit is set gets it cleared and goes to the back instead of out.
 import type { CacheEntry } from './entry.js'
 import { entrySize } from './entry.js'
 import { matches, type EntryStore, type FillLeases, type LeaseResult, type PurgeSelector } from './store.js'
 
-interface Slot { e: CacheEntry; size: number; expires: number }
+interface Slot { e: CacheEntry; size: number; expires: number; used: boolean }
 
 export class MemoryStore implements EntryStore, FillLeases {
   private readonly slots = new Map<string, Slot>()
@@ -21,9 +23,7 @@ export class MemoryStore implements EntryStore, FillLeases {
     const s = this.slots.get(key)
     if (s === undefined) return undefined
     if (s.expires <= this.now()) { this.remove(key); return undefined }
-    // Refresh recency.
-    this.slots.delete(key)
-    this.slots.set(key, s)
+    s.used = true
     return s.e
   }
 
@@ -37,7 +37,7 @@ export class MemoryStore implements EntryStore, FillLeases {
     if (size > this.maxEntryBytes || size > this.maxBytes || ttlMs <= 0) return false
     const prev = this.slots.get(e.key)
     if (prev) this.remove(e.key)
-    this.slots.set(e.key, { e, size, expires: this.now() + ttlMs })
+    this.slots.set(e.key, { e, size, expires: this.now() + ttlMs, used: false })
     this.bytes += size
     this.vary.set(e.base, e.varyNames)
     const had = this.byBase.get(e.base)
@@ -61,8 +61,13 @@ export class MemoryStore implements EntryStore, FillLeases {
 
   private evict (): void {
     while (this.bytes > this.maxBytes && this.slots.size > 0) {
-      const oldest = this.slots.keys().next().value as string
-      this.remove(oldest)
+      const [oldest, s] = this.slots.entries().next().value as [string, Slot]
+      if (s.used) {
+        // Second chance: used since it last reached the front; to the back, unmarked.
+        s.used = false
+        this.slots.delete(oldest)
+        this.slots.set(oldest, s)
+      } else this.remove(oldest)
     }
   }
 

@@ -26,6 +26,27 @@ function codings (e: CacheEntry): readonly string[] {
   return e.br !== undefined ? (e.gzip !== undefined ? WITH_BOTH : WITH_BR) : e.gzip !== undefined ? WITH_GZIP : ONLY_IDENTITY
 }
 
+/**
+ * The Age value and the fresh-hit Cache-Status of `e` at `now`. Both change once a second at
+ * most, so the strings of the last hit are kept on the entry and reused: a hit builds no
+ * string while its seconds stay the same.
+ */
+function said (e: CacheEntry, now: number): NonNullable<CacheEntry['said']> {
+  const a = ageMs(e, now)
+  const age = Math.floor(a / 1000)
+  const ttl = Math.floor((e.lifetimeMs - a) / 1000)
+  const s = e.said
+  if (s !== undefined && s.age === age && s.ttl === ttl) return s
+  const fresh = { age, ageText: String(age), ttl, hitStatus: `sluice; hit; ttl=${ttl}` }
+  e.said = fresh
+  return fresh
+}
+
+/** The Cache-Status of a fresh hit (`sluice; hit; ttl=N`), built once per second per entry. */
+export function hitStatus (e: CacheEntry, now: number): string {
+  return said(e, now).hitStatus
+}
+
 /** Whole seconds of freshness left (negative when stale), as Cache-Status reports it. */
 export function ttlSeconds (e: CacheEntry, now: number): number {
   return Math.floor(ttlMs(e, now) / 1000)
@@ -72,7 +93,7 @@ export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRou
 
 /** Answer from a stored entry: 304 to a matching conditional, else the best stored coding. */
 export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req: UpstreamRequest, status: string, result: CacheResult, now: number): ProxyResponse {
-  const age = String(Math.floor(ageMs(e, now) / 1000))
+  const age = said(e, now).ageText
   core.event(route.name, result)
   const rh = req.headers
   if ((rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) && e.status === 200 && notModified(e, rh)) {

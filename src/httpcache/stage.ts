@@ -26,7 +26,7 @@ import { baseKey, keyPath } from './key.js'
 import { requestDirectives } from './policy.js'
 import type { Directives } from './directives.js'
 import { usability, refreshDue, NO_DIRECTIVES } from './freshness.js'
-import { respond, ranged, ttlSeconds } from './respond.js'
+import { respond, ranged, ttlSeconds, hitStatus } from './respond.js'
 import { lookup, lookupL1 } from './lookup.js'
 import { bypass, type FillJob } from './fill.js'
 import { Coalescer } from './coalesce.js'
@@ -87,7 +87,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   /** A fresh hit; past the route's refreshAheadPercent, one background refresh too. */
   function hit (e: CacheEntry, job: FillJob, t: number): ProxyResponse {
     if (refreshDue(e, job.route.cache, t)) coalescer.refresh(job)
-    return respond(core, e, job.route, job.req, `sluice; hit; ttl=${ttlSeconds(e, t)}`, 'hit', t)
+    return respond(core, e, job.route, job.req, hitStatus(e, t), 'hit', t)
   }
 
   /** Everything but a fresh L1 hit: L2, ranges, stale, request directives, then a fill. */
@@ -155,7 +155,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       const t = now()
       // A hit due for refresh-ahead goes through handle(), which starts the refresh.
       if (usability(e, rc, NO_DIRECTIVES, t) !== 'fresh' || refreshDue(e, rc, t)) return null
-      return respond(core, e, route, req, `sluice; hit; ttl=${ttlSeconds(e, t)}`, 'hit', t)
+      return respond(core, e, route, req, hitStatus(e, t), 'hit', t)
     },
 
     handle (route, req, fetch) {

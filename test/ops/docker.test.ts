@@ -2,6 +2,7 @@
 // rely on: every file the Dockerfile and the compose file reference exists (and is not
 // excluded from the build context), and their ports and paths agree with the container
 // config deploy/sluice.docker.yaml, which itself passes Sluice's own validation.
+import { NODE_FLAGS } from '../../src/node-flags.js'
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { posix } from 'node:path'
@@ -143,8 +144,11 @@ test('Dockerfile: the runtime stage runs as non-root, exposes and probes the con
 
   assert.ok(cmd, 'CMD uses the exec form, so node is PID 1 and gets SIGTERM itself')
   assert.equal(cmd[0], 'node')
-  assert.equal(cmd[1], JSON.parse(read('package.json')).bin.sluice, 'CMD runs the package\'s bin')
-  assert.ok(exists(cmd[1].replace(/^dist\//, '').replace(/\.js$/, '.ts')), `${cmd[1]} is compiled from an existing source`)
+  // node's flags (Sluice's V8 flags, src/node-flags.ts), then the package's bin
+  const script = cmd.find((a) => !a.startsWith('-') && a !== 'node')!
+  assert.deepEqual(cmd.slice(1, cmd.indexOf(script)), [...NODE_FLAGS], 'CMD passes Sluice\'s V8 flags')
+  assert.equal(script, JSON.parse(read('package.json')).bin.sluice, 'CMD runs the package\'s bin')
+  assert.ok(exists(script.replace(/^dist\//, '').replace(/\.js$/, '.ts')), `${script} is compiled from an existing source`)
   assert.equal(CONFIG_PATH, '/etc/sluice/sluice.yaml')
 
   const volumes = ins(runtime, 'VOLUME').flatMap((i) => execForm(i.args) ?? i.args.split(/\s+/))
