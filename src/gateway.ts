@@ -44,6 +44,9 @@ function badHost (res: ServerResponse, hosts: number): void {
 
 export function buildProxy (deps: ProxyDeps): FastifyInstance {
   const { log, metrics } = deps
+  // Access lines carry no headers, so nothing in them is redacted: the same logger and stream
+  // without the redaction pass, which cost as much as the rest of the line (about 5 µs of 10).
+  const accessLog = log.child({}, { redact: { paths: [] } })
   const first = deps.current().config
   const srvCfg = first.server
   let clientErrorsLogged = 0
@@ -119,7 +122,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     const ms = t0 > 0 ? performance.now() - t0 : 0
     if (config.metrics.enabled) metrics.forRoute(routeName).observe(method, status, cache, ms / 1000)
     if (config.log.accessLog) {
-      log.info({
+      accessLog.info({
         route: routeName,
         upstream,
         method,

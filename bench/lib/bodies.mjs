@@ -29,7 +29,7 @@ function words (r, n) {
 }
 
 /** A product-catalogue page: what an API behind a cache typically returns. */
-function catalogueJson (targetBytes) {
+export function catalogueJson (targetBytes) {
   const r = rng(42)
   const items = []
   let size = 0

@@ -14,7 +14,7 @@ export const CompressionRouteSchema = Strict({
   // Capped at 9: quality 10 and 11 cost 50 to 100 times quality 4 and belong to stored copies only.
   brQuality: Type.Integer({ minimum: 0, maximum: 9, default: 4, description: 'Brotli quality on the fly (uncached responses); 10 and 11 are too slow for a request path' }),
   gzipLevel: Type.Integer({ minimum: 1, maximum: 9, default: 6, description: 'gzip level on the fly (uncached responses)' }),
-  storeBrQuality: Type.Integer({ minimum: 0, maximum: 11, default: 9, description: 'Brotli quality for the copy stored with a cache entry (encoded once, off the response path)' }),
+  storeBrQuality: Type.Integer({ minimum: 0, maximum: 11, default: 11, description: 'Brotli quality for the copy stored with a cache entry (encoded once, off the response path); bodies over 256 KiB use at most 9' }),
   storeGzipLevel: Type.Integer({ minimum: 1, maximum: 9, default: 9, description: 'gzip level for the copy stored with a cache entry' }),
   maxDecompressedBytes: Bytes(67108864, 'When an origin sends an encoded body that is stored, decoding it for identity clients stops here (compression-bomb bound)', 1),
   flushIdleMs: Ms(20, 'When a body compressed on the fly pauses this long, send what is compressed so far (streamed JSON, long polls); 0 never flushes early', 0),

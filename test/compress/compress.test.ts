@@ -6,7 +6,7 @@ import zlib from 'node:zlib'
 import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
-import { encoderRuns, decodeBounded } from '../../src/compress/codec.js'
+import { encoderRuns, decodeBounded, brotliStoreParams, BR_STORE_FULL_QUALITY_MAX_BYTES } from '../../src/compress/codec.js'
 
 let origin: Origin
 let gw: TestGateway
@@ -172,4 +172,13 @@ test('through the gateway, a compressed stream that pauses reaches the client be
   let rest = ''
   for (let n = await it.next(); !n.done; n = await it.next()) rest += String(n.value)
   assert.equal(rest, '{"type":"DELETED"}\n')
+})
+
+test('stored Brotli copies use the configured quality up to 256 KiB, and at most 9 above it', async () => {
+  const { constants } = await import('node:zlib')
+  const q = (quality: number, length: number) => (brotliStoreParams(quality, length).params as Record<number, number>)[constants.BROTLI_PARAM_QUALITY]
+  assert.equal(q(11, 100 * 1024), 11)
+  assert.equal(q(11, BR_STORE_FULL_QUALITY_MAX_BYTES), 11)
+  assert.equal(q(11, BR_STORE_FULL_QUALITY_MAX_BYTES + 1), 9)
+  assert.equal(q(5, 4 * 1024 * 1024), 5, 'a lower configured quality is kept')
 })
