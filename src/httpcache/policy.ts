@@ -3,6 +3,8 @@
 import type { Headers } from '../types.js'
 import { parseDirectives, seconds, httpDate, type Directives } from './directives.js'
 import { first } from '../compress/headers.js'
+import { parseDictionary, isInnerList } from 'structured-headers'
+import { ageSeconds, expiresTime } from './freshness.js'
 
 /** Statuses a cache may store with heuristic freshness (RFC 9110 §15.1). */
 export const HEURISTIC_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
@@ -29,15 +31,59 @@ export const SURROGATE_CAPABILITY = `${SURROGATE_TOKEN}="Surrogate/1.0"`
 /** The directives that govern Sluice: its own targeted field, then CDN-Cache-Control, then Surrogate-Control, then Cache-Control (RFC 9213). */
 export function responseDirectives (h: Headers, targetedField: string): { d: Directives; targeted: boolean } {
   const own = h[targetedField]
-  if (own !== undefined) { const d = parseDirectives(own); if (d.size) return { d, targeted: true } }
+  if (own !== undefined) { const d = targetedDirectives(own); if (d !== null && d.size) return { d, targeted: true } }
   const cdn = h['cdn-cache-control']
-  if (cdn !== undefined) { const d = parseDirectives(cdn); if (d.size) return { d, targeted: true } }
+  if (cdn !== undefined) { const d = targetedDirectives(cdn); if (d !== null && d.size) return { d, targeted: true } }
   const sc = h['surrogate-control']
   if (sc !== undefined) {
     const d = surrogateDirectives(sc, SURROGATE_TOKEN)
     if (d.size) return { d, targeted: true }
   }
   return { d: parseDirectives(h['cache-control']), targeted: false }
+}
+
+/** Targeted-field directives whose value is an Integer (delta-seconds). */
+const INTEGER_DIRECTIVES = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error'])
+/** Targeted-field directives whose value is a Boolean (present: true). */
+const BOOLEAN_DIRECTIVES = new Set(['no-store', 'no-cache', 'private', 'public', 'must-revalidate', 'proxy-revalidate', 'must-understand', 'immutable', 'no-transform'])
+
+/**
+ * A targeted cache-control field (RFC 9213 §2.1: CDN-Cache-Control, or the route's own) as a
+ * Structured Field Dictionary (RFC 8941), parsed by `structured-headers`. null when the field
+ * does not parse or a known directive has the wrong type (`max-age="60"`, `max-age=1.5`,
+ * `max-age=-1`, `no-store=1`): the whole field is then ignored and Cache-Control applies.
+ * Parameters are ignored; a Boolean false directive is absent; unknown directives are kept as
+ * Cache-Control would keep them (Integers and Tokens as text, Booleans as present).
+ */
+export function targetedDirectives (value: string | string[]): Directives | null {
+  const raw = Array.isArray(value) ? value.join(', ') : value
+  let dict
+  try { dict = parseDictionary(raw) } catch { return null }
+  const out: Directives = new Map()
+  for (const [name, member] of dict) {
+    if (isInnerList(member)) {
+      if (INTEGER_DIRECTIVES.has(name) || BOOLEAN_DIRECTIVES.has(name)) return null
+      continue
+    }
+    const v = member[0]
+    if (INTEGER_DIRECTIVES.has(name)) {
+      // structured-headers gives Integers and Decimals both as numbers: a Decimal is told by its text.
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || isDecimal(raw, name)) return null
+      out.set(name, String(v))
+    } else if (BOOLEAN_DIRECTIVES.has(name)) {
+      if (typeof v !== 'boolean') return null
+      if (v) out.set(name, true)
+    } else if (v === true) out.set(name, true)
+    else if (typeof v === 'number' || typeof v === 'string') out.set(name, String(v))
+    else if (typeof v === 'object' && v !== null && 'value' in v && typeof v.value === 'string') out.set(name, v.value) // a Token
+  }
+  return out
+}
+
+/** Whether a dictionary member `name=...` of `raw` (which parsed) carries a Decimal value. */
+function isDecimal (raw: string, name: string): boolean {
+  const esc = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+  return new RegExp(`(?:^|,)[ \\t]*${esc}=-?[0-9]+\\.`).test(raw)
 }
 
 /**
@@ -100,7 +146,7 @@ export function freshness (status: number, h: Headers, d: Directives, targeted: 
   if (sMax !== undefined) lifetimeMs = sMax * 1000
   else if (max !== undefined) lifetimeMs = max * 1000
   else if (!targeted && h.expires !== undefined) {
-    const exp = httpDate(h.expires)
+    const exp = expiresTime(h.expires, responseTime)
     lifetimeMs = Number.isNaN(exp) ? 0 : Math.max(0, exp - dateMs) // an invalid Expires is already stale
   }
   if (lifetimeMs === undefined) {
@@ -112,15 +158,8 @@ export function freshness (status: number, h: Headers, d: Directives, targeted: 
       lifetimeMs = Number.isNaN(lm) || lm >= dateMs ? 0 : Math.min((dateMs - lm) * route.heuristicPercent / 100, route.maxHeuristicSeconds * 1000)
     } else lifetimeMs = 0
   }
-  // An Age that is not exactly one non-negative integer makes the response stale (RFC 9111 §5.1).
-  let ageValue = 0
-  let badAge = false
-  if (h.age !== undefined) {
-    const a = Array.isArray(h.age) ? h.age : [h.age]
-    if (a.length !== 1 || !/^\s*\d+\s*$/.test(a[0])) badAge = true
-    else ageValue = Number(a[0]) * 1000
-  }
-  if (badAge) lifetimeMs = 0
+  // Age (RFC 9111 §5.1): the first value of a list; an invalid value is ignored, as if absent.
+  const ageValue = (ageSeconds(h.age) ?? 0) * 1000
   const apparent = Math.max(0, responseTime - dateMs)
   const corrected = ageValue + (responseTime - requestTime)
   const swr = seconds(d, 'stale-while-revalidate')
