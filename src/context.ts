@@ -16,6 +16,8 @@ export class RequestContext {
   timing: [number, number] | null = null
   /** Set once metrics and the access line were written for this request. */
   observed = false
+  /** The request ID (src/request-id.ts), assigned before the request reached Fastify. */
+  requestId = ''
   constructor (readonly snap: Snapshot, readonly t0: number = performance.now()) {}
 }
 

@@ -9,10 +9,10 @@ import type { CacheStage } from './httpcache/stage.js'
 import type { Headers, UpstreamRequest } from './types.js'
 import { writeStored } from './send.js'
 
-export type FastObserve = (req: IncomingMessage, routeName: string, upstream: string, status: number, bytes: number, t0: number) => void
+export type FastObserve = (req: IncomingMessage, routeName: string, upstream: string, status: number, bytes: number, t0: number, requestId: string) => void
 
 export function createFastPath (current: () => Snapshot, cache: CacheStage, observe: FastObserve) {
-  return function fastHit (req: IncomingMessage, res: ServerResponse): boolean {
+  return function fastHit (req: IncomingMessage, res: ServerResponse, requestId: string): boolean {
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return false
     const t0 = performance.now()
@@ -30,9 +30,9 @@ export function createFastPath (current: () => Snapshot, cache: CacheStage, obse
     const ureq: UpstreamRequest = { method, path: url, headers: h as Headers, body: null, host: h.host ?? '', protocol: 'http', clientIp: '' }
     const hit = cache.peek(route, ureq)
     if (hit === null) return false
-    writeStored(res, hit)
+    writeStored(res, hit, undefined, snap.requestId, requestId)
     const body = hit.body as Buffer | null
-    observe(req, route.name, route.upstream.name, hit.status, body === null ? 0 : body.length, t0)
+    observe(req, route.name, route.upstream.name, hit.status, body === null ? 0 : body.length, t0, requestId)
     return true
   }
 }

@@ -13,6 +13,7 @@ import { createPipeline, type PipelineDeps } from './pipeline.js'
 import { SluiceError, errorBody, isSluiceError, rawError, writeError, type ErrorCode } from './errors.js'
 import { handleUpgrade } from './upstream/websocket.js'
 import { resolveClientIp, HOST_VALUE } from './forwarding.js'
+import { assignRequestId, type RequestIdRule } from './request-id.js'
 import { createFastPath } from './fast-path.js'
 import type { CacheResult } from './types.js'
 
@@ -38,8 +39,8 @@ export function hostLines (raw: string[]): number {
   return n
 }
 
-function badHost (res: ServerResponse, hosts: number): void {
-  writeError(res, new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : 'More than one Host header'), true)
+function badHost (res: ServerResponse, hosts: number, rule: RequestIdRule, id: string): void {
+  writeError(res, new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : 'More than one Host header'), true, rule, id)
 }
 
 export function buildProxy (deps: ProxyDeps): FastifyInstance {
@@ -52,7 +53,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   let clientErrorsLogged = 0
   let clientErrorWindow = 0
 
-  let fast: ((req: IncomingMessage, res: ServerResponse) => boolean) | null = null
+  let fast: ((req: IncomingMessage, res: ServerResponse, requestId: string) => boolean) | null = null
   const options = {
     // No Fastify logger and no onResponse hook: Fastify then sets up no per-request response
     // listeners; Sluice observes each request itself (observeRequest), once.
@@ -70,13 +71,16 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         requireHostHeader: false,
         noDelay: true
       }, (req, res) => {
+        // Every request gets its ID first, so every answer below carries it (src/request-id.ts).
+        const rule = deps.current().requestId
+        const id = assignRequestId(req, rule)
         // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, or with more than one.
         const hosts = hostLines(req.rawHeaders)
-        if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) return badHost(res, hosts)
+        if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) return badHost(res, hosts, rule, id)
         // ...and for a Host that is not host[:port] (it is forwarded as X-Forwarded-Host and keys the cache).
-        if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) return badHost(res, -1)
+        if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) return badHost(res, -1, rule, id)
         // A fresh L1 hit is answered here, before Fastify (src/fast-path.ts).
-        if (fast !== null && fast(req, res)) return
+        if (fast !== null && fast(req, res, id)) return
         handler(req, res)
       })
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
@@ -116,13 +120,14 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined))
 
   /** The one observation per request: a metrics sample and, when enabled, the access line. */
-  const record = (snap: Snapshot, raw: IncomingMessage, routeName: string, upstream: string | undefined, status: number, bytes: number, t0: number, cache: CacheResult, clientIp: string, err: string | undefined): void => {
+  const record = (snap: Snapshot, raw: IncomingMessage, routeName: string, upstream: string | undefined, status: number, bytes: number, t0: number, cache: CacheResult, clientIp: string, err: string | undefined, reqId: string | undefined): void => {
     const config = snap.config
     const method = raw.method ?? 'GET'
     const ms = t0 > 0 ? performance.now() - t0 : 0
     if (config.metrics.enabled) metrics.forRoute(routeName).observe(method, status, cache, ms / 1000)
     if (config.log.accessLog) {
       accessLog.info({
+        reqId,
         route: routeName,
         upstream,
         method,
@@ -143,11 +148,13 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     // undefined, not null, on a request Fastify answered itself (an unsupported method such as PRI)
     if (ctx && ctx.observed) return
     if (ctx) ctx.observed = true
-    record(ctx?.snap ?? deps.current(), request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined)
+    const snap = ctx?.snap ?? deps.current()
+    record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined,
+      ctx ? ctx.requestId : request.raw.headers[snap.requestId.name] as string | undefined)
   }
 
-  fast = createFastPath(deps.current, deps.cache, (raw, routeName, upstream, status, bytes, t0) =>
-    record(deps.current(), raw, routeName, upstream, status, bytes, t0, 'hit', '', undefined))
+  fast = createFastPath(deps.current, deps.cache, (raw, routeName, upstream, status, bytes, t0, requestId) =>
+    record(deps.current(), raw, routeName, upstream, status, bytes, t0, 'hit', '', undefined, requestId))
 
   const handle = createPipeline({ ...deps, observe })
   app.all('/*', handle)
@@ -160,18 +167,22 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) e = new SluiceError('SLUICE_ERR_BAD_REQUEST', err.message)
     else {
       e = new SluiceError('SLUICE_ERR_INTERNAL')
-      log.error({ err, url: request.url }, 'internal error')
     }
     const ctx = request.sluice
+    const rule = (ctx?.snap ?? deps.current()).requestId
+    const reqId = ctx ? ctx.requestId : request.raw.headers[rule.name] as string | undefined
+    if (e.code === 'SLUICE_ERR_INTERNAL') log.error({ reqId, err, url: request.url }, 'internal error')
     if (ctx) ctx.errorCode = e.code
     if (e.status >= 500 && e.code !== 'SLUICE_ERR_INTERNAL') {
-      log.warn({ code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, detail: e.message }, 'upstream error')
+      log.warn({ reqId, code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, detail: e.message }, 'upstream error')
     }
     if (!request.raw.socket?.destroyed) reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1))
     if (e.code === 'SLUICE_ERR_CLIENT_CLOSED') { reply.code(499); observe(request, 499, 0); reply.raw.destroy(); return }
     reply.code(e.status).header('content-type', 'application/json; charset=utf-8')
     if (e.headers) reply.headers(e.headers)
-    return reply.send(errorBody(e))
+    if (reqId === undefined) return reply.send(errorBody(e))
+    reply.header(rule.header, reqId)
+    return reply.send(errorBody(e, { requestId: reqId }))
   })
 
 

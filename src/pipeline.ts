@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import type { Snapshot, RouteEntry } from './config/snapshot.js'
 import { RequestContext, ClientUpstreamRequest } from './context.js'
 import { resolveClientIp } from './forwarding.js'
+import { assignRequestId } from './request-id.js'
 import { SluiceError } from './errors.js'
 import type { ProxyResponse, UpstreamRequest } from './types.js'
 import type { UpstreamFetch } from './stages/upstream.js'
@@ -47,7 +48,8 @@ const NO_ROUTE = 'SLUICE_ERR_NO_ROUTE'
 function sendBytes (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe']): FastifyReply {
   reply.hijack()
   // e.g. Server-Timing, set on the reply earlier in this request
-  writeStored(reply.raw, res, reply.getHeaders())
+  const ctx = reply.request.sluice
+  writeStored(reply.raw, res, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId)
   // Written in one go: observe now, with no listener per request.
   observe?.(reply.request, res.status, res.body === null ? 0 : (res.body as Buffer).length)
   return reply
@@ -69,10 +71,10 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?:
     out.once('close', () => observe(request, out.statusCode, Number(out.getHeader('content-length') ?? -1)))
   }
   const request = reply.request
-  writeStreamed(out, res, res.body as Readable, reply.getHeaders(), (err) => {
-    const ctx = request.sluice
+  const ctx = request.sluice
+  writeStreamed(out, res, res.body as Readable, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err) => {
     if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapUpstreamError(err, ctx.route?.upstream.name ?? '', false).code
-    log?.warn({ reqId: request.id, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')
+    log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')
   })
   return reply
 }
@@ -108,6 +110,9 @@ export function createPipeline (deps: PipelineDeps) {
     const ctx = new RequestContext(snap, t0)
     request.sluice = ctx
     const raw = request.raw
+    // Assigned in the server's request handler (src/gateway.ts), before the fast path.
+    // (A reload in between that renamed the header: assign it again under the new name.)
+    ctx.requestId = (raw.headers[snap.requestId.name] as string | undefined) ?? assignRequestId(raw, snap.requestId)
     let url = raw.url ?? '/'
     if (url.length > snap.config.server.maxUrlBytes) throw new SluiceError('SLUICE_ERR_URI_TOO_LONG')
     if (raw.rawHeaders.length > 2 * snap.config.server.maxHeadersCount) throw new SluiceError('SLUICE_ERR_HEADERS_TOO_LARGE', `More than ${snap.config.server.maxHeadersCount} header lines`)

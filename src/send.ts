@@ -5,26 +5,33 @@
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { ProxyResponse } from './types.js'
+import type { RequestIdRule } from './request-id.js'
 
 type Extra = Record<string, string | number | string[] | undefined>
 
-function headerArray (res: ProxyResponse, extra: Extra | undefined): string[] {
+/**
+ * `rid`: this request's ID header rule (src/request-id.ts) and `id` its value. A stored or
+ * upstream copy of that header (an origin that echoes it) gives way to this request's.
+ */
+function headerArray (res: ProxyResponse, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined): string[] {
   const flat: string[] = []
   const h = res.headers
+  const skip = rid === undefined || id === undefined ? '' : rid.name
+  if (skip !== '') flat.push(rid!.header, id!)
   for (const k in h) {
     const v = h[k]
-    if (v === undefined) continue
+    if (v === undefined || k === skip) continue
     if (typeof v === 'string') flat.push(k, v)
     else for (let i = 0; i < v.length; i++) flat.push(k, v[i])
   }
-  if (extra !== undefined) for (const k in extra) { const v = extra[k]; if (v !== undefined) flat.push(k, String(v)) }
+  if (extra !== undefined) for (const k in extra) { const v = extra[k]; if (v !== undefined && k !== skip) flat.push(k, String(v)) }
   if (res.cacheStatus !== undefined) flat.push('cache-status', res.cacheStatus)
   if (res.age !== undefined) flat.push('age', res.age)
   return flat
 }
 
-export function writeStored (out: ServerResponse, res: ProxyResponse, extra?: Extra): void {
-  out.writeHead(res.status, headerArray(res, extra))
+export function writeStored (out: ServerResponse, res: ProxyResponse, extra?: Extra, rid?: RequestIdRule, id?: string): void {
+  out.writeHead(res.status, headerArray(res, extra, rid, id))
   out.end(res.body ?? undefined)
 }
 
@@ -34,8 +41,8 @@ export function writeStored (out: ServerResponse, res: ProxyResponse, extra?: Ex
  * why); if the client goes away first, the body is destroyed, which closes its upstream
  * connection instead of reading the rest.
  */
-export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, onBodyError: (err: Error) => void): void {
-  out.writeHead(res.status, headerArray(res, extra))
+export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined, onBodyError: (err: Error) => void): void {
+  out.writeHead(res.status, headerArray(res, extra, rid, id))
   body.on('error', (err) => { onBodyError(err); out.destroy() })
   out.on('close', () => { if (!body.destroyed) body.destroy() })
   body.pipe(out)

@@ -8,6 +8,7 @@ import { CacheRouteSchema, type CacheRouteConfig } from '../httpcache/config.js'
 import { CompressionRouteSchema, type CompressionRouteConfig } from '../compress/config.js'
 import { buildRouter } from '../stages/route.js'
 import { compileTrust } from '../forwarding.js'
+import { compileRequestId } from '../request-id.js'
 import type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions } from './snapshot.js'
 
 export type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions } from './snapshot.js'
@@ -96,7 +97,8 @@ export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Re
     routes,
     upstreams,
     router: buildRouter(routes),
-    trust: compileTrust(config.listen.trustedProxies)
+    trust: compileTrust(config.listen.trustedProxies),
+    requestId: compileRequestId(config.requestId)
   }
   // The router holds compiled closures; freeze the data, not the functions' internals.
   deepFreeze(config)

@@ -2,6 +2,7 @@
 // Types are derived from it; `sluice schema` prints it as JSON Schema for YAML editors.
 import { Type, type Static } from '@sinclair/typebox'
 import { Strict, Ms, Bytes, Bool, WithDefault } from './types-helpers.js'
+import { RequestIdSchema } from '../request-id.js'
 import { CacheGlobalSchema, CacheRouteSchema } from '../httpcache/config.js'
 import { CompressionRouteSchema } from '../compress/config.js'
 import { UpstreamRateLimitSchema, CircuitBreakerSchema, RetrySchema, ClientRateLimitSchema, RouteRetrySchema } from '../resilience/config.js'
@@ -119,6 +120,7 @@ export const ConfigSchema = Strict({
   redis: WithDefault(RedisSchema),
   log: WithDefault(LogSchema),
   metrics: WithDefault(MetricsSchema),
+  requestId: WithDefault(RequestIdSchema),
   server: WithDefault(ServerSchema),
   shutdownGraceMs: Ms(10000, 'On SIGTERM, how long in-flight requests may take to finish'),
   workers: Type.Union([Type.Literal('auto'), Type.Integer({ minimum: 1, maximum: 256 })], { default: 1, description: 'Worker processes sharing the proxy port (node:cluster); `auto` is one per core. With more than 1, the primary serves the admin port and supervises the workers. Needs a restart to change' }),

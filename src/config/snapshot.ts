@@ -6,6 +6,7 @@ import type { Config, UpstreamConfig } from './schema.js'
 import type { CacheRouteConfig } from '../httpcache/config.js'
 import type { CompressionRouteConfig } from '../compress/config.js'
 import type { ClientRateLimitConfig } from '../resilience/config.js'
+import type { RequestIdRule } from '../request-id.js'
 
 /**
  * The TLS options of an upstream, built once at load and used by its pool (undici `connect`)
@@ -62,6 +63,8 @@ export interface Snapshot {
   router: Router
   /** Trusted proxy addresses (listen.trustedProxies), or null when none are trusted. */
   trust: BlockList | null
+  /** The request ID header and rule (requestId). */
+  requestId: RequestIdRule
 }
 
 export interface Router {

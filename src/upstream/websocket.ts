@@ -10,6 +10,7 @@ import type { Snapshot } from '../config/snapshot.js'
 import { applyForwarding, HOST_VALUE } from '../forwarding.js'
 import { SluiceError, rawError, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
+import { assignRequestId } from '../request-id.js'
 import { normalisePath } from '../stages/path.js'
 import { upstreamRequestHeaders } from './headers.js'
 
@@ -21,6 +22,8 @@ export function handleUpgrade (current: () => Snapshot, log: Logger) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {})
     const snap = current()
+    // The tunnel's request carries the request ID upstream too (src/request-id.ts).
+    assignRequestId(req, snap.requestId)
     let url = req.url ?? '/'
     const q = url.indexOf('?')
     let path = q === -1 ? url : url.slice(0, q)
