@@ -71,7 +71,7 @@ test('no matching route is a 404 with a stable JSON error', async () => {
   try {
     const r = await request(g2.url + '/elsewhere')
     assert.equal(r.statusCode, 404)
-    assert.deepEqual(await r.body.json(), { error: 'SLUICE_ERR_NO_ROUTE', message: 'No route matches GET /elsewhere' })
+    assert.deepEqual(await r.body.json(), { error: 'SLUICE_ERR_NO_ROUTE', message: 'No route matches GET /elsewhere', requestId: r.headers['x-request-id'] })
     const line = g2.logs.find((l) => l.msg === 'request' && l.status === 404)
     assert.equal(line?.route, 'none')
   } finally { await g2.close() }
