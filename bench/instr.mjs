@@ -6,7 +6,10 @@
 // and GC pauses cost more than their count), so speed claims still quote wrk ratios.
 //
 //   node bench/instr.mjs [--scenario passthrough|hit1k|hit100k-gzip] [--requests N] [--warm N]
-//                        [--concurrency N] [--baseline DIR] [--target ID]...
+//                        [--concurrency N] [--baseline DIR] [--target ID]... [--config FILE]
+//
+// --config: another of bench/configs/ for the Sluice targets (e.g. cache-nometrics.yaml or
+// cache-accesslog.yaml with --scenario hit1k: the cost of metrics or of the access log).
 //
 // Targets: sluice (this checkout's dist/), sluice@base (--baseline DIR's dist/), and the
 // anchors fastify-proxy (passthrough) or fastify-buffer (hits). Each target runs under
@@ -25,7 +28,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
 
-const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [] }
+const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null }
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]; const val = () => argv[++i]
@@ -35,6 +38,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--concurrency') opts.concurrency = Number(val())
   else if (a === '--baseline') opts.baseline = path.resolve(val())
   else if (a === '--target') opts.targets.push(val())
+  else if (a === '--config') opts.config = val()
   else { console.error(`unknown argument ${a}`); process.exit(2) }
 }
 
@@ -96,7 +100,7 @@ async function main () {
       const cli = path.join(t.root, 'dist', 'src', 'cli.js')
       if (!existsSync(cli)) { console.log(`skip ${t.id}: ${cli} missing (build it)`); continue }
       const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(await freePort()), BENCH_ORIGIN_URL: originUrl, REDIS_URL: '' }
-      const text = readFileSync(path.join(BENCH, 'configs', scen.config), 'utf8').replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_, k, d) => vars[k] ?? d ?? '')
+      const text = readFileSync(path.join(BENCH, 'configs', opts.config ?? scen.config), 'utf8').replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_, k, d) => vars[k] ?? d ?? '')
       const file = path.join(TMP, `${t.id.replace('@', '-')}.yaml`)
       writeFileSync(file, text)
       // As the build ships: with its V8 flags (dist/src/node-flags.js), when it has them.

@@ -68,7 +68,10 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?:
   const out = reply.raw
   if (observe !== undefined) {
     const request = reply.request
-    out.once('close', () => observe(request, out.statusCode, Number(out.getHeader('content-length') ?? -1)))
+    // writeHead with a header array leaves getHeader() empty: the length is the response's own.
+    const cl = res.headers['content-length']
+    const bytes = typeof cl === 'string' ? Number(cl) : -1
+    out.once('close', () => observe(request, out.statusCode, Number.isFinite(bytes) ? bytes : -1))
   }
   const request = reply.request
   const ctx = request.sluice

@@ -44,6 +44,7 @@ test('a request without an ID gets one: sent upstream, returned, and in the acce
   assert.match(id, /^[\x21-\x7e]{1,128}$/)
   assert.equal(origin.seen.at(-1)!.headers['x-request-id'], id, 'the upstream got the same ID')
   await until('the access line names the ID', () => accessLine(gw, id) !== undefined)
+  assert.equal(accessLine(gw, id)!.bytes, 2, 'a streamed answer logs its Content-Length')
   const second = await get('/a')
   assert.notEqual(second.headers['x-request-id'], id, 'each request its own')
 })
