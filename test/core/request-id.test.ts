@@ -15,7 +15,7 @@ before(async () => {
   origin = await startOrigin()
   // The origin echoes the ID it received, as many services do.
   origin.on('*', (req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain', 'x-request-id': String(req.headers['x-request-id']) })
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '2', 'x-request-id': String(req.headers['x-request-id']) })
     res.end('ok')
   })
   origin.on('/cached', (req, res) => {
