@@ -1,4 +1,4 @@
-// Counter and histogram families for the per-request path. prom-client's label children still
+// Counter, gauge and histogram families for the per-request path. prom-client's label children still
 // validate and hash their labels on every call (about 1 µs each, several per request); these
 // keep each child's values in a plain object bound once, and hand prom-client's Registry the
 // same `get()` shape its own metrics produce, so /metrics, aggregation and tests are unchanged.
@@ -7,39 +7,49 @@ import type { Registry } from 'prom-client'
 interface Value { labels: Record<string, string | number>; value: number; metricName?: string }
 interface MetricData { name: string; help: string; type: 'counter' | 'histogram' | 'gauge'; values: Value[]; aggregator: 'sum' }
 
+/** A family of children by label values, each bound once (what prom-client's labels() would hash per call). */
+abstract class Family<C extends { labels: Record<string, string> }> {
+  readonly aggregator = 'sum'
+  protected readonly children = new Map<string, C>()
+  constructor (readonly name: string, readonly help: string, readonly labelNames: readonly string[], registry: Registry) {
+    registry.registerMetric(this as never)
+  }
+
+  protected abstract make (labels: Record<string, string>): C
+
+  labels (...values: string[]): C {
+    const key = values.join('\u0000')
+    let c = this.children.get(key)
+    if (!c) {
+      const labels: Record<string, string> = {}
+      this.labelNames.forEach((n, i) => { labels[n] = values[i] })
+      c = this.make(labels)
+      this.children.set(key, c)
+    }
+    return c
+  }
+
+  reset (): void { this.children.clear() }
+
+  /** The `get()` of a family whose children hold one value each (counters, gauges). */
+  protected values (type: 'counter' | 'gauge'): MetricData {
+    const values: Value[] = []
+    for (const c of this.children.values()) values.push({ labels: c.labels, value: (c as unknown as { value: number }).value })
+    return { name: this.name, help: this.help, type, values, aggregator: 'sum' }
+  }
+}
+
 export class FastCounterChild {
   value = 0
   constructor (readonly labels: Record<string, string>) {}
   inc (n = 1): void { this.value += n }
 }
 
-export class FastCounter {
+export class FastCounter extends Family<FastCounterChild> {
   readonly type = 'counter'
-  readonly aggregator = 'sum'
-  private readonly children = new Map<string, FastCounterChild>()
-  constructor (readonly name: string, readonly help: string, readonly labelNames: readonly string[], registry: Registry) {
-    registry.registerMetric(this as never)
-  }
+  protected make (labels: Record<string, string>): FastCounterChild { return new FastCounterChild(labels) }
 
-  labels (...values: string[]): FastCounterChild {
-    const key = values.join('\u0000')
-    let c = this.children.get(key)
-    if (!c) {
-      const labels: Record<string, string> = {}
-      this.labelNames.forEach((n, i) => { labels[n] = values[i] })
-      c = new FastCounterChild(labels)
-      this.children.set(key, c)
-    }
-    return c
-  }
-
-  get (): MetricData {
-    const values: Value[] = []
-    for (const c of this.children.values()) values.push({ labels: c.labels, value: c.value })
-    return { name: this.name, help: this.help, type: 'counter', values, aggregator: 'sum' }
-  }
-
-  reset (): void { this.children.clear() }
+  get (): MetricData { return this.values('counter') }
 }
 
 export class FastHistogramChild {
@@ -61,25 +71,13 @@ export class FastHistogramChild {
   }
 }
 
-export class FastHistogram {
+export class FastHistogram extends Family<FastHistogramChild> {
   readonly type = 'histogram'
-  readonly aggregator = 'sum'
-  private readonly children = new Map<string, FastHistogramChild>()
-  constructor (readonly name: string, readonly help: string, readonly labelNames: readonly string[], readonly buckets: readonly number[], registry: Registry) {
-    registry.registerMetric(this as never)
+  constructor (name: string, help: string, labelNames: readonly string[], readonly buckets: readonly number[], registry: Registry) {
+    super(name, help, labelNames, registry)
   }
 
-  labels (...values: string[]): FastHistogramChild {
-    const key = values.join('\u0000')
-    let c = this.children.get(key)
-    if (!c) {
-      const labels: Record<string, string> = {}
-      this.labelNames.forEach((n, i) => { labels[n] = values[i] })
-      c = new FastHistogramChild(labels, this.buckets)
-      this.children.set(key, c)
-    }
-    return c
-  }
+  protected make (labels: Record<string, string>): FastHistogramChild { return new FastHistogramChild(labels, this.buckets) }
 
   get (): MetricData {
     const values: Value[] = []
@@ -96,7 +94,6 @@ export class FastHistogram {
     return { name: this.name, help: this.help, type: 'histogram', values, aggregator: 'sum' }
   }
 
-  reset (): void { this.children.clear() }
 }
 
 export class FastGaugeChild {
@@ -108,31 +105,9 @@ export class FastGaugeChild {
 }
 
 /** A gauge read at scrape time: inc/dec on the request path are one integer add. */
-export class FastGauge {
+export class FastGauge extends Family<FastGaugeChild> {
   readonly type = 'gauge'
-  readonly aggregator = 'sum'
-  private readonly children = new Map<string, FastGaugeChild>()
-  constructor (readonly name: string, readonly help: string, readonly labelNames: readonly string[], registry: Registry) {
-    registry.registerMetric(this as never)
-  }
+  protected make (labels: Record<string, string>): FastGaugeChild { return new FastGaugeChild(labels) }
 
-  labels (...values: string[]): FastGaugeChild {
-    const key = values.join('\u0000')
-    let c = this.children.get(key)
-    if (!c) {
-      const labels: Record<string, string> = {}
-      this.labelNames.forEach((n, i) => { labels[n] = values[i] })
-      c = new FastGaugeChild(labels)
-      this.children.set(key, c)
-    }
-    return c
-  }
-
-  get (): MetricData {
-    const values: Value[] = []
-    for (const c of this.children.values()) values.push({ labels: c.labels, value: c.value })
-    return { name: this.name, help: this.help, type: 'gauge', values, aggregator: 'sum' }
-  }
-
-  reset (): void { this.children.clear() }
+  get (): MetricData { return this.values('gauge') }
 }
