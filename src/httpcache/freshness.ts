@@ -86,7 +86,6 @@ const MONTH_INDEX: Record<string, number> = Object.fromEntries(MONTHS.split('|')
 const IMF_FIXDATE = new RegExp(`^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) (${MONTHS}) ([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT$`)
 const RFC850_DATE = new RegExp(`^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), ([0-9]{2})-(${MONTHS})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT$`)
 const ASCTIME_DATE = new RegExp(`^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (${MONTHS}) ([0-9]{2}| [0-9]) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([0-9]{4})$`)
-const FIFTY_YEARS_MS = 50 * 365.2425 * 86400_000
 
 function utc (year: number, month: number, day: number, hour: number, minute: number, second: number): number {
   if (day < 1 || hour > 23 || minute > 59 || second > 60) return NaN
@@ -112,7 +111,9 @@ export function parseHttpDate (s: string, now: number = Date.now()): number {
     const century = Math.floor(new Date(now).getUTCFullYear() / 100) * 100
     const args = [MONTH_INDEX[m[2]], Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])] as const
     const t = utc(century + yy, ...args)
-    return t - now > FIFTY_YEARS_MS ? utc(century - 100 + yy, ...args) : t
+    const limit = new Date(now)
+    limit.setUTCFullYear(limit.getUTCFullYear() + 50)
+    return t > limit.getTime() ? utc(century - 100 + yy, ...args) : t
   }
   return NaN
 }

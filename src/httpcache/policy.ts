@@ -3,7 +3,7 @@
 import type { Headers } from '../types.js'
 import { parseDirectives, seconds, httpDate, type Directives } from './directives.js'
 import { first } from '../compress/headers.js'
-import { parseDictionary, isInnerList } from 'structured-headers'
+import { parseDictionary, isInnerList, Token } from 'structured-headers'
 import { ageSeconds, expiresTime } from './freshness.js'
 
 /** Statuses a cache may store with heuristic freshness (RFC 9110 §15.1). */
@@ -75,7 +75,7 @@ export function targetedDirectives (value: string | string[]): Directives | null
       if (v) out.set(name, true)
     } else if (v === true) out.set(name, true)
     else if (typeof v === 'number' || typeof v === 'string') out.set(name, String(v))
-    else if (typeof v === 'object' && v !== null && 'value' in v && typeof v.value === 'string') out.set(name, v.value) // a Token
+    else if (v instanceof Token) out.set(name, v.toString())
   }
   return out
 }

@@ -7,7 +7,7 @@ import type { Headers, ProxyResponse, UpstreamRequest, CacheResult } from '../ty
 import { first, mergeVary } from '../compress/headers.js'
 import { pickStored, variantHeaders } from '../compress/variants.js'
 import { ageMs, ttlMs, type CacheEntry } from './entry.js'
-import { usability } from './freshness.js'
+import { usability, parseHttpDate } from './freshness.js'
 import type { Directives } from './directives.js'
 import { singleRange, ifRangeMatches } from './range.js'
 import type { CacheCore, CacheRoute } from './core.js'
@@ -64,13 +64,26 @@ function etagMatches (header: string, etag: string | undefined): boolean {
   return false
 }
 
-/** Does the client's If-None-Match (or, without it, If-Modified-Since) match this stored 200? */
+/**
+ * Does the client's If-None-Match (or, without it, If-Modified-Since) match this stored 200?
+ * If-Modified-Since compares with Last-Modified; a response without Last-Modified is judged by
+ * its Date, or without a valid Date by when it was received (RFC 9110 §13.1.3): not later than
+ * the IMS date means not modified.
+ */
 function notModified (e: CacheEntry, rh: Headers): boolean {
   const inm = rh['if-none-match']
   if (inm !== undefined) return etagMatches(first(inm)!, first(e.headers.etag))
   const since = Date.parse(first(rh['if-modified-since'])!)
-  const lm = Date.parse(first(e.headers['last-modified']) ?? first(e.headers.date) ?? '')
-  return !Number.isNaN(since) && !Number.isNaN(lm) && lm <= since
+  if (Number.isNaN(since)) return false
+  const lastModified = first(e.headers['last-modified'])
+  if (lastModified !== undefined) {
+    const lm = Date.parse(lastModified)
+    return !Number.isNaN(lm) && lm <= since
+  }
+  const date = parseHttpDate(first(e.headers.date) ?? '')
+  // Date has whole seconds; the receive time is floored to match before comparing.
+  const at = Number.isNaN(date) ? Math.floor(e.responseTime / 1000) * 1000 : date
+  return at <= since
 }
 
 /** The response headers for one stored coding, built on first use and kept on the entry. */
