@@ -52,10 +52,83 @@ export function has (d: Directives, name: string): boolean {
   return d.has(name)
 }
 
-/** Parse an HTTP-date (IMF-fixdate and the two obsolete forms); NaN when invalid. */
+/**
+ * Parse an HTTP-date leniently (Date.parse after a shape check); NaN when invalid. Used where a
+ * date is compared (Date, Last-Modified, If-Modified-Since); Expires, where an invalid value
+ * has a meaning of its own, uses the strict parseHttpDate below.
+ */
 export function httpDate (v: string | string[] | undefined): number {
   if (v === undefined) return NaN
   const s = Array.isArray(v) ? v[0] : v
   if (!/^[A-Za-z]{3,9}, ?\d|^[A-Za-z]{3} [A-Za-z]{3} /.test(s.trim())) return NaN
   return Date.parse(s)
+}
+
+// ---- Strict field parsing for freshness (RFC 9110 §5.6.7, RFC 9111 §5.1, §5.3) ----
+
+/** Largest delta-seconds a cache needs to tell apart (RFC 9111 §1.2.2). */
+export const MAX_DELTA_SECONDS = 2147483648
+
+/**
+ * The Age field's value in seconds (RFC 9111 §5.1), or undefined when it is absent or invalid
+ * (an invalid Age is ignored, as if there were none). A list, or repeated lines (Node joins
+ * them with ", " or gives an array), uses the first value; values past 2^31 are 2^31.
+ */
+export function ageSeconds (v: string | string[] | undefined): number | undefined {
+  if (v === undefined) return undefined
+  const line = Array.isArray(v) ? v[0] : v
+  if (line === undefined) return undefined
+  const comma = line.indexOf(',')
+  const s = (comma === -1 ? line : line.slice(0, comma)).trim()
+  if (!/^[0-9]+$/.test(s)) return undefined
+  const n = Number(s)
+  return n >= MAX_DELTA_SECONDS ? MAX_DELTA_SECONDS : n
+}
+
+const MONTHS = 'Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec'
+const MONTH_INDEX: Record<string, number> = Object.fromEntries(MONTHS.split('|').map((m, i) => [m, i]))
+// HTTP-date is case-sensitive; each form exactly as RFC 9110 §5.6.7 writes it.
+const IMF_FIXDATE = new RegExp(`^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) (${MONTHS}) ([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT$`)
+const RFC850_DATE = new RegExp(`^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), ([0-9]{2})-(${MONTHS})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT$`)
+const ASCTIME_DATE = new RegExp(`^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (${MONTHS}) ([0-9]{2}| [0-9]) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([0-9]{4})$`)
+
+function utc (year: number, month: number, day: number, hour: number, minute: number, second: number): number {
+  if (day < 1 || hour > 23 || minute > 59 || second > 60) return NaN
+  const t = Date.UTC(year, month, day, hour, minute, Math.min(second, 59))
+  // The day must exist in that month (no rolling 31 Feb over into March).
+  if (new Date(t).getUTCDate() !== day) return NaN
+  return year < 100 ? NaN : t
+}
+
+/**
+ * One HTTP-date (RFC 9110 §5.6.7), strictly: IMF-fixdate, or the obsolete RFC 850 and asctime
+ * forms; ms since the epoch, or NaN for anything else. An RFC 850 two-digit year that would be
+ * more than 50 years after `now` is read in the previous century.
+ */
+export function parseHttpDate (s: string, now: number = Date.now()): number {
+  let m = IMF_FIXDATE.exec(s)
+  if (m !== null) return utc(Number(m[3]), MONTH_INDEX[m[2]], Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6]))
+  m = ASCTIME_DATE.exec(s)
+  if (m !== null) return utc(Number(m[6]), MONTH_INDEX[m[1]], Number(m[2].trim()), Number(m[3]), Number(m[4]), Number(m[5]))
+  m = RFC850_DATE.exec(s)
+  if (m !== null) {
+    const yy = Number(m[3])
+    const century = Math.floor(new Date(now).getUTCFullYear() / 100) * 100
+    const args = [MONTH_INDEX[m[2]], Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])] as const
+    const t = utc(century + yy, ...args)
+    const limit = new Date(now)
+    limit.setUTCFullYear(limit.getUTCFullYear() + 50)
+    return t > limit.getTime() ? utc(century - 100 + yy, ...args) : t
+  }
+  return NaN
+}
+
+/**
+ * The Expires field (RFC 9111 §5.3) as ms since the epoch; NaN (already expired) when it is
+ * not exactly one valid HTTP-date: several lines or values, or any other form.
+ */
+export function expiresTime (v: string | string[] | undefined, now: number = Date.now()): number {
+  if (v === undefined) return NaN
+  if (Array.isArray(v)) { if (v.length !== 1) return NaN; v = v[0] }
+  return parseHttpDate(v.trim(), now)
 }

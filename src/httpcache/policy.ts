@@ -1,10 +1,9 @@
 // RFC 9111 shared-cache rules as small named predicates; each "no" carries the reason that
 // ends up in `Cache-Status: sluice; fwd=bypass; detail=<REASON>`.
 import type { Headers } from '../types.js'
-import { parseDirectives, seconds, httpDate, type Directives } from './directives.js'
+import { parseDirectives, seconds, httpDate, ageSeconds, expiresTime, type Directives } from './directives.js'
 import { first } from '../compress/headers.js'
 import { parseDictionary, isInnerList, Token } from 'structured-headers'
-import { ageSeconds, expiresTime } from './freshness.js'
 
 /** Statuses a cache may store with heuristic freshness (RFC 9110 §15.1). */
 export const HEURISTIC_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])

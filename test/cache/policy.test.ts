@@ -56,11 +56,15 @@ test('freshness: s-maxage over max-age over Expires minus Date', () => {
   assert.equal(f.initialAgeMs, 20_000, 'the Age received counts')
 })
 
-test('freshness: an Age that is not one non-negative integer makes the response stale', () => {
-  for (const age of ['abc', '-1', '1.0', '7200,0', '0, 0', '10;x=1']) {
-    assert.equal(judge(200, { 'cache-control': 'max-age=3600', age }).f.lifetimeMs, 0, age)
+test('freshness: Age uses its first value, and an Age that is not a non-negative integer is ignored (RFC 9111 §5.1)', () => {
+  for (const age of ['abc', '-1', '1.0', '10;x=1', '']) {
+    const f = judge(200, { 'cache-control': 'max-age=3600', age }).f
+    assert.equal(f.lifetimeMs, 3_600_000, age)
+    assert.equal(f.initialAgeMs, 0, `${JSON.stringify(age)} is ignored`)
   }
-  assert.equal(judge(200, { 'cache-control': 'max-age=3600', age: ['0', '0'] }).f.lifetimeMs, 0, 'two Age lines')
+  assert.equal(judge(200, { 'cache-control': 'max-age=3600', age: '7200,0' }).f.initialAgeMs, 7_200_000, 'the first value')
+  assert.equal(judge(200, { 'cache-control': 'max-age=3600', age: '0, 7200' }).f.initialAgeMs, 0, 'the first value')
+  assert.equal(judge(200, { 'cache-control': 'max-age=3600', age: ['0', '7200'] }).f.initialAgeMs, 0, 'the first of two Age lines')
 })
 
 test('freshness: heuristics only for heuristically cacheable statuses or public, and the route default only without origin freshness', () => {
