@@ -20,6 +20,8 @@ import type { CacheResult } from './types.js'
 
 export interface ProxyDeps extends PipelineDeps {
   metrics: Metrics
+  /** Access lines handed to the log stream this many at a time (src/observability/access-line.ts); default 1. */
+  accessLogBatch?: number
 }
 
 function clientErrorCode (code: string | undefined): ErrorCode {
@@ -48,7 +50,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   const { log, metrics } = deps
   // Access lines carry no headers, so nothing in them needs redaction: they are formatted
   // directly onto the logger's stream (src/observability/access-line.ts).
-  const accessLog = new AccessLog(log)
+  const accessLog = new AccessLog(log, deps.accessLogBatch ?? 1)
   const first = deps.current().config
   const srvCfg = first.server
   let clientErrorsLogged = 0
@@ -187,6 +189,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   })
 
 
+  app.addHook('onClose', async () => { accessLog.close() })
   app.server.on('upgrade', handleUpgrade(deps.current, log))
   return app
 }

@@ -2,8 +2,13 @@
 // format: {"level":30,"time":"<ISO>","service":"sluice","reqId":...,"msg":"request"}. pino's
 // generic serialisation of the same object cost about 38k instructions per request (a 1 KB
 // cache hit costs 92k in all); this builds the line from known fields, quotes strings with
-// JSON.stringify, and reuses the time string within a millisecond. Other log lines go through
-// pino as usual, to the same stream, so their order is kept.
+// JSON.stringify, and reuses the time string within a second. Other log lines go through pino
+// as usual, to the same stream.
+//
+// With `batch` > 1 (Sluice's own logger; tests inject theirs and get 1), lines are handed to
+// the stream `batch` at a time, and whatever waits at least once a second and when the gateway
+// closes: a 1 KB hit with the access log on measured 102.9k instructions against 110.9k one
+// line at a time (off: 92.4k). An access line may then follow a later request's warn line.
 import pino, { type Logger } from 'pino'
 
 export interface AccessFields {
@@ -34,11 +39,27 @@ const MS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'))
 
 export class AccessLog {
   private readonly stream: { write (s: string): unknown }
+  private pending: string[] = []
+  private readonly timer: NodeJS.Timeout | null
   private lastSecond = -1
   /** "YYYY-MM-DDTHH:MM:SS." of the current second: the time string is that, the ms, and Z. */
   private secondIso = ''
-  constructor (private readonly log: Logger) {
+  constructor (private readonly log: Logger, private readonly batch = 1) {
     this.stream = (log as unknown as Record<symbol, { write (s: string): unknown }>)[pino.symbols.streamSym]
+    this.timer = batch > 1 ? setInterval(() => this.flush(), 1000).unref() : null
+  }
+
+  /** Hand every waiting line to the stream. */
+  flush (): void {
+    if (this.pending.length === 0) return
+    const lines = this.pending.join('')
+    this.pending = []
+    this.stream.write(lines)
+  }
+
+  close (): void {
+    if (this.timer !== null) clearInterval(this.timer)
+    this.flush()
   }
 
   write (f: AccessFields): void {
@@ -54,6 +75,9 @@ export class AccessLog {
     if (f.url !== undefined) line += ',"url":' + q(f.url)
     line += ',"status":' + f.status + ',"bytes":' + f.bytes + ',"ms":' + f.ms + ',"cache":' + q(f.cache) + ',"ip":' + q(f.ip)
     if (f.err !== undefined) line += ',"err":' + q(f.err)
-    this.stream.write(line + ',"msg":"request"}\n')
+    line += ',"msg":"request"}\n'
+    if (this.batch <= 1) { this.stream.write(line); return }
+    this.pending.push(line)
+    if (this.pending.length >= this.batch) this.flush()
   }
 }
