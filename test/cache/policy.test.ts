@@ -2,35 +2,13 @@
 // storability with its bypass reasons, targeted fields, and key normalisation.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import type { Headers } from '../../src/types.js'
 import { parseDirectives, seconds, httpDate } from '../../src/httpcache/directives.js'
-import { freshness, storable, requestDirectives, responseDirectives, surrogateDirectives, withheldFields, SURROGATE_TOKEN, type RouteCachePolicy } from '../../src/httpcache/policy.js'
+import { requestDirectives, surrogateDirectives, withheldFields, SURROGATE_TOKEN } from '../../src/httpcache/policy.js'
+import { NOW, date, judge } from '../helpers/policy.js'
 import { baseKey, keyPath, variantKey, varyNames, varyValue } from '../../src/httpcache/key.js'
 import { singleRange, ifRangeMatches } from '../../src/httpcache/range.js'
 import { ageMs, ttlMs, storeTtlMs, encodeEntry, decodeEntry, type CacheEntry } from '../../src/httpcache/entry.js'
 
-const NOW = Date.parse('2026-01-01T00:00:00Z')
-const date = (offsetSeconds: number) => new Date(NOW + offsetSeconds * 1000).toUTCString()
-
-const ROUTE: RouteCachePolicy = {
-  defaultTtlSeconds: 0,
-  staleWhileRevalidateSeconds: 0,
-  staleIfErrorSeconds: 0,
-  allowSetCookie: false,
-  targetedField: 'sluice-cache-control',
-  heuristicPercent: 10,
-  maxHeuristicSeconds: 86400
-}
-
-/** Freshness and storability of a response, as the stage computes them. */
-function judge (status: number, h: Headers, opts: { route?: Partial<RouteCachePolicy>; req?: Headers } = {}) {
-  const route = { ...ROUTE, ...opts.route }
-  const headers: Headers = { date: date(0), ...h }
-  const { d, targeted } = responseDirectives(headers, route.targetedField)
-  const f = freshness(status, headers, d, targeted, route, NOW, NOW)
-  const req = opts.req ?? {}
-  return { f, why: storable(status, headers, d, req, requestDirectives(req), route, f) }
-}
 
 test('directives: case, quoted values, duplicates and malformed numbers', () => {
   const d = parseDirectives('Max-Age=60, no-cache="set-cookie, x", private, max-age=5')

@@ -5,29 +5,12 @@
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'undici'
-import type { Headers } from '../../src/types.js'
 import { ageSeconds, parseHttpDate, expiresTime, MAX_DELTA_SECONDS } from '../../src/httpcache/directives.js'
-import { freshness, storable, requestDirectives, responseDirectives, targetedDirectives, type RouteCachePolicy } from '../../src/httpcache/policy.js'
+import { targetedDirectives } from '../../src/httpcache/policy.js'
+import { NOW, date, judge } from '../helpers/policy.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
 
-const NOW = Date.parse('2026-01-01T00:00:00Z')
-const date = (offsetSeconds: number) => new Date(NOW + offsetSeconds * 1000).toUTCString()
-const ROUTE: RouteCachePolicy = {
-  defaultTtlSeconds: 0,
-  staleWhileRevalidateSeconds: 0,
-  staleIfErrorSeconds: 0,
-  allowSetCookie: false,
-  targetedField: 'sluice-cache-control',
-  heuristicPercent: 10,
-  maxHeuristicSeconds: 86400
-}
-function judge (h: Headers) {
-  const headers: Headers = { date: date(0), ...h }
-  const { d, targeted } = responseDirectives(headers, ROUTE.targetedField)
-  const f = freshness(200, headers, d, targeted, ROUTE, NOW, NOW)
-  return { f, why: storable(200, headers, d, {}, requestDirectives({}), ROUTE, f) }
-}
 
 // ---- unit: Age ----
 
@@ -51,15 +34,15 @@ test('Age: a value that is not a non-negative integer is ignored; large values a
 
 test('Age in freshness: invalid is as if absent (still fresh), a list uses its first value', () => {
   for (const age of ['abc', '-7200', '7200.0', '']) {
-    const { f, why } = judge({ 'cache-control': 'max-age=60', age })
+    const { f, why } = judge(200, { 'cache-control': 'max-age=60', age })
     assert.equal(f.lifetimeMs, 60_000, age)
     assert.equal(f.initialAgeMs, 0, age)
     assert.equal(why, null, age)
   }
-  assert.equal(judge({ 'cache-control': 'max-age=60', age: '0, 7200' }).f.initialAgeMs, 0)
-  assert.equal(judge({ 'cache-control': 'max-age=60', age: ['0', '7200'] }).f.initialAgeMs, 0)
-  assert.equal(judge({ 'cache-control': 'max-age=60', age: '3600, 3600' }).f.initialAgeMs, 3_600_000)
-  assert.equal(judge({ 'cache-control': 'max-age=60', age: '9999999999' }).f.initialAgeMs, 2147483648 * 1000)
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', age: '0, 7200' }).f.initialAgeMs, 0)
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', age: ['0', '7200'] }).f.initialAgeMs, 0)
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', age: '3600, 3600' }).f.initialAgeMs, 3_600_000)
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', age: '9999999999' }).f.initialAgeMs, 2147483648 * 1000)
 })
 
 // ---- unit: HTTP-date and Expires ----
@@ -116,14 +99,14 @@ test('Expires: exactly one valid date; several lines or values are invalid', () 
 })
 
 test('Expires in freshness: valid forms give a lifetime, invalid ones are already expired', () => {
-  assert.equal(judge({ expires: date(600) }).f.lifetimeMs, 600_000)
+  assert.equal(judge(200, { expires: date(600) }).f.lifetimeMs, 600_000)
   const future = new Date(NOW + 600_000)
   const rfc850 = future.toUTCString().replace(/^(\w{3}), (\d\d) (\w{3}) \d\d(\d\d)/, (_m, _d, dd, mon, yy) => `Thursday, ${dd}-${mon}-${yy}`)
   assert.equal(rfc850, 'Thursday, 01-Jan-26 00:10:00 GMT')
-  assert.equal(judge({ expires: rfc850 }).f.lifetimeMs, 600_000)
-  assert.equal(judge({ expires: 'Thu Jan  1 00:10:00 2026' }).f.lifetimeMs, 600_000)
+  assert.equal(judge(200, { expires: rfc850 }).f.lifetimeMs, 600_000)
+  assert.equal(judge(200, { expires: 'Thu Jan  1 00:10:00 2026' }).f.lifetimeMs, 600_000)
   for (const expires of [date(600).replace('GMT', 'UTC'), 'Thu, 01 Jan 2026 0:10:00 GMT', 'Thu, 01-Jan-2026 00:10:00 GMT', 'Thu,  01 Jan 2026 00:10:00 GMT', [date(600), date(600)]]) {
-    const { f, why } = judge({ expires })
+    const { f, why } = judge(200, { expires })
     assert.equal(f.lifetimeMs, 0, String(expires))
     assert.equal(why, 'NO-FRESHNESS', String(expires))
   }
@@ -144,11 +127,11 @@ test('targeted fields: a parse error or a directive of the wrong type voids the 
     assert.equal(targetedDirectives(v), null, v)
   }
   // Cache-Control then applies.
-  assert.equal(judge({ 'cache-control': 'max-age=60', 'cdn-cache-control': 'max-age="10000"' }).f.lifetimeMs, 60_000)
-  assert.equal(judge({ 'cache-control': 'max-age=60', 'cdn-cache-control': 'max-age=10000' }).f.lifetimeMs, 10_000_000)
-  assert.equal(judge({ 'cache-control': 'max-age=60', 'cdn-cache-control': 'no-store, max-age=1.5' }).why, null)
-  assert.equal(judge({ 'cache-control': 'max-age=60', 'sluice-cache-control': 'max-age="5"', 'cdn-cache-control': 'max-age=30' }).f.lifetimeMs, 30_000, 'a void own field falls to CDN-Cache-Control')
-  assert.equal(judge({ 'cache-control': 'max-age=60', 'cdn-cache-control': 'max-age=99999999999' }).f.lifetimeMs, 2147483648 * 1000)
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', 'cdn-cache-control': 'max-age="10000"' }).f.lifetimeMs, 60_000)
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', 'cdn-cache-control': 'max-age=10000' }).f.lifetimeMs, 10_000_000)
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', 'cdn-cache-control': 'no-store, max-age=1.5' }).why, null)
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', 'sluice-cache-control': 'max-age="5"', 'cdn-cache-control': 'max-age=30' }).f.lifetimeMs, 30_000, 'a void own field falls to CDN-Cache-Control')
+  assert.equal(judge(200, { 'cache-control': 'max-age=60', 'cdn-cache-control': 'max-age=99999999999' }).f.lifetimeMs, 2147483648 * 1000)
 })
 
 // ---- end to end ----
