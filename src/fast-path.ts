@@ -9,14 +9,14 @@ import type { CacheStage } from './httpcache/stage.js'
 import type { Headers, UpstreamRequest } from './types.js'
 import { writeStored } from './send.js'
 
-export type FastObserve = (req: IncomingMessage, routeName: string, upstream: string, status: number, bytes: number, t0: number, requestId: string) => void
+export type FastObserve = (snap: Snapshot, req: IncomingMessage, routeName: string, upstream: string, status: number, bytes: number, t0: number, requestId: string) => void
 
-export function createFastPath (current: () => Snapshot, cache: CacheStage, observe: FastObserve) {
-  return function fastHit (req: IncomingMessage, res: ServerResponse, requestId: string): boolean {
+/** `snap` is the snapshot the server's request handler read for this request (one read per request). */
+export function createFastPath (cache: CacheStage, observe: FastObserve) {
+  return function fastHit (req: IncomingMessage, res: ServerResponse, snap: Snapshot, requestId: string): boolean {
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return false
     const t0 = performance.now()
-    const snap = current()
     const url = req.url ?? '/'
     if (url.length > snap.config.server.maxUrlBytes || req.rawHeaders.length > 2 * snap.config.server.maxHeadersCount) return false
     const q = url.indexOf('?')
@@ -32,7 +32,7 @@ export function createFastPath (current: () => Snapshot, cache: CacheStage, obse
     if (hit === null) return false
     writeStored(res, hit, undefined, snap.requestId, requestId)
     const body = hit.body as Buffer | null
-    observe(req, route.name, route.upstream.name, hit.status, body === null ? 0 : body.length, t0, requestId)
+    observe(snap, req, route.name, route.upstream.name, hit.status, body === null ? 0 : body.length, t0, requestId)
     return true
   }
 }

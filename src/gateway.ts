@@ -56,7 +56,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   let clientErrorsLogged = 0
   let clientErrorWindow = 0
 
-  let fast: ((req: IncomingMessage, res: ServerResponse, requestId: string) => boolean) | null = null
+  let fast: ((req: IncomingMessage, res: ServerResponse, snap: Snapshot, requestId: string) => boolean) | null = null
   const options = {
     // No Fastify logger and no onResponse hook: Fastify then sets up no per-request response
     // listeners; Sluice observes each request itself (observeRequest), once.
@@ -75,7 +75,8 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         noDelay: true
       }, (req, res) => {
         // Every request gets its ID first, so every answer below carries it (src/request-id.ts).
-        const rule = deps.current().requestId
+        const snap = deps.current()
+        const rule = snap.requestId
         const id = assignRequestId(req, rule)
         // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, or with more than one.
         const hosts = hostLines(req.rawHeaders)
@@ -83,7 +84,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         // ...and for a Host that is not host[:port] (it is forwarded as X-Forwarded-Host and keys the cache).
         if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) return badHost(res, -1, rule, id)
         // A fresh L1 hit is answered here, before Fastify (src/fast-path.ts).
-        if (fast !== null && fast(req, res, id)) return
+        if (fast !== null && fast(req, res, snap, id)) return
         handler(req, res)
       })
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
@@ -145,6 +146,10 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     }
   }
 
+  /** The request's ID: the pipeline's copy, or (a request Fastify answered itself) the one the request handler assigned. */
+  const requestIdOf = (request: FastifyRequest, snap: Snapshot): string | undefined =>
+    request.sluice ? request.sluice.requestId : request.raw.headers[snap.requestId.name] as string | undefined
+
   /** Called exactly once per request that went through Fastify. */
   const observe = (request: FastifyRequest, status: number, bytes: number): void => {
     const ctx = request.sluice
@@ -152,12 +157,11 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     if (ctx && ctx.observed) return
     if (ctx) ctx.observed = true
     const snap = ctx?.snap ?? deps.current()
-    record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined,
-      ctx ? ctx.requestId : request.raw.headers[snap.requestId.name] as string | undefined)
+    record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined, requestIdOf(request, snap))
   }
 
-  fast = createFastPath(deps.current, deps.cache, (raw, routeName, upstream, status, bytes, t0, requestId) =>
-    record(deps.current(), raw, routeName, upstream, status, bytes, t0, 'hit', '', undefined, requestId))
+  fast = createFastPath(deps.cache, (snap, raw, routeName, upstream, status, bytes, t0, requestId) =>
+    record(snap, raw, routeName, upstream, status, bytes, t0, 'hit', '', undefined, requestId))
 
   const handle = createPipeline({ ...deps, observe })
   app.all('/*', handle)
@@ -168,12 +172,10 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     if (isSluiceError(err)) e = err
     else if (err.statusCode === 413) e = new SluiceError('SLUICE_ERR_BODY_TOO_LARGE')
     else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) e = new SluiceError('SLUICE_ERR_BAD_REQUEST', err.message)
-    else {
-      e = new SluiceError('SLUICE_ERR_INTERNAL')
-    }
+    else e = new SluiceError('SLUICE_ERR_INTERNAL')
     const ctx = request.sluice
-    const rule = (ctx?.snap ?? deps.current()).requestId
-    const reqId = ctx ? ctx.requestId : request.raw.headers[rule.name] as string | undefined
+    const snap = ctx?.snap ?? deps.current()
+    const reqId = requestIdOf(request, snap)
     if (e.code === 'SLUICE_ERR_INTERNAL') log.error({ reqId, err, url: request.url }, 'internal error')
     if (ctx) ctx.errorCode = e.code
     if (e.status >= 500 && e.code !== 'SLUICE_ERR_INTERNAL') {
@@ -184,7 +186,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     reply.code(e.status).header('content-type', 'application/json; charset=utf-8')
     if (e.headers) reply.headers(e.headers)
     if (reqId === undefined) return reply.send(errorBody(e))
-    reply.header(rule.header, reqId)
+    reply.header(snap.requestId.header, reqId)
     return reply.send(errorBody(e, { requestId: reqId }))
   })
 

@@ -66,15 +66,14 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?:
   // check every header again): observed when the response closes (finished, or cut off).
   reply.hijack()
   const out = reply.raw
+  const request = reply.request
+  const ctx = request.sluice
   if (observe !== undefined) {
-    const request = reply.request
     // writeHead with a header array leaves getHeader() empty: the length is the response's own.
     const cl = res.headers['content-length']
     const bytes = typeof cl === 'string' ? Number(cl) : -1
     out.once('close', () => observe(request, out.statusCode, Number.isFinite(bytes) ? bytes : -1))
   }
-  const request = reply.request
-  const ctx = request.sluice
   writeStreamed(out, res, res.body as Readable, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err) => {
     if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapUpstreamError(err, ctx.route?.upstream.name ?? '', false).code
     log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')

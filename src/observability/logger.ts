@@ -11,8 +11,8 @@ export const REDACT = [
 /**
  * Lines are written in batches: up to 4 KB (about 20 access lines) per write, and whatever is
  * buffered at least once a second, and at exit (pino flushes on exit; a drain flushes too).
- * One write per line cost about a third of a cached 1 KB hit (callgrind: 139.7k instructions
- * per request with the access log on, 92.3k off; see docs/benchmarks.md). nginx's
+ * Writing each line at once took a 1 KB cache hit with the access log on from 130.3k
+ * instructions to 139.7k (callgrind, bench/instr.mjs; docs/benchmarks.md). nginx's
  * `access_log ... buffer= flush=` makes the same trade: a line may show up to a second late,
  * and a process killed with SIGKILL loses at most that second.
  */
