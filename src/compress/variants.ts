@@ -70,14 +70,6 @@ export async function encodeMissing (identity: Buffer, headers: Headers, c: Comp
   return encodeBuffers(identity, { encodings: missing, storeBrQuality: c.storeBrQuality, storeGzipLevel: c.storeGzipLevel })
 }
 
-/** The codings present in `variants`, identity included. */
-export function availableCodings (variants: StoredVariants): Coding[] {
-  const a: Coding[] = []
-  for (const k of CODINGS) if (variants[k] !== undefined) a.push(k)
-  if (variants.identity !== undefined) a.push('identity')
-  return a
-}
-
 /**
  * Response headers for one stored variant, from the origin's (identity) headers. Pure and
  * cheap, and the same for every hit of an entry, so a cache may memoise it per coding.

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import zlib from 'node:zlib'
 import { randomBytes } from 'node:crypto'
 import { Value } from '@sinclair/typebox/value'
-import { decodeOriginBody, encodeMissing, pickStored, decodeForIdentity, variantHeaders, availableCodings, pickEncoding, type StoredVariants, type VariantRoute, type Coding } from '../../src/compress/variants.js'
+import { decodeOriginBody, encodeMissing, pickStored, decodeForIdentity, variantHeaders, pickEncoding, type StoredVariants, type VariantRoute, type Coding } from '../../src/compress/variants.js'
 import { encoderRuns } from '../../src/compress/codec.js'
 import { CompressionRouteSchema, type CompressionRouteConfig } from '../../src/compress/config.js'
 import { isSluiceError } from '../../src/errors.js'
@@ -29,6 +29,14 @@ async function encodeForStore (body: Buffer, headers: Headers, r: VariantRoute, 
   const out: StoredVariants = { identity: decoded.identity }
   if (decoded.coding !== undefined) out[decoded.coding] = body
   return Object.assign(out, await encodeMissing(decoded.identity, headers, r.compression, out))
+}
+
+/** The codings present in `variants`, identity included (the list respond.ts keeps per entry shape). */
+function availableCodings (variants: StoredVariants): Coding[] {
+  const a: Coding[] = []
+  for (const k of ['br', 'gzip', 'deflate'] as const) if (variants[k] !== undefined) a.push(k)
+  if (variants.identity !== undefined) a.push('identity')
+  return a
 }
 
 /** A hit, the way src/httpcache/respond.ts answers one: pickStored, then variantHeaders. */
