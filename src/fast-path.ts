@@ -8,6 +8,7 @@ import type { Snapshot } from './config/snapshot.js'
 import type { CacheStage } from './httpcache/stage.js'
 import type { Headers, UpstreamRequest } from './types.js'
 import { writeStored } from './send.js'
+import { declaredBodyBytes } from './observability/metrics.js'
 
 export type FastObserve = (snap: Snapshot, req: IncomingMessage, routeName: string, upstream: string, status: number, bytes: number, t0: number, requestId: string) => void
 
@@ -32,7 +33,11 @@ export function createFastPath (cache: CacheStage, observe: FastObserve) {
     if (hit === null) return false
     writeStored(res, hit, undefined, snap.requestId, requestId)
     const body = hit.body as Buffer | null
-    observe(snap, req, route.name, route.upstream.name, hit.status, body === null ? 0 : body.length, t0, requestId)
+    const bytes = body === null ? 0 : body.length
+    // Body sizes (the stage's metrics: gateway.ts hands the fast path the stage only).
+    const m = cache.metrics
+    if (m !== undefined && snap.config.metrics.enabled) m.forRoute(route.name).sizes(declaredBodyBytes(h), bytes)
+    observe(snap, req, route.name, route.upstream.name, hit.status, bytes, t0, requestId)
     return true
   }
 }

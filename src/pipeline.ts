@@ -22,6 +22,7 @@ import { IDEMPOTENT } from './upstream/methods.js'
 import { mapUpstreamError } from './upstream/errors.js'
 import { writeStored, writeStreamed } from './send.js'
 import type { Readable } from 'node:stream'
+import { declaredBodyBytes, type Metrics, type RouteObserver } from './observability/metrics.js'
 
 declare module 'fastify' {
   interface FastifyRequest { sluice: RequestContext | null }
@@ -36,6 +37,15 @@ export interface PipelineDeps {
   log: Logger
   /** Metrics and the access line for a finished request; `bytes` -1 when unknown. */
   observe?: (request: FastifyRequest, status: number, bytes: number) => void
+  /** Body size histograms (sluice_http_request/response_size_bytes); the gateway's ProxyDeps carries it. */
+  metrics?: Metrics
+}
+
+/** The route's observer for body sizes, or undefined (no metrics, no route, metrics.enabled off). */
+function sizesOf (metrics: Metrics | undefined, request: FastifyRequest): RouteObserver | undefined {
+  const ctx = request.sluice
+  if (metrics === undefined || ctx === null || ctx.route === null || !ctx.snap.config.metrics.enabled) return undefined
+  return metrics.forRoute(ctx.route.name)
 }
 
 const NO_ROUTE = 'SLUICE_ERR_NO_ROUTE'
@@ -45,13 +55,15 @@ const NO_ROUTE = 'SLUICE_ERR_NO_ROUTE'
  * Fastify's per-header reply work. Fastify's response listeners were attached before the
  * handler ran, so its own bookkeeping still completes.
  */
-function sendBytes (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe']): FastifyReply {
+function sendBytes (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe'], sizes?: RouteObserver, requestBytes = -1): FastifyReply {
   reply.hijack()
   // e.g. Server-Timing, set on the reply earlier in this request
   const ctx = reply.request.sluice
   writeStored(reply.raw, res, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId)
   // Written in one go: observe now, with no listener per request.
-  observe?.(reply.request, res.status, res.body === null ? 0 : (res.body as Buffer).length)
+  const bytes = res.body === null ? 0 : (res.body as Buffer).length
+  observe?.(reply.request, res.status, bytes)
+  sizes?.sizes(requestBytes, bytes)
   return reply
 }
 
@@ -60,24 +72,42 @@ function fromUpstream (res: ProxyResponse): boolean {
   return res.cacheResult === 'none' || res.cacheResult === 'miss' || res.cacheResult === 'bypass'
 }
 
-export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe'], log?: Logger): FastifyReply {
-  if (res.body === null || Buffer.isBuffer(res.body)) return sendBytes(reply, res, observe)
+/**
+ * `metrics` and `requestBytes` (the request body's length, -1 when not known) feed the body size
+ * histograms: a response's size is its Content-Length, or, when it streams without one, the
+ * bytes of its body counted as they pass to the client.
+ */
+export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe'], log?: Logger, metrics?: Metrics, requestBytes = -1): FastifyReply {
+  const sizes = sizesOf(metrics, reply.request)
+  if (res.body === null || Buffer.isBuffer(res.body)) return sendBytes(reply, res, observe, sizes, requestBytes)
   // A stream, written to Node directly (as stored bytes are; Fastify's send would copy and
   // check every header again): observed when the response closes (finished, or cut off).
   reply.hijack()
   const out = reply.raw
   const request = reply.request
   const ctx = request.sluice
-  if (observe !== undefined) {
-    // writeHead with a header array leaves getHeader() empty: the length is the response's own.
-    const cl = res.headers['content-length']
-    const bytes = typeof cl === 'string' ? Number(cl) : -1
-    out.once('close', () => observe(request, out.statusCode, Number.isFinite(bytes) ? bytes : -1))
-  }
-  writeStreamed(out, res, res.body as Readable, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err) => {
+  // writeHead with a header array leaves getHeader() empty: the length is the response's own.
+  const cl = res.headers['content-length']
+  const declared = typeof cl === 'string' ? Number(cl) : -1
+  const bytes = Number.isFinite(declared) && declared >= 0 ? declared : -1
+  if (observe !== undefined) out.once('close', () => observe(request, out.statusCode, bytes))
+  const body = res.body as Readable
+  writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err) => {
     if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapUpstreamError(err, ctx.route?.upstream.name ?? '', false).code
     log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')
   })
+  if (sizes !== undefined) {
+    // A HEAD answer, a 204 or a 304 sends no body, whatever its Content-Length says.
+    if (res.status === 204 || res.status === 304 || request.raw.method === 'HEAD') out.once('close', () => sizes.sizes(requestBytes, 0))
+    else if (bytes >= 0) out.once('close', () => sizes.sizes(requestBytes, bytes))
+    else {
+      // No Content-Length (chunked, or compressed on the fly): count the body as it passes.
+      // The body is already piped (flowing), so one more 'data' listener only watches.
+      let n = 0
+      body.on('data', (c: Buffer) => { n += c.length })
+      out.once('close', () => sizes.sizes(requestBytes, n))
+    }
+  }
   return reply
 }
 
@@ -103,7 +133,7 @@ export function createPipeline (deps: PipelineDeps) {
     const f = (n: number) => n.toFixed(3)
     // On the reply, never on res.headers: a cached entry's headers are shared.
     reply.header('server-timing', `route;dur=${f(routeMs)}, limit;dur=${f(limitMs)}, cache;dur=${f(cacheMs)}, upstream;dur=${f(upstreamMs)}, compress;dur=${f(compressMs)}, total;dur=${f(performance.now() - t0)}`)
-    return sendResponse(reply, res, deps.observe, deps.log)
+    return sendResponse(reply, res, deps.observe, deps.log, deps.metrics, bodyBytes(ureq))
   }
 
   return async function handle (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
@@ -158,8 +188,14 @@ export function createPipeline (deps: PipelineDeps) {
     if (route.compression.enabled && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
 
     // 6. send
-    return sendResponse(reply, res, deps.observe, deps.log)
+    return sendResponse(reply, res, deps.observe, deps.log, deps.metrics, bodyBytes(ureq))
   }
+}
+
+/** The request body's length for the size histogram: a buffered body's, else the declared one (-1: chunked, not known). */
+function bodyBytes (ureq: UpstreamRequest): number {
+  const b = ureq.body
+  return b === null ? 0 : Buffer.isBuffer(b) ? b.length : declaredBodyBytes(ureq.headers as { 'content-length'?: string; 'transfer-encoding'?: string })
 }
 
 /** A small body that a retry may need to send again is buffered (retry.maxBufferBytes); others stream. */

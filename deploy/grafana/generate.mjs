@@ -92,6 +92,20 @@ panels.push(
   ts('Cache entries', 12, y, 12, [['sum by (tier) (sluice_cache_entries)', '{{tier}}']], 'short', 'Entries held by each tier.')
 )
 y += 8
+// Issue 16: hits by layer, L1 evictions and the L1 bound.
+panels.push(
+  ts('Cache hits by layer', 0, y, 8, [[`sum by (layer) (rate(sluice_cache_events_total{${R},result="hit"}[${RI}]))`, '{{layer}}']], 'ops', 'Fresh hits served from the in-process L1 (the fast path) or read from Redis (L2, then kept in L1).'),
+  ts('L1 evictions', 8, y, 8, [[`sum by (reason) (rate(sluice_cache_evictions_total{tier="memory"}[${RI}]))`, '{{reason}}']], 'ops', 'sluice_cache_evictions_total: size = evicted to make room (the working set is larger than cache.memory.maxBytes), expired = dropped once past its stale windows. Purges are not counted.'),
+  ts('L1 use of its bound', 16, y, 8, [['sum by (instance) (sluice_cache_bytes{tier="memory"})\n/ sum by (instance) (sluice_cache_max_bytes{tier="memory"})', '{{instance}}']], 'percentunit', 'Bytes held by the memory tier over cache.memory.maxBytes (alert SluiceCacheMemoryNearBound above 90% while evicting).', { min: 0, max: 1 })
+)
+y += 8
+// ---- Body sizes ----
+panels.push(row('Body sizes', y)); y += 1
+panels.push(
+  ts('Request body size p50 / p95 / p99 by route', 0, y, 12, quantiles('sluice_http_request_size_bytes', 'route', R), 'bytes', 'sluice_http_request_size_bytes: Content-Length, or the length of a body Sluice buffered; chunked uploads that stream are not observed.'),
+  ts('Response body size p50 / p95 / p99 by route', 12, y, 12, quantiles('sluice_http_response_size_bytes', 'route', R), 'bytes', 'sluice_http_response_size_bytes: Content-Length, or the bytes of a streamed body counted as they pass; 0 for HEAD, 204 and 304.')
+)
+y += 8
 // ---- Compression ----
 panels.push(row('Compression', y)); y += 1
 panels.push(
@@ -121,6 +135,10 @@ panels.push(
 // ---- Operations ----
 panels.push(
   ts('Redis errors', 12, y, 12, [[`sum by (op) (rate(sluice_redis_errors_total[${RI}]))`, '{{op}}']], 'ops', 'Failed or timed-out Redis commands; Sluice fails open (cache miss, local limiter bucket) and reports degraded in /readyz.')
+)
+y += 8
+panels.push(
+  ts('Redis command latency p50 / p95 / p99', 0, y, 24, quantiles('sluice_redis_command_duration_seconds', 'command', 'command=~".+"'), 's', 'sluice_redis_command_duration_seconds: from sending a command until its reply or failure (timeouts included), by command; scripts show as evalsha (eval after NOSCRIPT).')
 )
 y += 8
 panels.push(row('Operations', y)); y += 1

@@ -12,11 +12,12 @@ export function lookupL1 (l1: MemoryStore, base: string, rh: Headers): CacheEntr
   return names === undefined ? undefined : l1.get(variantKey(base, names, rh))
 }
 
-/** L1, then L2: the entry (if any) and the variant key this request maps to. */
-export async function lookup (core: CacheCore, base: string, rh: Headers): Promise<{ entry: CacheEntry | undefined; key: string }> {
+/** L1, then L2: the entry (if any), the variant key this request maps to, and whether the entry came from L2. */
+export async function lookup (core: CacheCore, base: string, rh: Headers): Promise<{ entry: CacheEntry | undefined; key: string; fromL2: boolean }> {
   const { l1, l2 } = core
   let names = l1.getVary(base)
   let e = names !== undefined ? l1.get(variantKey(base, names, rh)) : undefined
+  let fromL2 = false
   if (e === undefined && l2 !== null) {
     if (names === undefined) {
       // Ask for the Vary record and the no-Vary entry together: one round trip in the common case.
@@ -25,7 +26,7 @@ export async function lookup (core: CacheCore, base: string, rh: Headers): Promi
       if (names !== undefined && names.length === 0) e = plain
       else if (names !== undefined) e = await l2.get(variantKey(base, names, rh))
     } else e = await l2.get(variantKey(base, names, rh))
-    if (e !== undefined) l1.set(e, storeTtlMs(e, core.now()))
+    if (e !== undefined) { l1.set(e, storeTtlMs(e, core.now())); fromL2 = true }
   }
-  return { entry: e, key: variantKey(base, names ?? [], rh) }
+  return { entry: e, key: variantKey(base, names ?? [], rh), fromL2 }
 }

@@ -7,6 +7,8 @@ import { entrySize } from './entry.js'
 import { matches, type EntryStore, type FillLeases, type LeaseResult, type PurgeSelector } from './store.js'
 
 interface Slot { e: CacheEntry; size: number; expires: number; used: boolean }
+type Count = { inc (): void }
+const UNCOUNTED: Count = { inc () {} }
 
 export class MemoryStore implements EntryStore, FillLeases {
   private readonly slots = new Map<string, Slot>()
@@ -15,6 +17,12 @@ export class MemoryStore implements EntryStore, FillLeases {
   private readonly byBase = new Map<string, string | Set<string>>()
   private readonly leases = new Map<string, { owner: string; waiting: number; expires: number }>()
   bytes = 0
+  /**
+   * Entries the store dropped by itself (sluice_cache_evictions_total{tier="memory"}, bound by
+   * the cache stage): `size` evicted to make room, `expired` found expired (on lookup, or at
+   * the front of the eviction queue). Replacements, deleteBase and purge are not counted.
+   */
+  dropped: { size: Count; expired: Count } = { size: UNCOUNTED, expired: UNCOUNTED }
 
   /** `now`: the clock expiry is read from (injectable for tests). */
   constructor (private maxBytes: number, private readonly maxEntryBytes: number, private readonly now: () => number = Date.now) {}
@@ -22,7 +30,7 @@ export class MemoryStore implements EntryStore, FillLeases {
   get (key: string): CacheEntry | undefined {
     const s = this.slots.get(key)
     if (s === undefined) return undefined
-    if (s.expires <= this.now()) { this.remove(key); return undefined }
+    if (s.expires <= this.now()) { this.remove(key); this.dropped.expired.inc(); return undefined }
     s.used = true
     return s.e
   }
@@ -59,7 +67,11 @@ export class MemoryStore implements EntryStore, FillLeases {
 
   setMaxBytes (n: number): void { this.maxBytes = n; this.evict() }
 
+  /** The configured byte bound (sluice_cache_max_bytes). */
+  get capacity (): number { return this.maxBytes }
+
   private evict (): void {
+    let now = -1
     while (this.bytes > this.maxBytes && this.slots.size > 0) {
       const [oldest, s] = this.slots.entries().next().value as [string, Slot]
       if (s.used) {
@@ -67,7 +79,11 @@ export class MemoryStore implements EntryStore, FillLeases {
         s.used = false
         this.slots.delete(oldest)
         this.slots.set(oldest, s)
-      } else this.remove(oldest)
+      } else {
+        if (now === -1) now = this.now()
+        if (s.expires <= now) this.dropped.expired.inc(); else this.dropped.size.inc()
+        this.remove(oldest)
+      }
     }
   }
 

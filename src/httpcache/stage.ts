@@ -14,7 +14,7 @@
 import type { Logger } from 'pino'
 import { createHash } from 'node:crypto'
 import type { Metrics } from '../observability/metrics.js'
-import type { ProxyResponse, UpstreamRequest } from '../types.js'
+import type { CacheResult, ProxyResponse, UpstreamRequest } from '../types.js'
 import { SluiceError } from '../errors.js'
 import { SAFE } from '../upstream/methods.js'
 import { first } from '../compress/headers.js'
@@ -61,6 +61,30 @@ export interface CacheStage {
   purge (p: PurgeSelector): Promise<{ purged: number }>
   stats (): Record<string, unknown>
   close (): Promise<void>
+  /** The metrics the stage was built with (the fast path observes body sizes through it). */
+  readonly metrics?: Metrics
+}
+
+type Count = { inc (): void }
+
+/**
+ * The shared cache parts, with hits counted by layer: sluice_cache_events_total{result="hit",
+ * layer}. respond() counts through event() synchronously, so the stage sets `hitLayer` to l2
+ * around answering an entry that lookup() read from Redis, and puts it back to l1 at once.
+ */
+class LayeredCore extends CacheCore {
+  hitLayer: 'l1' | 'l2' = 'l1'
+  private readonly hits = new Map<string, [Count, Count]>()
+
+  override event (route: string, result: CacheResult): void {
+    if (result !== 'hit') return super.event(route, result)
+    let h = this.hits.get(route)
+    if (h === undefined) {
+      h = [this.metrics.cacheEvents.labels(route, 'hit', 'l1'), this.metrics.cacheEvents.labels(route, 'hit', 'l2')]
+      this.hits.set(route, h)
+    }
+    h[this.hitLayer === 'l1' ? 0 : 1].inc()
+  }
 }
 
 export function createCacheStage (deps: CacheStageDeps): CacheStage {
@@ -69,13 +93,17 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   const l1 = deps.l1 ?? new MemoryStore(config.memory.maxBytes, config.memory.maxEntryBytes, now)
   const l2 = deps.l2 ?? null
   const bus = deps.bus ?? null
-  const core = new CacheCore(config, l1, l2, deps.metrics, deps.log, now)
+  const core = new LayeredCore(config, l1, l2, deps.metrics, deps.log, now)
+  l1.dropped = { size: deps.metrics.cacheEvictions.labels('memory', 'size'), expired: deps.metrics.cacheEvictions.labels('memory', 'expired') }
+  const maxBytesGauge = deps.metrics.cacheMaxBytes.labels('memory')
+  maxBytesGauge.set(l1.capacity)
   const writer = new EntryWriter(core)
   const coalescer = new Coalescer(core, writer, bus)
   if (bus !== null) bus.onPurge = (m) => { if ('base' in m) l1.deleteBase(m.base); else l1.purge(m) }
 
   const gaugeTimer = setInterval(() => {
     core.gauges()
+    maxBytesGauge.set(l1.capacity)
     // Bounded work per tick: a large L2 is measured over several ticks, never scanned at once.
     l2?.sampleStats().then((s) => {
       if (s !== null) { deps.metrics.cacheBytes.labels('redis').set(s.bytes); deps.metrics.cacheEntries.labels('redis').set(s.entries) }
@@ -90,6 +118,12 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     return respond(core, e, job.route, job.req, hitStatus(e, t), 'hit', t)
   }
 
+  /** `answer` counts a hit as an L2 one (it answers from an entry lookup() read from Redis). */
+  function fromL2<T> (answer: () => T): T {
+    core.hitLayer = 'l2'
+    try { return answer() } finally { core.hitLayer = 'l1' }
+  }
+
   /** Everything but a fresh L1 hit: L2, ranges, stale, request directives, then a fill. */
   async function slow (route: CacheRoute, req: UpstreamRequest, fetch: Fetcher, reqD: Directives, base: string, path: string): Promise<ProxyResponse> {
     const rh = req.headers
@@ -98,12 +132,15 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     if (e !== undefined && rh.authorization !== undefined && !e.authOk) e = undefined
     // One byte range of a usable stored response is cut from its bytes; any other range request
     // (several ranges, with a conditional, nothing usable stored) goes to the origin as it is.
-    if (rh.range !== undefined) return (e !== undefined && req.method === 'GET' ? ranged(core, e, route, req, reqD) : null) ?? bypass(core, route, req, fetch, 'RANGE')
+    if (rh.range !== undefined) {
+      const cut = e !== undefined && req.method === 'GET' ? (found.fromL2 ? fromL2(() => ranged(core, e!, route, req, reqD)) : ranged(core, e, route, req, reqD)) : null
+      return cut ?? bypass(core, route, req, fetch, 'RANGE')
+    }
     const job: FillJob = { route, req, key: found.key, base, path, reqD, stale: e, fetch }
     const t = now()
     if (e !== undefined) {
       const use = usability(e, route.cache, reqD, t)
-      if (use === 'fresh') return hit(e, job, t)
+      if (use === 'fresh') return found.fromL2 ? fromL2(() => hit(e!, job, t)) : hit(e, job, t)
       if (use === 'stale-ok') return respond(core, e, route, req, `sluice; hit; ttl=${ttlSeconds(e, t)}`, 'stale', t)
       if (use === 'swr') {
         coalescer.refresh(job)
@@ -148,6 +185,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   }
 
   return {
+    metrics: deps.metrics,
+
     peek (route, req) {
       const rc = route.cache
       const e = lookupL1(l1, baseKey(req.method, req.host, keyPath(req.path, rc.key), req.headers, rc.key), req.headers)

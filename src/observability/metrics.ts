@@ -32,11 +32,59 @@ export function methodLabel (method: string): string {
 type CounterChild = FastCounterChild
 type HistogramChild = FastHistogramChild
 
+/** Redis command latency boundaries (seconds): 50 µs to 1 s (commandTimeoutMs is usually far below 1 s). */
+export const REDIS_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+/** Body size boundaries (bytes): 0 (no body), then powers of four from 64 B to 64 MiB. */
+export const SIZE_BUCKETS = [0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
+/** Redis commands that get their own `command` label value; any other is `_other`. */
+export const REDIS_COMMANDS = ['get', 'set', 'del', 'eval', 'evalsha', 'publish', 'scan', 'hsetnx', 'sadd', 'smembers', 'scard', 'spop', 'pexpire', 'ping', 'memory'] as const
+/** Why the L1 cache dropped an entry by itself (sluice_cache_evictions_total{reason}). */
+export const EVICTION_REASONS = ['size', 'expired'] as const
+export type EvictionReason = typeof EVICTION_REASONS[number]
+
+/**
+ * The request body's length from its headers: Content-Length, 0 when there is neither a
+ * Content-Length nor a Transfer-Encoding (no body), -1 when unknown (a chunked body).
+ */
+export function declaredBodyBytes (headers: { 'content-length'?: string; 'transfer-encoding'?: string }): number {
+  const cl = headers['content-length']
+  if (cl !== undefined) { const n = Number(cl); return Number.isFinite(n) && n >= 0 ? n : -1 }
+  return headers['transfer-encoding'] === undefined ? 0 : -1
+}
+
+/**
+ * sluice_cache_events_total: route, result and layer. `layer` is l1 or l2 on hits and empty on
+ * every other result; an empty label is left out of the exposition (Prometheus reads an empty
+ * label as absent), so the series of the other results keep their two labels. A call with
+ * route and result only (CacheCore.event) means layer "".
+ */
+export class CacheEventCounter extends FastCounter {
+  override labels (route: string, result: string, layer = ''): FastCounterChild {
+    return super.labels(route, result, layer)
+  }
+
+  protected override make (labels: Record<string, string>): FastCounterChild {
+    if (labels.layer === '') delete labels.layer
+    return super.make(labels)
+  }
+}
+
 /** Pre-bound children of the per-request families for one route name. */
 export class RouteObserver {
   private readonly counters: (CounterChild | undefined)[] = []
   private readonly durations: (HistogramChild | undefined)[] = []
-  constructor (private readonly metrics: Metrics, readonly route: string) {}
+  private readonly requestSize: HistogramChild
+  private readonly responseSize: HistogramChild
+  constructor (private readonly metrics: Metrics, readonly route: string) {
+    this.requestSize = metrics.httpRequestSize.labels(route)
+    this.responseSize = metrics.httpResponseSize.labels(route)
+  }
+
+  /** Body bytes of one request and its response; a negative count (not known) is not observed. */
+  sizes (requestBytes: number, responseBytes: number): void {
+    if (requestBytes >= 0) this.requestSize.observe(requestBytes)
+    if (responseBytes >= 0) this.responseSize.observe(responseBytes)
+  }
 
   observe (method: string, status: number, cache: CacheResult, seconds: number): void {
     let m = METHOD_INDEX[method]
@@ -97,7 +145,7 @@ export function createMetrics (opts: MetricsOptions = {}) {
     upstreamInFlight: new FastGauge('sluice_upstream_in_flight_requests', 'Requests in flight toward each upstream', ['upstream'], registry),
     upstreamQueueWait: new Histogram({ name: 'sluice_upstream_queue_wait_seconds', help: 'Time a request waited for the upstream budget', labelNames: ['upstream'], buckets: DURATION_BUCKETS, registers }),
     upstreamRetries: new Counter({ name: 'sluice_upstream_retries_total', help: 'Retries sent to each upstream', labelNames: ['upstream'], registers }),
-    cacheEvents: new FastCounter('sluice_cache_events_total', 'Cache decisions by route and result', ['route', 'result'], registry),
+    cacheEvents: new CacheEventCounter('sluice_cache_events_total', 'Cache decisions by route and result; hits also by layer (l1 in-process, l2 Redis)', ['route', 'result', 'layer'], registry),
     cacheLeases: new Counter({ name: 'sluice_cache_leases_total', help: 'Fill leases asked of Redis (miss coalescing across replicas), by result', labelNames: ['result'], registers }),
     cacheBytes: new Gauge({ name: 'sluice_cache_bytes', help: 'Bytes held by each cache tier', labelNames: ['tier'], registers }),
     cacheEntries: new Gauge({ name: 'sluice_cache_entries', help: 'Entries held by each cache tier', labelNames: ['tier'], registers }),
@@ -110,6 +158,12 @@ export function createMetrics (opts: MetricsOptions = {}) {
     configLastReloadSuccess: new Gauge({ name: 'sluice_config_last_reload_success_timestamp_seconds', help: 'Unix time of the last config load that succeeded', registers }),
     buildInfo: new Gauge({ name: 'sluice_build_info', help: 'Build information; the value is always 1', labelNames: ['version', 'node'], registers }),
     labelOverflow: new Counter({ name: 'sluice_metrics_label_overflow_total', help: 'Label values folded into _other by the cardinality guard, by label', labelNames: ['label'], registers }),
+    // Issue 16: cache layers and evictions, Redis command latency, body sizes.
+    cacheEvictions: new FastCounter('sluice_cache_evictions_total', 'Entries the L1 cache dropped on its own, by tier and reason: size (evicted to make room) or expired (found expired on lookup or at the eviction clock); purges are not counted', ['tier', 'reason'], registry),
+    cacheMaxBytes: new Gauge({ name: 'sluice_cache_max_bytes', help: 'Configured byte bound of each cache tier (cache.memory.maxBytes for memory)', labelNames: ['tier'], registers }),
+    redisCommandDuration: new FastHistogram('sluice_redis_command_duration_seconds', 'Time from sending a Redis command until its reply or failure, by command (a fixed set, anything else _other)', ['command'], REDIS_BUCKETS, registry),
+    httpRequestSize: new FastHistogram('sluice_http_request_size_bytes', 'Request body bytes by route (Content-Length, or the length of a body the gateway buffered)', ['route'], SIZE_BUCKETS, registry),
+    httpResponseSize: new FastHistogram('sluice_http_response_size_bytes', 'Response body bytes sent by route (Content-Length, or the bytes of a streamed body as they pass)', ['route'], SIZE_BUCKETS, registry),
     forRoute (name: string): RouteObserver {
       let o = observers.get(name)
       if (o === undefined) {
@@ -127,6 +181,7 @@ export function createMetrics (opts: MetricsOptions = {}) {
   const upstreamGuard = new LabelGuard('upstream', max, m.labelOverflow)
   const observers = new Map<string, RouteObserver>()
   m.buildInfo.labels(opts.version ?? '0.0.0', process.version).set(1)
+  for (const reason of EVICTION_REASONS) m.cacheEvictions.labels('memory', reason)
   m.configReloads.labels('success').inc(0)
   m.configReloads.labels('failure').inc(0)
   return m

@@ -11,7 +11,8 @@ import { readFileSync } from 'node:fs'
 import type { ConnectionOptions } from 'node:tls'
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
 import type { Logger } from 'pino'
-import type { Metrics } from '../observability/metrics.js'
+import { REDIS_COMMANDS, type Metrics } from '../observability/metrics.js'
+import type { FastHistogramChild } from '../observability/fast-metrics.js'
 import { redactUrl } from '../observability/logger.js'
 
 export interface RedisTlsConfig { enabled: boolean; caFile: string; certFile: string; keyFile: string; servername: string; rejectUnauthorized: boolean }
@@ -153,6 +154,35 @@ function shownAs (cfg: RedisConfig): string {
   return redactUrl(cfg.url)
 }
 
+const TIMED = Symbol('sluice.timed')
+type Sent = { name: string; promise: Promise<unknown>; [TIMED]?: true }
+
+/**
+ * Times every command sent on `client` into sluice_redis_command_duration_seconds{command}:
+ * from sendCommand until the reply or the failure (a timeout included). One wrapper on the
+ * client instance covers the cache store, the rate-limit buckets and the purge bus's publishes
+ * (scripts count as evalsha, or eval after NOSCRIPT). Commands refused at once because the
+ * client is not ready are not timed (sluice_redis_errors_total counts those). Subscriber
+ * connections are separate clients and are not timed.
+ */
+export function timeCommands (client: RedisClient, metrics: Metrics): void {
+  const children: Record<string, FastHistogramChild> = Object.create(null)
+  for (const c of REDIS_COMMANDS) children[c] = metrics.redisCommandDuration.labels(c)
+  const other = metrics.redisCommandDuration.labels('_other')
+  const send = client.sendCommand as (this: RedisClient, command: Sent, ...rest: unknown[]) => unknown
+  client.sendCommand = function (this: RedisClient, command: Sent, ...rest: unknown[]) {
+    // A cluster re-sends a queued command through sendCommand: time it once, from the first send.
+    if (command[TIMED] === true || client.status !== 'ready') return send.call(this, command, ...rest)
+    command[TIMED] = true
+    // ioredis names commands as called: client.get → 'get', client.call('MEMORY', ...) → 'MEMORY'.
+    const h = children[command.name] ?? children[command.name.toLowerCase()] ?? other
+    const t0 = performance.now()
+    const done = (): void => { h.observe((performance.now() - t0) / 1000) }
+    command.promise.then(done, done)
+    return send.call(this, command, ...rest)
+  } as RedisClient['sendCommand']
+}
+
 export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Metrics }): RedisHandle {
   const { log, metrics } = deps
   const shown = shownAs(cfg)
@@ -162,6 +192,7 @@ export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Met
   }
   if (cfg.tls?.rejectUnauthorized === false) log.warn({ redis: shown }, 'redis TLS certificates are not verified (redis.tls.rejectUnauthorized: false)')
   const client = createRedisClient(cfg)
+  timeCommands(client, metrics)
   let lastError: string | null = null
   let errors = 0
   let down = false
