@@ -52,7 +52,15 @@ export function formatStatus (s: Record<string, any>): string { // eslint-disabl
   lines.push('', 'UPSTREAM      BREAKER     POOL (connected/running/pending)  URL')
   for (const [name, u] of Object.entries<any>(s.upstreams)) { // eslint-disable-line @typescript-eslint/no-explicit-any
     const p = u.pool ?? {}
-    lines.push(`${name.padEnd(13)} ${(u.breaker?.state ?? 'closed').padEnd(11)} ${`${p.connected ?? 0}/${p.running ?? 0}/${p.pending ?? 0}`.padEnd(33)} ${u.url}`)
+    const ts: any[] = Array.isArray(u.targets) ? u.targets : [] // eslint-disable-line @typescript-eslint/no-explicit-any
+    lines.push(`${name.padEnd(13)} ${(u.breaker?.state ?? 'closed').padEnd(11)} ${`${p.connected ?? 0}/${p.running ?? 0}/${p.pending ?? 0}`.padEnd(33)} ${ts.length > 1 ? `${ts.length} targets, ${u.balance}` : u.url}`)
+    // Several targets: one line each, with its state.
+    if (ts.length > 1) {
+      for (const t of ts) {
+        const state = !t.healthy ? 'UNHEALTHY' : t.ejected ? `EJECTED ${Math.ceil(t.ejectedForMs / 1000)}s` : 'up'
+        lines.push(`  ${String(t.target).padEnd(24)} ${state.padEnd(14)} w${t.weight}  in-flight ${t.inFlight}${t.lastCheck && !t.lastCheck.ok ? `  last check: ${t.lastCheck.detail}` : ''}`)
+      }
+    }
   }
   return lines.join('\n')
 }

@@ -22,6 +22,7 @@ export const ERRORS = {
   SLUICE_ERR_UPSTREAM_TLS: { status: 502, message: 'The upstream TLS handshake failed' },
   SLUICE_ERR_UPSTREAM_PROTOCOL: { status: 502, message: 'The upstream sent an invalid response' },
   SLUICE_ERR_CIRCUIT_OPEN: { status: 503, message: 'The upstream circuit breaker is open' },
+  SLUICE_ERR_NO_HEALTHY_TARGET: { status: 503, message: 'No target of the upstream is in rotation (every one failed its health checks or was ejected)' },
   SLUICE_ERR_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' },
   SLUICE_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream did not answer in time' },
   SLUICE_ERR_DECOMPRESSED_TOO_LARGE: { status: 502, message: 'The upstream body expands past maxDecompressedBytes when decoded' },

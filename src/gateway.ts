@@ -16,10 +16,13 @@ import { resolveClientIp, HOST_VALUE } from './forwarding.js'
 import { assignRequestId, type RequestIdRule } from './request-id.js'
 import { AccessLog } from './observability/access-line.js'
 import { createFastPath } from './fast-path.js'
+import type { TargetRegistry } from './upstream/targets.js'
 import type { CacheResult } from './types.js'
 
 export interface ProxyDeps extends PipelineDeps {
   metrics: Metrics
+  /** Upstream targets: WebSocket tunnels pick theirs through the same balancer as requests. */
+  targets: TargetRegistry
   /** Access lines handed to the log stream this many at a time (src/observability/access-line.ts); default 1. */
   accessLogBatch?: number
 }
@@ -192,7 +195,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
 
 
   app.addHook('onClose', async () => { accessLog.close() })
-  app.server.on('upgrade', handleUpgrade(deps.current, log))
+  app.server.on('upgrade', handleUpgrade(deps.current, deps.targets, log))
   return app
 }
 

@@ -11,7 +11,7 @@ import { SnapshotHolder, Reloader } from './config/reload.js'
 import { createLogger } from './observability/logger.js'
 import { createMetrics, type Metrics } from './observability/metrics.js'
 import { createRedis, redisConfigured, type RedisHandle } from './redis/client.js'
-import { PoolRegistry } from './upstream/pools.js'
+import { TargetRegistry } from './upstream/targets.js'
 import type { GuardProvider } from './upstream/guard.js'
 import { createResilienceRegistry } from './resilience/registry.js'
 import type { SharedBucketStore } from './resilience/limiter.js'
@@ -70,11 +70,13 @@ function address (app: FastifyInstance): string {
 /** Warn at load about upstream names that do not resolve (requests to them get 502 SLUICE_ERR_UPSTREAM_DNS). */
 function checkDns (snap: Snapshot, log: Logger): void {
   for (const u of Object.values(snap.upstreams)) {
-    const host = new URL(u.origin).hostname.replace(/^\[|\]$/g, '')
-    if (isIP(host) !== 0) continue
-    lookup(host).catch((err: NodeJS.ErrnoException) => {
-      log.warn({ upstream: u.name, host, code: err.code }, 'upstream host name does not resolve; its requests will get 502 SLUICE_ERR_UPSTREAM_DNS until it does')
-    })
+    for (const t of u.targets) {
+      const host = new URL(t.origin).hostname.replace(/^\[|\]$/g, '')
+      if (isIP(host) !== 0) continue
+      lookup(host).catch((err: NodeJS.ErrnoException) => {
+        log.warn({ upstream: u.name, target: t.id, host, code: err.code }, 'upstream host name does not resolve; its requests will get 502 SLUICE_ERR_UPSTREAM_DNS until it does')
+      })
+    }
   }
 }
 
@@ -90,7 +92,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const current = () => holder.current()
 
   const redis: RedisHandle | null = redisConfigured(cfg.redis) ? createRedis(cfg.redis, { log, metrics }) : null
-  const pools = new PoolRegistry(log)
+  const pools = new TargetRegistry(log, metrics)
   pools.reconcile(first.upstreams)
   const resilience = createResilienceRegistry({
     metrics,
@@ -120,7 +122,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     now: opts.now
   })
   const compress = createCompressStage({ metrics })
-  const upstream = createUpstreamStage({ pools, guards: () => guards, metrics, log })
+  const upstream = createUpstreamStage({ targets: pools, guards: () => guards, metrics, log })
 
   const reloader = new Reloader({
     file: opts.configFile,
@@ -151,7 +153,14 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     const rs = resilience.status()
     for (const [name, u] of Object.entries(current().upstreams)) {
       const r = rs.upstreams[name] as Record<string, unknown> | undefined
-      out[name] = { url: u.origin + u.basePath, pool: pool[name], ...(r ? { breaker: r.breaker, limiter: r.budget, retry: r.retry } : {}) }
+      const p = pool[name]
+      out[name] = {
+        url: u.targets.length === 1 ? p?.targets[0]?.url : p?.targets.map((t) => t.url).join(', '),
+        balance: u.balance,
+        pool: p?.pool,
+        ...(r ? { breaker: r.breaker, limiter: r.budget, retry: r.retry } : {}),
+        targets: p?.targets ?? []
+      }
     }
     return out
   }
@@ -163,7 +172,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     return d
   }
   // Sluice's own logger batches access lines; an injected one (tests) gets each line at once.
-  const proxy = buildProxy({ current, upstream, cache, compress, clientLimits: () => clientLimits, log, metrics, accessLogBatch: opts.log === undefined ? 32 : 1 })
+  const proxy = buildProxy({ current, upstream, targets: pools, cache, compress, clientLimits: () => clientLimits, log, metrics, accessLogBatch: opts.log === undefined ? 32 : 1 })
   let listening = false
   const admin = buildAdmin({
     current,

@@ -198,14 +198,18 @@ function bodyBytes (ureq: UpstreamRequest): number {
   return b === null ? 0 : Buffer.isBuffer(b) ? b.length : declaredBodyBytes(ureq.headers as { 'content-length'?: string; 'transfer-encoding'?: string })
 }
 
-/** A small body that a retry may need to send again is buffered (retry.maxBufferBytes); others stream. */
+/** A small body that a retry or a failover may need to send again is buffered (retry.maxBufferBytes); others stream. */
 function wantsBuffer (route: RouteEntry, method: string, cl: string | undefined): boolean {
   // A cacheable POST query is keyed by its body: read it (it is small, bounded by maxBodyBytes).
   const qp = route.cache.queryPost
   if (method === 'POST' && route.cache.enabled && qp.enabled && cl !== undefined && Number(cl) <= qp.maxBodyBytes) return true
   const r = route.upstream.config.retry
-  if (r.attempts === 0 || cl === undefined) return false
-  if (!IDEMPOTENT.has(method) && !route.retryNonIdempotent) return false
+  if (cl === undefined) return false
+  // With several targets, a body is kept for failover too (a refused connection sent nothing,
+  // so even a POST may go to another target).
+  const multi = route.upstream.targets.length > 1
+  if (r.attempts === 0 && !multi) return false
+  if (!multi && !IDEMPOTENT.has(method) && !route.retryNonIdempotent) return false
   return Number(cl) <= r.maxBufferBytes
 }
 

@@ -2,6 +2,9 @@
 // duplicate names, ambiguous routes and unsafe combinations.
 import { isIP } from 'node:net'
 import type { Config } from './schema.js'
+import { TOKEN } from '../upstream/config.js'
+
+const TOKEN_RE = new RegExp(TOKEN)
 
 export interface CheckFinding {
   segments: (string | number)[]
@@ -28,6 +31,51 @@ export function isCidr (s: string): boolean {
   return Number(bits) <= (v === 4 ? 32 : 128)
 }
 
+/** A target URL: http(s), no query, fragment or credentials. Returns it when usable. */
+function checkTargetUrl (raw: string, segments: (string | number)[], out: CheckFinding[]): URL | undefined {
+  let url: URL
+  try { url = new URL(raw) } catch {
+    out.push({ segments, message: `not a valid URL: ${JSON.stringify(raw.replace(/\/\/[^/]*@/, '//***@'))}` })
+    return undefined
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') out.push({ segments, message: `the scheme must be http or https, not ${url.protocol.replace(':', '')}` })
+  else if (url.search || url.hash) out.push({ segments, message: 'the URL must not have a query or fragment' })
+  else if (url.username || url.password) out.push({ segments, message: 'credentials in the URL are not supported; send them as a header from the origin side' })
+  else return url
+  return undefined
+}
+
+/** Headers a route's edits may not touch: hop-by-hop, framing, Host, and those Sluice sets itself. */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']
+const REQUEST_RESERVED = new Set([...HOP_BY_HOP, 'host', 'content-length', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'via', 'traceparent', 'tracestate'])
+const RESPONSE_RESERVED = new Set([...HOP_BY_HOP, 'content-length', 'content-encoding', 'content-range', 'via', 'age', 'cache-status', 'date'])
+
+function checkRouteEdits (r: Config['routes'][number], i: number, config: Config, out: CheckFinding[]): void {
+  const rid = config.requestId?.header?.toLowerCase()
+  for (const side of ['request', 'response'] as const) {
+    const edits = r.headers?.[side]
+    if (!edits || typeof edits !== 'object') continue
+    const reserved = side === 'request' ? REQUEST_RESERVED : RESPONSE_RESERVED
+    const refuse = (name: string, segs: (string | number)[]) => {
+      const n = name.toLowerCase()
+      if (reserved.has(n) || n === rid) out.push({ segments: segs, message: `${name} cannot be edited here: Sluice manages it${n === 'host' ? ' (use the upstream\'s preserveHost)' : ''}` })
+    }
+    for (const [name, value] of Object.entries(edits.set ?? {})) {
+      if (!TOKEN_RE.test(name)) out.push({ segments: ['routes', i, 'headers', side, 'set', name], message: `not a header name (RFC 9110 token): ${JSON.stringify(name)}` })
+      refuse(name, ['routes', i, 'headers', side, 'set', name])
+      if (typeof value === 'string' && /[\r\n\0]/.test(value)) out.push({ segments: ['routes', i, 'headers', side, 'set', name], message: 'a header value may not contain CR, LF or NUL' })
+    }
+    ;(edits.remove ?? []).forEach((name, j) => { if (typeof name === 'string') refuse(name, ['routes', i, 'headers', side, 'remove', j]) })
+  }
+  const rw = r.rewrite
+  if (rw?.stripPrefix !== undefined && rw.stripPrefix.length > 1 && rw.stripPrefix.endsWith('/')) {
+    out.push({ segments: ['routes', i, 'rewrite', 'stripPrefix'], message: 'write the prefix without a trailing slash (/svc strips /svc and /svc/...)' })
+  }
+  if (rw?.stripPrefix !== undefined && r.match?.pathPrefix && !(r.match.pathPrefix + '/').startsWith(rw.stripPrefix + (rw.stripPrefix === '/' ? '' : '/')) && !r.match.pathPrefix.startsWith(rw.stripPrefix + '/')) {
+    out.push({ segments: ['routes', i, 'rewrite', 'stripPrefix'], message: `does not match the route's pathPrefix ${JSON.stringify(r.match.pathPrefix)}: some requests would keep their path`, warning: true })
+  }
+}
+
 /** Same method coverage is ambiguous; a route listing methods beats one without, so that pair is not. */
 function methodsOverlap (a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
   if (!a && !b) return true
@@ -39,16 +87,37 @@ export function checkConfig (config: Config, _raw: Record<string, unknown>): Che
   const out: CheckFinding[] = []
   for (const [name, up] of Object.entries(config.upstreams)) {
     // Checks also run on a config the schema rejected (to report every issue at once): skip what is not an upstream.
-    if (up === null || typeof up !== 'object' || typeof up.url !== 'string') continue
-    let url: URL | undefined
-    try { url = new URL(up.url) } catch { out.push({ segments: ['upstreams', name, 'url'], message: `not a valid URL: ${JSON.stringify(up.url.replace(/\/\/[^/]*@/, '//***@'))}` }) }
-    if (url) {
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') out.push({ segments: ['upstreams', name, 'url'], message: `the scheme must be http or https, not ${url.protocol.replace(':', '')}` })
-      else if (url.search || url.hash) out.push({ segments: ['upstreams', name, 'url'], message: 'the URL must not have a query or fragment' })
-      else if (url.username || url.password) out.push({ segments: ['upstreams', name, 'url'], message: 'credentials in the URL are not supported; send them as a header from the origin side' })
-      if (url.protocol === 'https:' && up.tls.rejectUnauthorized === false) {
-        out.push({ segments: ['upstreams', name, 'tls', 'rejectUnauthorized'], message: 'TLS certificate verification is OFF for this upstream', warning: true })
-      }
+    if (up === null || typeof up !== 'object') continue
+    const at = ['upstreams', name]
+    const hasUrl = typeof up.url === 'string'
+    const hasTargets = Array.isArray(up.targets)
+    if (hasUrl === hasTargets) {
+      out.push({ segments: at, message: hasUrl ? 'set url or targets, not both' : 'needs url (one target) or targets (several)' })
+      continue
+    }
+    const seen = new Map<string, number>()
+    const urls: [string, (string | number)[]][] = hasUrl
+      ? [[up.url as string, [...at, 'url']]]
+      : (up.targets ?? []).map((t, i) => [typeof t === 'string' ? t : t?.url, typeof t === 'string' ? [...at, 'targets', i] : [...at, 'targets', i, 'url']] as [string, (string | number)[]])
+    let https = false
+    urls.forEach(([raw, segs], i) => {
+      if (typeof raw !== 'string') return
+      const url = checkTargetUrl(raw, segs, out)
+      if (!url) return
+      if (url.protocol === 'https:') https = true
+      const key = url.origin + url.pathname.replace(/\/$/, '')
+      const prev = seen.get(key)
+      if (prev !== undefined) out.push({ segments: segs, message: `duplicate target ${JSON.stringify(url.origin)} (also targets[${prev}])` })
+      else seen.set(key, i)
+    })
+    if (https && up.tls?.rejectUnauthorized === false) {
+      out.push({ segments: [...at, 'tls', 'rejectUnauthorized'], message: 'TLS certificate verification is OFF for this upstream', warning: true })
+    }
+    if (up.balance !== 'hash' && typeof up.hashKey === 'string' && up.hashKey !== 'ip' && hasTargets) {
+      out.push({ segments: [...at, 'hashKey'], message: `hashKey is used only with balance: hash (balance is ${up.balance})`, warning: true })
+    }
+    if (up.healthCheck && up.healthCheck.timeoutMs >= up.healthCheck.intervalMs) {
+      out.push({ segments: [...at, 'healthCheck', 'timeoutMs'], message: `must be shorter than healthCheck.intervalMs (${up.healthCheck.intervalMs})` })
     }
   }
   if (Object.keys(config.upstreams).length === 0) out.push({ segments: ['upstreams'], message: 'at least one upstream is required' })
@@ -62,6 +131,7 @@ export function checkConfig (config: Config, _raw: Record<string, unknown>): Che
       const known = Object.keys(config.upstreams).join(', ')
       out.push({ segments: ['routes', i, 'upstream'], message: `unknown upstream "${r.upstream}" (known: ${known || 'none'})` })
     }
+    checkRouteEdits(r, i, config, out)
     const host = r.match.host
     if (host !== '*' && !/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(host) && isIP(host) === 0) {
       out.push({ segments: ['routes', i, 'match', 'host'], message: `not a host name pattern (lower case, exact or *.suffix, or *): ${JSON.stringify(host)}` })

@@ -9,9 +9,10 @@ import { CompressionRouteSchema, type CompressionRouteConfig } from '../compress
 import { buildRouter } from '../stages/route.js'
 import { compileTrust } from '../forwarding.js'
 import { compileRequestId } from '../request-id.js'
-import type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions } from './snapshot.js'
+import type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions, TargetEntry, PathRewrite, HeaderEdits } from './snapshot.js'
+import type { RewriteConfig, RouteHeadersConfig } from '../upstream/config.js'
 
-export type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions } from './snapshot.js'
+export type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions, TargetEntry } from './snapshot.js'
 
 type Obj = Record<string, unknown>
 const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v)
@@ -33,19 +34,51 @@ export function deepFreeze<T> (o: T): T {
   return o
 }
 
-function upstreamEntry (name: string, cfg: UpstreamConfig, ca: Buffer | undefined): UpstreamEntry {
-  const u = new URL(cfg.url)
-  const tls: UpstreamTlsOptions = { rejectUnauthorized: cfg.tls.rejectUnauthorized }
-  if (cfg.tls.servername) tls.servername = cfg.tls.servername
-  if (ca !== undefined) tls.ca = ca
+function targetEntry (raw: string, weight: number): TargetEntry {
+  const u = new URL(raw)
+  const port = u.port || (u.protocol === 'https:' ? '443' : '80')
   return {
-    name,
+    id: `${u.hostname}:${port}`,
     origin: u.origin,
     basePath: u.pathname === '/' ? '' : u.pathname.replace(/\/$/, ''),
     hostHeader: u.host,
+    weight
+  }
+}
+
+function upstreamEntry (name: string, cfg: UpstreamConfig, ca: Buffer | undefined): UpstreamEntry {
+  const tls: UpstreamTlsOptions = { rejectUnauthorized: cfg.tls.rejectUnauthorized }
+  if (cfg.tls.servername) tls.servername = cfg.tls.servername
+  if (ca !== undefined) tls.ca = ca
+  const targets = cfg.targets
+    ? cfg.targets.map((t) => typeof t === 'string' ? targetEntry(t, 1) : targetEntry(t.url, t.weight ?? 1))
+    : [targetEntry(cfg.url as string, 1)]
+  const hk = cfg.hashKey ?? 'ip'
+  return {
+    name,
+    targets: Object.freeze(targets.map((t) => Object.freeze(t))),
+    balance: cfg.balance ?? 'round-robin',
+    hashKey: hk.startsWith('header:') ? { kind: 'header', name: hk.slice(7).toLowerCase() } : { kind: 'ip' },
+    healthCheck: cfg.healthCheck ?? null,
+    outlier: cfg.outlierDetection,
     config: cfg,
     tls: Object.freeze(tls)
   }
+}
+
+function compileRewrite (r: RewriteConfig | undefined): PathRewrite | null {
+  if (!r || (!r.stripPrefix && !r.addPrefix)) return null
+  const strip = r.stripPrefix === undefined || r.stripPrefix === '/' ? '' : r.stripPrefix.replace(/\/$/, '')
+  const add = r.addPrefix === undefined || r.addPrefix === '/' ? '' : r.addPrefix.replace(/\/$/, '')
+  return strip === '' && add === '' ? null : { strip, add }
+}
+
+function compileHeaderEdits (h: RouteHeadersConfig | undefined): HeaderEdits | null {
+  if (!h) return null
+  const set = (m: Record<string, string> | undefined) => Object.entries(m ?? {}).map(([k, v]) => Object.freeze([k.toLowerCase(), v] as const))
+  const rm = (l: string[] | undefined) => (l ?? []).map((k) => k.toLowerCase())
+  const e = { requestSet: set(h.request?.set), requestRemove: rm(h.request?.remove), responseSet: set(h.response?.set), responseRemove: rm(h.response?.remove) }
+  return e.requestSet.length + e.requestRemove.length + e.responseSet.length + e.responseRemove.length === 0 ? null : e
 }
 
 /**
@@ -85,7 +118,9 @@ export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Re
       compression,
       rateLimit: rateLimit && rateLimit.perClient ? rateLimit : null,
       retryNonIdempotent: r.retry?.nonIdempotent ?? false,
-      serverTiming: r.serverTiming ?? config.defaults?.serverTiming ?? false
+      serverTiming: r.serverTiming ?? config.defaults?.serverTiming ?? false,
+      rewrite: compileRewrite(r.rewrite),
+      headerEdits: compileHeaderEdits(r.headers)
     }
   })
   const version = hash.digest('hex').slice(0, 12)
@@ -102,7 +137,7 @@ export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Re
   }
   // The router holds compiled closures; freeze the data, not the functions' internals.
   deepFreeze(config)
-  for (const r of routes) { deepFreeze(r.cache); deepFreeze(r.compression); deepFreeze(r.rateLimit); Object.freeze(r) }
+  for (const r of routes) { deepFreeze(r.cache); deepFreeze(r.compression); deepFreeze(r.rateLimit); deepFreeze(r.rewrite); deepFreeze(r.headerEdits); Object.freeze(r) }
   for (const u of Object.values(upstreams)) Object.freeze(u)
   return Object.freeze(snap)
 }

@@ -1,12 +1,26 @@
 // What a reload changes, in words: routes and upstreams added, removed or changed.
-import type { Snapshot } from './compile.js'
+import type { Snapshot, UpstreamEntry } from './compile.js'
 
 function byName<T extends { name: string }> (xs: readonly T[]): Map<string, T> {
   return new Map(xs.map((x) => [x.name, x]))
 }
 
 function routeShape (r: Snapshot['routes'][number]): string {
-  return JSON.stringify({ host: r.host, pathPrefix: r.pathPrefix, methods: r.methods ? [...r.methods] : null, upstream: r.upstream.name, timeoutMs: r.timeoutMs, websocket: r.websocket, maxBodyBytes: r.maxBodyBytes, serverTiming: r.serverTiming, retryNonIdempotent: r.retryNonIdempotent, cache: r.cache, compression: r.compression, rateLimit: r.rateLimit })
+  return JSON.stringify({ host: r.host, pathPrefix: r.pathPrefix, methods: r.methods ? [...r.methods] : null, upstream: r.upstream.name, timeoutMs: r.timeoutMs, websocket: r.websocket, maxBodyBytes: r.maxBodyBytes, serverTiming: r.serverTiming, retryNonIdempotent: r.retryNonIdempotent, cache: r.cache, compression: r.compression, rateLimit: r.rateLimit, rewrite: r.rewrite, headerEdits: r.headerEdits })
+}
+
+/** Which targets a changed upstream gained, lost or re-weighted: ` (+ target a:80, - target b:80)`. */
+function targetChanges (o: UpstreamEntry, u: UpstreamEntry): string {
+  const was = new Map(o.targets.map((t) => [t.id, t.weight]))
+  const now = new Map(u.targets.map((t) => [t.id, t.weight]))
+  const parts: string[] = []
+  for (const [id, w] of now) {
+    const old = was.get(id)
+    if (old === undefined) parts.push(`+ target ${id}`)
+    else if (old !== w) parts.push(`~ target ${id} weight ${old} → ${w}`)
+  }
+  for (const id of was.keys()) if (!now.has(id)) parts.push(`- target ${id}`)
+  return parts.length === 0 ? '' : ` (${parts.join(', ')})`
 }
 
 export function diffSnapshots (prev: Snapshot, next: Snapshot): string[] {
@@ -21,7 +35,7 @@ export function diffSnapshots (prev: Snapshot, next: Snapshot): string[] {
   for (const [n, u] of Object.entries(next.upstreams)) {
     const o = prev.upstreams[n]
     if (!o) out.push(`+ upstream ${n}`)
-    else if (JSON.stringify(o.config) !== JSON.stringify(u.config)) out.push(`~ upstream ${n}`)
+    else if (JSON.stringify(o.config) !== JSON.stringify(u.config)) out.push(`~ upstream ${n}${targetChanges(o, u)}`)
     // The same tls.caFile path with new contents (both sides read from disk).
     else if (o.tls.ca && u.tls.ca && !o.tls.ca.equals(u.tls.ca)) out.push(`~ upstream ${n} (tls.caFile contents)`)
   }

@@ -24,6 +24,11 @@ export function configRows (): Row[] {
     } else if (schema.type === 'array' && schema.items?.type === 'object') {
       rows.push({ path, type: 'list', def: '', desc })
       walk(schema.items, `${path}[]`)
+    } else if (schema.type === 'array' && schema.items?.anyOf?.some((x: S) => x.type === 'object')) {
+      // A list whose items are a scalar or an object (upstreams.<name>.targets: URL or { url, weight }).
+      const alts = schema.items.anyOf as S[]
+      rows.push({ path, type: `list of ${alts.map((x) => x.type).join(' or ')}`, def: '', desc: desc + (schema.items.description ? ` (${String(schema.items.description)})` : '') })
+      for (const alt of alts) if (alt.type === 'object') walk(alt, `${path}[]`)
     } else {
       rows.push({ path, type: typeOf(schema), def: schema.default === undefined ? '' : '`' + JSON.stringify(schema.default) + '`', desc })
     }

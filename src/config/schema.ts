@@ -3,6 +3,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Strict, Ms, Bytes, Bool, WithDefault } from './types-helpers.js'
 import { RequestIdSchema } from '../request-id.js'
+import { TargetSchema, BalanceSchema, HashKeySchema, HealthCheckSchema, OutlierDetectionSchema, RewriteSchema, RouteHeadersSchema, MAX_TARGETS } from '../upstream/config.js'
 import { CacheGlobalSchema, CacheRouteSchema } from '../httpcache/config.js'
 import { CompressionRouteSchema } from '../compress/config.js'
 import { UpstreamRateLimitSchema, CircuitBreakerSchema, RetrySchema, ClientRateLimitSchema, RouteRetrySchema } from '../resilience/config.js'
@@ -67,7 +68,12 @@ export const ServerSchema = Strict({
 }, { description: 'Limits of the client-facing HTTP server' })
 
 export const UpstreamSchema = Strict({
-  url: Type.String({ description: 'Base URL of the upstream: http(s)://host[:port]' }),
+  url: Type.Optional(Type.String({ description: 'Base URL of the upstream: http(s)://host[:port][/base-path] (one target; use targets for several)' })),
+  targets: Type.Optional(Type.Array(TargetSchema, { minItems: 1, maxItems: MAX_TARGETS, description: 'Instances of the upstream, each a URL or { url, weight } (instead of url)' })),
+  balance: BalanceSchema,
+  hashKey: HashKeySchema,
+  healthCheck: Type.Optional(HealthCheckSchema),
+  outlierDetection: WithDefault(OutlierDetectionSchema),
   timeoutMs: Ms(10000, 'Deadline for the upstream\'s response headers, from the first attempt (retries and budget queue included) → 504', 1),
   connectTimeoutMs: Ms(5000, 'TCP/TLS connect timeout of one attempt → 504', 1),
   bodyTimeoutMs: Ms(60000, 'Longest idle gap while streaming the upstream body; 0 disables (long-lived SSE)'),
@@ -101,7 +107,9 @@ export const RouteSchema = Strict({
   cache: Type.Optional(CacheRouteSchema),
   compression: Type.Optional(CompressionRouteSchema),
   rateLimit: Type.Optional(ClientRateLimitSchema),
-  retry: Type.Optional(RouteRetrySchema)
+  retry: Type.Optional(RouteRetrySchema),
+  rewrite: Type.Optional(RewriteSchema),
+  headers: Type.Optional(RouteHeadersSchema)
 }, { description: 'A route: a match and where it goes' })
 
 export const RouteDefaultsSchema = Strict({

@@ -7,6 +7,7 @@ import type { CacheRouteConfig } from '../httpcache/config.js'
 import type { CompressionRouteConfig } from '../compress/config.js'
 import type { ClientRateLimitConfig } from '../resilience/config.js'
 import type { RequestIdRule } from '../request-id.js'
+import type { HealthCheckConfig, OutlierDetectionConfig } from '../upstream/config.js'
 
 /**
  * The TLS options of an upstream, built once at load and used by its pool (undici `connect`)
@@ -20,14 +21,29 @@ export interface UpstreamTlsOptions {
   ca?: Buffer
 }
 
-export interface UpstreamEntry {
-  name: string
-  /** scheme://host:port, the pool's key. */
+/** One instance of an upstream (upstreams.NAME.url, or one of its targets). */
+export interface TargetEntry {
+  /** host:port (port always written): the `target` metric label and the id in /admin/upstreams. */
+  id: string
+  /** scheme://host:port, its pool's origin. */
   origin: string
-  /** Path prefix of the upstream URL without a trailing slash ('' for none). */
+  /** Path prefix of the target URL without a trailing slash ('' for none). */
   basePath: string
   /** host[:port] sent as Host unless preserveHost. */
   hostHeader: string
+  weight: number
+}
+
+/** What balance: hash hashes: the client address, or a request header (lower-case name). */
+export type HashKeyRule = { kind: 'ip' } | { kind: 'header', name: string }
+
+export interface UpstreamEntry {
+  name: string
+  targets: readonly TargetEntry[]
+  balance: 'round-robin' | 'least-request' | 'hash'
+  hashKey: HashKeyRule
+  healthCheck: Readonly<HealthCheckConfig> | null
+  outlier: Readonly<OutlierDetectionConfig>
   config: Readonly<UpstreamConfig>
   /** Connection TLS options (used only for https upstreams). */
   tls: Readonly<UpstreamTlsOptions>
@@ -50,6 +66,25 @@ export interface RouteEntry {
   retryNonIdempotent: boolean
   /** routes[].serverTiming: send a Server-Timing header with per-stage times. */
   serverTiming: boolean
+  /** routes[].rewrite, or null: the upstream path is rewritten, the cache key is not. */
+  rewrite: PathRewrite | null
+  /** routes[].headers, compiled; null when the route edits no header. */
+  headerEdits: HeaderEdits | null
+}
+
+export interface PathRewrite {
+  /** Prefix removed by whole segments, or '' for none. */
+  strip: string
+  /** Prefix added after stripping, or '' for none. */
+  add: string
+}
+
+/** Names are lower case; `set` values replace whatever the message had. */
+export interface HeaderEdits {
+  requestSet: readonly (readonly [string, string])[]
+  requestRemove: readonly string[]
+  responseSet: readonly (readonly [string, string])[]
+  responseRemove: readonly string[]
 }
 
 export interface Snapshot {

@@ -50,7 +50,11 @@ async function tick () {
     const l = !lim || !lim.configured ? 'none' : lim.requestsPerSecond + '/s, burst ' + lim.burst + (lim.local ? ' (local bucket)' : ' (shared)') +
       (lim.pausedForMs > 0 ? ', paused ' + Math.ceil(lim.pausedForMs / 1000) + ' s' : '') + (lim.rateFactor < 1 ? ', slowed to ' + Math.round(lim.rateFactor * 100) + '%' : '')
     const p = u.pool || {}
-    return row([name, u.url, { html: '<span class="' + esc(b) + '">' + esc(b) + '</span>' }, l, (p.connected ?? 0) + ' / ' + (p.running ?? 0) + ' / ' + (p.pending ?? 0)])
+    const ts = Array.isArray(u.targets) ? u.targets : []
+    const url = ts.length > 1
+      ? { html: ts.map((t) => '<div>' + esc(t.target) + ' w' + esc(t.weight) + ' <span class="' + (!t.healthy || t.ejected ? 'open' : 'closed') + '">' + (!t.healthy ? 'unhealthy' : t.ejected ? 'ejected' : 'up') + '</span></div>').join('') }
+      : u.url
+    return row([name, url, { html: '<span class="' + esc(b) + '">' + esc(b) + '</span>' }, l, (p.connected ?? 0) + ' / ' + (p.running ?? 0) + ' / ' + (p.pending ?? 0)])
   }).join('')
 }
 $('#login').addEventListener('submit', (e) => { e.preventDefault(); sessionStorage.setItem('sluice-token', $('#token').value); tick() })

@@ -144,6 +144,9 @@ export function createMetrics (opts: MetricsOptions = {}) {
     upstreamDuration: new FastHistogram('sluice_upstream_request_duration_seconds', 'Time from sending to the upstream until its response headers, by upstream and status class', ['upstream', 'status_class'], DURATION_BUCKETS, registry),
     upstreamInFlight: new FastGauge('sluice_upstream_in_flight_requests', 'Requests in flight toward each upstream', ['upstream'], registry),
     upstreamQueueWait: new Histogram({ name: 'sluice_upstream_queue_wait_seconds', help: 'Time a request waited for the upstream budget', labelNames: ['upstream'], buckets: DURATION_BUCKETS, registers }),
+    // Targets of multi-target upstreams (labels bounded: host:port, at most 64 per upstream).
+    targetHealthy: new Gauge({ name: 'sluice_upstream_target_healthy', help: 'Whether each upstream target is in rotation: 1 healthy, 0 failed its health checks or ejected', labelNames: ['upstream', 'target'], registers }),
+    targetRequests: new FastCounter('sluice_upstream_target_requests_total', 'Attempts sent to each upstream target, by outcome class (1xx..5xx, or error when no response came)', ['upstream', 'target', 'class'], registry),
     upstreamRetries: new Counter({ name: 'sluice_upstream_retries_total', help: 'Retries sent to each upstream', labelNames: ['upstream'], registers }),
     cacheEvents: new CacheEventCounter('sluice_cache_events_total', 'Cache decisions by route and result; hits also by layer (l1 in-process, l2 Redis)', ['route', 'result', 'layer'], registry),
     cacheLeases: new Counter({ name: 'sluice_cache_leases_total', help: 'Fill leases asked of Redis (miss coalescing across replicas), by result', labelNames: ['result'], registers }),

@@ -1,4 +1,5 @@
-// Stage 4, upstream: budget → breaker → undici pool (deadline, retries) → breaker record.
+// Stage 4, upstream: budget → breaker → target (balancer) → its undici pool (deadline,
+// failover, retries) → breaker record. The route's rewrite and header edits apply here.
 // Takes an UpstreamRequest value (not the client's request), so the cache can send detached
 // fills and refreshes through the same path. Resolves with the response headers and a
 // streamed body; rejects with a SluiceError (502/503/504/429) when no response can be had.
@@ -10,14 +11,18 @@ import type { RouteEntry } from '../config/snapshot.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { ProxyResponse, UpstreamRequest, Headers } from '../types.js'
 import { SluiceError } from '../errors.js'
-import type { PoolRegistry } from '../upstream/pools.js'
+import type { TargetRegistry, Target } from '../upstream/targets.js'
+import { rewritePath, editRequestHeaders, editResponseHeaders } from '../upstream/rewrite.js'
+import { isRetryableError } from '../upstream/errors.js'
+import { IDEMPOTENT } from '../upstream/methods.js'
+import type { HashKeyRule } from '../config/snapshot.js'
 import type { GuardProvider, RetryContext } from '../upstream/guard.js'
 import { upstreamRequestHeaders, clientResponseHeaders, discard, drainToNull } from '../upstream/headers.js'
 import { mapUpstreamError } from '../upstream/errors.js'
 import { applyForwarding } from '../forwarding.js'
 
 export interface UpstreamStageDeps {
-  pools: PoolRegistry
+  targets: TargetRegistry
   guards: () => GuardProvider
   metrics: Metrics
   log: Logger
@@ -28,7 +33,7 @@ export type UpstreamFetch = (route: RouteEntry, req: UpstreamRequest) => Promise
 const DEADLINE = Object.assign(new Error('upstream deadline'), { code: 'SLUICE_DEADLINE' })
 
 export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
-  const { pools, metrics } = deps
+  const { targets, metrics } = deps
   // Label children bound once per upstream (and status class): no label hashing per request.
   interface Bound { inFlight: ReturnType<Metrics['upstreamInFlight']['labels']>; duration: ReturnType<Metrics['upstreamDuration']['labels']>[] }
   const bound = new Map<string, Bound>()
@@ -46,14 +51,13 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
   return async function fetchUpstream (route, req) {
     const up = route.upstream
     const guard = deps.guards().upstream(up.name)
+    const set = targets.get(up.name)
     const started = Date.now()
     const deadline = started + route.timeoutMs
-    const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? null : up.hostHeader)
-    // X-Forwarded-* go on the upstream copy only (the client's headers stay as received).
-    if (req.forwarded !== undefined) applyForwarding(headers, req.forwarded.peer, req.forwarded.trust, req.host || undefined)
-    const path = up.basePath + req.path
+    const edits = route.headerEdits
+    const path = route.rewrite === null ? req.path : rewritePath(req.path, route.rewrite)
+    const hashKey = up.balance === 'hash' ? hashKeyOf(up.hashKey, req) : null
     const replayable = req.body === null || Buffer.isBuffer(req.body)
-    const pool = pools.get(up.name)
     const label = metrics.upstreamLabel(up.name)
     const m = bind(label)
     const g = m.inFlight
@@ -64,7 +68,14 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       remainingMs: deadline - Date.now(),
       ...extra
     })
+    // Targets that failed this request: a failover or retry goes to another one while one is in rotation.
+    let tried: Target[] | null = null
+    let failovers = 0
     for (let attempt = 0; ; attempt++) {
+      // Nothing in rotation: fail before taking a budget token or a breaker ticket.
+      if (!set.anyAvailable(Date.now(), null)) {
+        throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation (${set.targets.length} failed health checks or are ejected)`)
+      }
       // Every attempt that reaches the upstream takes a budget token (the budget records its
       // own queue wait); a cache hit never gets here, so hits are free.
       const queued = up.config.rateLimit ? guard.acquire(req.signal) : guard.acquire()
@@ -77,72 +88,129 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           throw err
         }
       }
+      // One breaker ticket per attempt: failovers to other targets inside it are not counted
+      // as the upstream's failures unless the last target fails too.
       const ticket = guard.allow()
-      const remaining = deadline - Date.now()
-      if (remaining <= 0) {
-        const err = mapUpstreamError(DEADLINE, up.name, false)
-        guard.record(ticket, { error: err })
-        throw err
-      }
-      const t0 = performance.now()
-      g.inc()
-      let res: Dispatcher.ResponseData
-      try {
-        res = await pool.request({
-          path,
-          method: req.method as Dispatcher.HttpMethod,
-          headers,
-          body: req.body as Buffer | Readable | null,
-          signal: req.abortEmitter ?? req.signal,
-          // The route's timeout itself on a first attempt that has not waited (a constant lets
-          // undici reuse its parser timer; a value that changes per request allocates a new one).
-          headersTimeout: attempt === 0 && remaining > route.timeoutMs - 20 ? route.timeoutMs : remaining,
-          bodyTimeout: up.config.bodyTimeoutMs
-        })
-      } catch (raw) {
-        g.dec()
-        const clientClosed = req.clientGone ? req.clientGone() : req.signal?.aborted === true
-        const err = mapUpstreamError(raw, up.name, clientClosed)
-        m.duration[clientClosed ? 3 : 4].observe((performance.now() - t0) / 1000)
-        guard.record(ticket, { error: err }) // a client that went away counts as neutral
-        if (clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE') throw err
-        // The retry policy decides (src/resilience/retry.ts): which errors, methods, bodies, budget.
-        const delay = guard.retryDelayMs(attempt + 1, retryCtx({ error: err }))
-        if (delay !== null) {
-          deps.log.debug({ upstream: up.name, attempt: attempt + 1, code: err.code, delay }, 'retrying upstream request')
-          await sleep(delay)
-          continue
+      for (;;) {
+        const remaining = deadline - Date.now()
+        if (remaining <= 0) {
+          const err = mapUpstreamError(DEADLINE, up.name, false)
+          guard.record(ticket, { error: err })
+          throw err
         }
-        throw err
-      }
-      m.duration[classIndex(res.statusCode)].observe((performance.now() - t0) / 1000)
-      if (res.statusCode < 100 || res.statusCode > 599) {
-        discard(res.body)
-        g.dec()
-        const err = new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `upstream "${up.name}": invalid status code ${res.statusCode}`)
-        guard.record(ticket, { error: err })
-        throw err
-      }
-      guard.record(ticket, { status: res.statusCode })
-      guard.observeResponse(res.statusCode, res.headers as Headers)
-      const delay = guard.retryDelayMs(attempt + 1, retryCtx({ status: res.statusCode, retryAfter: res.headers['retry-after'] }))
-      if (delay !== null) {
-        g.dec()
-        discard(res.body) // free the connection; a response we will not send
-        await sleep(delay)
-        continue
-      }
-      // 'close' follows 'end' and 'error' alike (autoDestroy): one listener for the gauge.
-      const body = res.body
-      body.once('close', () => g.dec())
-      return {
-        status: res.statusCode,
-        headers: clientResponseHeaders(res.headers as Headers),
-        body: req.method === 'HEAD' ? drainToNull(body) : body,
-        cacheResult: 'none'
+        const now = Date.now()
+        const t = (set.pick(now, hashKey, tried) ?? set.pick(now, hashKey, null)) as Target | null
+        if (t === null) {
+          const err = new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
+          guard.record(ticket, { error: err })
+          throw err
+        }
+        const te = t.entry
+        const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? null : te.hostHeader)
+        if (edits !== null) editRequestHeaders(headers, edits)
+        // X-Forwarded-* go on the upstream copy only (the client's headers stay as received).
+        if (req.forwarded !== undefined) applyForwarding(headers, req.forwarded.peer, req.forwarded.trust, req.host || undefined)
+        const t0 = performance.now()
+        g.inc()
+        t.inFlight++
+        let res: Dispatcher.ResponseData
+        try {
+          res = await t.pool.request({
+            path: te.basePath + path,
+            method: req.method as Dispatcher.HttpMethod,
+            headers,
+            body: req.body as Buffer | Readable | null,
+            signal: req.abortEmitter ?? req.signal,
+            // The route's timeout itself on a first attempt that has not waited (a constant lets
+            // undici reuse its parser timer; a value that changes per request allocates a new one).
+            headersTimeout: attempt === 0 && failovers === 0 && remaining > route.timeoutMs - 20 ? route.timeoutMs : remaining,
+            bodyTimeout: up.config.bodyTimeoutMs
+          })
+        } catch (raw) {
+          g.dec()
+          t.inFlight--
+          const clientClosed = req.clientGone ? req.clientGone() : req.signal?.aborted === true
+          const err = mapUpstreamError(raw, up.name, clientClosed)
+          m.duration[clientClosed ? 3 : 4].observe((performance.now() - t0) / 1000)
+          targets.outcome(set, t, 0, clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE' ? 'neutral' : 'failure')
+          if (clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE') {
+            guard.record(ticket, { error: err }) // a client that went away counts as neutral
+            throw err
+          }
+          ;(tried ??= []).push(t)
+          // Failover: an attempt that failed before any response byte goes to another target at
+          // once (no backoff: that target has seen nothing), under the same breaker ticket.
+          if (failovers < set.targets.length - 1 && canFailOver(err, req.method, replayable, route.retryNonIdempotent) && set.anyAvailable(Date.now(), tried)) {
+            failovers++
+            deps.log.debug({ upstream: up.name, target: t.id, code: err.code, failover: failovers }, 'upstream target failed; trying another')
+            continue
+          }
+          guard.record(ticket, { error: err })
+          // The retry policy decides (src/resilience/retry.ts): which errors, methods, bodies, budget.
+          const delay = guard.retryDelayMs(attempt + 1, retryCtx({ error: err }))
+          if (delay !== null) {
+            deps.log.debug({ upstream: up.name, target: t.id, attempt: attempt + 1, code: err.code, delay }, 'retrying upstream request')
+            await sleep(delay)
+            break
+          }
+          throw err
+        }
+        t.inFlight--
+        const status = res.statusCode
+        m.duration[classIndex(status)].observe((performance.now() - t0) / 1000)
+        if (status < 100 || status > 599) {
+          discard(res.body)
+          g.dec()
+          targets.outcome(set, t, 0, 'failure')
+          const err = new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `upstream "${up.name}": invalid status code ${status}`)
+          guard.record(ticket, { error: err })
+          throw err
+        }
+        targets.outcome(set, t, status, status >= 500 ? 'failure' : 'ok')
+        guard.record(ticket, { status })
+        guard.observeResponse(status, res.headers as Headers)
+        const delay = guard.retryDelayMs(attempt + 1, retryCtx({ status, retryAfter: res.headers['retry-after'] }))
+        if (delay !== null) {
+          g.dec()
+          discard(res.body) // free the connection; a response we will not send
+          if (status >= 500) (tried ??= []).push(t)
+          await sleep(delay)
+          break
+        }
+        // 'close' follows 'end' and 'error' alike (autoDestroy): one listener for the gauge.
+        const body = res.body
+        body.once('close', () => g.dec())
+        const outHeaders = clientResponseHeaders(res.headers as Headers)
+        if (edits !== null) editResponseHeaders(outHeaders, edits)
+        return {
+          status,
+          headers: outHeaders,
+          body: req.method === 'HEAD' ? drainToNull(body) : body,
+          cacheResult: 'none'
+        }
       }
     }
   }
+}
+
+/**
+ * May an attempt that failed with `err` go to another target? Only a failure before any
+ * response byte (isRetryableError: connect refused, reset, DNS, connect timeout), only with
+ * a body that can be sent again, and for a non-idempotent method only when the route allows
+ * it or the connection was refused (the request never left).
+ */
+function canFailOver (err: SluiceError, method: string, replayable: boolean, routeAllowsNonIdempotent: boolean): boolean {
+  if (!replayable || !isRetryableError(err)) return false
+  return IDEMPOTENT.has(method) || routeAllowsNonIdempotent || err.code === 'SLUICE_ERR_UPSTREAM_CONNECT'
+}
+
+/** The value balance: hash hashes for this request. */
+function hashKeyOf (rule: HashKeyRule, req: UpstreamRequest): string {
+  if (rule.kind === 'header') {
+    const v = req.headers[rule.name]
+    if (v !== undefined) return Array.isArray(v) ? v.join(',') : v
+  }
+  return req.clientIp
 }
 
 export { SluiceError }

@@ -13,12 +13,14 @@ import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
 import { normalisePath } from '../stages/path.js'
 import { upstreamRequestHeaders } from './headers.js'
+import { rewritePath, editRequestHeaders } from './rewrite.js'
+import type { TargetRegistry } from './targets.js'
 
 function reject (socket: Duplex, code: ErrorCode, message?: string): void {
   socket.end(rawError(new SluiceError(code, message)))
 }
 
-export function handleUpgrade (current: () => Snapshot, log: Logger) {
+export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry, log: Logger) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {})
     const snap = current()
@@ -42,7 +44,14 @@ export function handleUpgrade (current: () => Snapshot, log: Logger) {
     if (route === null) return reject(socket, 'SLUICE_ERR_NO_ROUTE')
     if (upgrade !== 'websocket' || !route.websocket) return reject(socket, 'SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(upgrade)}`)
     const up = route.upstream
-    const target = new URL(up.origin)
+    // The same balancer as requests (hash: on the client address or header; a tunnel is one long
+    // request, so it is not failed over: a refused connect answers 502).
+    const set = targets.get(up.name)
+    const key = up.hashKey.kind === 'header' ? String(req.headers[up.hashKey.name] ?? req.socket.remoteAddress ?? '') : (req.socket.remoteAddress ?? '')
+    const picked = set.pick(Date.now(), key, null)
+    if (picked === null) return reject(socket, 'SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
+    const te = picked.entry
+    const target = new URL(te.origin)
     const secure = target.protocol === 'https:'
     const port = Number(target.port || (secure ? 443 : 80))
     // The upstream's TLS options as compiled (CA bytes read at load), the same object its pool uses.
@@ -57,11 +66,12 @@ export function handleUpgrade (current: () => Snapshot, log: Logger) {
       clearTimeout(timer)
       // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
       // forwarding headers replaced from untrusted peers), then the two upgrade headers.
-      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? up.hostHeader) : up.hostHeader)
+      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
+      if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
       applyForwarding(headers, req.socket.remoteAddress, snap.trust, req.headers.host)
       headers.connection = 'Upgrade'
       headers.upgrade = 'websocket'
-      const lines = [`${req.method} ${up.basePath}${url} HTTP/1.1`]
+      const lines = [`${req.method} ${te.basePath}${route.rewrite === null ? url : rewritePath(url, route.rewrite)} HTTP/1.1`]
       for (const k in headers) {
         const v = headers[k]
         for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`)

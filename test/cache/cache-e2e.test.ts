@@ -238,7 +238,7 @@ test('purge by key, prefix and tag empties the cache', async () => {
 
 test('cache metrics: events by result and memory gauges', async () => {
   const text = await (await request(gw.adminUrl + '/metrics')).body.text()
-  assert.match(text, /sluice_cache_events_total\{route="cached",result="hit"\} \d+/)
+  assert.match(text, /sluice_cache_events_total\{route="cached",result="hit",layer="l1"\} \d+/)
   assert.match(text, /sluice_cache_events_total\{route="cached",result="coalesced"\} \d+/)
   assert.match(text, /sluice_cache_bytes\{tier="memory"\} \d+/)
   assert.match(text, /sluice_http_requests_total\{route="cached",method="GET",status_class="2xx",cache="hit"\}/)

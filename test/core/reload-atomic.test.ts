@@ -13,7 +13,8 @@ import { startTestGateway, tempConfig } from '../helpers/gateway.js'
 import { cliCommand } from '../helpers/cli.js'
 import { loadConfigFile, ConfigError } from '../../src/config/load.js'
 import { compile } from '../../src/config/compile.js'
-import { PoolRegistry } from '../../src/upstream/pools.js'
+import { TargetRegistry } from '../../src/upstream/targets.js'
+import { createMetrics } from '../../src/observability/metrics.js'
 import { haveOpenssl, makePrivateCa, startTlsOrigin, type PrivateCa, type TlsOrigin } from './private-ca.js'
 
 const skip = haveOpenssl ? false : 'openssl is not on the PATH: cannot make a private CA'
@@ -121,8 +122,9 @@ test('loadConfigFile and `sluice validate` report an unreadable or non-PEM caFil
   assert.equal(snap.upstreams.origin.tls.ca, undefined)
 })
 
-test('PoolRegistry.prepare builds without installing: abort leaves the live pools, commit swaps changed ones only', async () => {
-  const pools = new PoolRegistry(pino({ level: 'silent' }))
+test('TargetRegistry.prepare builds without installing: abort leaves the live pools, commit swaps changed ones only', async () => {
+  const reg = new TargetRegistry(pino({ level: 'silent' }), createMetrics({ processMetrics: false }))
+  const pools = { reconcile: reg.reconcile.bind(reg), prepare: reg.prepare.bind(reg), close: reg.close.bind(reg), get: (n: string) => reg.get(n).targets[0].pool }
   const snap = (connections: number) => {
     const { file } = tempConfig(`upstreams:\n  a: { url: "${origin.url}", connections: ${connections} }\n  b: { url: "${origin.url}" }\nroutes: [{ name: r, upstream: a }]\n`)
     const l = loadConfigFile(file)
