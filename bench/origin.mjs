@@ -66,6 +66,14 @@ server.keepAliveTimeout = 65_000
 server.headersTimeout = 66_000
 server.listen(port, host, () => {
   console.log(`origin listening on http://${host}:${server.address().port}`)
+  // The same handler on more loopback addresses (ORIGIN_EXTRA_HOSTS=127.0.0.2,127.0.0.3), so
+  // one origin process can stand for several upstream targets (the `targets` scenario).
+  for (const h of (process.env.ORIGIN_EXTRA_HOSTS || '').split(',').filter(Boolean)) {
+    const extra = http.createServer(server.listeners('request')[0])
+    extra.keepAliveTimeout = 65_000
+    extra.headersTimeout = 66_000
+    extra.listen(server.address().port, h)
+  }
 })
 // A benchmark process has nothing to drain: exit at once.
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(0))

@@ -61,6 +61,19 @@ const SCENARIOS = {
       { of: 'sluice', to: 'origin-direct' }
     ]
   },
+  targets: {
+    title: 'Pass-through with 1 and 3 upstream targets (round-robin; the 3 are one origin on 127.0.0.1-3)',
+    path: '/pass',
+    targets: [
+      { id: 'fastify-proxy', server: 'fastify-proxy', role: 'anchor: plain @fastify/http-proxy' },
+      { id: 'sluice-1t', server: 'sluice-pass', role: 'Sluice, upstream with one target' },
+      { id: 'sluice-3t', server: 'sluice-pass3', role: 'Sluice, upstream with three targets' }
+    ],
+    ratios: [
+      { of: 'sluice-3t', to: 'sluice-1t', rps: 0.97 }, // issue 15: no cost beyond a few percent
+      { of: 'sluice-3t', to: 'fastify-proxy' }
+    ]
+  },
   hit1k: {
     title: 'Cache hit, 1 KB body',
     path: '/hit1k',
@@ -207,6 +220,7 @@ const SERVERS = {
   'nginx-gzip': { kind: 'nginx', cache: true, gzip: true },
   varnish: { kind: 'varnish' },
   'sluice-pass': { kind: 'sluice', config: 'passthrough.yaml' },
+  'sluice-pass3': { kind: 'sluice', config: 'passthrough-3targets.yaml' },
   'sluice-cache': { kind: 'sluice', config: 'cache.yaml' },
   'sluice-nometrics': { kind: 'sluice', config: 'cache-nometrics.yaml' },
   'sluice-accesslog': { kind: 'sluice', config: 'cache-accesslog.yaml' },
@@ -536,7 +550,7 @@ async function startServer (name) {
     if (!existsSync(cli)) return { skip: `Sluice is not built (${cli} missing; \`npm run build\` failed or was not run)` }
     if (spec.redis && await redisKeys('count') === null) return { skip: `Redis not reachable at ${REDIS_URL}` }
     const adminPort = await freePort()
-    const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(adminPort), BENCH_ORIGIN_URL: origin.url, REDIS_URL }
+    const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(adminPort), BENCH_ORIGIN_URL: origin.url, BENCH_ORIGIN_PORT: String(origin.port), REDIS_URL }
     if (spec.ownRedis) {
       const r = await startOwnRedis(spec.ownRedis, dir)
       if (r.skip) return { skip: r.skip }
@@ -873,7 +887,7 @@ async function main () {
   console.log(`sluice bench: ${opts.scenarios.join(', ')}; ${opts.procs} processes x ${opts.runs} runs x ${opts.duration} s, ${opts.connections ?? 'default'} connections, warm-up ${opts.warmup} s`)
 
   const originPort = Number(process.env.BENCH_ORIGIN_PORT) || await freePort()
-  const oproc = start('origin', LOAD_CORE, process.execPath, [path.join(BENCH, 'origin.mjs'), '--port', String(originPort)])
+  const oproc = start('origin', LOAD_CORE, process.execPath, [path.join(BENCH, 'origin.mjs'), '--port', String(originPort)], { ORIGIN_EXTRA_HOSTS: '127.0.0.2,127.0.0.3' })
   if (!await waitForPort(originPort, oproc)) { console.error(`origin did not start: ${oproc.out}`); process.exit(1) }
   origin = { proc: oproc, port: originPort, url: `http://127.0.0.1:${originPort}` }
 
