@@ -1,5 +1,7 @@
 // The admin listener: /healthz, /readyz, /metrics, and the token-guarded /admin/* API.
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { Metrics } from './observability/metrics.js'
@@ -8,6 +10,7 @@ import type { ReloadResult } from './config/reload.js'
 import { SluiceError, errorBody } from './errors.js'
 import { redactUrl } from './observability/logger.js'
 import { DASHBOARD_HTML } from './observability/dashboard.js'
+import { historyFor, stopHistory, type HistoryAnswer } from './observability/status.js'
 import { cpuProfile, heapSnapshot } from './observability/profile.js'
 
 export interface AdminDeps {
@@ -19,6 +22,12 @@ export interface AdminDeps {
   readiness: () => { ready: boolean; degraded: string[]; details: Record<string, unknown> }
   upstreams: () => Record<string, unknown>
   status: () => Promise<unknown>
+  /**
+   * GET /admin/status/history: samples of the last minutes for the status page's charts. By
+   * default this process samples its own metrics (StatusHistory, src/observability/status.ts,
+   * stopped when the admin app closes); the cluster primary passes its workers' merged history.
+   */
+  history?: (since?: number) => Promise<HistoryAnswer>
   extraRoutes?: (app: FastifyInstance, guard: (req: FastifyRequest, reply: FastifyReply) => Promise<void>) => void
 }
 
@@ -41,6 +50,19 @@ export function redactConfig (config: Snapshot['config']): unknown {
   const cl = c.redis?.cluster as { nodes?: string[] } | undefined
   if (Array.isArray(cl?.nodes)) cl.nodes = cl.nodes.map((n) => /^rediss?:\/\//.test(n) ? redactUrl(n) : n)
   return c
+}
+
+/** uPlot's browser build and stylesheet (npm `uplot`), read once, served to the status page. */
+let uplotAssets: { js: Buffer; css: Buffer } | null | undefined
+function readUplot (): { js: Buffer; css: Buffer } | null {
+  if (uplotAssets !== undefined) return uplotAssets
+  try {
+    const req = createRequire(import.meta.url)
+    uplotAssets = { js: readFileSync(req.resolve('uplot/dist/uPlot.iife.min.js')), css: readFileSync(req.resolve('uplot/dist/uPlot.min.css')) }
+  } catch {
+    uplotAssets = null
+  }
+  return uplotAssets
 }
 
 const FAILURE_WINDOW_MS = 60_000
@@ -90,13 +112,42 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
 
   app.get('/dashboard', async (_req, reply) => {
     reply.type('text/html; charset=utf-8').header('cache-control', 'no-store')
-      .header('content-security-policy', "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'")
+      .header('content-security-policy', "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; connect-src 'self'")
     return DASHBOARD_HTML
   })
+
+  // The chart library the page loads, from this port (no CDN). Like /dashboard itself it needs
+  // no token: it is the same public code for everyone, and a <script src> cannot send a bearer
+  // header. The data it charts comes from the guarded /admin/status/history.
+  const uplot = readUplot()
+  if (!uplot) deps.log.warn('uplot is not installed: the status page shows its tables without charts')
+  for (const [path, type, key] of [['/admin/assets/uplot.js', 'text/javascript; charset=utf-8', 'js'], ['/admin/assets/uplot.css', 'text/css; charset=utf-8', 'css']] as const) {
+    app.get(path, async (_req, reply) => {
+      if (!uplot) {
+        reply.code(404).type('application/json')
+        return errorBody(new SluiceError('SLUICE_ERR_NO_ROUTE', 'uplot is not installed'))
+      }
+      reply.type(type).header('cache-control', 'public, max-age=3600').header('x-content-type-options', 'nosniff')
+      return uplot[key]
+    })
+  }
+
+  let history = deps.history
+  if (!history) {
+    const metrics = deps.metrics
+    const h = historyFor(metrics)
+    history = async (since) => h.answer(since)
+    app.addHook('onClose', async () => { stopHistory(metrics) })
+  }
+  const historyOf = history
 
   app.register(async (admin) => {
     admin.addHook('onRequest', guard)
     admin.get('/admin/status', async () => deps.status())
+    admin.get('/admin/status/history', async (req) => {
+      const since = Number((req.query as Record<string, string>).since)
+      return historyOf(Number.isFinite(since) ? since : undefined)
+    })
     admin.post('/admin/profile', async (req, reply) => {
       const seconds = Number((req.query as Record<string, string>).seconds ?? 10)
       if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 300) {

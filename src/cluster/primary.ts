@@ -16,7 +16,7 @@ import { loadConfigFile } from '../config/load.js'
 import { compile } from '../config/compile.js'
 import { SnapshotHolder, Reloader, ReloadError, type ReloadResult } from '../config/reload.js'
 import { createMetrics, type Metrics } from '../observability/metrics.js'
-import { latencyByRoute, cacheRatios } from '../observability/status.js'
+import { latencyByRoute, cacheRatios, historyOf, mergeHistories, type HistoryAnswer } from '../observability/status.js'
 import { buildAdmin } from '../admin.js'
 import type { Config } from '../config/schema.js'
 import { MemoryBucketStore } from '../resilience/bucket-memory.js'
@@ -28,6 +28,7 @@ export type WorkerMessage =
   | { type: 'sluice:reload'; id: string }
   | { type: 'sluice:purge'; id: string; sel: { key?: string; prefix?: string; tag?: string } }
   | { type: 'sluice:status'; id: string }
+  | { type: 'sluice:history'; id: string; since?: number }
   | { type: 'sluice:metrics'; id: string }
   | { type: 'sluice:shutdown' }
 
@@ -108,7 +109,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     return w
   }
 
-  type Ask = { type: 'sluice:reload' } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:metrics' }
+  type Ask = { type: 'sluice:reload' } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:history'; since?: number } | { type: 'sluice:metrics' }
   interface Asked { asked: Worker[]; answers: Map<number, unknown>; exited: number[]; missing: number[] }
   /** Ask every ready worker; resolve once all have answered (or exited), or after timeoutMs with what came. */
   const askEach = (msg: Ask, timeoutMs = 5000): Promise<Asked> => {
@@ -208,6 +209,9 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       details: { workers: { configured: n, ready: ready.size, restarts }, ...(reloader.lastError ? { lastReloadErrors: reloader.lastError } : {}) }
     }),
     upstreams: () => ({}),
+    // The charts' history: every worker samples its own metrics; samples of the same instant
+    // are merged (rates summed, hit ratio from summed counts, p50 weighted, p99 the highest).
+    history: async (since) => mergeHistories((await ask({ type: 'sluice:history', since }) as HistoryAnswer[]).filter((a) => a && Array.isArray(a.samples))),
     status: async () => {
       const [all, reg] = await Promise.all([ask({ type: 'sluice:status' }) as Promise<Record<string, unknown>[]>, aggregated()])
       const json = await reg.getMetricsAsJSON()
@@ -266,7 +270,10 @@ export function serveWorker (gw: { reloader: { reload (t: string): Promise<Reloa
     if (m?.type === 'sluice:reload') void gw.reloader.reload('primary').then((r) => reply(m.id, r))
     else if (m?.type === 'sluice:purge') void gw.cache.purge(m.sel).then((r) => reply(m.id, r), () => reply(m.id, { purged: 0 }))
     else if (m?.type === 'sluice:status') void status().then((s) => reply(m.id, { ...(s as object), pid: process.pid }), () => reply(m.id, null))
-    else if (m?.type === 'sluice:metrics') void gw.metrics.registry.getMetricsAsJSON().then((j) => reply(m.id, j), () => reply(m.id, []))
+    else if (m?.type === 'sluice:history') {
+      const h = historyOf(gw.metrics)
+      reply(m.id, h ? h.answer(typeof m.since === 'number' ? m.since : undefined) : null)
+    } else if (m?.type === 'sluice:metrics') void gw.metrics.registry.getMetricsAsJSON().then((j) => reply(m.id, j), () => reply(m.id, []))
     else if (m?.type === 'sluice:shutdown') {
       log.info('worker draining')
       gw.close().then(() => process.exit(0), () => process.exit(1))

@@ -100,3 +100,218 @@ export async function collectStatus (deps: StatusDeps) {
     memory: { rssBytes: process.memoryUsage().rss, heapUsedBytes: process.memoryUsage().heapUsed }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Status history (issue 16): the status page's charts of the last minutes come from here, so a
+// page opened late still shows them. A timer (unref'd, stopped by stop()) reads the prom-client
+// families every intervalMs and keeps one sample per tick in a ring buffer (default 2 s x 300 =
+// 10 minutes). Reading the families costs what a /metrics scrape costs, once per tick: the
+// request path is not touched. GET /admin/status/history serves it (src/admin.ts).
+
+/** One sample: what happened during the `seconds` before `t`. Rates are per second. */
+export interface HistorySample {
+  /** Unix time in ms, rounded to the interval (so several workers' samples line up). */
+  t: number
+  /** Length of the interval the sample covers, in seconds. */
+  seconds: number
+  /** Requests answered (sluice_http_requests_total) and their rate. */
+  requests: number
+  rps: number
+  /** Latency percentiles of the requests answered in the interval (seconds; null when none). */
+  p50: number | null
+  p99: number | null
+  /** Cache lookups (requests on a route with a cache), hits among them, and hits / lookups. */
+  cacheLookups: number
+  cacheHits: number
+  hitRatio: number | null
+  /** Upstream 5xx responses plus attempts that got no response (connection errors, timeouts). */
+  upstreamErrors: number
+  upstreamErrorsPerSecond: number
+}
+
+export interface HistoryAnswer { intervalMs: number; capacity: number; samples: HistorySample[] }
+
+const HIT_RESULTS = new Set(['hit', 'stale', 'revalidated', 'coalesced'])
+
+interface Totals { requests: number; lookups: number; hits: number; errors: number; buckets: Map<number, number> }
+
+type Family = { get (): unknown }
+interface HistoryMetrics { httpRequests: Family; httpDuration: Family; upstreamDuration: Family; targetRequests: Family }
+type Values = { values: { metricName?: string; labels: Record<string, string | number | undefined>; value: number }[] }
+
+async function readTotals (m: HistoryMetrics): Promise<Totals> {
+  const [req, dur, up, tgt] = await Promise.all([m.httpRequests.get(), m.httpDuration.get(), m.upstreamDuration.get(), m.targetRequests.get()]) as Values[]
+  const t: Totals = { requests: 0, lookups: 0, hits: 0, errors: 0, buckets: new Map() }
+  for (const v of req.values) {
+    t.requests += v.value
+    const cache = String(v.labels.cache)
+    if (cache === 'none') continue
+    t.lookups += v.value
+    if (HIT_RESULTS.has(cache)) t.hits += v.value
+  }
+  for (const v of dur.values) {
+    if (!String(v.metricName).endsWith('_bucket')) continue
+    const le = v.labels.le === '+Inf' ? Infinity : Number(v.labels.le)
+    t.buckets.set(le, (t.buckets.get(le) ?? 0) + v.value)
+  }
+  for (const v of up.values) if (String(v.metricName).endsWith('_count') && v.labels.status_class === '5xx') t.errors += v.value
+  for (const v of tgt.values) if (v.labels.class === 'error') t.errors += v.value
+  return t
+}
+
+/** The sample between two readings of the totals. */
+export function sampleBetween (prev: Totals, cur: Totals, t: number, seconds: number): HistorySample {
+  const d = (a: number, b: number) => Math.max(0, a - b) // a counter never goes down; a reset reads as 0
+  const requests = d(cur.requests, prev.requests)
+  const lookups = d(cur.lookups, prev.lookups)
+  const hits = d(cur.hits, prev.hits)
+  const errors = d(cur.errors, prev.errors)
+  const buckets = [...cur.buckets.entries()].sort((a, b) => a[0] - b[0]).map(([le, count]) => ({ le, count: d(count, prev.buckets.get(le) ?? 0) }))
+  const s = seconds > 0 ? seconds : 1
+  const r3 = (x: number) => Math.round(x * 1000) / 1000
+  return {
+    t,
+    seconds: r3(seconds),
+    requests,
+    rps: r3(requests / s),
+    p50: quantileFromBuckets(0.5, buckets),
+    p99: quantileFromBuckets(0.99, buckets),
+    cacheLookups: lookups,
+    cacheHits: hits,
+    hitRatio: lookups ? hits / lookups : null,
+    upstreamErrors: errors,
+    upstreamErrorsPerSecond: r3(errors / s)
+  }
+}
+
+export class StatusHistory {
+  readonly intervalMs: number
+  readonly capacity: number
+  private readonly ring: HistorySample[] = []
+  private head = 0 // next write position once the ring is full
+  private prev: { totals: Totals; at: number } | null = null
+  private timer: NodeJS.Timeout | undefined
+  private running = false
+  private busy = false
+
+  constructor (private readonly metrics: HistoryMetrics, opts: { intervalMs?: number; capacity?: number } = {}) {
+    this.intervalMs = Math.max(100, opts.intervalMs ?? 2000)
+    this.capacity = Math.max(1, opts.capacity ?? 300)
+  }
+
+  /** Take the baseline now and sample on every interval boundary of the wall clock. */
+  start (): this {
+    if (this.running) return this
+    this.running = true
+    void this.tick(true)
+    this.schedule()
+    return this
+  }
+
+  // One timeout per tick, aimed at the next boundary each time (an interval timer would drift).
+  private schedule (): void {
+    if (!this.running) return
+    let wait = this.intervalMs - (Date.now() % this.intervalMs)
+    if (wait < this.intervalMs / 2) wait += this.intervalMs // woke just before a boundary: the next one
+    this.timer = setTimeout(() => { void this.tick().finally(() => this.schedule()) }, wait)
+    this.timer.unref()
+  }
+
+  stop (): void {
+    this.running = false
+    clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  /** Read the families and append a sample (the first call only takes the baseline). */
+  async tick (baselineOnly = false): Promise<void> {
+    if (this.busy) return
+    this.busy = true
+    try {
+      const now = Date.now()
+      const totals = await readTotals(this.metrics)
+      const prev = this.prev
+      this.prev = { totals, at: now }
+      if (baselineOnly || !prev) return
+      const t = Math.round(now / this.intervalMs) * this.intervalMs
+      this.push(sampleBetween(prev.totals, totals, t, (now - prev.at) / 1000))
+    } catch {
+      // A family that cannot be read this time: the next tick tries again.
+    } finally {
+      this.busy = false
+    }
+  }
+
+  private push (s: HistorySample): void {
+    if (this.ring.length < this.capacity) { this.ring.push(s); return }
+    this.ring[this.head] = s
+    this.head = (this.head + 1) % this.capacity
+  }
+
+  /** The samples, oldest first; only those after `since` (ms) when given. */
+  samples (since = -Infinity): HistorySample[] {
+    const all = this.ring.length < this.capacity ? this.ring.slice() : [...this.ring.slice(this.head), ...this.ring.slice(0, this.head)]
+    return Number.isFinite(since) ? all.filter((s) => s.t > since) : all
+  }
+
+  answer (since?: number): HistoryAnswer {
+    return { intervalMs: this.intervalMs, capacity: this.capacity, samples: this.samples(since) }
+  }
+}
+
+const histories = new WeakMap<object, StatusHistory>()
+
+/** The running history of one Metrics instance, started on first use (one per process's registry). */
+export function historyFor (metrics: HistoryMetrics, opts?: { intervalMs?: number; capacity?: number }): StatusHistory {
+  let h = histories.get(metrics)
+  if (!h) { h = new StatusHistory(metrics, opts).start(); histories.set(metrics, h) }
+  return h
+}
+
+/** The history of a Metrics instance if one runs (a worker answers the primary with it). */
+export function historyOf (metrics: object): StatusHistory | undefined {
+  return histories.get(metrics)
+}
+
+/** Forget (and stop) the history of a Metrics instance: on close. */
+export function stopHistory (metrics: object): void {
+  histories.get(metrics)?.stop()
+  histories.delete(metrics)
+}
+
+/**
+ * Several workers' histories as one: samples with the same `t` are merged. Counts and rates
+ * are summed; the hit ratio is recomputed from the summed hits and lookups; p50 is the
+ * request-weighted mean of the workers' p50s and p99 the highest p99 (an upper bound: the
+ * exact figure would need each worker's histogram deltas).
+ */
+export function mergeHistories (answers: HistoryAnswer[]): HistoryAnswer {
+  const byT = new Map<number, HistorySample[]>()
+  for (const a of answers) for (const s of a?.samples ?? []) {
+    const list = byT.get(s.t)
+    if (list) list.push(s); else byT.set(s.t, [s])
+  }
+  const samples = [...byT.entries()].sort((a, b) => a[0] - b[0]).map(([t, list]) => {
+    const sum = (k: 'requests' | 'rps' | 'cacheLookups' | 'cacheHits' | 'upstreamErrors' | 'upstreamErrorsPerSecond') => list.reduce((a, s) => a + (s[k] ?? 0), 0)
+    const withLatency = list.filter((s) => s.p50 !== null && s.requests > 0)
+    const weight = withLatency.reduce((a, s) => a + s.requests, 0)
+    const lookups = sum('cacheLookups')
+    const hits = sum('cacheHits')
+    const r3 = (x: number) => Math.round(x * 1000) / 1000
+    return {
+      t,
+      seconds: Math.max(...list.map((s) => s.seconds)),
+      requests: sum('requests'),
+      rps: r3(sum('rps')),
+      p50: weight ? withLatency.reduce((a, s) => a + (s.p50 as number) * s.requests, 0) / weight : null,
+      p99: withLatency.length ? Math.max(...withLatency.map((s) => s.p99 ?? 0)) : null,
+      cacheLookups: lookups,
+      cacheHits: hits,
+      hitRatio: lookups ? hits / lookups : null,
+      upstreamErrors: sum('upstreamErrors'),
+      upstreamErrorsPerSecond: r3(sum('upstreamErrorsPerSecond'))
+    }
+  })
+  const first = answers.find((a) => a)
+  return { intervalMs: first?.intervalMs ?? 2000, capacity: first?.capacity ?? 300, samples }
+}
