@@ -43,8 +43,30 @@ export class ClientUpstreamRequest implements UpstreamRequest {
     this.headers = raw.headers as Headers
     this.body = body
     this.host = raw.headers.host ?? ''
+    if ((raw.socket as { encrypted?: boolean }).encrypted === true) this.protocol = 'https'
     this.forwarded = { peer: raw.socket.remoteAddress, trust }
     this.ip = clientIp
+  }
+
+  /**
+   * An interim response from the upstream: 103 Early Hints (and 102) go to the client as they
+   * arrive, before the final response; they are never stored (the cache sees only the final one).
+   */
+  readonly onInfo = (info: { statusCode: number, headers: Record<string, string | string[] | undefined> }): void => {
+    const res = this.res
+    if (res.headersSent || res.destroyed) return
+    try {
+      if (info.statusCode === 103) {
+        const hints: Record<string, string | string[]> = {}
+        for (const k in info.headers) {
+          const v = info.headers[k]
+          if (v !== undefined && k !== 'connection' && k !== 'keep-alive' && k !== 'transfer-encoding') hints[k] = v
+        }
+        if (hints.link !== undefined) res.writeEarlyHints(hints)
+      } else if (info.statusCode === 102 && typeof (res as { writeProcessing?: () => void }).writeProcessing === 'function' && res.req?.httpVersionMajor === 1) {
+        res.writeProcessing()
+      }
+    } catch { /* a hint that cannot be written is dropped: the final response still comes */ }
   }
 
   /** Resolved on first use: a cache hit never needs it. */

@@ -56,7 +56,7 @@ const UNTRUSTED_DROP = new Set(['forwarded', 'x-real-ip', 'x-original-url', 'x-r
  * From an untrusted peer, X-Forwarded-* and Forwarded are replaced, not appended to; from a
  * trusted proxy the chain is kept and the client is the right-most untrusted address in it.
  */
-export function applyForwarding (headers: Headers, peerRaw: string | undefined, trust: BlockList | null, clientHost?: string): string {
+export function applyForwarding (headers: Headers, peerRaw: string | undefined, trust: BlockList | null, clientHost?: string, proto: 'http' | 'https' = 'http'): string {
   const peer = normaliseIp(peerRaw)
   const host = clientHost ?? headers.host
   if (!isTrusted(trust, peer)) {
@@ -64,7 +64,7 @@ export function applyForwarding (headers: Headers, peerRaw: string | undefined, 
     // origin answers (absolute URLs, the routed path) without being in the cache key: dropped.
     for (const k in headers) if (UNTRUSTED_DROP.has(k) || k.startsWith('x-forwarded-')) delete headers[k]
     headers['x-forwarded-for'] = peer
-    headers['x-forwarded-proto'] = 'http'
+    headers['x-forwarded-proto'] = proto
     if (host !== undefined) headers['x-forwarded-host'] = host
     else delete headers['x-forwarded-host']
     delete headers.forwarded
@@ -80,7 +80,7 @@ export function applyForwarding (headers: Headers, peerRaw: string | undefined, 
   }
   chain.push(peer)
   headers['x-forwarded-for'] = chain.join(', ')
-  if (headers['x-forwarded-proto'] === undefined) headers['x-forwarded-proto'] = 'http'
+  if (headers['x-forwarded-proto'] === undefined) headers['x-forwarded-proto'] = proto
   if (headers['x-forwarded-host'] === undefined && host !== undefined) headers['x-forwarded-host'] = host
   return client
 }

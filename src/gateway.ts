@@ -3,7 +3,7 @@
 // start and reloads must swap routes atomically. The request body is never parsed: it
 // streams to the upstream. Every request is observed once (metrics and the access line) by
 // observeRequest: right after the bytes are written, or when the response closes.
-import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyError, type FastifyRequest, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
@@ -16,6 +16,7 @@ import { resolveClientIp, HOST_VALUE } from './forwarding.js'
 import { assignRequestId, type RequestIdRule } from './request-id.js'
 import { AccessLog } from './observability/access-line.js'
 import { createFastPath } from './fast-path.js'
+import { createEdgeServer, type EdgeServer } from './edge/server.js'
 import type { TargetRegistry } from './upstream/targets.js'
 import type { CacheResult } from './types.js'
 
@@ -49,12 +50,23 @@ function badHost (res: ServerResponse, hosts: number, rule: RequestIdRule, id: s
   writeError(res, new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : 'More than one Host header'), true, rule, id)
 }
 
+const edges = new WeakMap<object, EdgeServer>()
+
+/** The edge server (TLS swaps, HTTP/2 drain, closing every connection) behind a proxy instance. */
+export function edgeOf (app: FastifyInstance): EdgeServer {
+  const e = edges.get(app.server)
+  if (e === undefined) throw new Error('not a Sluice proxy instance')
+  return e
+}
+
 export function buildProxy (deps: ProxyDeps): FastifyInstance {
   const { log, metrics } = deps
   // Access lines carry no headers, so nothing in them needs redaction: they are formatted
   // directly onto the logger's stream (src/observability/access-line.ts).
   const accessLog = new AccessLog(log, deps.accessLogBatch ?? 1)
-  const first = deps.current().config
+  const protoCounters = ['http/1.0', 'http/1.1', 'h2'].map((p) => metrics.protocolRequests.labels(p))
+  const firstSnap = deps.current()
+  const first = firstSnap.config
   const srvCfg = first.server
   let clientErrorsLogged = 0
   let clientErrorWindow = 0
@@ -64,25 +76,36 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     // No Fastify logger and no onResponse hook: Fastify then sets up no per-request response
     // listeners; Sluice observes each request itself (observeRequest), once.
     logger: false,
-    serverFactory: (handler: NonNullable<Parameters<typeof createServer>[1]>) => {
-      const s: Server = createServer({
-        maxHeaderSize: srvCfg.maxHeaderBytes,
-        headersTimeout: srvCfg.headersTimeoutMs,
-        requestTimeout: srvCfg.requestTimeoutMs,
-        keepAliveTimeout: srvCfg.keepAliveTimeoutMs,
-        // Node checks the header and request deadlines on this interval (30 s by default, which
-        // would let a slowloris client hold a connection up to 30 s past headersTimeoutMs).
-        connectionsCheckingInterval: Math.min(1000, srvCfg.headersTimeoutMs),
-        // Host is checked below, so a missing or repeated Host gets our JSON 400, not Node's empty one.
-        requireHostHeader: false,
-        noDelay: true
+    serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => {
+      // Cleartext HTTP/1.1, HTTPS, or HTTPS with h2 by ALPN (src/edge/server.ts); one listener for all.
+      const edge = createEdgeServer({
+        http1: {
+          maxHeaderSize: srvCfg.maxHeaderBytes,
+          headersTimeout: srvCfg.headersTimeoutMs,
+          requestTimeout: srvCfg.requestTimeoutMs,
+          keepAliveTimeout: srvCfg.keepAliveTimeoutMs,
+          // Node checks the header and request deadlines on this interval (30 s by default, which
+          // would let a slowloris client hold a connection up to 30 s past headersTimeoutMs).
+          connectionsCheckingInterval: Math.min(1000, srvCfg.headersTimeoutMs),
+          maxRequestsPerSocket: srvCfg.maxRequestsPerSocket,
+          // Node drops header lines past maxHeadersCount silently; keep one more so the pipeline can see and refuse them.
+          maxHeadersCount: srvCfg.maxHeadersCount + 1
+        },
+        tls: first.listen.tls && firstSnap.listenTls ? { material: firstSnap.listenTls, cfg: first.listen.tls } : null,
+        http2: first.listen.tls && first.listen.http2 ? srvCfg.http2 : null,
+        log
       }, (req, res) => {
+        // HTTP/2 carries the host in :authority; the router, the cache key and X-Forwarded-Host read Host.
+        if (req.httpVersionMajor === 2 && req.headers.host === undefined) {
+          const a = req.headers[':authority']
+          if (typeof a === 'string') req.headers.host = a
+        }
         // Every request gets its ID first, so every answer below carries it (src/request-id.ts).
         const snap = deps.current()
         const rule = snap.requestId
         const id = assignRequestId(req, rule)
         // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, or with more than one.
-        const hosts = hostLines(req.rawHeaders)
+        const hosts = req.httpVersionMajor === 2 ? (req.headers.host === undefined ? 0 : 1) : hostLines(req.rawHeaders)
         if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) return badHost(res, hosts, rule, id)
         // ...and for a Host that is not host[:port] (it is forwarded as X-Forwarded-Host and keys the cache).
         if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) return badHost(res, -1, rule, id)
@@ -90,12 +113,10 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         if (fast !== null && fast(req, res, snap, id)) return
         handler(req, res)
       })
+      edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
-      s.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => writeError(res, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED')))
-      s.maxRequestsPerSocket = srvCfg.maxRequestsPerSocket
-      // Node drops header lines past maxHeadersCount silently; keep one more so the pipeline can see and refuse them.
-      s.maxHeadersCount = srvCfg.maxHeadersCount + 1
-      return s
+      edge.server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => writeError(res, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED')))
+      return edge.server
     },
     return503OnClosing: true,
     exposeHeadRoutes: false,
@@ -131,7 +152,11 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     const config = snap.config
     const method = raw.method ?? 'GET'
     const ms = t0 > 0 ? performance.now() - t0 : 0
-    if (config.metrics.enabled) metrics.forRoute(routeName).observe(method, status, cache, ms / 1000)
+    const proto = raw.httpVersionMajor === 2 ? 2 : raw.httpVersionMinor === 0 ? 0 : 1
+    if (config.metrics.enabled) {
+      metrics.forRoute(routeName).observe(method, status, cache, ms / 1000)
+      protoCounters[proto].inc()
+    }
     if (config.log.accessLog) {
       accessLog.write({
         reqId,
@@ -144,7 +169,8 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         ms: Math.round(ms * 1000) / 1000,
         cache,
         ip: clientIp || resolveClientIp(raw.headers, raw.socket?.remoteAddress, snap.trust),
-        err
+        err,
+        proto: proto === 1 ? undefined : proto === 2 ? 'h2' : 'http/1.0'
       })
     }
   }

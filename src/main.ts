@@ -1,7 +1,7 @@
 // The composition root: config → logger, metrics, Redis, registries and stages → the proxy
 // and admin listeners. Everything is created here and injected; no module-level singletons.
 import { lookup } from 'node:dns/promises'
-import { request as undiciRequest } from 'undici'
+import { request as undiciRequest, Agent as UndiciAgent } from 'undici'
 import { isIP } from 'node:net'
 import type { Logger } from 'pino'
 import type { FastifyInstance } from 'fastify'
@@ -21,7 +21,7 @@ import { RedisStore } from './httpcache/redis-store.js'
 import { CacheBus } from './httpcache/bus.js'
 import { createCompressStage } from './compress/stage.js'
 import type { ClientLimitProvider } from './stages/client-limit.js'
-import { buildProxy } from './gateway.js'
+import { buildProxy, edgeOf } from './gateway.js'
 import { buildAdmin } from './admin.js'
 import { collectStatus } from './observability/status.js'
 import { VERSION } from './version.js'
@@ -61,10 +61,16 @@ export interface Gateway {
   close (graceMs?: number): Promise<void>
 }
 
-function address (app: FastifyInstance): string {
+function address (app: FastifyInstance, scheme = 'http'): string {
   const a = app.server.address()
   if (a === null || typeof a === 'string') return String(a)
-  return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
+  return `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
+}
+
+/** The files of listen.tls, watched so a rotated certificate loads without a signal. */
+function tlsFiles (snap: Snapshot): string[] {
+  const t = snap.config.listen.tls
+  return t ? [t.certFile, t.keyFile, ...(t.caFile !== undefined ? [t.caFile] : [])] : []
 }
 
 /** Warn at load about upstream names that do not resolve (requests to them get 502 SLUICE_ERR_UPSTREAM_DNS). */
@@ -82,7 +88,7 @@ function checkDns (snap: Snapshot, log: Logger): void {
 
 export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const loaded = loadConfigFile(opts.configFile)
-  const first = compile(loaded.config, loaded.raw, opts.configFile, loaded.ca)
+  const first = compile(loaded.config, loaded.raw, opts.configFile, loaded.ca, loaded.listenTls ?? null)
   const cfg = first.config
   const log = opts.log ?? createLogger(cfg.log.level)
   for (const w of loaded.warnings) log.warn(w)
@@ -138,7 +144,17 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
           poolPlan.commit()
           reconcileResilience(next)
           checkDns(next, log)
-          for (const k of ['listen', 'admin', 'redis', 'server', 'cache'] as const) {
+          // A new certificate pair (same listener shape) serves new connections from now on.
+          const pt = prev.listenTls
+          const nt = next.listenTls
+          if (nt !== null && pt !== null && (!nt.cert.equals(pt.cert) || !nt.key.equals(pt.key) || !(nt.ca ?? Buffer.alloc(0)).equals(pt.ca ?? Buffer.alloc(0)))) {
+            edgeOf(proxy).setTls(nt)
+            log.info({ subject: nt.subject, validTo: nt.validTo }, 'TLS certificate reloaded for new connections')
+          }
+          reloader.watchFiles(tlsFiles(next))
+          const listenShape = (c: Snapshot['config']) => JSON.stringify({ ...c.listen, tls: c.listen.tls ? { minVersion: c.listen.tls.minVersion, client: c.listen.tls.caFile !== undefined } : null })
+          if (listenShape(prev.config) !== listenShape(next.config)) log.warn({ key: 'listen' }, 'a change to "listen" (other than the certificate files) takes effect at the next restart')
+          for (const k of ['admin', 'redis', 'server', 'cache'] as const) {
             if (JSON.stringify(prev.config[k]) !== JSON.stringify(next.config[k])) log.warn({ key: k }, `a change to "${k}" takes effect at the next restart`)
           }
         }
@@ -212,6 +228,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   // cache.warmup: fetch the listed paths through our own listener (every stage applies), after
   // start and after each purge; one at a time, so warm-up never floods the upstream.
   const proxyAddr = proxy.server.address() as { port: number }
+  const edge = edgeOf(proxy)
+  // Warm-up requests go to our own port: over TLS, to ourselves, so the certificate is not checked.
+  const selfAgent = edge.scheme === 'https' ? new UndiciAgent({ connect: { rejectUnauthorized: false } }) : undefined
   warm = () => {
     const w = current().config.cache.warmup
     if (w.paths.length === 0) return
@@ -219,7 +238,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       let ok = 0
       for (const path of w.paths) {
         try {
-          const r = await undiciRequest(`http://127.0.0.1:${proxyAddr.port}${path}`, { headers: w.host ? { host: w.host } : {} })
+          const r = await undiciRequest(`${edge.scheme}://127.0.0.1:${proxyAddr.port}${path}`, { headers: w.host ? { host: w.host } : {}, dispatcher: selfAgent })
           await r.body.dump()
           if (r.statusCode < 400) ok++
         } catch (err) {
@@ -230,10 +249,13 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     })()
   }
   warm()
-  if (opts.watch !== false) reloader.watch()
+  if (opts.watch !== false) {
+    reloader.watch()
+    reloader.watchFiles(tlsFiles(first))
+  }
 
   const gw: Gateway = {
-    proxyUrl: address(proxy),
+    proxyUrl: address(proxy, edge.scheme),
     adminUrl: opts.adminListen !== false ? address(admin) : '',
     holder,
     reloader,
@@ -248,10 +270,13 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       listening = false
       const force = setTimeout(() => {
         log.warn({ graceMs }, 'shutdown grace period over; closing the remaining connections')
-        proxy.server.closeAllConnections()
+        edge.closeAll()
       }, graceMs)
       force.unref()
+      // HTTP/2 connections get GOAWAY: their open streams finish, no new one starts.
+      edge.drain()
       await proxy.close()
+      await selfAgent?.close()
       clearTimeout(force)
       await admin.close()
       await cache.close()

@@ -17,6 +17,8 @@ import type { CacheStage } from './httpcache/stage.js'
 import type { CompressStage } from './compress/stage.js'
 import type { ClientLimitProvider } from './stages/client-limit.js'
 import { normalisePath } from './stages/path.js'
+import { guardBodyRate } from './edge/body-rate.js'
+import type { RequestBodyRateConfig } from './edge/config.js'
 import { limitBody } from './stages/body-limit.js'
 import { IDEMPOTENT } from './upstream/methods.js'
 import { mapUpstreamError } from './upstream/errors.js'
@@ -174,8 +176,8 @@ export function createPipeline (deps: PipelineDeps) {
 
     // request body: streamed, never buffered, bounded by the route's maxBodyBytes; only a small
     // body that a retry or a POST-query cache key needs is read first
-    let body = requestBody(request, route)
-    if (body !== null && !Buffer.isBuffer(body) && wantsBuffer(route, method, raw.headers['content-length'])) body = await readAll(raw)
+    let body = requestBody(request, route, snap.config.server.requestBodyRate)
+    if (body !== null && !Buffer.isBuffer(body) && wantsBuffer(route, method, raw.headers['content-length'])) body = await readAll(body)
 
     const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null)
     if (route.serverTiming) return timed(reply, ctx, route, ureq, method, t0)
@@ -219,17 +221,20 @@ async function readAll (stream: NodeJS.ReadableStream): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
-function requestBody (request: FastifyRequest, route: RouteEntry): UpstreamRequest['body'] {
+function requestBody (request: FastifyRequest, route: RouteEntry, rate: RequestBodyRateConfig): UpstreamRequest['body'] {
   const raw = request.raw
   const cl = raw.headers['content-length']
-  const chunked = raw.headers['transfer-encoding'] !== undefined
+  // HTTP/2 has no Transfer-Encoding: a body without Content-Length is simply a stream that has not ended.
+  const chunked = raw.headers['transfer-encoding'] !== undefined || (raw.httpVersionMajor === 2 && cl === undefined && !(raw as unknown as { readableEnded: boolean }).readableEnded && raw.method !== 'GET' && raw.method !== 'HEAD')
   if (!chunked && (cl === undefined || cl === '0')) return null
+  // A body that trickles in gets 408 and aborts the upstream request (src/edge/body-rate.ts).
+  const body = guardBodyRate(raw, rate)
   if (route.maxBodyBytes > 0) {
     if (cl !== undefined && Number(cl) > route.maxBodyBytes) {
       throw new SluiceError('SLUICE_ERR_BODY_TOO_LARGE', `The request body (${cl} bytes) is larger than this route allows (${route.maxBodyBytes})`)
     }
     // A chunked body has no declared length: count it as it streams.
-    if (cl === undefined) return limitBody(raw, route.maxBodyBytes)
+    if (cl === undefined) return limitBody(body, route.maxBodyBytes)
   }
-  return raw
+  return body
 }

@@ -41,6 +41,8 @@ export interface UpstreamRequest {
   abortEmitter?: import('node:events').EventEmitter
   /** True once the client has gone away (when the request belongs to a client). */
   clientGone?: () => boolean
+  /** Interim (1xx) responses from the upstream, passed to the client as they arrive (a client's request only). */
+  onInfo?: (info: { statusCode: number, headers: Record<string, string | string[] | undefined> }) => void
   /** Where X-Forwarded-* come from: the client's socket peer and the trusted proxies. Absent: headers are sent as they are. */
   forwarded?: { peer: string | undefined; trust: import('node:net').BlockList | null }
 }

@@ -144,6 +144,9 @@ export function checkConfig (config: Config, _raw: Record<string, unknown>): Che
     }
   })
 
+  if (config.listen.http2 === true && !config.listen.tls) {
+    out.push({ segments: ['listen', 'http2'], message: 'HTTP/2 needs listen.tls (browsers speak h2 only over TLS; cleartext h2c is not offered)' })
+  }
   config.listen.trustedProxies.forEach((p, i) => {
     if (!isCidr(p)) out.push({ segments: ['listen', 'trustedProxies', i], message: `not an IP address or CIDR: ${JSON.stringify(p)}` })
   })

@@ -11,6 +11,7 @@ import { compileTrust } from '../forwarding.js'
 import { compileRequestId } from '../request-id.js'
 import type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions, TargetEntry, PathRewrite, HeaderEdits } from './snapshot.js'
 import type { RewriteConfig, RouteHeadersConfig } from '../upstream/config.js'
+import type { TlsMaterial } from '../edge/tls.js'
 
 export type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions, TargetEntry } from './snapshot.js'
 
@@ -87,7 +88,7 @@ function compileHeaderEdits (h: RouteHeadersConfig | undefined): HeaderEdits | n
  * `ca` holds the contents of each upstream's tls.caFile, read at load (LoadedConfig.ca):
  * compile reads no file. Without it (a diff of a config from elsewhere) no extra CA is set.
  */
-export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Record<string, Buffer>> = {}): Snapshot {
+export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Record<string, Buffer>> = {}, listenTls: TlsMaterial | null = null): Snapshot {
   const upstreams: Record<string, UpstreamEntry> = {}
   const hash = createHash('sha256').update(JSON.stringify(config))
   for (const [name, cfg] of Object.entries(config.upstreams)) {
@@ -96,6 +97,8 @@ export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Re
     // A CA file rewritten in place is a change too (same path, new certificates).
     if (bytes !== undefined) hash.update(`\0ca:${name}\0`).update(bytes)
   }
+  // A certificate or key rewritten in place (a rotated secret) is a change too.
+  if (listenTls !== null) hash.update('\0listen-tls\0').update(listenTls.cert).update(listenTls.key).update(listenTls.ca ?? '')
   const rawDefaults = isObj(raw.defaults) ? raw.defaults : {}
   const rawRoutes = Array.isArray(raw.routes) ? raw.routes as Obj[] : []
   const routes: RouteEntry[] = config.routes.map((r, index) => {
@@ -133,7 +136,8 @@ export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Re
     upstreams,
     router: buildRouter(routes),
     trust: compileTrust(config.listen.trustedProxies),
-    requestId: compileRequestId(config.requestId)
+    requestId: compileRequestId(config.requestId),
+    listenTls
   }
   // The router holds compiled closures; freeze the data, not the functions' internals.
   deepFreeze(config)

@@ -3,6 +3,7 @@
 // file, line:column and key path, e.g. `sluice.yaml:12:7 routes[2].cache.defaultTtlSeconds: expected integer >= 0`.
 import { readFileSync } from 'node:fs'
 import { createSecureContext } from 'node:tls'
+import { readListenTls, type TlsMaterial } from '../edge/tls.js'
 import { parseDocument, LineCounter, visit, isMap, isSeq, isScalar, isPair, type Document, type Node as YamlNode } from 'yaml'
 import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { TSchema } from '@sinclair/typebox'
@@ -40,6 +41,8 @@ export interface LoadedConfig {
   raw: Record<string, unknown>
   /** Contents of each upstream's tls.caFile by upstream name, read here (pass to compile). */
   ca: Record<string, Buffer>
+  /** listen.tls's files, read and checked here (pass to compile); null without listen.tls. */
+  listenTls?: TlsMaterial | null
 }
 
 type Segment = string | number
@@ -191,8 +194,13 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   }
   if (issues.length) throw new ConfigError(issues)
   const ca = readUpstreamCas(config, (segments, message) => issues.push(loc.issue(segments, message)))
+  // The proxy port's certificate pair: read and checked now, so a bad pair fails the load (or the reload) with its key.
+  const lt = config.listen.tls
+  const listenTls = lt
+    ? readListenTls(lt, (key, message) => issues.push(loc.issue(['listen', 'tls', key], message)), (key, message) => warnings.push(`${file}: listen.tls.${key}: ${message}`))
+    : null
   if (issues.length) throw new ConfigError(issues)
-  return { config, warnings, file, raw: raw as Record<string, unknown>, ca }
+  return { config, warnings, file, raw: raw as Record<string, unknown>, ca, listenTls }
 }
 
 /**

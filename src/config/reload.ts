@@ -71,7 +71,7 @@ export class Reloader {
       const prev = holder.current()
       try {
         const loaded = loadConfigFile(file)
-        const next = compile(loaded.config, loaded.raw, file, loaded.ca)
+        const next = compile(loaded.config, loaded.raw, file, loaded.ca, loaded.listenTls ?? null)
         if (next.version === prev.version) {
           log.info({ trigger, version: next.version }, 'config unchanged')
           metrics.configReloads.labels('success').inc()
@@ -128,9 +128,51 @@ export class Reloader {
     }
   }
 
+  private fileWatchers: FSWatcher[] = []
+  private watchedFiles = ''
+
+  /**
+   * Also reload when one of these files changes (the listener's certificate and key): a
+   * rotated Let's Encrypt or cert-manager secret loads without a signal. Replaces the list.
+   */
+  watchFiles (files: readonly string[]): void {
+    const key = files.map((f) => resolve(f)).join('\0')
+    if (key === this.watchedFiles) return
+    this.watchedFiles = key
+    for (const w of this.fileWatchers) w.close()
+    this.fileWatchers = []
+    const byDir = new Map<string, Set<string>>()
+    for (const f of files) {
+      const abs = resolve(f)
+      const names = byDir.get(dirname(abs)) ?? new Set<string>()
+      names.add(basename(abs))
+      byDir.set(dirname(abs), names)
+    }
+    for (const [dir, names] of byDir) {
+      try {
+        const w = watch(dir, { persistent: false }, (_event, changed) => {
+          if (changed === null || names.has(String(changed)) || String(changed).startsWith('..')) this.schedule()
+        })
+        w.on('error', (err) => this.deps.log.warn({ err: err.message, dir }, 'certificate directory watch failed'))
+        this.fileWatchers.push(w)
+      } catch (err) {
+        this.deps.log.warn({ err: (err as Error).message, dir }, 'cannot watch the certificate directory; use SIGHUP or POST /admin/reload after a rotation')
+      }
+    }
+  }
+
+  private schedule (): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = setTimeout(() => { this.timer = null; void this.reload('file') }, this.deps.debounceMs ?? 250)
+    this.timer.unref()
+  }
+
   close (): void {
     for (const w of this.watchers) w.close()
     this.watchers = []
+    for (const w of this.fileWatchers) w.close()
+    this.fileWatchers = []
+    this.watchedFiles = ''
     if (this.timer) clearTimeout(this.timer)
   }
 }

@@ -3,6 +3,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Strict, Ms, Bytes, Bool, WithDefault } from './types-helpers.js'
 import { RequestIdSchema } from '../request-id.js'
+import { ListenEdgeProps, RequestBodyRateSchema, Http2Schema } from '../edge/config.js'
 import { TargetSchema, BalanceSchema, HashKeySchema, HealthCheckSchema, OutlierDetectionSchema, RewriteSchema, RouteHeadersSchema, MAX_TARGETS } from '../upstream/config.js'
 import { CacheGlobalSchema, CacheRouteSchema } from '../httpcache/config.js'
 import { CompressionRouteSchema } from '../compress/config.js'
@@ -14,7 +15,8 @@ const Port = (def: number, description: string) => Type.Integer({ minimum: 0, ma
 export const ListenSchema = Strict({
   host: Type.String({ default: '0.0.0.0', description: 'Address the proxy listens on' }),
   port: Port(8080, 'Port the proxy listens on'),
-  trustedProxies: Type.Array(Type.String(), { default: [], description: 'CIDRs or addresses of proxies in front of Sluice whose X-Forwarded-For is trusted; from anyone else the header is replaced' })
+  trustedProxies: Type.Array(Type.String(), { default: [], description: 'CIDRs or addresses of proxies in front of Sluice whose X-Forwarded-For is trusted; from anyone else the header is replaced' }),
+  ...ListenEdgeProps
 }, { description: 'The proxy listener' })
 
 export const AdminSchema = Strict({
@@ -64,7 +66,9 @@ export const ServerSchema = Strict({
   maxRequestsPerSocket: Type.Integer({ minimum: 0, default: 0, description: 'Requests served on one client connection before it is closed; 0 means no limit' }),
   maxUrlBytes: Bytes(8192, 'Longest request target (path and query); longer gets 414', 1),
   maxHeadersCount: Type.Integer({ minimum: 1, maximum: 2000, default: 100, description: 'Most request header lines; more gets 431' }),
-  allowEncodedSlashes: Bool(false, 'Accept %2F and %5C in paths (kept encoded); by default they get 400')
+  allowEncodedSlashes: Bool(false, 'Accept %2F and %5C in paths (kept encoded); by default they get 400'),
+  requestBodyRate: WithDefault(RequestBodyRateSchema),
+  http2: WithDefault(Http2Schema)
 }, { description: 'Limits of the client-facing HTTP server' })
 
 export const UpstreamSchema = Strict({

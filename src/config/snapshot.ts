@@ -8,6 +8,7 @@ import type { CompressionRouteConfig } from '../compress/config.js'
 import type { ClientRateLimitConfig } from '../resilience/config.js'
 import type { RequestIdRule } from '../request-id.js'
 import type { HealthCheckConfig, OutlierDetectionConfig } from '../upstream/config.js'
+import type { TlsMaterial } from '../edge/tls.js'
 
 /**
  * The TLS options of an upstream, built once at load and used by its pool (undici `connect`)
@@ -100,6 +101,8 @@ export interface Snapshot {
   trust: BlockList | null
   /** The request ID header and rule (requestId). */
   requestId: RequestIdRule
+  /** The proxy port's certificate pair (listen.tls), read at load; null for cleartext. */
+  listenTls: TlsMaterial | null
 }
 
 export interface Router {

@@ -12,6 +12,8 @@
 import pino, { type Logger } from 'pino'
 
 export interface AccessFields {
+  /** The client's protocol when it is not HTTP/1.1 (`h2`, `http/1.0`); absent for HTTP/1.1. */
+  proto?: 'h2' | 'http/1.0'
   reqId: string | undefined
   route: string
   upstream: string | undefined
@@ -75,6 +77,7 @@ export class AccessLog {
     line += ',"method":' + q(f.method)
     if (f.url !== undefined) line += ',"url":' + q(f.url)
     line += ',"status":' + f.status + ',"bytes":' + f.bytes + ',"ms":' + f.ms + ',"cache":' + q(f.cache) + ',"ip":' + q(f.ip)
+    if (f.proto !== undefined) line += ',"proto":"' + f.proto + '"'
     if (f.err !== undefined) line += ',"err":' + q(f.err)
     line += ',"msg":"request"}\n'
     if (this.batch <= 1) { this.stream.write(line); return }

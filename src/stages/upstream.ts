@@ -109,7 +109,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? null : te.hostHeader)
         if (edits !== null) editRequestHeaders(headers, edits)
         // X-Forwarded-* go on the upstream copy only (the client's headers stay as received).
-        if (req.forwarded !== undefined) applyForwarding(headers, req.forwarded.peer, req.forwarded.trust, req.host || undefined)
+        if (req.forwarded !== undefined) applyForwarding(headers, req.forwarded.peer, req.forwarded.trust, req.host || undefined, req.protocol)
         const t0 = performance.now()
         g.inc()
         t.inFlight++
@@ -123,6 +123,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
             signal: req.abortEmitter ?? req.signal,
             // The route's timeout itself on a first attempt that has not waited (a constant lets
             // undici reuse its parser timer; a value that changes per request allocates a new one).
+            onInfo: req.onInfo,
             headersTimeout: attempt === 0 && failovers === 0 && remaining > route.timeoutMs - 20 ? route.timeoutMs : remaining,
             bodyTimeout: up.config.bodyTimeoutMs
           })
@@ -132,8 +133,10 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           const clientClosed = req.clientGone ? req.clientGone() : req.signal?.aborted === true
           const err = mapUpstreamError(raw, up.name, clientClosed)
           m.duration[clientClosed ? 3 : 4].observe((performance.now() - t0) / 1000)
-          targets.outcome(set, t, 0, clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE' ? 'neutral' : 'failure')
-          if (clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE') {
+          // The client's fault (gone, body too large, body too slow): not the target's, never retried.
+          const clientFault = clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE' || err.code === 'SLUICE_ERR_REQUEST_TIMEOUT'
+          targets.outcome(set, t, 0, clientFault ? 'neutral' : 'failure')
+          if (clientFault) {
             guard.record(ticket, { error: err }) // a client that went away counts as neutral
             throw err
           }

@@ -53,7 +53,8 @@ export function upstreamRequestHeaders (client: Headers, hostHeader: string | nu
   const out: Record<string, string | string[]> = {}
   for (const k in client) {
     const v = client[k]
-    if (v === undefined || HOP_BY_HOP.has(k) || k === 'expect' || METHOD_OVERRIDE.has(k)) continue
+    // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) never go upstream.
+    if (v === undefined || HOP_BY_HOP.has(k) || k === 'expect' || METHOD_OVERRIDE.has(k) || k.charCodeAt(0) === 58) continue
     if (named !== null && named.includes(k)) continue
     out[k] = v
   }

@@ -68,7 +68,7 @@ export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry,
       // forwarding headers replaced from untrusted peers), then the two upgrade headers.
       const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
       if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
-      applyForwarding(headers, req.socket.remoteAddress, snap.trust, req.headers.host)
+      applyForwarding(headers, req.socket.remoteAddress, snap.trust, req.headers.host, (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http')
       headers.connection = 'Upgrade'
       headers.upgrade = 'websocket'
       const lines = [`${req.method} ${te.basePath}${route.rewrite === null ? url : rewritePath(url, route.rewrite)} HTTP/1.1`]

@@ -1,0 +1,39 @@
+// Slow-client protection for request bodies (server.requestBodyRate): an upload that trickles
+// in (say 10 bytes every 2 s) must not hold an upstream connection for minutes. After graceMs
+// the body's average rate must stay at or above minBytesPerSecond, and no gap between two
+// pieces may exceed maxIdleMs. Otherwise the stream fails with 408 SLUICE_ERR_REQUEST_TIMEOUT,
+// which aborts the upstream request (the body is its request stream) and answers the client.
+import { Transform, type Readable } from 'node:stream'
+import { SluiceError } from '../errors.js'
+import type { RequestBodyRateConfig } from './config.js'
+
+export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Readable {
+  const { minBytesPerSecond: min, graceMs, maxIdleMs } = rule
+  if (min === 0 && maxIdleMs === 0) return body
+  const start = Date.now()
+  let last = start
+  let seen = 0
+  const t = new Transform({
+    transform (chunk: Buffer, _enc, cb) {
+      seen += chunk.length
+      last = Date.now()
+      cb(null, chunk)
+    }
+  })
+  // Checked on a timer, not per chunk: a body that stops arriving has no chunk to check on.
+  const every = Math.max(25, Math.min(1000, ...[graceMs, maxIdleMs].filter((x) => x > 0).map((x) => x / 4)))
+  const timer = setInterval(() => {
+    const now = Date.now()
+    let why: string | null = null
+    if (maxIdleMs > 0 && now - last > maxIdleMs) why = `no request body data for ${now - last} ms (server.requestBodyRate.maxIdleMs ${maxIdleMs})`
+    else if (min > 0 && now - start >= graceMs && seen * 1000 < min * (now - start)) why = `the request body arrives at ${Math.round(seen * 1000 / (now - start))} B/s, under server.requestBodyRate.minBytesPerSecond ${min}`
+    if (why === null) return
+    clearInterval(timer)
+    t.destroy(new SluiceError('SLUICE_ERR_REQUEST_TIMEOUT', why))
+  }, every)
+  timer.unref()
+  t.once('close', () => clearInterval(timer))
+  t.once('finish', () => clearInterval(timer))
+  body.on('error', (err) => t.destroy(err))
+  return body.pipe(t)
+}

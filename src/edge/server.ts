@@ -1,0 +1,145 @@
+// The proxy port's server: cleartext HTTP/1.1 (the default), HTTPS (listen.tls), or HTTPS
+// with HTTP/2 by ALPN and HTTP/1.1 for clients that do not offer h2 (listen.http2). One
+// request listener serves all three: HTTP/2 requests arrive through Node's compatibility API
+// (req/res shaped like HTTP/1's). This file owns what differs: certificate swaps, HTTP/2
+// sessions (limits, rapid-reset guard, GOAWAY on drain) and closing every connection.
+import { createServer as createHttp, type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http'
+import { createServer as createHttps, type Server as HttpsServer } from 'node:https'
+import { createSecureServer, constants as h2, type Http2SecureServer, type ServerHttp2Session } from 'node:http2'
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import { secureOptions, type TlsMaterial } from './tls.js'
+import type { Http2Config, ListenTlsConfig } from './config.js'
+
+export interface Http1Options {
+  maxHeaderSize: number
+  headersTimeout: number
+  requestTimeout: number
+  keepAliveTimeout: number
+  connectionsCheckingInterval: number
+  maxRequestsPerSocket: number
+  maxHeadersCount: number
+}
+
+export interface EdgeOptions {
+  http1: Http1Options
+  /** The pair (read at load) and listen.tls, or null for cleartext. */
+  tls: { material: TlsMaterial, cfg: ListenTlsConfig } | null
+  /** server.http2 when listen.http2 is on (needs tls), else null. */
+  http2: Http2Config | null
+  log: Logger
+}
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
+
+export interface EdgeServer {
+  server: HttpServer | HttpsServer | Http2SecureServer
+  scheme: 'http' | 'https'
+  /** Serve this pair to new connections (connections already open keep theirs). */
+  setTls (m: TlsMaterial): void
+  /** Ask every HTTP/2 connection to finish its streams and close (GOAWAY); HTTP/1 closes as answers end. */
+  drain (): void
+  /** Close every connection now (the shutdown grace period is over). */
+  closeAll (): void
+}
+
+export function createEdgeServer (o: EdgeOptions, listener: RequestListener): EdgeServer {
+  const sockets = new Set<Socket>()
+  const track = (s: Socket) => { sockets.add(s); s.once('close', () => sockets.delete(s)) }
+  const h1 = {
+    maxHeaderSize: o.http1.maxHeaderSize,
+    headersTimeout: o.http1.headersTimeout,
+    requestTimeout: o.http1.requestTimeout,
+    keepAliveTimeout: o.http1.keepAliveTimeout,
+    connectionsCheckingInterval: o.http1.connectionsCheckingInterval,
+    // Host is checked by the listener, so a missing or repeated Host gets Sluice's JSON 400, not Node's empty one.
+    requireHostHeader: false,
+    noDelay: true
+  }
+  if (o.tls === null) {
+    const s = createHttp(h1, listener)
+    s.maxRequestsPerSocket = o.http1.maxRequestsPerSocket
+    s.maxHeadersCount = o.http1.maxHeadersCount
+    return { server: s, scheme: 'http', setTls () {}, drain () {}, closeAll: () => s.closeAllConnections() }
+  }
+  // A handshake that fails or never finishes (handshakeTimeoutMs), or plain HTTP sent to the TLS
+  // port, closes that socket and nothing else.
+  const dropTlsClient = (_err: Error, socket: { destroy (): void }) => socket.destroy()
+  const tls = { ...secureOptions(o.tls.material), handshakeTimeout: o.tls.cfg.handshakeTimeoutMs, ...(o.tls.material.ca !== undefined ? { requestCert: true, rejectUnauthorized: true } : {}) }
+  if (o.http2 === null) {
+    const s = createHttps({ ...h1, ...tls }, listener)
+    s.maxRequestsPerSocket = o.http1.maxRequestsPerSocket
+    s.maxHeadersCount = o.http1.maxHeadersCount
+    s.on('tlsClientError', dropTlsClient)
+    return {
+      server: s,
+      scheme: 'https',
+      setTls: (m) => s.setSecureContext(secureOptions(m)),
+      drain () {},
+      closeAll: () => s.closeAllConnections()
+    }
+  }
+  const lim = o.http2
+  const s = createSecureServer({
+    ...tls,
+    allowHTTP1: true,
+    settings: { maxConcurrentStreams: lim.maxConcurrentStreams, maxHeaderListSize: o.http1.maxHeaderSize, enablePush: false },
+    maxHeaderListPairs: o.http1.maxHeadersCount + 4,
+    // Node's own guards against invalid frames and refused streams (then the session closes).
+    maxSessionInvalidFrames: 100,
+    maxSessionRejectedStreams: 100
+  }, listener as never)
+  // HTTP/1.1 connections on this server use the same limits as the cleartext listener.
+  Object.assign(s, { headersTimeout: h1.headersTimeout, requestTimeout: h1.requestTimeout, keepAliveTimeout: h1.keepAliveTimeout, maxHeadersCount: o.http1.maxHeadersCount, maxRequestsPerSocket: o.http1.maxRequestsPerSocket })
+  // Node makes the h2 session in its own 'secureConnection' listener, which runs before this one:
+  // pair the two, so that when a session ends (GOAWAY, a protocol error) its socket goes too.
+  let justOpened: ServerHttp2Session | null = null
+  s.on('secureConnection', (socket: Socket) => {
+    track(socket)
+    const ss = justOpened
+    justOpened = null
+    if (ss !== null) ss.once('close', () => { if (!socket.destroyed) socket.destroy() })
+  })
+  s.on('tlsClientError', dropTlsClient)
+  // A connection that breaks the protocol (invalid frames, flow-control errors) is closed; its
+  // neighbours never notice.
+  s.on('sessionError', (_err, session) => { if (!session.destroyed) session.destroy() })
+  const sessions = new Set<ServerHttp2Session>()
+  let warned = 0
+  s.on('session', (session) => {
+    sessions.add(session)
+    session.once('close', () => sessions.delete(session))
+    justOpened = session
+    session.on('error', () => {})
+    session.on('frameError', (_type, _code, streamId) => { if (streamId === 0 && !session.destroyed) session.destroy() })
+    // Idle: no frame for idleTimeoutMs closes the connection politely.
+    session.setTimeout(lim.idleTimeoutMs, () => session.close())
+    // Rapid reset (CVE-2023-44487): streams the client opens and cancels at once cost the
+    // server work without ever counting against maxConcurrentStreams. Count cancellations per
+    // second; past the limit the connection gets GOAWAY ENHANCE_YOUR_CALM and is closed.
+    let windowStart = 0
+    let resets = 0
+    session.on('stream', (stream) => {
+      stream.once('aborted', () => {
+        const now = Date.now()
+        if (now - windowStart >= 1000) { windowStart = now; resets = 0 }
+        if (++resets > lim.maxResetsPerSecond && !session.destroyed) {
+          if (warned++ < 20) o.log.warn({ ip: session.socket?.remoteAddress, resets }, 'HTTP/2 client cancels streams too fast (rapid reset); connection closed')
+          session.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM)
+          session.destroy()
+        }
+      })
+    })
+  })
+  setInterval(() => { warned = 0 }, 60_000).unref()
+  return {
+    server: s,
+    scheme: 'https',
+    setTls: (m) => s.setSecureContext(secureOptions(m)),
+    drain: () => { for (const ss of sessions) if (!ss.closed) ss.close() },
+    closeAll: () => {
+      for (const ss of sessions) ss.destroy()
+      for (const so of sockets) so.destroy()
+    }
+  }
+}

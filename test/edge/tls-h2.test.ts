@@ -1,0 +1,336 @@
+// The edge listener: TLS termination, HTTP/2 by ALPN, certificate reload, Early Hints,
+// slow-client body limits, HTTP/2 abuse limits and bad input, with certificates made by
+// openssl, real h2 clients (node:http2) and real slow sockets.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, writeFileSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { connect as h2connect, constants as h2c, type ClientHttp2Session } from 'node:http2'
+import { request as httpsRequest } from 'node:https'
+import { connect as tlsConnect, type PeerCertificate } from 'node:tls'
+import { connect as netConnect } from 'node:net'
+import { once } from 'node:events'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
+import { parseConfig, ConfigError, formatIssue } from '../../src/config/load.js'
+import { readListenTls } from '../../src/edge/tls.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-edge-'))
+const closers: (() => Promise<unknown>)[] = []
+after(async () => { for (const c of closers.reverse()) await c().catch(() => {}); rmSync(dir, { recursive: true, force: true }) })
+
+/** A self-signed pair for 127.0.0.1 made by openssl; returns the PEM bytes. */
+function makePair (name: string, opts: { days?: number, cn?: string } = {}): { cert: Buffer, key: Buffer } {
+  const k = join(dir, `${name}.key`)
+  const c = join(dir, `${name}.pem`)
+  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', k, '-out', c, '-subj', `/CN=${opts.cn ?? name}`, '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost']
+  args.push('-days', String(opts.days ?? 2))
+  execFileSync('openssl', args, { stdio: 'ignore' })
+  return { cert: readFileSync(c), key: readFileSync(k) }
+}
+
+const certFile = join(dir, 'live.pem')
+const keyFile = join(dir, 'live.key')
+let origin: Origin
+let g: TestGateway
+
+function config (extra = ''): string {
+  return `listen:
+  tls: { certFile: "${certFile}", keyFile: "${keyFile}", handshakeTimeoutMs: 500 }
+  http2: true
+server:
+  requestBodyRate: { minBytesPerSecond: 2000, graceMs: 400, maxIdleMs: 0 }
+  http2: { maxConcurrentStreams: 50, maxResetsPerSecond: 20 }
+${extra}upstreams:
+  api: { url: "${origin.url}" }
+routes:
+  - name: cached
+    match: { pathPrefix: /c/ }
+    upstream: api
+    cache: { enabled: true }
+    compression: { enabled: true, minBytes: 10 }
+  - name: pass
+    match: { pathPrefix: / }
+    upstream: api
+`
+}
+
+before(async () => {
+  const first = makePair('first')
+  writeFileSync(certFile, first.cert)
+  writeFileSync(keyFile, first.key)
+  origin = await startOrigin()
+  closers.push(() => origin.close())
+  origin.on('/c/page', (_req, res) => { res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' }); res.end('x'.repeat(2000)) })
+  origin.on('/hints', (_req, res) => {
+    res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' })
+    setTimeout(() => { res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' }); res.end('final') }, 20)
+  })
+  origin.on('/sse', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' })
+    res.write('data: one\n\n')
+    setTimeout(() => { res.write('data: two\n\n'); res.end() }, 100)
+  })
+  g = await startTestGateway(config(), { watch: true })
+  closers.push(() => g.close())
+})
+
+function h2 (url = g.url): ClientHttp2Session {
+  const s = h2connect(url, { rejectUnauthorized: false })
+  s.on('error', () => {})
+  closers.push(async () => s.destroy())
+  return s
+}
+
+async function h2get (s: ClientHttp2Session, path: string, headers: Record<string, string> = {}): Promise<{ status: number, headers: Record<string, unknown>, body: Buffer, info: Record<string, unknown>[] }> {
+  const r = s.request({ ':path': path, ...headers })
+  const info: Record<string, unknown>[] = []
+  r.on('headers', (h) => info.push(h))
+  const [resHeaders] = await once(r, 'response') as [Record<string, unknown>]
+  const chunks: Buffer[] = []
+  for await (const c of r) chunks.push(c as Buffer)
+  return { status: Number(resHeaders[':status']), headers: resHeaders, body: Buffer.concat(chunks), info }
+}
+
+function h1get (path: string, headers: Record<string, string> = {}): Promise<{ status: number, headers: Record<string, unknown>, body: string, info: { statusCode: number, headers: Record<string, unknown> }[], cert: PeerCertificate, alpn: string | false }> {
+  return new Promise((resolve, reject) => {
+    const info: { statusCode: number, headers: Record<string, unknown> }[] = []
+    const req = httpsRequest(g.url + path, { rejectUnauthorized: false, headers, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c) => { body += c })
+      res.on('end', () => {
+        const sock = res.socket as unknown as { getPeerCertificate: () => PeerCertificate, alpnProtocol: string | false }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, info, cert: sock.getPeerCertificate(), alpn: sock.alpnProtocol })
+      })
+    })
+    req.on('information', (i) => info.push({ statusCode: i.statusCode, headers: i.headers }))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+test('HTTPS with ALPN: h2 for clients that offer it, HTTP/1.1 for the others; routing, the cache hit fast path, compression, metrics and the access log work over both', async () => {
+  assert.match(g.url, /^https:/)
+  const one = await h1get('/plain')
+  assert.equal(one.status, 200)
+  assert.notEqual(one.alpn, 'h2')
+  assert.equal(origin.seen.at(-1)?.headers['x-forwarded-proto'], 'https')
+  const s = h2()
+  const miss = await h2get(s, '/c/page', { 'accept-encoding': 'br' })
+  assert.equal(miss.status, 200)
+  // The stored Brotli copy is encoded off the request path: a hit right after the miss may still be identity.
+  let hit = await h2get(s, '/c/page', { 'accept-encoding': 'br' })
+  for (let i = 0; i < 50 && hit.headers['content-encoding'] !== 'br'; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    hit = await h2get(s, '/c/page', { 'accept-encoding': 'br' })
+  }
+  assert.equal(hit.status, 200)
+  assert.match(String(hit.headers['cache-status']), /hit/)
+  assert.equal(hit.headers['content-encoding'], 'br', JSON.stringify(hit.headers))
+  assert.ok(hit.body.length < 2000)
+  assert.equal(origin.count('/c/page'), 1)
+  // The upstream side stays HTTP/1.1 and gets no pseudo-header; Host comes from :authority.
+  const seen = origin.seen.find((r) => r.url === '/c/page')!
+  assert.ok(!Object.keys(seen.headers).some((k) => k.startsWith(':')))
+  assert.equal(seen.headers['x-forwarded-host'], g.url.replace('https://', ''))
+  const h1hit = await h1get('/c/page')
+  assert.match(String(h1hit.headers['cache-status']), /hit/)
+  const m = await (await fetch(g.adminUrl + '/metrics')).text()
+  assert.match(m, /sluice_http_requests_by_protocol_total\{protocol="h2"\} [1-9]/)
+  assert.match(m, /sluice_http_requests_by_protocol_total\{protocol="http\/1.1"\} [1-9]/)
+  await until('the access lines are written', () => g.logs.some((l) => l.msg === 'request' && l.proto === 'h2' && l.url === '/c/page'))
+})
+
+test('SSE streams over h2 event by event', async () => {
+  const s = h2()
+  const r = s.request({ ':path': '/sse' })
+  const [h] = await once(r, 'response') as [Record<string, unknown>]
+  assert.equal(h[':status'], 200)
+  r.setEncoding('utf8')
+  const [first] = await once(r, 'data') as [string]
+  assert.equal(first, 'data: one\n\n', 'the first event arrives before the stream ends')
+  let rest = ''
+  for await (const c of r) rest += c
+  assert.equal(rest, 'data: two\n\n')
+})
+
+test('103 Early Hints from the upstream reach the client over HTTP/1.1 and h2, and are never stored', async () => {
+  const one = await h1get('/hints')
+  assert.equal(one.status, 200)
+  assert.equal(one.info[0]?.statusCode, 103)
+  assert.match(String(one.info[0]?.headers.link), /style\.css/)
+  assert.equal(one.headers.link, undefined, 'the hint is not merged into the final response')
+  const s = h2()
+  const two = await h2get(s, '/hints')
+  assert.equal(two.info[0]?.[':status'], 103)
+  assert.match(String(two.info[0]?.link), /style\.css/)
+  assert.equal(two.body.toString(), 'final')
+})
+
+test('a request body that trickles in gets 408 and its upstream request is aborted', async () => {
+  let upstreamAborted = false
+  origin.streamBodies = true
+  origin.on('/upload', (req, res) => {
+    req.on('aborted', () => { upstreamAborted = true })
+    req.on('close', () => { if (!req.complete) upstreamAborted = true })
+    req.resume()
+    req.on('end', () => res.end('got it'))
+  })
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = httpsRequest(g.url + '/upload', { method: 'POST', rejectUnauthorized: false, agent: false, headers: { 'content-type': 'text/plain', 'transfer-encoding': 'chunked' } }, (res) => { res.resume(); resolve(res.statusCode ?? 0) })
+    req.on('error', reject)
+    // 10 bytes every 100 ms: 100 B/s, under the configured 2000 B/s.
+    const timer = setInterval(() => { if (!req.destroyed) req.write('0123456789') }, 100)
+    req.on('close', () => clearInterval(timer))
+    setTimeout(() => { clearInterval(timer); req.destroy() }, 5000).unref()
+  })
+  origin.streamBodies = false
+  assert.equal(status, 408)
+  await until('the upstream request is aborted', () => upstreamAborted)
+  assert.ok(g.logs.some((l) => JSON.stringify(l).includes('SLUICE_ERR_REQUEST_TIMEOUT')))
+})
+
+test('HTTP/2 limits: SETTINGS carry maxConcurrentStreams; a rapid-reset client gets GOAWAY ENHANCE_YOUR_CALM; others are untouched', async () => {
+  const calm = h2()
+  await once(calm, 'remoteSettings')
+  assert.equal(calm.remoteSettings.maxConcurrentStreams, 50)
+  const bad = h2()
+  await once(bad, 'remoteSettings')
+  const goaway = once(bad, 'goaway')
+  // Open and cancel streams in bursts (each burst reaches the server before the next).
+  let gone = false
+  bad.once('goaway', () => { gone = true })
+  for (let i = 0; i < 2000 && !gone && !bad.destroyed && !bad.closed; i++) {
+    try {
+      const r = bad.request({ ':path': '/plain' })
+      r.on('error', () => {})
+      r.close(h2c.NGHTTP2_CANCEL)
+    } catch { break }
+    if (i % 20 === 19) await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  const [code] = await goaway as [number]
+  assert.equal(code, h2c.NGHTTP2_ENHANCE_YOUR_CALM)
+  const ok = await h2get(calm, '/plain')
+  assert.equal(ok.status, 200, 'another connection keeps working')
+  // A header list larger than server.maxHeaderBytes is refused; the connection's neighbours do not notice.
+  const big = h2()
+  const r = big.request({ ':path': '/plain', 'x-big': 'a'.repeat(40000) })
+  const outcome = await new Promise<string>((resolve) => {
+    r.on('response', (h) => resolve(String(h[':status'])))
+    r.on('error', (e) => resolve('error ' + (e as Error).message))
+    r.on('close', () => resolve('closed ' + r.rstCode))
+    r.end()
+  })
+  assert.ok(outcome === '431' || outcome.startsWith('error') || outcome.startsWith('closed'), outcome)
+  assert.equal((await h2get(calm, '/plain')).status, 200)
+})
+
+test('bad input at the TLS port: plain HTTP and a handshake that never finishes are closed, invalid h2 frames get GOAWAY; others keep working', async () => {
+  const port = Number(new URL(g.url).port)
+  // Plain HTTP to the TLS port.
+  const plain = netConnect(port, '127.0.0.1')
+  plain.on('error', () => {})
+  plain.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+  await once(plain, 'close')
+  // A TCP connection that never starts its handshake is dropped after handshakeTimeoutMs.
+  const silent = netConnect(port, '127.0.0.1')
+  silent.on('error', () => {})
+  await once(silent, 'close')
+  // The h2 preface then garbage frames.
+  const tls = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['h2'] })
+  tls.on('error', () => {})
+  await once(tls, 'secureConnect')
+  assert.equal(tls.alpnProtocol, 'h2')
+  let received = Buffer.alloc(0)
+  let closed = false
+  tls.on('data', (d: Buffer) => { received = Buffer.concat([received, d]) })
+  tls.on('close', () => { closed = true })
+  // The preface, then a SETTINGS frame whose length is not a multiple of 6 (FRAME_SIZE_ERROR).
+  tls.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]), Buffer.alloc(64, 0xee)]))
+  // The server answers with GOAWAY (frame type 7); the connection then serves nothing more
+  // (a client that keeps it open is closed by server.http2.idleTimeoutMs).
+  const frames = (): number[] => {
+    const out: number[] = []
+    for (let i = 0; i + 9 <= received.length; i += 9 + received.readUIntBE(i, 3)) out.push(received[i + 3])
+    return out
+  }
+  await until('the invalid h2 connection gets GOAWAY', () => closed || frames().includes(7), { tries: 100, intervalMs: 20, detail: () => received.toString('hex') })
+  assert.ok(frames().includes(7), `GOAWAY among the frames ${JSON.stringify(frames())}`)
+  tls.destroy()
+  assert.equal((await h1get('/plain')).status, 200)
+})
+
+test('certificate reload: a rotated pair serves new connections; a pair that does not load is refused and the old one keeps serving', async () => {
+  const before = await h1get('/plain')
+  assert.equal(before.cert.subject.CN, 'first')
+  // Rotate as cert-manager or certbot would: new files renamed into place.
+  const second = makePair('second')
+  writeFileSync(keyFile + '.tmp', second.key)
+  writeFileSync(certFile + '.tmp', second.cert)
+  renameSync(keyFile + '.tmp', keyFile)
+  renameSync(certFile + '.tmp', certFile)
+  await until('the new certificate is served', async () => (await h1get('/plain')).cert.subject.CN === 'second', { tries: 100, intervalMs: 50 })
+  assert.ok(g.logs.some((l) => l.msg === 'TLS certificate reloaded for new connections'))
+  // A key that does not match the certificate: the reload fails, naming the key.
+  const third = makePair('third')
+  writeFileSync(keyFile, third.key)
+  const r = await g.gw.reloader.reload('test')
+  assert.equal(r.ok, false)
+  assert.match(String(r.errors), /listen\.tls\.keyFile: the key does not match the certificate/)
+  assert.equal((await h1get('/plain')).cert.subject.CN, 'second', 'the old pair keeps serving')
+  writeFileSync(keyFile, second.key)
+  assert.equal((await g.gw.reloader.reload('test')).ok, true)
+})
+
+function issues (yaml: string): string[] {
+  try { parseConfig(yaml, 'test.yaml', {}) } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err))
+    return err.issues.map(formatIssue)
+  }
+  return []
+}
+
+test('validate names listen.tls.certFile or keyFile with the reason; an expired certificate is a warning; h2 needs tls', () => {
+  const base = (tls: string, extra = '') => `listen:\n  tls: ${tls}\n${extra}upstreams:\n  a: { url: "http://127.0.0.1:1" }\nroutes: [{ name: r, upstream: a }]\n`
+  assert.ok(issues(base(`{ certFile: "${join(dir, 'missing.pem')}", keyFile: "${keyFile}" }`)).some((i) => /listen\.tls\.certFile: cannot read .*ENOENT/.test(i)))
+  assert.ok(issues(base(`{ certFile: "${keyFile}", keyFile: "${keyFile}" }`)).some((i) => /listen\.tls\.certFile: not a PEM certificate/.test(i)))
+  assert.ok(issues(base(`{ certFile: "${certFile}", keyFile: "${join(dir, 'third.key')}" }`)).some((i) => /listen\.tls\.keyFile: the key does not match/.test(i)))
+  // Expired: a warning, not an error (the clock is moved past the certificate's notAfter).
+  const warned: string[] = []
+  const m = readListenTls({ certFile, keyFile, minVersion: 'TLSv1.2', handshakeTimeoutMs: 1000 }, (k, msg) => assert.fail(`${k}: ${msg}`), (k, msg) => warned.push(`${k}: ${msg}`), Date.now() + 10 * 86400_000)
+  assert.ok(m !== null)
+  assert.ok(warned.some((w) => /certFile: the certificate expired/.test(w)), JSON.stringify(warned))
+  assert.ok(issues(`listen: { http2: true }\nupstreams:\n  a: { url: "http://127.0.0.1:1" }\nroutes: [{ name: r, upstream: a }]\n`).some((i) => /listen\.http2: HTTP\/2 needs listen\.tls/.test(i)))
+})
+
+test('graceful drain: an h2 connection gets GOAWAY and its open stream finishes', async () => {
+  const o = await startOrigin()
+  closers.push(() => o.close())
+  o.on('/slow', (_req, res) => { setTimeout(() => res.end('done'), 300) })
+  const gw = await startTestGateway(config().replace(origin.url, o.url))
+  const s = h2(gw.url)
+  const pending = h2get(s, '/slow')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const goaway = once(s, 'goaway')
+  const closing = gw.close()
+  await goaway
+  const r = await pending
+  assert.equal(r.status, 200)
+  assert.equal(r.body.toString(), 'done')
+  await closing
+})
+
+test('the shipped TLS examples (deploy/sluice.tls.yaml and the k8s edge ConfigMap) are valid configs once the pair exists', () => {
+  const swap = (text: string) => text.replaceAll('/etc/sluice/tls/tls.crt', certFile).replaceAll('/etc/sluice/tls/tls.key', keyFile)
+  const docker = parseConfig(swap(readFileSync('deploy/sluice.tls.yaml', 'utf8')), 'deploy/sluice.tls.yaml', { SLUICE_ADMIN_TOKEN: 'x' })
+  assert.equal(docker.config.listen.http2, true)
+  const k8s = readFileSync('deploy/k8s-edge/sluice-edge-tls.yaml', 'utf8')
+  const block = k8s.split('sluice.yaml: |\n')[1].split('\n---')[0].split('\n').map((l) => l.slice(4)).join('\n')
+  const edge = parseConfig(swap(block), 'sluice-edge-tls.yaml', { SLUICE_ADMIN_TOKEN: 'x' })
+  assert.equal(edge.config.upstreams.shop.targets?.length, 2)
+})
+
