@@ -20,8 +20,13 @@ export interface AdminDeps {
   reload: () => Promise<ReloadResult>
   purge: (p: { key?: string; prefix?: string; tag?: string }) => Promise<{ purged: number }>
   readiness: () => { ready: boolean; degraded: string[]; details: Record<string, unknown> }
-  upstreams: () => Record<string, unknown>
+  upstreams: () => Record<string, unknown> | Promise<Record<string, unknown>>
   status: () => Promise<unknown>
+  /**
+   * POST /admin/profile: by default this process is profiled; the cluster primary (which serves
+   * no traffic) passes one that profiles worker `worker` (?worker=N), or one that serves traffic.
+   */
+  profile?: (ms: number, worker: number | undefined) => Promise<unknown>
   /**
    * GET /admin/status/history: samples of the last minutes for the status page's charts. By
    * default this process samples its own metrics (StatusHistory, src/observability/status.ts,
@@ -154,8 +159,20 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
         reply.code(400).type('application/json')
         return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'seconds must be between 0 and 300'))
       }
-      deps.log.info({ seconds }, 'CPU profile started')
-      const profile = await cpuProfile(seconds * 1000)
+      const w = (req.query as Record<string, string>).worker
+      const worker = w === undefined ? undefined : Number(w)
+      if (worker !== undefined && (!Number.isInteger(worker) || worker < 0)) {
+        reply.code(400).type('application/json')
+        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'worker must be a worker index (0, 1, ...)'))
+      }
+      deps.log.info({ seconds, worker }, 'CPU profile started')
+      let profile: unknown
+      try {
+        profile = deps.profile ? await deps.profile(seconds * 1000, worker) : await cpuProfile(seconds * 1000)
+      } catch (err) {
+        reply.code(400).type('application/json')
+        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message))
+      }
       reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.cpuprofile"`)
       return profile
     })

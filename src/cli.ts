@@ -123,7 +123,7 @@ async function run (file: string): Promise<number> {
   const log = gw.log
   if (isWorker) {
     const { serveWorker } = await import('./cluster/primary.js')
-    serveWorker(gw, () => gw.status(), log)
+    serveWorker(gw, () => gw.status(), log, () => gw.upstreams())
     process.on('SIGHUP', () => {}) // the primary reloads every worker; a HUP to the process group must not end one
   } else process.on('SIGHUP', () => { void gw.reloader.reload('SIGHUP') })
   process.on('unhandledRejection', (reason) => { log.error({ err: reason }, 'unhandled rejection') })

@@ -55,6 +55,8 @@ export interface Gateway {
   cache: CacheStage
   proxy: FastifyInstance
   admin: FastifyInstance
+  /** The /admin/upstreams view of this process (pools, breakers, targets). */
+  upstreams (): Record<string, unknown>
   /** The /admin/status summary of this process. */
   status (): Promise<unknown>
   /** Stop accepting, let in-flight requests finish within graceMs, then release everything. */
@@ -265,6 +267,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     proxy,
     admin,
     status,
+    upstreams: upstreamStatus,
     async close (graceMs = current().config.shutdownGraceMs) {
       reloader.close()
       listening = false

@@ -18,6 +18,8 @@ import { SnapshotHolder, Reloader, ReloadError, type ReloadResult } from '../con
 import { createMetrics, type Metrics } from '../observability/metrics.js'
 import { latencyByRoute, cacheRatios, historyOf, mergeHistories, type HistoryAnswer } from '../observability/status.js'
 import { buildAdmin } from '../admin.js'
+import { mergeUpstreams, type UpstreamView } from './upstreams.js'
+import { cpuProfile } from '../observability/profile.js'
 import type { Config } from '../config/schema.js'
 import { MemoryBucketStore } from '../resilience/bucket-memory.js'
 import { serveBuckets } from './ipc-buckets.js'
@@ -29,6 +31,8 @@ export type WorkerMessage =
   | { type: 'sluice:purge'; id: string; sel: { key?: string; prefix?: string; tag?: string } }
   | { type: 'sluice:status'; id: string }
   | { type: 'sluice:history'; id: string; since?: number }
+  | { type: 'sluice:upstreams'; id: string }
+  | { type: 'sluice:profile'; id: string; ms: number }
   | { type: 'sluice:metrics'; id: string }
   | { type: 'sluice:shutdown' }
 
@@ -109,7 +113,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     return w
   }
 
-  type Ask = { type: 'sluice:reload' } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:history'; since?: number } | { type: 'sluice:metrics' }
+  type Ask = { type: 'sluice:reload' } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:history'; since?: number } | { type: 'sluice:metrics' } | { type: 'sluice:upstreams' }
   interface Asked { asked: Worker[]; answers: Map<number, unknown>; exited: number[]; missing: number[] }
   /** Ask every ready worker; resolve once all have answered (or exited), or after timeoutMs with what came. */
   const askEach = (msg: Ask, timeoutMs = 5000): Promise<Asked> => {
@@ -208,7 +212,24 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       degraded: [...(ready.size < n ? ['workers'] : []), ...(reloader.lastError ? ['config'] : [])],
       details: { workers: { configured: n, ready: ready.size, restarts }, ...(reloader.lastError ? { lastReloadErrors: reloader.lastError } : {}) }
     }),
-    upstreams: () => ({}),
+    // Pools, breakers and target health are per worker: merged here (src/cluster/upstreams.ts).
+    upstreams: async () => {
+      const { asked, answers } = await askEach({ type: 'sluice:upstreams' })
+      return mergeUpstreams(asked.map((w) => ({ pid: w.process.pid, upstreams: answers.get(w.id) as Record<string, UpstreamView> | undefined })))
+    },
+    // The primary serves no traffic: profile a worker (?worker=N, by index; default the first ready one).
+    profile: async (ms, index) => {
+      const live = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected() && ready.has(w.id))
+      const w = live[index ?? 0]
+      if (w === undefined) throw new Error(index === undefined ? 'no worker is ready' : `no worker ${index} (${live.length} ready: 0..${live.length - 1})`)
+      const id = randomUUID()
+      return await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => { pending.delete(id); reject(new Error('the worker did not answer')) }, ms + 10_000)
+        const entry = { waiting: new Set([w.id]), answers: new Map<number, unknown>(), exited: [] as number[], done: () => { pending.delete(id); clearTimeout(timer); resolve(entry.answers.get(w.id)) } }
+        pending.set(id, entry)
+        w.send({ type: 'sluice:profile', id, ms }, undefined, () => {})
+      })
+    },
     // The charts' history: every worker samples its own metrics; samples of the same instant
     // are merged (rates summed, hit ratio from summed counts, p50 weighted, p99 the highest).
     history: async (since) => mergeHistories((await ask({ type: 'sluice:history', since }) as HistoryAnswer[]).filter((a) => a && Array.isArray(a.samples))),
@@ -264,7 +285,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
 }
 
 /** In a worker: answer the primary's messages from this worker's gateway. */
-export function serveWorker (gw: { reloader: { reload (t: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger): void {
+export function serveWorker (gw: { reloader: { reload (t: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
   const reply = (id: string, value: unknown) => { if (process.connected) process.send?.({ type: 'sluice:reply', id, value }, undefined, undefined, () => {}) }
   process.on('message', (m: WorkerMessage) => {
     if (m?.type === 'sluice:reload') void gw.reloader.reload('primary').then((r) => reply(m.id, r))
@@ -273,7 +294,9 @@ export function serveWorker (gw: { reloader: { reload (t: string): Promise<Reloa
     else if (m?.type === 'sluice:history') {
       const h = historyOf(gw.metrics)
       reply(m.id, h ? h.answer(typeof m.since === 'number' ? m.since : undefined) : null)
-    } else if (m?.type === 'sluice:metrics') void gw.metrics.registry.getMetricsAsJSON().then((j) => reply(m.id, j), () => reply(m.id, []))
+    } else if (m?.type === 'sluice:upstreams') void Promise.resolve(upstreams()).then((u) => reply(m.id, u), () => reply(m.id, null))
+    else if (m?.type === 'sluice:profile') void cpuProfile(m.ms).then((p) => reply(m.id, p), () => reply(m.id, null))
+    else if (m?.type === 'sluice:metrics') void gw.metrics.registry.getMetricsAsJSON().then((j) => reply(m.id, j), () => reply(m.id, []))
     else if (m?.type === 'sluice:shutdown') {
       log.info('worker draining')
       gw.close().then(() => process.exit(0), () => process.exit(1))

@@ -1,0 +1,78 @@
+// With workers: the primary serves the admin port but no traffic, so /admin/upstreams merges
+// every worker's pools, breakers and target health, and /admin/profile profiles a worker
+// (?worker=N), never the idle primary.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { request } from 'undici'
+import { startOrigin } from '../helpers/origin.js'
+import { tempConfig } from '../helpers/gateway.js'
+import { reservePort } from '../helpers/ports.js'
+import { cliCommand } from '../helpers/cli.js'
+import { mergeUpstreams } from '../../src/cluster/upstreams.js'
+
+const closers: (() => Promise<unknown> | unknown)[] = []
+after(async () => { for (const c of closers.reverse()) await c() })
+
+test('mergeUpstreams sums pools and in-flight counts, keeps the worst breaker, and a target is healthy only where every worker has it', () => {
+  const t = (healthy: boolean, inFlight: number) => ({ target: 'a:1', healthy, ejected: false, inFlight, pool: { connected: 1, running: inFlight } })
+  const m = mergeUpstreams([
+    { pid: 1, upstreams: { api: { url: 'x', pool: { connected: 2, running: 1 }, breaker: { state: 'closed' }, targets: [t(true, 1)] } } },
+    { pid: 2, upstreams: { api: { url: 'x', pool: { connected: 3, running: 2 }, breaker: { state: 'open' }, targets: [t(false, 2)] } } }
+  ]) as Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
+  assert.deepEqual(m.api.pool, { connected: 5, running: 3 })
+  assert.equal(m.api.breaker.state, 'open')
+  assert.equal(m.api.workers, 2)
+  assert.equal(m.api.targets[0].healthy, false)
+  assert.equal(m.api.targets[0].healthyIn, 1)
+  assert.equal(m.api.targets[0].inFlight, 3)
+  assert.equal(m.api.perWorker.length, 2)
+})
+
+test('workers: 2: /admin/upstreams merges both workers, /admin/profile?worker=N profiles that worker', async () => {
+  const origins = [await startOrigin(), await startOrigin()]
+  for (const o of origins) closers.push(() => o.close())
+  const [port, adminPort] = [await reservePort(), await reservePort()]
+  const { file } = tempConfig(`workers: 2
+listen: { host: 127.0.0.1, port: ${port} }
+admin: { host: 127.0.0.1, port: ${adminPort} }
+log: { level: warn, accessLog: false }
+shutdownGraceMs: 2000
+upstreams:
+  api: { targets: ["${origins[0].url}", "${origins[1].url}"] }
+routes:
+  - { name: all, match: { pathPrefix: / }, upstream: api }
+`)
+  const [cmd, args] = cliCommand(['--config', file])
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const out: string[] = []
+  child.stdout!.on('data', (d) => out.push(String(d)))
+  child.stderr!.on('data', (d) => out.push(String(d)))
+  closers.push(() => { child.kill('SIGTERM') })
+  const admin = `http://127.0.0.1:${adminPort}`
+  let ready = false
+  for (let i = 0; i < 300 && !ready; i++) {
+    try {
+      const r = await (await request(admin + '/readyz')).body.json() as { workers?: { ready: number } }
+      ready = r.workers?.ready === 2
+    } catch { /* not listening yet */ }
+    if (child.exitCode !== null) throw new Error('sluice exited: ' + out.join(''))
+    if (!ready) await sleep(50)
+  }
+  assert.ok(ready, 'two workers ready: ' + out.join(''))
+  for (let i = 0; i < 10; i++) await (await request(`http://127.0.0.1:${port}/x`, { reset: true })).body.dump()
+  const u = await (await request(admin + '/admin/upstreams')).body.json() as Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
+  assert.equal(u.api.workers, 2, JSON.stringify(u))
+  assert.equal(u.api.perWorker.length, 2)
+  assert.equal(u.api.targets.length, 2)
+  assert.ok(u.api.targets.every((t: { healthyIn: number }) => t.healthyIn === 2))
+  assert.ok(u.api.pool.connected >= 1, 'pools summed over the workers')
+  const prof = await request(admin + '/admin/profile?seconds=1&worker=1', { method: 'POST' })
+  assert.equal(prof.statusCode, 200)
+  const body = await prof.body.json() as { nodes?: unknown[] }
+  assert.ok(Array.isArray(body.nodes) && body.nodes.length > 0, 'a V8 CPU profile from the worker')
+  const bad = await request(admin + '/admin/profile?seconds=1&worker=7', { method: 'POST' })
+  assert.equal(bad.statusCode, 400)
+  assert.match(await bad.body.text(), /no worker 7/)
+})
