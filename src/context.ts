@@ -1,5 +1,6 @@
 // Per-request state, attached as request.sluice (declared with decorateRequest so every
 // request object keeps one shape). It holds the snapshot captured once at the start.
+import type { Span } from '@opentelemetry/api'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { BlockList } from 'node:net'
 import type { RouteEntry, Snapshot } from './config/snapshot.js'
@@ -18,6 +19,10 @@ export class RequestContext {
   observed = false
   /** The request ID (src/request-id.ts), assigned before the request reached Fastify. */
   requestId = ''
+  /** The request's SERVER span when tracing is on (src/observability/tracing.ts). */
+  span: Span | null = null
+  /** The upstream request (its attempt count goes on the span). */
+  ureq: { attempts?: number } | null = null
   constructor (readonly snap: Snapshot, readonly t0: number = performance.now()) {}
 }
 
@@ -34,6 +39,8 @@ export class ClientUpstreamRequest implements UpstreamRequest {
   host: string
   protocol: 'http' | 'https' = 'http'
   readonly forwarded: { peer: string | undefined; trust: BlockList | null }
+  trace: Span | null = null
+  attempts = 0
   private ip: string | null = null
   private controller: AbortController | null = null
   private bridged = false

@@ -16,6 +16,7 @@ import { resolveClientIp, HOST_VALUE } from './forwarding.js'
 import { assignRequestId, type RequestIdRule } from './request-id.js'
 import { AccessLog } from './observability/access-line.js'
 import { createFastPath } from './fast-path.js'
+import { Tracing } from './observability/tracing.js'
 import { createEdgeServer, type EdgeServer } from './edge/server.js'
 import type { TargetRegistry } from './upstream/targets.js'
 import type { CacheResult } from './types.js'
@@ -187,10 +188,18 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     if (ctx) ctx.observed = true
     const snap = ctx?.snap ?? deps.current()
     record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined, requestIdOf(request, snap))
+    if (ctx?.span) Tracing.finish(ctx.span, { route: ctx.route?.name ?? 'none', upstream: ctx.route?.upstream.name, status, cache: ctx.cacheResult, retries: Math.max(0, (ctx.ureq?.attempts ?? 0) - 1), method: request.raw.method ?? 'GET', url: request.raw.url, error: ctx.errorCode ?? undefined })
   }
 
-  fast = createFastPath(deps.cache, (snap, raw, routeName, upstream, status, bytes, t0, requestId) =>
-    record(snap, raw, routeName, upstream, status, bytes, t0, 'hit', '', undefined, requestId))
+  const tracing = deps.tracing
+  fast = createFastPath(deps.cache, (snap, raw, routeName, upstream, status, bytes, t0, requestId) => {
+    record(snap, raw, routeName, upstream, status, bytes, t0, 'hit', '', undefined, requestId)
+    // A hit answered before Fastify gets its span too (made and closed here, from t0).
+    if (tracing?.on === true) {
+      const span = tracing.server(raw.headers, raw.method ?? 'GET', performance.timeOrigin + t0)
+      if (span !== null) Tracing.finish(span, { route: routeName, upstream, status, cache: 'hit', retries: 0, method: raw.method ?? 'GET', url: raw.url })
+    }
+  })
 
   const handle = createPipeline({ ...deps, observe })
   app.all('/*', handle)

@@ -22,6 +22,7 @@ import { CacheBus } from './httpcache/bus.js'
 import { createCompressStage } from './compress/stage.js'
 import type { ClientLimitProvider } from './stages/client-limit.js'
 import { buildProxy, edgeOf } from './gateway.js'
+import { Tracing } from './observability/tracing.js'
 import { buildAdmin } from './admin.js'
 import { collectStatus } from './observability/status.js'
 import { VERSION } from './version.js'
@@ -130,7 +131,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     now: opts.now
   })
   const compress = createCompressStage({ metrics })
-  const upstream = createUpstreamStage({ targets: pools, guards: () => guards, metrics, log })
+  const tracing = new Tracing(log)
+  tracing.configure(cfg.tracing)
+  const upstream = createUpstreamStage({ tracing, targets: pools, guards: () => guards, metrics, log })
 
   const reloader = new Reloader({
     file: opts.configFile,
@@ -154,6 +157,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
             log.info({ subject: nt.subject, validTo: nt.validTo }, 'TLS certificate reloaded for new connections')
           }
           reloader.watchFiles(tlsFiles(next))
+          tracing.configure(next.config.tracing)
           const listenShape = (c: Snapshot['config']) => JSON.stringify({ ...c.listen, tls: c.listen.tls ? { minVersion: c.listen.tls.minVersion, client: c.listen.tls.caFile !== undefined } : null })
           if (listenShape(prev.config) !== listenShape(next.config)) log.warn({ key: 'listen' }, 'a change to "listen" (other than the certificate files) takes effect at the next restart')
           for (const k of ['admin', 'redis', 'server', 'cache'] as const) {
@@ -190,7 +194,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     return d
   }
   // Sluice's own logger batches access lines; an injected one (tests) gets each line at once.
-  const proxy = buildProxy({ current, upstream, targets: pools, cache, compress, clientLimits: () => clientLimits, log, metrics, accessLogBatch: opts.log === undefined ? 32 : 1 })
+  const proxy = buildProxy({ current, upstream, targets: pools, tracing, cache, compress, clientLimits: () => clientLimits, log, metrics, accessLogBatch: opts.log === undefined ? 32 : 1 })
   let listening = false
   const admin = buildAdmin({
     current,
@@ -285,6 +289,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       await cache.close()
       resilience.close()
       await pools.close()
+      await tracing.close()
       await redis?.close()
     }
   }

@@ -17,6 +17,7 @@ import type { CacheStage } from './httpcache/stage.js'
 import type { CompressStage } from './compress/stage.js'
 import type { ClientLimitProvider } from './stages/client-limit.js'
 import { normalisePath } from './stages/path.js'
+import type { Tracing } from './observability/tracing.js'
 import { guardBodyRate } from './edge/body-rate.js'
 import type { RequestBodyRateConfig } from './edge/config.js'
 import { limitBody } from './stages/body-limit.js'
@@ -41,6 +42,8 @@ export interface PipelineDeps {
   observe?: (request: FastifyRequest, status: number, bytes: number) => void
   /** Body size histograms (sluice_http_request/response_size_bytes); the gateway's ProxyDeps carries it. */
   metrics?: Metrics
+  /** OpenTelemetry tracing (off unless configured). */
+  tracing?: Tracing
 }
 
 /** The route's observer for body sizes, or undefined (no metrics, no route, metrics.enabled off). */
@@ -180,6 +183,8 @@ export function createPipeline (deps: PipelineDeps) {
     if (body !== null && !Buffer.isBuffer(body) && wantsBuffer(route, method, raw.headers['content-length'])) body = await readAll(body)
 
     const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null)
+    ctx.ureq = ureq
+    if (deps.tracing?.on === true) { ctx.span = deps.tracing.server(raw.headers, method, performance.timeOrigin + t0); ureq.trace = ctx.span }
     if (route.serverTiming) return timed(reply, ctx, route, ureq, method, t0)
 
     // 3. cache, around 4. upstream

@@ -43,6 +43,10 @@ export interface UpstreamRequest {
   clientGone?: () => boolean
   /** Interim (1xx) responses from the upstream, passed to the client as they arrive (a client's request only). */
   onInfo?: (info: { statusCode: number, headers: Record<string, string | string[] | undefined> }) => void
+  /** The request's SERVER span (tracing on): each upstream attempt gets a child span. */
+  trace?: import('@opentelemetry/api').Span | null
+  /** Attempts sent upstream so far (set by the upstream stage; retries = attempts - 1). */
+  attempts?: number
   /** Where X-Forwarded-* come from: the client's socket peer and the trusted proxies. Absent: headers are sent as they are. */
   forwarded?: { peer: string | undefined; trust: import('node:net').BlockList | null }
 }

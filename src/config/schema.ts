@@ -3,6 +3,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Strict, Ms, Bytes, Bool, WithDefault } from './types-helpers.js'
 import { RequestIdSchema } from '../request-id.js'
+import { TracingSchema } from '../observability/tracing.js'
 import { ListenEdgeProps, RequestBodyRateSchema, Http2Schema } from '../edge/config.js'
 import { TargetSchema, BalanceSchema, HashKeySchema, HealthCheckSchema, OutlierDetectionSchema, RewriteSchema, RouteHeadersSchema, MAX_TARGETS } from '../upstream/config.js'
 import { CacheGlobalSchema, CacheRouteSchema } from '../httpcache/config.js'
@@ -133,6 +134,7 @@ export const ConfigSchema = Strict({
   log: WithDefault(LogSchema),
   metrics: WithDefault(MetricsSchema),
   requestId: WithDefault(RequestIdSchema),
+  tracing: Type.Optional(TracingSchema),
   server: WithDefault(ServerSchema),
   shutdownGraceMs: Ms(10000, 'On SIGTERM, how long in-flight requests may take to finish'),
   workers: Type.Union([Type.Literal('auto'), Type.Integer({ minimum: 1, maximum: 256 })], { default: 1, description: 'Worker processes sharing the proxy port (node:cluster); `auto` is one per core. With more than 1, the primary serves the admin port and supervises the workers. Needs a restart to change' }),

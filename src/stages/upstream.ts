@@ -20,12 +20,14 @@ import type { GuardProvider, RetryContext } from '../upstream/guard.js'
 import { upstreamRequestHeaders, clientResponseHeaders, discard, drainToNull } from '../upstream/headers.js'
 import { mapUpstreamError } from '../upstream/errors.js'
 import { applyForwarding } from '../forwarding.js'
+import { Tracing } from '../observability/tracing.js'
 
 export interface UpstreamStageDeps {
   targets: TargetRegistry
   guards: () => GuardProvider
   metrics: Metrics
   log: Logger
+  tracing?: Tracing
 }
 
 export type UpstreamFetch = (route: RouteEntry, req: UpstreamRequest) => Promise<ProxyResponse>
@@ -110,6 +112,9 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         if (edits !== null) editRequestHeaders(headers, edits)
         // X-Forwarded-* go on the upstream copy only (the client's headers stay as received).
         if (req.forwarded !== undefined) applyForwarding(headers, req.forwarded.peer, req.forwarded.trust, req.host || undefined, req.protocol)
+        req.attempts = (req.attempts ?? 0) + 1
+        // Tracing on: a CLIENT span for this attempt, sent upstream as the traceparent's parent.
+        const span = req.trace != null && deps.tracing !== undefined ? deps.tracing.attempt(req.trace, up.name, t.id, req.attempts, headers) : null
         const t0 = performance.now()
         g.inc()
         t.inFlight++
@@ -132,6 +137,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           t.inFlight--
           const clientClosed = req.clientGone ? req.clientGone() : req.signal?.aborted === true
           const err = mapUpstreamError(raw, up.name, clientClosed)
+          if (span !== null) Tracing.endAttempt(span, 0, err.code)
           m.duration[clientClosed ? 3 : 4].observe((performance.now() - t0) / 1000)
           // The client's fault (gone, body too large, body too slow): not the target's, never retried.
           const clientFault = clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE' || err.code === 'SLUICE_ERR_REQUEST_TIMEOUT'
@@ -160,6 +166,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         }
         t.inFlight--
         const status = res.statusCode
+        if (span !== null) Tracing.endAttempt(span, status)
         m.duration[classIndex(status)].observe((performance.now() - t0) / 1000)
         if (status < 100 || status > 599) {
           discard(res.body)

@@ -1,0 +1,114 @@
+// OpenTelemetry tracing (config `tracing:`), with the OTel JS SDK: off when the key is absent
+// (then requests do nothing more than one null check). When on: the client's W3C traceparent
+// and tracestate are continued (parent-based sampling, sampleRatio for new traces), each
+// request gets a SERVER span (route, cache result, upstream, status, retries as attributes),
+// each upstream attempt a CLIENT child span, and the upstream gets a traceparent whose parent
+// is that child span. Cache hits answered by the fast path get a span too. Spans leave through
+// a BatchSpanProcessor (bounded queue: past maxQueueSize spans are dropped, never waited for)
+// to an OTLP/HTTP exporter: a dead or slow collector never slows or fails a request.
+import { trace, SpanKind, SpanStatusCode, ROOT_CONTEXT, defaultTextMapGetter, defaultTextMapSetter, type Span, type Tracer } from '@opentelemetry/api'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base'
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
+import { resourceFromAttributes } from '@opentelemetry/resources'
+import { Type, type Static } from '@sinclair/typebox'
+import type { Logger } from 'pino'
+import { Strict, Ms } from '../config/types-helpers.js'
+
+export const TracingSchema = Strict({
+  otlp: Strict({
+    url: Type.String({ pattern: '^https?://', description: 'OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces' }),
+    headers: Type.Record(Type.String(), Type.String(), { default: {}, description: 'Headers sent with every export (an API key)' }),
+    timeoutMs: Ms(5000, 'Longest time one export may take', 1)
+  }, { description: 'Where spans are sent' }),
+  sampleRatio: Type.Number({ minimum: 0, maximum: 1, default: 0.05, description: 'Share of new traces sampled; a client\'s sampled traceparent is always followed (parent-based)' }),
+  serviceName: Type.String({ minLength: 1, default: 'sluice', description: 'service.name of the spans' }),
+  maxQueueSize: Type.Integer({ minimum: 1, default: 2048, description: 'Spans held for export at most; more are dropped (memory stays bounded when the collector is down)' })
+}, { description: 'OpenTelemetry tracing; absent means off' })
+export type TracingConfig = Static<typeof TracingSchema>
+
+type HeaderBag = Record<string, string | string[] | undefined>
+const propagator = new W3CTraceContextPropagator()
+
+/** One provider for one tracing config; a reload that changes it makes a new one. */
+class Active {
+  readonly tracer: Tracer
+  private readonly provider: BasicTracerProvider
+  constructor (readonly key: string, cfg: TracingConfig) {
+    const exporter = new OTLPTraceExporter({ url: cfg.otlp.url, headers: cfg.otlp.headers, timeoutMillis: cfg.otlp.timeoutMs })
+    this.provider = new BasicTracerProvider({
+      resource: resourceFromAttributes({ 'service.name': cfg.serviceName }),
+      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(cfg.sampleRatio) }),
+      spanProcessors: [new BatchSpanProcessor(exporter, { maxQueueSize: cfg.maxQueueSize, maxExportBatchSize: Math.min(512, cfg.maxQueueSize), scheduledDelayMillis: 1000, exportTimeoutMillis: cfg.otlp.timeoutMs })]
+    })
+    this.tracer = this.provider.getTracer('sluice')
+  }
+
+  shutdown (): Promise<void> { return this.provider.shutdown().catch(() => {}) }
+}
+
+export interface RequestSpanInfo { route: string, upstream?: string, status: number, cache: string, retries: number, method: string, url?: string, error?: string }
+
+export class Tracing {
+  private active: Active | null = null
+  constructor (private readonly log: Logger) {}
+
+  /** Apply a config's `tracing` (null: off). Cheap when unchanged. */
+  configure (cfg: TracingConfig | undefined): void {
+    const key = cfg ? JSON.stringify(cfg) : ''
+    if ((this.active?.key ?? '') === key) return
+    const old = this.active
+    this.active = cfg ? new Active(key, cfg) : null
+    if (old) void old.shutdown()
+    this.log.info(cfg ? { url: cfg.otlp.url, sampleRatio: cfg.sampleRatio } : {}, cfg ? 'tracing on' : 'tracing off')
+  }
+
+  get on (): boolean { return this.active !== null }
+
+  /** The request's SERVER span, continuing the client's traceparent (null when tracing is off). */
+  server (headers: HeaderBag, method: string, startTime?: number): Span | null {
+    const a = this.active
+    if (a === null) return null
+    const parent = propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter)
+    return a.tracer.startSpan(method, { kind: SpanKind.SERVER, startTime, attributes: { 'http.request.method': method } }, parent)
+  }
+
+  /** A CLIENT span for one upstream attempt; its context goes upstream as traceparent. */
+  attempt (parent: Span, upstream: string, target: string, attempt: number, headers: Record<string, string | string[]>): Span | null {
+    const a = this.active
+    if (a === null) return null
+    const span = a.tracer.startSpan(`upstream ${upstream}`, { kind: SpanKind.CLIENT, attributes: { 'sluice.upstream': upstream, 'server.address': target, 'sluice.attempt': attempt } }, trace.setSpan(ROOT_CONTEXT, parent))
+    delete headers.traceparent
+    delete headers.tracestate
+    propagator.inject(trace.setSpan(ROOT_CONTEXT, span), headers, defaultTextMapSetter)
+    return span
+  }
+
+  static endAttempt (span: Span, status: number, error?: string): void {
+    if (status > 0) span.setAttribute('http.response.status_code', status)
+    if (error !== undefined || status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: error })
+    span.end()
+  }
+
+  /** Close the SERVER span with what happened. */
+  static finish (span: Span, info: RequestSpanInfo): void {
+    span.updateName(`${info.method} ${info.route}`)
+    span.setAttributes({
+      'http.route': info.route,
+      'http.response.status_code': info.status,
+      'sluice.cache': info.cache,
+      'sluice.retries': info.retries,
+      ...(info.upstream !== undefined ? { 'sluice.upstream': info.upstream } : {}),
+      ...(info.url !== undefined ? { 'url.path': info.url } : {}),
+      ...(info.error !== undefined ? { 'error.type': info.error } : {})
+    })
+    if (info.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: info.error })
+    span.end()
+  }
+
+  async close (): Promise<void> {
+    const a = this.active
+    this.active = null
+    if (a) await a.shutdown()
+  }
+}

@@ -1,0 +1,99 @@
+// OpenTelemetry tracing against a real OTLP/HTTP receiver on loopback: the spans' parent and
+// child ids, their attributes, the traceparent sent upstream, cache hits, and a dead collector.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { createServer, type Server } from 'node:http'
+import { once } from 'node:events'
+import { startOrigin } from '../helpers/origin.js'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
+
+interface OtlpSpan { traceId: string, spanId: string, parentSpanId?: string, name: string, kind: number, attributes: { key: string, value: Record<string, unknown> }[] }
+
+const closers: (() => Promise<unknown>)[] = []
+after(async () => { for (const c of closers.reverse()) await c().catch(() => {}) })
+
+/** A collector: decodes OTLP/JSON trace exports and keeps every span. */
+async function receiver (): Promise<{ url: string, spans: OtlpSpan[], server: Server }> {
+  const spans: OtlpSpan[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c) => chunks.push(c))
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] }
+      for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans)
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end('{}')
+    })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  closers.push(() => new Promise((resolve) => server.close(resolve)))
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1/traces`, spans, server }
+}
+
+const attr = (s: OtlpSpan, k: string): unknown => { const a = s.attributes.find((x) => x.key === k); return a ? Object.values(a.value)[0] : undefined }
+const hex = (id: string): string => /^[0-9a-f]+$/.test(id) ? id : Buffer.from(id, 'base64').toString('hex')
+
+async function gateway (tracing: string, originUrl: string): Promise<TestGateway> {
+  const g = await startTestGateway(`${tracing}upstreams:\n  api: { url: "${originUrl}" }\nroutes:\n  - { name: cached, match: { pathPrefix: /c/ }, upstream: api, cache: { enabled: true } }\n  - { name: pass, match: { pathPrefix: / }, upstream: api }\n`)
+  closers.push(() => g.close())
+  return g
+}
+
+test('a sampled client trace continues: SERVER span child of the client, CLIENT span per attempt, upstream traceparent parented on it; hits make spans too', async () => {
+  const rx = await receiver()
+  const origin = await startOrigin()
+  closers.push(() => origin.close())
+  origin.on('/c/x', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('cached') })
+  const g = await gateway(`tracing: { otlp: { url: "${rx.url}" }, sampleRatio: 0, serviceName: sluice-test }\n`, origin.url)
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
+  const clientSpan = '00f067aa0ba902b7'
+  const res = await fetch(g.url + '/api/items', { headers: { traceparent: `00-${traceId}-${clientSpan}-01` } })
+  assert.equal(res.status, 200)
+  const sent = origin.seen.find((r) => r.url === '/api/items')!.headers.traceparent as string
+  assert.match(sent, new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`), 'the upstream continues the same trace')
+  await until('the spans reach the collector', () => rx.spans.length >= 2, { tries: 100, intervalMs: 50 })
+  const server = rx.spans.find((s) => s.kind === 2)!
+  const client = rx.spans.find((s) => s.kind === 3)!
+  assert.equal(hex(server.traceId), traceId)
+  assert.equal(hex(server.parentSpanId!), clientSpan, 'the SERVER span is a child of the client\'s span')
+  assert.equal(hex(client.parentSpanId!), hex(server.spanId), 'the attempt is a child of the SERVER span')
+  assert.equal(sent.split('-')[2], hex(client.spanId), 'the upstream\'s parent is the attempt span')
+  assert.equal(attr(server, 'http.route'), 'pass')
+  assert.equal(attr(server, 'sluice.cache'), 'none')
+  assert.equal(attr(server, 'sluice.upstream'), 'api')
+  assert.equal(Number(attr(server, 'http.response.status_code')), 200)
+  assert.equal(Number(attr(server, 'sluice.retries')), 0)
+  assert.equal(attr(client, 'sluice.upstream'), 'api')
+  // sampleRatio 0: a request without a sampled parent makes no exported span...
+  const before = rx.spans.length
+  await fetch(g.url + '/api/other')
+  // ...but a cache hit with a sampled parent does (the fast path makes its span).
+  const tp = { traceparent: `00-${traceId}-${clientSpan}-01` }
+  await (await fetch(g.url + '/c/x', { headers: tp })).text()
+  await (await fetch(g.url + '/c/x', { headers: tp })).text()
+  await until('the hit span arrives', () => rx.spans.some((s) => attr(s, 'sluice.cache') === 'hit'), { tries: 100, intervalMs: 50 })
+  assert.ok(!rx.spans.slice(before).some((s) => attr(s, 'url.path') === '/api/other'), 'an unsampled trace exports nothing')
+})
+
+test('a dead collector never fails or slows a request: every request is answered', async () => {
+  const origin = await startOrigin()
+  closers.push(() => origin.close())
+  const g = await gateway('tracing: { otlp: { url: "http://127.0.0.1:9/v1/traces", timeoutMs: 200 }, sampleRatio: 1, maxQueueSize: 16 }\n', origin.url)
+  for (let i = 0; i < 100; i++) assert.equal((await fetch(g.url + '/x')).status, 200)
+})
+
+test('reload turns tracing on and off', async () => {
+  const rx = await receiver()
+  const origin = await startOrigin()
+  closers.push(() => origin.close())
+  const g = await gateway('', origin.url)
+  await fetch(g.url + '/a')
+  assert.equal(origin.seen.at(-1)?.headers.traceparent, undefined, 'off: no traceparent made up')
+  g.write(`tracing: { otlp: { url: "${rx.url}" }, sampleRatio: 1 }\nupstreams:\n  api: { url: "${origin.url}" }\nroutes:\n  - { name: pass, match: { pathPrefix: / }, upstream: api }\n`)
+  assert.equal((await g.gw.reloader.reload('test')).ok, true)
+  await fetch(g.url + '/b')
+  assert.match(String(origin.seen.at(-1)?.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
+  await until('spans exported after the reload', () => rx.spans.length > 0, { tries: 100, intervalMs: 50 })
+})
