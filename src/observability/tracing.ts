@@ -8,7 +8,7 @@
 // to an OTLP/HTTP exporter: a dead or slow collector never slows or fails a request.
 import { trace, SpanKind, SpanStatusCode, ROOT_CONTEXT, defaultTextMapGetter, defaultTextMapSetter, type Span, type Tracer } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
-import { BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-base'
+import { AlwaysOnSampler, BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler } from '@opentelemetry/sdk-trace-base'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { Type, type Static } from '@sinclair/typebox'
@@ -34,11 +34,14 @@ const propagator = new W3CTraceContextPropagator()
 class Active {
   readonly tracer: Tracer
   private readonly provider: BasicTracerProvider
+  readonly ratio: number
   constructor (readonly key: string, cfg: TracingConfig) {
+    this.ratio = cfg.sampleRatio
     const exporter = new OTLPTraceExporter({ url: cfg.otlp.url, headers: cfg.otlp.headers, timeoutMillis: cfg.otlp.timeoutMs })
     this.provider = new BasicTracerProvider({
       resource: resourceFromAttributes({ 'service.name': cfg.serviceName }),
-      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(cfg.sampleRatio) }),
+      // The ratio decision for new traces is taken in Tracing.server() before any span exists.
+      sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
       spanProcessors: [new BatchSpanProcessor(exporter, { maxQueueSize: cfg.maxQueueSize, maxExportBatchSize: Math.min(512, cfg.maxQueueSize), scheduledDelayMillis: 1000, exportTimeoutMillis: cfg.otlp.timeoutMs })]
     })
     this.tracer = this.provider.getTracer('sluice')
@@ -69,6 +72,13 @@ export class Tracing {
   server (headers: HeaderBag, method: string, startTime?: number): Span | null {
     const a = this.active
     if (a === null) return null
+    // The sampling decision first, so an unsampled request makes no span at all: a client's
+    // traceparent decides (its sampled flag), else sampleRatio. An unsampled client trace
+    // reaches the upstream as the client sent it.
+    const tp = headers.traceparent
+    if (typeof tp === 'string' && tp.length >= 55) {
+      if ((parseInt(tp.slice(53, 55), 16) & 1) === 0) return null
+    } else if (a.ratio < 1 && Math.random() >= a.ratio) return null
     const parent = propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter)
     return a.tracer.startSpan(method, { kind: SpanKind.SERVER, startTime, attributes: { 'http.request.method': method } }, parent)
   }
