@@ -12,8 +12,30 @@
 import { createServer } from 'node:net'
 import { once } from 'node:events'
 
-/** A port on 127.0.0.1 that was free a moment ago (see the race above). */
+/** True when nothing listens on 127.0.0.1:port right now. */
+async function bindable (port: number): Promise<boolean> {
+  const srv = createServer()
+  srv.listen(port, '127.0.0.1')
+  try {
+    await once(srv, 'listening')
+  } catch {
+    return false
+  }
+  await new Promise((resolve) => srv.close(resolve))
+  return true
+}
+
+/**
+ * A port on 127.0.0.1 that was free a moment ago (see the race above). It is drawn at random
+ * below Linux's ephemeral range (32768-60999): a port the OS hands out for port 0 is also one
+ * it may give any outgoing connection of the busy test suite, which then holds it when the
+ * caller binds ("address already in use").
+ */
 export async function reservePort (): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000)
+    if (await bindable(port)) return port
+  }
   const srv = createServer()
   srv.listen(0, '127.0.0.1')
   await once(srv, 'listening')

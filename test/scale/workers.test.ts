@@ -44,7 +44,13 @@ ${extra}`
   child.stdout!.on('data', (d) => out.push(String(d)))
   child.stderr!.on('data', (d) => out.push(String(d)))
   const c = { child, out, url: `http://127.0.0.1:${port}`, admin: `http://127.0.0.1:${adminPort}`, file, config }
-  await waitReady(c, 2)
+  try {
+    await waitReady(c, 2)
+  } catch (err) {
+    // A cluster that did not come up must not outlive the test (its pipes would keep this file running).
+    child.kill('SIGKILL')
+    throw err
+  }
   return c
 }
 
