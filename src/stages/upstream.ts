@@ -13,12 +13,11 @@ import type { ProxyResponse, UpstreamRequest, Headers } from '../types.js'
 import { SluiceError } from '../errors.js'
 import type { TargetRegistry, Target } from '../upstream/targets.js'
 import { rewritePath, editRequestHeaders, editResponseHeaders } from '../upstream/rewrite.js'
-import { isRetryableError } from '../upstream/errors.js'
 import { IDEMPOTENT } from '../upstream/methods.js'
-import type { HashKeyRule } from '../config/snapshot.js'
 import type { GuardProvider, RetryContext } from '../upstream/guard.js'
 import { upstreamRequestHeaders, clientResponseHeaders, discard, drainToNull } from '../upstream/headers.js'
-import { mapUpstreamError } from '../upstream/errors.js'
+import { mapUpstreamError, isRetryableError } from '../upstream/errors.js'
+import { hashKeyOf } from '../upstream/balancer.js'
 import { applyForwarding } from '../forwarding.js'
 import { Tracing } from '../observability/tracing.js'
 
@@ -58,7 +57,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
     const deadline = started + route.timeoutMs
     const edits = route.headerEdits
     const path = route.rewrite === null ? req.path : rewritePath(req.path, route.rewrite)
-    const hashKey = up.balance === 'hash' ? hashKeyOf(up.hashKey, req) : null
+    const hashKey = up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.clientIp) : null
     const replayable = req.body === null || Buffer.isBuffer(req.body)
     const label = metrics.upstreamLabel(up.name)
     const m = bind(label)
@@ -94,13 +93,13 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       // as the upstream's failures unless the last target fails too.
       const ticket = guard.allow()
       for (;;) {
-        const remaining = deadline - Date.now()
+        const now = Date.now()
+        const remaining = deadline - now
         if (remaining <= 0) {
           const err = mapUpstreamError(DEADLINE, up.name, false)
           guard.record(ticket, { error: err })
           throw err
         }
-        const now = Date.now()
         const t = (set.pick(now, hashKey, tried) ?? set.pick(now, hashKey, null)) as Target | null
         if (t === null) {
           const err = new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
@@ -212,15 +211,6 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
 function canFailOver (err: SluiceError, method: string, replayable: boolean, routeAllowsNonIdempotent: boolean): boolean {
   if (!replayable || !isRetryableError(err)) return false
   return IDEMPOTENT.has(method) || routeAllowsNonIdempotent || err.code === 'SLUICE_ERR_UPSTREAM_CONNECT'
-}
-
-/** The value balance: hash hashes for this request. */
-function hashKeyOf (rule: HashKeyRule, req: UpstreamRequest): string {
-  if (rule.kind === 'header') {
-    const v = req.headers[rule.name]
-    if (v !== undefined) return Array.isArray(v) ? v.join(',') : v
-  }
-  return req.clientIp
 }
 
 export { SluiceError }

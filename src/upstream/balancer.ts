@@ -15,7 +15,16 @@
 // - hash: rendezvous hashing (highest random weight): each target scores hash(key, target) and
 //   the best-scoring target in rotation wins. Removing one of N targets moves only the keys it
 //   held (about 1/N); weights scale the scores (-weight / ln(u)).
-import type { TargetEntry, UpstreamEntry } from '../config/snapshot.js'
+import type { HashKeyRule, TargetEntry, UpstreamEntry } from '../config/snapshot.js'
+
+/** The value balance: hash hashes: the header named by hashKey when the request has it, else the client address. */
+export function hashKeyOf (rule: HashKeyRule, headers: Record<string, string | string[] | undefined>, clientIp: string): string {
+  if (rule.kind === 'header') {
+    const v = headers[rule.name]
+    if (v !== undefined) return Array.isArray(v) ? v.join(',') : v
+  }
+  return clientIp
+}
 
 export class TargetState {
   readonly id: string
@@ -172,9 +181,11 @@ export class Balancer {
    * Count an attempt's outcome toward passive ejection. Returns true when this outcome ejected
    * the target (the caller logs it and updates the metric).
    */
-  record (t: TargetState, outcome: AttemptOutcome, now: number): boolean {
+  record (t: TargetState, outcome: AttemptOutcome): boolean {
     if (outcome === 'neutral') return false
     if (outcome === 'ok') { t.consecutiveErrors = 0; return false }
+    // The clock is read only on a failure: a success (every request, mostly) costs no clock read.
+    const now = Date.now()
     t.consecutiveErrors++
     if (t.consecutiveErrors < this.upstream.outlier.consecutiveErrors || t.ejectedUntil > now) return false
     if (this.ejected(now) >= this.maxEjected()) return false

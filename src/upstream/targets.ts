@@ -156,8 +156,7 @@ export class TargetRegistry {
       const i = Math.floor(status / 100) - 1
       t.counters[i < 0 ? 0 : i > 4 ? 4 : i].inc()
     }
-    if (outcome === 'ok') { t.consecutiveErrors = 0; return }
-    if (!set.record(t, outcome, Date.now())) return
+    if (!set.record(t, outcome)) return
     const ms = set.upstream.outlier.ejectMs
     this.log.warn({ upstream: set.upstream.name, target: t.id, ejectMs: ms, ejections: t.ejections }, 'upstream target ejected after consecutive failures')
     this.metrics.targetHealthy.labels(t.upstreamLabel, t.id).set(0)

@@ -15,6 +15,7 @@ import { normalisePath } from '../stages/path.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { rewritePath, editRequestHeaders } from './rewrite.js'
 import type { TargetRegistry } from './targets.js'
+import { hashKeyOf } from './balancer.js'
 
 function reject (socket: Duplex, code: ErrorCode, message?: string): void {
   socket.end(rawError(new SluiceError(code, message)))
@@ -47,8 +48,7 @@ export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry,
     // The same balancer as requests (hash: on the client address or header; a tunnel is one long
     // request, so it is not failed over: a refused connect answers 502).
     const set = targets.get(up.name)
-    const key = up.hashKey.kind === 'header' ? String(req.headers[up.hashKey.name] ?? req.socket.remoteAddress ?? '') : (req.socket.remoteAddress ?? '')
-    const picked = set.pick(Date.now(), key, null)
+    const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.socket.remoteAddress ?? '') : null, null)
     if (picked === null) return reject(socket, 'SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
     const te = picked.entry
     const target = new URL(te.origin)
