@@ -5,17 +5,14 @@
 // .ci/run installs chromium; on a machine without it the browser test says so and is skipped.
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
-import { startTestGateway, simpleConfig, tempConfig, type TestGateway } from '../helpers/gateway.js'
-import { reservePort } from '../helpers/ports.js'
-import { cliCommand } from '../helpers/cli.js'
+import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
+import { startTestCluster, type TestCluster } from '../helpers/cluster.js'
 import { createMetrics } from '../../src/observability/metrics.js'
 import { StatusHistory, mergeHistories, type HistoryAnswer, type HistorySample } from '../../src/observability/status.js'
 
@@ -28,11 +25,10 @@ const auth = { authorization: 'Bearer ' + TOKEN }
 
 let origin: Origin
 let gw: TestGateway
-let cluster: { child: ChildProcess; out: string[]; url: string; admin: string } | undefined
+let cluster: TestCluster | undefined
 
-async function startCluster (): Promise<NonNullable<typeof cluster>> {
-  const [port, adminPort] = [await reservePort(), await reservePort()]
-  const { file } = tempConfig(`workers: 2
+async function startCluster (): Promise<TestCluster> {
+  return startTestCluster((port, adminPort) => `workers: 2
 listen: { host: 127.0.0.1, port: ${port} }
 admin: { host: 127.0.0.1, port: ${adminPort} }
 log: { level: warn, accessLog: false }
@@ -41,21 +37,6 @@ upstreams: { origin: { url: "${origin.url}", timeoutMs: 5000 } }
 routes:
   - { name: all, match: { pathPrefix: / }, upstream: origin }
 `)
-  const [cmd, args] = cliCommand(['--config', file])
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  const out: string[] = []
-  child.stdout!.on('data', (d) => out.push(String(d)))
-  child.stderr!.on('data', (d) => out.push(String(d)))
-  const c = { child, out, url: `http://127.0.0.1:${port}`, admin: `http://127.0.0.1:${adminPort}` }
-  for (let i = 0; i < 300; i++) {
-    try {
-      const r = await (await request(c.admin + '/readyz')).body.json() as { workers?: { ready: number } }
-      if (r.workers?.ready === 2) return c
-    } catch { /* not listening yet */ }
-    if (child.exitCode !== null) throw new Error('sluice exited: ' + out.join(''))
-    await sleep(50)
-  }
-  throw new Error('workers not ready: ' + out.join(''))
 }
 
 /** A request on a connection of its own, so the cluster spreads them over its workers. */
@@ -115,7 +96,7 @@ before(async () => {
 })
 after(async () => {
   await gw?.close()
-  if (cluster && cluster.child.exitCode === null) { cluster.child.kill('SIGTERM'); await once(cluster.child, 'exit') }
+  await cluster?.stop()
   await origin?.close()
 })
 

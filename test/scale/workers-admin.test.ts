@@ -3,13 +3,9 @@
 // (?worker=N), never the idle primary.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { startOrigin } from '../helpers/origin.js'
-import { tempConfig } from '../helpers/gateway.js'
-import { reservePort } from '../helpers/ports.js'
-import { cliCommand } from '../helpers/cli.js'
+import { startTestCluster } from '../helpers/cluster.js'
 import { mergeUpstreams } from '../../src/cluster/upstreams.js'
 
 const closers: (() => Promise<unknown> | unknown)[] = []
@@ -33,8 +29,7 @@ test('mergeUpstreams sums pools and in-flight counts, keeps the worst breaker, a
 test('workers: 2: /admin/upstreams merges both workers, /admin/profile?worker=N profiles that worker', async () => {
   const origins = [await startOrigin(), await startOrigin()]
   for (const o of origins) closers.push(() => o.close())
-  const [port, adminPort] = [await reservePort(), await reservePort()]
-  const { file } = tempConfig(`workers: 2
+  const c = await startTestCluster((port, adminPort) => `workers: 2
 listen: { host: 127.0.0.1, port: ${port} }
 admin: { host: 127.0.0.1, port: ${adminPort} }
 log: { level: warn, accessLog: false }
@@ -44,24 +39,9 @@ upstreams:
 routes:
   - { name: all, match: { pathPrefix: / }, upstream: api }
 `)
-  const [cmd, args] = cliCommand(['--config', file])
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  const out: string[] = []
-  child.stdout!.on('data', (d) => out.push(String(d)))
-  child.stderr!.on('data', (d) => out.push(String(d)))
-  closers.push(() => { child.kill('SIGTERM') })
-  const admin = `http://127.0.0.1:${adminPort}`
-  let ready = false
-  for (let i = 0; i < 300 && !ready; i++) {
-    try {
-      const r = await (await request(admin + '/readyz')).body.json() as { workers?: { ready: number } }
-      ready = r.workers?.ready === 2
-    } catch { /* not listening yet */ }
-    if (child.exitCode !== null) throw new Error('sluice exited: ' + out.join(''))
-    if (!ready) await sleep(50)
-  }
-  assert.ok(ready, 'two workers ready: ' + out.join(''))
-  for (let i = 0; i < 10; i++) await (await request(`http://127.0.0.1:${port}/x`, { reset: true })).body.dump()
+  closers.push(() => c.stop())
+  const admin = c.admin
+  for (let i = 0; i < 10; i++) await (await request(c.url + '/x', { reset: true })).body.dump()
   const u = await (await request(admin + '/admin/upstreams')).body.json() as Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
   assert.equal(u.api.workers, 2, JSON.stringify(u))
   assert.equal(u.api.perWorker.length, 2)
