@@ -28,6 +28,8 @@ export interface CacheEntry {
   varyNames: string[]
   /** The response may be served to requests that carry Authorization (public, s-maxage, must-revalidate). */
   authOk: boolean
+  /** A partial entry (status 206, RFC 9111 §3.3): its body is bytes start.. of a representation of `total` bytes. */
+  range?: { start: number; total: number }
   /** Response headers ready to send, per encoding; built on first use, never stored in Redis. */
   out?: Partial<Record<'identity' | 'gzip' | 'br', Headers>>
   /** The Age and hit Cache-Status strings of the last hit, reused while their seconds stay the same; never stored in Redis. */

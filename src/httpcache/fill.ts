@@ -90,8 +90,6 @@ function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, body: Bu
   if (route.cache.etagFromBody && headers.etag === undefined && res.status === 200) {
     headers.etag = '"' + createHash('sha256').update(body).digest('base64url').slice(0, 27) + '"'
   }
-  const tagHeader = [res.headers['cache-tag'], res.headers['surrogate-key']].flat().filter(Boolean).join(' ')
-  const tags = tagHeader === '' ? NO_STRINGS : [...new Set(tagHeader.split(/[\s,]+/).filter(Boolean))].slice(0, 64)
   // The variant key follows the response's own Vary (the lookup key was computed before it was known).
   const names = varyNames(res.headers.vary)
   return {
@@ -102,10 +100,47 @@ function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, body: Bu
     headers,
     body,
     ...entryTiming(f, t0, t1),
-    tags,
+    tags: tagsOf(res.headers),
     varyNames: names,
     authOk: d.has('public') || d.has('s-maxage') || d.has('must-revalidate')
   }
+}
+
+/** The purge tags a response names in Cache-Tag and Surrogate-Key (at most 64). */
+export function tagsOf (h: Headers): string[] {
+  const tagHeader = [h['cache-tag'], h['surrogate-key']].flat().filter(Boolean).join(' ')
+  return tagHeader === '' ? NO_STRINGS : [...new Set(tagHeader.split(/[\s,]+/).filter(Boolean))].slice(0, 64)
+}
+
+/**
+ * Stream `body` to the client (a new PassThrough, or nobody when `toClient` is false) while
+ * collecting up to `limit` bytes for the cache. `collected` is called once: with the chunks at
+ * the end, or with null and why (past the limit: at once; a body error). Backpressure follows
+ * the client; a client that leaves stops the stream only once nothing is being collected.
+ */
+export function tee (core: CacheCore, body: Readable, limit: number, toClient: boolean, collected: (chunks: Buffer[] | null, size: number, why?: 'TOO-LARGE' | 'BODY-ERROR', err?: Error) => void): PassThrough | null {
+  const chunks: Buffer[] = []
+  let size = 0
+  let collecting = true
+  const out = toClient ? new PassThrough() : null
+  let clientGone = out === null
+  out?.on('close', () => { if (!out.writableFinished) { clientGone = true; body.resume() } })
+  out?.on('drain', () => body.resume())
+  body.on('data', (c: Buffer) => {
+    if (collecting) {
+      size += c.length
+      if (size > limit) { collecting = false; chunks.length = 0; collected(null, size, 'TOO-LARGE') } else chunks.push(c)
+    }
+    if (!clientGone && out !== null && !out.write(c)) body.pause()
+    if (clientGone && !collecting) discard(body) // nobody wants the rest
+  })
+  body.once('end', () => { if (collecting) { collecting = false; collected(chunks, size) } out?.end() })
+  body.once('error', (err) => {
+    if (collecting) { collecting = false; collected(null, size, 'BODY-ERROR', err) }
+    out?.destroy(err)
+  })
+  core.track(new Promise<void>((resolve) => { body.once('close', resolve) }))
+  return out
 }
 
 /** A 304 from the origin refreshes the stored entry: new headers over old, new times. */
@@ -181,11 +216,7 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   }
 
   const upstreamBody = res.body as Readable | null
-  const chunks: Buffer[] = []
-  let size = 0
-  let collecting = true
-  const finish = (): void => {
-    if (!collecting) return
+  const finish = (chunks: Buffer[], size: number): void => {
     const built = buildEntry(core, job, res, ownedConcat(chunks, size), t0, t1)
     if (typeof built === 'string') { done({ reason: built }); return }
     writer.normalise(built, route).then((e) => done({ entry: e }, writer.store(e, route)), (err: Error) => {
@@ -200,30 +231,15 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
     return { ...res, body: null, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${fill.reason ?? 'ERROR'}` }
   }
   if (upstreamBody === null) {
-    finish()
+    finish([], 0)
     return withFill()
   }
   // Tee: the client gets every chunk as it arrives; the cache collects up to maxEntryBytes.
-  const out = client && req.method !== 'HEAD' ? new PassThrough() : null
-  let clientGone = out === null
-  out?.on('close', () => { if (!out.writableFinished) { clientGone = true; upstreamBody.resume() } })
-  out?.on('drain', () => upstreamBody.resume())
-  upstreamBody.on('data', (c: Buffer) => {
-    if (collecting) {
-      size += c.length
-      if (size > maxEntryBytes) { collecting = false; chunks.length = 0; done({ reason: 'TOO-LARGE' }) } else chunks.push(c)
-    }
-    if (!clientGone && out !== null && !out.write(c)) upstreamBody.pause()
-    if (clientGone && !collecting) discard(upstreamBody) // nobody wants the rest
+  const out = tee(core, upstreamBody, maxEntryBytes, client && req.method !== 'HEAD', (chunks, size, why, err) => {
+    if (chunks !== null) { finish(chunks, size); return }
+    done({ reason: why! })
+    if (err !== undefined) core.log.warn({ err: err.message, path: job.path }, 'cache: upstream body failed; nothing stored')
   })
-  upstreamBody.once('end', () => { finish(); out?.end() })
-  upstreamBody.once('error', (err) => {
-    collecting = false
-    done({ reason: 'BODY-ERROR' })
-    core.log.warn({ err: err.message, path: job.path }, 'cache: upstream body failed; nothing stored')
-    out?.destroy(err)
-  })
-  core.track(new Promise<void>((resolve) => { upstreamBody.once('close', resolve) }))
   if (out === null) return withFill()
   core.event(route.name, 'miss')
   return { status: res.status, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: 'sluice; fwd=miss; stored' }

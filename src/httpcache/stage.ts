@@ -4,6 +4,7 @@
 //   lookup.ts     key → L1 → L2 (an L2 hit is kept in L1)
 //   freshness.ts  fresh, usable stale, stale-while-revalidate, or revalidate: one answer
 //   respond.ts    answering from an entry: 304, one range, the stored coding, Age, Cache-Status
+//   partial.ts    206 responses: stored as parts, ranges answered from them, parts combined
 //   coalesce.ts   one fill per key (in-process and, with Redis, fleet-wide leases), hit-for-miss
 //   fill.ts       one upstream fill: detached request, tee to the client, revalidation, stale-if-error
 //   writer.ts     storing: L1 now; encoded copies and L2 in the background
@@ -28,6 +29,7 @@ import type { Directives } from './directives.js'
 import { usability, refreshDue, NO_DIRECTIVES } from './freshness.js'
 import { respond, ranged, ttlSeconds, hitStatus } from './respond.js'
 import { lookup, lookupL1 } from './lookup.js'
+import { findPartial, fromPartial, rangeMiss } from './partial.js'
 import { bypass, type FillJob } from './fill.js'
 import { Coalescer } from './coalesce.js'
 import { EntryWriter } from './writer.js'
@@ -134,7 +136,13 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     // (several ranges, with a conditional, nothing usable stored) goes to the origin as it is.
     if (rh.range !== undefined) {
       const cut = e !== undefined && req.method === 'GET' ? (found.fromL2 ? fromL2(() => ranged(core, e!, route, req, reqD)) : ranged(core, e, route, req, reqD)) : null
-      return cut ?? bypass(core, route, req, fetch, 'RANGE')
+      if (cut !== null) return cut
+      if (req.method !== 'GET' || e !== undefined || reqD.has('no-store')) return bypass(core, route, req, fetch, 'RANGE')
+      // Nothing complete stored: a stored part may hold the range; else the 206 is kept (partial.ts).
+      let part = await findPartial(core, found.key)
+      if (part !== undefined && rh.authorization !== undefined && !part.authOk) part = undefined
+      const answer = part !== undefined ? fromPartial(core, part, route, req, reqD) : null
+      return answer ?? rangeMiss(core, writer, { route, req, base, path, reqD, fetch, stored: part })
     }
     const job: FillJob = { route, req, key: found.key, base, path, reqD, stale: e, fetch }
     const t = now()

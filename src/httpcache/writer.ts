@@ -51,7 +51,7 @@ export class EntryWriter {
     const comp = route.compression
     // Encoded copies are an optimisation: when MAX_ENCODES are already running (a miss-heavy
     // burst), the entry is stored identity-only rather than queueing work and memory without bound.
-    const encode = this.encodes < MAX_ENCODES && e.headers['content-encoding'] === undefined && shouldEncode(e.body, e.headers, comp)
+    const encode = this.encodes < MAX_ENCODES && e.range === undefined && e.headers['content-encoding'] === undefined && shouldEncode(e.body, e.headers, comp)
     if (encode) this.encodes++
     const job = (encode ? this.encode(e, route).finally(() => { this.encodes-- }) : Promise.resolve())
       .then(async () => { await core.l2?.set(e, storeTtlMs(e, core.now())) })

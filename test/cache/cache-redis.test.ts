@@ -33,6 +33,33 @@ async function get (base: string, path: string) {
   return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
 }
 
+test('a stored part (206) is shared through L2: another gateway answers a range inside it', async () => {
+  const redis = await startRedis()
+  const a = await startTestGateway(config(redis.url, redis.prefix))
+  const b = await startTestGateway(config(redis.url, redis.prefix))
+  const range = async (base: string, r: string) => {
+    const res = await request(base + '/part-l2', { headers: { host: 'shop.example', range: r } })
+    return { status: res.statusCode, headers: res.headers, body: await res.body.text() }
+  }
+  try {
+    origin.on('/part-l2', (_req, res) => {
+      res.writeHead(206, { 'cache-control': 'max-age=60', etag: '"l2"', 'content-range': 'bytes 0-4/10' })
+      res.end('01234')
+    })
+    assert.equal((await range(a.url, 'bytes=0-4')).headers['cache-status'], 'sluice; fwd=miss; stored')
+    const c = redis.client()
+    for (let i = 0; i < 100 && (await c.keys(`${redis.prefix}{*}c:G|shop.example|/part-l2*`)).length === 0; i++) await sleep(20)
+    const fromL2 = await range(b.url, 'bytes=1-3')
+    assert.equal(fromL2.status, 206)
+    assert.equal(fromL2.body, '123')
+    assert.equal(fromL2.headers['content-range'], 'bytes 1-3/10')
+    assert.match(String(fromL2.headers['cache-status']), /^sluice; hit/)
+    assert.equal(origin.count('/part-l2'), 1)
+    const mine = await c.keys(redis.prefix + '*')
+    if (mine.length) await c.del(...mine)
+  } finally { await a.close(); await b.close(); await redis.stop() }
+})
+
 test('an entry stored by one gateway is an L2 hit for another, and backfills its L1', async () => {
   const redis = await startRedis()
   const a = await startTestGateway(config(redis.url, redis.prefix))

@@ -1,0 +1,136 @@
+// Partial content through a real gateway and origin (RFC 9111 §3.3–3.4): a 206 is stored as a
+// part, later ranges inside it are answered from the cache, parts with the same strong validator
+// are combined, and once they cover the whole representation a plain GET is a hit.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
+
+let origin: Origin
+let gw: TestGateway
+
+before(async () => {
+  origin = await startOrigin()
+  gw = await startTestGateway(simpleConfig(origin.url).replace(`  - name: all
+    match: { pathPrefix: / }
+    upstream: origin`, `  - name: cached
+    match: { pathPrefix: / }
+    upstream: origin
+    cache: { enabled: true }`))
+})
+after(async () => { await gw.close(); await origin.close() })
+
+async function get (path: string, headers: Record<string, string> = {}) {
+  const r = await request(gw.url + path, { headers })
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+}
+
+/** An origin that answers one byte range of `text` (or all of it), with the given ETag. */
+function ranges (text: string, etag: string | null, extra: Record<string, string> = {}) {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const h: Record<string, string> = { 'cache-control': 'max-age=3600', 'content-type': 'text/plain', ...extra }
+    if (etag !== null) h.etag = etag
+    const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
+    if (m === null) { res.writeHead(200, h); res.end(text); return }
+    const start = m[1] === '' ? text.length - Number(m[2]) : Number(m[1])
+    const end = m[1] === '' || m[2] === '' ? text.length - 1 : Math.min(Number(m[2]), text.length - 1)
+    res.writeHead(206, { ...h, 'content-range': `bytes ${start}-${end}/${text.length}` })
+    res.end(text.slice(start, end + 1))
+  }
+}
+
+test('a stored 206 answers the same range and smaller ones inside it; ranges outside go to the origin', async () => {
+  origin.on('/part', ranges('0123456789', '"p1"'))
+  const one = await get('/part', { range: 'bytes=-5' })
+  assert.equal(one.status, 206)
+  assert.equal(one.body, '56789')
+  assert.equal(one.headers['cache-status'], 'sluice; fwd=miss; stored')
+  for (const [range, text, cr] of [['bytes=-5', '56789', 'bytes 5-9/10'], ['bytes=6-8', '678', 'bytes 6-8/10'], ['bytes=6-', '6789', 'bytes 6-9/10'], ['bytes=-1', '9', 'bytes 9-9/10']]) {
+    const r = await get('/part', { range })
+    assert.equal(r.status, 206, range)
+    assert.equal(r.body, text, range)
+    assert.equal(r.headers['content-range'], cr, range)
+    assert.equal(r.headers['content-length'], String(text.length), range)
+    assert.match(String(r.headers['cache-status']), /^sluice; hit; ttl=\d+$/, range)
+  }
+  assert.equal(origin.count('/part'), 1)
+  // Outside the stored span: forwarded, and Cache-Status says a part was held.
+  const outside = await get('/part', { range: 'bytes=0-2' })
+  assert.equal(outside.body, '012')
+  assert.equal(outside.headers['cache-status'], 'sluice; fwd=partial; stored')
+  assert.equal(origin.count('/part'), 2)
+  // A plain GET is never answered from a part.
+  const whole = await get('/part')
+  assert.equal(whole.status, 200)
+  assert.equal(whole.body, '0123456789')
+  assert.equal(origin.count('/part'), 3)
+})
+
+test('parts with the same strong ETag are combined; covering the whole makes a complete entry for plain GETs', async () => {
+  origin.on('/combine', ranges('abcdefghij', '"c1"'))
+  await get('/combine', { range: 'bytes=0-3' })
+  assert.equal((await get('/combine', { range: 'bytes=4-' })).headers['cache-status'], 'sluice; fwd=partial; stored')
+  assert.equal(origin.count('/combine'), 2)
+  // Let the store finish (it is off the response path), then everything comes from the cache.
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const across = await get('/combine', { range: 'bytes=2-6' })
+  assert.equal(across.body, 'cdefg')
+  assert.match(String(across.headers['cache-status']), /^sluice; hit/)
+  const whole = await get('/combine')
+  assert.equal(whole.status, 200)
+  assert.equal(whole.body, 'abcdefghij')
+  assert.equal(whole.headers['content-range'], undefined)
+  assert.equal(whole.headers['content-length'], '10')
+  assert.match(String(whole.headers['cache-status']), /^sluice; hit/)
+  assert.equal(origin.count('/combine'), 2)
+})
+
+test('parts are not combined without a shared strong validator', async () => {
+  let version = 1
+  origin.on('/changed', (req, res) => ranges(version === 1 ? 'AAAAAAAAAA' : 'BBBBBBBBBB', `"v${version}"`)(req, res))
+  await get('/changed', { range: 'bytes=0-4' })
+  version = 2
+  await get('/changed', { range: 'bytes=5-9' })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  // The second part replaced the first: bytes 0-4 are asked of the origin again, and no mixed body is ever made.
+  const first = await get('/changed', { range: 'bytes=0-4' })
+  assert.equal(first.body, 'BBBBB')
+  assert.equal(origin.count('/changed'), 3)
+  const whole = await get('/changed')
+  assert.equal(whole.body, 'BBBBBBBBBB')
+
+  origin.on('/weak', ranges('0123456789', 'W/"w"'))
+  await get('/weak', { range: 'bytes=0-4' })
+  await get('/weak', { range: 'bytes=5-9' })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.equal((await get('/weak', { range: 'bytes=5-9' })).headers['cache-status']?.toString().startsWith('sluice; hit'), true, 'the newest part is kept')
+  assert.equal((await get('/weak')).headers['cache-status'], 'sluice; fwd=miss; stored', 'a weak ETag never makes a complete entry')
+})
+
+test('a 206 that cannot be stored passes through: unknown length, private, or a body that does not match', async () => {
+  origin.on('/star', (_req, res) => { res.writeHead(206, { 'cache-control': 'max-age=60', 'content-range': 'bytes 0-4/*' }); res.end('01234') })
+  const star = await get('/star', { range: 'bytes=0-4' })
+  assert.equal(star.headers['cache-status'], 'sluice; fwd=bypass; detail=CONTENT-RANGE')
+  origin.on('/private', ranges('0123456789', '"p"', { 'cache-control': 'private, max-age=60' }))
+  assert.equal((await get('/private', { range: 'bytes=0-4' })).headers['cache-status'], 'sluice; fwd=bypass; detail=PRIVATE')
+  assert.equal((await get('/private', { range: 'bytes=0-4' })).headers['cache-status'], 'sluice; fwd=bypass; detail=PRIVATE')
+  // A body shorter than its Content-Range says is streamed on but never stored.
+  origin.on('/short', (_req, res) => { res.writeHead(206, { 'cache-control': 'max-age=60', 'content-range': 'bytes 0-9/20' }); res.end('01234') })
+  assert.equal((await get('/short', { range: 'bytes=0-9' })).body, '01234')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.equal((await get('/short', { range: 'bytes=0-4' })).headers['cache-status'], 'sluice; fwd=miss; stored')
+  assert.equal(origin.count('/short'), 2)
+  // Several ranges go to the origin as they are.
+  origin.on('/multi', ranges('0123456789', '"m"'))
+  assert.equal((await get('/multi', { range: 'bytes=0-1,4-5' })).headers['cache-status'], 'sluice; fwd=bypass; detail=RANGE')
+})
+
+test('a key whose path ends like a part\'s key is not answered from the part', async () => {
+  origin.on('/k', ranges('0123456789', '"k"'))
+  origin.on('/k%0A206', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('other') })
+  await get('/k', { range: 'bytes=0-4' })
+  const other = await get('/k%0A206')
+  assert.equal(other.body, 'other')
+})
