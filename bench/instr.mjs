@@ -7,6 +7,12 @@
 //
 //   node bench/instr.mjs [--scenario passthrough|hit1k|hit100k-gzip] [--requests N] [--warm N]
 //                        [--concurrency N] [--baseline DIR] [--target ID]... [--config FILE]
+//                        [--proto h1|tls|h2]
+//
+// --proto: the client's protocol. tls and h2 give the Sluice targets a listener with
+// listen.tls (a throwaway certificate) and listen.http2; tls sends HTTP/1.1 over TLS, h2 sends
+// --concurrency streams at a time on one HTTP/2 connection. The anchors speak cleartext
+// HTTP/1.1 only and are skipped.
 //
 // --config: another of bench/configs/ for the Sluice targets (e.g. cache-nometrics.yaml or
 // cache-accesslog.yaml with --scenario hit1k: the cost of metrics or of the access log).
@@ -19,6 +25,8 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs'
 import http from 'node:http'
+import https from 'node:https'
+import http2 from 'node:http2'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -28,7 +36,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
 
-const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null }
+const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null, proto: 'h1' }
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]; const val = () => argv[++i]
@@ -39,6 +47,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--baseline') opts.baseline = path.resolve(val())
   else if (a === '--target') opts.targets.push(val())
   else if (a === '--config') opts.config = val()
+  else if (a === '--proto') opts.proto = val()
   else { console.error(`unknown argument ${a}`); process.exit(2) }
 }
 
@@ -53,11 +62,28 @@ if (spawnSync('valgrind', ['--version']).status !== 0) { console.error('valgrind
 
 const freePort = () => new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) }) })
 const TMP = mkdtempSync(path.join(os.tmpdir(), 'sluice-instr-'))
-const agent = new http.Agent({ keepAlive: true, maxSockets: opts.concurrency })
+if (!['h1', 'tls', 'h2'].includes(opts.proto)) { console.error('--proto: one of h1, tls, h2'); process.exit(2) }
+const tls = opts.proto !== 'h1'
+if (tls) spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', path.join(TMP, 'k.pem'), '-out', path.join(TMP, 'c.pem'), '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' })
+const agent = tls ? new https.Agent({ keepAlive: true, maxSockets: opts.concurrency, rejectUnauthorized: false }) : new http.Agent({ keepAlive: true, maxSockets: opts.concurrency })
+const sessions = new Map()
 
 function get (port, p = scen.path) {
+  if (opts.proto === 'h2') {
+    let s = sessions.get(port)
+    if (s === undefined || s.destroyed || s.closed) { s = http2.connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false }); s.on('error', () => {}); sessions.set(port, s) }
+    return new Promise((resolve, reject) => {
+      const req = s.request({ ':path': p, ...scen.headers })
+      let status = 0
+      req.on('response', (h) => { status = h[':status'] })
+      req.on('error', (e) => { sessions.delete(port); reject(e) })
+      req.resume()
+      req.on('end', () => resolve(status))
+      req.end()
+    })
+  }
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: p, headers: scen.headers, agent }, (res) => {
+    const req = (tls ? https : http).get({ host: '127.0.0.1', port, path: p, headers: scen.headers, agent }, (res) => {
       res.resume()
       res.on('end', () => resolve(res.statusCode))
     })
@@ -89,7 +115,7 @@ async function main () {
     ...(opts.baseline ? [{ id: 'sluice@base', root: opts.baseline }] : []),
     { id: scen.anchor, anchor: true }
   ]
-  const targets = opts.targets.length ? all.filter((t) => opts.targets.includes(t.id)) : all
+  const targets = (opts.targets.length ? all.filter((t) => opts.targets.includes(t.id)) : all).filter((t) => !(tls && t.anchor))
   const rows = []
   for (const t of targets) {
     const port = await freePort()
@@ -102,7 +128,7 @@ async function main () {
       const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(await freePort()), BENCH_ORIGIN_URL: originUrl, REDIS_URL: '' }
       const text = readFileSync(path.join(BENCH, 'configs', opts.config ?? scen.config), 'utf8').replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_, k, d) => vars[k] ?? d ?? '')
       const file = path.join(TMP, `${t.id.replace('@', '-')}.yaml`)
-      writeFileSync(file, text)
+      writeFileSync(file, tls ? text.replace(/^listen: \{ (.*) \}$/m, `listen: { $1, tls: { certFile: "${TMP}/c.pem", keyFile: "${TMP}/k.pem" }, http2: true }`) : text)
       // As the build ships: with its V8 flags (dist/src/node-flags.js), when it has them.
       const flagsFile = path.join(t.root, 'dist', 'src', 'node-flags.js')
       const flags = existsSync(flagsFile) ? [...(await import(flagsFile)).NODE_FLAGS] : []
@@ -130,7 +156,7 @@ async function main () {
         if (m) ir = Math.max(ir, Number(m[1]))
       }
       rows.push({ id: t.id, ir, per: ir / opts.requests, bad: bad + badWarm })
-      console.log(`${t.id.padEnd(16)} ${(ir / opts.requests / 1000).toFixed(1).padStart(8)} k instructions/request  (${opts.requests} requests counted after ${opts.warm} warm-up${bad + badWarm ? `; ${bad + badWarm} non-2xx/3xx` : ''})`)
+      console.log(`${t.id.padEnd(16)} ${(ir / opts.requests / 1000).toFixed(1).padStart(8)} k instructions/request  (${opts.proto}; ${opts.requests} requests counted after ${opts.warm} warm-up${bad + badWarm ? `; ${bad + badWarm} non-2xx/3xx` : ''})`)
     } catch (e) {
       vg.kill('SIGKILL')
       console.log(`skip ${t.id}: ${e.message}\n${err.split('\n').slice(-5).join('\n')}`)
@@ -138,6 +164,7 @@ async function main () {
   }
   origin.kill()
   agent.destroy()
+  for (const ss of sessions.values()) ss.destroy()
   const anchor = rows.find((r) => r.id === scen.anchor)
   for (const r of rows) {
     if (r === anchor) continue

@@ -1,20 +1,50 @@
 // The fast path for the hottest request: a fresh L1 cache hit on a plain GET or HEAD. It runs
-// in the server's request handler before Fastify, writes the stored bytes and returns true;
-// anything it does not handle plainly (an encoded path, conditionals, Range, Authorization,
-// request cache directives, limits, Server-Timing, a miss) returns false and goes through
-// Fastify and the full pipeline (src/pipeline.ts), which gives the same answer, slower.
+// before Fastify (HTTP/1.1: in the server's request handler; HTTP/2: on the raw stream, before
+// Node's compatibility layer builds request and response objects), writes the stored bytes and
+// returns true; anything it does not handle plainly (an encoded path, conditionals, Range,
+// Authorization, request cache directives, limits, Server-Timing, a miss) returns false and goes
+// through Fastify and the full pipeline (src/pipeline.ts), which gives the same answer, slower.
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2'
 import type { Snapshot } from './config/snapshot.js'
 import type { CacheStage } from './httpcache/stage.js'
-import type { Headers, UpstreamRequest } from './types.js'
+import type { Headers, ProxyResponse, UpstreamRequest } from './types.js'
 import { writeStored } from './send.js'
 import { declaredBodyBytes } from './observability/metrics.js'
 
-export type FastObserve = (snap: Snapshot, req: IncomingMessage, routeName: string, upstream: string, status: number, bytes: number, t0: number, requestId: string) => void
+/** What the fast path and the request observer read of a request: an IncomingMessage, or an HTTP/2 stream's view of one. */
+export type RequestView = Pick<IncomingMessage, 'method' | 'url' | 'headers' | 'rawHeaders' | 'httpVersionMajor' | 'httpVersionMinor'> & { socket?: { remoteAddress?: string } | null }
 
-/** `snap` is the snapshot the server's request handler read for this request (one read per request). */
-export function createFastPath (cache: CacheStage, observe: FastObserve) {
-  return function fastHit (req: IncomingMessage, res: ServerResponse, snap: Snapshot, requestId: string): boolean {
+export type FastObserve = (snap: Snapshot, req: RequestView, routeName: string, upstream: string, status: number, bytes: number, t0: number, requestId: string) => void
+
+export interface FastPath {
+  /** HTTP/1.x: `snap` is the snapshot the request handler read for this request (one read per request). */
+  h1 (req: IncomingMessage, res: ServerResponse, snap: Snapshot, requestId: string): boolean
+  /** HTTP/2: the stream and a view of its request (pseudo-headers in `headers`, Host set from :authority). */
+  h2 (req: RequestView, stream: ServerHttp2Stream, snap: Snapshot, requestId: string): boolean
+}
+
+function writeH1 (res: ServerResponse, hit: ProxyResponse, snap: Snapshot, id: string): void {
+  writeStored(res, hit, undefined, snap.requestId, id)
+}
+
+/** The same answer as writeStored, as one HEADERS frame (and DATA unless HEAD) on the stream. */
+function writeH2 (stream: ServerHttp2Stream, hit: ProxyResponse, snap: Snapshot, id: string): void {
+  const rid = snap.requestId.name
+  const h: OutgoingHttpHeaders = { ':status': hit.status }
+  const stored = hit.headers
+  for (const k in stored) if (k !== rid && stored[k] !== undefined) h[k] = stored[k]
+  h[rid] = id
+  if (hit.cacheStatus !== undefined) h['cache-status'] = hit.cacheStatus
+  if (hit.age !== undefined) h.age = hit.age
+  const body = hit.body as Buffer | null
+  if (body === null) { stream.respond(h, { endStream: true }); return }
+  stream.respond(h)
+  stream.end(body)
+}
+
+export function createFastPath (cache: CacheStage, observe: FastObserve): FastPath {
+  function serve<Out> (req: RequestView, out: Out, write: (out: Out, hit: ProxyResponse, snap: Snapshot, id: string) => void, snap: Snapshot, requestId: string): boolean {
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return false
     const t0 = performance.now()
@@ -31,7 +61,7 @@ export function createFastPath (cache: CacheStage, observe: FastObserve) {
     const ureq: UpstreamRequest = { method, path: url, headers: h as Headers, body: null, host: h.host ?? '', protocol: 'http', clientIp: '' }
     const hit = cache.peek(route, ureq)
     if (hit === null) return false
-    writeStored(res, hit, undefined, snap.requestId, requestId)
+    write(out, hit, snap, requestId)
     const body = hit.body as Buffer | null
     const bytes = body === null ? 0 : body.length
     // Body sizes (the stage's metrics: gateway.ts hands the fast path the stage only).
@@ -39,5 +69,9 @@ export function createFastPath (cache: CacheStage, observe: FastObserve) {
     if (m !== undefined && snap.config.metrics.enabled) m.forRoute(route.name).sizes(declaredBodyBytes(h), bytes)
     observe(snap, req, route.name, route.upstream.name, hit.status, bytes, t0, requestId)
     return true
+  }
+  return {
+    h1: (req, res, snap, id) => serve(req, res, writeH1, snap, id),
+    h2: (req, stream, snap, id) => !stream.destroyed && serve(req, stream, writeH2, snap, id)
   }
 }

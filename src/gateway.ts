@@ -15,7 +15,7 @@ import { handleUpgrade } from './upstream/websocket.js'
 import { resolveClientIp, HOST_VALUE } from './forwarding.js'
 import { assignRequestId, type RequestIdRule } from './request-id.js'
 import { AccessLog } from './observability/access-line.js'
-import { createFastPath } from './fast-path.js'
+import { createFastPath, type FastPath, type RequestView } from './fast-path.js'
 import { Tracing } from './observability/tracing.js'
 import { createEdgeServer, type EdgeServer } from './edge/server.js'
 import type { TargetRegistry } from './upstream/targets.js'
@@ -72,7 +72,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   let clientErrorsLogged = 0
   let clientErrorWindow = 0
 
-  let fast: ((req: IncomingMessage, res: ServerResponse, snap: Snapshot, requestId: string) => boolean) | null = null
+  let fast: FastPath | null = null
   const options = {
     // No Fastify logger and no onResponse hook: Fastify then sets up no per-request response
     // listeners; Sluice observes each request itself (observeRequest), once.
@@ -111,8 +111,22 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         // ...and for a Host that is not host[:port] (it is forwarded as X-Forwarded-Host and keys the cache).
         if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) return badHost(res, -1, rule, id)
         // A fresh L1 hit is answered here, before Fastify (src/fast-path.ts).
-        if (fast !== null && fast(req, res, snap, id)) return
+        if (fast !== null && fast.h1(req, res, snap, id)) return
         handler(req, res)
+      })
+      // HTTP/2: a fresh hit is answered on the raw stream, before Node builds compatibility
+      // objects for it; everything else (a bad Host included) goes on to the listener above.
+      edge.onStream((stream, headers, rawHeaders) => {
+        if (fast === null) return false
+        if (headers.host === undefined) {
+          const a = headers[':authority']
+          if (typeof a !== 'string') return false
+          headers.host = a
+        }
+        if (!HOST_VALUE.test(headers.host)) return false
+        const view: RequestView = { method: headers[':method'], url: headers[':path'], headers, rawHeaders, httpVersionMajor: 2, httpVersionMinor: 0, get socket () { return stream.session?.socket } }
+        const snap = deps.current()
+        return fast.h2(view, stream, snap, assignRequestId(view, snap.requestId))
       })
       edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
@@ -149,7 +163,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined))
 
   /** The one observation per request: a metrics sample and, when enabled, the access line. */
-  const record = (snap: Snapshot, raw: IncomingMessage, routeName: string, upstream: string | undefined, status: number, bytes: number, t0: number, cache: CacheResult, clientIp: string, err: string | undefined, reqId: string | undefined): void => {
+  const record = (snap: Snapshot, raw: RequestView, routeName: string, upstream: string | undefined, status: number, bytes: number, t0: number, cache: CacheResult, clientIp: string, err: string | undefined, reqId: string | undefined): void => {
     const config = snap.config
     const method = raw.method ?? 'GET'
     const ms = t0 > 0 ? performance.now() - t0 : 0

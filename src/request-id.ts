@@ -38,7 +38,7 @@ export function newRequestId (): string {
  * headers sent upstream carries it. Node joins repeated header lines with ", ", which is not
  * sane, so a request with two IDs gets a new one.
  */
-export function assignRequestId (req: IncomingMessage, rule: RequestIdRule): string {
+export function assignRequestId (req: Pick<IncomingMessage, 'headers'>, rule: RequestIdRule): string {
   const h = req.headers
   const v = h[rule.name]
   if (rule.trust && typeof v === 'string' && SANE.test(v)) return v

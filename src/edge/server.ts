@@ -1,11 +1,13 @@
 // The proxy port's server: cleartext HTTP/1.1 (the default), HTTPS (listen.tls), or HTTPS
 // with HTTP/2 by ALPN and HTTP/1.1 for clients that do not offer h2 (listen.http2). One
 // request listener serves all three: HTTP/2 requests arrive through Node's compatibility API
-// (req/res shaped like HTTP/1's). This file owns what differs: certificate swaps, HTTP/2
-// sessions (limits, rapid-reset guard, GOAWAY on drain) and closing every connection.
+// (req/res shaped like HTTP/1's). A stream hook (onStream) sees each HTTP/2 request first, on
+// the raw stream: what it answers (fresh cache hits) never costs the compatibility objects.
+// This file owns what differs: certificate swaps, HTTP/2 sessions (limits, rapid-reset guard,
+// GOAWAY on drain) and closing every connection.
 import { createServer as createHttp, type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http'
 import { createServer as createHttps, type Server as HttpsServer } from 'node:https'
-import { createSecureServer, constants as h2, type Http2SecureServer, type ServerHttp2Session } from 'node:http2'
+import { createSecureServer, constants as h2, type Http2SecureServer, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { secureOptions, type TlsMaterial } from './tls.js'
@@ -31,6 +33,8 @@ export interface EdgeOptions {
 }
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
+/** Sees an HTTP/2 request before the compatibility layer: true when it has answered the stream. */
+export type StreamHook = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]) => boolean
 
 export interface EdgeServer {
   server: HttpServer | HttpsServer | Http2SecureServer
@@ -41,6 +45,8 @@ export interface EdgeServer {
   drain (): void
   /** Close every connection now (the shutdown grace period is over). */
   closeAll (): void
+  /** Set the HTTP/2 stream hook (no effect without HTTP/2). */
+  onStream (hook: StreamHook): void
 }
 
 export function createEdgeServer (o: EdgeOptions, listener: RequestListener): EdgeServer {
@@ -60,7 +66,7 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     const s = createHttp(h1, listener)
     s.maxRequestsPerSocket = o.http1.maxRequestsPerSocket
     s.maxHeadersCount = o.http1.maxHeadersCount
-    return { server: s, scheme: 'http', setTls () {}, drain () {}, closeAll: () => s.closeAllConnections() }
+    return { server: s, scheme: 'http', setTls () {}, drain () {}, closeAll: () => s.closeAllConnections(), onStream () {} }
   }
   // A handshake that fails or never finishes (handshakeTimeoutMs), or plain HTTP sent to the TLS
   // port, closes that socket and nothing else.
@@ -76,7 +82,8 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
       scheme: 'https',
       setTls: (m) => s.setSecureContext(secureOptions(m)),
       drain () {},
-      closeAll: () => s.closeAllConnections()
+      closeAll: () => s.closeAllConnections(),
+      onStream () {}
     }
   }
   const lim = o.http2
@@ -89,6 +96,38 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     maxSessionInvalidFrames: 100,
     maxSessionRejectedStreams: 100
   }, listener as never)
+  // Rapid reset (CVE-2023-44487): streams the client opens and cancels at once cost the server
+  // work without ever counting against maxConcurrentStreams. Cancellations are counted per
+  // connection and second; past the limit the connection gets GOAWAY ENHANCE_YOUR_CALM and is
+  // closed. One listener function for every stream (no closure per request).
+  const resetWindows = new WeakMap<object, { start: number, resets: number }>()
+  function onAborted (this: ServerHttp2Stream): void {
+    const session = this.session
+    if (session === undefined || session.destroyed) return
+    let w = resetWindows.get(session)
+    if (w === undefined) { w = { start: 0, resets: 0 }; resetWindows.set(session, w) }
+    const now = Date.now()
+    if (now - w.start >= 1000) { w.start = now; w.resets = 0 }
+    if (++w.resets > lim.maxResetsPerSecond) {
+      if (warned++ < 20) o.log.warn({ ip: session.socket?.remoteAddress, resets: w.resets }, 'HTTP/2 client cancels streams too fast (rapid reset); connection closed')
+      session.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM)
+      session.destroy()
+    }
+  }
+  // The compatibility layer is the 'stream' listener Node added for the request listener. It is
+  // moved behind the hook, which gets each stream first and passes on those it does not answer.
+  let hook: StreamHook | null = null
+  const compat = s.listeners('stream')
+  const next = compat.length === 1 ? compat[0] as (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void : null
+  if (next !== null) s.removeListener('stream', next)
+  else o.log.warn({ listeners: compat.length }, 'HTTP/2: the compatibility listener was not found; cache hits over h2 take the full path')
+  s.prependListener('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+    stream.on('aborted', onAborted)
+    if (next === null) return
+    if (hook !== null && hook(stream, headers, rawHeaders)) return
+    next(stream, headers, flags, rawHeaders)
+  })
+  let warned = 0
   // HTTP/1.1 connections on this server use the same limits as the cleartext listener.
   Object.assign(s, { headersTimeout: h1.headersTimeout, requestTimeout: h1.requestTimeout, keepAliveTimeout: h1.keepAliveTimeout, maxHeadersCount: o.http1.maxHeadersCount, maxRequestsPerSocket: o.http1.maxRequestsPerSocket })
   // Node makes the h2 session in its own 'secureConnection' listener, which runs before this one:
@@ -105,7 +144,6 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
   // neighbours never notice.
   s.on('sessionError', (_err, session) => { if (!session.destroyed) session.destroy() })
   const sessions = new Set<ServerHttp2Session>()
-  let warned = 0
   s.on('session', (session) => {
     sessions.add(session)
     session.once('close', () => sessions.delete(session))
@@ -114,22 +152,6 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     session.on('frameError', (_type, _code, streamId) => { if (streamId === 0 && !session.destroyed) session.destroy() })
     // Idle: no frame for idleTimeoutMs closes the connection politely.
     session.setTimeout(lim.idleTimeoutMs, () => session.close())
-    // Rapid reset (CVE-2023-44487): streams the client opens and cancels at once cost the
-    // server work without ever counting against maxConcurrentStreams. Count cancellations per
-    // second; past the limit the connection gets GOAWAY ENHANCE_YOUR_CALM and is closed.
-    let windowStart = 0
-    let resets = 0
-    session.on('stream', (stream) => {
-      stream.once('aborted', () => {
-        const now = Date.now()
-        if (now - windowStart >= 1000) { windowStart = now; resets = 0 }
-        if (++resets > lim.maxResetsPerSecond && !session.destroyed) {
-          if (warned++ < 20) o.log.warn({ ip: session.socket?.remoteAddress, resets }, 'HTTP/2 client cancels streams too fast (rapid reset); connection closed')
-          session.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM)
-          session.destroy()
-        }
-      })
-    })
   })
   setInterval(() => { warned = 0 }, 60_000).unref()
   return {
@@ -140,6 +162,7 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     closeAll: () => {
       for (const ss of sessions) ss.destroy()
       for (const so of sockets) so.destroy()
-    }
+    },
+    onStream: (h) => { hook = h }
   }
 }

@@ -145,6 +145,31 @@ test('HTTPS with ALPN: h2 for clients that offer it, HTTP/1.1 for the others; ro
   await until('the access lines are written', () => g.logs.some((l) => l.msg === 'request' && l.proto === 'h2' && l.url === '/c/page'))
 })
 
+test('an h2 hit answered on the raw stream has the headers of an HTTP/1.1 hit; HEAD has no body; a bad Host takes the full path', async () => {
+  origin.on('/c/same', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain', etag: '"s1"' }); res.end('same bytes') })
+  const s = h2()
+  await h2get(s, '/c/same')
+  const hit = await h2get(s, '/c/same', { 'x-request-id': 'client-id-1' })
+  const h1hit = await h1get('/c/same')
+  assert.match(String(hit.headers['cache-status']), /^sluice; hit; ttl=\d+$/)
+  assert.equal(hit.body.toString(), 'same bytes')
+  assert.equal(hit.headers['x-request-id'], 'client-id-1', 'the client\'s ID is kept')
+  assert.match(String(h1hit.headers['x-request-id']), /^[\w-]+$/)
+  for (const k of ['content-type', 'content-length', 'etag', 'cache-control', 'via', 'age', 'date']) {
+    assert.ok(hit.headers[k] !== undefined, `h2 hit has ${k}`)
+    assert.equal(typeof h1hit.headers[k], 'string', `h1 hit has ${k}`)
+  }
+  assert.equal(hit.headers['content-length'], h1hit.headers['content-length'])
+  const head = await h2get(s, '/c/same', { ':method': 'HEAD' })
+  assert.equal(head.status, 200)
+  assert.equal(head.body.length, 0)
+  assert.equal(head.headers['content-length'], '10')
+  // A Host that is not host[:port] is not a hit: the full path answers it with 400.
+  const bad = await h2get(s, '/c/same', { ':authority': 'bad_host:x' })
+  assert.equal(bad.status, 400)
+  assert.equal(origin.count('/c/same'), 1)
+})
+
 test('SSE streams over h2 event by event', async () => {
   const s = h2()
   const r = s.request({ ':path': '/sse' })
