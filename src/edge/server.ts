@@ -152,6 +152,13 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     session.on('frameError', (_type, _code, streamId) => { if (streamId === 0 && !session.destroyed) session.destroy() })
     // Idle: no frame for idleTimeoutMs closes the connection politely.
     session.setTimeout(lim.idleTimeoutMs, () => session.close())
+    // A client that has not sent a valid SETTINGS frame within handshakeTimeoutMs (a broken
+    // preface, garbage after it: nghttp2 has answered GOAWAY and reads no more) is closed, not
+    // left open until the idle timeout.
+    const settingsDeadline = setTimeout(() => { if (!session.destroyed) session.destroy() }, o.tls!.cfg.handshakeTimeoutMs)
+    settingsDeadline.unref()
+    session.once('remoteSettings', () => clearTimeout(settingsDeadline))
+    session.once('close', () => clearTimeout(settingsDeadline))
   })
   setInterval(() => { warned = 0 }, 60_000).unref()
   return {

@@ -277,8 +277,8 @@ test('bad input at the TLS port: plain HTTP and a handshake that never finishes 
   tls.on('close', () => { closed = true })
   // The preface, then a SETTINGS frame whose length is not a multiple of 6 (FRAME_SIZE_ERROR).
   tls.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]), Buffer.alloc(64, 0xee)]))
-  // The server answers with GOAWAY (frame type 7); the connection then serves nothing more
-  // (a client that keeps it open is closed by server.http2.idleTimeoutMs).
+  // The server answers with GOAWAY (frame type 7), and closes the connection once no valid
+  // SETTINGS frame has arrived within handshakeTimeoutMs.
   const frames = (): number[] => {
     const out: number[] = []
     for (let i = 0; i + 9 <= received.length; i += 9 + received.readUIntBE(i, 3)) out.push(received[i + 3])
@@ -286,6 +286,7 @@ test('bad input at the TLS port: plain HTTP and a handshake that never finishes 
   }
   await until('the invalid h2 connection gets GOAWAY', () => closed || frames().includes(7), { tries: 100, intervalMs: 20, detail: () => received.toString('hex') })
   assert.ok(frames().includes(7), `GOAWAY among the frames ${JSON.stringify(frames())}`)
+  await until('the invalid h2 connection is closed by the server', () => closed, { tries: 150, intervalMs: 20 })
   tls.destroy()
   assert.equal((await h1get('/plain')).status, 200)
 })
