@@ -9,6 +9,7 @@
 //   /hit100k.json  100 KB JSON, public, max-age=3600, strong ETag
 //   /miss100k.json the same JSON with no-store (the compression miss path)
 //   /stream        server-sent events (?n=10&intervalMs=500), for manual checks
+//   POST /v1/traces  a stand-in OTLP/HTTP collector: reads the body, answers 200 {}
 // It never compresses: compression is what the targets under test do.
 import http from 'node:http'
 import { arg } from './lib/args.mjs'
@@ -58,6 +59,11 @@ const server = http.createServer((req, res) => {
     return send(res, r)
   }
   if (name === 'stream') return stream(req, res, new URL(req.url, 'http://origin'))
+  // A stand-in OTLP/HTTP collector (the tracing scenario): reads the export, answers 200 {}.
+  if (path === '/v1/traces' && req.method === 'POST') {
+    req.resume()
+    return void req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json', 'content-length': '2' }); res.end('{}') })
+  }
   res.writeHead(404, { 'content-type': 'text/plain', 'content-length': '10' })
   res.end('not found\n')
 })

@@ -151,6 +151,19 @@ const SCENARIOS = {
       { of: 'sluice-accesslog', to: 'sluice-metrics', rps: 0.97 }
     ]
   },
+  tracing: {
+    title: 'Tracing off, on with sampleRatio 0, and on with 0.05: the same pass-through route, spans exported to a stand-in collector on the origin (POST /v1/traces answers 200)',
+    path: '/pass',
+    targets: [
+      { id: 'sluice-notrace', server: 'sluice-pass', role: 'Sluice pass-through, no tracing key' },
+      { id: 'sluice-trace0', server: 'sluice-trace0', role: 'Sluice pass-through, tracing sampleRatio 0' },
+      { id: 'sluice-trace5', server: 'sluice-trace5', role: 'Sluice pass-through, tracing sampleRatio 0.05' }
+    ],
+    ratios: [
+      { of: 'sluice-trace0', to: 'sluice-notrace', rps: 0.97 },
+      { of: 'sluice-trace5', to: 'sluice-notrace', rps: 0.97 } // issue 16: within 3 % at 0.05
+    ]
+  },
   limiter: {
     title: 'Per-client limit overhead (never rejects), same cached route with and without the limit',
     path: '/hit1k',
@@ -220,6 +233,8 @@ const SERVERS = {
   'nginx-gzip': { kind: 'nginx', cache: true, gzip: true },
   varnish: { kind: 'varnish' },
   'sluice-pass': { kind: 'sluice', config: 'passthrough.yaml' },
+  'sluice-trace0': { kind: 'sluice', config: 'passthrough-tracing0.yaml' },
+  'sluice-trace5': { kind: 'sluice', config: 'passthrough-tracing5.yaml' },
   'sluice-pass3': { kind: 'sluice', config: 'passthrough-3targets.yaml' },
   'sluice-cache': { kind: 'sluice', config: 'cache.yaml' },
   'sluice-nometrics': { kind: 'sluice', config: 'cache-nometrics.yaml' },

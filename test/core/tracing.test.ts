@@ -46,7 +46,7 @@ test('a sampled client trace continues: SERVER span child of the client, CLIENT 
   const origin = await startOrigin()
   closers.push(() => origin.close())
   origin.on('/c/x', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('cached') })
-  const g = await gateway(`tracing: { otlp: { url: "${rx.url}" }, sampleRatio: 0, serviceName: sluice-test }\n`, origin.url)
+  const g = await gateway(`tracing: { otlp: { url: "${rx.url}" }, exportDelayMs: 100, sampleRatio: 0, serviceName: sluice-test }\n`, origin.url)
   const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
   const clientSpan = '00f067aa0ba902b7'
   const res = await fetch(g.url + '/api/items', { headers: { traceparent: `00-${traceId}-${clientSpan}-01` } })
@@ -80,7 +80,7 @@ test('a sampled client trace continues: SERVER span child of the client, CLIENT 
 test('a dead collector never fails or slows a request: every request is answered', async () => {
   const origin = await startOrigin()
   closers.push(() => origin.close())
-  const g = await gateway('tracing: { otlp: { url: "http://127.0.0.1:9/v1/traces", timeoutMs: 200 }, sampleRatio: 1, maxQueueSize: 16 }\n', origin.url)
+  const g = await gateway('tracing: { otlp: { url: "http://127.0.0.1:9/v1/traces", timeoutMs: 200 }, exportDelayMs: 100, sampleRatio: 1, maxQueueSize: 16 }\n', origin.url)
   for (let i = 0; i < 100; i++) assert.equal((await fetch(g.url + '/x')).status, 200)
 })
 
@@ -91,7 +91,7 @@ test('reload turns tracing on and off', async () => {
   const g = await gateway('', origin.url)
   await fetch(g.url + '/a')
   assert.equal(origin.seen.at(-1)?.headers.traceparent, undefined, 'off: no traceparent made up')
-  g.write(`tracing: { otlp: { url: "${rx.url}" }, sampleRatio: 1 }\nupstreams:\n  api: { url: "${origin.url}" }\nroutes:\n  - { name: pass, match: { pathPrefix: / }, upstream: api }\n`)
+  g.write(`tracing: { otlp: { url: "${rx.url}" }, exportDelayMs: 100, sampleRatio: 1 }\nupstreams:\n  api: { url: "${origin.url}" }\nroutes:\n  - { name: pass, match: { pathPrefix: / }, upstream: api }\n`)
   assert.equal((await g.gw.reloader.reload('test')).ok, true)
   await fetch(g.url + '/b')
   assert.match(String(origin.seen.at(-1)?.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
