@@ -24,10 +24,11 @@ if (spawnSync('h2load', ['--version']).status !== 0) { console.error('h2load is 
 
 const dir = mkdtempSync(path.join(tmpdir(), 'sluice-h2bench-'))
 const procs = []
-process.on('exit', () => { for (const p of procs) p.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }) })
+// Each server in its own process group, killed whole: nginx's workers and cache manager too.
+process.on('exit', () => { for (const p of procs) { try { process.kill(-p.pid, 'SIGKILL') } catch {} } rmSync(dir, { recursive: true, force: true }) })
 const freePort = () => new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) }) })
 const waitPort = async (port) => { for (let i = 0; i < 100; i++) { if (await new Promise((r) => { const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true) }); c.on('error', () => r(false)) })) return; await new Promise((r) => setTimeout(r, 100)) } throw new Error(`port ${port} did not open`) }
-const start = (core, cmd, args) => { const p = spawn('taskset', ['-c', String(core), cmd, ...args], { stdio: 'ignore' }); procs.push(p); return p }
+const start = (core, cmd, args) => { const p = spawn('taskset', ['-c', String(core), cmd, ...args], { stdio: 'ignore', detached: true }); procs.push(p); return p }
 
 execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', path.join(dir, 'k.pem'), '-out', path.join(dir, 'c.pem'), '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' })
 const originPort = await freePort()
