@@ -129,6 +129,11 @@ upstreams:
     connectTimeoutMs: 500
     circuitBreaker: { errorThresholdPercent: 50, volumeThreshold: 5, windowMs: 10000, resetTimeoutMs: 2000 }
     retry: { attempts: 1, backoffMs: 10, maxBackoffMs: 50, budgetPercent: 100, budgetMinRetries: 50 }
+  pool:
+    targets: ["${originUrl}", "${deadUrl}"]
+    timeoutMs: 2000
+    connectTimeoutMs: 500
+    healthCheck: { path: /, intervalMs: 500, timeoutMs: 300, unhealthyThreshold: 2 }
 routes:
   - name: api-cached
     match: { pathPrefix: /api/, methods: [GET, HEAD] }
@@ -146,6 +151,9 @@ routes:
   - name: dead
     match: { pathPrefix: /dead/ }
     upstream: dead
+  - name: pool
+    match: { pathPrefix: /pool/ }
+    upstream: pool
   - name: api-rest
     match: { pathPrefix: / }
     upstream: api
@@ -185,6 +193,7 @@ async function load (base, seconds, midway) {
       if (i % 4 === 0) count(await hit(base, '/limited/x'))
       if (i % 3 === 0) count(await hit(base, `/budget/${i % 7}`))
       if (i % 5 === 0) count(await hit(base, '/dead/x'))
+      if (i % 4 === 1) count(await hit(base, '/pool/x'))
       if (i % 6 === 0) count(await hit(base, '/api/upload', { method: 'POST', body: 'x'.repeat(100) }))
       if (i % 25 === 0) count(await hit(base, '/api/fail'))
       if (!midwayDone && Date.now() > until - seconds * 400) { midwayDone = true; await midway() }
@@ -210,7 +219,10 @@ const ISSUE16_QUERIES = [
   ['request bodies sized (the uploads)', 'sum(increase(sluice_http_request_size_bytes_sum{route="api-cached"}[1h])) + sum(increase(sluice_http_request_size_bytes_sum{route="api-rest"}[1h])) > 0'],
   ['response bodies sized', 'sum(increase(sluice_http_response_size_bytes_sum{route="api-cached"}[1h])) > 0'],
   ['the L1 bound is exported', 'sluice_cache_max_bytes{tier="memory"} == 67108864'],
-  ['L1 eviction series exist', 'count(sluice_cache_evictions_total{tier="memory"}) == 2']
+  ['L1 eviction series exist', 'count(sluice_cache_evictions_total{tier="memory"}) == 2'],
+  ['targets: the dead target is out of rotation, the live one in', 'min(sluice_upstream_target_healthy{upstream="pool"}) == 0 and max(sluice_upstream_target_healthy{upstream="pool"}) == 1'],
+  ['targets: attempts reached the live target', 'sum(increase(sluice_upstream_target_requests_total{upstream="pool"}[1h])) > 0'],
+  ['protocol: HTTP/1.1 requests counted', 'sum(sluice_http_requests_by_protocol_total{protocol="http/1.1"}) > 0']
 ].map(([source, query]) => ({ source: `issue 16: ${source}`, query, raw: query }))
 
 async function promQuery (promUrl, query, time) {

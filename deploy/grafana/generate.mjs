@@ -67,6 +67,10 @@ panels.push(
   ts('Latency p50 / p95 / p99 by route', 12, y, 12, quantiles('sluice_http_request_duration_seconds', 'route', R), 's', 'sluice_http_request_duration_seconds: request to last byte sent. Long-lived streams (SSE) count their whole duration.')
 )
 y += 8
+panels.push(
+  ts('Requests by client protocol', 0, y, 24, [[`sum by (protocol) (rate(sluice_http_requests_by_protocol_total[${RI}]))`, '{{protocol}}']], 'reqps', 'sluice_http_requests_by_protocol_total: http/1.0, http/1.1 or h2 (listen.http2).')
+)
+y += 8
 // ---- Upstreams ----
 panels.push(row('Upstreams', y)); y += 1
 panels.push(
@@ -78,6 +82,11 @@ panels.push(
   ts('In-flight upstream requests', 0, y, 8, [[`sum by (upstream) (sluice_upstream_in_flight_requests{${U}})`, '{{upstream}}']], 'short', 'Requests waiting for or streaming from each upstream.'),
   ts('Retries', 8, y, 8, [[`sum by (upstream) (rate(sluice_upstream_retries_total{${U}}[${RI}]))`, '{{upstream}}']], 'reqps', 'Retries sent (idempotent methods, listed statuses, within the retry budget).'),
   ts('Upstream budget queue wait p95', 16, y, 8, [[`histogram_quantile(0.95, sum by (upstream, le) (rate(sluice_upstream_queue_wait_seconds_bucket{${U}}[${RI}])))`, '{{upstream}}']], 's', 'Time requests waited for a token of upstreams.<name>.rateLimit (maxQueueMs).')
+)
+y += 8
+panels.push(
+  ts('Targets in rotation', 0, y, 12, [[`sum by (upstream) (sluice_upstream_target_healthy{${U}})`, '{{upstream}} in rotation'], [`count by (upstream) (sluice_upstream_target_healthy{${U}})`, '{{upstream}} configured']], 'short', 'sluice_upstream_target_healthy: targets passing their health checks and not ejected, against all targets (alert SluiceUpstreamTargetDown when one stays out).'),
+  ts('Attempts per target', 12, y, 12, [[`sum by (upstream, target) (rate(sluice_upstream_target_requests_total{${U}}[${RI}]))`, '{{upstream}} {{target}}']], 'reqps', 'sluice_upstream_target_requests_total: how the balancer spreads attempts (retries and failovers included).')
 )
 y += 8
 // ---- Cache ----
