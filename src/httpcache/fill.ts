@@ -71,8 +71,17 @@ function detached (req: UpstreamRequest, stale: CacheEntry | undefined): Upstrea
   return { method: post ? 'POST' : 'GET', path: req.path, headers, body, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded }
 }
 
+/** Decided from the headers, before the body streams: may the response be stored, or why not. */
+export function storableFromHeaders (core: CacheCore, job: FillJob, res: ProxyResponse, t0: number, t1: number): BypassReason | null {
+  const p = core.policy(job.route.cache)
+  const { d, targeted } = responseDirectives(res.headers, p.targetedField)
+  const why = storable(res.status, res.headers, d, job.req.headers, job.reqD, p, freshness(res.status, res.headers, d, targeted, p, t0, t1))
+  if (why === null && Number(first(res.headers['content-length']) ?? NaN) > core.config.memory.maxEntryBytes) return 'TOO-LARGE'
+  return why
+}
+
 /** The stored entry for an upstream response, or why it may not be stored. */
-function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, body: Buffer, t0: number, t1: number): CacheEntry | BypassReason {
+export function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, body: Buffer, t0: number, t1: number): CacheEntry | BypassReason {
   const { route, req, base, path } = job
   const p = core.policy(route.cache)
   const { d, targeted } = responseDirectives(res.headers, p.targetedField)
@@ -205,11 +214,7 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
     done({ reason: 'ERROR' })
     return respond(core, stale, route, req, `sluice; fwd=stale; fwd-status=${res.status}; ttl=${ttlSeconds(stale, t1)}`, 'stale', t1)
   }
-  // Decide from the headers what the body will become.
-  const p = core.policy(route.cache)
-  const { d, targeted } = responseDirectives(res.headers, p.targetedField)
-  let why: BypassReason | null = storable(res.status, res.headers, d, req.headers, job.reqD, p, freshness(res.status, res.headers, d, targeted, p, t0, t1))
-  if (why === null && Number(first(res.headers['content-length']) ?? NaN) > maxEntryBytes) why = 'TOO-LARGE'
+  const why = storableFromHeaders(core, job, res, t0, t1)
   if (why !== null) {
     done({ reason: why })
     return { ...res, body: req.method === 'HEAD' ? drainToNull(res.body as Readable | null) : res.body, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${why}` }

@@ -6,6 +6,9 @@
 // it; once the span covers the whole representation it is stored as a complete 200 entry, which
 // then answers plain requests and every range.
 //
+// An origin that answers a range request with all of it (200) gets that response stored as a
+// complete entry, as any fill would be.
+//
 // Not done: a plain request for a resource with only a partial entry is forwarded whole (the
 // cache does not ask the origin for just the missing bytes), and one partial entry holds one
 // contiguous span (a range with a gap to the stored span replaces it).
@@ -19,7 +22,7 @@ import { entryTiming, usability } from './freshness.js'
 import { ifRangeMatches, singleRange } from './range.js'
 import { ttlSeconds } from './respond.js'
 import { variantKey, varyNames } from './key.js'
-import { tagsOf, tee } from './fill.js'
+import { buildEntry, storableFromHeaders, tagsOf, tee, type FillJob } from './fill.js'
 import type { EntryWriter } from './writer.js'
 import type { CacheCore, CacheRoute, Fetcher } from './core.js'
 
@@ -96,7 +99,9 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
   const res = await m.fetch(req)
   const t1 = core.now()
   const pass = (detail: string): ProxyResponse => { core.event(route.name, 'bypass'); return { ...res, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${detail}` } }
-  if (req.method !== 'GET' || res.status !== 206 || res.body === null) return pass('RANGE')
+  if (req.method !== 'GET' || res.body === null) return pass('RANGE')
+  if (res.status === 200) return completeAnswer(core, writer, m, res, t0, t1)
+  if (res.status !== 206) return pass('RANGE')
   const cr = parseContentRange(first(res.headers['content-range']))
   const length = first(res.headers['content-length'])
   if (cr === null || (length !== undefined && Number(length) !== cr.end - cr.start + 1)) return pass('CONTENT-RANGE')
@@ -136,6 +141,26 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
   })
   core.event(route.name, 'miss')
   return { status: 206, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: `sluice; fwd=${m.stored === undefined ? 'miss' : 'partial'}; stored` }
+}
+
+/**
+ * The origin answered the range request with all of it (it ignores Range, or If-Range did not
+ * match): a complete response, streamed to the client and stored like any fill, so the next
+ * range of it is cut from the cache (as nginx and Varnish do).
+ */
+function completeAnswer (core: CacheCore, writer: EntryWriter, m: RangeMiss, res: ProxyResponse, t0: number, t1: number): ProxyResponse {
+  const { route, req } = m
+  const job: FillJob = { route, req, key: m.base, base: m.base, path: m.path, reqD: m.reqD, stale: undefined, fetch: m.fetch }
+  const why = storableFromHeaders(core, job, res, t0, t1)
+  if (why !== null) { core.event(route.name, 'bypass'); return { ...res, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${why}` } }
+  const out = tee(core, res.body as Readable, core.config.memory.maxEntryBytes, true, (chunks, size, _why, err) => {
+    if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: m.path }, 'cache: upstream body failed; nothing stored'); return }
+    const built = buildEntry(core, job, res, ownedConcat(chunks, size), t0, t1)
+    if (typeof built === 'string') return
+    writer.normalise(built, route).then((e) => writer.store(e, route), (e: Error) => core.log.warn({ err: e.message, path: m.path }, 'cache: stored body does not decode; not stored'))
+  })
+  core.event(route.name, 'miss')
+  return { status: res.status, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: 'sluice; fwd=miss; stored' }
 }
 
 /**
