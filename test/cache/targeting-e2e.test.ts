@@ -3,28 +3,19 @@
 // Vary'd values that differ only in form, and byte ranges of stored responses.
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
-import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
+import { startTestGateway, cachedConfig, getText, type TestGateway } from '../helpers/gateway.js'
 
 let origin: Origin
 let gw: TestGateway
 
 before(async () => {
   origin = await startOrigin()
-  gw = await startTestGateway(simpleConfig(origin.url).replace(`  - name: all
-    match: { pathPrefix: / }
-    upstream: origin`, `  - name: cached
-    match: { pathPrefix: / }
-    upstream: origin
-    cache: { enabled: true }`))
+  gw = await startTestGateway(cachedConfig(origin.url))
 })
 after(async () => { await gw.close(); await origin.close() })
 
-async function get (path: string, headers: Record<string, string> = {}) {
-  const r = await request(gw.url + path, { headers })
-  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
-}
+const get = (path: string, headers: Record<string, string> = {}) => getText(gw.url, path, headers)
 
 test('fills announce Surrogate-Capability; a Surrogate-Control max-age aimed at Sluice overrides Cache-Control: no-store', async () => {
   origin.on('/sc', (req, res) => {

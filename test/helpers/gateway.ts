@@ -4,7 +4,9 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
+import type { IncomingHttpHeaders } from 'node:http'
 import pino from 'pino'
+import { request } from 'undici'
 import { startGateway, type Gateway } from '../../src/main.js'
 
 export interface TestGateway {
@@ -59,6 +61,22 @@ export async function startTestGateway (yaml: string, opts: { watch?: boolean; l
 }
 
 /** A minimal config in front of one origin. */
+/** simpleConfig with its one route (named `cached`) caching: `cache: { enabled: true }`. */
+export function cachedConfig (originUrl: string): string {
+  return simpleConfig(originUrl).replace(`  - name: all
+    match: { pathPrefix: / }
+    upstream: origin`, `  - name: cached
+    match: { pathPrefix: / }
+    upstream: origin
+    cache: { enabled: true }`)
+}
+
+/** A GET through a gateway: status, headers, and the body as text. */
+export async function getText (base: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number, headers: IncomingHttpHeaders, body: string }> {
+  const r = await request(base + path, { headers })
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+}
+
 export function simpleConfig (originUrl: string, extra = ''): string {
   return `
 listen: { host: 127.0.0.1, port: 0 }
