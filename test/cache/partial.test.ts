@@ -118,6 +118,24 @@ test('a 206 that cannot be stored passes through: unknown length, private, or a 
   assert.equal((await get('/multi', { range: 'bytes=0-1,4-5' })).headers['cache-status'], 'sluice; fwd=miss; stored')
 })
 
+test('an origin that ignores Range answers 200: it is stored whole, and later ranges and plain GETs come from the cache', async () => {
+  origin.on('/ignores', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain', etag: '"i"' }); res.end('0123456789') })
+  const first = await get('/ignores', { range: 'bytes=0-3' })
+  assert.equal(first.status, 200)
+  assert.equal(first.body, '0123456789')
+  assert.equal(first.headers['cache-status'], 'sluice; fwd=miss; stored')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const cut = await get('/ignores', { range: 'bytes=2-4' })
+  assert.equal(cut.status, 206)
+  assert.equal(cut.body, '234')
+  assert.equal(cut.headers['content-range'], 'bytes 2-4/10')
+  assert.match(String((await get('/ignores')).headers['cache-status']), /^sluice; hit/)
+  assert.equal(origin.count('/ignores'), 1)
+  // ...unless it may not be stored.
+  origin.on('/nostore', (_req, res) => { res.writeHead(200, { 'cache-control': 'no-store' }); res.end('0123456789') })
+  assert.equal((await get('/nostore', { range: 'bytes=0-3' })).headers['cache-status'], 'sluice; fwd=bypass; detail=NO-STORE')
+})
+
 test('a key whose path ends like a part\'s key is not answered from the part', async () => {
   origin.on('/k', ranges('0123456789', '"k"'))
   origin.on('/k%0A206', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('other') })
