@@ -124,7 +124,16 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
   s.prependListener('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
     stream.on('aborted', onAborted)
     if (next === null) return
-    if (hook !== null && hook(stream, headers, rawHeaders)) return
+    if (hook !== null) {
+      // A throw here would reach the session's emitter and the process: the request goes the
+      // full way instead (or, when its headers already went out, the stream is reset).
+      try {
+        if (hook(stream, headers, rawHeaders)) return
+      } catch (err) {
+        o.log.warn({ err: (err as Error).message, path: headers[':path'] }, 'HTTP/2: answering a hit on the stream failed; the request takes the full path')
+        if (stream.headersSent) { stream.close(h2.NGHTTP2_INTERNAL_ERROR); return }
+      }
+    }
     next(stream, headers, flags, rawHeaders)
   })
   let warned = 0
