@@ -113,7 +113,9 @@ async function main () {
   const all = [
     { id: 'sluice', root: ROOT },
     ...(opts.baseline ? [{ id: 'sluice@base', root: opts.baseline }] : []),
-    { id: scen.anchor, anchor: true }
+    { id: scen.anchor, anchor: true },
+    // The hit anchor again, sending the four headers a Sluice hit adds (--same-headers).
+    ...(scen.anchor === 'fastify-buffer' && opts.scenario === 'hit1k' ? [{ id: 'fastify-buffer-h', anchor: true, script: 'fastify-buffer', args: ['--same-headers'] }] : [])
   ]
   const targets = (opts.targets.length ? all.filter((t) => opts.targets.includes(t.id)) : all).filter((t) => !(tls && t.anchor))
   const rows = []
@@ -121,7 +123,7 @@ async function main () {
     const port = await freePort()
     let cmd
     if (t.anchor) {
-      cmd = [path.join(BENCH, 'anchors', `${t.id}.mjs`), '--port', String(port), '--upstream', originUrl]
+      cmd = [path.join(BENCH, 'anchors', `${t.script ?? t.id}.mjs`), '--port', String(port), '--upstream', originUrl, ...(t.args ?? [])]
     } else {
       const cli = path.join(t.root, 'dist', 'src', 'cli.js')
       if (!existsSync(cli)) { console.log(`skip ${t.id}: ${cli} missing (build it)`); continue }
@@ -166,10 +168,12 @@ async function main () {
   agent.destroy()
   for (const ss of sessions.values()) ss.destroy()
   const anchor = rows.find((r) => r.id === scen.anchor)
+  const sameHeaders = rows.find((r) => r.id === 'fastify-buffer-h')
   for (const r of rows) {
-    if (r === anchor) continue
+    if (r === anchor || r === sameHeaders) continue
     const parts = []
     if (anchor) parts.push(`${(r.per / anchor.per).toFixed(2)}x ${anchor.id}`)
+    if (sameHeaders) parts.push(`${(r.per / sameHeaders.per).toFixed(2)}x ${sameHeaders.id}`)
     const base = rows.find((x) => x.id === 'sluice@base')
     if (base && r.id === 'sluice') parts.push(`${(r.per / base.per).toFixed(2)}x sluice@base`)
     if (parts.length) console.log(`  ${r.id} instructions per request: ${parts.join(', ')} (lower is better)`)

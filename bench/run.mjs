@@ -79,6 +79,7 @@ const SCENARIOS = {
     path: '/hit1k',
     targets: [
       { id: 'fastify-buffer', server: 'fastify-buffer', role: 'ceiling: bare Fastify from a Buffer' },
+      { id: 'fastify-buffer-h', server: 'fastify-buffer-h', role: 'bare Fastify from a Buffer, with the 4 headers a Sluice hit adds (Via, X-Request-Id, Cache-Status, Age)' },
       { id: 'nginx-cache', server: 'nginx-cache', role: 'anchor: nginx proxy_cache', expect: 'hit' },
       { id: 'varnish', server: 'varnish', role: 'anchor: Varnish', expect: 'hit' },
       { id: 'sluice-l1', server: 'sluice-cache', role: 'Sluice, memory L1 hit', expect: 'hit' },
@@ -86,6 +87,7 @@ const SCENARIOS = {
     ],
     ratios: [
       { of: 'sluice-l1', to: 'fastify-buffer', rps: 1.0 },
+      { of: 'sluice-l1', to: 'fastify-buffer-h' },
       { of: 'sluice-l1', to: 'nginx-cache' },
       { of: 'sluice-l1', to: 'varnish' },
       { of: 'sluice-l2', to: 'sluice-l1' }
@@ -227,6 +229,7 @@ const SERVERS = {
   origin: { kind: 'origin' },
   'fastify-proxy': { kind: 'node', script: 'bench/anchors/fastify-proxy.mjs', upstream: true },
   'fastify-buffer': { kind: 'node', script: 'bench/anchors/fastify-buffer.mjs' },
+  'fastify-buffer-h': { kind: 'node', script: 'bench/anchors/fastify-buffer.mjs', args: ['--same-headers'] },
   'fastify-compress': { kind: 'node', script: 'bench/anchors/fastify-compress.mjs', upstream: true },
   'nginx-proxy': { kind: 'nginx', cache: false, gzip: false },
   'nginx-cache': { kind: 'nginx', cache: true, gzip: false },
@@ -557,7 +560,7 @@ async function startServer (name) {
   chmodSync(dir, 0o777)
   let proc
   if (spec.kind === 'node') {
-    const args = [spec.script, '--port', String(port)]
+    const args = [spec.script, '--port', String(port), ...(spec.args ?? [])]
     if (spec.upstream) args.push('--upstream', origin.url)
     proc = start(name, SERVER_CORE, process.execPath, args)
   } else if (spec.kind === 'sluice') {

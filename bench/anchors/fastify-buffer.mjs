@@ -3,7 +3,10 @@
 // answers the origin's exact bytes and headers from a Buffer; no proxy, no cache.
 // For /hit100k.json it picks a pre-compressed Buffer (br q11 or gzip 9, computed
 // once at start) by Accept-Encoding, the way a cache storing encoded variants would.
-//   node bench/anchors/fastify-buffer.mjs --port 8082
+// --same-headers: /hit1k also sends the four headers a Sluice hit adds (Via, X-Request-Id with
+// a counter, Cache-Status, Age), so the two answers are byte-for-byte the same shape: what the
+// cache path costs, without the cost of the headers it must send.
+//   node bench/anchors/fastify-buffer.mjs --port 8082 [--same-headers]
 import Fastify from 'fastify'
 import { arg } from '../lib/args.mjs'
 import { HIT1K_BODY, HIT100K_JSON, HIT1K_ETAG, HIT100K_ETAG, hit100kEncoded } from '../lib/bodies.mjs'
@@ -24,9 +27,12 @@ function pick (ae) {
   return 'identity'
 }
 
+const sameHeaders = process.argv.includes('--same-headers')
+let served = 0
 const app = Fastify({ logger: false })
 app.get('/hit1k', (req, reply) => {
   reply.header('content-type', 'text/plain; charset=utf-8').header('cache-control', maxAge).header('etag', HIT1K_ETAG)
+  if (sameHeaders) reply.header('via', '1.1 sluice').header('x-request-id', 'Pq3xY_Zk' + (++served).toString(36)).header('cache-status', 'sluice; hit; ttl=3599').header('age', '0')
   return reply.send(HIT1K_BODY)
 })
 app.get('/hit100k.json', (req, reply) => {
