@@ -15,7 +15,7 @@
 import type { Readable } from 'node:stream'
 import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
 import { first } from '../compress/headers.js'
-import { ownedConcat, type CacheEntry } from './entry.js'
+import { ageMs, ownedConcat, type CacheEntry } from './entry.js'
 import { parseHttpDate, type Directives } from './directives.js'
 import { freshness, responseDirectives, storable, withheldFields } from './policy.js'
 import { entryTiming, usability } from './freshness.js'
@@ -82,7 +82,7 @@ export function fromPartial (core: CacheCore, p: CacheEntry, route: CacheRoute, 
   const headers: Headers = { ...p.headers, 'content-range': `bytes ${want.start}-${want.end}/${span.total}`, 'content-length': String(want.end - want.start + 1) }
   delete headers.age
   const body = req.method === 'HEAD' ? null : p.body.subarray(want.start - span.start, want.end - span.start + 1)
-  return { status: 206, headers, body, cacheResult: result, cacheStatus: `sluice; hit; ttl=${ttlSeconds(p, now)}`, age: String(Math.floor((p.initialAgeMs + Math.max(0, now - p.responseTime)) / 1000)) }
+  return { status: 206, headers, body, cacheResult: result, cacheStatus: `sluice; hit; ttl=${ttlSeconds(p, now)}`, age: String(Math.floor(ageMs(p, now) / 1000)) }
 }
 
 /** What a range request that the cache could not answer needs to forward it and keep the 206. */
