@@ -181,7 +181,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         url: raw.url,
         status,
         bytes,
-        ms: Math.round(ms * 1000) / 1000,
+        ms,
         cache,
         ip: clientIp || resolveClientIp(raw.headers, raw.socket?.remoteAddress, snap.trust),
         err,

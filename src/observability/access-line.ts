@@ -9,9 +9,13 @@
 // the stream `batch` at a time (103.0k), and at least once a second, when the stream is asked
 // to write out what it holds too, so a line is never more than about a second late; and when
 // the gateway closes. An access line may then follow a later request's warn line.
+// Later (2026-12-06, with request IDs and size metrics in the hit path): off 95.8k, on 108.0k;
+// with the known-safe fields unescaped and ms written from whole microseconds, 106.8k.
 import pino, { type Logger } from 'pino'
 
 export interface AccessFields {
+  // route, upstream, method and cache are written unescaped (see write()): names matching the
+  // config's name pattern, a method token, a cache result word.
   /** The client's protocol when it is not HTTP/1.1 (`h2`, `http/1.0`); absent for HTTP/1.1. */
   proto?: 'h2' | 'http/1.0'
   reqId: string | undefined
@@ -21,6 +25,7 @@ export interface AccessFields {
   url: string | undefined
   status: number
   bytes: number
+  /** Milliseconds (written with three decimals). */
   ms: number
   cache: string
   ip: string
@@ -72,11 +77,15 @@ export class AccessLog {
     if (second !== this.lastSecond) { this.lastSecond = second; this.secondIso = new Date(second * 1000).toISOString().slice(0, 20) }
     let line = '{"level":30,"time":"' + this.secondIso + MS[now - second * 1000] + 'Z","service":"sluice"'
     if (f.reqId !== undefined) line += ',"reqId":' + q(f.reqId)
-    line += ',"route":' + q(f.route)
-    if (f.upstream !== undefined) line += ',"upstream":' + q(f.upstream)
-    line += ',"method":' + q(f.method)
+    // Route and upstream names match the config's name pattern, the method is a token Node's
+    // parser checked, and the cache result is one of a few words: none needs escaping.
+    line += ',"route":"' + f.route + '"'
+    if (f.upstream !== undefined) line += ',"upstream":"' + f.upstream + '"'
+    line += ',"method":"' + f.method + '"'
     if (f.url !== undefined) line += ',"url":' + q(f.url)
-    line += ',"status":' + f.status + ',"bytes":' + f.bytes + ',"ms":' + f.ms + ',"cache":' + q(f.cache) + ',"ip":' + q(f.ip)
+    // ms with three decimals, from whole microseconds: no double-to-string conversion per line.
+    const us = Math.round(f.ms * 1000)
+    line += ',"status":' + f.status + ',"bytes":' + f.bytes + ',"ms":' + Math.floor(us / 1000) + '.' + MS[us % 1000] + ',"cache":"' + f.cache + '","ip":' + q(f.ip)
     if (f.proto !== undefined) line += ',"proto":"' + f.proto + '"'
     if (f.err !== undefined) line += ',"err":' + q(f.err)
     line += ',"msg":"request"}\n'
