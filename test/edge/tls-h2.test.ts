@@ -168,6 +168,8 @@ test('an h2 hit answered on the raw stream has the headers of an HTTP/1.1 hit; H
   const bad = await h2get(s, '/c/same', { ':authority': 'bad_host:x' })
   assert.equal(bad.status, 400)
   assert.equal(origin.count('/c/same'), 1)
+  // The hook sits in front of Node's compatibility listener (found on Node 20 and 22 alike).
+  assert.ok(!g.logs.some((l) => /compatibility listener was not found/.test(String(l.msg))), 'the raw-stream hook is in place')
 })
 
 test('SSE streams over h2 event by event', async () => {
