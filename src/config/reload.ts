@@ -111,15 +111,10 @@ export class Reloader {
     const file = resolve(this.deps.file)
     const dir = dirname(file)
     const name = basename(file)
-    const schedule = () => {
-      if (this.timer) clearTimeout(this.timer)
-      this.timer = setTimeout(() => { this.timer = null; void this.reload('file') }, this.deps.debounceMs ?? 250)
-      this.timer.unref()
-    }
     try {
       const w = watch(dir, { persistent: false }, (_event, changed) => {
         // Atomic renames and Kubernetes ..data symlink swaps show up as other names in the directory.
-        if (changed === null || changed === name || String(changed).startsWith('..') || String(changed).startsWith('.' + name)) schedule()
+        if (changed === null || changed === name || String(changed).startsWith('..') || String(changed).startsWith('.' + name)) this.schedule()
       })
       w.on('error', (err) => this.deps.log.warn({ err: err.message }, 'config directory watch failed'))
       this.watchers.push(w)
@@ -161,6 +156,7 @@ export class Reloader {
     }
   }
 
+  /** Reload after `debounceMs` of quiet (every watched change restarts the wait). */
   private schedule (): void {
     if (this.timer) clearTimeout(this.timer)
     this.timer = setTimeout(() => { this.timer = null; void this.reload('file') }, this.deps.debounceMs ?? 250)
