@@ -5,11 +5,12 @@
 // Authorization, request cache directives, limits, Server-Timing, a miss) returns false and goes
 // through Fastify and the full pipeline (src/pipeline.ts), which gives the same answer, slower.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2'
+import type { ServerHttp2Stream } from 'node:http2'
 import type { Snapshot } from './config/snapshot.js'
 import type { CacheStage } from './httpcache/stage.js'
 import type { Headers, ProxyResponse, UpstreamRequest } from './types.js'
-import { writeStored } from './send.js'
+import { writeStored, respondStored } from './send.js'
+import { assignRequestId } from './request-id.js'
 import { declaredBodyBytes } from './observability/metrics.js'
 
 /** What the fast path and the request observer read of a request: an IncomingMessage, or an HTTP/2 stream's view of one. */
@@ -20,31 +21,24 @@ export type FastObserve = (snap: Snapshot, req: RequestView, routeName: string, 
 export interface FastPath {
   /** HTTP/1.x: `snap` is the snapshot the request handler read for this request (one read per request). */
   h1 (req: IncomingMessage, res: ServerResponse, snap: Snapshot, requestId: string): boolean
-  /** HTTP/2: the stream and a view of its request (pseudo-headers in `headers`, Host set from :authority). */
-  h2 (req: RequestView, stream: ServerHttp2Stream, snap: Snapshot, requestId: string): boolean
+  /**
+   * HTTP/2: the stream and a view of its request (pseudo-headers in `headers`, Host set from
+   * :authority). The request ID is assigned here, on a hit only: a miss gets its one ID from the
+   * request listener it goes on to.
+   */
+  h2 (req: RequestView, stream: ServerHttp2Stream, snap: Snapshot): boolean
 }
 
 function writeH1 (res: ServerResponse, hit: ProxyResponse, snap: Snapshot, id: string): void {
   writeStored(res, hit, undefined, snap.requestId, id)
 }
 
-/** The same answer as writeStored, as one HEADERS frame (and DATA unless HEAD) on the stream. */
 function writeH2 (stream: ServerHttp2Stream, hit: ProxyResponse, snap: Snapshot, id: string): void {
-  const rid = snap.requestId.name
-  const h: OutgoingHttpHeaders = { ':status': hit.status }
-  const stored = hit.headers
-  for (const k in stored) if (k !== rid && stored[k] !== undefined) h[k] = stored[k]
-  h[rid] = id
-  if (hit.cacheStatus !== undefined) h['cache-status'] = hit.cacheStatus
-  if (hit.age !== undefined) h.age = hit.age
-  const body = hit.body as Buffer | null
-  if (body === null) { stream.respond(h, { endStream: true }); return }
-  stream.respond(h)
-  stream.end(body)
+  respondStored(stream, hit, snap.requestId, id)
 }
 
 export function createFastPath (cache: CacheStage, observe: FastObserve): FastPath {
-  function serve<Out> (req: RequestView, out: Out, write: (out: Out, hit: ProxyResponse, snap: Snapshot, id: string) => void, snap: Snapshot, requestId: string): boolean {
+  function serve<Out> (req: RequestView, out: Out, write: (out: Out, hit: ProxyResponse, snap: Snapshot, id: string) => void, snap: Snapshot, assigned: string | null): boolean {
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return false
     const t0 = performance.now()
@@ -61,6 +55,7 @@ export function createFastPath (cache: CacheStage, observe: FastObserve): FastPa
     const ureq: UpstreamRequest = { method, path: url, headers: h as Headers, body: null, host: h.host ?? '', protocol: 'http', clientIp: '' }
     const hit = cache.peek(route, ureq)
     if (hit === null) return false
+    const requestId = assigned ?? assignRequestId(req, snap.requestId)
     write(out, hit, snap, requestId)
     const body = hit.body as Buffer | null
     const bytes = body === null ? 0 : body.length
@@ -72,6 +67,6 @@ export function createFastPath (cache: CacheStage, observe: FastObserve): FastPa
   }
   return {
     h1: (req, res, snap, id) => serve(req, res, writeH1, snap, id),
-    h2: (req, stream, snap, id) => !stream.destroyed && serve(req, stream, writeH2, snap, id)
+    h2: (req, stream, snap) => !stream.destroyed && serve(req, stream, writeH2, snap, null)
   }
 }

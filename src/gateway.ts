@@ -51,6 +51,13 @@ function badHost (res: ServerResponse, hosts: number, rule: RequestIdRule, id: s
   writeError(res, new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : 'More than one Host header'), true, rule, id)
 }
 
+/** HTTP/2 carries the host in :authority; the router, the cache key and X-Forwarded-Host read Host. */
+function authorityAsHost (h: IncomingMessage['headers']): void {
+  if (h.host !== undefined) return
+  const a = h[':authority']
+  if (typeof a === 'string') h.host = a
+}
+
 const edges = new WeakMap<object, EdgeServer>()
 
 /** The edge server (TLS swaps, HTTP/2 drain, closing every connection) behind a proxy instance. */
@@ -96,11 +103,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         http2: first.listen.tls && first.listen.http2 ? srvCfg.http2 : null,
         log
       }, (req, res) => {
-        // HTTP/2 carries the host in :authority; the router, the cache key and X-Forwarded-Host read Host.
-        if (req.httpVersionMajor === 2 && req.headers.host === undefined) {
-          const a = req.headers[':authority']
-          if (typeof a === 'string') req.headers.host = a
-        }
+        if (req.httpVersionMajor === 2) authorityAsHost(req.headers)
         // Every request gets its ID first, so every answer below carries it (src/request-id.ts).
         const snap = deps.current()
         const rule = snap.requestId
@@ -118,15 +121,10 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       // objects for it; everything else (a bad Host included) goes on to the listener above.
       edge.onStream((stream, headers, rawHeaders) => {
         if (fast === null) return false
-        if (headers.host === undefined) {
-          const a = headers[':authority']
-          if (typeof a !== 'string') return false
-          headers.host = a
-        }
-        if (!HOST_VALUE.test(headers.host)) return false
+        authorityAsHost(headers)
+        if (headers.host === undefined || !HOST_VALUE.test(headers.host)) return false
         const view: RequestView = { method: headers[':method'], url: headers[':path'], headers, rawHeaders, httpVersionMajor: 2, httpVersionMinor: 0, get socket () { return stream.session?.socket } }
-        const snap = deps.current()
-        return fast.h2(view, stream, snap, assignRequestId(view, snap.requestId))
+        return fast.h2(view, stream, deps.current())
       })
       edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.

@@ -3,6 +3,7 @@
 // Fastify) and the pipeline (after it) both send stored responses through here.
 // writeStreamed: a streamed body (pass-through, a miss, on-the-fly compression), piped.
 import type { ServerResponse } from 'node:http'
+import type { OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2'
 import type { Readable } from 'node:stream'
 import type { ProxyResponse } from './types.js'
 import type { RequestIdRule } from './request-id.js'
@@ -33,6 +34,25 @@ function headerArray (res: ProxyResponse, extra: Extra | undefined, rid: Request
 export function writeStored (out: ServerResponse, res: ProxyResponse, extra?: Extra, rid?: RequestIdRule, id?: string): void {
   out.writeHead(res.status, headerArray(res, extra, rid, id))
   out.end(res.body ?? undefined)
+}
+
+/**
+ * writeStored on a raw HTTP/2 stream (the fast path answers h2 hits there, before Node's
+ * compatibility layer): the same header list, as the object `respond()` takes, in one HEADERS
+ * frame, then the body in DATA unless there is none (HEAD).
+ */
+export function respondStored (stream: ServerHttp2Stream, res: ProxyResponse, rid: RequestIdRule, id: string): void {
+  const flat = headerArray(res, undefined, rid, id)
+  const h: OutgoingHttpHeaders = { ':status': res.status }
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i]
+    const had = h[k]
+    h[k] = had === undefined ? flat[i + 1] : Array.isArray(had) ? [...had, flat[i + 1]] : [String(had), flat[i + 1]]
+  }
+  const body = res.body as Buffer | null
+  if (body === null) { stream.respond(h, { endStream: true }); return }
+  stream.respond(h)
+  stream.end(body)
 }
 
 /**
