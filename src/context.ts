@@ -5,7 +5,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { BlockList } from 'node:net'
 import type { RouteEntry, Snapshot } from './config/snapshot.js'
 import type { CacheResult, Headers, UpstreamRequest } from './types.js'
-import { resolveClientIp } from './forwarding.js'
+import { resolveClientIp, schemeOf } from './forwarding.js'
+import { isHopByHop } from './upstream/headers.js'
 
 export class RequestContext {
   route: RouteEntry | null = null
@@ -19,10 +20,8 @@ export class RequestContext {
   observed = false
   /** The request ID (src/request-id.ts), assigned before the request reached Fastify. */
   requestId = ''
-  /** The request's SERVER span when tracing is on (src/observability/tracing.ts). */
-  span: Span | null = null
-  /** The upstream request (its attempt count goes on the span). */
-  ureq: { attempts?: number } | null = null
+  /** The upstream request: its SERVER span (`trace`, tracing on) and attempt count, read when the request is observed. */
+  ureq: { trace?: Span | null, attempts?: number } | null = null
   constructor (readonly snap: Snapshot, readonly t0: number = performance.now()) {}
 }
 
@@ -50,7 +49,7 @@ export class ClientUpstreamRequest implements UpstreamRequest {
     this.headers = raw.headers as Headers
     this.body = body
     this.host = raw.headers.host ?? ''
-    if ((raw.socket as { encrypted?: boolean }).encrypted === true) this.protocol = 'https'
+    this.protocol = schemeOf(raw.socket)
     this.forwarded = { peer: raw.socket.remoteAddress, trust }
     this.ip = clientIp
   }
@@ -67,7 +66,7 @@ export class ClientUpstreamRequest implements UpstreamRequest {
         const hints: Record<string, string | string[]> = {}
         for (const k in info.headers) {
           const v = info.headers[k]
-          if (v !== undefined && k !== 'connection' && k !== 'keep-alive' && k !== 'transfer-encoding') hints[k] = v
+          if (v !== undefined && !isHopByHop(k)) hints[k] = v
         }
         if (hints.link !== undefined) res.writeEarlyHints(hints)
       } else if (info.statusCode === 102 && typeof (res as { writeProcessing?: () => void }).writeProcessing === 'function' && res.req?.httpVersionMajor === 1) {

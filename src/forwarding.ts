@@ -31,6 +31,11 @@ function isTrusted (trust: BlockList | null, ip: string): boolean {
   return trust.check(ip, isIPv6(ip) ? 'ipv6' : 'ipv4')
 }
 
+/** The client's scheme, as X-Forwarded-Proto says it: https on a TLS socket (listen.tls). */
+export function schemeOf (socket: object): 'http' | 'https' {
+  return (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'
+}
+
 /** The client address: the peer, or the right-most untrusted address of a trusted proxy chain. */
 export function resolveClientIp (headers: Headers, peerRaw: string | undefined, trust: BlockList | null): string {
   const peer = normaliseIp(peerRaw)

@@ -184,7 +184,7 @@ export function createPipeline (deps: PipelineDeps) {
 
     const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null)
     ctx.ureq = ureq
-    if (deps.tracing?.on === true) { ctx.span = deps.tracing.server(raw.headers, method, performance.timeOrigin + t0); ureq.trace = ctx.span }
+    if (deps.tracing?.on === true) ureq.trace = deps.tracing.server(raw.headers, method, performance.timeOrigin + t0)
     if (route.serverTiming) return timed(reply, ctx, route, ureq, method, t0)
 
     // 3. cache, around 4. upstream

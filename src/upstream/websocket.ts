@@ -7,7 +7,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Snapshot } from '../config/snapshot.js'
-import { applyForwarding, HOST_VALUE } from '../forwarding.js'
+import { applyForwarding, HOST_VALUE, schemeOf } from '../forwarding.js'
 import { SluiceError, rawError, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
@@ -68,7 +68,7 @@ export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry,
       // forwarding headers replaced from untrusted peers), then the two upgrade headers.
       const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
       if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
-      applyForwarding(headers, req.socket.remoteAddress, snap.trust, req.headers.host, (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http')
+      applyForwarding(headers, req.socket.remoteAddress, snap.trust, req.headers.host, schemeOf(req.socket))
       headers.connection = 'Upgrade'
       headers.upgrade = 'websocket'
       const lines = [`${req.method} ${te.basePath}${route.rewrite === null ? url : rewritePath(url, route.rewrite)} HTTP/1.1`]
