@@ -13,7 +13,7 @@ import { isSluiceError } from '../errors.js'
 import { first } from '../compress/headers.js'
 import { discard, drainToNull } from '../upstream/headers.js'
 import { NO_STRINGS, ownedConcat, type CacheEntry } from './entry.js'
-import { variantKey, varyNames } from './key.js'
+import { partialKey, variantKey, varyNames } from './key.js'
 import { freshness, responseDirectives, storable, withheldFields, SURROGATE_CAPABILITY, type BypassReason } from './policy.js'
 import type { Directives } from './directives.js'
 import { canServeStaleOnError, entryTiming } from './freshness.js'
@@ -71,22 +71,32 @@ function detached (req: UpstreamRequest, stale: CacheEntry | undefined): Upstrea
   return { method: post ? 'POST' : 'GET', path: req.path, headers, body, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded }
 }
 
-/** Decided from the headers, before the body streams: may the response be stored, or why not. */
-export function storableFromHeaders (core: CacheCore, job: FillJob, res: ProxyResponse, t0: number, t1: number): BypassReason | null {
+/**
+ * Decided from the headers, before the body streams: may the response be stored, or why not.
+ * `asStatus`: the status it is judged by (a 206 part is judged as the 200 it belongs to).
+ */
+export function storableFromHeaders (core: CacheCore, job: FillJob, res: ProxyResponse, t0: number, t1: number, asStatus = res.status): BypassReason | null {
   const p = core.policy(job.route.cache)
   const { d, targeted } = responseDirectives(res.headers, p.targetedField)
-  const why = storable(res.status, res.headers, d, job.req.headers, job.reqD, p, freshness(res.status, res.headers, d, targeted, p, t0, t1))
+  const why = storable(asStatus, res.headers, d, job.req.headers, job.reqD, p, freshness(asStatus, res.headers, d, targeted, p, t0, t1))
   if (why === null && Number(first(res.headers['content-length']) ?? NaN) > core.config.memory.maxEntryBytes) return 'TOO-LARGE'
   return why
 }
 
-/** The stored entry for an upstream response, or why it may not be stored. */
-export function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, body: Buffer, t0: number, t1: number): CacheEntry | BypassReason {
+/**
+ * The stored entry for an upstream response, or why it may not be stored. With `part` (a 206
+ * of one byte range, partial.ts), the entry is that part: judged as the 200 it belongs to (206
+ * is heuristically cacheable as 200 is, RFC 9110 §15.3.7), kept under the variant's part key,
+ * without Content-Range and Content-Length (each answer cut from it has its own), and never
+ * given an ETag from its bytes (they are not the representation's).
+ */
+export function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, body: Buffer, t0: number, t1: number, part?: NonNullable<CacheEntry['range']>): CacheEntry | BypassReason {
   const { route, req, base, path } = job
   const p = core.policy(route.cache)
   const { d, targeted } = responseDirectives(res.headers, p.targetedField)
-  const f = freshness(res.status, res.headers, d, targeted, p, t0, t1)
-  const why = storable(res.status, res.headers, d, req.headers, job.reqD, p, f)
+  const status = part === undefined ? res.status : 200
+  const f = freshness(status, res.headers, d, targeted, p, t0, t1)
+  const why = storable(status, res.headers, d, req.headers, job.reqD, p, f)
   if (why !== null) return why
   // A copy without the withheld fields (built, not deleted from: `delete` turns a V8 object
   // into a larger dictionary, and this one lives as long as the entry).
@@ -94,6 +104,7 @@ export function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, b
   const headers: Headers = {}
   for (const k in res.headers) {
     if (k === 'set-cookie2' || (withheld.length > 0 && withheld.includes(k))) continue
+    if (part !== undefined && (k === 'content-range' || k === 'content-length')) continue
     headers[k] = res.headers[k]
   }
   if (route.cache.etagFromBody && headers.etag === undefined && res.status === 200) {
@@ -101,8 +112,9 @@ export function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, b
   }
   // The variant key follows the response's own Vary (the lookup key was computed before it was known).
   const names = varyNames(res.headers.vary)
+  const key = variantKey(base, names, req.headers)
   return {
-    key: variantKey(base, names, req.headers),
+    key: part === undefined ? key : partialKey(key),
     base,
     path,
     status: res.status,
@@ -111,6 +123,7 @@ export function buildEntry (core: CacheCore, job: FillJob, res: ProxyResponse, b
     ...entryTiming(f, t0, t1),
     tags: tagsOf(res.headers),
     varyNames: names,
+    ...(part === undefined ? {} : { range: { start: part.start, total: part.total } }),
     authOk: d.has('public') || d.has('s-maxage') || d.has('must-revalidate')
   }
 }
@@ -166,7 +179,11 @@ function revalidated (core: CacheCore, e: CacheEntry, res: ProxyResponse, route:
 /** Straight to the upstream, nothing stored: `Cache-Status: ...; fwd=bypass; detail=<reason>`. */
 export async function bypass (core: CacheCore, route: CacheRoute, req: UpstreamRequest, fetch: Fetcher, reason: string): Promise<ProxyResponse> {
   core.event(route.name, 'bypass')
-  const res = await fetch(req)
+  return passedThrough(await fetch(req), reason)
+}
+
+/** An upstream response sent on unstored: `Cache-Status: sluice; fwd=bypass; detail=<reason>`. */
+export function passedThrough (res: ProxyResponse, reason: string): ProxyResponse {
   return { ...res, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${reason}` }
 }
 

@@ -49,6 +49,20 @@ export function baseKey (method: string, host: string, path: string, reqHeaders:
   return k
 }
 
+/**
+ * Where the partial entry (a stored 206, partial.ts) of a variant key is kept: the key, a
+ * newline and `206`. A newline is in no path, host or header value, so no request's key names it.
+ */
+const PART = '\n206'
+export function partialKey (key: string): string {
+  return key + PART
+}
+
+/** The variant key whose part is stored under `partKey` (partialKey's inverse). */
+export function wholeKey (partKey: string): string {
+  return partKey.endsWith(PART) ? partKey.slice(0, -PART.length) : partKey
+}
+
 /** Vary header names of a response, lower case, sorted, without duplicates. */
 export function varyNames (vary: string | string[] | undefined): string[] {
   if (vary === undefined) return NO_STRINGS

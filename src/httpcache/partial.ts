@@ -1,5 +1,5 @@
 // Partial content (RFC 9111 §3.3–3.4). A 206 with one byte range of a representation whose
-// length is known is stored as a partial entry under its own key (the variant key + a newline + `206`: a newline is in no path, host or header value, so no request's key can name it),
+// length is known is stored as a partial entry under its own key (key.ts partialKey),
 // never where a plain request or the fast path looks. A later range request that lies wholly
 // inside the stored span is answered from it. A new 206 for the same key whose strong validator
 // equals the stored one, and whose range touches or overlaps the stored span, is combined with
@@ -17,12 +17,11 @@ import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
 import { first } from '../compress/headers.js'
 import { ageMs, ownedConcat, type CacheEntry } from './entry.js'
 import { parseHttpDate, type Directives } from './directives.js'
-import { freshness, responseDirectives, storable, withheldFields } from './policy.js'
-import { entryTiming, usability } from './freshness.js'
+import { usability } from './freshness.js'
 import { ifRangeMatches, singleRange } from './range.js'
 import { ttlSeconds } from './respond.js'
-import { variantKey, varyNames } from './key.js'
-import { buildEntry, storableFromHeaders, tagsOf, tee, type FillJob } from './fill.js'
+import { partialKey, wholeKey } from './key.js'
+import { buildEntry, passedThrough, storableFromHeaders, tee, type FillJob } from './fill.js'
 import type { EntryWriter } from './writer.js'
 import type { CacheCore, CacheRoute, Fetcher } from './core.js'
 
@@ -35,11 +34,6 @@ export function parseContentRange (v: string | undefined): ContentRange | null {
   if (m === null) return null
   const start = Number(m[1]); const end = Number(m[2]); const total = Number(m[3])
   return start <= end && end < total ? { start, end, total } : null
-}
-
-/** Where the partial entry of a variant key is stored. */
-export function partialKey (key: string): string {
-  return key + '\n206'
 }
 
 /**
@@ -94,50 +88,28 @@ export interface RangeMiss { route: CacheRoute; req: UpstreamRequest; base: stri
  * stored part when they share a strong validator and touch). Anything else passes through.
  */
 export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeMiss): Promise<ProxyResponse> {
-  const { route, req, reqD } = m
+  const { route, req } = m
   const t0 = core.now()
   const res = await m.fetch(req)
   const t1 = core.now()
-  const pass = (detail: string): ProxyResponse => { core.event(route.name, 'bypass'); return { ...res, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${detail}` } }
+  const pass = (detail: string): ProxyResponse => { core.event(route.name, 'bypass'); return passedThrough(res, detail) }
   if (req.method !== 'GET' || res.body === null) return pass('RANGE')
-  if (res.status === 200) return completeAnswer(core, writer, m, res, t0, t1)
+  const job: FillJob = { route, req, key: m.base, base: m.base, path: m.path, reqD: m.reqD, stale: undefined, fetch: m.fetch }
+  if (res.status === 200) return completeAnswer(core, writer, job, res, t0, t1)
   if (res.status !== 206) return pass('RANGE')
   const cr = parseContentRange(first(res.headers['content-range']))
   const length = first(res.headers['content-length'])
   if (cr === null || (length !== undefined && Number(length) !== cr.end - cr.start + 1)) return pass('CONTENT-RANGE')
   if (cr.end - cr.start + 1 > core.config.memory.maxEntryBytes) return pass('TOO-LARGE')
-  const p = core.policy(route.cache)
-  const { d, targeted } = responseDirectives(res.headers, p.targetedField)
-  // 206 is heuristically cacheable as 200 is (RFC 9110 §15.3.7): judged as its complete response.
-  const f = freshness(200, res.headers, d, targeted, p, t0, t1)
-  const why = storable(200, res.headers, d, req.headers, reqD, p, f)
+  // Judged as the complete response it belongs to (buildEntry's `part`).
+  const why = storableFromHeaders(core, job, res, t0, t1, 200)
   if (why !== null) return pass(why)
-
-  const withheld = withheldFields(d)
-  const headers: Headers = {}
-  for (const k in res.headers) {
-    if (k === 'content-range' || k === 'content-length' || k === 'set-cookie2' || withheld.includes(k)) continue
-    headers[k] = res.headers[k]
-  }
-  const names = varyNames(res.headers.vary)
-  const key = variantKey(m.base, names, req.headers)
   const out = tee(core, res.body as Readable, cr.end - cr.start + 1, true, (chunks, size, _why, err) => {
     if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: m.path }, 'cache: upstream 206 body failed; nothing stored'); return }
     if (size !== cr.end - cr.start + 1) { core.log.warn({ path: m.path, size, contentRange: `${cr.start}-${cr.end}` }, 'cache: 206 body does not match its Content-Range; not stored'); return }
-    const part: CacheEntry = {
-      key: partialKey(key),
-      base: m.base,
-      path: m.path,
-      status: 206,
-      headers,
-      body: ownedConcat(chunks, size),
-      ...entryTiming(f, t0, t1),
-      tags: tagsOf(res.headers),
-      varyNames: names,
-      authOk: d.has('public') || d.has('s-maxage') || d.has('must-revalidate'),
-      range: { start: cr.start, total: cr.total }
-    }
-    void storeCombined(core, writer, route, key, combine(m.stored, part))
+    const part = buildEntry(core, job, res, ownedConcat(chunks, size), t0, t1, cr)
+    if (typeof part === 'string') return
+    void storeCombined(core, writer, route, combine(m.stored, part))
   })
   core.event(route.name, 'miss')
   return { status: 206, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: `sluice; fwd=${m.stored === undefined ? 'miss' : 'partial'}; stored` }
@@ -148,16 +120,15 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
  * match): a complete response, streamed to the client and stored like any fill, so the next
  * range of it is cut from the cache (as nginx and Varnish do).
  */
-function completeAnswer (core: CacheCore, writer: EntryWriter, m: RangeMiss, res: ProxyResponse, t0: number, t1: number): ProxyResponse {
-  const { route, req } = m
-  const job: FillJob = { route, req, key: m.base, base: m.base, path: m.path, reqD: m.reqD, stale: undefined, fetch: m.fetch }
+function completeAnswer (core: CacheCore, writer: EntryWriter, job: FillJob, res: ProxyResponse, t0: number, t1: number): ProxyResponse {
+  const { route } = job
   const why = storableFromHeaders(core, job, res, t0, t1)
-  if (why !== null) { core.event(route.name, 'bypass'); return { ...res, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${why}` } }
+  if (why !== null) { core.event(route.name, 'bypass'); return passedThrough(res, why) }
   const out = tee(core, res.body as Readable, core.config.memory.maxEntryBytes, true, (chunks, size, _why, err) => {
-    if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: m.path }, 'cache: upstream body failed; nothing stored'); return }
+    if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: job.path }, 'cache: upstream body failed; nothing stored'); return }
     const built = buildEntry(core, job, res, ownedConcat(chunks, size), t0, t1)
     if (typeof built === 'string') return
-    writer.normalise(built, route).then((e) => writer.store(e, route), (e: Error) => core.log.warn({ err: e.message, path: m.path }, 'cache: stored body does not decode; not stored'))
+    writer.normalise(built, route).then((e) => writer.store(e, route), (e: Error) => core.log.warn({ err: e.message, path: job.path }, 'cache: stored body does not decode; not stored'))
   })
   core.event(route.name, 'miss')
   return { status: res.status, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: 'sluice; fwd=miss; stored' }
@@ -182,11 +153,11 @@ export function combine (stored: CacheEntry | undefined, part: CacheEntry): Cach
 }
 
 /** Store a partial entry, or, when its span is the whole representation, the complete 200 it makes. */
-async function storeCombined (core: CacheCore, writer: EntryWriter, route: CacheRoute, key: string, e: CacheEntry): Promise<void> {
-  const span = e.range!
-  if (span.start > 0 || e.body.length < span.total) { await writer.store(e, route); return }
-  const complete: CacheEntry = { ...e, key, status: 200, range: undefined, out: undefined }
-  delete complete.range
+async function storeCombined (core: CacheCore, writer: EntryWriter, route: CacheRoute, e: CacheEntry): Promise<void> {
+  const { range: span, ...rest } = e
+  if (span!.start > 0 || e.body.length < span!.total) { await writer.store(e, route); return }
+  // The complete entry lives where plain requests look: the variant key itself.
+  const complete: CacheEntry = { ...rest, key: wholeKey(e.key), status: 200, out: undefined }
   try {
     await writer.store(await writer.normalise(complete, route), route)
   } catch (err) {

@@ -89,6 +89,11 @@ class LayeredCore extends CacheCore {
   }
 }
 
+/** A stored entry this request may use: a request with Authorization only one marked authOk. */
+function usableWith (e: CacheEntry | undefined, rh: UpstreamRequest['headers']): CacheEntry | undefined {
+  return e !== undefined && rh.authorization !== undefined && !e.authOk ? undefined : e
+}
+
 export function createCacheStage (deps: CacheStageDeps): CacheStage {
   const { config } = deps
   const now = deps.now ?? Date.now
@@ -130,8 +135,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   async function slow (route: CacheRoute, req: UpstreamRequest, fetch: Fetcher, reqD: Directives, base: string, path: string): Promise<ProxyResponse> {
     const rh = req.headers
     const found = await lookup(core, base, rh)
-    let e = found.entry
-    if (e !== undefined && rh.authorization !== undefined && !e.authOk) e = undefined
+    const e = usableWith(found.entry, rh)
     // One byte range of a usable stored response is cut from its bytes; any other range request
     // (several ranges, with a conditional, nothing usable stored) goes to the origin as it is.
     if (rh.range !== undefined) {
@@ -139,8 +143,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       if (cut !== null) return cut
       if (req.method !== 'GET' || e !== undefined || reqD.has('no-store')) return bypass(core, route, req, fetch, 'RANGE')
       // Nothing complete stored: a stored part may hold the range; else the 206 is kept (partial.ts).
-      let part = await findPartial(core, found.key)
-      if (part !== undefined && rh.authorization !== undefined && !part.authOk) part = undefined
+      const part = usableWith(await findPartial(core, found.key), rh)
       const answer = part !== undefined ? fromPartial(core, part, route, req, reqD) : null
       return answer ?? rangeMiss(core, writer, { route, req, base, path, reqD, fetch, stored: part })
     }
