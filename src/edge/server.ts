@@ -101,6 +101,7 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
   // connection and second; past the limit the connection gets GOAWAY ENHANCE_YOUR_CALM and is
   // closed. One listener function for every stream (no closure per request).
   const resetWindows = new WeakMap<object, { start: number, resets: number }>()
+  let warned = 0 // rapid-reset warnings this minute (at most 20 are logged)
   function onAborted (this: ServerHttp2Stream): void {
     const session = this.session
     if (session === undefined || session.destroyed) return
@@ -136,7 +137,6 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     }
     next(stream, headers, flags, rawHeaders)
   })
-  let warned = 0
   // HTTP/1.1 connections on this server use the same limits as the cleartext listener.
   Object.assign(s, { headersTimeout: h1.headersTimeout, requestTimeout: h1.requestTimeout, keepAliveTimeout: h1.keepAliveTimeout, maxHeadersCount: o.http1.maxHeadersCount, maxRequestsPerSocket: o.http1.maxRequestsPerSocket })
   // Node makes the h2 session in its own 'secureConnection' listener, which runs before this one:
