@@ -4,13 +4,17 @@
 // request gets a SERVER span (route, cache result, upstream, status, retries as attributes),
 // each upstream attempt a CLIENT child span, and the upstream gets a traceparent whose parent
 // is that child span. Cache hits answered by the fast path get a span too. Spans leave through
-// a BatchSpanProcessor (bounded queue: past maxQueueSize spans are dropped, never waited for)
-// to an OTLP/HTTP exporter: a dead or slow collector never slows or fails a request.
+// a BatchSpanProcessor (bounded queue: past maxQueueSize spans are dropped, never waited for);
+// each batch is serialised here and sent by the SDK's OTLP/HTTP export delegate on a thread of
+// its own (trace-export-worker.ts): a dead or slow collector never slows or fails a request.
 import { trace, SpanKind, SpanStatusCode, ROOT_CONTEXT, defaultTextMapGetter, defaultTextMapSetter, type Span, type Tracer } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { AlwaysOnSampler, BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler } from '@opentelemetry/sdk-trace-base'
-import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http'
-import { OTLPTraceExporter as ProtobufExporter } from '@opentelemetry/exporter-trace-otlp-proto'
+import { ProtobufTraceSerializer, JsonTraceSerializer } from '@opentelemetry/otlp-transformer'
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core'
+import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base'
+import { Worker } from 'node:worker_threads'
+import type { ExportWorkerData, FromWorker, ToWorker } from './trace-export-worker.js'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
@@ -39,15 +43,75 @@ type HeaderBag = Record<string, string | string[] | undefined>
 
 const propagator = new W3CTraceContextPropagator()
 
+/**
+ * The BatchSpanProcessor's exporter: each batch is serialised here with the SDK's OTLP
+ * serializer (protobuf or JSON) and its bytes are handed to a worker thread, which posts them
+ * with the SDK's OTLP/HTTP export delegate (src/observability/trace-export-worker.ts: why a
+ * thread, with the figures). The batch's result comes back to the processor as usual; the
+ * request thread never waits for the collector.
+ */
+class ThreadExporter implements SpanExporter {
+  private readonly worker: Worker
+  private readonly waiting = new Map<number, (r: ExportResult) => void>()
+  private nextId = 1
+  private dead = false
+  private readonly serializer: typeof ProtobufTraceSerializer
+
+  constructor (data: ExportWorkerData, private readonly log: Logger) {
+    this.serializer = data.protocol === 'http/json' ? JsonTraceSerializer : ProtobufTraceSerializer
+    this.worker = new Worker(new URL('./trace-export-worker.js', import.meta.url), { workerData: data })
+    this.worker.unref()
+    this.worker.on('message', (m: FromWorker) => {
+      const done = this.waiting.get(m.id)
+      if (done === undefined) return
+      this.waiting.delete(m.id)
+      done(m.code === 0 ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(m.error ?? 'export failed') })
+    })
+    // A thread that fails (it should not) loses its batches; requests are never affected.
+    const failAll = (why: string): void => {
+      if (this.dead) return
+      this.dead = true
+      for (const done of this.waiting.values()) done({ code: ExportResultCode.FAILED, error: new Error(why) })
+      this.waiting.clear()
+    }
+    this.worker.on('error', (e) => { this.log.error({ err: e.message }, 'tracing: the span export thread failed; spans are no longer exported'); failAll(e.message) })
+    this.worker.on('exit', () => failAll('span export thread stopped'))
+  }
+
+  export (spans: ReadableSpan[], done: (r: ExportResult) => void): void {
+    if (this.dead) { done({ code: ExportResultCode.FAILED, error: new Error('span export thread stopped') }); return }
+    const bytes = this.serializer.serializeRequest(spans)
+    if (bytes === undefined) { done({ code: ExportResultCode.FAILED, error: new Error('spans could not be serialised') }); return }
+    const id = this.nextId++
+    this.waiting.set(id, done)
+    // The serializer writes each batch into a new array of its own, so its memory moves to the
+    // thread instead of being copied (a Node Buffer may share a pool: that one is copied).
+    this.worker.postMessage({ id, bytes, spans: spans.length } satisfies ToWorker, Buffer.isBuffer(bytes) ? [] : [bytes.buffer as ArrayBuffer])
+  }
+
+  /** Waits for the batches in flight (the worker's own export timeout bounds that), then stops the thread. */
+  async shutdown (): Promise<void> {
+    if (this.dead) return
+    const id = this.nextId++
+    await new Promise<void>((resolve) => {
+      this.waiting.set(id, () => resolve())
+      this.worker.postMessage({ id, shutdown: true } satisfies ToWorker)
+    })
+    this.dead = true
+    await this.worker.terminate()
+  }
+
+  async forceFlush (): Promise<void> {}
+}
+
 /** One provider for one tracing config; a reload that changes it makes a new one. */
 class Active {
   readonly tracer: Tracer
   private readonly provider: BasicTracerProvider
   readonly ratio: number
-  constructor (readonly key: string, cfg: TracingConfig) {
+  constructor (readonly key: string, cfg: TracingConfig, log: Logger) {
     this.ratio = cfg.sampleRatio
-    const Exporter = cfg.otlp.protocol === 'http/json' ? JsonExporter : ProtobufExporter
-    const exporter = new Exporter({ url: cfg.otlp.url, headers: cfg.otlp.headers, timeoutMillis: cfg.otlp.timeoutMs })
+    const exporter = new ThreadExporter({ url: cfg.otlp.url, headers: cfg.otlp.headers, timeoutMs: cfg.otlp.timeoutMs, protocol: cfg.otlp.protocol }, log)
     this.provider = new BasicTracerProvider({
       resource: resourceFromAttributes({ 'service.name': cfg.serviceName }),
       // The ratio decision for new traces is taken in Tracing.server() before any span exists.
@@ -71,7 +135,7 @@ export class Tracing {
     const key = cfg ? JSON.stringify(cfg) : ''
     if ((this.active?.key ?? '') === key) return
     const old = this.active
-    this.active = cfg ? new Active(key, cfg) : null
+    this.active = cfg ? new Active(key, cfg, this.log) : null
     if (old) void old.shutdown()
     this.log.info(cfg ? { url: cfg.otlp.url, sampleRatio: cfg.sampleRatio } : {}, cfg ? 'tracing on' : 'tracing off')
   }
