@@ -7,7 +7,12 @@
 //
 //   node bench/instr.mjs [--scenario passthrough|hit1k|hit100k-gzip] [--requests N] [--warm N]
 //                        [--concurrency N] [--baseline DIR] [--target ID]... [--config FILE]
-//                        [--proto h1|tls|h2]
+//                        [--proto h1|tls|h2] [--by-function N]
+//
+// --by-function N: also print each target's N costliest functions (self instructions per
+// request), JavaScript included: the targets run with --perf-basic-prof and callgrind's JIT
+// addresses are named through V8's perf map (bench/lib/callgrind-js.mjs). That is how the
+// tracing exporter's effect on Node's own stream code was found (docs/benchmarks.md).
 //
 // --proto: the client's protocol. tls and h2 give the Sluice targets a listener with
 // listen.tls (a throwaway certificate) and listen.http2; tls sends HTTP/1.1 over TLS, h2 sends
@@ -32,11 +37,12 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { byFunction } from './lib/callgrind-js.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
 
-const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null, proto: 'h1' }
+const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null, proto: 'h1', byFunction: 0 }
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]; const val = () => argv[++i]
@@ -48,6 +54,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--target') opts.targets.push(val())
   else if (a === '--config') opts.config = val()
   else if (a === '--proto') opts.proto = val()
+  else if (a === '--by-function') opts.byFunction = Number(val())
   else { console.error(`unknown argument ${a}`); process.exit(2) }
 }
 
@@ -137,7 +144,7 @@ async function main () {
       cmd = [...flags, cli, '--config', file]
     }
     const out = path.join(TMP, `${t.id.replace('@', '-')}.cg`)
-    const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...(opts.byFunction > 0 ? ['--perf-basic-prof'] : []), ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] })
     let err = ''
     vg.stderr.on('data', (d) => { err += d })
     try {
@@ -151,14 +158,18 @@ async function main () {
       vg.kill('SIGTERM')
       await new Promise((resolve) => vg.once('exit', resolve))
       // The dump holds the counted window ("totals:"); the file written at exit holds none.
-      let ir = 0
+      let ir = 0; let dump = null
       for (const f of [out, ...Array.from({ length: 9 }, (_, i) => `${out}.${i + 1}`)]) {
         if (!existsSync(f)) continue
         const m = readFileSync(f, 'utf8').match(/^totals: (\d+)/m)
-        if (m) ir = Math.max(ir, Number(m[1]))
+        if (m && Number(m[1]) > ir) { ir = Number(m[1]); dump = f }
       }
       rows.push({ id: t.id, ir, per: ir / opts.requests, bad: bad + badWarm })
       console.log(`${t.id.padEnd(16)} ${(ir / opts.requests / 1000).toFixed(1).padStart(8)} k instructions/request  (${opts.proto}; ${opts.requests} requests counted after ${opts.warm} warm-up${bad + badWarm ? `; ${bad + badWarm} non-2xx/3xx` : ''})`)
+      if (opts.byFunction > 0 && dump !== null) {
+        for (const f of byFunction(dump, opts.requests).slice(0, opts.byFunction)) console.log(`  ${(f.per / 1000).toFixed(2).padStart(7)}k  ${f.name.slice(0, 120)}`)
+        rmSync(`/tmp/perf-${vg.pid}.map`, { force: true })
+      }
     } catch (e) {
       vg.kill('SIGKILL')
       console.log(`skip ${t.id}: ${e.message}\n${err.split('\n').slice(-5).join('\n')}`)

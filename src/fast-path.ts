@@ -9,7 +9,7 @@ import type { ServerHttp2Stream } from 'node:http2'
 import type { Snapshot } from './config/snapshot.js'
 import type { CacheStage } from './httpcache/stage.js'
 import type { Headers, ProxyResponse, UpstreamRequest } from './types.js'
-import { writeStored, respondStored } from './send.js'
+import { writeStoredHead, respondStored } from './send.js'
 import { assignRequestId } from './request-id.js'
 import { declaredBodyBytes } from './observability/metrics.js'
 
@@ -30,7 +30,7 @@ export interface FastPath {
 }
 
 function writeH1 (res: ServerResponse, hit: ProxyResponse, snap: Snapshot, id: string): void {
-  writeStored(res, hit, undefined, snap.requestId, id)
+  writeStoredHead(res, hit, snap.requestId, id)
 }
 
 function writeH2 (stream: ServerHttp2Stream, hit: ProxyResponse, snap: Snapshot, id: string): void {

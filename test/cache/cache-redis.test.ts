@@ -74,7 +74,7 @@ test('an entry stored by one gateway is an L2 hit for another, and backfills its
     assert.equal((await viaHost(a.url)).headers['cache-status'], 'sluice; fwd=miss; stored')
     // The L2 write is asynchronous: wait until the record is in Redis.
     const c = redis.client()
-    for (let i = 0; i < 100 && (await c.keys(`${redis.prefix}{*}c:G|shop.example|/shared`)).length === 0; i++) await sleep(20)
+    for (let i = 0; i < 250 && (await c.keys(`${redis.prefix}{*}c:G|shop.example|/shared`)).length === 0; i++) await sleep(20)
     const fromL2 = await viaHost(b.url)
     assert.equal(fromL2.body, 'shared')
     assert.match(String(fromL2.headers['cache-status']), /^sluice; hit/)
