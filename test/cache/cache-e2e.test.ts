@@ -44,7 +44,8 @@ test('a cacheable response is stored, then served from the cache with Age and Ca
   assert.equal(two.body, 'A')
   // Date has 1 s resolution, so the apparent age at arrival may be up to a second.
   assert.match(String(two.headers['cache-status']), /^sluice; hit; ttl=(58|59|60)$/)
-  assert.equal(two.headers.age, '0')
+  // The same second of resolution: a response stored just before a second boundary is 1 s old.
+  assert.match(String(two.headers.age), /^[01]$/)
   assert.equal(origin.count('/a'), 1)
 })
 
