@@ -196,11 +196,20 @@ export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Met
   let lastError: string | null = null
   let errors = 0
   let down = false
+  // One line when Redis goes away, and one more for each other reason seen while it stays away
+  // (at most 5): the first error is often a timeout, and the cause (a refused certificate, a
+  // wrong password) only comes after it. Reconnect attempts that fail the same way log nothing.
+  const reasons = new Set<string>()
   const markDown = (err: Error) => {
     lastError = err.message
     if (!down) {
       down = true
+      reasons.clear()
+      reasons.add(err.message)
       log.warn({ redis: shown, err: err.message }, 'redis unavailable: caches act as misses, limits use local buckets')
+    } else if (reasons.size < 5 && !reasons.has(err.message)) {
+      reasons.add(err.message)
+      log.warn({ redis: shown, err: err.message }, 'redis unavailable: another error while it is down')
     }
   }
   client.on('error', (err: Error) => { metrics.redisErrors.labels('connection').inc(); errors++; markDown(err) })
