@@ -14,17 +14,22 @@ type Extra = Record<string, string | number | string[] | undefined>
  * `rid`: this request's ID header rule (src/request-id.ts) and `id` its value. A stored or
  * upstream copy of that header (an origin that echoes it) gives way to this request's.
  */
-function headerArray (res: ProxyResponse, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined): string[] {
-  const flat: string[] = []
-  const h = res.headers
-  const skip = rid === undefined || id === undefined ? '' : rid.name
-  if (skip !== '') flat.push(rid!.header, id!)
+/** The response's own fields onto `flat` as name/value pairs, without `skip` (the request ID field this request's replaces). */
+function pushStored (flat: string[], h: ProxyResponse['headers'], skip: string): void {
   for (const k in h) {
     const v = h[k]
     if (v === undefined || k === skip) continue
     if (typeof v === 'string') flat.push(k, v)
     else for (let i = 0; i < v.length; i++) flat.push(k, v[i])
   }
+}
+
+function headerArray (res: ProxyResponse, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined): string[] {
+  const flat: string[] = []
+  const h = res.headers
+  const skip = rid === undefined || id === undefined ? '' : rid.name
+  if (skip !== '') flat.push(rid!.header, id!)
+  pushStored(flat, h, skip)
   if (extra !== undefined) for (const k in extra) { const v = extra[k]; if (v !== undefined && k !== skip) flat.push(k, String(v)) }
   if (res.cacheStatus !== undefined) flat.push('cache-status', res.cacheStatus)
   if (res.age !== undefined) flat.push('age', res.age)
@@ -57,13 +62,10 @@ function storedBlock (res: ProxyResponse, rid: RequestIdRule): StoredBlock {
   const h = res.headers
   const had = blocks.get(h)
   if (had !== undefined && had.status === res.status && had.rid === rid.name && had.ridHeader === rid.header) return had
+  const flat: string[] = []
+  pushStored(flat, h, rid.name)
   let head = 'HTTP/1.1 ' + res.status + ' ' + (STATUS_CODES[res.status] ?? 'unknown') + '\r\n'
-  for (const k in h) {
-    const v = h[k]
-    if (v === undefined || k === rid.name) continue
-    if (typeof v === 'string') head += k + ': ' + v + '\r\n'
-    else for (let i = 0; i < v.length; i++) head += k + ': ' + v[i] + '\r\n'
-  }
+  for (let i = 0; i < flat.length; i += 2) head += flat[i] + ': ' + flat[i + 1] + '\r\n'
   head += rid.header + ': '
   FLATTEN.test(head) // one flat string, so each hit copies it once instead of walking its pieces
   const b = { head, status: res.status, rid: rid.name, ridHeader: rid.header, date: h.date !== undefined }
