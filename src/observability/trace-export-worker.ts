@@ -13,14 +13,14 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { createOtlpHttpExportDelegate, convertLegacyHttpOptions } from '@opentelemetry/otlp-exporter-base/node-http'
 import { ProtobufTraceSerializer, JsonTraceSerializer } from '@opentelemetry/otlp-transformer'
-
-export interface ExportWorkerData { url: string, headers: Record<string, string>, timeoutMs: number, protocol: 'http/protobuf' | 'http/json' }
+import type { TracingConfig } from './tracing.js'
 /** request thread -> this thread */
 export type ToWorker = { id: number, bytes: Uint8Array, spans: number } | { id: number, shutdown: true }
 /** this thread -> request thread: ExportResultCode (0 success, 1 failure) */
 export interface FromWorker { id: number, code: 0 | 1, error?: string }
 
-const cfg = workerData as ExportWorkerData
+/** The `tracing.otlp` config, as the request thread validated it. */
+const cfg = workerData as TracingConfig['otlp']
 const json = cfg.protocol === 'http/json'
 const serializer = json ? JsonTraceSerializer : ProtobufTraceSerializer
 interface Batch { bytes: Uint8Array, spans: number }

@@ -8,13 +8,11 @@
 // each batch is serialised here and sent by the SDK's OTLP/HTTP export delegate on a thread of
 // its own (trace-export-worker.ts): a dead or slow collector never slows or fails a request.
 import { trace, SpanKind, SpanStatusCode, ROOT_CONTEXT, defaultTextMapGetter, defaultTextMapSetter, type Span, type Tracer } from '@opentelemetry/api'
-import { W3CTraceContextPropagator } from '@opentelemetry/core'
-import { AlwaysOnSampler, BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler } from '@opentelemetry/sdk-trace-base'
+import { W3CTraceContextPropagator, ExportResultCode, type ExportResult } from '@opentelemetry/core'
+import { AlwaysOnSampler, BasicTracerProvider, BatchSpanProcessor, ParentBasedSampler, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base'
 import { ProtobufTraceSerializer, JsonTraceSerializer } from '@opentelemetry/otlp-transformer'
-import { ExportResultCode, type ExportResult } from '@opentelemetry/core'
-import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base'
 import { Worker } from 'node:worker_threads'
-import type { ExportWorkerData, FromWorker, ToWorker } from './trace-export-worker.js'
+import type { FromWorker, ToWorker } from './trace-export-worker.js'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
@@ -57,9 +55,9 @@ class ThreadExporter implements SpanExporter {
   private dead = false
   private readonly serializer: typeof ProtobufTraceSerializer
 
-  constructor (data: ExportWorkerData, private readonly log: Logger) {
-    this.serializer = data.protocol === 'http/json' ? JsonTraceSerializer : ProtobufTraceSerializer
-    this.worker = new Worker(new URL('./trace-export-worker.js', import.meta.url), { workerData: data })
+  constructor (otlp: TracingConfig['otlp'], private readonly log: Logger) {
+    this.serializer = otlp.protocol === 'http/json' ? JsonTraceSerializer : ProtobufTraceSerializer
+    this.worker = new Worker(new URL('./trace-export-worker.js', import.meta.url), { workerData: otlp })
     this.worker.unref()
     this.worker.on('message', (m: FromWorker) => {
       const done = this.waiting.get(m.id)
@@ -111,7 +109,7 @@ class Active {
   readonly ratio: number
   constructor (readonly key: string, cfg: TracingConfig, log: Logger) {
     this.ratio = cfg.sampleRatio
-    const exporter = new ThreadExporter({ url: cfg.otlp.url, headers: cfg.otlp.headers, timeoutMs: cfg.otlp.timeoutMs, protocol: cfg.otlp.protocol }, log)
+    const exporter = new ThreadExporter(cfg.otlp, log)
     this.provider = new BasicTracerProvider({
       resource: resourceFromAttributes({ 'service.name': cfg.serviceName }),
       // The ratio decision for new traces is taken in Tracing.server() before any span exists.
