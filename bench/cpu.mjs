@@ -19,10 +19,10 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort, interpolate, nodeFlags } from './lib/targets.mjs'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -47,7 +47,6 @@ const cli = path.join(ROOT, 'dist', 'src', 'cli.js')
 if (opts.targets.some((t) => !t.spec.startsWith('anchor:')) && !existsSync(cli)) { console.error(`${cli} is missing: npm run build`); process.exit(2) }
 const TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
 
-const freePort = () => new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) }) })
 const TMP = mkdtempSync(path.join(os.tmpdir(), 'sluice-cpu-'))
 
 function get (port, p) {
@@ -83,11 +82,10 @@ async function command (t, port, originUrl) {
     return [path.join(BENCH, 'anchors', `${script}.mjs`), '--port', String(port), '--upstream', originUrl, ...args]
   }
   const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(await freePort()), BENCH_ORIGIN_URL: originUrl, REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' }
-  const text = readFileSync(path.join(BENCH, 'configs', t.spec), 'utf8').replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_, k, d) => vars[k] ?? d ?? '')
+  const text = interpolate(readFileSync(path.join(BENCH, 'configs', t.spec), 'utf8'), vars)
   const file = path.join(TMP, `${t.id}.yaml`)
   writeFileSync(file, text)
-  const flags = [...(await import(path.join(ROOT, 'dist', 'src', 'node-flags.js'))).NODE_FLAGS]
-  return [...flags, cli, '--config', file]
+  return [...await nodeFlags(cli), cli, '--config', file]
 }
 
 async function measure (t, originUrl) {

@@ -14,6 +14,7 @@ import path from 'node:path'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { arg } from './lib/args.mjs'
+import { freePort, nodeFlags } from './lib/targets.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const runs = Number(arg('runs', 'RUNS', 3))
@@ -26,7 +27,6 @@ const dir = mkdtempSync(path.join(tmpdir(), 'sluice-h2bench-'))
 const procs = []
 // Each server in its own process group, killed whole: nginx's workers and cache manager too.
 process.on('exit', () => { for (const p of procs) { try { process.kill(-p.pid, 'SIGKILL') } catch {} } rmSync(dir, { recursive: true, force: true }) })
-const freePort = () => new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) }) })
 const waitPort = async (port) => { for (let i = 0; i < 100; i++) { if (await new Promise((r) => { const c = net.connect(port, '127.0.0.1', () => { c.destroy(); r(true) }); c.on('error', () => r(false)) })) return; await new Promise((r) => setTimeout(r, 100)) } throw new Error(`port ${port} did not open`) }
 const start = (core, cmd, args) => { const p = spawn('taskset', ['-c', String(core), cmd, ...args], { stdio: 'ignore', detached: true }); procs.push(p); return p }
 
@@ -34,7 +34,7 @@ execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramg
 const originPort = await freePort()
 start(1, process.execPath, [path.join(ROOT, 'bench', 'origin.mjs'), '--port', String(originPort)])
 await waitPort(originPort)
-const { NODE_FLAGS } = await import(path.join(ROOT, 'dist', 'src', 'node-flags.js'))
+const NODE_FLAGS = await nodeFlags(path.join(ROOT, 'dist', 'src', 'cli.js'))
 
 async function sluice (tls) {
   const port = await freePort()

@@ -32,12 +32,12 @@ import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'no
 import http from 'node:http'
 import https from 'node:https'
 import http2 from 'node:http2'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { byFunction } from './lib/callgrind-js.mjs'
+import { freePort, interpolate, nodeFlags } from './lib/targets.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
@@ -67,7 +67,6 @@ const scen = SCENARIOS[opts.scenario]
 if (!scen) { console.error(`--scenario: one of ${Object.keys(SCENARIOS).join(', ')}`); process.exit(2) }
 if (spawnSync('valgrind', ['--version']).status !== 0) { console.error('valgrind is not installed (apt-get install valgrind)'); process.exit(2) }
 
-const freePort = () => new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) }) })
 const TMP = mkdtempSync(path.join(os.tmpdir(), 'sluice-instr-'))
 if (!['h1', 'tls', 'h2'].includes(opts.proto)) { console.error('--proto: one of h1, tls, h2'); process.exit(2) }
 const tls = opts.proto !== 'h1'
@@ -135,13 +134,11 @@ async function main () {
       const cli = path.join(t.root, 'dist', 'src', 'cli.js')
       if (!existsSync(cli)) { console.log(`skip ${t.id}: ${cli} missing (build it)`); continue }
       const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(await freePort()), BENCH_ORIGIN_URL: originUrl, REDIS_URL: '' }
-      const text = readFileSync(path.join(BENCH, 'configs', opts.config ?? scen.config), 'utf8').replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_, k, d) => vars[k] ?? d ?? '')
+      const text = interpolate(readFileSync(path.join(BENCH, 'configs', opts.config ?? scen.config), 'utf8'), vars)
       const file = path.join(TMP, `${t.id.replace('@', '-')}.yaml`)
       writeFileSync(file, tls ? text.replace(/^listen: \{ (.*) \}$/m, `listen: { $1, tls: { certFile: "${TMP}/c.pem", keyFile: "${TMP}/k.pem" }, http2: true }`) : text)
       // As the build ships: with its V8 flags (dist/src/node-flags.js), when it has them.
-      const flagsFile = path.join(t.root, 'dist', 'src', 'node-flags.js')
-      const flags = existsSync(flagsFile) ? [...(await import(flagsFile)).NODE_FLAGS] : []
-      cmd = [...flags, cli, '--config', file]
+      cmd = [...await nodeFlags(cli), cli, '--config', file]
     }
     const out = path.join(TMP, `${t.id.replace('@', '-')}.cg`)
     const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...(opts.byFunction > 0 ? ['--perf-basic-prof'] : []), ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] })

@@ -19,6 +19,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort, interpolate, nodeFlags } from './lib/targets.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
@@ -323,15 +324,6 @@ const SERVER_CORE = CORES >= 2 ? '1' : '0'
 const LOAD_CORE = '0'
 const pinned = (core, cmd, args) => TASKSET ? [TASKSET, ['-c', core, cmd, ...args]] : [cmd, args]
 
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.unref()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
-  })
-}
-
 const TMP = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'))
 chmodSync(TMP, 0o755) // nginx workers and Varnish's child run as other users
 
@@ -538,17 +530,10 @@ async function wrk (url, { seconds, headers = {}, churn = false, connections }) 
 const NGINX_TMPL = readFileSync(path.join(BENCH, 'anchors', 'nginx.conf.tmpl'), 'utf8')
 const VCL_TMPL = readFileSync(path.join(BENCH, 'anchors', 'varnish.vcl.tmpl'), 'utf8')
 const fill = (tmpl, vars) => tmpl.replace(/\{\{(\w+)\}\}/g, (_, k) => vars[k] ?? '')
-/** ${VAR} / ${VAR:-default}: vars first, then the environment, then the default. */
-const interpolate = (text, vars) => text.replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_, k, d) => vars[k] ?? process.env[k] ?? d ?? '')
 
 let origin // { proc, port, url }
 const SLUICE_CLI = path.join(ROOT, 'dist', 'src', 'cli.js')
 
-/** The V8 flags a Sluice build ships with (its dist/src/node-flags.js; none before that file existed). */
-async function nodeFlags (cli) {
-  const f = path.join(path.dirname(cli), 'node-flags.js')
-  return existsSync(f) ? [...(await import(f)).NODE_FLAGS] : []
-}
 
 /** Returns { proc, port } or { skip: reason }. */
 async function startServer (name) {
@@ -577,7 +562,7 @@ async function startServer (name) {
     // A baseline checkout reads its own copy of a config (its keys may differ), or this one's
     // when it has none (a config added since).
     const own = spec.configDir ? path.join(spec.configDir, spec.config) : null
-    const text = interpolate(readFileSync(own && existsSync(own) ? own : path.join(BENCH, 'configs', spec.config), 'utf8'), vars)
+    const text = interpolate(readFileSync(own && existsSync(own) ? own : path.join(BENCH, 'configs', spec.config), 'utf8'), vars, process.env)
     const file = path.join(dir, spec.config)
     writeFileSync(file, text)
     proc = start(name, spec.cores ?? SERVER_CORE, process.execPath, [...await nodeFlags(cli), cli, '--config', file])
