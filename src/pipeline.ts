@@ -95,24 +95,32 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?:
   const cl = res.headers['content-length']
   const declared = typeof cl === 'string' ? Number(cl) : -1
   const bytes = Number.isFinite(declared) && declared >= 0 ? declared : -1
-  if (observe !== undefined) out.once('close', () => observe(request, out.statusCode, bytes))
   const body = res.body as Readable
+  // One 'close' listener for everything that waits for the response to end: the observation
+  // and the body size histogram.
+  let sized: (() => void) | undefined
+  if (sizes !== undefined) {
+    // A HEAD answer, a 204 or a 304 sends no body, whatever its Content-Length says.
+    if (res.status === 204 || res.status === 304 || request.raw.method === 'HEAD') sized = () => sizes.sizes(requestBytes, 0)
+    else if (bytes >= 0) sized = () => sizes.sizes(requestBytes, bytes)
+    else {
+      // No Content-Length (chunked, or compressed on the fly): count the body as it passes.
+      // writeStreamed makes the body flow; one more 'data' listener only watches.
+      let n = 0
+      body.on('data', (c: Buffer) => { n += c.length })
+      sized = () => sizes.sizes(requestBytes, n)
+    }
+  }
+  const onClose = observe === undefined && sized === undefined
+    ? undefined
+    : () => {
+        if (observe !== undefined) observe(request, out.statusCode, bytes)
+        if (sized !== undefined) sized()
+      }
   writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err) => {
     if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapUpstreamError(err, ctx.route?.upstream.name ?? '', false).code
     log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')
-  })
-  if (sizes !== undefined) {
-    // A HEAD answer, a 204 or a 304 sends no body, whatever its Content-Length says.
-    if (res.status === 204 || res.status === 304 || request.raw.method === 'HEAD') out.once('close', () => sizes.sizes(requestBytes, 0))
-    else if (bytes >= 0) out.once('close', () => sizes.sizes(requestBytes, bytes))
-    else {
-      // No Content-Length (chunked, or compressed on the fly): count the body as it passes.
-      // The body is already piped (flowing), so one more 'data' listener only watches.
-      let n = 0
-      body.on('data', (c: Buffer) => { n += c.length })
-      out.once('close', () => sizes.sizes(requestBytes, n))
-    }
-  }
+  }, onClose)
   return reply
 }
 
