@@ -44,6 +44,9 @@ export function writeStored (out: ServerResponse, res: ProxyResponse, extra?: Ex
 /** The fields of Node's ServerResponse that writeStoredHead reads and sets (Node 20 and 22; test/core/stored-head.test.ts). */
 interface ResponseInternals {
   _header: string | null
+  _hasBody: boolean
+  chunkedEncoding: boolean
+  useChunkedEncodingByDefault: boolean
   _headerSent: boolean
   _keepAliveTimeout: number
   _defaultKeepAlive: boolean
@@ -99,8 +102,7 @@ let keepAliveLines = ''
  */
 export function writeStoredHead (out: ServerResponse, res: ProxyResponse, rid: RequestIdRule, id: string): void {
   const o = out as ServerResponse & ResponseInternals
-  if (!o.shouldKeepAlive || o.maxRequestsOnConnectionReached === true || !o.sendDate || o._header !== null || o._defaultKeepAlive !== true ||
-    ~~o._maxRequestsPerSocket !== 0 || typeof o._keepAliveTimeout !== 'number' || res.headers['content-length'] === undefined) {
+  if (!directHeadAllowed(o) || res.headers['content-length'] === undefined) {
     writeStored(out, res, undefined, rid, id)
     return
   }
@@ -108,19 +110,68 @@ export function writeStoredHead (out: ServerResponse, res: ProxyResponse, rid: R
   let head = b.head + id + '\r\n'
   if (res.cacheStatus !== undefined) head += 'cache-status: ' + res.cacheStatus + '\r\n'
   if (res.age !== undefined) head += 'age: ' + res.age + '\r\n'
-  if (!b.date) {
+  setHead(o, res.status, head, b.date, false)
+  out.end(res.body ?? undefined)
+}
+
+/** Whether Node's own head logic would add only Date and the keep-alive fields (and, without a length, chunked framing). */
+function directHeadAllowed (o: ServerResponse & ResponseInternals): boolean {
+  return o.shouldKeepAlive && o.maxRequestsOnConnectionReached !== true && o.sendDate && o._header === null && o._defaultKeepAlive === true &&
+    ~~o._maxRequestsPerSocket === 0 && typeof o._keepAliveTimeout === 'number'
+}
+
+/** Finish a head as Node's _storeHeader would (Date unless the response has one, keep-alive, chunked framing) and set it on the response. */
+function setHead (o: ServerResponse & ResponseInternals, status: number, head: string, hasDate: boolean, chunked: boolean): void {
+  if (!hasDate) {
     const second = Math.floor(Date.now() / 1000)
     if (second !== dateSecond) { dateSecond = second; dateLine = 'Date: ' + new Date(second * 1000).toUTCString() + '\r\n' }
     head += dateLine
   }
   if (o._keepAliveTimeout !== keepAliveMs) {
     keepAliveMs = o._keepAliveTimeout
-    keepAliveLines = 'Connection: keep-alive\r\n' + (keepAliveMs > 0 ? 'Keep-Alive: timeout=' + Math.floor(keepAliveMs / 1000) + '\r\n' : '') + '\r\n'
+    keepAliveLines = 'Connection: keep-alive\r\n' + (keepAliveMs > 0 ? 'Keep-Alive: timeout=' + Math.floor(keepAliveMs / 1000) + '\r\n' : '')
   }
-  o._header = head + keepAliveLines
+  head += keepAliveLines
+  if (chunked) {
+    head += 'Transfer-Encoding: chunked\r\n'
+    o.chunkedEncoding = true
+  }
+  o._header = head + '\r\n'
   o._headerSent = false
-  o.statusCode = res.status
-  out.end(res.body ?? undefined)
+  o.statusCode = status
+}
+
+/**
+ * writeHead for a streamed response on HTTP/1.1, with the head written as one string (as
+ * writeStoredHead does for hits): the upstream's fields were checked by undici's parser, whose
+ * rules for names and values are the ones writeHead applies again (llhttp refuses the same
+ * control characters and non-token names); route header edits are checked when the config is
+ * loaded; the rest are Sluice's own. A response without Content-Length gets chunked framing,
+ * as Node gives it. Falls back to writeHead where Node would decide otherwise (see
+ * directHeadAllowed), for HTTP/2, for 1xx, 204 and 304, and for a response that may have no body.
+ */
+function writeStreamedHead (out: ServerResponse, res: ProxyResponse, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined): void {
+  const o = out as ServerResponse & ResponseInternals
+  const status = res.status
+  if (status < 200 || status === 204 || status === 304 || o._hasBody !== true || !directHeadAllowed(o)) {
+    out.writeHead(status, headerArray(res, extra, rid, id))
+    return
+  }
+  const flat = headerArray(res, extra, rid, id)
+  let head = 'HTTP/1.1 ' + status + ' ' + (STATUS_CODES[status] ?? 'unknown') + '\r\n'
+  let hasDate = false
+  let length = false
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i]
+    head += k + ': ' + flat[i + 1] + '\r\n'
+    if (k.length === 4 && k.toLowerCase() === 'date') hasDate = true
+    else if (k.length === 14 && k.toLowerCase() === 'content-length') length = true
+  }
+  if (!length && o.useChunkedEncodingByDefault !== true) {
+    out.writeHead(status, flat)
+    return
+  }
+  setHead(o, status, head, hasDate, !length)
 }
 
 /**
@@ -154,7 +205,7 @@ export function respondStored (stream: ServerHttp2Stream, res: ProxyResponse, ri
  * response ('drain' only when the client reads slower than the upstream sends).
  */
 export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined, onBodyError: (err: Error) => void, onClose?: () => void): void {
-  out.writeHead(res.status, headerArray(res, extra, rid, id))
+  writeStreamedHead(out, res, extra, rid, id)
   body.on('error', (err) => { onBodyError(err); out.destroy() })
   out.once('close', () => {
     if (!body.destroyed) body.destroy()

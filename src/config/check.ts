@@ -63,7 +63,10 @@ function checkRouteEdits (r: Config['routes'][number], i: number, config: Config
     for (const [name, value] of Object.entries(edits.set ?? {})) {
       if (!TOKEN_RE.test(name)) out.push({ segments: ['routes', i, 'headers', side, 'set', name], message: `not a header name (RFC 9110 token): ${JSON.stringify(name)}` })
       refuse(name, ['routes', i, 'headers', side, 'set', name])
-      if (typeof value === 'string' && /[\r\n\0]/.test(value)) out.push({ segments: ['routes', i, 'headers', side, 'set', name], message: 'a header value may not contain CR, LF or NUL' })
+      // Tab, visible ASCII and Latin-1 only: what HTTP/1.1 and Node's own checks accept. The
+      // response head is written without Node's per-response checks (src/send.ts), so a value
+      // is checked here, once, and a bad one is a config error with its line.
+      if (typeof value === 'string' && /[^\t\x20-\x7e\x80-\xff]/.test(value)) out.push({ segments: ['routes', i, 'headers', side, 'set', name], message: 'a header value may hold only tab, visible ASCII and Latin-1 characters (not CR, LF, NUL or other control characters)' })
     }
     ;(edits.remove ?? []).forEach((name, j) => { if (typeof name === 'string') refuse(name, ['routes', i, 'headers', side, 'remove', j]) })
   }

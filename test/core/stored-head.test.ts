@@ -8,7 +8,7 @@ import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { startOrigin, type Origin } from '../helpers/origin.js'
-import { startTestGateway, cachedConfig, type TestGateway } from '../helpers/gateway.js'
+import { startTestGateway, cachedConfig, simpleConfig, type TestGateway } from '../helpers/gateway.js'
 
 let origin: Origin
 const gateways: TestGateway[] = []
@@ -16,11 +16,16 @@ before(async () => {
   origin = await startOrigin()
   origin.on('/dated', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' }); res.end('dated body') })
   origin.on('/undated', (_req, res) => { res.sendDate = false; res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('undated') })
+  // Streamed (not cached: simpleConfig's route has no cache) with and without a length.
+  origin.on('/pass/length', (_req, res) => { res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '11', 'x-origin': 'a\u00ffb' }); res.end('pass-length') })
+  origin.on('/pass/chunked', (_req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.write('part one,'); setTimeout(() => res.end('part two'), 20) })
+  origin.on('/pass/undated', (_req, res) => { res.sendDate = false; res.writeHead(201, { 'content-length': '7' }); res.end('created') })
+  origin.on('/pass/empty', (_req, res) => { res.writeHead(204); res.end() })
 })
 after(async () => { for (const g of gateways) await g.close(); await origin.close() })
 
-async function gateway (extra = ''): Promise<{ port: number }> {
-  const g = await startTestGateway(cachedConfig(origin.url) + extra)
+async function gateway (extra = '', config = cachedConfig): Promise<{ port: number }> {
+  const g = await startTestGateway(config(origin.url) + extra)
   gateways.push(g)
   return { port: Number(new URL(g.url).port) }
 }
@@ -98,4 +103,59 @@ test('server.maxRequestsPerSocket: the last response on the connection says Conn
   assert.match(a, /cache-status: sluice; hit/)
   assert.match(a, /Keep-Alive: timeout=5, max=2/)
   assert.match(b, /\r\nConnection: close/)
+})
+
+// Streamed responses (pass-through, misses) get their head the same way (writeStreamedHead).
+test('a streamed response with Content-Length: one Date (the origin\'s), keep-alive fields, field bytes as sent, the connection reused', async () => {
+  const { port } = await gateway('', (u) => simpleConfig(u))
+  const r = await raw(port, [get('/pass/length'), get('/pass/length')], (t) => (t.match(/pass-length/g) ?? []).length === 2)
+  const [a, b] = heads(r.text)
+  for (const h of [a, b]) {
+    assert.match(h, /^HTTP\/1\.1 200 OK\r\n/)
+    assert.equal(count(h, 'date'), 1)
+    assert.equal(count(h, 'content-length'), 1)
+    assert.equal(count(h, 'transfer-encoding'), 0)
+    // Node's origin writes U+00FF as UTF-8 (C3 BF); the bytes pass through as they came.
+    assert.match(h, /\r\nx-origin: a\u00c3\u00bfb\r\n/)
+    assert.match(h, /\r\nvia: 1\.1 sluice/)
+    assert.equal(count(h, 'x-request-id'), 1)
+    assert.match(h, /\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5$/)
+  }
+  assert.equal(r.closed, false)
+  // The same fields, byte for byte, as writeHead writes them (HTTP/1.0 goes through writeHead).
+  const viaWriteHead = heads((await raw(port, [get('/pass/length', '', '1.0')], () => false)).text)[0]
+  const fields = (h: string): string[] => h.split('\r\n').slice(1).filter((l) => !/^(date|x-request-id|connection|keep-alive):/i.test(l))
+  assert.deepEqual(fields(a), fields(viaWriteHead))
+})
+
+test('a streamed response without a length is sent chunked, framed right, and the next response follows on the connection', async () => {
+  const { port } = await gateway('', (u) => simpleConfig(u))
+  const r = await raw(port, [get('/pass/chunked'), get('/pass/length')], (t) => t.includes('pass-length'))
+  const [a, b] = heads(r.text)
+  assert.match(a, /^HTTP\/1\.1 200 OK\r\n/)
+  assert.equal(count(a, 'content-length'), 0)
+  assert.match(a, /\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked$/)
+  const body = r.text.slice(r.text.indexOf('\r\n\r\n') + 4, r.text.lastIndexOf('HTTP/1.1 '))
+  assert.equal(body, '9\r\npart one,\r\n8\r\npart two\r\n0\r\n\r\n')
+  assert.match(b, /^HTTP\/1\.1 200 OK\r\n/)
+  assert.equal(r.closed, false)
+})
+
+test('a streamed response: Date added when the origin sent none; 204, HTTP/1.0 and Connection: close answered as Node answers them', async () => {
+  const { port } = await gateway('', (u) => simpleConfig(u))
+  const undated = heads((await raw(port, [get('/pass/undated')], (t) => t.includes('created'))).text)[0]
+  assert.match(undated, /^HTTP\/1\.1 201 Created\r\n/)
+  assert.equal(count(undated, 'date'), 1)
+  const empty = await raw(port, [get('/pass/empty'), get('/pass/length')], (t) => t.includes('pass-length'))
+  const [e, next] = heads(empty.text)
+  assert.match(e, /^HTTP\/1\.1 204 No Content\r\n/)
+  assert.equal(count(e, 'transfer-encoding'), 0)
+  assert.match(next, /^HTTP\/1\.1 200 OK\r\n/)
+  const old = await raw(port, [get('/pass/chunked', '', '1.0')], () => false)
+  assert.equal(count(heads(old.text)[0], 'transfer-encoding'), 0)
+  assert.match(old.text, /part one,part two$/)
+  assert.equal(old.closed, true)
+  const close = await raw(port, [get('/pass/length', 'Connection: close\r\n')], () => false)
+  assert.match(heads(close.text)[0], /\r\nConnection: close/)
+  assert.equal(close.closed, true)
 })

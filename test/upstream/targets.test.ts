@@ -281,6 +281,8 @@ test('validate refuses bad targets, hash keys, rewrites and header edits, naming
     [route('    rewrite: { stripPrefix: svc }'), /routes\[0\]\.rewrite\.stripPrefix/],
     [route('    headers: { request: { set: { "Bad Name": x } } }'), /routes\[0\]\.headers\.request\.set/],
     [route('    headers: { request: { set: { X-A: "a\\r\\nInjected: 1" } } }'), /routes\[0\]\.headers\.request\.set\.X-A.*CR, LF/],
+    [route('    headers: { response: { set: { X-B: "a\\u0001b" } } }'), /routes\[0\]\.headers\.response\.set\.X-B.*control characters/],
+    [route('    headers: { response: { set: { X-B: "snow \\u2603" } } }'), /routes\[0\]\.headers\.response\.set\.X-B.*Latin-1/],
     [route('    headers: { request: { set: { Host: evil } } }'), /routes\[0\]\.headers\.request\.set\.Host.*preserveHost/],
     [route('    headers: { request: { remove: [X-Forwarded-For] } }'), /routes\[0\]\.headers\.request\.remove\[0\]/],
     [route('    headers: { response: { remove: [Transfer-Encoding] } }'), /routes\[0\]\.headers\.response\.remove\[0\]/]
