@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=25
+#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=25 --no-memory-reducer
 // sluice [run] [--config FILE]   run the gateway (SLUICE_CONFIG, default config/sluice.yaml)
 // sluice validate --config FILE  check a file; exit 1 on an error
 // sluice schema                  print the config's JSON Schema

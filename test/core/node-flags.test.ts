@@ -17,4 +17,6 @@ test('workers get the flags unless the primary already set them', () => {
   assert.deepEqual(withNodeFlags([]), [...NODE_FLAGS])
   assert.deepEqual(withNodeFlags(['--max-semi-space-size=32']), ['--max-semi-space-size=32', ...NODE_FLAGS.filter((f) => !f.startsWith('--max-semi-space-size'))])
   assert.deepEqual(withNodeFlags(['--enable-source-maps']), ['--enable-source-maps', ...NODE_FLAGS])
+  // --memory-reducer and --no-memory-reducer name the same flag: the operator's choice stays.
+  assert.deepEqual(withNodeFlags(['--memory-reducer']), ['--memory-reducer', ...NODE_FLAGS.filter((f) => f !== '--no-memory-reducer')])
 })
