@@ -61,14 +61,20 @@ interface StoredBlock { head: string, status: number, rid: string, ridHeader: st
 const blocks = new WeakMap<object, StoredBlock>()
 const FLATTEN = /^/
 
+/** The status line and the name/value pairs of `flat`, each line ending in CRLF. */
+function headLines (status: number, flat: string[]): string {
+  let head = 'HTTP/1.1 ' + status + ' ' + (STATUS_CODES[status] ?? 'unknown') + '\r\n'
+  for (let i = 0; i < flat.length; i += 2) head += flat[i] + ': ' + flat[i + 1] + '\r\n'
+  return head
+}
+
 function storedBlock (res: ProxyResponse, rid: RequestIdRule): StoredBlock {
   const h = res.headers
   const had = blocks.get(h)
   if (had !== undefined && had.status === res.status && had.rid === rid.name && had.ridHeader === rid.header) return had
   const flat: string[] = []
   pushStored(flat, h, rid.name)
-  let head = 'HTTP/1.1 ' + res.status + ' ' + (STATUS_CODES[res.status] ?? 'unknown') + '\r\n'
-  for (let i = 0; i < flat.length; i += 2) head += flat[i] + ': ' + flat[i + 1] + '\r\n'
+  let head = headLines(res.status, flat)
   head += rid.header + ': '
   FLATTEN.test(head) // one flat string, so each hit copies it once instead of walking its pieces
   const b = { head, status: res.status, rid: rid.name, ridHeader: rid.header, date: h.date !== undefined }
@@ -153,25 +159,14 @@ function setHead (o: ServerResponse & ResponseInternals, status: number, head: s
 function writeStreamedHead (out: ServerResponse, res: ProxyResponse, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined): void {
   const o = out as ServerResponse & ResponseInternals
   const status = res.status
-  if (status < 200 || status === 204 || status === 304 || o._hasBody !== true || !directHeadAllowed(o)) {
+  // Date and Content-Length can only be the upstream's own (lower-case) fields: route edits may
+  // not set them (src/config/check.ts), and the rest are Sluice's own fields.
+  const length = res.headers['content-length'] !== undefined
+  if (status < 200 || status === 204 || status === 304 || o._hasBody !== true || !directHeadAllowed(o) || (!length && o.useChunkedEncodingByDefault !== true)) {
     out.writeHead(status, headerArray(res, extra, rid, id))
     return
   }
-  const flat = headerArray(res, extra, rid, id)
-  let head = 'HTTP/1.1 ' + status + ' ' + (STATUS_CODES[status] ?? 'unknown') + '\r\n'
-  let hasDate = false
-  let length = false
-  for (let i = 0; i < flat.length; i += 2) {
-    const k = flat[i]
-    head += k + ': ' + flat[i + 1] + '\r\n'
-    if (k.length === 4 && k.toLowerCase() === 'date') hasDate = true
-    else if (k.length === 14 && k.toLowerCase() === 'content-length') length = true
-  }
-  if (!length && o.useChunkedEncodingByDefault !== true) {
-    out.writeHead(status, flat)
-    return
-  }
-  setHead(o, status, head, hasDate, !length)
+  setHead(o, status, headLines(status, headerArray(res, extra, rid, id)), res.headers.date !== undefined, !length)
 }
 
 /**
