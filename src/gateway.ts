@@ -25,8 +25,6 @@ export interface ProxyDeps extends PipelineDeps {
   metrics: Metrics
   /** Upstream targets: WebSocket tunnels pick theirs through the same balancer as requests. */
   targets: TargetRegistry
-  /** Access lines handed to the log stream this many at a time (src/observability/access-line.ts); default 1. */
-  accessLogBatch?: number
 }
 
 function clientErrorCode (code: string | undefined): ErrorCode {
@@ -71,7 +69,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   const { log, metrics } = deps
   // Access lines carry no headers, so nothing in them needs redaction: they are formatted
   // directly onto the logger's stream (src/observability/access-line.ts).
-  const accessLog = new AccessLog(log, deps.accessLogBatch ?? 1)
+  const accessLog = new AccessLog(log)
   const protoCounters = ['http/1.0', 'http/1.1', 'h2'].map((p) => metrics.protocolRequests.labels(p))
   const firstSnap = deps.current()
   const first = firstSnap.config

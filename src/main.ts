@@ -193,8 +193,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     if (reloader.lastError) d.push('config')
     return d
   }
-  // Sluice's own logger batches access lines; an injected one (tests) gets each line at once.
-  const proxy = buildProxy({ current, upstream, targets: pools, tracing, cache, compress, clientLimits: () => clientLimits, log, metrics, accessLogBatch: opts.log === undefined ? 32 : 1 })
+  const proxy = buildProxy({ current, upstream, targets: pools, tracing, cache, compress, clientLimits: () => clientLimits, log, metrics })
   let listening = false
   const admin = buildAdmin({
     current,

@@ -5,13 +5,14 @@
 // cache hit (callgrind, bench/instr.mjs): access log off 92.4k instructions; through pino
 // (generic serialisation and redaction) 130.3k; built here 110.9k.
 //
-// With `batch` > 1 (Sluice's own logger; tests inject theirs and get 1), lines are handed to
-// the stream `batch` at a time (103.0k), and at least once a second, when the stream is asked
-// to write out what it holds too, so a line is never more than about a second late; and when
-// the gateway closes. An access line may then follow a later request's warn line.
 // Later (2026-12-06, with request IDs and size metrics in the hit path): off 95.8k, on 108.0k;
 // with the known-safe fields unescaped and ms written from whole microseconds, 106.8k.
+//
+// Lines go to Sluice's log sink (src/observability/logger.ts), which writes them out in chunks
+// with pino's own lines; a line is pure ASCII (anything else is written as a \u escape), so
+// the sink counts its bytes without encoding it. A logger a test injects gets each line at once.
 import pino, { type Logger } from 'pino'
+import { LogSink } from './logger.js'
 
 export interface AccessFields {
   // route, upstream, method and cache are written unescaped (see write()): names matching the
@@ -33,41 +34,34 @@ export interface AccessFields {
 }
 
 /**
- * A JSON string literal. Route and upstream names, methods, cache results and addresses are
- * checked tokens (config patterns, Node's parser), and a request ID or URL holds no control
- * characters (Node refuses them): only `"` and `\\` can need escaping, and rarely do.
+ * A JSON string literal in ASCII. Route and upstream names, methods, cache results and
+ * addresses are checked tokens (config patterns, Node's parser), and a request ID or URL holds
+ * no control characters (Node refuses them): `"` and `\\` can need escaping, and a URL may hold
+ * Latin-1 characters (written as \u00XX); both are rare.
  */
 const NEEDS_ESCAPE = /["\\\u0000-\u001f\u007f-\uffff]/
+const NON_ASCII = /[\u007f-\uffff]/g
+const uEscape = (c: string): string => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0')
 function q (s: string): string {
-  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : '"' + s + '"'
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s).replace(NON_ASCII, uEscape) : '"' + s + '"'
 }
 
 const MS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'))
 
 export class AccessLog {
-  private readonly stream: { write (s: string): unknown; flush? (): unknown }
-  private pending: string[] = []
-  private readonly timer: NodeJS.Timeout | null
+  private readonly stream: { write (s: string): unknown }
+  private readonly sink: LogSink | null
   private lastSecond = -1
   /** "YYYY-MM-DDTHH:MM:SS." of the current second: the time string is that, the ms, and Z. */
   private secondIso = ''
-  constructor (private readonly log: Logger, private readonly batch = 1) {
+  constructor (private readonly log: Logger) {
     this.stream = (log as unknown as Record<symbol, AccessLog['stream']>)[pino.symbols.streamSym]
-    // Once a second: the waiting lines, then whatever the stream buffers (src/observability/logger.ts).
-    this.timer = batch > 1 ? setInterval(() => { if (this.pending.length > 0) { this.flush(); this.stream.flush?.() } }, 1000).unref() : null
+    this.sink = this.stream instanceof LogSink ? this.stream : null
   }
 
-  /** Hand every waiting line to the stream. */
-  flush (): void {
-    if (this.pending.length === 0) return
-    const lines = this.pending.join('')
-    this.pending = []
-    this.stream.write(lines)
-  }
-
+  /** Write out the lines the sink holds (the gateway closes). */
   close (): void {
-    if (this.timer !== null) clearInterval(this.timer)
-    this.flush()
+    this.sink?.flush()
   }
 
   write (f: AccessFields): void {
@@ -89,8 +83,7 @@ export class AccessLog {
     if (f.proto !== undefined) line += ',"proto":"' + f.proto + '"'
     if (f.err !== undefined) line += ',"err":' + q(f.err)
     line += ',"msg":"request"}\n'
-    if (this.batch <= 1) { this.stream.write(line); return }
-    this.pending.push(line)
-    if (this.pending.length >= this.batch) this.flush()
+    if (this.sink !== null) this.sink.writeAscii(line)
+    else this.stream.write(line)
   }
 }

@@ -1,4 +1,5 @@
 // pino, JSON lines on stdout. Credentials never reach a log line.
+import { writeSync } from 'node:fs'
 import pino, { type Logger, type DestinationStream } from 'pino'
 
 export const REDACT = [
@@ -9,22 +10,107 @@ export const REDACT = [
 ]
 
 /**
- * Lines are written in batches: up to 4 KB (about 20 access lines) per write, and whatever is
- * buffered at least once a second, and at exit (pino flushes on exit; a drain flushes too).
- * Writing each line at once took a 1 KB cache hit with the access log on from 130.3k
- * instructions to 139.7k (callgrind, bench/instr.mjs; docs/benchmarks.md). nginx's
- * `access_log ... buffer= flush=` makes the same trade: a line may show up to a second late,
- * and a process killed with SIGKILL loses at most that second.
+ * Where Sluice's own log lines go (pino's lines and the access lines): stdout, in chunks of
+ * whole lines of at most LOG_CHUNK_BYTES, written at least once a second (LOG_FLUSH_MS), on a
+ * graceful stop and at exit. nginx's `access_log ... buffer= flush=` makes the same trade: a
+ * line may show up to a second late, and a process killed with SIGKILL loses at most that
+ * second.
+ *
+ * - The chunks go through `process.stdout`. On a pipe or a socket (docker, systemd) that is a
+ *   non-blocking descriptor written from the event loop: a write that fits goes out at once,
+ *   in one system call and no thread hop. pino's default destination (sonic-boom) wrote from
+ *   libuv's thread pool instead, which cost a thread wake-up and two context switches per
+ *   chunk on the gateway's core (docs/benchmarks.md). On a file it is a plain synchronous write.
+ * - 4096 bytes is PIPE_BUF: a chunk that size or smaller reaches a pipe in one piece, so the
+ *   lines of several workers sharing one stdout never interleave.
+ * - If stdout stops being read (a stalled log collector), Node queues what could not be written;
+ *   past LOG_QUEUE_MAX_BYTES of queue, further lines are dropped and counted
+ *   (`sluice_log_lines_dropped_total`), and a warn line says how many once writing resumes.
+ *   The gateway never blocks on its log, and never grows without bound. If stdout is closed
+ *   (EPIPE), every later line is dropped and counted the same way.
  */
-export const LOG_BUFFER_BYTES = 4096
+export const LOG_CHUNK_BYTES = 4096
 export const LOG_FLUSH_MS = 1000
+export const LOG_QUEUE_MAX_BYTES = 8 * 1024 * 1024
+
+interface Out {
+  write (chunk: string): unknown
+  readonly writableLength: number
+  on (event: 'error', listener: (err: Error) => void): unknown
+}
+
+let dropped = 0
+/** Log lines dropped since the process started (stdout not read, or closed). */
+export function droppedLogLines (): number { return dropped }
+
+export class LogSink {
+  private buf = ''
+  private bytes = 0
+  private lines = 0
+  private broken = false
+  private reported = 0
+  constructor (private readonly out: Out, private readonly maxQueued = LOG_QUEUE_MAX_BYTES) {
+    out.on('error', () => { this.broken = true })
+  }
+
+  /** A line known to be ASCII (an access line): its length is its size in bytes. */
+  writeAscii (line: string): void {
+    if (this.bytes + line.length > LOG_CHUNK_BYTES && this.bytes > 0) this.writeOut()
+    this.buf += line
+    this.bytes += line.length
+    this.lines++
+  }
+
+  /** pino's entry point: one line, any characters. */
+  write (line: string): boolean {
+    const n = Buffer.byteLength(line)
+    if (this.bytes + n > LOG_CHUNK_BYTES && this.bytes > 0) this.writeOut()
+    this.buf += line
+    this.bytes += n
+    this.lines++
+    return true
+  }
+
+  /** Write out what is held (pino's `logger.flush()`, the timer, shutdown). */
+  flush (cb?: (err?: Error) => void): void {
+    if (this.bytes > 0) this.writeOut()
+    cb?.()
+  }
+
+  // Not `emit`: pino calls stream.emit('message', ...) on a destination that has one.
+  private writeOut (): void {
+    const chunk = this.buf
+    const lines = this.lines
+    this.buf = ''
+    this.bytes = 0
+    this.lines = 0
+    if (this.broken || this.out.writableLength > this.maxQueued) { dropped += lines; return }
+    if (dropped > this.reported) {
+      const n = dropped - this.reported
+      this.reported = dropped
+      this.out.write(`{"level":40,"time":"${new Date().toISOString()}","service":"sluice","dropped":${n},"msg":"log lines dropped: stdout was not being read"}\n`)
+    }
+    this.out.write(chunk)
+  }
+
+  /** At exit: what is held, written synchronously (nothing if stdout still has a queue: order first). */
+  flushSync (fd: number): void {
+    if (this.bytes === 0 || this.broken || this.out.writableLength > 0) return
+    const chunk = this.buf
+    this.buf = ''
+    this.bytes = 0
+    this.lines = 0
+    try { writeSync(fd, chunk) } catch {}
+  }
+}
 
 export function createLogger (level: string, dest?: DestinationStream): Logger {
   let out = dest
   if (out === undefined) {
-    const boom = pino.destination({ sync: false, minLength: LOG_BUFFER_BYTES })
-    setInterval(() => { try { boom.flush() } catch {} }, LOG_FLUSH_MS).unref()
-    out = boom
+    const sink = new LogSink(process.stdout)
+    setInterval(() => { sink.flush() }, LOG_FLUSH_MS).unref()
+    process.once('exit', () => { sink.flushSync(1) })
+    out = sink
   }
   return pino({
     level,

@@ -5,6 +5,7 @@
 // (route, method, status class, cache result) and reuses them: no label lookup per request.
 import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client'
 import type { CacheResult } from '../types.js'
+import { droppedLogLines } from './logger.js'
 import { FastCounter, FastGauge, FastHistogram, type FastCounterChild, type FastHistogramChild } from './fast-metrics.js'
 
 /** OpenTelemetry HTTP duration boundaries (seconds), with three finer edges below 5 ms for cache hits. */
@@ -162,6 +163,8 @@ export function createMetrics (opts: MetricsOptions = {}) {
     configReloads: new Counter({ name: 'sluice_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'], registers }),
     configLastReloadSuccess: new Gauge({ name: 'sluice_config_last_reload_success_timestamp_seconds', help: 'Unix time of the last config load that succeeded', registers }),
     buildInfo: new Gauge({ name: 'sluice_build_info', help: 'Build information; the value is always 1', labelNames: ['version', 'node'], registers }),
+    // Read at scrape time from the log sink (src/observability/logger.ts).
+    logLinesDropped: new Counter({ name: 'sluice_log_lines_dropped_total', help: 'Log lines (access lines included) dropped because stdout was not being read fast enough or was closed', registers, collect () { this.reset(); this.inc(droppedLogLines()) } }),
     labelOverflow: new Counter({ name: 'sluice_metrics_label_overflow_total', help: 'Label values folded into _other by the cardinality guard, by label', labelNames: ['label'], registers }),
     // Issue 16: cache layers and evictions, Redis command latency, body sizes.
     cacheEvictions: new FastCounter('sluice_cache_evictions_total', 'Entries the L1 cache dropped on its own, by tier and reason: size (evicted to make room) or expired (found expired on lookup or at the eviction clock); purges are not counted', ['tier', 'reason'], registry),

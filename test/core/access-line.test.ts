@@ -1,10 +1,13 @@
 // The access line writer (src/observability/access-line.ts): pino's line format, valid JSON for
-// any URL or request ID, and batching that loses nothing (a full batch, the timer, close()).
+// any URL or request ID; Sluice's log sink (src/observability/logger.ts): chunks of whole lines
+// up to PIPE_BUF, nothing lost while stdout is read, a bounded queue and counted drops when not.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Writable } from 'node:stream'
 import pino from 'pino'
+import { spawn } from 'node:child_process'
 import { AccessLog, type AccessFields } from '../../src/observability/access-line.js'
+import { LogSink, LOG_CHUNK_BYTES, droppedLogLines } from '../../src/observability/logger.js'
 
 function capture () {
   const chunks: string[] = []
@@ -34,19 +37,92 @@ test('an access line is pino\'s format and valid JSON whatever the URL or reques
   a.close()
 })
 
-test('batched lines reach the stream when a batch fills, and the rest on close(); nothing below the log level', async () => {
-  const { log, lines, chunks } = capture()
-  const a = new AccessLog(log, 4)
-  for (let i = 0; i < 6; i++) a.write(fields({ reqId: `b${i}` }))
-  await tick()
-  assert.deepEqual(lines().map((l) => l.reqId), ['b0', 'b1', 'b2', 'b3'], 'one full batch')
-  assert.equal(chunks.length, 1, 'in one write')
+test('through Sluice\'s sink an access line is ASCII, batched with pino\'s lines in whole-line chunks of at most 4096 bytes', async () => {
+  const chunks: string[] = []
+  const out = { writableLength: 0, write (c: string) { chunks.push(c); return true }, on () { return out } }
+  const sink = new LogSink(out)
+  const log = pino({ level: 'info', base: { service: 'sluice' } }, sink)
+  const a = new AccessLog(log)
+  a.write(fields({ url: '/caf\u00e9?x=\u4e2d' }))
+  log.warn({ note: 'd\u00e9j\u00e0 vu' }, 'a pino line with Latin-1')
+  for (let i = 0; i < 100; i++) a.write(fields({ reqId: `n${i}` }))
+  assert.ok(chunks.length >= 2, 'full chunks went out without waiting for the timer')
   a.close()
-  await tick()
-  assert.deepEqual(lines().map((l) => l.reqId), ['b0', 'b1', 'b2', 'b3', 'b4', 'b5'])
+  const bytes = chunks.map((c) => Buffer.byteLength(c))
+  assert.ok(bytes.every((b) => b <= LOG_CHUNK_BYTES), `chunk sizes ${bytes.join(',')}`)
+  assert.ok(chunks.every((c) => c.endsWith('\n')), 'every chunk holds whole lines')
+  const lines = chunks.join('').split('\n').filter(Boolean)
+  assert.equal(lines.length, 102)
+  assert.ok(/^[\x20-\x7e]+$/.test(lines[0]), lines[0])
+  assert.equal(JSON.parse(lines[0]).url, '/caf\u00e9?x=\u4e2d')
+  assert.equal(JSON.parse(lines[1]).note, 'd\u00e9j\u00e0 vu')
+  assert.deepEqual(lines.slice(2).map((l) => JSON.parse(l).reqId), Array.from({ length: 100 }, (_, i) => `n${i}`), 'in order, none lost')
   log.level = 'warn'
   a.write(fields({ reqId: 'quiet' }))
-  a.flush()
-  await tick()
-  assert.equal(lines().length, 6)
+  a.close()
+  assert.equal(chunks.join('').split('\n').filter(Boolean).length, 102, 'nothing below the log level')
+})
+
+test('a stdout that is not being read: lines past the queue bound are dropped and counted, then reported once writing resumes; a closed stdout drops too', () => {
+  const chunks: string[] = []
+  let onError: ((e: Error) => void) | undefined
+  const out = { writableLength: 0, write (c: string) { chunks.push(c); return true }, on (_e: 'error', l: (e: Error) => void) { onError = l; return out } }
+  const sink = new LogSink(out, 1000)
+  const before = droppedLogLines()
+  sink.write('{"a":1}\n'); sink.flush()
+  out.writableLength = 5000 // the reader stalled: more queued than the bound
+  for (let i = 0; i < 3; i++) { sink.writeAscii('{"b":1}\n'); sink.flush() }
+  assert.equal(droppedLogLines() - before, 3)
+  assert.equal(chunks.length, 1)
+  out.writableLength = 0 // it reads again
+  sink.writeAscii('{"c":1}\n'); sink.flush()
+  assert.equal(chunks.length, 3)
+  assert.deepEqual({ ...JSON.parse(chunks[1]), time: undefined }, { level: 40, time: undefined, service: 'sluice', dropped: 3, msg: 'log lines dropped: stdout was not being read' })
+  assert.equal(chunks[2], '{"c":1}\n')
+  onError?.(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }))
+  sink.writeAscii('{"d":1}\n'); sink.flush()
+  assert.equal(chunks.length, 3)
+  assert.equal(droppedLogLines() - before, 4)
+})
+
+test('a real pipe nobody reads never blocks the process: it keeps running, drops past the bound, and says so when read again', async () => {
+  // A child logs through createLogger (stdout: a pipe this test leaves unread at first) and
+  // reports over IPC that its event loop still turns while the pipe is full.
+  const loggerJs = new URL('../../src/observability/logger.js', import.meta.url).href
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    const { createLogger, droppedLogLines } = await import(${JSON.stringify(loggerJs)})
+    const log = createLogger('info')
+    let n = 0
+    const big = 'x'.repeat(200)
+    const t = setInterval(() => {
+      for (let i = 0; i < 2000; i++) log.info({ n: n++, big })
+      log.flush()
+      process.send({ n, dropped: droppedLogLines() })
+    }, 5)
+    process.on('message', () => {
+      clearInterval(t)
+      const wait = () => process.stdout.writableLength > 0 ? setTimeout(wait, 10) : (log.info('done'), log.flush(), process.send({ bye: droppedLogLines() }))
+      wait()
+    })
+  `], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
+  child.stdout!.pause()
+  let last: { n: number; dropped: number } = { n: 0, dropped: 0 }
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no drop reported; last ${JSON.stringify(last)}`)), 20_000)
+    child.on('message', (m: { n: number; dropped: number }) => { last = m; if (m.dropped > 0) { clearTimeout(timer); resolve() } })
+  })
+  assert.ok(last.n > 4000, 'the child kept logging with its stdout full')
+  let text = ''
+  child.stdout!.setEncoding('utf8')
+  child.stdout!.on('data', (d: string) => { text += d })
+  child.stdout!.resume()
+  child.removeAllListeners('message')
+  child.send('stop')
+  await new Promise((resolve) => child.on('message', resolve))
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  child.kill()
+  const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+  assert.ok(lines.length > 0)
+  assert.ok(lines.some((l) => l.msg === 'log lines dropped: stdout was not being read' && Number(l.dropped) > 0), 'the drop is reported in the log itself')
+  assert.ok(lines.some((l) => l.msg === 'done'))
 })
