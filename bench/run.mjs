@@ -680,6 +680,7 @@ async function runScenario (name) {
     const r = await wrk(e.url, { seconds: opts.duration, headers: scen.headers, churn: scen.churn, connections: connectionsFor(scen) })
     if (r.error) { console.log(`  run ${run} ${e.t.id}: ${r.error}`); return }
     r.cpu = pgid ? 100 * (cpuSeconds(pgid) - cpu0) / ((performance.now() - t0) / 1000) : NaN
+    r.key = `${e.procSet}/${run}` // pairs this run with the other targets' run of the same set and number
     e.samples.push(r)
     console.log(`  run ${run} ${e.t.id.padEnd(16)} ${fmtInt(r.rps).padStart(8)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  cpu ${r.cpu.toFixed(0)}%` +
       (r.non2xx ? `  non-2xx ${r.non2xx}` : '') + (r.errors ? `  socket errors ${r.errors}` : ''))
@@ -692,8 +693,9 @@ async function runScenario (name) {
   const perTarget = new Map() // id -> { t, probe, procs: [{ rps, p50, p99, wireBytes, cpu }], rssKb, non2xx, errors, shared }
   const keep = (e) => {
     let a = perTarget.get(e.t.id)
-    if (!a) { a = { t: e.t, probe: e.probe, procs: [], rssKb: 0, non2xx: 0, errors: 0, shared: !!e.s.shared }; perTarget.set(e.t.id, a) }
+    if (!a) { a = { t: e.t, probe: e.probe, procs: [], byKey: {}, rssKb: 0, non2xx: 0, errors: 0, shared: !!e.s.shared }; perTarget.set(e.t.id, a) }
     const sm = e.samples
+    for (const x of sm) a.byKey[x.key] = x.rps
     if (sm.length) {
       a.procs.push({ rps: median(sm.map((x) => x.rps)), p50: median(sm.map((x) => x.p50)), p99: median(sm.map((x) => x.p99)), wireBytes: median(sm.map((x) => x.wireBytes)), cpu: median(sm.map((x) => x.cpu)) })
     }
@@ -715,6 +717,7 @@ async function runScenario (name) {
         for (const t of scen.targets) {
           const e = await prepare(t)
           if (!e) continue
+          e.procSet = proc
           await warm(e)
           for (let run = 1; run <= opts.runs; run++) await measure(e, run)
           e.rssKb = e.s.proc ? peakRssKb(e.s.proc.pid) : 0
@@ -724,7 +727,7 @@ async function runScenario (name) {
           if (SERVERS[t.server].redis) await redisKeys('delete')
         }
       } else {
-        for (const t of scen.targets) { const e = await prepare(t); if (e) live.push(e) }
+        for (const t of scen.targets) { const e = await prepare(t); if (e) { e.procSet = proc; live.push(e) } }
         // a server none of whose targets survived the probe stops now, so it sits idle on no core
         for (const [sname, s] of servers) {
           if (s.proc && !s.shared && !live.some((e) => e.t.server === sname)) await stop(s.proc)
@@ -762,6 +765,7 @@ async function runScenario (name) {
       rps: m,
       rpsSpread: ps.length > 1 ? (Math.max(...rpsList) - Math.min(...rpsList)) / m : 0,
       rpsPerProc: rpsList,
+      rpsByKey: a.byKey,
       p50: mean(ps.map((x) => x.p50)),
       p99: mean(ps.map((x) => x.p99)),
       wireBytes: mean(ps.map((x) => x.wireBytes)),
@@ -789,8 +793,14 @@ function computeRatios (scen, rows) {
     const a = by[r.of]; const b = by[r.to]
     if (!a || !b) { out.push(`${r.of} / ${r.to}: n/a (${!a ? r.of : r.to} not measured)`); continue }
     const parts = []
-    const rps = a.rps / b.rps
-    parts.push(`req/s ${rps.toFixed(2)}x${r.rps !== undefined ? ` (target >= ${r.rps}x:${verdict(rps, r.rps, true)})` : ''}`)
+    // Paired: each run of one target against the run of the other with the same process set and
+    // run number, measured seconds apart. This machine's speed drifts by tens of per cent over
+    // minutes (docs/benchmarks.md), and a pair shares the drift; the median of the pairs' ratios
+    // is the verdict. The ratio of the means is printed beside it.
+    const pairs = Object.keys(a.rpsByKey).filter((k) => k in b.rpsByKey).map((k) => a.rpsByKey[k] / b.rpsByKey[k]).sort((x, y) => x - y)
+    const rps = pairs.length > 0 ? median(pairs) : a.rps / b.rps
+    const range = pairs.length > 1 ? `, pairs ${pairs[0].toFixed(2)}-${pairs[pairs.length - 1].toFixed(2)}` : ''
+    parts.push(`req/s ${rps.toFixed(2)}x (median of ${pairs.length} paired runs${range}; ratio of means ${(a.rps / b.rps).toFixed(2)}x)${r.rps !== undefined ? ` (target >= ${r.rps}x:${verdict(rps, r.rps, true)})` : ''}`)
     const p99 = a.p99 / b.p99
     parts.push(`p99 ${p99.toFixed(2)}x${r.p99 !== undefined ? ` (target <= ${r.p99}x:${verdict(p99, r.p99, false)})` : ''}`)
     if (r.bytes !== undefined || r.bytesInfo) {
@@ -864,7 +874,7 @@ function markdown (results, env) {
     `Written by \`npm run bench\` on ${env.date}. Commit ${env.commit}; Node ${env.node}; wrk ${env.wrk}; nginx ${env.nginx}; Varnish ${env.varnish}.`,
     `${env.cores} cores; server under test pinned to core ${SERVER_CORE}, wrk and the origin to core ${LOAD_CORE}${TASKSET ? '' : ' (taskset missing: NOT pinned)'}.`,
     `wrk -t1 -c${opts.connections ?? `${DEFAULT_CONNECTIONS} (limiter: 10)`}, ${opts.duration} s per run, ${opts.procs} fresh processes per target, ${opts.runs} interleaved runs in each (a row is the mean of the per-process medians; spread = (max - min) / mean), ${opts.warmup} s warm-up per target. Load average at start: ${env.load}.`,
-    'Ratios compare targets measured in this same run only. p99 at saturation is mostly queueing; slow10 gives the latency users feel.',
+    'Ratios compare targets measured in this same run only. A req/s ratio is the median over paired runs (the two targets\' runs with the same process set and run number, seconds apart, so they share the machine\'s drift); the ratio of the means is shown beside it. p99 at saturation is mostly queueing; slow10 gives the latency users feel.',
     'Server CPU % is the target process group\'s user+system time over the run (100 = one full core); a low rate at low CPU means stalls or another bottleneck (the origin, in the pass-through scenarios).',
     ''
   ]
