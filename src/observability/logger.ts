@@ -48,7 +48,8 @@ export class LogSink {
   private bytes = 0
   private lines = 0
   private broken = false
-  private reported = 0
+  /** Drops counted before this sink existed are not its to report. */
+  private reported = dropped
   constructor (private readonly out: Out, private readonly maxQueued = LOG_QUEUE_MAX_BYTES) {
     out.on('error', () => { this.broken = true })
   }

@@ -71,16 +71,16 @@ test('a stdout that is not being read: lines past the queue bound are dropped an
   const before = droppedLogLines()
   sink.write('{"a":1}\n'); sink.flush()
   out.writableLength = 5000 // the reader stalled: more queued than the bound
-  for (let i = 0; i < 3; i++) { sink.writeAscii('{"b":1}\n'); sink.flush() }
+  for (let i = 0; i < 3; i++) { sink.write('{"b":1}\n'); sink.flush() }
   assert.equal(droppedLogLines() - before, 3)
   assert.equal(chunks.length, 1)
   out.writableLength = 0 // it reads again
-  sink.writeAscii('{"c":1}\n'); sink.flush()
+  sink.write('{"c":1}\n'); sink.flush()
   assert.equal(chunks.length, 3)
   assert.deepEqual({ ...JSON.parse(chunks[1]), time: undefined }, { level: 40, time: undefined, service: 'sluice', dropped: 3, msg: 'log lines dropped: stdout was not being read' })
   assert.equal(chunks[2], '{"c":1}\n')
   onError?.(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }))
-  sink.writeAscii('{"d":1}\n'); sink.flush()
+  sink.write('{"d":1}\n'); sink.flush()
   assert.equal(chunks.length, 3)
   assert.equal(droppedLogLines() - before, 4)
 })
@@ -125,4 +125,34 @@ test('a real pipe nobody reads never blocks the process: it keeps running, drops
   assert.ok(lines.length > 0)
   assert.ok(lines.some((l) => l.msg === 'log lines dropped: stdout was not being read' && Number(l.dropped) > 0), 'the drop is reported in the log itself')
   assert.ok(lines.some((l) => l.msg === 'done'))
+})
+
+test('any request ID, URL, address or error round-trips as ASCII JSON: quotes, backslashes, control characters, Latin-1, CJK, emoji, lone surrogates; numbers; a URL longer than a chunk', () => {
+  const chunks: string[] = []
+  const out = { writableLength: 0, write (c: string) { chunks.push(c); return true }, on () { return out } }
+  const sink = new LogSink(out)
+  const a = new AccessLog(pino({ level: 'info', base: { service: 'sluice' } }, sink))
+  const alphabet = ['a', 'Z', '0', '"', '\\', '/', '\u0000', '\u0001', '\t', '\n', '\u001f', '\u007f', '\u0080', '\u00e9', '\u00ff', '\u4e2d', '\ud83d\ude00', '\ud800', '\udfff', ' ', '%', '{', '}']
+  let seed = 7
+  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n }
+  const str = (max: number) => Array.from({ length: rnd(max) }, () => alphabet[rnd(alphabet.length)]).join('')
+  // Route and upstream names (the config's name pattern), the method (a token Node's parser
+  // checked) and the cache word are written unescaped: tokens only.
+  const token = (max: number) => Array.from({ length: 1 + rnd(max) }, () => 'abcXYZ09-_.'[rnd(11)]).join('')
+  const want: AccessFields[] = []
+  for (let i = 0; i < 300; i++) {
+    const f = fields({ reqId: str(20), route: token(10), upstream: i % 3 ? token(10) : undefined, method: token(8), url: i === 150 ? '/' + 'x\u00e9"'.repeat(2000) : str(60), status: rnd(600), bytes: [-1, 0, 9, 10, 99999, 2 ** 40][rnd(6)], ms: rnd(10_000_000) / 1000, cache: token(6), ip: str(16), err: i % 4 ? undefined : str(12), proto: [undefined, 'h2', 'http/1.0'][rnd(3)] as AccessFields['proto'] })
+    want.push(f)
+    a.write(f)
+  }
+  a.close()
+  const lines = chunks.join('').split('\n').filter(Boolean)
+  assert.equal(lines.length, 300)
+  for (let i = 0; i < 300; i++) {
+    assert.ok(/^[\x20-\x7e]+$/.test(lines[i]), `line ${i} is printable ASCII`)
+    const l = JSON.parse(lines[i]) as Record<string, unknown>
+    const f = want[i]
+    for (const k of ['reqId', 'route', 'upstream', 'method', 'url', 'status', 'bytes', 'cache', 'ip', 'err', 'proto'] as const) assert.deepEqual(l[k], f[k], `line ${i} ${k}`)
+    assert.equal(l.ms, Math.round(f.ms * 1000) / 1000)
+  }
 })
