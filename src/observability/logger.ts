@@ -34,7 +34,7 @@ export const LOG_FLUSH_MS = 1000
 export const LOG_QUEUE_MAX_BYTES = 8 * 1024 * 1024
 
 interface Out {
-  write (chunk: string): unknown
+  write (chunk: string, encoding?: BufferEncoding): unknown
   readonly writableLength: number
   on (event: 'error', listener: (err: Error) => void): unknown
 }
@@ -47,6 +47,8 @@ export class LogSink {
   private buf = ''
   private bytes = 0
   private lines = 0
+  /** Whether the chunk is all ASCII (then it is written as Latin-1: a copy, no UTF-8 encoding). */
+  private ascii = true
   private broken = false
   /** Drops counted before this sink existed are not its to report. */
   private reported = dropped
@@ -66,6 +68,7 @@ export class LogSink {
   write (line: string): boolean {
     const n = Buffer.byteLength(line)
     if (this.bytes + n > LOG_CHUNK_BYTES && this.bytes > 0) this.writeOut()
+    if (n !== line.length) this.ascii = false
     this.buf += line
     this.bytes += n
     this.lines++
@@ -82,16 +85,18 @@ export class LogSink {
   private writeOut (): void {
     const chunk = this.buf
     const lines = this.lines
+    const encoding = this.ascii ? 'latin1' : 'utf8'
     this.buf = ''
     this.bytes = 0
     this.lines = 0
+    this.ascii = true
     if (this.broken || this.out.writableLength > this.maxQueued) { dropped += lines; return }
     if (dropped > this.reported) {
       const n = dropped - this.reported
       this.reported = dropped
       this.out.write(`{"level":40,"time":"${new Date().toISOString()}","service":"sluice","dropped":${n},"msg":"log lines dropped: stdout was not being read"}\n`)
     }
-    this.out.write(chunk)
+    this.out.write(chunk, encoding)
   }
 
   /** At exit: what is held, written synchronously (nothing if stdout still has a queue: order first). */
@@ -101,6 +106,7 @@ export class LogSink {
     this.buf = ''
     this.bytes = 0
     this.lines = 0
+    this.ascii = true
     try { writeSync(fd, chunk) } catch {}
   }
 }

@@ -101,7 +101,7 @@ test('a real pipe nobody reads never blocks the process: it keeps running, drops
     }, 5)
     process.on('message', () => {
       clearInterval(t)
-      const wait = () => process.stdout.writableLength > 0 ? setTimeout(wait, 10) : (log.info('done'), log.flush(), process.send({ bye: droppedLogLines() }))
+      const wait = () => process.stdout.writableLength > 0 ? setTimeout(wait, 10) : (log.info('done \u00e9 \u4e2d'), log.flush(), process.send({ bye: droppedLogLines() }))
       wait()
     })
   `], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
@@ -124,7 +124,7 @@ test('a real pipe nobody reads never blocks the process: it keeps running, drops
   const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
   assert.ok(lines.length > 0)
   assert.ok(lines.some((l) => l.msg === 'log lines dropped: stdout was not being read' && Number(l.dropped) > 0), 'the drop is reported in the log itself')
-  assert.ok(lines.some((l) => l.msg === 'done'))
+  assert.ok(lines.some((l) => l.msg === 'done \u00e9 \u4e2d'), 'a line that is not ASCII arrives as UTF-8')
 })
 
 test('any request ID, URL, address or error round-trips as ASCII JSON: quotes, backslashes, control characters, Latin-1, CJK, emoji, lone surrogates; numbers; a URL longer than a chunk', () => {
