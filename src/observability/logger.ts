@@ -22,7 +22,8 @@ export const REDACT = [
  *   libuv's thread pool instead, which cost a thread wake-up and two context switches per
  *   chunk on the gateway's core (docs/benchmarks.md). On a file it is a plain synchronous write.
  * - 4096 bytes is PIPE_BUF: a chunk that size or smaller reaches a pipe in one piece, so the
- *   lines of several workers sharing one stdout never interleave.
+ *   lines of several workers sharing one stdout never interleave. (A single line longer than
+ *   that, a URL of several KB, goes out as a chunk of its own and loses that guarantee.)
  * - If stdout stops being read (a stalled log collector), Node queues what could not be written;
  *   past LOG_QUEUE_MAX_BYTES of queue, further lines are dropped and counted
  *   (`sluice_log_lines_dropped_total`), and a warn line says how many once writing resumes.
