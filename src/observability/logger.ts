@@ -59,21 +59,31 @@ export class LogSink {
 
   /** A line known to be ASCII (an access line): its length is its size in bytes. */
   writeAscii (line: string): void {
-    if (this.bytes + line.length > LOG_CHUNK_BYTES && this.bytes > 0) this.writeOut()
-    this.buf += line
-    this.bytes += line.length
-    this.lines++
+    this.append(line, line.length)
   }
 
   /** pino's entry point: one line, any characters. */
   write (line: string): boolean {
     const n = Buffer.byteLength(line)
-    if (this.bytes + n > LOG_CHUNK_BYTES && this.bytes > 0) this.writeOut()
+    this.append(line, n)
     if (n !== line.length) this.ascii = false
-    this.buf += line
-    this.bytes += n
-    this.lines++
     return true
+  }
+
+  /** Add a line of `bytes` bytes, writing out the chunk first if the line would overflow it. */
+  private append (line: string, bytes: number): void {
+    if (this.bytes + bytes > LOG_CHUNK_BYTES && this.bytes > 0) this.writeOut()
+    this.buf += line
+    this.bytes += bytes
+    this.lines++
+  }
+
+  /** Start an empty chunk. */
+  private reset (): void {
+    this.buf = ''
+    this.bytes = 0
+    this.lines = 0
+    this.ascii = true
   }
 
   /** Write out what is held (pino's `logger.flush()`, the timer, shutdown). */
@@ -87,10 +97,7 @@ export class LogSink {
     const chunk = this.buf
     const lines = this.lines
     const encoding = this.ascii ? 'latin1' : 'utf8'
-    this.buf = ''
-    this.bytes = 0
-    this.lines = 0
-    this.ascii = true
+    this.reset()
     if (this.broken || this.out.writableLength > this.maxQueued) { dropped += lines; return }
     if (dropped > this.reported) {
       const n = dropped - this.reported
@@ -104,10 +111,7 @@ export class LogSink {
   flushSync (fd: number): void {
     if (this.bytes === 0 || this.broken || this.out.writableLength > 0) return
     const chunk = this.buf
-    this.buf = ''
-    this.bytes = 0
-    this.lines = 0
-    this.ascii = true
+    this.reset()
     try { writeSync(fd, chunk) } catch {}
   }
 }

@@ -19,6 +19,15 @@ function capture () {
 const fields = (over: Partial<AccessFields> = {}): AccessFields => ({ reqId: 'r1', route: 'api', upstream: 'origin', method: 'GET', url: '/x', status: 200, bytes: 5, ms: 1.25, cache: 'miss', ip: '127.0.0.1', err: undefined, ...over })
 const tick = () => new Promise((resolve) => setImmediate(resolve))
 
+/** A stand-in for process.stdout that keeps every chunk written; `fail` emits an 'error' as a closed pipe would. */
+interface FakeOut { writableLength: number, write (c: string): boolean, on (e: 'error', l: (err: Error) => void): FakeOut }
+function fakeStdout (): { out: FakeOut, chunks: string[], fail: (e: Error) => void } {
+  const chunks: string[] = []
+  let onError: ((e: Error) => void) | undefined
+  const out: FakeOut = { writableLength: 0, write (c) { chunks.push(c); return true }, on (_e, l) { onError = l; return out } }
+  return { out, chunks, fail: (e) => onError?.(e) }
+}
+
 test('an access line is pino\'s format and valid JSON whatever the URL or request ID holds', async () => {
   const { log, lines } = capture()
   const a = new AccessLog(log)
@@ -38,8 +47,7 @@ test('an access line is pino\'s format and valid JSON whatever the URL or reques
 })
 
 test('through Sluice\'s sink an access line is ASCII, batched with pino\'s lines in whole-line chunks of at most 4096 bytes', async () => {
-  const chunks: string[] = []
-  const out = { writableLength: 0, write (c: string) { chunks.push(c); return true }, on () { return out } }
+  const { out, chunks } = fakeStdout()
   const sink = new LogSink(out)
   const log = pino({ level: 'info', base: { service: 'sluice' } }, sink)
   const a = new AccessLog(log)
@@ -64,9 +72,7 @@ test('through Sluice\'s sink an access line is ASCII, batched with pino\'s lines
 })
 
 test('a stdout that is not being read: lines past the queue bound are dropped and counted, then reported once writing resumes; a closed stdout drops too', () => {
-  const chunks: string[] = []
-  let onError: ((e: Error) => void) | undefined
-  const out = { writableLength: 0, write (c: string) { chunks.push(c); return true }, on (_e: 'error', l: (e: Error) => void) { onError = l; return out } }
+  const { out, chunks, fail } = fakeStdout()
   const sink = new LogSink(out, 1000)
   const before = droppedLogLines()
   sink.write('{"a":1}\n'); sink.flush()
@@ -79,7 +85,7 @@ test('a stdout that is not being read: lines past the queue bound are dropped an
   assert.equal(chunks.length, 3)
   assert.deepEqual({ ...JSON.parse(chunks[1]), time: undefined }, { level: 40, time: undefined, service: 'sluice', dropped: 3, msg: 'log lines dropped: stdout was not being read' })
   assert.equal(chunks[2], '{"c":1}\n')
-  onError?.(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }))
+  fail(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }))
   sink.write('{"d":1}\n'); sink.flush()
   assert.equal(chunks.length, 3)
   assert.equal(droppedLogLines() - before, 4)
@@ -128,8 +134,7 @@ test('a real pipe nobody reads never blocks the process: it keeps running, drops
 })
 
 test('any request ID, URL, address or error round-trips as ASCII JSON: quotes, backslashes, control characters, Latin-1, CJK, emoji, lone surrogates; numbers; a URL longer than a chunk', () => {
-  const chunks: string[] = []
-  const out = { writableLength: 0, write (c: string) { chunks.push(c); return true }, on () { return out } }
+  const { out, chunks } = fakeStdout()
   const sink = new LogSink(out)
   const a = new AccessLog(pino({ level: 'info', base: { service: 'sluice' } }, sink))
   const alphabet = ['a', 'Z', '0', '"', '\\', '/', '\u0000', '\u0001', '\t', '\n', '\u001f', '\u007f', '\u0080', '\u00e9', '\u00ff', '\u4e2d', '\ud83d\ude00', '\ud800', '\udfff', ' ', '%', '{', '}']
