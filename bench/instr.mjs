@@ -28,7 +28,7 @@
 // switched on for --requests requests, and the total Ir / requests is printed. The origin and
 // the client run outside valgrind and are not counted.
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
 import http2 from 'node:http2'
@@ -37,7 +37,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { byFunction } from './lib/callgrind-js.mjs'
-import { freePort, interpolate, nodeFlags } from './lib/targets.mjs'
+import { freePort, interpolate, nodeFlags, nginxAccessLog, NGINX_LOG_FORMAT } from './lib/targets.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
@@ -110,6 +110,31 @@ async function waitUp (port, ms = 120000) {
   }
 }
 
+// nginx variants for --scenario hit1k: without and with an access log (bench/lib/targets.mjs).
+const NGINX_VARIANTS = [
+  { id: 'nginx-cache', log: null },
+  { id: 'nginx-cache-log', log: 'buffer=4k flush=1s' },
+  { id: 'nginx-cache-log-unbuffered', log: '' } // the same instructions: callgrind does not count the kernel
+]
+function nginxArgs (t, port, originPort) {
+  const dir = path.join(TMP, t.id)
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(dir, { recursive: true })
+  const conf = readFileSync(path.join(BENCH, 'anchors', 'nginx.conf.tmpl'), 'utf8')
+    .replace('master_process on;', 'master_process off;')
+    .replace(/\{\{(\w+)\}\}/g, (_, k) => ({
+      PREFIX: dir,
+      PORT: String(port),
+      ORIGIN_PORT: String(originPort),
+      CACHE_PATH: `  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=bench:16m max_size=256m inactive=10m use_temp_path=off;\n  ${NGINX_LOG_FORMAT}`,
+      // Every variant sends a request ID, as every Sluice response does: the log line then
+      // costs only its own work, not the ID's generation (nginx makes it with OpenSSL's RAND_bytes).
+      CACHE: '      proxy_cache bench;\n      add_header X-Cache $upstream_cache_status;\n      add_header X-Request-Id $request_id;' + (t.log === null ? '' : '\n      ' + nginxAccessLog(dir, t.log).directive)
+    })[k] ?? '')
+  writeFileSync(path.join(dir, 'nginx.conf'), conf)
+  return ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')]
+}
+
 async function main () {
   const originPort = await freePort()
   const origin = spawn(process.execPath, [path.join(BENCH, 'origin.mjs'), '--port', String(originPort)], { stdio: 'ignore' })
@@ -121,14 +146,24 @@ async function main () {
     ...(opts.baseline ? [{ id: 'sluice@base', root: opts.baseline }] : []),
     { id: scen.anchor, anchor: true },
     // The hit anchor again, sending the four headers a Sluice hit adds (--same-headers).
-    ...(scen.anchor === 'fastify-buffer' && opts.scenario === 'hit1k' ? [{ id: 'fastify-buffer-h', anchor: true, script: 'fastify-buffer', args: ['--same-headers'] }] : [])
+    ...(scen.anchor === 'fastify-buffer' && opts.scenario === 'hit1k' ? [{ id: 'fastify-buffer-h', anchor: true, script: 'fastify-buffer', args: ['--same-headers'] }] : []),
+    // nginx proxy_cache hits, without and with an access log (only when named with --target):
+    // what an access line costs the C anchor, measured the same way as Sluice's. One process
+    // (master_process off), so valgrind sees the worker.
+    ...(opts.scenario === 'hit1k' ? NGINX_VARIANTS.map((v) => ({ ...v, anchor: true, nginx: true, optIn: true })) : [])
   ]
-  const targets = (opts.targets.length ? all.filter((t) => opts.targets.includes(t.id)) : all).filter((t) => !(tls && t.anchor))
+  const targets = (opts.targets.length ? all.filter((t) => opts.targets.includes(t.id)) : all.filter((t) => !t.optIn)).filter((t) => !(tls && t.anchor))
   const rows = []
   for (const t of targets) {
     const port = await freePort()
     let cmd
-    if (t.anchor) {
+    let exe = process.execPath
+    if (t.nginx) {
+      const bin = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((b) => existsSync(b))
+      if (bin === undefined) { console.log(`skip ${t.id}: nginx is not installed`); continue }
+      exe = bin
+      cmd = nginxArgs(t, port, originPort)
+    } else if (t.anchor) {
       cmd = [path.join(BENCH, 'anchors', `${t.script ?? t.id}.mjs`), '--port', String(port), '--upstream', originUrl, ...(t.args ?? [])]
     } else {
       const cli = path.join(t.root, 'dist', 'src', 'cli.js')
@@ -141,7 +176,7 @@ async function main () {
       cmd = [...await nodeFlags(cli), cli, '--config', file]
     }
     const out = path.join(TMP, `${t.id.replace('@', '-')}.cg`)
-    const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, ...(opts.byFunction > 0 ? ['--perf-basic-prof'] : []), ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, exe, ...(opts.byFunction > 0 && exe === process.execPath ? ['--perf-basic-prof'] : []), ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
     // stdout is a pipe this process reads and discards, as a container runtime's log collector
     // would: the access-log scenario (--config cache-accesslog.yaml) costs what it costs there.
     vg.stdout.resume()

@@ -1,5 +1,6 @@
 // What the bench scripts (run.mjs, instr.mjs, cpu.mjs, h2.mjs) share to start a target: a free
 // loopback port, a config's ${VAR} placeholders filled in, and a Sluice build's V8 flags.
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
@@ -21,4 +22,25 @@ export const interpolate = (text, vars, fallback = {}) => text.replace(/\$\{(\w+
 export async function nodeFlags (cli) {
   const f = path.join(path.dirname(cli), 'node-flags.js')
   return existsSync(f) ? [...(await import(f)).NODE_FLAGS] : []
+}
+
+/**
+ * nginx's access log for the bench's access-log anchor (run.mjs scenario metrics, instr.mjs
+ * --target nginx-cache-log): a line with what Sluice's access line carries, in the same JSON
+ * shape (escape=json), and the `log_format` / `access_log` directives that write it. Lines go
+ * to a FIFO that a `cat` drains, as a log collector drains a container's stdout; nginx cannot
+ * open /dev/stdout when that is the socket Node gives a child. `buffer` is nginx's own option
+ * (buffer=4k flush=1s matches Sluice's 4 KB chunks); '' writes each line at once, as the
+ * official nginx image does (its access.log is a link to /dev/stdout).
+ */
+export const NGINX_LOG_FORMAT = `log_format sluicejson escape=json '{"level":30,"time":"$time_iso8601","service":"nginx","reqId":"$request_id","route":"cached","upstream":"origin","method":"$request_method","url":"$request_uri","status":$status,"bytes":$body_bytes_sent,"ms":$request_time,"cache":"$upstream_cache_status","ip":"$remote_addr","msg":"request"}';`
+
+/** Makes `dir`/access.fifo and a `cat` that drains it; returns the access_log directive and the reader (kill it when done). */
+export function nginxAccessLog (dir, buffer) {
+  const fifo = path.join(dir, 'access.fifo')
+  spawnSync('mkfifo', ['-m', '666', fifo])
+  const reader = spawn('sh', ['-c', `exec cat "${fifo}" > /dev/null`], { stdio: 'ignore', detached: true })
+  reader.unref()
+  process.once('exit', () => { try { process.kill(-reader.pid, 'SIGKILL') } catch {} })
+  return { directive: `access_log ${fifo} sluicejson${buffer ? ' ' + buffer : ''};`, reader }
 }
