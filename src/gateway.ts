@@ -11,7 +11,7 @@ import type { Metrics } from './observability/metrics.js'
 import type { Snapshot } from './config/snapshot.js'
 import { createPipeline, type PipelineDeps } from './pipeline.js'
 import { SluiceError, errorBody, isSluiceError, rawError, writeError, type ErrorCode } from './errors.js'
-import { handleUpgrade } from './upstream/websocket.js'
+import { handleUpgrade, handleH2Connect } from './upstream/websocket.js'
 import { resolveClientIp, HOST_VALUE } from './forwarding.js'
 import { assignRequestId, type RequestIdRule } from './request-id.js'
 import { AccessLog } from './observability/access-line.js'
@@ -118,6 +118,12 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       // HTTP/2: a fresh hit is answered on the raw stream, before Node builds compatibility
       // objects for it; everything else (a bad Host included) goes on to the listener above.
       edge.onStream((stream, headers, rawHeaders) => {
+        // WebSocket over HTTP/2 (RFC 8441): an extended CONNECT becomes a tunnel, never a request.
+        if (headers[':method'] === 'CONNECT' && headers[':protocol'] !== undefined) {
+          authorityAsHost(headers)
+          handleH2Connect(deps.current(), deps.targets, log, stream, headers)
+          return true
+        }
         if (fast === null) return false
         authorityAsHost(headers)
         if (headers.host === undefined || !HOST_VALUE.test(headers.host)) return false

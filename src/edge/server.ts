@@ -90,7 +90,9 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
   const s = createSecureServer({
     ...tls,
     allowHTTP1: true,
-    settings: { maxConcurrentStreams: lim.maxConcurrentStreams, maxHeaderListSize: o.http1.maxHeaderSize, enablePush: false },
+    // enableConnectProtocol: WebSocket over HTTP/2 (RFC 8441, extended CONNECT); routes without
+    // `websocket: true` refuse it as they refuse an HTTP/1.1 Upgrade.
+    settings: { maxConcurrentStreams: lim.maxConcurrentStreams, maxHeaderListSize: o.http1.maxHeaderSize, enablePush: false, enableConnectProtocol: true },
     maxHeaderListPairs: o.http1.maxHeadersCount + 4,
     // Node's own guards against invalid frames and refused streams (then the session closes).
     maxSessionInvalidFrames: 100,

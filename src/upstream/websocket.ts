@@ -1,101 +1,190 @@
 // WebSocket (and only WebSocket) upgrades pass through as bytes: Sluice opens a TCP or TLS
 // connection to the upstream, replays the handshake with forwarding headers, and pipes both
 // ways. No frame parsing, so any subprotocol works.
+//
+// Two kinds of client side share one tunnel (openTunnel):
+// - HTTP/1.1 Upgrade (RFC 6455): the client's socket; the upstream's 101 is relayed as bytes.
+// - HTTP/2 extended CONNECT (RFC 8441): a stream with `:method: CONNECT` and
+//   `:protocol: websocket`, on an h2 listener that advertises SETTINGS_ENABLE_CONNECT_PROTOCOL.
+//   The upstream still gets an HTTP/1.1 Upgrade (GET, with a Sec-WebSocket-Key Sluice makes,
+//   since an h2 client sends none); its 101 becomes `:status: 200` with the chosen subprotocol
+//   and extensions, and the WebSocket frames travel in the stream's DATA frames, unchanged.
+import { createHash, randomBytes } from 'node:crypto'
 import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, IncomingHttpHeaders } from 'node:http'
+import { constants as h2c, type ServerHttp2Stream, type OutgoingHttpHeaders } from 'node:http2'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Snapshot } from '../config/snapshot.js'
 import { applyForwarding, HOST_VALUE, schemeOf } from '../forwarding.js'
-import { SluiceError, rawError, type ErrorCode } from '../errors.js'
+import { SluiceError, rawError, errorBody, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
 import { normalisePath } from '../stages/path.js'
-import { upstreamRequestHeaders } from './headers.js'
+import { upstreamRequestHeaders, isHopByHop } from './headers.js'
 import { rewritePath, editRequestHeaders } from './rewrite.js'
 import type { TargetRegistry } from './targets.js'
 import { hashKeyOf } from './balancer.js'
 
-function reject (socket: Duplex, code: ErrorCode, message?: string): void {
-  socket.end(rawError(new SluiceError(code, message)))
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+/** An upstream's handshake answer larger than this is not a handshake. */
+const MAX_HEAD = 65536
+
+/** The client side of a tunnel: what differs between an HTTP/1.1 socket and an HTTP/2 stream. */
+interface TunnelClient {
+  /** The bytes of the tunnel once it is open. */
+  readonly duplex: Duplex
+  /** Headers to add to (or replace in) the upstream handshake. */
+  readonly extraHeaders: Record<string, string> | null
+  /** Bytes the client sent after its handshake (HTTP/1.1's `head`): they go upstream once it agrees. */
+  readonly early: Buffer | null
+  /** Whether anything was sent to the client yet (then an error can only close it). */
+  started (): boolean
+  /** Answer with a Sluice error; no tunnel. */
+  reject (code: ErrorCode, message?: string): void
+  /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. False: the client side refused it (it has answered). */
+  accept (head: string, headBytes: Buffer, rest: Buffer): boolean
+  /** The upstream refused: relay its answer (`buf` holds the head and what followed), then close. */
+  refuse (head: string, buf: Buffer, headEnd: number, upstream: Socket, closeBoth: () => void): void
 }
 
+/** What the tunnel needs to know about the client's request, whatever its protocol. */
+interface TunnelRequest {
+  /** The method routed and sent upstream: the client's on HTTP/1.1 (RFC 6455 says GET), GET for an extended CONNECT. */
+  method: string
+  /** Request target (path and query) as the client sent it. */
+  url: string
+  /** Lower-case headers, `host` set; pseudo-headers are never forwarded. */
+  headers: IncomingHttpHeaders
+  /** The client's connection (X-Forwarded-Proto: is it TLS). */
+  socket: object
+  remoteAddress: string | undefined
+  /** The upgrade asked for (lower case): the Upgrade header, or HTTP/2's :protocol. */
+  protocol: string
+}
+
+/** Pick the route and target, connect, replay the handshake, and pipe both ways once the upstream agrees. */
+function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, req: TunnelRequest, client: TunnelClient): void {
+  let url = req.url
+  const q = url.indexOf('?')
+  let path = q === -1 ? url : url.slice(0, q)
+  try {
+    const norm = normalisePath(path, snap.config.server.allowEncodedSlashes)
+    if (norm !== path) { url = q === -1 ? norm : norm + url.slice(q); path = norm }
+  } catch {
+    return client.reject('SLUICE_ERR_BAD_PATH')
+  }
+  const route = snap.router.match(req.headers.host, req.method, path)
+  if (route === null) return client.reject('SLUICE_ERR_NO_ROUTE')
+  if (req.protocol !== 'websocket' || !route.websocket) return client.reject('SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(req.protocol)}`)
+  const up = route.upstream
+  // The same balancer as requests (hash: on the client address or header; a tunnel is one long
+  // request, so it is not failed over: a refused connect answers 502).
+  const set = targets.get(up.name)
+  const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.remoteAddress ?? '') : null, null)
+  if (picked === null) return client.reject('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
+  const te = picked.entry
+  const target = new URL(te.origin)
+  const secure = target.protocol === 'https:'
+  const port = Number(target.port || (secure ? 443 : 80))
+  // The upstream's TLS options as compiled (CA bytes read at load), the same object its pool uses.
+  // SNI defaults to the URL host, except an IP address (RFC 6066); the certificate is checked against the host either way.
+  const host = target.hostname.replace(/^\[|\]$/g, '')
+  const servername = up.tls.servername ?? (isIP(host) === 0 ? host : undefined)
+  const upstream: Socket = secure
+    ? tlsConnect({ ...up.tls, host, port, ...(servername !== undefined ? { servername } : {}) })
+    : netConnect({ host, port })
+  const socket = client.duplex
+  const timer = setTimeout(() => { upstream.destroy(); client.reject('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
+  upstream.once(secure ? 'secureConnect' : 'connect', () => {
+    clearTimeout(timer)
+    // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
+    // forwarding headers replaced from untrusted peers), then the two upgrade headers.
+    const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
+    if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
+    applyForwarding(headers, req.remoteAddress, snap.trust, req.headers.host, schemeOf(req.socket))
+    headers.connection = 'Upgrade'
+    headers.upgrade = 'websocket'
+    if (client.extraHeaders !== null) Object.assign(headers, client.extraHeaders)
+    const lines = [`${req.method} ${te.basePath}${route.rewrite === null ? url : rewritePath(url, route.rewrite)} HTTP/1.1`]
+    for (const k in headers) {
+      const v = headers[k]
+      for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`)
+    }
+    upstream.write(lines.join('\r\n') + '\r\n\r\n')
+    // Nothing more from the client reaches the upstream until it has agreed to switch (101):
+    // a refused handshake leaves a plain HTTP connection, and relaying the client's later bytes
+    // would let them reach the upstream as requests the gateway never routed (smuggling).
+    let buf: Buffer = Buffer.alloc(0)
+    const onHead = (d: Buffer) => {
+      buf = buf.length === 0 ? d : Buffer.concat([buf, d])
+      const end = buf.indexOf('\r\n\r\n')
+      if (end === -1) { if (buf.length > MAX_HEAD) closeBoth(); return }
+      upstream.off('data', onHead)
+      const text = buf.toString('latin1', 0, end)
+      if (/^HTTP\/1\.1 101 /.test(text)) {
+        if (!client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))) { upstream.destroy(); return }
+        if (client.early !== null && client.early.length > 0) upstream.write(client.early)
+        upstream.pipe(socket)
+        socket.pipe(upstream)
+        log.debug({ route: route.name, upstream: up.name }, 'websocket tunnel open')
+        return
+      }
+      client.refuse(text, buf, end, upstream, closeBoth)
+    }
+    upstream.on('data', onHead)
+  })
+  upstream.on('error', (err) => {
+    clearTimeout(timer)
+    log.warn({ route: route.name, upstream: up.name, err: err.message }, 'websocket upstream error')
+    if (!client.started()) {
+      // The same codes as an ordinary request's: TLS, DNS, refused, reset (src/upstream/errors.ts).
+      const mapped = mapUpstreamError(err, up.name, false)
+      client.reject(mapped.code, mapped.message)
+    }
+    else socket.destroy()
+  })
+  // WebSocket never relies on TCP half-close: when either side ends or closes, close both
+  // (HTTP server sockets allow half-open connections, which would otherwise linger).
+  const closeBoth = () => { socket.destroy(); upstream.destroy() }
+  socket.on('end', closeBoth)
+  socket.on('close', closeBoth)
+  upstream.on('end', closeBoth)
+  upstream.on('close', closeBoth)
+}
+
+/** HTTP/1.1 Upgrade: the server's 'upgrade' event. */
 export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry, log: Logger) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {})
     const snap = current()
     // The tunnel's request carries the request ID upstream too (src/request-id.ts).
     assignRequestId(req, snap.requestId)
-    let url = req.url ?? '/'
-    const q = url.indexOf('?')
-    let path = q === -1 ? url : url.slice(0, q)
-    try {
-      const norm = normalisePath(path, snap.config.server.allowEncodedSlashes)
-      if (norm !== path) { url = q === -1 ? norm : norm + url.slice(q); path = norm }
-    } catch {
-      return reject(socket, 'SLUICE_ERR_BAD_PATH')
-    }
+    const reject = (code: ErrorCode, message?: string): void => { socket.end(rawError(new SluiceError(code, message))) }
     // RFC 9112 §3.2, as for any request (gateway.ts): one Host line on HTTP/1.1.
     let hosts = 0
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++
-    if (hosts > 1 || (hosts === 0 && req.httpVersion === '1.1') || (hosts === 1 && !HOST_VALUE.test(req.headers.host as string))) return reject(socket, 'SLUICE_ERR_BAD_REQUEST', 'An HTTP/1.1 request needs exactly one valid Host header')
-    const upgrade = String(req.headers.upgrade ?? '').toLowerCase()
-    const route = snap.router.match(req.headers.host, req.method ?? 'GET', path)
-    if (route === null) return reject(socket, 'SLUICE_ERR_NO_ROUTE')
-    if (upgrade !== 'websocket' || !route.websocket) return reject(socket, 'SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(upgrade)}`)
-    const up = route.upstream
-    // The same balancer as requests (hash: on the client address or header; a tunnel is one long
-    // request, so it is not failed over: a refused connect answers 502).
-    const set = targets.get(up.name)
-    const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.socket.remoteAddress ?? '') : null, null)
-    if (picked === null) return reject(socket, 'SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
-    const te = picked.entry
-    const target = new URL(te.origin)
-    const secure = target.protocol === 'https:'
-    const port = Number(target.port || (secure ? 443 : 80))
-    // The upstream's TLS options as compiled (CA bytes read at load), the same object its pool uses.
-    // SNI defaults to the URL host, except an IP address (RFC 6066); the certificate is checked against the host either way.
-    const host = target.hostname.replace(/^\[|\]$/g, '')
-    const servername = up.tls.servername ?? (isIP(host) === 0 ? host : undefined)
-    const upstream: Socket = secure
-      ? tlsConnect({ ...up.tls, host, port, ...(servername !== undefined ? { servername } : {}) })
-      : netConnect({ host, port })
-    const timer = setTimeout(() => { upstream.destroy(); reject(socket, 'SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
-    upstream.once(secure ? 'secureConnect' : 'connect', () => {
-      clearTimeout(timer)
-      // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
-      // forwarding headers replaced from untrusted peers), then the two upgrade headers.
-      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
-      if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
-      applyForwarding(headers, req.socket.remoteAddress, snap.trust, req.headers.host, schemeOf(req.socket))
-      headers.connection = 'Upgrade'
-      headers.upgrade = 'websocket'
-      const lines = [`${req.method} ${te.basePath}${route.rewrite === null ? url : rewritePath(url, route.rewrite)} HTTP/1.1`]
-      for (const k in headers) {
-        const v = headers[k]
-        for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`)
-      }
-      upstream.write(lines.join('\r\n') + '\r\n\r\n')
-      // Nothing more from the client reaches the upstream until it has agreed to switch (101):
-      // a refused handshake leaves a plain HTTP connection, and relaying the client's later bytes
-      // would let them reach the upstream as requests the gateway never routed (smuggling).
-      let buf: Buffer = Buffer.alloc(0)
-      const onHead = (d: Buffer) => {
-        buf = buf.length === 0 ? d : Buffer.concat([buf, d])
-        const end = buf.indexOf('\r\n\r\n')
-        if (end === -1) { if (buf.length > 65536) closeBoth(); return }
-        upstream.off('data', onHead)
-        const text = buf.toString('latin1', 0, end)
-        if (/^HTTP\/1\.1 101 /.test(text)) {
-          socket.write(buf)
-          if (head.length) upstream.write(head)
-          upstream.pipe(socket)
-          socket.pipe(upstream)
-          log.debug({ route: route.name, upstream: up.name }, 'websocket tunnel open')
-          return
-        }
-        // Refused: relay the upstream's answer (its Content-Length, or until it closes), then close.
+    if (hosts > 1 || (hosts === 0 && req.httpVersion === '1.1') || (hosts === 1 && !HOST_VALUE.test(req.headers.host as string))) return reject('SLUICE_ERR_BAD_REQUEST', 'An HTTP/1.1 request needs exactly one valid Host header')
+    openTunnel(snap, targets, log, {
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      headers: req.headers,
+      socket: req.socket,
+      remoteAddress: req.socket.remoteAddress,
+      protocol: String(req.headers.upgrade ?? '').toLowerCase()
+    }, {
+      duplex: socket,
+      extraHeaders: null,
+      early: head,
+      started: () => (socket as Socket).bytesWritten > 0,
+      reject,
+      accept (_head, headBytes, rest) {
+        socket.write(rest.length === 0 ? headBytes : Buffer.concat([headBytes, rest]))
+        return true
+      },
+      refuse (text, buf, end, upstream, closeBoth) {
+        // Relay the upstream's answer (its Content-Length, or until it closes), then close.
         const cl = /\r\ncontent-length:[ \t]*(\d+)/i.exec(text)
         if (cl === null) { socket.write(buf); upstream.pipe(socket); return }
         const total = end + 4 + Number(cl[1])
@@ -109,24 +198,110 @@ export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry,
         upstream.on('data', relay)
         relay(buf)
       }
-      upstream.on('data', onHead)
     })
-    upstream.on('error', (err) => {
-      clearTimeout(timer)
-      log.warn({ route: route.name, upstream: up.name, err: err.message }, 'websocket upstream error')
-      if ((socket as Socket).bytesWritten === 0) {
-        // The same codes as an ordinary request's: TLS, DNS, refused, reset (src/upstream/errors.ts).
-        const mapped = mapUpstreamError(err, up.name, false)
-        reject(socket, mapped.code, mapped.message)
-      }
-      else socket.destroy()
-    })
-    // WebSocket never relies on TCP half-close: when either side ends or closes, close both
-    // (HTTP server sockets allow half-open connections, which would otherwise linger).
-    const closeBoth = () => { socket.destroy(); upstream.destroy() }
-    socket.on('end', closeBoth)
-    socket.on('close', closeBoth)
-    upstream.on('end', closeBoth)
-    upstream.on('close', closeBoth)
   }
+}
+
+/** The header fields of a response head (after the status line), lower-case names. */
+function headFields (head: string): Array<[string, string]> {
+  const out: Array<[string, string]> = []
+  const lines = head.split('\r\n')
+  for (let i = 1; i < lines.length; i++) {
+    const c = lines[i].indexOf(':')
+    if (c > 0) out.push([lines[i].slice(0, c).trim().toLowerCase(), lines[i].slice(c + 1).trim()])
+  }
+  return out
+}
+
+/** Response fields the upstream sent that may go on to an HTTP/2 client: not hop-by-hop, not the handshake's own, not Content-Length. */
+function h2ResponseHeaders (fields: Array<[string, string]>): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {}
+  for (const [k, v] of fields) {
+    if (isHopByHop(k) || k === 'content-length' || k === 'sec-websocket-accept') continue
+    const prev = out[k]
+    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v]
+  }
+  return out
+}
+
+/**
+ * HTTP/2 extended CONNECT (RFC 8441): called by the h2 stream hook for a stream whose
+ * `:method` is CONNECT and that carries `:protocol`. `headers.host` is set from `:authority`.
+ */
+export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: Logger, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  stream.on('error', () => {})
+  const id = assignRequestId({ headers }, snap.requestId)
+  const idHeader = snap.requestId.header
+  const reject = (code: ErrorCode, message?: string): void => {
+    if (stream.destroyed || stream.closed) return
+    if (stream.headersSent) { stream.close(h2c.NGHTTP2_CANCEL); return }
+    const e = new SluiceError(code, message)
+    const body = errorBody(e, { requestId: id })
+    stream.respond({ ':status': e.status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), [idHeader]: id, ...e.headers })
+    stream.end(body)
+  }
+  const path = headers[':path']
+  // RFC 8441 §4: an extended CONNECT carries :scheme and :path (a plain CONNECT carries neither).
+  if (typeof path !== 'string' || path === '' || headers[':scheme'] === undefined) return reject('SLUICE_ERR_BAD_REQUEST', 'An extended CONNECT needs :scheme and :path (RFC 8441)')
+  if (headers.host === undefined || !HOST_VALUE.test(headers.host)) return reject('SLUICE_ERR_BAD_REQUEST', 'The request needs a valid :authority')
+  const key = randomBytes(16).toString('base64')
+  const session = stream.session
+  openTunnel(snap, targets, log, {
+    method: 'GET',
+    url: path,
+    headers,
+    socket: session?.socket ?? {},
+    remoteAddress: session?.socket?.remoteAddress,
+    protocol: String(headers[':protocol']).toLowerCase()
+  }, {
+    duplex: stream,
+    early: null,
+    // The upstream speaks RFC 6455: it needs a key and a version (an h2 client sends the version).
+    extraHeaders: { 'sec-websocket-key': key, 'sec-websocket-version': typeof headers['sec-websocket-version'] === 'string' ? headers['sec-websocket-version'] : '13' },
+    started: () => stream.headersSent,
+    reject,
+    accept (head, _headBytes, rest) {
+      const fields = headFields(head)
+      const accept = fields.find(([k]) => k === 'sec-websocket-accept')?.[1]
+      if (accept !== createHash('sha1').update(key + WS_GUID).digest('base64')) {
+        log.warn({ path }, 'websocket upstream answered 101 without the right Sec-WebSocket-Accept')
+        reject('SLUICE_ERR_UPSTREAM_PROTOCOL', 'The upstream\'s WebSocket handshake is not valid (Sec-WebSocket-Accept)')
+        return false
+      }
+      // RFC 8441 §5: success is a 2xx; the subprotocol and extensions the upstream chose go with it.
+      stream.respond({ ...h2ResponseHeaders(fields), ':status': 200, [idHeader]: id })
+      if (rest.length > 0) stream.write(rest)
+      return true
+    },
+    refuse (text, buf, end, upstream, closeBoth) {
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
+      const status = m === null ? 0 : Number(m[1])
+      if (status < 200 || status === 204 || status === 304) {
+        reject('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${m === null ? 'no status line' : status}`)
+        closeBoth()
+        return
+      }
+      // Relay the upstream's answer (status, fields, body: its Content-Length, or until it closes).
+      const fields = headFields(text)
+      const cl = fields.find(([k]) => k === 'content-length')?.[1]
+      stream.respond({ ...h2ResponseHeaders(fields), ':status': status, [idHeader]: id, ...(cl !== undefined ? { 'content-length': cl } : {}) })
+      const body = buf.subarray(end + 4)
+      if (cl === undefined) {
+        if (body.length > 0) stream.write(body)
+        upstream.pipe(stream)
+        return
+      }
+      const total = Number(cl)
+      let got = body
+      const relay = (chunk: Buffer) => {
+        got = chunk === got ? got : Buffer.concat([got, chunk])
+        if (got.length < total) return
+        upstream.off('data', relay)
+        stream.once('finish', closeBoth)
+        stream.end(got.subarray(0, total))
+      }
+      upstream.on('data', relay)
+      relay(got)
+    }
+  })
 }

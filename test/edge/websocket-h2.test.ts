@@ -1,0 +1,201 @@
+// WebSocket over HTTP/2 (RFC 8441): a real h2 client (node:http2) opens an extended CONNECT
+// stream (`:method: CONNECT`, `:protocol: websocket`) on Sluice's TLS + h2 listener; Sluice
+// replays it to a real HTTP/1.1 WebSocket origin as an Upgrade with a key of its own, answers
+// 200 with the chosen subprotocol, and relays frames both ways. Refusals keep their status and
+// body; a wrong Sec-WebSocket-Accept, a route without `websocket`, another :protocol and a dead
+// upstream get Sluice's error codes.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createServer, type Server, type IncomingMessage, type IncomingHttpHeaders } from 'node:http'
+import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { once } from 'node:events'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
+
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+const dir = mkdtempSync(join(tmpdir(), 'sluice-wsh2-'))
+const closers: Array<() => Promise<unknown>> = []
+after(async () => { for (const c of closers.reverse()) await c().catch(() => {}); rmSync(dir, { recursive: true, force: true }) })
+
+let origin: Server
+let originUrl = ''
+let deadUrl = ''
+const originSockets = new Set<Socket>()
+const seen: Array<{ method: string, url: string, headers: IncomingHttpHeaders }> = []
+let g: TestGateway
+
+before(async () => {
+  const key = join(dir, 'k.pem')
+  const cert = join(dir, 'c.pem')
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-days', '2'], { stdio: 'ignore' })
+
+  origin = createServer((_req, res) => { res.writeHead(426); res.end() })
+  origin.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    originSockets.add(socket)
+    socket.once('close', () => originSockets.delete(socket))
+    socket.on('error', () => {})
+    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
+    const k = String(req.headers['sec-websocket-key'] ?? '')
+    if (req.url === '/ws/refuse') {
+      socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 6\r\nx-why: no-ticket\r\n\r\nnope!\n')
+      return
+    }
+    const accept = req.url === '/ws/badaccept' ? 'AAAAAAAAAAAAAAAAAAAAAAAAAAA=' : createHash('sha1').update(k + WS_GUID).digest('base64')
+    const proto = (req.url ?? '').startsWith('/ws/proto') ? 'Sec-WebSocket-Protocol: chat\r\n' : ''
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n${proto}\r\n`)
+    if (head.length) socket.write(head)
+    socket.on('data', (d: Buffer) => socket.write(d)) // echo the frames' bytes
+    socket.on('end', () => socket.end()) // a WebSocket server closes when its peer does
+  })
+  origin.listen(0, '127.0.0.1')
+  await once(origin, 'listening')
+  originUrl = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`
+  closers.push(async () => { for (const s of originSockets) s.destroy(); origin.closeAllConnections(); origin.close() })
+
+  // A port nothing listens on: the dead upstream.
+  const probe = createNetServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  deadUrl = `http://127.0.0.1:${(probe.address() as AddressInfo).port}`
+  probe.close()
+
+  g = await startTestGateway(`listen:
+  tls: { certFile: "${cert}", keyFile: "${key}" }
+  http2: true
+upstreams:
+  api: { url: "${originUrl}" }
+  dead: { url: "${deadUrl}", connectTimeoutMs: 2000 }
+routes:
+  - name: nows
+    match: { pathPrefix: /nows/ }
+    upstream: api
+    websocket: false
+  - name: down
+    match: { pathPrefix: /down/ }
+    upstream: dead
+  - name: ws
+    match: { pathPrefix: / }
+    upstream: api
+`)
+  closers.push(() => g.close())
+})
+
+async function session (): Promise<ClientHttp2Session> {
+  const s = h2connect(g.url, { rejectUnauthorized: false })
+  s.on('error', () => {})
+  closers.push(async () => { s.destroy() })
+  if (s.remoteSettings?.enableConnectProtocol === undefined) await once(s, 'remoteSettings')
+  return s
+}
+
+function connect (s: ClientHttp2Session, path: string, extra: Record<string, string> = {}): { stream: ClientHttp2Stream, response: Promise<Record<string, string | string[] | number | undefined>> } {
+  const stream = s.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': path, ':authority': new URL(g.url).host, 'sec-websocket-version': '13', ...extra }, { endStream: false })
+  stream.on('error', () => {})
+  const response = new Promise<Record<string, string | string[] | number | undefined>>((resolve, reject) => {
+    stream.once('response', (h) => resolve(h as Record<string, string>))
+    stream.once('close', () => reject(new Error(`stream closed before a response (code ${stream.rstCode})`)))
+  })
+  return { stream, response }
+}
+
+async function bodyOf (stream: ClientHttp2Stream): Promise<string> {
+  let out = ''
+  stream.setEncoding('utf8')
+  stream.on('data', (d: string) => { out += d })
+  await once(stream, 'end')
+  return out
+}
+
+/** A masked client text frame (RFC 6455 §5.2) with a short payload. */
+function textFrame (text: string): Buffer {
+  const payload = Buffer.from(text)
+  const mask = Buffer.from([1, 2, 3, 4])
+  const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]))
+  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, masked])
+}
+
+test('the h2 listener advertises extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)', async () => {
+  const s = await session()
+  assert.equal(s.remoteSettings.enableConnectProtocol, true)
+})
+
+test('an extended CONNECT becomes an HTTP/1.1 Upgrade upstream; 200 comes back and frames pass both ways', async () => {
+  const s = await session()
+  const before = seen.length
+  const { stream, response } = connect(s, '/ws/proto?room=1', { 'sec-websocket-protocol': 'chat, superchat', origin: 'https://app.example' })
+  const h = await response
+  assert.equal(h[':status'], 200)
+  assert.equal(h['sec-websocket-protocol'], 'chat')
+  assert.equal(h['sec-websocket-accept'], undefined, 'an h2 answer carries no Sec-WebSocket-Accept (RFC 8441 §5)')
+  assert.match(String(h['x-request-id']), /^\S+$/)
+
+  const up = seen[before]
+  assert.equal(up.method, 'GET')
+  assert.equal(up.url, '/ws/proto?room=1')
+  assert.equal(up.headers.upgrade, 'websocket')
+  assert.equal(up.headers['sec-websocket-version'], '13')
+  assert.equal(up.headers['sec-websocket-protocol'], 'chat, superchat')
+  assert.equal(up.headers.origin, 'https://app.example')
+  assert.equal(Buffer.from(String(up.headers['sec-websocket-key']), 'base64').length, 16, 'Sluice makes a 16-byte key for the upstream')
+  assert.equal(up.headers['x-forwarded-proto'], 'https')
+  assert.equal(up.headers['x-request-id'], h['x-request-id'])
+  assert.equal(Object.keys(up.headers).some((k) => k.startsWith(':')), false, 'no pseudo-header goes upstream')
+
+  // Frames, both ways: the origin echoes what it gets.
+  const chunks: Buffer[] = []
+  stream.on('data', (d: Buffer) => chunks.push(d))
+  const frame = Buffer.concat([textFrame('hello'), textFrame('over h2')])
+  stream.write(frame)
+  await until('the echoed frames', () => Buffer.concat(chunks).length >= frame.length)
+  assert.deepEqual(Buffer.concat(chunks), frame)
+
+  // Closing the stream closes the upstream connection.
+  const open = originSockets.size
+  assert.ok(open >= 1)
+  stream.close()
+  await until('the upstream connection to close', () => originSockets.size < open)
+})
+
+test('an upstream that refuses the handshake: its status, fields and body reach the h2 client', async () => {
+  const s = await session()
+  const { stream, response } = connect(s, '/ws/refuse')
+  const h = await response
+  assert.equal(h[':status'], 403)
+  assert.equal(h['x-why'], 'no-ticket')
+  assert.equal(await bodyOf(stream), 'nope!\n')
+})
+
+test('a 101 without the right Sec-WebSocket-Accept is 502 SLUICE_ERR_UPSTREAM_PROTOCOL', async () => {
+  const s = await session()
+  const { stream, response } = connect(s, '/ws/badaccept')
+  const h = await response
+  assert.equal(h[':status'], 502)
+  assert.equal(JSON.parse(await bodyOf(stream)).error, 'SLUICE_ERR_UPSTREAM_PROTOCOL')
+})
+
+test('refusals: a route without websocket, another :protocol, a dead upstream, no :path', async () => {
+  const s = await session()
+  const cases: Array<[string, Record<string, string>, number, string]> = [
+    ['/nows/x', {}, 400, 'SLUICE_ERR_UPGRADE_REFUSED'],
+    ['/ws/echo', { ':protocol': 'connect-udp' }, 400, 'SLUICE_ERR_UPGRADE_REFUSED'],
+    ['/down/x', {}, 502, 'SLUICE_ERR_UPSTREAM_CONNECT']
+  ]
+  for (const [path, extra, status, code] of cases) {
+    const { stream, response } = connect(s, path, extra)
+    const h = await response
+    assert.equal(h[':status'], status, path)
+    const body = JSON.parse(await bodyOf(stream))
+    assert.equal(body.error, code, path)
+    assert.equal(body.requestId, h['x-request-id'])
+  }
+  // Plain HTTP/2 requests on the same connection are unaffected.
+  const plain = s.request({ ':path': '/nows/plain' })
+  const ph = await new Promise<Record<string, unknown>>((resolve) => plain.once('response', resolve))
+  assert.equal(ph[':status'], 426) // the origin's answer to a plain GET
+  plain.resume()
+})
