@@ -33,6 +33,8 @@ const MAX_HEAD = 65536
 
 /** The client side of a tunnel: what differs between an HTTP/1.1 socket and an HTTP/2 stream. */
 interface TunnelClient {
+  /** The client's protocol, for the log lines. */
+  readonly proto: 'http/1.1' | 'h2'
   /** The bytes of the tunnel once it is open. */
   readonly duplex: Duplex
   /** Headers to add to (or replace in) the upstream handshake. */
@@ -128,7 +130,7 @@ function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, req: 
         if (client.early !== null && client.early.length > 0) upstream.write(client.early)
         upstream.pipe(socket)
         socket.pipe(upstream)
-        log.debug({ route: route.name, upstream: up.name }, 'websocket tunnel open')
+        log.debug({ route: route.name, upstream: up.name, proto: client.proto }, 'websocket tunnel open')
         return
       }
       client.refuse(text, buf, end, upstream, closeBoth)
@@ -137,7 +139,7 @@ function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, req: 
   })
   upstream.on('error', (err) => {
     clearTimeout(timer)
-    log.warn({ route: route.name, upstream: up.name, err: err.message }, 'websocket upstream error')
+    log.warn({ route: route.name, upstream: up.name, proto: client.proto, err: err.message }, 'websocket upstream error')
     if (!client.started()) {
       // The same codes as an ordinary request's: TLS, DNS, refused, reset (src/upstream/errors.ts).
       const mapped = mapUpstreamError(err, up.name, false)
@@ -174,6 +176,7 @@ export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry,
       remoteAddress: req.socket.remoteAddress,
       protocol: String(req.headers.upgrade ?? '').toLowerCase()
     }, {
+      proto: 'http/1.1',
       duplex: socket,
       extraHeaders: null,
       early: head,
@@ -254,6 +257,7 @@ export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: L
     remoteAddress: session?.socket?.remoteAddress,
     protocol: String(headers[':protocol']).toLowerCase()
   }, {
+    proto: 'h2',
     duplex: stream,
     early: null,
     // The upstream speaks RFC 6455: it needs a key and a version (an h2 client sends the version).

@@ -3,12 +3,13 @@
 // replays it to a real HTTP/1.1 WebSocket origin as an Upgrade with a key of its own, answers
 // 200 with the chosen subprotocol, and relays frames both ways. Refusals keep their status and
 // body; a wrong Sec-WebSocket-Accept, a route without `websocket`, another :protocol and a dead
-// upstream get Sluice's error codes.
+// upstream get Sluice's error codes. Last, headless Chromium (when installed: .ci/run installs
+// it) opens a WebSocket on a page it loaded over h2 from Sluice, and uses RFC 8441 to do it.
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer, type Server, type IncomingMessage, type IncomingHttpHeaders } from 'node:http'
@@ -19,6 +20,39 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+
+// A page that opens a WebSocket to its own origin, sends "hi", and shows the answer in its title.
+const PAGE = `<!doctype html><title>waiting</title><script>
+const ws = new WebSocket('wss://' + location.host + '/ws/frames')
+ws.onopen = () => ws.send('hi')
+ws.onmessage = (e) => { document.title = 'got:' + e.data; ws.close() }
+ws.onerror = () => { document.title = 'error' }
+</script>`
+
+/** A real RFC 6455 server for one exchange: unmask the client's text frames, answer each with "echo:" and its text. */
+function frameEcho (socket: Socket, key: string, head: Buffer): void {
+  const accept = createHash('sha1').update(key + WS_GUID).digest('base64')
+  socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`)
+  let buf = head
+  const onData = (d: Buffer): void => {
+    buf = Buffer.concat([buf, d])
+    while (buf.length >= 6) {
+      const op = buf[0] & 0x0f
+      const len = buf[1] & 0x7f // the page sends short frames only
+      if (buf.length < 6 + len) return
+      const mask = buf.subarray(2, 6)
+      const payload = Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ mask[i % 4]))
+      buf = buf.subarray(6 + len)
+      if (op === 0x8) { socket.end(Buffer.from([0x88, 0])); return }
+      if (op === 0x1) {
+        const out = Buffer.from('echo:' + payload.toString())
+        socket.write(Buffer.concat([Buffer.from([0x81, out.length]), out]))
+      }
+    }
+  }
+  socket.on('data', onData)
+  socket.on('end', () => socket.end())
+}
 const dir = mkdtempSync(join(tmpdir(), 'sluice-wsh2-'))
 const closers: Array<() => Promise<unknown>> = []
 after(async () => { for (const c of closers.reverse()) await c().catch(() => {}); rmSync(dir, { recursive: true, force: true }) })
@@ -35,7 +69,14 @@ before(async () => {
   const cert = join(dir, 'c.pem')
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-days', '2'], { stdio: 'ignore' })
 
-  origin = createServer((_req, res) => { res.writeHead(426); res.end() })
+  origin = createServer((req, res) => {
+    if (req.url === '/page') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' })
+      res.end(PAGE)
+      return
+    }
+    res.writeHead(426); res.end()
+  })
   origin.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     originSockets.add(socket)
     socket.once('close', () => originSockets.delete(socket))
@@ -46,6 +87,7 @@ before(async () => {
       socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 6\r\nx-why: no-ticket\r\n\r\nnope!\n')
       return
     }
+    if (req.url === '/ws/frames') { frameEcho(socket, k, head); return }
     const accept = req.url === '/ws/badaccept' ? 'AAAAAAAAAAAAAAAAAAAAAAAAAAA=' : createHash('sha1').update(k + WS_GUID).digest('base64')
     const proto = (req.url ?? '').startsWith('/ws/proto') ? 'Sec-WebSocket-Protocol: chat\r\n' : ''
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n${proto}\r\n`)
@@ -81,7 +123,7 @@ routes:
   - name: ws
     match: { pathPrefix: / }
     upstream: api
-`)
+`, { level: 'debug' })
   closers.push(() => g.close())
 })
 
@@ -178,7 +220,7 @@ test('a 101 without the right Sec-WebSocket-Accept is 502 SLUICE_ERR_UPSTREAM_PR
   assert.equal(JSON.parse(await bodyOf(stream)).error, 'SLUICE_ERR_UPSTREAM_PROTOCOL')
 })
 
-test('refusals: a route without websocket, another :protocol, a dead upstream, no :path', async () => {
+test('refusals: a route without websocket, another :protocol, a dead upstream', async () => {
   const s = await session()
   const cases: Array<[string, Record<string, string>, number, string]> = [
     ['/nows/x', {}, 400, 'SLUICE_ERR_UPGRADE_REFUSED'],
@@ -198,4 +240,31 @@ test('refusals: a route without websocket, another :protocol, a dead upstream, n
   const ph = await new Promise<Record<string, unknown>>((resolve) => plain.once('response', resolve))
   assert.equal(ph[':status'], 426) // the origin's answer to a plain GET
   plain.resume()
+})
+
+const CHROMIUM = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p): p is string => !!p && existsSync(p))
+const noBrowser = CHROMIUM === undefined ? 'no Chromium found: install Debian\'s chromium (apt-get install chromium; .ci/run does) to run the browser check' : false
+
+test('Chromium opens a WebSocket over the h2 connection it loaded the page on (RFC 8441)', { skip: noBrowser, timeout: 30000 }, async () => {
+  const { chromium } = await import('playwright-core')
+  const profile = mkdtempSync(join(tmpdir(), 'sluice-chromium-'))
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    ignoreHTTPSErrors: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--ignore-certificate-errors']
+  })
+  try {
+    const page = await browser.newPage()
+    const response = await page.goto(g.url + '/page')
+    assert.equal(response?.status(), 200)
+    await page.waitForFunction(() => document.title !== 'waiting', undefined, { timeout: 10000 })
+    assert.equal(await page.title(), 'got:echo:hi')
+    const opened = g.logs.filter((l) => l.msg === 'websocket tunnel open' && String(l.route) === 'ws')
+    assert.ok(opened.length >= 1, 'the tunnel was opened')
+    assert.equal(opened[opened.length - 1].proto, 'h2', 'Chromium used RFC 8441 on the h2 connection, not a new HTTP/1.1 one')
+  } finally {
+    await browser.close()
+    rmSync(profile, { recursive: true, force: true })
+  }
 })
