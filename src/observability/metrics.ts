@@ -171,6 +171,10 @@ export function createMetrics (opts: MetricsOptions = {}) {
     cacheMaxBytes: new Gauge({ name: 'sluice_cache_max_bytes', help: 'Configured byte bound of each cache tier (cache.memory.maxBytes for memory)', labelNames: ['tier'], registers }),
     redisCommandDuration: new FastHistogram('sluice_redis_command_duration_seconds', 'Time from sending a Redis command until its reply or failure, by command (a fixed set, anything else _other)', ['command'], REDIS_BUCKETS, registry),
     httpRequestSize: new FastHistogram('sluice_http_request_size_bytes', 'Request body bytes by route (Content-Length, or the length of a body the gateway buffered)', ['route'], SIZE_BUCKETS, registry),
+    // WebSocket tunnels (HTTP/1.1 Upgrade and RFC 8441 over h2): not requests, so not in the
+    // sluice_http_* families (a tunnel's minutes would swamp the latency histograms).
+    websocketTunnels: new Counter({ name: 'sluice_websocket_tunnels_total', help: 'WebSocket upgrade requests by route (none: no route matched), client protocol (http/1.1, h2) and result: opened (a tunnel), refused (by the upstream: its answer relayed) or failed (Sluice answered an error)', labelNames: ['route', 'protocol', 'result'], registers }),
+    websocketOpen: new Gauge({ name: 'sluice_websocket_tunnels_open', help: 'WebSocket tunnels open now, by client protocol', labelNames: ['protocol'], registers }),
     httpResponseSize: new FastHistogram('sluice_http_response_size_bytes', 'Response body bytes sent by route (Content-Length, or the bytes of a streamed body as they pass)', ['route'], SIZE_BUCKETS, registry),
     forRoute (name: string): RouteObserver {
       let o = observers.get(name)
@@ -181,6 +185,8 @@ export function createMetrics (opts: MetricsOptions = {}) {
       }
       return o
     },
+    /** The label value to use for a route name (cardinality-guarded). */
+    routeLabel (name: string): string { return routeGuard.value(name) },
     /** The label value to use for an upstream name (cardinality-guarded). */
     upstreamLabel (name: string): string { return upstreamGuard.value(name) }
   }
@@ -190,6 +196,7 @@ export function createMetrics (opts: MetricsOptions = {}) {
   const observers = new Map<string, RouteObserver>()
   m.buildInfo.labels(opts.version ?? '0.0.0', process.version).set(1)
   for (const reason of EVICTION_REASONS) m.cacheEvictions.labels('memory', reason)
+  for (const p of ['http/1.1', 'h2']) m.websocketOpen.labels(p).set(0)
   m.configReloads.labels('success').inc(0)
   m.configReloads.labels('failure').inc(0)
   return m

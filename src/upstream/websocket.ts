@@ -17,7 +17,7 @@ import { constants as h2c, type ServerHttp2Stream, type OutgoingHttpHeaders } fr
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Snapshot } from '../config/snapshot.js'
-import { applyForwarding, HOST_VALUE, schemeOf } from '../forwarding.js'
+import { applyForwarding, HOST_VALUE, resolveClientIp, schemeOf } from '../forwarding.js'
 import { SluiceError, rawError, errorBody, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
@@ -28,6 +28,39 @@ import type { TargetRegistry } from './targets.js'
 import { hashKeyOf } from './balancer.js'
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+
+export type TunnelProto = 'http/1.1' | 'h2'
+
+/** How one upgrade request ended: `opened` (a tunnel, now closed), `refused` by the upstream (its answer relayed), or `failed` (Sluice answered an error). */
+export type TunnelResult = 'opened' | 'refused' | 'failed'
+
+/** One upgrade request, reported once when it is over (metrics and the access line: gateway.ts). */
+export interface TunnelOutcome {
+  proto: TunnelProto
+  result: TunnelResult
+  /** The matched route, undefined when none matched. */
+  route: string | undefined
+  upstream: string | undefined
+  /** The client's method: GET on HTTP/1.1, CONNECT on h2. */
+  method: string
+  url: string
+  /** What the client got: 101 (HTTP/1.1) or 200 (h2) for a tunnel, the upstream's status for a refusal, Sluice's for an error. */
+  status: number
+  /** Bytes from the upstream to the client after the handshake (a tunnel, a refusal's body); 0 for Sluice's errors. */
+  bytes: number
+  /** From the upgrade request to the end of the tunnel (or of the answer). */
+  ms: number
+  reqId: string
+  ip: string
+  /** Sluice's error code, when it answered one. */
+  err: string | undefined
+}
+
+/** The gateway's hooks: a tunnel opened (the open-tunnel gauge), and each upgrade request's outcome. */
+export interface TunnelEvents {
+  opened (proto: TunnelProto): void
+  done (o: TunnelOutcome): void
+}
 /** An upstream's handshake answer larger than this is not a handshake. */
 const MAX_HEAD = 65536
 
@@ -45,14 +78,21 @@ interface TunnelClient {
   started (): boolean
   /** Answer with a Sluice error; no tunnel. */
   reject (code: ErrorCode, message?: string): void
-  /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. False: the client side refused it (it has answered). */
-  accept (head: string, headBytes: Buffer, rest: Buffer): boolean
+  /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. Not null: the handshake is not valid for this client (Sluice answers that error). */
+  accept (head: string, headBytes: Buffer, rest: Buffer): { code: ErrorCode, message: string } | null
   /** The upstream refused: relay its answer (`buf` holds the head and what followed), then close. */
   refuse (head: string, buf: Buffer, headEnd: number, upstream: Socket, closeBoth: () => void): void
 }
 
 /** What the tunnel needs to know about the client's request, whatever its protocol. */
 interface TunnelRequest {
+  /** performance.now() when the request arrived. */
+  t0: number
+  reqId: string
+  /** The client's own method (GET, or CONNECT on h2), for the access line. */
+  clientMethod: string
+  /** Set when the request itself is not valid (a bad Host, a CONNECT without :path): Sluice answers that error. */
+  invalid: { code: ErrorCode, message: string } | null
   /** The method routed and sent upstream: the client's on HTTP/1.1 (RFC 6455 says GET), GET for an extended CONNECT. */
   method: string
   /** Request target (path and query) as the client sent it. */
@@ -67,7 +107,43 @@ interface TunnelRequest {
 }
 
 /** Pick the route and target, connect, replay the handshake, and pipe both ways once the upstream agrees. */
-function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, req: TunnelRequest, client: TunnelClient): void {
+function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, events: TunnelEvents, req: TunnelRequest, client: TunnelClient): void {
+  // The outcome, reported once (finish): set as the request goes, completed when it is over.
+  let routeName: string | undefined
+  let upstreamName: string | undefined
+  let result: TunnelResult = 'failed'
+  let status = 499
+  let err: string | undefined = 'SLUICE_ERR_CLIENT_CLOSED'
+  let headBytes = 0
+  let upstreamSocket: Socket | null = null
+  let reported = false
+  const finish = (): void => {
+    if (reported) return
+    reported = true
+    events.done({
+      proto: client.proto,
+      result,
+      route: routeName,
+      upstream: upstreamName,
+      method: req.clientMethod,
+      url: req.url,
+      status,
+      bytes: upstreamSocket === null || result === 'failed' ? 0 : Math.max(0, upstreamSocket.bytesRead - headBytes),
+      ms: performance.now() - req.t0,
+      reqId: req.reqId,
+      ip: resolveClientIp(req.headers, req.remoteAddress, snap.trust),
+      err
+    })
+  }
+  /** Sluice answers an error: no tunnel. */
+  const fail = (code: ErrorCode, message?: string): void => {
+    if (reported) return
+    const e = new SluiceError(code, message)
+    result = 'failed'; status = e.status; err = code
+    client.reject(code, message)
+    finish()
+  }
+  if (req.invalid !== null) return fail(req.invalid.code, req.invalid.message)
   let url = req.url
   const q = url.indexOf('?')
   let path = q === -1 ? url : url.slice(0, q)
@@ -75,17 +151,19 @@ function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, req: 
     const norm = normalisePath(path, snap.config.server.allowEncodedSlashes)
     if (norm !== path) { url = q === -1 ? norm : norm + url.slice(q); path = norm }
   } catch {
-    return client.reject('SLUICE_ERR_BAD_PATH')
+    return fail('SLUICE_ERR_BAD_PATH')
   }
   const route = snap.router.match(req.headers.host, req.method, path)
-  if (route === null) return client.reject('SLUICE_ERR_NO_ROUTE')
-  if (req.protocol !== 'websocket' || !route.websocket) return client.reject('SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(req.protocol)}`)
+  if (route === null) return fail('SLUICE_ERR_NO_ROUTE')
+  routeName = route.name
+  if (req.protocol !== 'websocket' || !route.websocket) return fail('SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(req.protocol)}`)
   const up = route.upstream
+  upstreamName = up.name
   // The same balancer as requests (hash: on the client address or header; a tunnel is one long
   // request, so it is not failed over: a refused connect answers 502).
   const set = targets.get(up.name)
   const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.remoteAddress ?? '') : null, null)
-  if (picked === null) return client.reject('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
+  if (picked === null) return fail('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
   const te = picked.entry
   const target = new URL(te.origin)
   const secure = target.protocol === 'https:'
@@ -97,8 +175,9 @@ function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, req: 
   const upstream: Socket = secure
     ? tlsConnect({ ...up.tls, host, port, ...(servername !== undefined ? { servername } : {}) })
     : netConnect({ host, port })
+  upstreamSocket = upstream
   const socket = client.duplex
-  const timer = setTimeout(() => { upstream.destroy(); client.reject('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
+  const timer = setTimeout(() => { upstream.destroy(); fail('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
   upstream.once(secure ? 'secureConnect' : 'connect', () => {
     clearTimeout(timer)
     // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
@@ -125,31 +204,40 @@ function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, req: 
       if (end === -1) { if (buf.length > MAX_HEAD) closeBoth(); return }
       upstream.off('data', onHead)
       const text = buf.toString('latin1', 0, end)
+      headBytes = end + 4
       if (/^HTTP\/1\.1 101 /.test(text)) {
-        if (!client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))) { upstream.destroy(); return }
+        const refusal = client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))
+        if (refusal !== null) { fail(refusal.code, refusal.message); upstream.destroy(); return }
+        result = 'opened'; status = client.proto === 'h2' ? 200 : 101; err = undefined
+        events.opened(client.proto)
         if (client.early !== null && client.early.length > 0) upstream.write(client.early)
         upstream.pipe(socket)
         socket.pipe(upstream)
         log.debug({ route: route.name, upstream: up.name, proto: client.proto }, 'websocket tunnel open')
         return
       }
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
+      const st = m === null ? 0 : Number(m[1])
+      // No status line, or an interim 1xx other than 101: not an answer to the handshake.
+      if (st < 200) { fail('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${m === null ? 'no status line' : st}`); closeBoth(); return }
+      result = 'refused'; status = st; err = undefined
       client.refuse(text, buf, end, upstream, closeBoth)
     }
     upstream.on('data', onHead)
   })
-  upstream.on('error', (err) => {
+  upstream.on('error', (e) => {
     clearTimeout(timer)
-    log.warn({ route: route.name, upstream: up.name, proto: client.proto, err: err.message }, 'websocket upstream error')
+    log.warn({ route: route.name, upstream: up.name, proto: client.proto, err: e.message }, 'websocket upstream error')
     if (!client.started()) {
       // The same codes as an ordinary request's: TLS, DNS, refused, reset (src/upstream/errors.ts).
-      const mapped = mapUpstreamError(err, up.name, false)
-      client.reject(mapped.code, mapped.message)
+      const mapped = mapUpstreamError(e, up.name, false)
+      fail(mapped.code, mapped.message)
     }
     else socket.destroy()
   })
   // WebSocket never relies on TCP half-close: when either side ends or closes, close both
   // (HTTP server sockets allow half-open connections, which would otherwise linger).
-  const closeBoth = () => { socket.destroy(); upstream.destroy() }
+  const closeBoth = () => { socket.destroy(); upstream.destroy(); finish() }
   socket.on('end', closeBoth)
   socket.on('close', closeBoth)
   upstream.on('end', closeBoth)
@@ -157,18 +245,23 @@ function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, req: 
 }
 
 /** HTTP/1.1 Upgrade: the server's 'upgrade' event. */
-export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry, log: Logger) {
+export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry, log: Logger, events: TunnelEvents) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const t0 = performance.now()
     socket.on('error', () => {})
     const snap = current()
     // The tunnel's request carries the request ID upstream too (src/request-id.ts).
-    assignRequestId(req, snap.requestId)
+    const reqId = assignRequestId(req, snap.requestId)
     const reject = (code: ErrorCode, message?: string): void => { socket.end(rawError(new SluiceError(code, message))) }
     // RFC 9112 §3.2, as for any request (gateway.ts): one Host line on HTTP/1.1.
     let hosts = 0
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++
-    if (hosts > 1 || (hosts === 0 && req.httpVersion === '1.1') || (hosts === 1 && !HOST_VALUE.test(req.headers.host as string))) return reject('SLUICE_ERR_BAD_REQUEST', 'An HTTP/1.1 request needs exactly one valid Host header')
-    openTunnel(snap, targets, log, {
+    const badHost = hosts > 1 || (hosts === 0 && req.httpVersion === '1.1') || (hosts === 1 && !HOST_VALUE.test(req.headers.host as string))
+    openTunnel(snap, targets, log, events, {
+      t0,
+      reqId,
+      clientMethod: req.method ?? 'GET',
+      invalid: badHost ? { code: 'SLUICE_ERR_BAD_REQUEST', message: 'An HTTP/1.1 request needs exactly one valid Host header' } : null,
       method: req.method ?? 'GET',
       url: req.url ?? '/',
       headers: req.headers,
@@ -184,7 +277,7 @@ export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry,
       reject,
       accept (_head, headBytes, rest) {
         socket.write(rest.length === 0 ? headBytes : Buffer.concat([headBytes, rest]))
-        return true
+        return null
       },
       refuse (text, buf, end, upstream, closeBoth) {
         // Relay the upstream's answer (its Content-Length, or until it closes), then close.
@@ -231,7 +324,8 @@ function h2ResponseHeaders (fields: Array<[string, string]>): OutgoingHttpHeader
  * HTTP/2 extended CONNECT (RFC 8441): called by the h2 stream hook for a stream whose
  * `:method` is CONNECT and that carries `:protocol`. `headers.host` is set from `:authority`.
  */
-export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: Logger, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: Logger, events: TunnelEvents, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  const t0 = performance.now()
   stream.on('error', () => {})
   const id = assignRequestId({ headers }, snap.requestId)
   const idHeader = snap.requestId.header
@@ -243,13 +337,19 @@ export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: L
     stream.respond({ ':status': e.status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), [idHeader]: id, ...e.headers })
     stream.end(body)
   }
-  const path = headers[':path']
+  const p = headers[':path']
+  const path = typeof p === 'string' ? p : ''
   // RFC 8441 §4: an extended CONNECT carries :scheme and :path (a plain CONNECT carries neither).
-  if (typeof path !== 'string' || path === '' || headers[':scheme'] === undefined) return reject('SLUICE_ERR_BAD_REQUEST', 'An extended CONNECT needs :scheme and :path (RFC 8441)')
-  if (headers.host === undefined || !HOST_VALUE.test(headers.host)) return reject('SLUICE_ERR_BAD_REQUEST', 'The request needs a valid :authority')
+  const invalid = path === '' || headers[':scheme'] === undefined
+    ? { code: 'SLUICE_ERR_BAD_REQUEST' as const, message: 'An extended CONNECT needs :scheme and :path (RFC 8441)' }
+    : headers.host === undefined || !HOST_VALUE.test(headers.host) ? { code: 'SLUICE_ERR_BAD_REQUEST' as const, message: 'The request needs a valid :authority' } : null
   const key = randomBytes(16).toString('base64')
   const session = stream.session
-  openTunnel(snap, targets, log, {
+  openTunnel(snap, targets, log, events, {
+    t0,
+    reqId: id,
+    clientMethod: 'CONNECT',
+    invalid,
     method: 'GET',
     url: path,
     headers,
@@ -269,27 +369,21 @@ export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: L
       const accept = fields.find(([k]) => k === 'sec-websocket-accept')?.[1]
       if (accept !== createHash('sha1').update(key + WS_GUID).digest('base64')) {
         log.warn({ path }, 'websocket upstream answered 101 without the right Sec-WebSocket-Accept')
-        reject('SLUICE_ERR_UPSTREAM_PROTOCOL', 'The upstream\'s WebSocket handshake is not valid (Sec-WebSocket-Accept)')
-        return false
+        return { code: 'SLUICE_ERR_UPSTREAM_PROTOCOL', message: 'The upstream\'s WebSocket handshake is not valid (Sec-WebSocket-Accept)' }
       }
       // RFC 8441 §5: success is a 2xx; the subprotocol and extensions the upstream chose go with it.
       stream.respond({ ...h2ResponseHeaders(fields), ':status': 200, [idHeader]: id })
       if (rest.length > 0) stream.write(rest)
-      return true
+      return null
     },
     refuse (text, buf, end, upstream, closeBoth) {
-      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
-      const status = m === null ? 0 : Number(m[1])
-      if (status < 200 || status === 204 || status === 304) {
-        reject('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${m === null ? 'no status line' : status}`)
-        closeBoth()
-        return
-      }
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1])
       // Relay the upstream's answer (status, fields, body: its Content-Length, or until it closes).
       const fields = headFields(text)
       const cl = fields.find(([k]) => k === 'content-length')?.[1]
       stream.respond({ ...h2ResponseHeaders(fields), ':status': status, [idHeader]: id, ...(cl !== undefined ? { 'content-length': cl } : {}) })
       const body = buf.subarray(end + 4)
+      if (status === 204 || status === 304) { stream.end(); closeBoth(); return }
       if (cl === undefined) {
         if (body.length > 0) stream.write(body)
         upstream.pipe(stream)

@@ -15,8 +15,9 @@ import { join } from 'node:path'
 import { createServer, type Server, type IncomingMessage, type IncomingHttpHeaders } from 'node:http'
 import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { once } from 'node:events'
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { startTestGateway, getText, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -106,7 +107,8 @@ before(async () => {
   deadUrl = `http://127.0.0.1:${(probe.address() as AddressInfo).port}`
   probe.close()
 
-  g = await startTestGateway(`listen:
+  g = await startTestGateway(`log: { accessLog: true }
+listen:
   tls: { certFile: "${cert}", keyFile: "${key}" }
   http2: true
 upstreams:
@@ -153,6 +155,18 @@ async function bodyOf (stream: ClientHttp2Stream): Promise<string> {
   return out
 }
 
+/** The access lines the gateway logged so far. */
+function accessLines (): Array<Record<string, unknown>> {
+  return g.logs.filter((l) => l.msg === 'request')
+}
+
+/** One sample's value from the admin port's /metrics (0 when absent). */
+async function metric (series: string): Promise<number> {
+  const r = await getText(g.adminUrl, '/metrics')
+  const line = r.body.split('\n').find((l) => l.startsWith(series + ' '))
+  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+}
+
 /** A masked client text frame (RFC 6455 §5.2) with a short payload. */
 function textFrame (text: string): Buffer {
   const payload = Buffer.from(text)
@@ -196,11 +210,44 @@ test('an extended CONNECT becomes an HTTP/1.1 Upgrade upstream; 200 comes back a
   await until('the echoed frames', () => Buffer.concat(chunks).length >= frame.length)
   assert.deepEqual(Buffer.concat(chunks), frame)
 
+  assert.equal(await metric('sluice_websocket_tunnels_open{protocol="h2"}'), 1)
+
   // Closing the stream closes the upstream connection.
   const open = originSockets.size
   assert.ok(open >= 1)
   stream.close()
   await until('the upstream connection to close', () => originSockets.size < open)
+
+  // One access line when the tunnel is over, and the metrics.
+  await until('the access line', () => accessLines().some((l) => l.reqId === h['x-request-id']))
+  const line = accessLines().find((l) => l.reqId === h['x-request-id'])
+  assert.equal(line?.status, 200)
+  assert.equal(line?.method, 'CONNECT')
+  assert.equal(line?.proto, 'h2')
+  assert.equal(line?.route, 'ws')
+  assert.equal(line?.url, '/ws/proto?room=1')
+  assert.equal(line?.bytes, frame.length, 'bytes: what the upstream sent after its handshake')
+  await until('the open gauge back at 0', async () => await metric('sluice_websocket_tunnels_open{protocol="h2"}') === 0)
+  assert.ok(await metric('sluice_websocket_tunnels_total{route="ws",protocol="h2",result="opened"}') >= 1)
+})
+
+test('an HTTP/1.1 Upgrade on the same TLS listener: 101, counted and logged as http/1.1', async () => {
+  const port = Number(new URL(g.url).port)
+  const sock = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+  sock.on('error', () => {})
+  await once(sock, 'secureConnect')
+  const key = Buffer.from('0123456789abcdef').toString('base64')
+  sock.write(`GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`)
+  let got = Buffer.alloc(0)
+  sock.on('data', (d: Buffer) => { got = Buffer.concat([got, d]) })
+  await until('the 101', () => got.includes('\r\n\r\n'))
+  const head = got.toString('latin1')
+  assert.match(head, /^HTTP\/1\.1 101 /)
+  assert.equal(await metric('sluice_websocket_tunnels_open{protocol="http/1.1"}'), 1)
+  sock.destroy()
+  await until('the h1 access line', () => accessLines().some((l) => l.status === 101 && l.proto === undefined && l.method === 'GET' && l.url === '/ws/echo'))
+  await until('the h1 gauge back at 0', async () => await metric('sluice_websocket_tunnels_open{protocol="http/1.1"}') === 0)
+  assert.ok(await metric('sluice_websocket_tunnels_total{route="ws",protocol="http/1.1",result="opened"}') >= 1)
 })
 
 test('an upstream that refuses the handshake: its status, fields and body reach the h2 client', async () => {
@@ -210,6 +257,10 @@ test('an upstream that refuses the handshake: its status, fields and body reach 
   assert.equal(h[':status'], 403)
   assert.equal(h['x-why'], 'no-ticket')
   assert.equal(await bodyOf(stream), 'nope!\n')
+  await until('the refusal counted', async () => await metric('sluice_websocket_tunnels_total{route="ws",protocol="h2",result="refused"}') >= 1)
+  const line = accessLines().find((l) => l.reqId === h['x-request-id'])
+  assert.equal(line?.status, 403)
+  assert.equal(line?.bytes, 6)
 })
 
 test('a 101 without the right Sec-WebSocket-Accept is 502 SLUICE_ERR_UPSTREAM_PROTOCOL', async () => {
@@ -234,7 +285,12 @@ test('refusals: a route without websocket, another :protocol, a dead upstream', 
     const body = JSON.parse(await bodyOf(stream))
     assert.equal(body.error, code, path)
     assert.equal(body.requestId, h['x-request-id'])
+    const line = accessLines().find((l) => l.reqId === h['x-request-id'])
+    assert.equal(line?.status, status, path)
+    assert.equal(line?.err, code, path)
   }
+  assert.ok(await metric('sluice_websocket_tunnels_total{route="nows",protocol="h2",result="failed"}') >= 1)
+  assert.ok(await metric('sluice_websocket_tunnels_total{route="down",protocol="h2",result="failed"}') >= 1)
   // Plain HTTP/2 requests on the same connection are unaffected.
   const plain = s.request({ ':path': '/nows/plain' })
   const ph = await new Promise<Record<string, unknown>>((resolve) => plain.once('response', resolve))
