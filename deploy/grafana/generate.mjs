@@ -68,7 +68,8 @@ panels.push(
 )
 y += 8
 panels.push(
-  ts('Requests by client protocol', 0, y, 24, [[`sum by (protocol) (rate(sluice_http_requests_by_protocol_total[${RI}]))`, '{{protocol}}']], 'reqps', 'sluice_http_requests_by_protocol_total: http/1.0, http/1.1 or h2 (listen.http2).')
+  ts('Requests by client protocol', 0, y, 12, [[`sum by (protocol) (rate(sluice_http_requests_by_protocol_total[${RI}]))`, '{{protocol}}']], 'reqps', 'sluice_http_requests_by_protocol_total: http/1.0, http/1.1 or h2 (listen.http2).'),
+  ts('WebSocket tunnels open', 12, y, 12, [['sum by (protocol) (sluice_websocket_tunnels_open)', '{{protocol}}']], 'short', 'sluice_websocket_tunnels_open: tunnels open now, by client protocol (http/1.1 Upgrade, or h2 extended CONNECT, RFC 8441). Upgrade requests by result: sluice_websocket_tunnels_total.')
 )
 y += 8
 // ---- Upstreams ----
