@@ -11,7 +11,7 @@ import type { Metrics } from './observability/metrics.js'
 import type { Snapshot } from './config/snapshot.js'
 import { createPipeline, type PipelineDeps } from './pipeline.js'
 import { SluiceError, errorBody, isSluiceError, rawError, writeError, type ErrorCode } from './errors.js'
-import { handleUpgrade, handleH2Connect, type TunnelEvents } from './upstream/websocket.js'
+import { handleUpgrade, handleH2Connect, type TunnelDeps } from './upstream/websocket.js'
 import { resolveClientIp, HOST_VALUE } from './forwarding.js'
 import { assignRequestId, type RequestIdRule } from './request-id.js'
 import { AccessLog } from './observability/access-line.js'
@@ -75,13 +75,19 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
    * request, and one access line when it is over (status 101, or 200 on h2, for a tunnel; its
    * bytes are the upstream's after the handshake and `ms` its whole life).
    */
-  const tunnelEvents: TunnelEvents = {
-    opened: (proto) => { metrics.websocketOpen.labels(proto).inc() },
-    done: (o) => {
-      if (o.result === 'opened') metrics.websocketOpen.labels(o.proto).dec()
-      metrics.websocketTunnels.labels(o.route === undefined ? 'none' : metrics.routeLabel(o.route), o.proto, o.result).inc()
-      if (!deps.current().config.log.accessLog) return
-      accessLog.write({ reqId: o.reqId, route: o.route ?? 'none', upstream: o.upstream, method: o.method, url: o.url, status: o.status, bytes: o.bytes, ms: o.ms, cache: 'none', ip: o.ip, err: o.err, proto: o.proto === 'h2' ? 'h2' : undefined })
+  const tunnels: TunnelDeps = {
+    current: deps.current,
+    targets: deps.targets,
+    clientLimits: deps.clientLimits,
+    log,
+    events: {
+      opened: (proto) => { metrics.websocketOpen.labels(proto).inc() },
+      done: (o) => {
+        if (o.result === 'opened') metrics.websocketOpen.labels(o.proto).dec()
+        metrics.websocketTunnels.labels(o.route === undefined ? 'none' : metrics.routeLabel(o.route), o.proto, o.result).inc()
+        if (!deps.current().config.log.accessLog) return
+        accessLog.write({ reqId: o.reqId, route: o.route ?? 'none', upstream: o.upstream, method: o.method, url: o.url, status: o.status, bytes: o.bytes, ms: o.ms, cache: 'none', ip: o.ip, err: o.err, proto: o.proto === 'h2' ? 'h2' : undefined })
+      }
     }
   }
   const protoCounters = ['http/1.0', 'http/1.1', 'h2'].map((p) => metrics.protocolRequests.labels(p))
@@ -135,7 +141,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         // WebSocket over HTTP/2 (RFC 8441): an extended CONNECT becomes a tunnel, never a request.
         if (headers[':method'] === 'CONNECT' && headers[':protocol'] !== undefined) {
           authorityAsHost(headers)
-          handleH2Connect(deps.current(), deps.targets, log, tunnelEvents, stream, headers)
+          handleH2Connect(tunnels, stream, headers)
           return true
         }
         if (fast === null) return false
@@ -261,7 +267,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
 
 
   app.addHook('onClose', async () => { accessLog.close() })
-  app.server.on('upgrade', handleUpgrade(deps.current, deps.targets, log, tunnelEvents))
+  app.server.on('upgrade', handleUpgrade(tunnels))
   return app
 }
 

@@ -16,7 +16,7 @@ import type { IncomingMessage, IncomingHttpHeaders } from 'node:http'
 import { constants as h2c, type ServerHttp2Stream, type OutgoingHttpHeaders } from 'node:http2'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import type { Snapshot } from '../config/snapshot.js'
+import type { Snapshot, RouteEntry } from '../config/snapshot.js'
 import { applyForwarding, HOST_VALUE, resolveClientIp, schemeOf } from '../forwarding.js'
 import { SluiceError, rawError, errorBody, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
@@ -25,6 +25,7 @@ import { normalisePath } from '../stages/path.js'
 import { upstreamRequestHeaders, isHopByHop } from './headers.js'
 import { rewritePath, editRequestHeaders } from './rewrite.js'
 import type { TargetRegistry } from './targets.js'
+import type { ClientLimitProvider } from '../stages/client-limit.js'
 import { hashKeyOf } from './balancer.js'
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
@@ -61,6 +62,16 @@ export interface TunnelEvents {
   opened (proto: TunnelProto): void
   done (o: TunnelOutcome): void
 }
+
+/** What tunnels share with requests: the config, the balancer, the per-client limits, the log, and the gateway's hooks. */
+export interface TunnelDeps {
+  current: () => Snapshot
+  targets: TargetRegistry
+  /** The per-client limiter (routes[].rateLimit): an upgrade request takes a token like any request. */
+  clientLimits: () => ClientLimitProvider | null
+  log: Logger
+  events: TunnelEvents
+}
 /** An upstream's handshake answer larger than this is not a handshake. */
 const MAX_HEAD = 65536
 
@@ -76,8 +87,8 @@ interface TunnelClient {
   readonly early: Buffer | null
   /** Whether anything was sent to the client yet (then an error can only close it). */
   started (): boolean
-  /** Answer with a Sluice error; no tunnel. */
-  reject (code: ErrorCode, message?: string): void
+  /** Answer with a Sluice error (its status, body and extra headers); no tunnel. */
+  reject (e: SluiceError): void
   /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. Not null: the handshake is not valid for this client (Sluice answers that error). */
   accept (head: string, headBytes: Buffer, rest: Buffer): { code: ErrorCode, message: string } | null
   /** The upstream refused: relay its answer (`buf` holds the head and what followed), then close. */
@@ -106,158 +117,187 @@ interface TunnelRequest {
   protocol: string
 }
 
-/** Pick the route and target, connect, replay the handshake, and pipe both ways once the upstream agrees. */
-function openTunnel (snap: Snapshot, targets: TargetRegistry, log: Logger, events: TunnelEvents, req: TunnelRequest, client: TunnelClient): void {
-  // The outcome, reported once (finish): set as the request goes, completed when it is over.
-  let routeName: string | undefined
-  let upstreamName: string | undefined
-  let result: TunnelResult = 'failed'
-  let status = 499
-  let err: string | undefined = 'SLUICE_ERR_CLIENT_CLOSED'
-  let headBytes = 0
-  let upstreamSocket: Socket | null = null
-  let reported = false
-  const finish = (): void => {
-    if (reported) return
-    reported = true
-    events.done({
-      proto: client.proto,
-      result,
-      route: routeName,
-      upstream: upstreamName,
-      method: req.clientMethod,
-      url: req.url,
-      status,
-      bytes: upstreamSocket === null || result === 'failed' ? 0 : Math.max(0, upstreamSocket.bytesRead - headBytes),
-      ms: performance.now() - req.t0,
-      reqId: req.reqId,
-      ip: resolveClientIp(req.headers, req.remoteAddress, snap.trust),
-      err
+/**
+ * One upgrade request, either protocol: pick the route (and take a per-client token), pick a
+ * target, connect, replay the handshake, and pipe both ways once the upstream agrees. Its
+ * outcome is reported once (finish), when it is over.
+ */
+class Tunnel {
+  private routeName: string | undefined
+  private upstreamName: string | undefined
+  private result: TunnelResult = 'failed'
+  private status = 499
+  private err: string | undefined = 'SLUICE_ERR_CLIENT_CLOSED'
+  private headBytes = 0
+  private upstream: Socket | null = null
+  private reported = false
+
+  constructor (private readonly deps: TunnelDeps, private readonly snap: Snapshot, private readonly req: TunnelRequest, private readonly client: TunnelClient) {}
+
+  start (): void {
+    const { req, snap } = this
+    if (req.invalid !== null) return this.fail(req.invalid.code, req.invalid.message)
+    let url = req.url
+    const q = url.indexOf('?')
+    let path = q === -1 ? url : url.slice(0, q)
+    try {
+      const norm = normalisePath(path, snap.config.server.allowEncodedSlashes)
+      if (norm !== path) { url = q === -1 ? norm : norm + url.slice(q); path = norm }
+    } catch {
+      return this.fail('SLUICE_ERR_BAD_PATH')
+    }
+    const route = snap.router.match(req.headers.host, req.method, path)
+    if (route === null) return this.fail('SLUICE_ERR_NO_ROUTE')
+    this.routeName = route.name
+    if (req.protocol !== 'websocket' || !route.websocket) return this.fail('SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(req.protocol)}`)
+    this.upstreamName = route.upstream.name
+    // The route's per-client limit, as for any request: a handshake flood is limited too.
+    const limits = route.rateLimit === null ? null : this.deps.clientLimits()
+    const verdict = limits === null ? null : limits.check(route, this.clientIp(), req.headers)
+    if (verdict instanceof Promise) {
+      verdict.then((e) => { if (e !== null) this.failWith(e); else this.connect(route, url) }, () => this.fail('SLUICE_ERR_INTERNAL'))
+      return
+    }
+    if (verdict !== null) return this.failWith(verdict)
+    this.connect(route, url)
+  }
+
+  private clientIp (): string {
+    return resolveClientIp(this.req.headers, this.req.remoteAddress, this.snap.trust)
+  }
+
+  private finish (): void {
+    if (this.reported) return
+    this.reported = true
+    const u = this.upstream
+    this.deps.events.done({
+      proto: this.client.proto,
+      result: this.result,
+      route: this.routeName,
+      upstream: this.upstreamName,
+      method: this.req.clientMethod,
+      url: this.req.url,
+      status: this.status,
+      bytes: u === null || this.result === 'failed' ? 0 : Math.max(0, u.bytesRead - this.headBytes),
+      ms: performance.now() - this.req.t0,
+      reqId: this.req.reqId,
+      ip: this.clientIp(),
+      err: this.err
     })
   }
+
   /** Sluice answers an error: no tunnel. */
-  const fail = (code: ErrorCode, message?: string): void => {
-    if (reported) return
-    const e = new SluiceError(code, message)
-    result = 'failed'; status = e.status; err = code
-    client.reject(code, message)
-    finish()
+  private failWith (e: SluiceError): void {
+    if (this.reported) return
+    this.result = 'failed'; this.status = e.status; this.err = e.code
+    this.client.reject(e)
+    this.finish()
   }
-  if (req.invalid !== null) return fail(req.invalid.code, req.invalid.message)
-  let url = req.url
-  const q = url.indexOf('?')
-  let path = q === -1 ? url : url.slice(0, q)
-  try {
-    const norm = normalisePath(path, snap.config.server.allowEncodedSlashes)
-    if (norm !== path) { url = q === -1 ? norm : norm + url.slice(q); path = norm }
-  } catch {
-    return fail('SLUICE_ERR_BAD_PATH')
-  }
-  const route = snap.router.match(req.headers.host, req.method, path)
-  if (route === null) return fail('SLUICE_ERR_NO_ROUTE')
-  routeName = route.name
-  if (req.protocol !== 'websocket' || !route.websocket) return fail('SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(req.protocol)}`)
-  const up = route.upstream
-  upstreamName = up.name
-  // The same balancer as requests (hash: on the client address or header; a tunnel is one long
-  // request, so it is not failed over: a refused connect answers 502).
-  const set = targets.get(up.name)
-  const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.remoteAddress ?? '') : null, null)
-  if (picked === null) return fail('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
-  const te = picked.entry
-  const target = new URL(te.origin)
-  const secure = target.protocol === 'https:'
-  const port = Number(target.port || (secure ? 443 : 80))
-  // The upstream's TLS options as compiled (CA bytes read at load), the same object its pool uses.
-  // SNI defaults to the URL host, except an IP address (RFC 6066); the certificate is checked against the host either way.
-  const host = target.hostname.replace(/^\[|\]$/g, '')
-  const servername = up.tls.servername ?? (isIP(host) === 0 ? host : undefined)
-  const upstream: Socket = secure
-    ? tlsConnect({ ...up.tls, host, port, ...(servername !== undefined ? { servername } : {}) })
-    : netConnect({ host, port })
-  upstreamSocket = upstream
-  const socket = client.duplex
-  const timer = setTimeout(() => { upstream.destroy(); fail('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
-  upstream.once(secure ? 'secureConnect' : 'connect', () => {
-    clearTimeout(timer)
-    // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
-    // forwarding headers replaced from untrusted peers), then the two upgrade headers.
-    const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
-    if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
-    applyForwarding(headers, req.remoteAddress, snap.trust, req.headers.host, schemeOf(req.socket))
-    headers.connection = 'Upgrade'
-    headers.upgrade = 'websocket'
-    if (client.extraHeaders !== null) Object.assign(headers, client.extraHeaders)
-    const lines = [`${req.method} ${te.basePath}${route.rewrite === null ? url : rewritePath(url, route.rewrite)} HTTP/1.1`]
-    for (const k in headers) {
-      const v = headers[k]
-      for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`)
-    }
-    upstream.write(lines.join('\r\n') + '\r\n\r\n')
-    // Nothing more from the client reaches the upstream until it has agreed to switch (101):
-    // a refused handshake leaves a plain HTTP connection, and relaying the client's later bytes
-    // would let them reach the upstream as requests the gateway never routed (smuggling).
-    let buf: Buffer = Buffer.alloc(0)
-    const onHead = (d: Buffer) => {
-      buf = buf.length === 0 ? d : Buffer.concat([buf, d])
-      const end = buf.indexOf('\r\n\r\n')
-      if (end === -1) { if (buf.length > MAX_HEAD) closeBoth(); return }
-      upstream.off('data', onHead)
-      const text = buf.toString('latin1', 0, end)
-      headBytes = end + 4
-      if (/^HTTP\/1\.1 101 /.test(text)) {
-        const refusal = client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))
-        if (refusal !== null) { fail(refusal.code, refusal.message); upstream.destroy(); return }
-        result = 'opened'; status = client.proto === 'h2' ? 200 : 101; err = undefined
-        events.opened(client.proto)
-        if (client.early !== null && client.early.length > 0) upstream.write(client.early)
-        upstream.pipe(socket)
-        socket.pipe(upstream)
-        log.debug({ route: route.name, upstream: up.name, proto: client.proto }, 'websocket tunnel open')
-        return
+
+  private fail (code: ErrorCode, message?: string): void { this.failWith(new SluiceError(code, message)) }
+
+  private connect (route: RouteEntry, url: string): void {
+    const { req, client, snap } = this
+    const { log, events } = this.deps
+    const socket = client.duplex
+    // The client left while its limit was checked.
+    if (socket.destroyed) { this.finish(); return }
+    const up = route.upstream
+    // The same balancer as requests (hash: on the client address or header; a tunnel is one long
+    // request, so it is not failed over: a refused connect answers 502).
+    const set = this.deps.targets.get(up.name)
+    const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.remoteAddress ?? '') : null, null)
+    if (picked === null) return this.fail('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
+    const te = picked.entry
+    const target = new URL(te.origin)
+    const secure = target.protocol === 'https:'
+    const port = Number(target.port || (secure ? 443 : 80))
+    // The upstream's TLS options as compiled (CA bytes read at load), the same object its pool uses.
+    // SNI defaults to the URL host, except an IP address (RFC 6066); the certificate is checked against the host either way.
+    const host = target.hostname.replace(/^\[|\]$/g, '')
+    const servername = up.tls.servername ?? (isIP(host) === 0 ? host : undefined)
+    const upstream: Socket = secure
+      ? tlsConnect({ ...up.tls, host, port, ...(servername !== undefined ? { servername } : {}) })
+      : netConnect({ host, port })
+    this.upstream = upstream
+    // WebSocket never relies on TCP half-close: when either side ends or closes, close both
+    // (HTTP server sockets allow half-open connections, which would otherwise linger).
+    const closeBoth = (): void => { socket.destroy(); upstream.destroy(); this.finish() }
+    const timer = setTimeout(() => { upstream.destroy(); this.fail('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
+    upstream.once(secure ? 'secureConnect' : 'connect', () => {
+      clearTimeout(timer)
+      // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
+      // forwarding headers replaced from untrusted peers), then the two upgrade headers.
+      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
+      if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
+      applyForwarding(headers, req.remoteAddress, snap.trust, req.headers.host, schemeOf(req.socket))
+      headers.connection = 'Upgrade'
+      headers.upgrade = 'websocket'
+      if (client.extraHeaders !== null) Object.assign(headers, client.extraHeaders)
+      const lines = [`${req.method} ${te.basePath}${route.rewrite === null ? url : rewritePath(url, route.rewrite)} HTTP/1.1`]
+      for (const k in headers) {
+        const v = headers[k]
+        for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`)
       }
-      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
-      const st = m === null ? 0 : Number(m[1])
-      // No status line, or an interim 1xx other than 101: not an answer to the handshake.
-      if (st < 200) { fail('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${m === null ? 'no status line' : st}`); closeBoth(); return }
-      result = 'refused'; status = st; err = undefined
-      client.refuse(text, buf, end, upstream, closeBoth)
-    }
-    upstream.on('data', onHead)
-  })
-  upstream.on('error', (e) => {
-    clearTimeout(timer)
-    log.warn({ route: route.name, upstream: up.name, proto: client.proto, err: e.message }, 'websocket upstream error')
-    if (!client.started()) {
+      upstream.write(lines.join('\r\n') + '\r\n\r\n')
+      // Nothing more from the client reaches the upstream until it has agreed to switch (101):
+      // a refused handshake leaves a plain HTTP connection, and relaying the client's later bytes
+      // would let them reach the upstream as requests the gateway never routed (smuggling).
+      let buf: Buffer = Buffer.alloc(0)
+      const onHead = (d: Buffer): void => {
+        buf = buf.length === 0 ? d : Buffer.concat([buf, d])
+        const end = buf.indexOf('\r\n\r\n')
+        if (end === -1) { if (buf.length > MAX_HEAD) closeBoth(); return }
+        upstream.off('data', onHead)
+        const text = buf.toString('latin1', 0, end)
+        this.headBytes = end + 4
+        if (/^HTTP\/1\.1 101 /.test(text)) {
+          const refusal = client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))
+          if (refusal !== null) { this.fail(refusal.code, refusal.message); upstream.destroy(); return }
+          this.result = 'opened'; this.status = client.proto === 'h2' ? 200 : 101; this.err = undefined
+          events.opened(client.proto)
+          if (client.early !== null && client.early.length > 0) upstream.write(client.early)
+          upstream.pipe(socket)
+          socket.pipe(upstream)
+          log.debug({ route: route.name, upstream: up.name, proto: client.proto }, 'websocket tunnel open')
+          return
+        }
+        const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
+        const st = m === null ? 0 : Number(m[1])
+        // No status line, or an interim 1xx other than 101: not an answer to the handshake.
+        if (st < 200) { this.fail('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${m === null ? 'no status line' : st}`); closeBoth(); return }
+        this.result = 'refused'; this.status = st; this.err = undefined
+        client.refuse(text, buf, end, upstream, closeBoth)
+      }
+      upstream.on('data', onHead)
+    })
+    upstream.on('error', (e) => {
+      clearTimeout(timer)
+      log.warn({ route: route.name, upstream: up.name, proto: client.proto, err: e.message }, 'websocket upstream error')
       // The same codes as an ordinary request's: TLS, DNS, refused, reset (src/upstream/errors.ts).
-      const mapped = mapUpstreamError(e, up.name, false)
-      fail(mapped.code, mapped.message)
-    }
-    else socket.destroy()
-  })
-  // WebSocket never relies on TCP half-close: when either side ends or closes, close both
-  // (HTTP server sockets allow half-open connections, which would otherwise linger).
-  const closeBoth = () => { socket.destroy(); upstream.destroy(); finish() }
-  socket.on('end', closeBoth)
-  socket.on('close', closeBoth)
-  upstream.on('end', closeBoth)
-  upstream.on('close', closeBoth)
+      if (!client.started()) this.failWith(mapUpstreamError(e, up.name, false))
+      else socket.destroy()
+    })
+    socket.on('end', closeBoth)
+    socket.on('close', closeBoth)
+    upstream.on('end', closeBoth)
+    upstream.on('close', closeBoth)
+  }
 }
 
 /** HTTP/1.1 Upgrade: the server's 'upgrade' event. */
-export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry, log: Logger, events: TunnelEvents) {
+export function handleUpgrade (deps: TunnelDeps) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const t0 = performance.now()
     socket.on('error', () => {})
-    const snap = current()
+    const snap = deps.current()
     // The tunnel's request carries the request ID upstream too (src/request-id.ts).
     const reqId = assignRequestId(req, snap.requestId)
-    const reject = (code: ErrorCode, message?: string): void => { socket.end(rawError(new SluiceError(code, message))) }
     // RFC 9112 §3.2, as for any request (gateway.ts): one Host line on HTTP/1.1.
     let hosts = 0
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++
     const badHost = hosts > 1 || (hosts === 0 && req.httpVersion === '1.1') || (hosts === 1 && !HOST_VALUE.test(req.headers.host as string))
-    openTunnel(snap, targets, log, events, {
+    new Tunnel(deps, snap, {
       t0,
       reqId,
       clientMethod: req.method ?? 'GET',
@@ -274,7 +314,7 @@ export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry,
       extraHeaders: null,
       early: head,
       started: () => (socket as Socket).bytesWritten > 0,
-      reject,
+      reject: (e) => { socket.end(rawError(e)) },
       accept (_head, headBytes, rest) {
         socket.write(rest.length === 0 ? headBytes : Buffer.concat([headBytes, rest]))
         return null
@@ -294,7 +334,7 @@ export function handleUpgrade (current: () => Snapshot, targets: TargetRegistry,
         upstream.on('data', relay)
         relay(buf)
       }
-    })
+    }).start()
   }
 }
 
@@ -324,15 +364,15 @@ function h2ResponseHeaders (fields: Array<[string, string]>): OutgoingHttpHeader
  * HTTP/2 extended CONNECT (RFC 8441): called by the h2 stream hook for a stream whose
  * `:method` is CONNECT and that carries `:protocol`. `headers.host` is set from `:authority`.
  */
-export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: Logger, events: TunnelEvents, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
   const t0 = performance.now()
+  const snap = deps.current()
   stream.on('error', () => {})
   const id = assignRequestId({ headers }, snap.requestId)
   const idHeader = snap.requestId.header
-  const reject = (code: ErrorCode, message?: string): void => {
+  const reject = (e: SluiceError): void => {
     if (stream.destroyed || stream.closed) return
     if (stream.headersSent) { stream.close(h2c.NGHTTP2_CANCEL); return }
-    const e = new SluiceError(code, message)
     const body = errorBody(e, { requestId: id })
     stream.respond({ ':status': e.status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), [idHeader]: id, ...e.headers })
     stream.end(body)
@@ -345,7 +385,7 @@ export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: L
     : headers.host === undefined || !HOST_VALUE.test(headers.host) ? { code: 'SLUICE_ERR_BAD_REQUEST' as const, message: 'The request needs a valid :authority' } : null
   const key = randomBytes(16).toString('base64')
   const session = stream.session
-  openTunnel(snap, targets, log, events, {
+  new Tunnel(deps, snap, {
     t0,
     reqId: id,
     clientMethod: 'CONNECT',
@@ -368,7 +408,7 @@ export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: L
       const fields = headFields(head)
       const accept = fields.find(([k]) => k === 'sec-websocket-accept')?.[1]
       if (accept !== createHash('sha1').update(key + WS_GUID).digest('base64')) {
-        log.warn({ path }, 'websocket upstream answered 101 without the right Sec-WebSocket-Accept')
+        deps.log.warn({ path }, 'websocket upstream answered 101 without the right Sec-WebSocket-Accept')
         return { code: 'SLUICE_ERR_UPSTREAM_PROTOCOL', message: 'The upstream\'s WebSocket handshake is not valid (Sec-WebSocket-Accept)' }
       }
       // RFC 8441 §5: success is a 2xx; the subprotocol and extensions the upstream chose go with it.
@@ -401,5 +441,5 @@ export function handleH2Connect (snap: Snapshot, targets: TargetRegistry, log: L
       upstream.on('data', relay)
       relay(got)
     }
-  })
+  }).start()
 }

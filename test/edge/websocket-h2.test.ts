@@ -122,6 +122,10 @@ routes:
   - name: down
     match: { pathPrefix: /down/ }
     upstream: dead
+  - name: limited
+    match: { pathPrefix: /limited/ }
+    upstream: api
+    rateLimit: { perClient: { requestsPerSecond: 0.01, burst: 1 } }
   - name: ws
     match: { pathPrefix: / }
     upstream: api
@@ -323,4 +327,29 @@ test('Chromium opens a WebSocket over the h2 connection it loaded the page on (R
     await browser.close()
     rmSync(profile, { recursive: true, force: true })
   }
+})
+
+test('a route\'s per-client limit applies to upgrade requests too: 429 with Retry-After, on h2 and HTTP/1.1', async () => {
+  const s = await session()
+  const first = connect(s, '/limited/a')
+  assert.equal((await first.response)[':status'], 200, 'the first handshake takes the one token')
+  first.stream.close()
+  const second = connect(s, '/limited/b')
+  const h = await second.response
+  assert.equal(h[':status'], 429)
+  assert.ok(Number(h['retry-after']) >= 1)
+  assert.equal(JSON.parse(await bodyOf(second.stream)).error, 'SLUICE_ERR_RATE_LIMITED')
+  // The same client over HTTP/1.1: the same bucket, the same answer, as raw bytes with its fields.
+  const sock = tlsConnect({ host: '127.0.0.1', port: Number(new URL(g.url).port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+  sock.on('error', () => {})
+  await once(sock, 'secureConnect')
+  sock.write('GET /limited/c HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  let got = ''
+  sock.setEncoding('latin1')
+  sock.on('data', (d: string) => { got += d })
+  await once(sock, 'close')
+  assert.match(got, /^HTTP\/1\.1 429 /)
+  assert.match(got, /\r\nretry-after: \d+\r\n/i)
+  assert.match(got, /SLUICE_ERR_RATE_LIMITED/)
+  assert.ok(await metric('sluice_websocket_tunnels_total{route="limited",protocol="h2",result="failed"}') >= 1)
 })
