@@ -285,6 +285,23 @@ class Tunnel {
   }
 }
 
+/**
+ * A refusal with a Content-Length: `first` and what the upstream sends next, up to `total`
+ * bytes, go to the client; then both sides close (the upstream connection is not reused).
+ */
+function relayBounded (upstream: Socket, first: Buffer, total: number, out: Duplex, closeBoth: () => void): void {
+  let got = first
+  const relay = (chunk: Buffer): void => {
+    got = chunk === got ? got : Buffer.concat([got, chunk])
+    if (got.length < total) return
+    upstream.off('data', relay)
+    out.once('finish', closeBoth)
+    out.end(got.subarray(0, total))
+  }
+  upstream.on('data', relay)
+  relay(got)
+}
+
 /** HTTP/1.1 Upgrade: the server's 'upgrade' event. */
 export function handleUpgrade (deps: TunnelDeps) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -323,16 +340,7 @@ export function handleUpgrade (deps: TunnelDeps) {
         // Relay the upstream's answer (its Content-Length, or until it closes), then close.
         const cl = /\r\ncontent-length:[ \t]*(\d+)/i.exec(text)
         if (cl === null) { socket.write(buf); upstream.pipe(socket); return }
-        const total = end + 4 + Number(cl[1])
-        const relay = (chunk: Buffer) => {
-          buf = chunk === buf ? buf : Buffer.concat([buf, chunk])
-          if (buf.length < total) return
-          upstream.off('data', relay)
-          socket.once('finish', closeBoth)
-          socket.end(buf.subarray(0, total))
-        }
-        upstream.on('data', relay)
-        relay(buf)
+        relayBounded(upstream, buf, end + 4 + Number(cl[1]), socket, closeBoth)
       }
     }).start()
   }
@@ -429,17 +437,7 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
         upstream.pipe(stream)
         return
       }
-      const total = Number(cl)
-      let got = body
-      const relay = (chunk: Buffer) => {
-        got = chunk === got ? got : Buffer.concat([got, chunk])
-        if (got.length < total) return
-        upstream.off('data', relay)
-        stream.once('finish', closeBoth)
-        stream.end(got.subarray(0, total))
-      }
-      upstream.on('data', relay)
-      relay(got)
+      relayBounded(upstream, body, Number(cl), stream, closeBoth)
     }
   }).start()
 }
