@@ -91,8 +91,8 @@ interface TunnelClient {
   reject (e: SluiceError): void
   /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. Not null: the handshake is not valid for this client (Sluice answers that error). */
   accept (head: string, headBytes: Buffer, rest: Buffer): { code: ErrorCode, message: string } | null
-  /** The upstream refused: relay its answer (`buf` holds the head and what followed), then close. */
-  refuse (head: string, buf: Buffer, headEnd: number, upstream: Socket, closeBoth: () => void): void
+  /** The upstream refused: relay its answer (`buf` holds the head and what followed), then close. Not null: the answer cannot be relayed (Sluice answers that error). */
+  refuse (head: string, buf: Buffer, headEnd: number, upstream: Socket, closeBoth: () => void): { code: ErrorCode, message: string } | null
 }
 
 /** What the tunnel needs to know about the client's request, whatever its protocol. */
@@ -267,7 +267,8 @@ class Tunnel {
         // No status line, or an interim 1xx other than 101: not an answer to the handshake.
         if (st < 200) { this.fail('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${m === null ? 'no status line' : st}`); closeBoth(); return }
         this.result = 'refused'; this.status = st; this.err = undefined
-        client.refuse(text, buf, end, upstream, closeBoth)
+        const bad = client.refuse(text, buf, end, upstream, closeBoth)
+        if (bad !== null) { this.fail(bad.code, bad.message); closeBoth() }
       }
       upstream.on('data', onHead)
     })
@@ -339,8 +340,9 @@ export function handleUpgrade (deps: TunnelDeps) {
       refuse (text, buf, end, upstream, closeBoth) {
         // Relay the upstream's answer (its Content-Length, or until it closes), then close.
         const cl = /\r\ncontent-length:[ \t]*(\d+)/i.exec(text)
-        if (cl === null) { socket.write(buf); upstream.pipe(socket); return }
+        if (cl === null) { socket.write(buf); upstream.pipe(socket); return null }
         relayBounded(upstream, buf, end + 4 + Number(cl[1]), socket, closeBoth)
+        return null
       }
     }).start()
   }
@@ -391,6 +393,19 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
   const invalid = path === '' || headers[':scheme'] === undefined
     ? { code: 'SLUICE_ERR_BAD_REQUEST' as const, message: 'An extended CONNECT needs :scheme and :path (RFC 8441)' }
     : headers.host === undefined || !HOST_VALUE.test(headers.host) ? { code: 'SLUICE_ERR_BAD_REQUEST' as const, message: 'The request needs a valid :authority' } : null
+  /**
+   * The upstream's answer as this stream's response head. Node refuses fields HTTP/2 cannot
+   * carry (a name with a space, say): then Sluice answers 502 instead, and the process never
+   * sees the throw.
+   */
+  const respond = (status: number, fields: Array<[string, string]>, contentLength: string | null): { code: ErrorCode, message: string } | null => {
+    try {
+      stream.respond({ ...h2ResponseHeaders(fields), ':status': status, [idHeader]: id, ...(contentLength !== null ? { 'content-length': contentLength } : {}) })
+      return null
+    } catch (e) {
+      return { code: 'SLUICE_ERR_UPSTREAM_PROTOCOL', message: `The upstream's answer to the WebSocket handshake cannot be sent over HTTP/2: ${(e as Error).message}` }
+    }
+  }
   const key = randomBytes(16).toString('base64')
   const session = stream.session
   new Tunnel(deps, snap, {
@@ -420,7 +435,8 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
         return { code: 'SLUICE_ERR_UPSTREAM_PROTOCOL', message: 'The upstream\'s WebSocket handshake is not valid (Sec-WebSocket-Accept)' }
       }
       // RFC 8441 §5: success is a 2xx; the subprotocol and extensions the upstream chose go with it.
-      stream.respond({ ...h2ResponseHeaders(fields), ':status': 200, [idHeader]: id })
+      const bad = respond(200, fields, null)
+      if (bad !== null) return bad
       if (rest.length > 0) stream.write(rest)
       return null
     },
@@ -429,15 +445,17 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
       // Relay the upstream's answer (status, fields, body: its Content-Length, or until it closes).
       const fields = headFields(text)
       const cl = fields.find(([k]) => k === 'content-length')?.[1]
-      stream.respond({ ...h2ResponseHeaders(fields), ':status': status, [idHeader]: id, ...(cl !== undefined ? { 'content-length': cl } : {}) })
+      const bad = respond(status, fields, cl ?? null)
+      if (bad !== null) return bad
       const body = buf.subarray(end + 4)
-      if (status === 204 || status === 304) { stream.end(); closeBoth(); return }
+      if (status === 204 || status === 304) { stream.end(); closeBoth(); return null }
       if (cl === undefined) {
         if (body.length > 0) stream.write(body)
         upstream.pipe(stream)
-        return
+        return null
       }
       relayBounded(upstream, body, Number(cl), stream, closeBoth)
+      return null
     }
   }).start()
 }

@@ -84,13 +84,17 @@ before(async () => {
     socket.on('error', () => {})
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
     const k = String(req.headers['sec-websocket-key'] ?? '')
+    if (req.url === '/ws/refuse-badfield') {
+      socket.end('HTTP/1.1 403 Forbidden\r\nBad Name: x\r\ncontent-length: 0\r\n\r\n')
+      return
+    }
     if (req.url === '/ws/refuse') {
       socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 6\r\nx-why: no-ticket\r\n\r\nnope!\n')
       return
     }
     if (req.url === '/ws/frames') { frameEcho(socket, k, head); return }
     const accept = req.url === '/ws/badaccept' ? 'AAAAAAAAAAAAAAAAAAAAAAAAAAA=' : createHash('sha1').update(k + WS_GUID).digest('base64')
-    const proto = (req.url ?? '').startsWith('/ws/proto') ? 'Sec-WebSocket-Protocol: chat\r\n' : ''
+    const proto = (req.url ?? '').startsWith('/ws/proto') ? 'Sec-WebSocket-Protocol: chat\r\n' : req.url === '/ws/badfield' ? 'Bad Name: x\r\n' : ''
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n${proto}\r\n`)
     if (head.length) socket.write(head)
     socket.on('data', (d: Buffer) => socket.write(d)) // echo the frames' bytes
@@ -273,6 +277,19 @@ test('a 101 without the right Sec-WebSocket-Accept is 502 SLUICE_ERR_UPSTREAM_PR
   const h = await response
   assert.equal(h[':status'], 502)
   assert.equal(JSON.parse(await bodyOf(stream)).error, 'SLUICE_ERR_UPSTREAM_PROTOCOL')
+})
+
+test('an upstream answer HTTP/2 cannot carry (a field name with a space) is 502, and the gateway carries on', async () => {
+  const s = await session()
+  for (const path of ['/ws/badfield', '/ws/refuse-badfield']) {
+    const { stream, response } = connect(s, path)
+    const h = await response
+    assert.equal(h[':status'], 502, path)
+    assert.equal(JSON.parse(await bodyOf(stream)).error, 'SLUICE_ERR_UPSTREAM_PROTOCOL', path)
+  }
+  const again = connect(s, '/ws/echo')
+  assert.equal((await again.response)[':status'], 200)
+  again.stream.close()
 })
 
 test('refusals: a route without websocket, another :protocol, a dead upstream', async () => {
