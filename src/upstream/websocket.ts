@@ -74,6 +74,13 @@ export interface TunnelDeps {
 }
 /** An upstream's handshake answer larger than this is not a handshake. */
 const MAX_HEAD = 65536
+/**
+ * A tunnel has no idle timeout (a quiet WebSocket is a healthy one), so a peer that vanished
+ * without closing (a NAT that forgot the flow, a host that lost power) is found by TCP
+ * keep-alive probes instead, starting after this much silence, on the upstream connection and
+ * on an HTTP/1.1 client's.
+ */
+const TUNNEL_KEEPALIVE_MS = 60_000
 
 /** The client side of a tunnel: what differs between an HTTP/1.1 socket and an HTTP/2 stream. */
 interface TunnelClient {
@@ -220,6 +227,7 @@ class Tunnel {
       ? tlsConnect({ ...up.tls, host, port, ...(servername !== undefined ? { servername } : {}) })
       : netConnect({ host, port })
     this.upstream = upstream
+    upstream.setKeepAlive(true, TUNNEL_KEEPALIVE_MS)
     // WebSocket never relies on TCP half-close: when either side ends or closes, close both
     // (HTTP server sockets allow half-open connections, which would otherwise linger).
     const closeBoth = (): void => { socket.destroy(); upstream.destroy(); this.finish() }
@@ -335,6 +343,7 @@ export function handleUpgrade (deps: TunnelDeps) {
       reject: (e) => { socket.end(rawError(e)) },
       accept (_head, headBytes, rest) {
         socket.write(rest.length === 0 ? headBytes : Buffer.concat([headBytes, rest]))
+        ;(socket as Socket).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS)
         return null
       },
       refuse (text, buf, end, upstream, closeBoth) {
