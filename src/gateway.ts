@@ -79,6 +79,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     current: deps.current,
     targets: deps.targets,
     clientLimits: deps.clientLimits,
+    tracing: deps.tracing,
     log,
     events: {
       opened: (proto) => { metrics.websocketOpen.labels(proto).inc() },

@@ -27,6 +27,8 @@ import { rewritePath, editRequestHeaders } from './rewrite.js'
 import type { TargetRegistry } from './targets.js'
 import type { ClientLimitProvider } from '../stages/client-limit.js'
 import { hashKeyOf } from './balancer.js'
+import { Tracing } from '../observability/tracing.js'
+import type { Span } from '@opentelemetry/api'
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 
@@ -71,6 +73,8 @@ export interface TunnelDeps {
   clientLimits: () => ClientLimitProvider | null
   log: Logger
   events: TunnelEvents
+  /** OpenTelemetry: an upgrade request gets a SERVER span and its handshake a CLIENT span, as any request. */
+  tracing?: Tracing
 }
 /** An upstream's handshake answer larger than this is not a handshake. */
 const MAX_HEAD = 65536
@@ -138,11 +142,16 @@ class Tunnel {
   private headBytes = 0
   private upstream: Socket | null = null
   private reported = false
+  /** The SERVER span (tracing on and sampled), ended with the outcome; the handshake's CLIENT span. */
+  private span: Span | null = null
+  private attempt: Span | null = null
 
   constructor (private readonly deps: TunnelDeps, private readonly snap: Snapshot, private readonly req: TunnelRequest, private readonly client: TunnelClient) {}
 
   start (): void {
     const { req, snap } = this
+    const tracing = this.deps.tracing
+    if (tracing?.on === true) this.span = tracing.server(req.headers, req.clientMethod, performance.timeOrigin + req.t0)
     if (req.invalid !== null) return this.fail(req.invalid.code, req.invalid.message)
     let url = req.url
     const q = url.indexOf('?')
@@ -176,6 +185,8 @@ class Tunnel {
   private finish (): void {
     if (this.reported) return
     this.reported = true
+    if (this.attempt !== null) { Tracing.endAttempt(this.attempt, 0, this.err); this.attempt = null }
+    if (this.span !== null) Tracing.finish(this.span, { route: this.routeName ?? 'none', upstream: this.upstreamName, status: this.status, cache: 'none', retries: 0, method: this.req.clientMethod, url: this.req.url, error: this.err })
     const u = this.upstream
     this.deps.events.done({
       proto: this.client.proto,
@@ -242,6 +253,8 @@ class Tunnel {
       headers.connection = 'Upgrade'
       headers.upgrade = 'websocket'
       if (client.extraHeaders !== null) Object.assign(headers, client.extraHeaders)
+      // The handshake is the tunnel's one upstream attempt: its span's context goes upstream as traceparent.
+      if (this.span !== null && this.deps.tracing !== undefined) this.attempt = this.deps.tracing.attempt(this.span, up.name, picked.id, 1, headers)
       const lines = [`${req.method} ${te.basePath}${route.rewrite === null ? url : rewritePath(url, route.rewrite)} HTTP/1.1`]
       for (const k in headers) {
         const v = headers[k]
@@ -259,6 +272,8 @@ class Tunnel {
         upstream.off('data', onHead)
         const text = buf.toString('latin1', 0, end)
         this.headBytes = end + 4
+        const st = Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0)
+        if (this.attempt !== null) { Tracing.endAttempt(this.attempt, st); this.attempt = null }
         if (/^HTTP\/1\.1 101 /.test(text)) {
           const refusal = client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))
           if (refusal !== null) { this.fail(refusal.code, refusal.message); upstream.destroy(); return }
@@ -270,10 +285,8 @@ class Tunnel {
           log.debug({ route: route.name, upstream: up.name, proto: client.proto }, 'websocket tunnel open')
           return
         }
-        const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
-        const st = m === null ? 0 : Number(m[1])
         // No status line, or an interim 1xx other than 101: not an answer to the handshake.
-        if (st < 200) { this.fail('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${m === null ? 'no status line' : st}`); closeBoth(); return }
+        if (st < 200) { this.fail('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${st === 0 ? 'no status line' : st}`); closeBoth(); return }
         this.result = 'refused'; this.status = st; this.err = undefined
         const bad = client.refuse(text, buf, end, upstream, closeBoth)
         if (bad !== null) { this.fail(bad.code, bad.message); closeBoth() }

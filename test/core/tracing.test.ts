@@ -4,6 +4,8 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer, type Server } from 'node:http'
 import { once } from 'node:events'
+import { createHash } from 'node:crypto'
+import { connect as netConnect, type Socket } from 'node:net'
 import { startOrigin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
@@ -150,6 +152,40 @@ test('a dead collector never fails or slows a request: every request is answered
   closers.push(() => origin.close())
   const g = await gateway('tracing: { otlp: { url: "http://127.0.0.1:9/v1/traces", timeoutMs: 200 }, exportDelayMs: 100, sampleRatio: 1, maxQueueSize: 16 }\n', origin.url)
   for (let i = 0; i < 100; i++) assert.equal((await fetch(g.url + '/x')).status, 200)
+})
+
+test('a WebSocket upgrade is traced like a request: SERVER span, CLIENT span for the handshake, traceparent upstream', async () => {
+  const rx = await receiver()
+  const origin = await startOrigin()
+  closers.push(() => origin.close())
+  let upstreamTp = ''
+  const upgraded: Socket[] = []
+  origin.server.on('upgrade', (req, socket: Socket) => {
+    upgraded.push(socket)
+    upstreamTp = String(req.headers.traceparent)
+    const accept = createHash('sha1').update(String(req.headers['sec-websocket-key']) + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64')
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`)
+  })
+  closers.push(async () => { for (const u of upgraded) u.destroy() })
+  const g = await gateway(`tracing: { otlp: { url: "${rx.url}" }, exportDelayMs: 100, sampleRatio: 0 }\n`, origin.url)
+  const traceId = '0af7651916cd43dd8448eb211c80319c'
+  const clientSpan = 'b7ad6b7169203331'
+  const c = netConnect(Number(new URL(g.url).port), '127.0.0.1')
+  c.on('error', () => {})
+  c.write(`GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\ntraceparent: 00-${traceId}-${clientSpan}-01\r\n\r\n`)
+  const [head] = await once(c, 'data') as [Buffer]
+  assert.match(head.toString('latin1'), /^HTTP\/1\.1 101 /)
+  c.destroy() // the tunnel ends: its SERVER span ends with it
+  await until('the tunnel\'s spans', () => rx.spans.filter((s) => hex(s.traceId) === traceId).length >= 2, { tries: 100, intervalMs: 50 })
+  const mine = rx.spans.filter((s) => hex(s.traceId) === traceId)
+  const server = mine.find((s) => s.kind === 2)!
+  const client = mine.find((s) => s.kind === 3)!
+  assert.equal(hex(server.parentSpanId!), clientSpan)
+  assert.equal(hex(client.parentSpanId!), hex(server.spanId))
+  assert.equal(upstreamTp.split('-')[2], hex(client.spanId), 'the upstream\'s parent is the handshake\'s span')
+  assert.equal(attr(server, 'http.route'), 'pass')
+  assert.equal(Number(attr(server, 'http.response.status_code')), 101)
+  assert.equal(Number(attr(client, 'http.response.status_code')), 101)
 })
 
 test('reload turns tracing on and off', async () => {
