@@ -80,6 +80,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     targets: deps.targets,
     clientLimits: deps.clientLimits,
     tracing: deps.tracing,
+    live: new Set(),
     log,
     events: {
       opened: (proto) => { metrics.websocketOpen.labels(proto).inc() },
@@ -151,6 +152,10 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         const view: RequestView = { method: headers[':method'], url: headers[':path'], headers, rawHeaders, httpVersionMajor: 2, httpVersionMinor: 0, get socket () { return stream.session?.socket } }
         return fast.h2(view, stream, deps.current())
       })
+      // Closing every connection (the shutdown grace period is over) closes the tunnels too:
+      // an upgraded socket is no longer the HTTP server's.
+      const closeConnections = edge.closeAll
+      edge.closeAll = () => { closeConnections(); for (const t of tunnels.live) t.close() }
       edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
       edge.server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => writeError(res, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED')))

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer, type Server, type IncomingMessage, type IncomingHttpHeaders } from 'node:http'
 import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
-import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { createServer as createNetServer, connect as netConnect, type AddressInfo, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { once } from 'node:events'
 import { startTestGateway, getText, type TestGateway } from '../helpers/gateway.js'
@@ -64,10 +64,12 @@ let deadUrl = ''
 const originSockets = new Set<Socket>()
 const seen: Array<{ method: string, url: string, headers: IncomingHttpHeaders }> = []
 let g: TestGateway
+const keyFile = join(dir, 'k.pem')
+const certFile = join(dir, 'c.pem')
 
 before(async () => {
-  const key = join(dir, 'k.pem')
-  const cert = join(dir, 'c.pem')
+  const key = keyFile
+  const cert = certFile
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-days', '2'], { stdio: 'ignore' })
 
   origin = createServer((req, res) => {
@@ -369,4 +371,44 @@ test('a route\'s per-client limit applies to upgrade requests too: 429 with Retr
   assert.match(got, /\r\nretry-after: \d+\r\n/i)
   assert.match(got, /SLUICE_ERR_RATE_LIMITED/)
   assert.ok(await metric('sluice_websocket_tunnels_total{route="limited",protocol="h2",result="failed"}') >= 1)
+})
+
+test('a shutdown closes open tunnels, h1 and h2, when its grace period is over (an upgraded socket is not the HTTP server\'s)', { timeout: 20000 }, async () => {
+  const routes = `upstreams:
+  api: { url: "${originUrl}" }
+routes:
+  - name: ws
+    match: { pathPrefix: / }
+    upstream: api
+`
+  // An HTTP/1.1 tunnel on a cleartext listener: before, close() never resolved there, because
+  // the HTTP server waited for the upgraded socket and closing its connections skipped it.
+  const plain = await startTestGateway(`shutdownGraceMs: 300\n${routes}`)
+  closers.push(() => plain.close().catch(() => {}))
+  const sock = netConnect(Number(new URL(plain.url).port), '127.0.0.1')
+  sock.on('error', () => {})
+  sock.write('GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  const [head] = await once(sock, 'data') as [Buffer]
+  assert.match(head.toString('latin1'), /^HTTP\/1\.1 101 /)
+  const sockClosed = once(sock, 'close')
+  await plain.gw.close(300)
+  await sockClosed
+
+  // An h2 tunnel on a TLS + h2 listener.
+  const tls = await startTestGateway(`shutdownGraceMs: 300
+listen:
+  tls: { certFile: "${certFile}", keyFile: "${keyFile}" }
+  http2: true
+${routes}`)
+  closers.push(() => tls.close().catch(() => {}))
+  const s = h2connect(tls.url, { rejectUnauthorized: false })
+  s.on('error', () => {})
+  await once(s, 'remoteSettings')
+  const stream = s.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/ws/echo', ':authority': new URL(tls.url).host, 'sec-websocket-version': '13' }, { endStream: false })
+  stream.on('error', () => {})
+  assert.equal((await once(stream, 'response') as [Record<string, unknown>])[0][':status'], 200)
+  const streamClosed = once(stream, 'close')
+  await tls.gw.close(300)
+  await streamClosed
+  s.destroy()
 })
