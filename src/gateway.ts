@@ -81,6 +81,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     clientLimits: deps.clientLimits,
     tracing: deps.tracing,
     live: new Set(),
+    draining: false,
     log,
     events: {
       opened: (proto) => { metrics.websocketOpen.labels(proto).inc() },
@@ -154,8 +155,11 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       })
       // Closing every connection (the shutdown grace period is over) closes the tunnels too:
       // an upgraded socket is no longer the HTTP server's.
+      // Draining refuses new tunnels (503, as Fastify answers new requests while it closes).
       const closeConnections = edge.closeAll
+      const drainSessions = edge.drain
       edge.closeAll = () => { closeConnections(); for (const t of tunnels.live) t.close() }
+      edge.drain = () => { tunnels.draining = true; drainSessions() }
       edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
       edge.server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => writeError(res, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED')))

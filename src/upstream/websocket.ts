@@ -81,6 +81,8 @@ export interface TunnelDeps {
    * and nothing else would end it.
    */
   live: Set<{ close (): void }>
+  /** True once the gateway drains (SIGTERM): a new upgrade gets 503, as a new request does. */
+  draining: boolean
 }
 /** An upstream's handshake answer larger than this is not a handshake. */
 const MAX_HEAD = 65536
@@ -161,6 +163,8 @@ class Tunnel {
     const tracing = this.deps.tracing
     if (tracing?.on === true) this.span = tracing.server(req.headers, req.clientMethod, performance.timeOrigin + req.t0)
     if (req.invalid !== null) return this.fail(req.invalid.code, req.invalid.message)
+    // A tunnel opened now would be cut at the end of the grace period.
+    if (this.deps.draining) return this.fail('SLUICE_ERR_SHUTTING_DOWN')
     let url = req.url
     const q = url.indexOf('?')
     let path = q === -1 ? url : url.slice(0, q)

@@ -373,6 +373,19 @@ test('a route\'s per-client limit applies to upgrade requests too: 429 with Retr
   assert.ok(await metric('sluice_websocket_tunnels_total{route="limited",protocol="h2",result="failed"}') >= 1)
 })
 
+/** Opens an HTTP/1.1 WebSocket tunnel (cleartext, or TLS without h2); resolves with the socket and the answer's head. */
+async function h1Upgrade (url: string): Promise<{ sock: Socket, head: string }> {
+  const u = new URL(url)
+  const sock = u.protocol === 'https:'
+    ? tlsConnect({ host: '127.0.0.1', port: Number(u.port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+    : netConnect(Number(u.port), '127.0.0.1')
+  sock.on('error', () => {})
+  await once(sock, u.protocol === 'https:' ? 'secureConnect' : 'connect')
+  sock.write('GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  const [head] = await once(sock, 'data') as [Buffer]
+  return { sock, head: head.toString('latin1') }
+}
+
 test('a shutdown closes open tunnels, h1 and h2, when its grace period is over (an upgraded socket is not the HTTP server\'s)', { timeout: 20000 }, async () => {
   const routes = `upstreams:
   api: { url: "${originUrl}" }
@@ -383,16 +396,16 @@ routes:
 `
   // An HTTP/1.1 tunnel on a cleartext listener: before, close() never resolved there, because
   // the HTTP server waited for the upgraded socket and closing its connections skipped it.
-  const plain = await startTestGateway(`shutdownGraceMs: 300\n${routes}`)
-  closers.push(() => plain.close().catch(() => {}))
-  const sock = netConnect(Number(new URL(plain.url).port), '127.0.0.1')
-  sock.on('error', () => {})
-  sock.write('GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
-  const [head] = await once(sock, 'data') as [Buffer]
-  assert.match(head.toString('latin1'), /^HTTP\/1\.1 101 /)
-  const sockClosed = once(sock, 'close')
-  await plain.gw.close(300)
-  await sockClosed
+  // The same on a TLS listener without h2 (it closes its connections the same way).
+  for (const listen of ['', `listen:\n  tls: { certFile: "${certFile}", keyFile: "${keyFile}" }\n`]) {
+    const gw = await startTestGateway(`shutdownGraceMs: 300\n${listen}${routes}`)
+    closers.push(() => gw.close().catch(() => {}))
+    const { sock, head } = await h1Upgrade(gw.url)
+    assert.match(head, /^HTTP\/1\.1 101 /)
+    const sockClosed = once(sock, 'close')
+    await gw.gw.close(300)
+    await sockClosed
+  }
 
   // An h2 tunnel on a TLS + h2 listener.
   const tls = await startTestGateway(`shutdownGraceMs: 300
@@ -411,4 +424,33 @@ ${routes}`)
   await tls.gw.close(300)
   await streamClosed
   s.destroy()
+})
+
+test('while the gateway drains, a new upgrade gets 503 SLUICE_ERR_SHUTTING_DOWN (its tunnel would be cut at the end of the grace period)', { timeout: 20000 }, async () => {
+  const gw = await startTestGateway(`shutdownGraceMs: 2000
+upstreams:
+  api: { url: "${originUrl}" }
+routes:
+  - name: ws
+    match: { pathPrefix: / }
+    upstream: api
+`)
+  closers.push(() => gw.close().catch(() => {}))
+  // One tunnel keeps the drain going; a second upgrade arrives during it, on a connection opened before.
+  const first = await h1Upgrade(gw.url)
+  assert.match(first.head, /^HTTP\/1\.1 101 /)
+  const early = netConnect(Number(new URL(gw.url).port), '127.0.0.1')
+  early.on('error', () => {})
+  await once(early, 'connect')
+  const closing = gw.gw.close(2000)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  early.write('GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  let got = ''
+  early.setEncoding('latin1')
+  early.on('data', (d: string) => { got += d })
+  await once(early, 'close')
+  assert.match(got, /^HTTP\/1\.1 503 /)
+  assert.match(got, /SLUICE_ERR_SHUTTING_DOWN/)
+  first.sock.destroy()
+  await closing
 })
