@@ -8,6 +8,16 @@ import type { Headers } from './types.js'
 /** A valid Host value: an RFC 3986 host (reg-name or IP literal) with an optional port. */
 export const HOST_VALUE = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.]+\])(?::\d*)?$/
 
+/** Number of Host header lines (names compared without regard to case). */
+export function hostLines (raw: string[]): number {
+  let n = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]
+    if (k.length === 4 && k.toLowerCase() === 'host') n++
+  }
+  return n
+}
+
 /** Strip the IPv4-mapped IPv6 prefix Node reports on dual-stack sockets. */
 export function normaliseIp (ip: string | undefined): string {
   if (!ip) return ''

@@ -12,7 +12,7 @@ import type { Snapshot } from './config/snapshot.js'
 import { createPipeline, type PipelineDeps } from './pipeline.js'
 import { SluiceError, errorBody, isSluiceError, rawError, writeError, type ErrorCode } from './errors.js'
 import { handleUpgrade, handleH2Connect, type TunnelDeps } from './upstream/websocket.js'
-import { resolveClientIp, HOST_VALUE } from './forwarding.js'
+import { resolveClientIp, HOST_VALUE, hostLines } from './forwarding.js'
 import { assignRequestId, type RequestIdRule } from './request-id.js'
 import { AccessLog } from './observability/access-line.js'
 import { createFastPath, type FastPath, type RequestView } from './fast-path.js'
@@ -33,16 +33,6 @@ function clientErrorCode (code: string | undefined): ErrorCode {
     case 'ERR_HTTP_REQUEST_TIMEOUT': return 'SLUICE_ERR_REQUEST_TIMEOUT'
     default: return 'SLUICE_ERR_BAD_REQUEST'
   }
-}
-
-/** Number of Host header lines (names compared without regard to case). */
-export function hostLines (raw: string[]): number {
-  let n = 0
-  for (let i = 0; i < raw.length; i += 2) {
-    const k = raw[i]
-    if (k.length === 4 && k.toLowerCase() === 'host') n++
-  }
-  return n
 }
 
 function badHost (res: ServerResponse, hosts: number, rule: RequestIdRule, id: string): void {

@@ -17,7 +17,7 @@ import { constants as h2c, type ServerHttp2Stream, type OutgoingHttpHeaders } fr
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Snapshot, RouteEntry } from '../config/snapshot.js'
-import { applyForwarding, HOST_VALUE, resolveClientIp, schemeOf } from '../forwarding.js'
+import { applyForwarding, HOST_VALUE, hostLines, resolveClientIp, schemeOf } from '../forwarding.js'
 import { SluiceError, rawError, errorBody, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
@@ -353,8 +353,7 @@ export function handleUpgrade (deps: TunnelDeps) {
     // The tunnel's request carries the request ID upstream too (src/request-id.ts).
     const reqId = assignRequestId(req, snap.requestId)
     // RFC 9112 §3.2, as for any request (gateway.ts): one Host line on HTTP/1.1.
-    let hosts = 0
-    for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++
+    const hosts = hostLines(req.rawHeaders)
     const badHost = hosts > 1 || (hosts === 0 && req.httpVersion === '1.1') || (hosts === 1 && !HOST_VALUE.test(req.headers.host as string))
     new Tunnel(deps, snap, {
       t0,
