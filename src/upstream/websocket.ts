@@ -97,7 +97,7 @@ const TUNNEL_KEEPALIVE_MS = 60_000
 /** The client side of a tunnel: what differs between an HTTP/1.1 socket and an HTTP/2 stream. */
 interface TunnelClient {
   /** The client's protocol, for the log lines. */
-  readonly proto: 'http/1.1' | 'h2'
+  readonly proto: TunnelProto
   /** The bytes of the tunnel once it is open. */
   readonly duplex: Duplex
   /** Headers to add to (or replace in) the upstream handshake. */
@@ -110,8 +110,8 @@ interface TunnelClient {
   reject (e: SluiceError): void
   /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. Not null: the handshake is not valid for this client (Sluice answers that error). */
   accept (head: string, headBytes: Buffer, rest: Buffer): { code: ErrorCode, message: string } | null
-  /** The upstream refused: relay its answer (`buf` holds the head and what followed), then close. Not null: the answer cannot be relayed (Sluice answers that error). */
-  refuse (head: string, buf: Buffer, headEnd: number, upstream: Socket, closeBoth: () => void): { code: ErrorCode, message: string } | null
+  /** The upstream refused with `status`: relay its answer (`buf` holds the head and what followed), then close. Not null: the answer cannot be relayed (Sluice answers that error). */
+  refuse (head: string, status: number, buf: Buffer, headEnd: number, upstream: Socket, closeBoth: () => void): { code: ErrorCode, message: string } | null
 }
 
 /** What the tunnel needs to know about the client's request, whatever its protocol. */
@@ -155,8 +155,12 @@ class Tunnel {
   private attempt: Span | null = null
   /** Closes both sides (set once the upstream connection exists). */
   private closer: (() => void) | null = null
+  /** The client's address (the peer, or behind trusted proxies), for the limiter and the access line. */
+  private readonly ip: string
 
-  constructor (private readonly deps: TunnelDeps, private readonly snap: Snapshot, private readonly req: TunnelRequest, private readonly client: TunnelClient) {}
+  constructor (private readonly deps: TunnelDeps, private readonly snap: Snapshot, private readonly req: TunnelRequest, private readonly client: TunnelClient) {
+    this.ip = resolveClientIp(req.headers, req.remoteAddress, snap.trust)
+  }
 
   start (): void {
     const { req, snap } = this
@@ -181,17 +185,13 @@ class Tunnel {
     this.upstreamName = route.upstream.name
     // The route's per-client limit, as for any request: a handshake flood is limited too.
     const limits = route.rateLimit === null ? null : this.deps.clientLimits()
-    const verdict = limits === null ? null : limits.check(route, this.clientIp(), req.headers)
+    const verdict = limits === null ? null : limits.check(route, this.ip, req.headers)
     if (verdict instanceof Promise) {
       verdict.then((e) => { if (e !== null) this.failWith(e); else this.connect(route, url) }, () => this.fail('SLUICE_ERR_INTERNAL'))
       return
     }
     if (verdict !== null) return this.failWith(verdict)
     this.connect(route, url)
-  }
-
-  private clientIp (): string {
-    return resolveClientIp(this.req.headers, this.req.remoteAddress, this.snap.trust)
   }
 
   /** Shutdown: close both sides now. */
@@ -217,7 +217,7 @@ class Tunnel {
       bytes: u === null || this.result === 'failed' ? 0 : Math.max(0, u.bytesRead - this.headBytes),
       ms: performance.now() - this.req.t0,
       reqId: this.req.reqId,
-      ip: this.clientIp(),
+      ip: this.ip,
       err: this.err
     })
   }
@@ -308,7 +308,7 @@ class Tunnel {
         // No status line, or an interim 1xx other than 101: not an answer to the handshake.
         if (st < 200) { this.fail('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${st === 0 ? 'no status line' : st}`); closeBoth(); return }
         this.result = 'refused'; this.status = st; this.err = undefined
-        const bad = client.refuse(text, buf, end, upstream, closeBoth)
+        const bad = client.refuse(text, st, buf, end, upstream, closeBoth)
         if (bad !== null) { this.fail(bad.code, bad.message); closeBoth() }
       }
       upstream.on('data', onHead)
@@ -378,7 +378,7 @@ export function handleUpgrade (deps: TunnelDeps) {
         ;(socket as Socket).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS)
         return null
       },
-      refuse (text, buf, end, upstream, closeBoth) {
+      refuse (text, _status, buf, end, upstream, closeBoth) {
         // Relay the upstream's answer (its Content-Length, or until it closes), then close.
         const cl = /\r\ncontent-length:[ \t]*(\d+)/i.exec(text)
         if (cl === null) { socket.write(buf); upstream.pipe(socket); return null }
@@ -481,8 +481,7 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
       if (rest.length > 0) stream.write(rest)
       return null
     },
-    refuse (text, buf, end, upstream, closeBoth) {
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1])
+    refuse (text, status, buf, end, upstream, closeBoth) {
       // Relay the upstream's answer (status, fields, body: its Content-Length, or until it closes).
       const fields = headFields(text)
       const cl = fields.find(([k]) => k === 'content-length')?.[1]
