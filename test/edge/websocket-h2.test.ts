@@ -165,6 +165,44 @@ async function bodyOf (stream: ClientHttp2Stream): Promise<string> {
   return out
 }
 
+/** An HTTP/1.1 WebSocket handshake for `path` (RFC 6455 §1.3's sample key). */
+function upgradeRequest (path: string): string {
+  return `GET ${path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`
+}
+
+/** A connected HTTP/1.1 client socket: cleartext, or TLS offering only http/1.1. */
+async function h1Connect (url: string): Promise<Socket> {
+  const u = new URL(url)
+  const tls = u.protocol === 'https:'
+  const sock = tls
+    ? tlsConnect({ host: '127.0.0.1', port: Number(u.port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+    : netConnect(Number(u.port), '127.0.0.1')
+  sock.on('error', () => {})
+  await once(sock, tls ? 'secureConnect' : 'connect')
+  return sock
+}
+
+/** Opens an HTTP/1.1 WebSocket tunnel; resolves with the socket and the answer's head (what came before the tunnel's bytes). */
+async function h1Upgrade (url: string, path = '/ws/echo'): Promise<{ sock: Socket, head: string }> {
+  const sock = await h1Connect(url)
+  sock.write(upgradeRequest(path))
+  let got = Buffer.alloc(0)
+  const collect = (d: Buffer): void => { got = Buffer.concat([got, d]) }
+  sock.on('data', collect)
+  await until('the handshake answer', () => got.includes('\r\n\r\n'))
+  sock.off('data', collect)
+  return { sock, head: got.toString('latin1') }
+}
+
+/** Everything a socket receives until it closes, as Latin-1. */
+async function readToClose (sock: Socket): Promise<string> {
+  let got = ''
+  sock.setEncoding('latin1')
+  sock.on('data', (d: string) => { got += d })
+  await once(sock, 'close')
+  return got
+}
+
 /** The access lines the gateway logged so far. */
 function accessLines (): Array<Record<string, unknown>> {
   return g.logs.filter((l) => l.msg === 'request')
@@ -242,16 +280,7 @@ test('an extended CONNECT becomes an HTTP/1.1 Upgrade upstream; 200 comes back a
 })
 
 test('an HTTP/1.1 Upgrade on the same TLS listener: 101, counted and logged as http/1.1', async () => {
-  const port = Number(new URL(g.url).port)
-  const sock = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
-  sock.on('error', () => {})
-  await once(sock, 'secureConnect')
-  const key = Buffer.from('0123456789abcdef').toString('base64')
-  sock.write(`GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`)
-  let got = Buffer.alloc(0)
-  sock.on('data', (d: Buffer) => { got = Buffer.concat([got, d]) })
-  await until('the 101', () => got.includes('\r\n\r\n'))
-  const head = got.toString('latin1')
+  const { sock, head } = await h1Upgrade(g.url)
   assert.match(head, /^HTTP\/1\.1 101 /)
   assert.equal(await metric('sluice_websocket_tunnels_open{protocol="http/1.1"}'), 1)
   sock.destroy()
@@ -359,32 +388,14 @@ test('a route\'s per-client limit applies to upgrade requests too: 429 with Retr
   assert.ok(Number(h['retry-after']) >= 1)
   assert.equal(JSON.parse(await bodyOf(second.stream)).error, 'SLUICE_ERR_RATE_LIMITED')
   // The same client over HTTP/1.1: the same bucket, the same answer, as raw bytes with its fields.
-  const sock = tlsConnect({ host: '127.0.0.1', port: Number(new URL(g.url).port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
-  sock.on('error', () => {})
-  await once(sock, 'secureConnect')
-  sock.write('GET /limited/c HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
-  let got = ''
-  sock.setEncoding('latin1')
-  sock.on('data', (d: string) => { got += d })
-  await once(sock, 'close')
+  const sock = await h1Connect(g.url)
+  sock.write(upgradeRequest('/limited/c'))
+  const got = await readToClose(sock)
   assert.match(got, /^HTTP\/1\.1 429 /)
   assert.match(got, /\r\nretry-after: \d+\r\n/i)
   assert.match(got, /SLUICE_ERR_RATE_LIMITED/)
   assert.ok(await metric('sluice_websocket_tunnels_total{route="limited",protocol="h2",result="failed"}') >= 1)
 })
-
-/** Opens an HTTP/1.1 WebSocket tunnel (cleartext, or TLS without h2); resolves with the socket and the answer's head. */
-async function h1Upgrade (url: string): Promise<{ sock: Socket, head: string }> {
-  const u = new URL(url)
-  const sock = u.protocol === 'https:'
-    ? tlsConnect({ host: '127.0.0.1', port: Number(u.port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
-    : netConnect(Number(u.port), '127.0.0.1')
-  sock.on('error', () => {})
-  await once(sock, u.protocol === 'https:' ? 'secureConnect' : 'connect')
-  sock.write('GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
-  const [head] = await once(sock, 'data') as [Buffer]
-  return { sock, head: head.toString('latin1') }
-}
 
 test('a shutdown closes open tunnels, h1 and h2, when its grace period is over (an upgraded socket is not the HTTP server\'s)', { timeout: 20000 }, async () => {
   const routes = `upstreams:
@@ -439,16 +450,11 @@ routes:
   // One tunnel keeps the drain going; a second upgrade arrives during it, on a connection opened before.
   const first = await h1Upgrade(gw.url)
   assert.match(first.head, /^HTTP\/1\.1 101 /)
-  const early = netConnect(Number(new URL(gw.url).port), '127.0.0.1')
-  early.on('error', () => {})
-  await once(early, 'connect')
+  const early = await h1Connect(gw.url)
   const closing = gw.gw.close(2000)
   await new Promise((resolve) => setTimeout(resolve, 100))
-  early.write('GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
-  let got = ''
-  early.setEncoding('latin1')
-  early.on('data', (d: string) => { got += d })
-  await once(early, 'close')
+  early.write(upgradeRequest('/ws/echo'))
+  const got = await readToClose(early)
   assert.match(got, /^HTTP\/1\.1 503 /)
   assert.match(got, /SLUICE_ERR_SHUTTING_DOWN/)
   first.sock.destroy()
