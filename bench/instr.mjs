@@ -37,7 +37,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { byFunction } from './lib/callgrind-js.mjs'
-import { freePort, interpolate, nodeFlags, nginxAccessLog, NGINX_LOG_FORMAT } from './lib/targets.mjs'
+import { freePort, interpolate, nodeFlags, nginxConf } from './lib/targets.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
@@ -120,17 +120,9 @@ function nginxArgs (t, port, originPort) {
   const dir = path.join(TMP, t.id)
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  const conf = readFileSync(path.join(BENCH, 'anchors', 'nginx.conf.tmpl'), 'utf8')
-    .replace('master_process on;', 'master_process off;')
-    .replace(/\{\{(\w+)\}\}/g, (_, k) => ({
-      PREFIX: dir,
-      PORT: String(port),
-      ORIGIN_PORT: String(originPort),
-      CACHE_PATH: `  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=bench:16m max_size=256m inactive=10m use_temp_path=off;\n  ${NGINX_LOG_FORMAT}`,
-      // Every variant sends a request ID, as every Sluice response does: the log line then
-      // costs only its own work, not the ID's generation (nginx makes it with OpenSSL's RAND_bytes).
-      CACHE: '      proxy_cache bench;\n      add_header X-Cache $upstream_cache_status;\n      add_header X-Request-Id $request_id;' + (t.log === null ? '' : '\n      ' + nginxAccessLog(dir, t.log).directive)
-    })[k] ?? '')
+  // Every variant sends a request ID, as every Sluice response does: the log line then costs
+  // only its own work, not the ID's generation (nginx makes it with OpenSSL's RAND_bytes).
+  const conf = nginxConf({ dir, port, originPort, cache: true, requestId: true, accessLog: t.log, masterProcess: false })
   writeFileSync(path.join(dir, 'nginx.conf'), conf)
   return ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')]
 }

@@ -19,7 +19,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { freePort, interpolate, nodeFlags, nginxAccessLog, NGINX_LOG_FORMAT } from './lib/targets.mjs'
+import { freePort, interpolate, nodeFlags, nginxConf } from './lib/targets.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
@@ -538,7 +538,6 @@ async function wrk (url, { seconds, headers = {}, churn = false, connections }) 
 }
 
 // ───────────────────────────── starting servers ─────────────────────────────
-const NGINX_TMPL = readFileSync(path.join(BENCH, 'anchors', 'nginx.conf.tmpl'), 'utf8')
 const VCL_TMPL = readFileSync(path.join(BENCH, 'anchors', 'varnish.vcl.tmpl'), 'utf8')
 const fill = (tmpl, vars) => tmpl.replace(/\{\{(\w+)\}\}/g, (_, k) => vars[k] ?? '')
 
@@ -580,17 +579,7 @@ async function startServer (name) {
   } else if (spec.kind === 'nginx') {
     const bin = which('nginx')
     if (!bin) return { skip: 'nginx is not installed' }
-    const conf = fill(NGINX_TMPL, {
-      PREFIX: dir,
-      PORT: String(port),
-      ORIGIN_PORT: String(origin.port),
-      USER: process.getuid?.() === 0 ? 'user www-data;' : '',
-      CACHE_PATH: (spec.cache ? `  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=bench:16m max_size=256m inactive=10m use_temp_path=off;` : '') + (spec.accessLog ? `\n  ${NGINX_LOG_FORMAT}` : ''),
-      CACHE: (spec.cache ? '      proxy_cache bench;\n      add_header X-Cache $upstream_cache_status;' : '') +
-        (spec.requestId ? '\n      add_header X-Request-Id $request_id;' : '') +
-        (spec.accessLog ? '\n      ' + nginxAccessLog(dir, spec.accessLog).directive : ''),
-      GZIP: spec.gzip ? '      gzip on;\n      gzip_types application/json;' : ''
-    })
+    const conf = nginxConf({ dir, port, originPort: origin.port, user: process.getuid?.() === 0, cache: spec.cache, gzip: spec.gzip, requestId: spec.requestId === true, accessLog: spec.accessLog ?? null })
     writeFileSync(path.join(dir, 'nginx.conf'), conf)
     proc = start(name, SERVER_CORE, bin, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')])
   } else if (spec.kind === 'varnish') {
