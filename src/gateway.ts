@@ -70,7 +70,6 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     targets: deps.targets,
     clientLimits: deps.clientLimits,
     tracing: deps.tracing,
-    live: new Set(),
     draining: false,
     log,
     events: {
@@ -143,12 +142,8 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         const view: RequestView = { method: headers[':method'], url: headers[':path'], headers, rawHeaders, httpVersionMajor: 2, httpVersionMinor: 0, get socket () { return stream.session?.socket } }
         return fast.h2(view, stream, deps.current())
       })
-      // Closing every connection (the shutdown grace period is over) closes the tunnels too:
-      // an upgraded socket is no longer the HTTP server's.
       // Draining refuses new tunnels (503, as Fastify answers new requests while it closes).
-      const closeConnections = edge.closeAll
       const drainSessions = edge.drain
-      edge.closeAll = () => { closeConnections(); for (const t of tunnels.live) t.close() }
       edge.drain = () => { tunnels.draining = true; drainSessions() }
       edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.

@@ -52,6 +52,11 @@ export interface EdgeServer {
 export function createEdgeServer (o: EdgeOptions, listener: RequestListener): EdgeServer {
   const sockets = new Set<Socket>()
   const track = (s: Socket) => { sockets.add(s); s.once('close', () => sockets.delete(s)) }
+  // An upgraded socket (a WebSocket tunnel) is no longer one of the HTTP server's connections:
+  // closeAllConnections() skips it, and server.close() would wait for it forever. So closeAll
+  // closes the tracked ones itself.
+  const trackUpgrades = (s: HttpServer | HttpsServer): void => { s.on('upgrade', (_req: IncomingMessage, socket: Socket) => track(socket)) }
+  const closeEvery = (s: HttpServer | HttpsServer): void => { s.closeAllConnections(); for (const so of sockets) so.destroy() }
   const h1 = {
     maxHeaderSize: o.http1.maxHeaderSize,
     headersTimeout: o.http1.headersTimeout,
@@ -66,7 +71,8 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     const s = createHttp(h1, listener)
     s.maxRequestsPerSocket = o.http1.maxRequestsPerSocket
     s.maxHeadersCount = o.http1.maxHeadersCount
-    return { server: s, scheme: 'http', setTls () {}, drain () {}, closeAll: () => s.closeAllConnections(), onStream () {} }
+    trackUpgrades(s)
+    return { server: s, scheme: 'http', setTls () {}, drain () {}, closeAll: () => closeEvery(s), onStream () {} }
   }
   // A handshake that fails or never finishes (handshakeTimeoutMs), or plain HTTP sent to the TLS
   // port, closes that socket and nothing else.
@@ -77,12 +83,13 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     s.maxRequestsPerSocket = o.http1.maxRequestsPerSocket
     s.maxHeadersCount = o.http1.maxHeadersCount
     s.on('tlsClientError', dropTlsClient)
+    trackUpgrades(s)
     return {
       server: s,
       scheme: 'https',
       setTls: (m) => s.setSecureContext(secureOptions(m)),
       drain () {},
-      closeAll: () => s.closeAllConnections(),
+      closeAll: () => closeEvery(s),
       onStream () {}
     }
   }

@@ -75,12 +75,6 @@ export interface TunnelDeps {
   events: TunnelEvents
   /** OpenTelemetry: an upgrade request gets a SERVER span and its handshake a CLIENT span, as any request. */
   tracing?: Tracing
-  /**
-   * The tunnels with an upstream connection, so that a shutdown can close them when its grace
-   * period is over: once upgraded, a socket is no longer one of the HTTP server's connections,
-   * and nothing else would end it.
-   */
-  live: Set<{ close (): void }>
   /** True once the gateway drains (SIGTERM): a new upgrade gets 503, as a new request does. */
   draining: boolean
 }
@@ -153,8 +147,6 @@ class Tunnel {
   /** The SERVER span (tracing on and sampled), ended with the outcome; the handshake's CLIENT span. */
   private span: Span | null = null
   private attempt: Span | null = null
-  /** Closes both sides (set once the upstream connection exists). */
-  private closer: (() => void) | null = null
   /** The client's address (the peer, or behind trusted proxies), for the limiter and the access line. */
   private readonly ip: string
 
@@ -194,15 +186,9 @@ class Tunnel {
     this.connect(route, url)
   }
 
-  /** Shutdown: close both sides now. */
-  close (): void {
-    this.closer?.()
-  }
-
   private finish (): void {
     if (this.reported) return
     this.reported = true
-    this.deps.live.delete(this)
     if (this.attempt !== null) { Tracing.endAttempt(this.attempt, 0, this.err); this.attempt = null }
     if (this.span !== null) Tracing.finish(this.span, { route: this.routeName ?? 'none', upstream: this.upstreamName, status: this.status, cache: 'none', retries: 0, method: this.req.clientMethod, url: this.req.url, error: this.err })
     const u = this.upstream
@@ -260,8 +246,6 @@ class Tunnel {
     // WebSocket never relies on TCP half-close: when either side ends or closes, close both
     // (HTTP server sockets allow half-open connections, which would otherwise linger).
     const closeBoth = (): void => { socket.destroy(); upstream.destroy(); this.finish() }
-    this.closer = closeBoth
-    this.deps.live.add(this)
     const timer = setTimeout(() => { upstream.destroy(); this.fail('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
     upstream.once(secure ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer)
