@@ -9,19 +9,25 @@
 // An origin that answers a range request with all of it (200) gets that response stored as a
 // complete entry, as any fill would be.
 //
-// Not done: a plain request for a resource with only a partial entry is forwarded whole (the
-// cache does not ask the origin for just the missing bytes), and one partial entry holds one
-// contiguous span (a range with a gap to the stored span replaces it).
-import type { Readable } from 'node:stream'
+// A range that overlaps the stored span and runs past one end of it is completed: the origin is
+// asked for the missing bytes only (`Range` for them, `If-Range` with the part's strong
+// validator), the client gets its range made of the stored bytes and the new ones, and the two
+// parts are combined (missingBytes()).
+//
+// Not done: a plain request for a resource with only a partial entry is forwarded whole, a
+// range that runs past both ends of the stored span is forwarded as the client sent it, and one
+// partial entry holds one contiguous span (a range with a gap to the stored span replaces it).
+import { PassThrough, type Readable } from 'node:stream'
 import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
 import { first } from '../compress/headers.js'
 import { ageMs, ownedConcat, type CacheEntry } from './entry.js'
 import { parseHttpDate, type Directives } from './directives.js'
 import { usability } from './freshness.js'
-import { ifRangeMatches, singleRange } from './range.js'
+import { ifRangeMatches, singleRange, type ByteRange } from './range.js'
 import { ttlSeconds } from './respond.js'
 import { partialKey, wholeKey } from './key.js'
 import { buildEntry, passedThrough, storableFromHeaders, tee, type FillJob } from './fill.js'
+import { drainToNull } from '../upstream/headers.js'
 import type { EntryWriter } from './writer.js'
 import type { CacheCore, CacheRoute, Fetcher } from './core.js'
 
@@ -89,6 +95,10 @@ export interface RangeMiss { route: CacheRoute; req: UpstreamRequest; base: stri
  */
 export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeMiss): Promise<ProxyResponse> {
   const { route, req } = m
+  if (m.stored !== undefined && req.method === 'GET') {
+    const completed = await missingBytes(core, writer, m, m.stored)
+    if (completed !== null) return completed
+  }
   const t0 = core.now()
   const res = await m.fetch(req)
   const t1 = core.now()
@@ -113,6 +123,82 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
   })
   core.event(route.name, 'miss')
   return { status: 206, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: `sluice; fwd=${m.stored === undefined ? 'miss' : 'partial'}; stored` }
+}
+
+/**
+ * The one range the origin must send so that the stored span and it hold `want`: when `want`
+ * overlaps the span and runs past one end of it. Null when `want` lies inside the span, runs
+ * past both ends, or does not overlap it (then the client's range is forwarded as it is).
+ */
+export function missingRange (span: { start: number, total: number }, have: number, want: ByteRange): ByteRange | null {
+  const end = span.start + have // exclusive
+  if (want.start >= span.start && want.start < end && want.end >= end) return { start: end, end: want.end }
+  if (want.start < span.start && want.end >= span.start && want.end < end) return { start: want.start, end: span.start - 1 }
+  return null
+}
+
+/**
+ * Complete a range from the stored part (RFC 9111 §3.4): ask the origin for the missing bytes
+ * only, with `If-Range` naming the part's strong validator, so that a changed resource comes
+ * back whole (200) instead of as bytes of another version. A 206 of exactly those bytes with the
+ * same validator is streamed to the client between the stored bytes, and combined with the
+ * part in the cache. Null when this does not apply; a 206 of other bytes or another version,
+ * or a 416, is read to its end and null is returned too, so the client's own range is forwarded.
+ */
+async function missingBytes (core: CacheCore, writer: EntryWriter, m: RangeMiss, stored: CacheEntry): Promise<ProxyResponse | null> {
+  const { route, req } = m
+  const rh = req.headers
+  const span = stored.range
+  const validator = strongValidator(stored.headers)
+  if (span === undefined || validator === undefined || rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) return null
+  const clientIfRange = first(rh['if-range'])
+  if (clientIfRange !== undefined && !ifRangeMatches(clientIfRange, first(stored.headers.etag), first(stored.headers['last-modified']))) return null
+  const want = singleRange(first(rh.range) ?? '', span.total)
+  if (want === null) return null
+  const missing = missingRange(span, stored.body.length, want)
+  if (missing === null) return null
+  const size = missing.end - missing.start + 1
+  if (stored.body.length + size > core.config.memory.maxEntryBytes) return null
+  // The part's validator as the origin sent it: a strong ETag, or else its Last-Modified.
+  const ifRange = first(stored.headers.etag) ?? first(stored.headers['last-modified'])!
+  const sub: UpstreamRequest = { ...req, headers: { ...rh, range: `bytes=${missing.start}-${missing.end}`, 'if-range': ifRange } }
+  const t0 = core.now()
+  const res = await m.fetch(sub)
+  const t1 = core.now()
+  const job: FillJob = { route, req, key: m.base, base: m.base, path: m.path, reqD: m.reqD, stale: undefined, fetch: m.fetch }
+  // The resource changed (If-Range did not match) or the origin ignores Range: all of it, stored.
+  if (res.status === 200 && res.body !== null) return completeAnswer(core, writer, job, res, t0, t1)
+  const cr = res.status === 206 ? parseContentRange(first(res.headers['content-range'])) : null
+  const length = first(res.headers['content-length'])
+  if (cr === null || cr.start !== missing.start || cr.end !== missing.end || cr.total !== span.total ||
+    (length !== undefined && Number(length) !== size) || strongValidator(res.headers) !== validator ||
+    res.body === null || storableFromHeaders(core, job, res, t0, t1, 200) !== null) {
+    // An error is the client's answer as well; anything else it cannot use as its range.
+    if (res.status >= 400 && res.status !== 416) { core.event(route.name, 'bypass'); return passedThrough(res, 'RANGE') }
+    drainToNull(res.body as Readable | null)
+    return null
+  }
+  const fresh = tee(core, res.body as Readable, size, true, (chunks, got, _why, err) => {
+    if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: m.path }, 'cache: upstream 206 body failed; nothing stored'); return }
+    if (got !== size) { core.log.warn({ path: m.path, size: got, contentRange: `${cr.start}-${cr.end}` }, 'cache: 206 body does not match its Content-Range; not stored'); return }
+    const part = buildEntry(core, job, res, ownedConcat(chunks, got), t0, t1, cr)
+    if (typeof part === 'string') return
+    void storeCombined(core, writer, route, combine(stored, part))
+  })!
+  // The client's range: stored bytes before the new ones, or after them.
+  const out = new PassThrough()
+  const storedEnd = span.start + stored.body.length
+  if (missing.start === storedEnd) out.write(stored.body.subarray(want.start - span.start))
+  fresh.pipe(out, { end: false })
+  fresh.once('end', () => {
+    if (missing.end === span.start - 1) out.write(stored.body.subarray(0, want.end - span.start + 1))
+    out.end()
+  })
+  fresh.once('error', (err) => out.destroy(err))
+  out.once('close', () => { if (!out.writableFinished) fresh.destroy() })
+  core.event(route.name, 'miss')
+  const headers: Headers = { ...res.headers, 'content-range': `bytes ${want.start}-${want.end}/${span.total}`, 'content-length': String(want.end - want.start + 1) }
+  return { status: 206, headers, body: out, cacheResult: 'miss', cacheStatus: 'sluice; fwd=partial; stored' }
 }
 
 /**

@@ -4,6 +4,7 @@
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, cachedConfig, getText, type TestGateway } from '../helpers/gateway.js'
 
@@ -18,13 +19,18 @@ after(async () => { await gw.close(); await origin.close() })
 
 const get = (path: string, headers: Record<string, string> = {}) => getText(gw.url, path, headers)
 
-/** An origin that answers one byte range of `text` (or all of it), with the given ETag. */
+/**
+ * An origin that answers one byte range of `text` (or all of it), with the given ETag. Like a
+ * real server it honours If-Range: a validator other than its own gets all of it (200).
+ */
 function ranges (text: string, etag: string | null, extra: Record<string, string> = {}) {
-  return (req: IncomingMessage, res: ServerResponse) => {
+  return (req: Pick<IncomingMessage, 'headers'>, res: ServerResponse) => {
     const h: Record<string, string> = { 'cache-control': 'max-age=3600', 'content-type': 'text/plain', ...extra }
     if (etag !== null) h.etag = etag
     const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
-    if (m === null) { res.writeHead(200, h); res.end(text); return }
+    const ifRange = req.headers['if-range']
+    const current = ifRange === undefined || (etag !== null && ifRange === etag) || ifRange === extra['last-modified']
+    if (m === null || !current) { res.writeHead(200, h); res.end(text); return }
     const start = m[1] === '' ? text.length - Number(m[2]) : Number(m[1])
     const end = m[1] === '' || m[2] === '' ? text.length - 1 : Math.min(Number(m[2]), text.length - 1)
     res.writeHead(206, { ...h, 'content-range': `bytes ${start}-${end}/${text.length}` })
@@ -142,4 +148,109 @@ test('a key whose path ends like a part\'s key is not answered from the part', a
   await get('/k', { range: 'bytes=0-4' })
   const other = await get('/k%0A206')
   assert.equal(other.body, 'other')
+})
+
+/** The Range and If-Range of each request the origin saw for `path`. */
+const asked = (path: string) => origin.seen.filter((r) => r.url === path).map((r) => [r.headers.range, r.headers['if-range']])
+const settle = () => new Promise((resolve) => setTimeout(resolve, 50))
+
+test('a range that runs past the stored part asks the origin for the missing bytes only, with If-Range, and combines them', async () => {
+  origin.on('/more', ranges('abcdefghij', '"m1"'))
+  await get('/more', { range: 'bytes=0-3' })
+  const r = await get('/more', { range: 'bytes=2-7' })
+  assert.equal(r.status, 206)
+  assert.equal(r.body, 'cdefgh')
+  assert.equal(r.headers['content-range'], 'bytes 2-7/10')
+  assert.equal(r.headers['content-length'], '6')
+  assert.equal(r.headers.etag, '"m1"')
+  assert.equal(r.headers['cache-status'], 'sluice; fwd=partial; stored')
+  assert.deepEqual(asked('/more'), [['bytes=0-3', undefined], ['bytes=4-7', '"m1"']])
+  await settle()
+  const inside = await get('/more', { range: 'bytes=1-6' })
+  assert.equal(inside.body, 'bcdefg')
+  assert.match(String(inside.headers['cache-status']), /^sluice; hit/)
+  // The rest, open-ended: only bytes 8-9 are asked for, and then the entry is complete.
+  const rest = await get('/more', { range: 'bytes=5-' })
+  assert.equal(rest.body, 'fghij')
+  assert.equal(rest.headers['content-range'], 'bytes 5-9/10')
+  assert.deepEqual(asked('/more')[2], ['bytes=8-9', '"m1"'])
+  await settle()
+  const whole = await get('/more')
+  assert.equal(whole.status, 200)
+  assert.equal(whole.body, 'abcdefghij')
+  assert.match(String(whole.headers['cache-status']), /^sluice; hit/)
+  assert.equal(origin.count('/more'), 3)
+})
+
+test('missing bytes before the stored part, with Last-Modified as the validator; a large range streams whole', async () => {
+  const lm = new Date(Date.now() - 60_000).toUTCString()
+  origin.on('/before', ranges('0123456789', null, { 'last-modified': lm }))
+  await get('/before', { range: 'bytes=-4' })
+  const r = await get('/before', { range: 'bytes=3-7' })
+  assert.equal(r.status, 206)
+  assert.equal(r.body, '34567')
+  assert.equal(r.headers['content-range'], 'bytes 3-7/10')
+  assert.deepEqual(asked('/before')[1], ['bytes=3-5', lm])
+  await settle()
+  assert.match(String((await get('/before', { range: 'bytes=3-9' })).headers['cache-status']), /^sluice; hit/)
+  assert.equal(origin.count('/before'), 2)
+  // 300 KB: the stored 100 KB and 150 KB streamed from the origin, in order.
+  let seed = 11
+  const big = Array.from({ length: 300_000 }, () => { seed = (seed * 1103515245 + 12345) % 2147483648; return 'abcdefghijklmnopqrstuvwxyz'[seed % 26] }).join('')
+  origin.on('/big', ranges(big, '"b"'))
+  await get('/big', { range: 'bytes=0-99999' })
+  const span = await get('/big', { range: 'bytes=50000-249999' })
+  assert.equal(span.headers['content-length'], '200000')
+  assert.ok(span.body === big.slice(50_000, 250_000), 'the body is the range asked for')
+  assert.deepEqual(asked('/big')[1], ['bytes=100000-249999', '"b"'])
+})
+
+test('a changed resource comes back whole through If-Range; a 206 of another version is never mixed in; an error is passed on', async () => {
+  let version = 1
+  origin.on('/v', (req, res) => ranges(version === 1 ? 'AAAAAAAAAA' : 'BBBBBBBBBB', `"v${version}"`)(req, res))
+  await get('/v', { range: 'bytes=0-4' })
+  version = 2
+  const changed = await get('/v', { range: 'bytes=2-7' })
+  assert.equal(changed.status, 200)
+  assert.equal(changed.body, 'BBBBBBBBBB')
+  assert.equal(changed.headers['cache-status'], 'sluice; fwd=miss; stored')
+  await settle()
+  const cut = await get('/v', { range: 'bytes=2-7' })
+  assert.equal(cut.body, 'BBBBBB')
+  assert.match(String(cut.headers['cache-status']), /^sluice; hit/)
+  // This origin ignores If-Range and sends bytes of its new version: they are dropped, and the
+  // client's own range is asked for.
+  let v = 1
+  origin.on('/ignores-if-range', (req, res) => ranges(v === 1 ? 'AAAAAAAAAA' : 'BBBBBBBBBB', `"v${v}"`)({ headers: { range: req.headers.range } }, res))
+  await get('/ignores-if-range', { range: 'bytes=0-4' })
+  v = 2
+  const r = await get('/ignores-if-range', { range: 'bytes=2-7' })
+  assert.equal(r.status, 206)
+  assert.equal(r.body, 'BBBBBB')
+  assert.deepEqual(asked('/ignores-if-range'), [['bytes=0-4', undefined], ['bytes=5-7', '"v1"'], ['bytes=2-7', undefined]])
+  // The origin fails on the missing bytes: its error is the answer.
+  let failing = false
+  origin.on('/fails', (req, res) => { if (failing) { res.writeHead(503); res.end('down'); return } ranges('0123456789', '"f"')(req, res) })
+  await get('/fails', { range: 'bytes=0-4' })
+  failing = true
+  const down = await get('/fails', { range: 'bytes=3-8' })
+  assert.equal(down.status, 503)
+  assert.equal(down.headers['cache-status'], 'sluice; fwd=bypass; detail=RANGE')
+  assert.equal(origin.count('/fails'), 2)
+})
+
+test('a client that leaves while the missing bytes stream: they are still read and combined, and the entry is complete', async () => {
+  const text = 'x'.repeat(100_000) + 'y'.repeat(400_000)
+  origin.on('/leave', ranges(text, '"l"'))
+  await get('/leave', { range: 'bytes=0-99999' })
+  const ac = new AbortController()
+  const r = await request(gw.url + '/leave', { headers: { range: 'bytes=50000-' }, signal: ac.signal })
+  assert.equal(r.statusCode, 206)
+  for await (const _chunk of r.body) { ac.abort(); break }
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  const whole = await get('/leave')
+  assert.equal(whole.status, 200)
+  assert.ok(whole.body === text, 'the combined entry is the whole text')
+  assert.match(String(whole.headers['cache-status']), /^sluice; hit/)
+  assert.equal(origin.count('/leave'), 2)
 })
