@@ -145,6 +145,18 @@ test('otlp.protocol http/json exports OTLP/JSON with the same spans', async () =
   const client = rx.spans.find((s) => s.kind === 3)!
   assert.equal(hex(client.parentSpanId!), hex(server.spanId))
   assert.equal(attr(server, 'url.path'), '/api/json')
+  // Times: the attempt lies within its request, and both are of this minute.
+  const t = (sp: OtlpSpan, k: 'startTimeUnixNano' | 'endTimeUnixNano'): number => Number(BigInt((sp as unknown as Record<string, string>)[k]) / 1000000n)
+  const now = Date.now()
+  assert.ok(t(server, 'startTimeUnixNano') > now - 60_000 && t(server, 'endTimeUnixNano') <= now, 'epoch times')
+  assert.ok(t(server, 'startTimeUnixNano') <= t(client, 'startTimeUnixNano') && t(client, 'endTimeUnixNano') <= t(server, 'endTimeUnixNano'), 'the attempt within its request')
+  assert.equal((server as unknown as { status?: { code?: number } }).status?.code ?? 0, 0)
+  // An upstream 5xx marks both spans as errors.
+  origin.on('/api/fail', (_req, res) => { res.writeHead(503); res.end() })
+  assert.equal((await fetch(g.url + '/api/fail')).status, 503)
+  await until('the error spans arrive', () => rx.spans.filter((s) => attr(s, 'url.path') === '/api/fail').length === 1 && rx.spans.length >= 4, { tries: 100, intervalMs: 50 })
+  const failed = rx.spans.slice(2) as unknown as { kind: number, status?: { code?: number } }[]
+  assert.deepEqual(failed.map((s) => [s.kind, s.status?.code]).sort(), [[2, 2], [3, 2]])
 })
 
 test('a dead collector never fails or slows a request: every request is answered', async () => {
