@@ -27,7 +27,7 @@ import { ifRangeMatches, singleRange, type ByteRange } from './range.js'
 import { ttlSeconds } from './respond.js'
 import { partialKey, wholeKey } from './key.js'
 import { buildEntry, passedThrough, storableFromHeaders, tee, type FillJob } from './fill.js'
-import { drainToNull } from '../upstream/headers.js'
+import { discard } from '../upstream/headers.js'
 import type { EntryWriter } from './writer.js'
 import type { CacheCore, CacheRoute, Fetcher } from './core.js'
 
@@ -137,13 +137,29 @@ export function missingRange (span: { start: number, total: number }, have: numb
   return null
 }
 
+/** Fields that describe one stored message (its age, its bytes), not the representation: never carried onto other bytes. */
+const PER_MESSAGE = ['age', 'content-range', 'content-length', 'content-md5', 'content-digest']
+
+/** A stored part's fields without the per-message ones. */
+function representationFields (h: Headers): Headers {
+  const out: Headers = { ...h }
+  for (const k of PER_MESSAGE) delete out[k]
+  return out
+}
+
 /**
  * Complete a range from the stored part (RFC 9111 §3.4): ask the origin for the missing bytes
  * only, with `If-Range` naming the part's strong validator, so that a changed resource comes
  * back whole (200) instead of as bytes of another version. A 206 of exactly those bytes with the
  * same validator is streamed to the client between the stored bytes, and combined with the
- * part in the cache. Null when this does not apply; a 206 of other bytes or another version,
- * or a 416, is read to its end and null is returned too, so the client's own range is forwarded.
+ * part in the cache (when it may be stored). The answer's fields are the part's, updated by
+ * the new 206's: an origin need not repeat Content-Type and the like in a 206 answering
+ * If-Range (RFC 9110 §15.3.7).
+ *
+ * Null when this does not apply, and when the origin's answer cannot be the client's: a 206 of
+ * other bytes or another version, a 416, a 3xx, or a 200 that this client (who sent no
+ * If-Range of its own) would get whole although it cannot be stored. That answer is dropped,
+ * and the client's own range is forwarded.
  */
 async function missingBytes (core: CacheCore, writer: EntryWriter, m: RangeMiss, stored: CacheEntry): Promise<ProxyResponse | null> {
   const { route, req } = m
@@ -166,39 +182,66 @@ async function missingBytes (core: CacheCore, writer: EntryWriter, m: RangeMiss,
   const res = await m.fetch(sub)
   const t1 = core.now()
   const job: FillJob = { route, req, key: m.base, base: m.base, path: m.path, reqD: m.reqD, stale: undefined, fetch: m.fetch }
-  // The resource changed (If-Range did not match) or the origin ignores Range: all of it, stored.
-  if (res.status === 200 && res.body !== null) return completeAnswer(core, writer, job, res, t0, t1)
+  if (res.status === 200 && res.body !== null) {
+    // The resource changed (If-Range did not match), or the origin ignores Range. All of it is
+    // the client's answer when it asked with If-Range itself, or when it is stored (then later
+    // ranges are cut from it); otherwise the client's range is asked for instead.
+    const length = Number(first(res.headers['content-length']) ?? NaN)
+    if (clientIfRange !== undefined || (length <= core.config.memory.maxEntryBytes && storableFromHeaders(core, job, res, t0, t1) === null)) {
+      return completeAnswer(core, writer, job, res, t0, t1)
+    }
+    discard(res.body as Readable)
+    return null
+  }
+  const fields = { ...representationFields(stored.headers), ...res.headers }
   const cr = res.status === 206 ? parseContentRange(first(res.headers['content-range'])) : null
   const length = first(res.headers['content-length'])
   if (cr === null || cr.start !== missing.start || cr.end !== missing.end || cr.total !== span.total ||
-    (length !== undefined && Number(length) !== size) || strongValidator(res.headers) !== validator ||
-    res.body === null || storableFromHeaders(core, job, res, t0, t1, 200) !== null) {
+    (length !== undefined && Number(length) !== size) || strongValidator(fields) !== validator || res.body === null) {
     // An error is the client's answer as well; anything else it cannot use as its range.
     if (res.status >= 400 && res.status !== 416) { core.event(route.name, 'bypass'); return passedThrough(res, 'RANGE') }
-    drainToNull(res.body as Readable | null)
+    discard(res.body as Readable | null)
     return null
   }
-  const fresh = tee(core, res.body as Readable, size, true, (chunks, got, _why, err) => {
+  // Private or no-store now: the client still gets its range, and nothing is stored.
+  const storable = storableFromHeaders(core, job, { ...res, headers: fields }, t0, t1, 200) === null
+  const fresh = tee(core, res.body as Readable, storable ? size : -1, true, (chunks, got, _why, err) => {
     if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: m.path }, 'cache: upstream 206 body failed; nothing stored'); return }
-    if (got !== size) { core.log.warn({ path: m.path, size: got, contentRange: `${cr.start}-${cr.end}` }, 'cache: 206 body does not match its Content-Range; not stored'); return }
-    const part = buildEntry(core, job, res, ownedConcat(chunks, got), t0, t1, cr)
+    if (got !== size) return // reported below
+    const part = buildEntry(core, job, { ...res, headers: fields }, ownedConcat(chunks, got), t0, t1, cr)
     if (typeof part === 'string') return
     void storeCombined(core, writer, route, combine(stored, part))
   })!
-  // The client's range: stored bytes before the new ones, or after them.
+  // The client's range: stored bytes before the new ones, or after them. The new ones are
+  // counted: a body longer or shorter than its Content-Range breaks the client's response
+  // instead of shifting the stored bytes.
   const out = new PassThrough()
   const storedEnd = span.start + stored.body.length
   if (missing.start === storedEnd) out.write(stored.body.subarray(want.start - span.start))
-  fresh.pipe(out, { end: false })
+  let got = 0
+  const broken = (): void => {
+    core.log.warn({ path: m.path, contentRange: `${cr.start}-${cr.end}`, bytes: got }, 'cache: 206 body does not match its Content-Range; the response was cut off and nothing stored')
+    out.destroy(new Error('upstream 206 body does not match its Content-Range'))
+    fresh.destroy()
+  }
+  fresh.on('data', (c: Buffer) => {
+    got += c.length
+    if (got > size) { broken(); return }
+    if (!out.write(c)) fresh.pause()
+  })
+  out.on('drain', () => fresh.resume())
   fresh.once('end', () => {
+    if (got !== size) { broken(); return }
     if (missing.end === span.start - 1) out.write(stored.body.subarray(0, want.end - span.start + 1))
     out.end()
   })
   fresh.once('error', (err) => out.destroy(err))
   out.once('close', () => { if (!out.writableFinished) fresh.destroy() })
   core.event(route.name, 'miss')
-  const headers: Headers = { ...res.headers, 'content-range': `bytes ${want.start}-${want.end}/${span.total}`, 'content-length': String(want.end - want.start + 1) }
-  return { status: 206, headers, body: out, cacheResult: 'miss', cacheStatus: 'sluice; fwd=partial; stored' }
+  const headers: Headers = { ...fields, 'content-range': `bytes ${want.start}-${want.end}/${span.total}`, 'content-length': String(want.end - want.start + 1) }
+  delete headers['content-md5']
+  delete headers['content-digest']
+  return { status: 206, headers, body: out, cacheResult: 'miss', cacheStatus: storable ? 'sluice; fwd=partial; stored' : 'sluice; fwd=partial' }
 }
 
 /**
@@ -235,7 +278,8 @@ export function combine (stored: CacheEntry | undefined, part: CacheEntry): Cach
   const body = Buffer.allocUnsafeSlow(Math.max(aEnd, bEnd) - start)
   stored.body.copy(body, a.start - start)
   part.body.copy(body, b.start - start)
-  return { ...part, body, range: { start, total: b.total } }
+  // The new part's fields replace the stored part's; those it left out are kept (RFC 9111 §3.4).
+  return { ...part, headers: { ...stored.headers, ...part.headers }, body, range: { start, total: b.total } }
 }
 
 /** Store a partial entry, or, when its span is the whole representation, the complete 200 it makes. */

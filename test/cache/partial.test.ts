@@ -30,7 +30,7 @@ function ranges (text: string, etag: string | null, extra: Record<string, string
     const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
     const ifRange = req.headers['if-range']
     const current = ifRange === undefined || (etag !== null && ifRange === etag) || ifRange === extra['last-modified']
-    if (m === null || !current) { res.writeHead(200, h); res.end(text); return }
+    if (m === null || !current) { res.writeHead(200, { ...h, 'content-length': String(text.length) }); res.end(text); return }
     const start = m[1] === '' ? text.length - Number(m[2]) : Number(m[1])
     const end = m[1] === '' || m[2] === '' ? text.length - 1 : Math.min(Number(m[2]), text.length - 1)
     res.writeHead(206, { ...h, 'content-range': `bytes ${start}-${end}/${text.length}` })
@@ -205,7 +205,7 @@ test('missing bytes before the stored part, with Last-Modified as the validator;
   assert.deepEqual(asked('/big')[1], ['bytes=100000-249999', '"b"'])
 })
 
-test('a changed resource comes back whole through If-Range; a 206 of another version is never mixed in; an error is passed on', async () => {
+test('a changed resource comes back whole through If-Range and is stored; a 206 of another version is never mixed in; an error is passed on', async () => {
   let version = 1
   origin.on('/v', (req, res) => ranges(version === 1 ? 'AAAAAAAAAA' : 'BBBBBBBBBB', `"v${version}"`)(req, res))
   await get('/v', { range: 'bytes=0-4' })
@@ -253,4 +253,97 @@ test('a client that leaves while the missing bytes stream: they are still read a
   assert.ok(whole.body === text, 'the combined entry is the whole text')
   assert.match(String(whole.headers['cache-status']), /^sluice; hit/)
   assert.equal(origin.count('/leave'), 2)
+})
+
+test('a changed resource whose whole answer would not be stored: a client without If-Range gets its own range, not all of it; with If-Range, all of it', async () => {
+  // The new version is sent chunked (no length): it could be of any size.
+  let version = 1
+  origin.on('/huge', (req, res) => {
+    if (version === 1 || req.headers.range === undefined || req.headers['if-range'] !== undefined) {
+      if (version === 1) { ranges('AAAAAAAAAA', '"h1"')(req, res); return }
+      res.writeHead(200, { 'cache-control': 'max-age=60', etag: '"h2"' }); res.write('BBBBB'); res.end('BBBBB'); return
+    }
+    ranges('BBBBBBBBBB', '"h2"')(req, res)
+  })
+  await get('/huge', { range: 'bytes=0-4' })
+  version = 2
+  const r = await get('/huge', { range: 'bytes=2-7' })
+  assert.equal(r.status, 206)
+  assert.equal(r.body, 'BBBBBB')
+  assert.equal(r.headers['content-range'], 'bytes 2-7/10')
+  assert.deepEqual(asked('/huge'), [['bytes=0-4', undefined], ['bytes=5-7', '"h1"'], ['bytes=2-7', undefined]])
+  await settle()
+  // The new version's part replaced the old one: the same range is now a hit.
+  assert.match(String((await get('/huge', { range: 'bytes=3-6' })).headers['cache-status']), /^sluice; hit/)
+  // A client that sent If-Range itself accepts all of it, as the origin would send it.
+  origin.on('/huge2', (req, res) => {
+    if (version === 1) { ranges('AAAAAAAAAA', '"g1"')(req, res); return }
+    res.writeHead(200, { 'cache-control': 'max-age=60', etag: '"g2"' }); res.write('CCCCC'); res.end('CCCCC')
+  })
+  version = 1
+  await get('/huge2', { range: 'bytes=0-4' })
+  version = 2
+  const whole = await get('/huge2', { range: 'bytes=2-7', 'if-range': '"g1"' })
+  assert.equal(whole.status, 200)
+  assert.equal(whole.body, 'CCCCCCCCCC')
+  assert.equal(origin.count('/huge2'), 2)
+})
+
+test('the new 206 may leave out Content-Type and the like: the answer and the stored entry keep the part\'s; a private 206 is answered once and not stored', async () => {
+  origin.on('/lean', (req, res) => {
+    if (req.headers['if-range'] === undefined) { ranges('0123456789', '"l"', { 'content-type': 'text/csv', 'content-language': 'fr' })(req, res); return }
+    // RFC 9110 §15.3.7: a 206 answering If-Range need not repeat the representation's fields.
+    const [, a, b] = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range))!
+    res.writeHead(206, { etag: '"l"', 'cache-control': 'max-age=3600', 'content-range': `bytes ${a}-${b}/10`, 'content-length': String(Number(b) - Number(a) + 1) })
+    res.end('0123456789'.slice(Number(a), Number(b) + 1))
+  })
+  await get('/lean', { range: 'bytes=0-4' })
+  const r = await get('/lean', { range: 'bytes=3-9' })
+  assert.equal(r.body, '3456789')
+  assert.equal(r.headers['content-type'], 'text/csv')
+  assert.equal(r.headers['content-language'], 'fr')
+  await settle()
+  const whole = await get('/lean')
+  assert.match(String(whole.headers['cache-status']), /^sluice; hit/)
+  assert.equal(whole.body, '0123456789')
+  assert.equal(whole.headers['content-type'], 'text/csv', 'the combined entry keeps the part\'s fields')
+  assert.equal(whole.headers['content-language'], 'fr')
+  // The missing bytes come back private: the client gets its range from one request, and nothing is stored.
+  let priv = false
+  origin.on('/priv', (req, res) => ranges('0123456789', '"q"', priv ? { 'cache-control': 'private, max-age=60' } : {})(req, res))
+  await get('/priv', { range: 'bytes=0-4' })
+  priv = true
+  const p = await get('/priv', { range: 'bytes=2-8' })
+  assert.equal(p.body, '2345678')
+  assert.equal(p.headers['cache-status'], 'sluice; fwd=partial')
+  assert.equal(origin.count('/priv'), 2)
+  await settle()
+  assert.equal((await get('/priv', { range: 'bytes=2-8' })).headers['cache-status'], 'sluice; fwd=partial')
+})
+
+test('a 206 body longer or shorter than its Content-Range cuts the client\'s response off; the stored bytes are never shifted', async () => {
+  // Chunked 206s (no Content-Length) for the missing bytes: one too long, one too short.
+  let mode = 'part'
+  origin.on('/liar', (req, res) => {
+    if (mode === 'part') { ranges('0123456789', '"z"')(req, res); return }
+    const [, a, b] = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range))!
+    res.writeHead(206, { etag: '"z"', 'cache-control': 'max-age=60', 'content-range': `bytes ${a}-${b}/10` })
+    const body = '0123456789'.slice(Number(a), Number(b) + 1)
+    res.write(mode === 'long' ? body + 'XX' : body.slice(0, 2))
+    res.end()
+  })
+  await get('/liar', { range: 'bytes=5-9' })
+  for (const m of ['long', 'short']) {
+    mode = m
+    // Cut off before the head or in the body, depending on when the count goes wrong; never a complete 206.
+    const outcome = await request(gw.url + '/liar', { headers: { range: 'bytes=2-7' } })
+      .then(async (r) => { const body = await r.body.text(); return `complete: ${r.statusCode} ${body}` }, () => 'cut off')
+      .catch(() => 'cut off')
+    assert.equal(outcome, 'cut off', m)
+  }
+  mode = 'part'
+  await settle()
+  // Nothing was stored from them: the part still holds 5-9 only.
+  assert.match(String((await get('/liar', { range: 'bytes=6-9' })).headers['cache-status']), /^sluice; hit/)
+  assert.equal((await get('/liar', { range: 'bytes=0-9' })).headers['cache-status'], 'sluice; fwd=partial; stored')
 })
