@@ -132,10 +132,12 @@ async function run (file: string): Promise<number> {
     if (stopping) return
     stopping = true
     log.info({ signal }, 'draining: no new connections; in-flight requests may finish')
-    gw.close().then(() => {
+    gw.close().then(async () => {
       log.info('stopped')
-      log.flush?.()
-      setTimeout(() => process.exit(0), 50).unref()
+      // Every line out before exit (a stdout nobody reads is waited for at most 2 s).
+      const { logDrained } = await import('./observability/logger.js')
+      await logDrained(log)
+      process.exit(0)
     }, (err) => {
       log.error({ err }, 'shutdown failed')
       process.exit(1)
@@ -167,7 +169,12 @@ async function runPrimaryProcess (file: string): Promise<number> {
     if (stopping) return
     stopping = true
     log.info({ signal }, 'draining every worker')
-    primary.stop().then(() => { log.info('stopped'); log.flush?.(); setTimeout(() => process.exit(0), 50).unref() }, () => process.exit(1))
+    primary.stop().then(async () => {
+      log.info('stopped')
+      const { logDrained } = await import('./observability/logger.js')
+      await logDrained(log)
+      process.exit(0)
+    }, () => process.exit(1))
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))

@@ -158,6 +158,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
           }
           reloader.watchFiles(tlsFiles(next))
           tracing.configure(next.config.tracing)
+          if (prev.config.log.level !== next.config.log.level) { log.info({ from: prev.config.log.level, to: next.config.log.level }, 'log level changed'); log.level = next.config.log.level }
           const listenShape = (c: Snapshot['config']) => JSON.stringify({ ...c.listen, tls: c.listen.tls ? { minVersion: c.listen.tls.minVersion, client: c.listen.tls.caFile !== undefined } : null })
           if (listenShape(prev.config) !== listenShape(next.config)) log.warn({ key: 'listen' }, 'a change to "listen" (other than the certificate files) takes effect at the next restart')
           for (const k of ['admin', 'redis', 'server', 'cache'] as const) {

@@ -17,6 +17,7 @@ import { compile } from '../config/compile.js'
 import { SnapshotHolder, Reloader, ReloadError, type ReloadResult } from '../config/reload.js'
 import { createMetrics, type Metrics } from '../observability/metrics.js'
 import { latencyByRoute, cacheRatios, historyOf, mergeHistories, type HistoryAnswer } from '../observability/status.js'
+import { logDrained } from '../observability/logger.js'
 import { buildAdmin } from '../admin.js'
 import { mergeUpstreams, type UpstreamView } from './upstreams.js'
 import { cpuProfile } from '../observability/profile.js'
@@ -299,7 +300,7 @@ export function serveWorker (gw: { reloader: { reload (t: string): Promise<Reloa
     else if (m?.type === 'sluice:metrics') void gw.metrics.registry.getMetricsAsJSON().then((j) => reply(m.id, j), () => reply(m.id, []))
     else if (m?.type === 'sluice:shutdown') {
       log.info('worker draining')
-      gw.close().then(() => process.exit(0), () => process.exit(1))
+      gw.close().then(async () => { await logDrained(log); process.exit(0) }, () => process.exit(1))
     }
   })
   process.send?.({ type: 'sluice:ready', pid: process.pid })

@@ -78,7 +78,7 @@ export class AccessLog {
     line += ',"method":"' + f.method + '"'
     if (f.url !== undefined) line += ',"url":' + q(f.url)
     // ms with three decimals, from whole microseconds: no double-to-string conversion per line.
-    const us = Math.round(f.ms * 1000)
+    const us = f.ms > 0 && f.ms < 1e12 ? Math.round(f.ms * 1000) : 0 // never negative, NaN or in exponent form
     line += ',"status":' + f.status + ',"bytes":' + f.bytes + ',"ms":' + Math.floor(us / 1000) + '.' + MS[us % 1000] + ',"cache":"' + f.cache + '","ip":' + q(f.ip)
     if (f.proto !== undefined) line += ',"proto":"' + f.proto + '"'
     if (f.err !== undefined) line += ',"err":' + q(f.err)

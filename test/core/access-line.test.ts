@@ -19,13 +19,36 @@ function capture () {
 const fields = (over: Partial<AccessFields> = {}): AccessFields => ({ reqId: 'r1', route: 'api', upstream: 'origin', method: 'GET', url: '/x', status: 200, bytes: 5, ms: 1.25, cache: 'miss', ip: '127.0.0.1', err: undefined, ...over })
 const tick = () => new Promise((resolve) => setImmediate(resolve))
 
-/** A stand-in for process.stdout that keeps every chunk written; `fail` emits an 'error' as a closed pipe would. */
-interface FakeOut { writableLength: number, write (c: string): boolean, on (e: 'error', l: (err: Error) => void): FakeOut }
-function fakeStdout (): { out: FakeOut, chunks: string[], fail: (e: Error) => void } {
+/**
+ * A stand-in for process.stdout that keeps every chunk written. While `stall()`ed it takes a
+ * chunk but does not finish it (a pipe nobody reads); `resume()` finishes them. `fail` makes
+ * the next writes fail as a closed pipe does ('error', and the write's callback with it).
+ */
+interface FakeOut { writableLength: number, write (c: string, e: BufferEncoding, done: (err?: Error | null) => void): boolean, on (e: 'error', l: (err: Error) => void): FakeOut }
+function fakeStdout (): { out: FakeOut, chunks: string[], fail: (e: Error) => void, stall: () => void, resume: () => void } {
   const chunks: string[] = []
   let onError: ((e: Error) => void) | undefined
-  const out: FakeOut = { writableLength: 0, write (c) { chunks.push(c); return true }, on (_e, l) { onError = l; return out } }
-  return { out, chunks, fail: (e) => onError?.(e) }
+  let stalled = false
+  let failure: Error | null = null
+  const waiting: (() => void)[] = []
+  const out: FakeOut = {
+    writableLength: 0,
+    write (c, _e, done) {
+      if (failure !== null) { const f = failure; onError?.(f); done(f); return false }
+      chunks.push(c)
+      if (stalled) { out.writableLength += c.length; waiting.push(() => { out.writableLength -= c.length; done() }); return false }
+      done()
+      return true
+    },
+    on (_e, l) { onError = l; return out }
+  }
+  return {
+    out,
+    chunks,
+    fail: (e) => { failure = e },
+    stall: () => { stalled = true },
+    resume: () => { stalled = false; while (waiting.length > 0) waiting.shift()!() }
+  }
 }
 
 test('an access line is pino\'s format and valid JSON whatever the URL or request ID holds', async () => {
@@ -43,6 +66,10 @@ test('an access line is pino\'s format and valid JSON whatever the URL or reques
   assert.equal(l.upstream, undefined)
   assert.equal(l.err, 'SLUICE_ERR_UPSTREAM_RESET')
   assert.equal(l.ms, 1.25)
+  // A duration that is not a finite positive number is written as 0, never as invalid JSON.
+  for (const ms of [-0.001, NaN, Infinity, 1e21]) a.write(fields({ ms }))
+  await tick()
+  assert.deepEqual(lines().slice(1).map((x) => x.ms), [0, 0, 0, 0])
   a.close()
 })
 
@@ -71,24 +98,73 @@ test('through Sluice\'s sink an access line is ASCII, batched with pino\'s lines
   assert.equal(chunks.join('').split('\n').filter(Boolean).length, 102, 'nothing below the log level')
 })
 
-test('a stdout that is not being read: lines past the queue bound are dropped and counted, then reported once writing resumes; a closed stdout drops too', () => {
-  const { out, chunks, fail } = fakeStdout()
+test('a stdout that is not being read: one chunk at a time goes to it, lines past the queue bound are dropped and counted, then reported once writing resumes; a closed stdout drops, the failed chunk\'s lines too', () => {
+  const { out, chunks, fail, stall, resume } = fakeStdout()
   const sink = new LogSink(out, 1000)
   const before = droppedLogLines()
-  sink.write('{"a":1}\n'); sink.flush()
-  out.writableLength = 5000 // the reader stalled: more queued than the bound
-  for (let i = 0; i < 3; i++) { sink.write('{"b":1}\n'); sink.flush() }
-  assert.equal(droppedLogLines() - before, 3)
+  const line = (n: number) => `{"n":${n},"pad":"${'x'.repeat(280)}"}\n` // 300 bytes
+  sink.write(line(0)); sink.flush()
   assert.equal(chunks.length, 1)
-  out.writableLength = 0 // it reads again
-  sink.write('{"c":1}\n'); sink.flush()
-  assert.equal(chunks.length, 3)
-  assert.deepEqual({ ...JSON.parse(chunks[1]), time: undefined }, { level: 40, time: undefined, service: 'sluice', dropped: 3, msg: 'log lines dropped: stdout was not being read' })
-  assert.equal(chunks[2], '{"c":1}\n')
+  stall() // the reader stalled
+  for (let i = 1; i <= 10; i++) { sink.write(line(i)); sink.flush() }
+  // Line 1 is in flight; 2 and 3 wait in the sink's queue (1000 bytes); 4 to 10 are dropped.
+  assert.equal(chunks.length, 2, 'stdout is handed one chunk at a time')
+  assert.equal(droppedLogLines() - before, 7)
+  resume()
+  assert.deepEqual(chunks.slice(1).map((c) => JSON.parse(c).n ?? JSON.parse(c).msg), [1, 'log lines dropped: stdout was not being read', 2, 3])
+  assert.equal(JSON.parse(chunks[2]).dropped, 7)
+  assert.equal(JSON.parse(chunks[2]).level, 40)
+  // EPIPE: the chunk whose write failed and every later line are dropped and counted.
   fail(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }))
-  sink.write('{"d":1}\n'); sink.flush()
-  assert.equal(chunks.length, 3)
-  assert.equal(droppedLogLines() - before, 4)
+  sink.write(line(11)); sink.flush()
+  sink.write(line(12)); sink.flush()
+  assert.equal(chunks.length, 5)
+  assert.equal(droppedLogLines() - before, 9)
+})
+
+test('stdout taken by one process at a time: two processes sharing a slow pipe never split each other\'s lines', async () => {
+  const loggerJs = new URL('../../src/observability/logger.js', import.meta.url).href
+  const writer = (id: string) => `"${process.execPath}" --input-type=module -e '
+    const { LogSink } = await import(${JSON.stringify(loggerJs)})
+    const sink = new LogSink(process.stdout)
+    let seq = 0
+    const burst = () => {
+      for (let i = 0; i < 200; i++) sink.writeAscii(JSON.stringify({ w: "${id}", seq: seq++, b: "${id}".repeat(150 + (seq % 50)) }) + "\\n")
+      sink.flush()
+      if (seq < 10000) setImmediate(burst)
+    }
+    burst()'`
+  const child = spawn('sh', ['-c', `${writer('A')} & ${writer('B')} & wait`], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let text = ''
+  child.stdout!.setEncoding('latin1')
+  // A slow reader: the pipe fills, and each writer's chunks wait.
+  child.stdout!.on('data', (d: string) => { text += d; child.stdout!.pause(); setTimeout(() => child.stdout!.resume(), 2) })
+  await new Promise((resolve) => child.on('close', resolve))
+  const lines = text.split('\n').filter(Boolean)
+  assert.equal(lines.length, 20000)
+  const broken = lines.filter((l) => { try { const o = JSON.parse(l) as { w: string, b: string }; return o.b !== o.w.repeat(o.b.length) } catch { return true } })
+  assert.deepEqual(broken.slice(0, 2), [], `${broken.length} lines were split`)
+})
+
+test('pino\'s fatal writes out the held lines and itself at once; a graceful stop waits until stdout has taken every line', async () => {
+  const loggerJs = new URL('../../src/observability/logger.js', import.meta.url).href
+  const run = async (script: string, readAfterMs: number): Promise<string[]> => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `const { createLogger, logDrained } = await import(${JSON.stringify(loggerJs)}); ${script}`], { stdio: ['ignore', 'pipe', 'inherit'] })
+    child.stdout!.pause()
+    await new Promise((resolve) => setTimeout(resolve, readAfterMs))
+    let text = ''
+    child.stdout!.setEncoding('utf8')
+    child.stdout!.on('data', (d: string) => { text += d })
+    child.stdout!.resume()
+    await new Promise((resolve) => child.on('close', resolve))
+    return text.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg)
+  }
+  // pino calls flushSync() with no descriptor on fatal; then the process exits.
+  assert.deepEqual(await run("const log = createLogger('info'); log.info('one'); log.info('two'); log.fatal('FATAL'); process.exit(1)", 0), ['one', 'two', 'FATAL'])
+  // 5,000 lines (1.3 MB) into a pipe read only after 500 ms: a stop that waits for the drain loses none.
+  const lines = await run("const log = createLogger('info'); for (let i = 0; i < 5000; i++) log.info({ pad: 'x'.repeat(200) }, 'line ' + i); log.info('stopped'); await logDrained(log, 5000); process.exit(0)", 500)
+  assert.equal(lines.length, 5001)
+  assert.equal(lines.at(-1), 'stopped')
 })
 
 test('a real pipe nobody reads never blocks the process: it keeps running, drops past the bound, and says so when read again', async () => {

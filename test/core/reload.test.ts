@@ -107,3 +107,21 @@ test('an open SSE stream survives a reload, and in-flight requests finish on the
   const line = gw.logs.find((l) => l.msg === 'request' && l.url === '/sse')
   assert.equal(line?.route, 'all', 'the request finished on the snapshot it started with')
 })
+
+test('a reload changes log.level at once: at warn, info lines (the access lines among them) stop; back at info, they return', async (t) => {
+  const gw = await startTestGateway(withRoute(origin, ''))
+  t.after(() => gw.close())
+  const accessLines = () => gw.logs.filter((l) => l.msg === 'request').length
+  await get(gw.url + '/a')
+  await until('the access line', () => accessLines() === 1)
+  gw.write(withRoute(origin, '').replace('level: info', 'level: warn'))
+  assert.equal((await request(gw.adminUrl + '/admin/reload', { method: 'POST' })).statusCode, 200)
+  assert.ok(gw.logs.some((l) => l.msg === 'log level changed' && l.to === 'warn'))
+  await get(gw.url + '/b')
+  await sleep(50)
+  assert.equal(accessLines(), 1, 'no info lines at warn')
+  gw.write(withRoute(origin, ''))
+  assert.equal((await request(gw.adminUrl + '/admin/reload', { method: 'POST' })).statusCode, 200)
+  await get(gw.url + '/c')
+  await until('access lines again', () => accessLines() === 2)
+})
