@@ -3,7 +3,7 @@
 // start and reloads must swap routes atomically. The request body is never parsed: it
 // streams to the upstream. Every request is observed once (metrics and the access line) by
 // observeRequest: right after the bytes are written, or when the response closes.
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyError, type FastifyRequest, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
@@ -262,7 +262,42 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
 
 
   app.addHook('onClose', async () => { accessLog.close() })
-  app.server.on('upgrade', handleUpgrade(tunnels))
+  app.server.on('upgrade', handleUpgrade(tunnels, (req, socket, head) => {
+    // An Upgrade Sluice does not take (not WebSocket): the request as a plain one, on a response
+    // of its own (Node's parser has let go of the socket), and the connection closes after it.
+    // Node's parser ends the request at its head: a body (Content-Length bytes, the first of
+    // them in `head`) is read from the socket here, into a message of its own.
+    let incoming = req
+    const length = Number(req.headers['content-length'] ?? 0)
+    if (length > 0) {
+      const m = new IncomingMessage(socket as Socket)
+      m.method = req.method
+      m.url = req.url
+      m.headers = req.headers
+      m.rawHeaders = req.rawHeaders
+      m.httpVersion = req.httpVersion
+      m.httpVersionMajor = req.httpVersionMajor
+      m.httpVersionMinor = req.httpVersionMinor
+      let left = length
+      const feed = (b: Buffer): void => {
+        const part = b.length > left ? b.subarray(0, left) : b
+        left -= part.length
+        if (part.length > 0 && !m.push(part)) socket.pause()
+        if (left === 0) { socket.off('data', feed); m.complete = true; m.push(null) }
+      }
+      feed(head)
+      if (left > 0) socket.on('data', feed)
+      incoming = m
+    } else if (!req.complete) { req.complete = true; req.push(null) }
+    const res = new ServerResponse(incoming)
+    res.shouldKeepAlive = false
+    res.assignSocket(socket as Socket)
+    // Node's server passes the socket's 'drain' on to the response it is writing; this one too.
+    const drain = (): void => { res.emit('drain') }
+    socket.on('drain', drain)
+    res.once('finish', () => { socket.off('drain', drain); res.detachSocket(socket as Socket); socket.end() })
+    app.server.emit('request', incoming, res)
+  }))
   return app
 }
 

@@ -81,6 +81,14 @@ export interface TunnelDeps {
 /** An upstream's handshake answer larger than this is not a handshake. */
 const MAX_HEAD = 65536
 /**
+ * When the client ends its half of a tunnel, the upstream is told (its half is ended too) and
+ * has this long to send what it still has (the answer to a Close frame) and close; then both
+ * are closed. When the upstream ends first, both close once the client has everything it sent.
+ */
+const LINGER_MS = 2000
+/** A refusal relayed without a length (chunked, or until the upstream closes) is cut past this many body bytes. */
+const MAX_REFUSAL_BODY = 1 << 20
+/**
  * A tunnel has no idle timeout (a quiet WebSocket is a healthy one), so a peer that vanished
  * without closing (a NAT that forgot the flow, a host that lost power) is found by TCP
  * keep-alive probes instead, starting after this much silence, on the upstream connection and
@@ -104,8 +112,16 @@ interface TunnelClient {
   reject (e: SluiceError): void
   /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. Not null: the handshake is not valid for this client (Sluice answers that error). */
   accept (head: string, headBytes: Buffer, rest: Buffer): { code: ErrorCode, message: string } | null
-  /** The upstream refused with `status`: relay its answer (`buf` holds the head and what followed), then close. Not null: the answer cannot be relayed (Sluice answers that error). */
-  refuse (head: string, status: number, buf: Buffer, headEnd: number, upstream: Socket, closeBoth: () => void): { code: ErrorCode, message: string } | null
+  /**
+   * The upstream refused with `status`: send the client that answer's head (`head` as text,
+   * `headBytes` as received; `length`: its Content-Length, null when it has none). The body
+   * follows (Tunnel.relayBody). Not null: the answer cannot be relayed (Sluice answers that error).
+   */
+  refuse (head: string, status: number, headBytes: Buffer, length: number | null): { code: ErrorCode, message: string } | null
+  /** Whether a refusal's body goes to the client as received (HTTP/1.1: its chunked framing too) or decoded (HTTP/2 has its own framing). */
+  readonly rawBody: boolean
+  /** Close the client side: `abort` at once (a reset, an error), else after what was written to it has gone out. */
+  close (abort: boolean): void
 }
 
 /** What the tunnel needs to know about the client's request, whatever its protocol. */
@@ -243,12 +259,68 @@ class Tunnel {
       : netConnect({ host, port })
     this.upstream = upstream
     upstream.setKeepAlive(true, TUNNEL_KEEPALIVE_MS)
-    // WebSocket never relies on TCP half-close: when either side ends or closes, close both
-    // (HTTP server sockets allow half-open connections, which would otherwise linger).
-    const closeBoth = (): void => { socket.destroy(); upstream.destroy(); this.finish() }
-    const timer = setTimeout(() => { upstream.destroy(); this.fail('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`) }, up.config.connectTimeoutMs)
+    // How the two sides close depends on the phase:
+    // - 'handshake': either side ending or closing closes both at once.
+    // - 'failed' (Sluice answered an error) and 'relay' (a refusal is being relayed): the
+    //   client is closed once it has been sent the whole answer; the client leaving closes both.
+    // - 'open' (a tunnel): a side that ends its half has what it sent written to the other,
+    //   which is then ended too (the pipes do that). Both close once the client has all the
+    //   upstream sent, or LINGER_MS after the client ended if the upstream does not close.
+    //   A side that closes without ending (a reset, an error) closes the other at once.
+    let phase: 'handshake' | 'failed' | 'relay' | 'open' = 'handshake'
+    let closed = false
+    let linger: NodeJS.Timeout | null = null
+    const closeBoth = (abort = true): void => {
+      if (closed) return
+      closed = true
+      if (linger !== null) clearTimeout(linger)
+      clearTimeout(timer)
+      upstream.destroy()
+      client.close(abort)
+      this.finish()
+    }
+    /** The client has been sent its whole answer (an error or a refusal): close both once it has it. */
+    const closeWhenSent = (): void => {
+      upstream.destroy()
+      if (socket.writableFinished) closeBoth(false)
+      else socket.once('finish', () => closeBoth(false))
+    }
+    const settle = (): void => {
+      if (closed) return
+      const clGone = socket.destroyed || socket.closed
+      if (phase === 'handshake') {
+        // The upstream hung up without answering: the client gets a 502 (if the connection to it was made).
+        if (!clGone && !socket.readableEnded && (upstream.readableEnded || upstream.destroyed) && !client.started() && upstream.remoteAddress !== undefined) failed('SLUICE_ERR_UPSTREAM_RESET', `upstream "${up.name}": the connection closed before the WebSocket handshake was answered`)
+        else closeBoth()
+        return
+      }
+      if (phase === 'failed' || phase === 'relay') { if (clGone) closeBoth(); return }
+      const upGone = upstream.destroyed || upstream.closed
+      // A side that closed without ending its half: a reset or an error.
+      if ((upGone && !upstream.readableEnded) || (clGone && !socket.readableEnded)) { closeBoth(); return }
+      // The upstream is done and the client has everything it sent.
+      if ((upstream.readableEnded && socket.writableFinished) || (upGone && clGone)) { closeBoth(false); return }
+      // The client is done and the upstream has been told: it gets LINGER_MS to answer and close.
+      if (socket.readableEnded && upstream.writableFinished && linger === null) {
+        linger = setTimeout(() => closeBoth(false), LINGER_MS)
+        linger.unref()
+      }
+    }
+    const failed = (code: ErrorCode | SluiceError, message?: string): void => {
+      if (closed || phase === 'failed') return
+      phase = 'failed'
+      clearTimeout(timer)
+      this.failWith(code instanceof SluiceError ? code : new SluiceError(code, message))
+      closeWhenSent()
+    }
+    let timer = setTimeout(() => failed('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": connect timeout`), up.config.connectTimeoutMs)
     upstream.once(secure ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer)
+      // The handshake's answer has the upstream's response deadline, as any request's headers do.
+      timer = setTimeout(() => {
+        upstream.off('data', onHead)
+        failed('SLUICE_ERR_UPSTREAM_TIMEOUT', `upstream "${up.name}": no answer to the WebSocket handshake within ${up.config.timeoutMs} ms`)
+      }, up.config.timeoutMs)
       // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
       // forwarding headers replaced from untrusted peers), then the two upgrade headers.
       const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
@@ -264,7 +336,8 @@ class Tunnel {
         const v = headers[k]
         for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`)
       }
-      upstream.write(lines.join('\r\n') + '\r\n\r\n')
+      // Latin-1: header bytes Node read as Latin-1 (obs-text) go upstream as they came.
+      upstream.write(lines.join('\r\n') + '\r\n\r\n', 'latin1')
       // Nothing more from the client reaches the upstream until it has agreed to switch (101):
       // a refused handshake leaves a plain HTTP connection, and relaying the client's later bytes
       // would let them reach the upstream as requests the gateway never routed (smuggling).
@@ -272,7 +345,11 @@ class Tunnel {
       const onHead = (d: Buffer): void => {
         buf = buf.length === 0 ? d : Buffer.concat([buf, d])
         const end = buf.indexOf('\r\n\r\n')
-        if (end === -1) { if (buf.length > MAX_HEAD) closeBoth(); return }
+        if (end === -1) {
+          if (buf.length > MAX_HEAD) { upstream.off('data', onHead); failed('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream's answer to the WebSocket handshake has a head over ${MAX_HEAD} bytes`) }
+          return
+        }
+        clearTimeout(timer)
         upstream.off('data', onHead)
         const text = buf.toString('latin1', 0, end)
         this.headBytes = end + 4
@@ -280,8 +357,9 @@ class Tunnel {
         if (this.attempt !== null) { Tracing.endAttempt(this.attempt, st); this.attempt = null }
         if (/^HTTP\/1\.1 101 /.test(text)) {
           const refusal = client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))
-          if (refusal !== null) { this.fail(refusal.code, refusal.message); upstream.destroy(); return }
+          if (refusal !== null) { failed(refusal.code, refusal.message); return }
           this.result = 'opened'; this.status = client.proto === 'h2' ? 200 : 101; this.err = undefined
+          phase = 'open'
           events.opened(client.proto)
           if (client.early !== null && client.early.length > 0) upstream.write(client.early)
           upstream.pipe(socket)
@@ -290,10 +368,19 @@ class Tunnel {
           return
         }
         // No status line, or an interim 1xx other than 101: not an answer to the handshake.
-        if (st < 200) { this.fail('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${st === 0 ? 'no status line' : st}`); closeBoth(); return }
+        if (st < 200) { failed('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${st === 0 ? 'no status line' : st}`); return }
+        // A refusal: its head, then its body (by its Content-Length, its chunked framing, or
+        // until the upstream closes), then both sides close.
+        const cls = [...text.matchAll(/\r\ncontent-length:[ \t]*([^\r]*)/gi)].map((m) => m[1].trim())
+        const chunked = /\r\ntransfer-encoding:[^\r]*chunked/i.test(text)
+        if (cls.length > 1 || (cls.length === 1 && !/^\d{1,15}$/.test(cls[0])) || (chunked && cls.length > 0)) { failed('SLUICE_ERR_UPSTREAM_PROTOCOL', 'The upstream\'s answer to the WebSocket handshake has an invalid length'); return }
+        const noBody = st === 204 || st === 304
+        const length = noBody ? 0 : cls.length === 1 ? Number(cls[0]) : null
         this.result = 'refused'; this.status = st; this.err = undefined
-        const bad = client.refuse(text, st, buf, end, upstream, closeBoth)
-        if (bad !== null) { this.fail(bad.code, bad.message); closeBoth() }
+        phase = 'relay'
+        const bad = client.refuse(text, st, buf.subarray(0, end + 4), length)
+        if (bad !== null) { failed(bad.code, bad.message); return }
+        relayBody(upstream, buf.subarray(end + 4), length !== null ? length : chunked ? 'chunked' : 'close', socket, client.rawBody, closeWhenSent, () => closeBoth())
       }
       upstream.on('data', onHead)
     })
@@ -301,38 +388,120 @@ class Tunnel {
       clearTimeout(timer)
       log.warn({ route: route.name, upstream: up.name, proto: client.proto, err: e.message }, 'websocket upstream error')
       // The same codes as an ordinary request's: TLS, DNS, refused, reset (src/upstream/errors.ts).
-      if (!client.started()) this.failWith(mapUpstreamError(e, up.name, false))
-      else socket.destroy()
+      if (!client.started() && phase === 'handshake') failed(mapUpstreamError(e, up.name, false))
+      else closeBoth()
     })
-    socket.on('end', closeBoth)
-    socket.on('close', closeBoth)
-    upstream.on('end', closeBoth)
-    upstream.on('close', closeBoth)
+    for (const d of [socket, upstream]) { d.on('end', settle); d.on('close', settle); d.on('finish', settle) }
   }
 }
 
 /**
- * A refusal with a Content-Length: `first` and what the upstream sends next, up to `total`
- * bytes, go to the client; then both sides close (the upstream connection is not reused).
+ * The framing of a chunked body (RFC 9112 §7.1), followed to find where it ends; `feed` returns
+ * how many of the bytes belong to the body and puts the decoded data in `out`. Throws on framing
+ * that is not valid.
  */
-function relayBounded (upstream: Socket, first: Buffer, total: number, out: Duplex, closeBoth: () => void): void {
-  let got = first
-  const relay = (chunk: Buffer): void => {
-    got = chunk === got ? got : Buffer.concat([got, chunk])
-    if (got.length < total) return
-    upstream.off('data', relay)
-    out.once('finish', closeBoth)
-    out.end(got.subarray(0, total))
+class ChunkedFraming {
+  private state: 'size' | 'data' | 'crlf' | 'trailer' | 'done' = 'size'
+  private line = ''
+  private left = 0
+  get done (): boolean { return this.state === 'done' }
+
+  feed (b: Buffer, out: Buffer[]): number {
+    let i = 0
+    while (i < b.length && this.state !== 'done') {
+      if (this.state === 'data') {
+        const n = Math.min(this.left, b.length - i)
+        out.push(b.subarray(i, i + n))
+        i += n
+        this.left -= n
+        if (this.left === 0) this.state = 'crlf'
+        continue
+      }
+      const c = b[i++]
+      if (c !== 0x0a) {
+        if (this.line.length >= 4096) throw new Error('chunk line too long')
+        this.line += String.fromCharCode(c)
+        continue
+      }
+      const line = this.line.endsWith('\r') ? this.line.slice(0, -1) : this.line
+      this.line = ''
+      if (this.state === 'size') {
+        const m = /^([0-9a-fA-F]{1,8})[ \t]*(;.*)?$/.exec(line)
+        if (m === null) throw new Error('chunk size not valid')
+        this.left = parseInt(m[1], 16)
+        this.state = this.left === 0 ? 'trailer' : 'data'
+      } else if (this.state === 'crlf') {
+        if (line !== '') throw new Error('chunk data longer than its size')
+        this.state = 'size'
+      } else if (line === '') this.state = 'done'
+    }
+    return i
   }
-  upstream.on('data', relay)
-  relay(got)
 }
 
-/** HTTP/1.1 Upgrade: the server's 'upgrade' event. */
-export function handleUpgrade (deps: TunnelDeps) {
+/**
+ * A refusal's body, after its head: `first` (what came with the head), then what the upstream
+ * sends, to the client with back-pressure. `framing`: the Content-Length; 'chunked' (followed
+ * to its end, and decoded unless `raw`); or 'close' (until the upstream closes, at most
+ * MAX_REFUSAL_BODY bytes). Then the client is ended and `done` is called; `abort` when the
+ * upstream's body ends early, runs over its bound, or has bad framing.
+ */
+function relayBody (upstream: Socket, first: Buffer, framing: number | 'chunked' | 'close', out: Duplex, raw: boolean, done: () => void, abort: () => void): void {
+  let left = typeof framing === 'number' ? framing : MAX_REFUSAL_BODY
+  const chunks = framing === 'chunked' ? new ChunkedFraming() : null
+  let over = false
+  const finish = (): void => {
+    if (over) return
+    over = true
+    upstream.off('data', onData)
+    upstream.off('end', onEnd)
+    out.end()
+    done()
+  }
+  const send = (b: Buffer): void => {
+    if (b.length > 0 && !out.write(b)) { upstream.pause(); out.once('drain', () => upstream.resume()) }
+  }
+  function onData (d: Buffer): void {
+    if (over) return
+    if (chunks !== null) {
+      const data: Buffer[] = []
+      let used: number
+      try { used = chunks.feed(d, data) } catch { over = true; abort(); return }
+      left -= used
+      if (left < 0) { over = true; abort(); return }
+      if (raw) send(used === d.length ? d : d.subarray(0, used))
+      else for (const b of data) send(b)
+      if (chunks.done) finish()
+      return
+    }
+    const part = d.length > left ? d.subarray(0, left) : d
+    left -= part.length
+    send(part)
+    if (left === 0) { if (framing === 'close') { over = true; abort() } else finish() }
+  }
+  function onEnd (): void {
+    if (framing === 'close') finish()
+    else if (!over) { over = true; abort() }
+  }
+  upstream.on('data', onData)
+  upstream.on('end', onEnd)
+  if (typeof framing === 'number' && framing === 0) { finish(); return }
+  onData(first)
+}
+
+/**
+ * HTTP/1.1 Upgrade: the server's 'upgrade' event. Node hands every request with an Upgrade
+ * header here. One that asks for another protocol (`h2c` from `curl --http2`, say) is served
+ * as the plain request it also is (`asRequest`, `head` being the start of its body; then the
+ * connection closes): a server may ignore Upgrade (RFC 9110 §7.8). With a chunked body it is
+ * refused (400 SLUICE_ERR_UPGRADE_REFUSED), as before.
+ */
+export function handleUpgrade (deps: TunnelDeps, asRequest: (req: IncomingMessage, socket: Duplex, head: Buffer) => void) {
   return function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const t0 = performance.now()
     socket.on('error', () => {})
+    const protocol = String(req.headers.upgrade ?? '').toLowerCase()
+    if (!/(^|[\s,])websocket([\s,/]|$)/.test(protocol) && req.headers['transfer-encoding'] === undefined) { asRequest(req, socket, head); return }
     const snap = deps.current()
     // The tunnel's request carries the request ID upstream too (src/request-id.ts).
     const reqId = assignRequestId(req, snap.requestId)
@@ -349,7 +518,7 @@ export function handleUpgrade (deps: TunnelDeps) {
       headers: req.headers,
       socket: req.socket,
       remoteAddress: req.socket.remoteAddress,
-      protocol: String(req.headers.upgrade ?? '').toLowerCase()
+      protocol
     }, {
       proto: 'http/1.1',
       duplex: socket,
@@ -362,12 +531,22 @@ export function handleUpgrade (deps: TunnelDeps) {
         ;(socket as Socket).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS)
         return null
       },
-      refuse (text, _status, buf, end, upstream, closeBoth) {
-        // Relay the upstream's answer (its Content-Length, or until it closes), then close.
-        const cl = /\r\ncontent-length:[ \t]*(\d+)/i.exec(text)
-        if (cl === null) { socket.write(buf); upstream.pipe(socket); return null }
-        relayBounded(upstream, buf, end + 4 + Number(cl[1]), socket, closeBoth)
+      // The upstream's answer as it came: its head, then its body with its own framing.
+      refuse (_text, _status, headBytes) {
+        socket.write(headBytes)
         return null
+      },
+      rawBody: true,
+      close (abort) {
+        if (abort || socket.destroyed) { socket.destroy(); return }
+        // Written out first; a client that keeps its half open is not waited for.
+        if (!socket.writableEnded) socket.end()
+        if (socket.writableFinished) socket.destroy()
+        else {
+          const t = setTimeout(() => socket.destroy(), LINGER_MS)
+          t.unref()
+          socket.once('finish', () => { clearTimeout(t); socket.destroy() })
+        }
       }
     }).start()
   }
@@ -465,21 +644,17 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
       if (rest.length > 0) stream.write(rest)
       return null
     },
-    refuse (text, status, buf, end, upstream, closeBoth) {
-      // Relay the upstream's answer (status, fields, body: its Content-Length, or until it closes).
-      const fields = headFields(text)
-      const cl = fields.find(([k]) => k === 'content-length')?.[1]
-      const bad = respond(status, fields, cl ?? null)
-      if (bad !== null) return bad
-      const body = buf.subarray(end + 4)
-      if (status === 204 || status === 304) { stream.end(); closeBoth(); return null }
-      if (cl === undefined) {
-        if (body.length > 0) stream.write(body)
-        upstream.pipe(stream)
-        return null
-      }
-      relayBounded(upstream, body, Number(cl), stream, closeBoth)
-      return null
+    // The upstream's answer: its status and fields, then its body (decoded from chunked framing).
+    refuse (text, status, _headBytes, length) {
+      return respond(status, headFields(text), length !== null && status !== 204 && status !== 304 ? String(length) : null)
+    },
+    rawBody: false,
+    close (abort) {
+      if (stream.destroyed || stream.closed) return
+      // Ended first: a stream Sluice closes is not counted as the client's reset
+      // (src/edge/server.ts, rapid reset). NO_ERROR waits until what was written has gone out.
+      if (!stream.writableEnded) stream.end()
+      stream.close(abort ? h2c.NGHTTP2_CANCEL : h2c.NGHTTP2_NO_ERROR)
     }
   }).start()
 }
