@@ -111,9 +111,14 @@ export class Coalescer implements FillHooks {
 
   // ---- in-process ---------------------------------------------------------------------------
 
-  /** After an uncacheable answer (not a failure), the key goes straight upstream for hitForMissSeconds. */
+  /**
+   * After an uncacheable answer (not a failure), the key goes straight upstream for
+   * hitForMissSeconds. Not when it was uncacheable because of this request (its Authorization
+   * or Cookie): the next client's answer may well be stored.
+   */
   private rememberUncacheable (key: string, f: Fill, rc: CacheRouteConfig): void {
-    if (f.reason !== undefined && f.reason !== 'ERROR' && f.reason !== 'BODY-ERROR') this.hitForMiss.set(key, this.core.now() + rc.hitForMissSeconds * 1000)
+    const r = f.reason
+    if (r !== undefined && r !== 'ERROR' && r !== 'BODY-ERROR' && r !== 'AUTHORIZATION' && r !== 'COOKIE') this.hitForMiss.set(key, this.core.now() + rc.hitForMissSeconds * 1000)
   }
 
   /** Wait for a fill led by another request (here or on another replica), boundedly, then answer from it. */

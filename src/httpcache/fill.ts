@@ -153,7 +153,10 @@ export function tee (core: CacheCore, body: Readable, limit: number, toClient: b
       size += c.length
       if (size > limit) { collecting = false; chunks.length = 0; collected(null, size, 'TOO-LARGE') } else chunks.push(c)
     }
-    if (!clientGone && out !== null && !out.write(c)) body.pause()
+    // While the cache is still collecting, a slow client does not hold the fill back: the chunks
+    // are held for the cache anyway, and the client's buffer holds the same ones. Past the
+    // limit (or with nothing collected), the upstream goes at the client's pace.
+    if (!clientGone && out !== null && !out.write(c) && !collecting) body.pause()
     if (clientGone && !collecting) discard(body) // nobody wants the rest
   })
   body.once('end', () => { if (collecting) { collecting = false; collected(chunks, size) } out?.end() })
@@ -223,6 +226,13 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   if (res.status === 304 && stale !== undefined) {
     drainToNull(res.body as Readable | null)
     const e = revalidated(core, stale, res, route, t0, t1)
+    // The 304's fields may make the response unstorable now (private, no-store): then it
+    // answers this client only, and neither the store nor the waiting clients get it.
+    const why = storableFromHeaders(core, job, { ...res, headers: e.headers }, t0, t1, stale.status)
+    if (why !== null) {
+      done({ reason: why })
+      return respond(core, e, route, req, `sluice; fwd=stale; fwd-status=304; detail=${why}`, 'revalidated', t1)
+    }
     done({ entry: e }, writer.store(e, route))
     return respond(core, e, route, req, 'sluice; fwd=stale; fwd-status=304; stored', 'revalidated', t1)
   }

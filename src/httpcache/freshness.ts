@@ -36,7 +36,8 @@ export function usability (e: CacheEntry, rc: CacheRouteConfig, reqD: Directives
 
 /** stale-if-error: may this entry answer for an upstream that failed? */
 export function canServeStaleOnError (e: CacheEntry, now: number): boolean {
-  return !e.mustRevalidate && -ttlMs(e, now) <= Math.max(e.sieMs, 0)
+  // no-cache (like must-revalidate) forbids a stale answer: it is served only once validated (RFC 9111 §4.2.4).
+  return !e.mustRevalidate && !e.noCache && -ttlMs(e, now) <= Math.max(e.sieMs, 0)
 }
 
 /** refreshAheadPercent: a fresh entry past that share of its lifetime is refreshed in the background. */
@@ -51,9 +52,9 @@ export function entryTiming (f: Freshness, t0: number, t1: number) {
     responseTime: t1,
     lifetimeMs: f.lifetimeMs,
     initialAgeMs: f.initialAgeMs,
-    // must-revalidate (or s-maxage) forbids any stale use, whatever the stale windows say.
-    swrMs: f.mustRevalidate ? 0 : f.swrMs,
-    sieMs: f.mustRevalidate ? 0 : f.sieMs,
+    // must-revalidate (or s-maxage) and no-cache forbid any stale use, whatever the stale windows say.
+    swrMs: f.mustRevalidate || f.noCache ? 0 : f.swrMs,
+    sieMs: f.mustRevalidate || f.noCache ? 0 : f.sieMs,
     mustRevalidate: f.mustRevalidate,
     noCache: f.noCache
   }

@@ -19,7 +19,9 @@
 //   decides nothing. A probe never reported within max(resetTimeoutMs, 1 s) is presumed lost
 //   and its slot freed, so a caller that forgets record() cannot wedge the breaker half-open.
 // - record() classifies: connect errors, resets, timeouts and failureStatuses are failures;
-//   a 4xx never is; a client abort is not the upstream's fault and counts as a success.
+//   a 4xx never is; a client abort is not the upstream's fault and counts as a success while
+//   closed. A half-open probe that ends that way (or with no target in rotation) decides
+//   nothing: its slot is freed for the next probe.
 // - Transitions set sluice_circuit_state, count sluice_circuit_transitions_total and log once.
 import CircuitBreaker from 'opossum'
 import type { Logger } from 'pino'
@@ -228,6 +230,14 @@ export class Breaker {
     const gen = ticket.probeGen
     if (gen >= 0 && gen === this.halfOpenGen && this.probesInFlight > 0) this.probesInFlight--
     ticket.probeGen = RECORDED
+    // A probe that tested nothing (its client left, its body was too large or too slow, no
+    // target was in rotation) decides nothing: its slot is free and the next probe decides.
+    // Counted as a success, it would close the breaker on an upstream that never answered.
+    if (gen >= 0 && gen === this.halfOpenGen && this.cb.halfOpen && outcome.error !== undefined && outcome.error !== null && failure === null) {
+      ticket.settle = null
+      ticket.shadow = false
+      return
+    }
     // Half-open is decided by this round's probes only. An attempt admitted earlier (while
     // closed, or an earlier round's probe) that finishes now is dropped: through opossum any
     // success would close the breaker and any failure reopen it, with no probe having run.

@@ -72,7 +72,18 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
     // Targets that failed this request: a failover or retry goes to another one while one is in rotation.
     let tried: Target[] | null = null
     let failovers = 0
+    /** A retry's backoff, cut short when the client leaves (then nothing more is sent upstream). */
+    const backoff = async (delay: number): Promise<void> => {
+      try {
+        await sleep(delay, req.signal)
+      } catch (err) {
+        throw mapUpstreamError(err, up.name, true)
+      }
+    }
     for (let attempt = 0; ; attempt++) {
+      // A client that left during the backoff gets no further attempt: a retried POST would be a
+      // write nobody receives. (undici cannot see it: the response's 'abort' event has fired.)
+      if (attempt > 0 && req.clientGone?.() === true) throw mapUpstreamError(new Error('client closed'), up.name, true)
       // Nothing in rotation: fail before taking a budget token or a breaker ticket.
       if (!set.anyAvailable(Date.now(), null)) {
         throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation (${set.targets.length} failed health checks or are ejected)`)
@@ -158,7 +169,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           const delay = guard.retryDelayMs(attempt + 1, retryCtx({ error: err }))
           if (delay !== null) {
             deps.log.debug({ upstream: up.name, target: t.id, attempt: attempt + 1, code: err.code, delay }, 'retrying upstream request')
-            await sleep(delay)
+            await backoff(delay)
             break
           }
           throw err
@@ -183,7 +194,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           g.dec()
           discard(res.body) // free the connection; a response we will not send
           if (status >= 500) (tried ??= []).push(t)
-          await sleep(delay)
+          await backoff(delay)
           break
         }
         // 'close' follows 'end' and 'error' alike (autoDestroy): one listener for the gauge.

@@ -8,7 +8,7 @@ import { createResilienceRegistry } from '../../src/resilience/registry.js'
 import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
 import type { UpstreamGuard } from '../../src/resilience/guard.js'
 import type { CircuitBreakerConfig } from '../../src/resilience/config.js'
-import { isSluiceError } from '../../src/errors.js'
+import { isSluiceError, SluiceError } from '../../src/errors.js'
 import { captureLog, freshMetrics, guardProcessHealth, sleep, valueOf } from './helpers.js'
 import { until } from '../helpers/wait.js'
 
@@ -111,6 +111,28 @@ test('half-open admits halfOpenMaxRequests probes at once', async () => {
   await tick()
   assert.equal(g.status().breaker.state, 'closed')
   for (const t of tickets.slice(0, 2)) g.record(t, { status: 200 })
+  await tick()
+  assert.equal(g.status().breaker.state, 'closed')
+})
+
+test('a half-open probe that never reached the upstream (client gone, body too large, no target) decides nothing: the next probe does', async () => {
+  const g = guardOf('neutral-probe', FAST)
+  failing = true
+  for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
+  await until('half-open', () => g.status().breaker.state === 'half-open', POLL)
+  for (const code of ['SLUICE_ERR_CLIENT_CLOSED', 'SLUICE_ERR_BODY_TOO_LARGE', 'SLUICE_ERR_NO_HEALTHY_TARGET'] as const) {
+    g.record(g.allow(), { error: new SluiceError(code) })
+    await tick()
+    assert.equal(g.status().breaker.state, 'half-open', `${code} closed the breaker although the upstream never answered`)
+    assert.equal(g.status().breaker.probesInFlight, 0, 'its slot is free')
+  }
+  // A probe that reached the upstream decides.
+  assert.equal(await attempt(g), 500)
+  await tick()
+  assert.equal(g.status().breaker.state, 'open')
+  await until('half-open again', () => g.status().breaker.state === 'half-open', POLL)
+  failing = false
+  assert.equal(await attempt(g), 200)
   await tick()
   assert.equal(g.status().breaker.state, 'closed')
 })
