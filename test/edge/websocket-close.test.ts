@@ -126,23 +126,30 @@ function h2collect (stream: ClientHttp2Stream, ms: number): Promise<H2Result> {
     stream.once('close', () => { clearTimeout(t); resolve({ status, buf: Buffer.concat(chunks), ended, closed: true, rst: stream.rstCode ?? 0 }) })
   })
 }
-const accessFor = (g: TestGateway, url: string) => g.logs.filter((l) => l.msg === 'request' && l.url === url)
-
-test('everything the upstream sent before closing reaches a slow client, on HTTP/1.1 and HTTP/2, and the client then sees a clean end', async () => {
-  const sock = await h1('/bulk-1')
+/** A client that reads nothing for 300 ms, then everything until the end: HTTP/1.1 and HTTP/2. */
+async function slowH1 (path: string): Promise<{ buf: Buffer, closed: boolean }> {
+  const sock = await h1(path)
   sock.pause()
   await sleep(300)
   sock.resume()
-  const r = await untilClose(sock, 10_000)
-  assert.ok(r.closed)
-  assert.equal(bodyOf(r.buf).length, BULK)
-  const s = await h2session()
-  const st = h2open(s, '/bulk-2')
+  return await untilClose(sock, 10_000)
+}
+async function slowH2 (s: ClientHttp2Session, path: string): Promise<H2Result> {
+  const st = h2open(s, path)
   const p = h2collect(st, 10_000)
   st.pause()
   await sleep(300)
   st.resume()
-  const r2 = await p
+  return await p
+}
+const accessFor = (g: TestGateway, url: string) => g.logs.filter((l) => l.msg === 'request' && l.url === url)
+
+test('everything the upstream sent before closing reaches a slow client, on HTTP/1.1 and HTTP/2, and the client then sees a clean end', async () => {
+  const r = await slowH1('/bulk-1')
+  assert.ok(r.closed)
+  assert.equal(bodyOf(r.buf).length, BULK)
+  const s = await h2session()
+  const r2 = await slowH2(s, '/bulk-2')
   assert.equal(r2.status, 200)
   assert.equal(r2.buf.length, BULK, 'not one byte lost (8 MiB less 128 bytes arrived before)')
   assert.equal(r2.ended, true)
@@ -205,19 +212,10 @@ test('a refusal\'s body is relayed whole and then the tunnel closes: chunked (de
   assert.equal(r2.status, 403)
   assert.equal(r2.buf.toString(), 'nope!', 'HTTP/2: the decoded body')
   assert.equal(r2.ended, true)
-  const sock = await h1('/big-refuse-1')
-  sock.pause()
-  await sleep(300)
-  sock.resume()
-  const big = await untilClose(sock, 10_000)
+  const big = await slowH1('/big-refuse-1')
   assert.match(big.buf.toString('latin1', 0, 20), /^HTTP\/1\.1 403 /)
   assert.equal(bodyOf(big.buf).length, BULK)
-  const st = h2open(s, '/big-refuse-2')
-  const p = h2collect(st, 10_000)
-  st.pause()
-  await sleep(300)
-  st.resume()
-  const big2 = await p
+  const big2 = await slowH2(s, '/big-refuse-2')
   assert.equal(big2.status, 403)
   assert.equal(big2.buf.length, BULK)
   assert.equal(big2.ended, true)
