@@ -137,17 +137,17 @@ export class IpcBucketStore implements BucketStore {
 const ignore = (): void => {}
 
 /**
- * In the primary: answer one worker's takes from `store` (one store shared by every worker).
- * Returns a function that stops answering.
+ * In the primary: answer one worker's takes from `store` (one store shared by every worker),
+ * and upstream budgets' (`up:` keys) from `budgets`. Returns a function that stops answering.
  */
-export function serveBuckets (endpoint: IpcEndpoint, store: MemoryBucketStore): () => void {
+export function serveBuckets (endpoint: IpcEndpoint, store: MemoryBucketStore, budgets: MemoryBucketStore = store): () => void {
   const onMessage = (m: unknown): void => {
     const msg = m as TakeBatch | PingMsg | null
     if (msg?.type === 'sluice:bucket:take') {
       const r: number[] = []
       for (const [id, key, rate, burst, maxWait] of msg.t) {
         let v: number
-        try { v = store.take(key, rate, burst, maxWait) } catch { v = -1000 }
+        try { v = (key.startsWith('up:') ? budgets : store).take(key, rate, burst, maxWait) } catch { v = -1000 }
         r.push(id, v)
       }
       if (connected(endpoint)) endpoint.send({ type: 'sluice:bucket:took', r } satisfies TakeReply, ignore)

@@ -84,8 +84,10 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   // The primary's own families: reload results and build info (see aggregateMetrics).
   const own = createMetrics({ processMetrics: false, version: VERSION, maxLabelValues: first.config.metrics.maxLabelValues })
   own.configLastReloadSuccess.set(Date.now() / 1000)
-  // Rate-limit buckets for workers without Redis: one store, every worker takes from it.
+  // Rate-limit buckets for workers without Redis: shared by every worker. Upstream budgets
+  // (`up:` keys) have a store of their own, so a flood of per-client keys can never evict one.
   const buckets = new MemoryBucketStore()
+  const budgets = new MemoryBucketStore()
   const ready = new Set<number>()
   /** Questions to workers: who has not answered yet, and the answers by worker id. */
   const pending = new Map<string, { waiting: Set<number>; answers: Map<number, unknown>; exited: number[]; done: () => void }>()
@@ -98,7 +100,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   const fork = (): Worker => {
     const w = cluster.fork({ SLUICE_WORKER: '1' })
     const started = Date.now()
-    serveBuckets(w, buckets)
+    serveBuckets(w, buckets, budgets)
     w.on('message', (m: WorkerReply) => {
       if (m?.type === 'sluice:ready') { ready.add(w.id); log.info({ worker: w.id, pid: m.pid }, 'worker ready') }
       if (m?.type === 'sluice:reply') {

@@ -3,7 +3,8 @@
 import { performance } from 'node:perf_hooks'
 import type { BucketStore } from './bucket-store.js'
 
-interface Slot { tokens: number; ts: number; rate: number; burst: number }
+/** `ref`: taken again since the store last looked for a key to evict (CLOCK's reference bit). */
+interface Slot { tokens: number; ts: number; rate: number; burst: number; ref: boolean }
 
 export interface MemoryBucketOptions {
   /** Keys held before idle (refilled) buckets are swept; beyond maxKeys the oldest go. */
@@ -35,8 +36,11 @@ export class MemoryBucketStore implements BucketStore {
     let tokens: number
     if (s === undefined) {
       tokens = burst
-      s = { tokens, ts: now, rate: ratePerSecond, burst }
-      if (this.slots.size >= this.sweepAbove) this.sweep(now)
+      s = { tokens, ts: now, rate: ratePerSecond, burst, ref: false }
+      // At most one sweep a second, whatever the size: a flood of new keys must not make every
+      // request O(n). Past maxKeys, one key goes per new one, in constant time (evictOne).
+      if (this.slots.size >= this.sweepAbove && now - this.lastSweep >= 1000) this.sweep(now)
+      if (this.slots.size >= this.maxKeys) this.evictOne()
       this.slots.set(key, s)
     } else {
       const elapsed = now > s.ts ? now - s.ts : 0
@@ -44,6 +48,7 @@ export class MemoryBucketStore implements BucketStore {
       if (tokens > burst) tokens = burst
       s.rate = ratePerSecond
       s.burst = burst
+      s.ref = true
     }
     const wait = tokens >= 1 ? 0 : (1 - tokens) * 1000 / ratePerSecond
     if (wait > maxWaitMs) {
@@ -57,20 +62,26 @@ export class MemoryBucketStore implements BucketStore {
     return Math.ceil(wait)
   }
 
-  /** Drop buckets that have refilled (indistinguishable from absent ones), then the oldest beyond maxKeys. */
+  /** Drop buckets that have refilled: they are indistinguishable from absent ones. */
   private sweep (now: number): void {
-    // At most one sweep per second: a flood of new keys must not make every request O(n).
-    if (now - this.lastSweep < 1000 && this.slots.size < this.maxKeys) return
     this.lastSweep = now
     for (const [k, s] of this.slots) {
       if (s.tokens + (now - s.ts) * s.rate / 1000 >= s.burst) this.slots.delete(k)
     }
-    if (this.slots.size >= this.maxKeys) {
-      let excess = this.slots.size - this.maxKeys + 1
-      for (const k of this.slots.keys()) {
-        if (excess-- <= 0) break
-        this.slots.delete(k)
-      }
+  }
+
+  /**
+   * Make room for one key when the store is full of buckets that have not refilled (CLOCK):
+   * the oldest goes, except that a bucket taken again since the last look is moved to the back
+   * with its mark cleared (up to 8 of them), so the buckets of clients and budgets in use keep
+   * their state while a flood of one-off keys pushes out its own.
+   */
+  private evictOne (): void {
+    let chances = 8
+    for (const [k, s] of this.slots) {
+      this.slots.delete(k)
+      if (chances-- > 0 && s.ref) { s.ref = false; this.slots.set(k, s); continue }
+      return
     }
   }
 
