@@ -17,7 +17,7 @@ export const CompressionRouteSchema = Strict({
   storeBrQuality: Type.Integer({ minimum: 0, maximum: 11, default: 11, description: 'Brotli quality for the copy stored with a cache entry (encoded once, off the response path); bodies over 256 KiB use at most 9' }),
   storeGzipLevel: Type.Integer({ minimum: 1, maximum: 9, default: 9, description: 'gzip level for the copy stored with a cache entry' }),
   maxDecompressedBytes: Bytes(67108864, 'When an origin sends an encoded body that is stored, decoding it for identity clients stops here (compression-bomb bound)', 1),
-  flushIdleMs: Ms(20, 'When a body compressed on the fly pauses this long, send what is compressed so far (streamed JSON, long polls); 0 never flushes early', 0),
+  flushIdleMs: Ms(20, 'A body compressed on the fly is flushed at most this long after a chunk arrives, so streamed JSON and long polls keep moving; 0 never flushes early', 0),
   debugHeader: Bool(false, 'Add x-sluice-compression: <encoding> <original bytes> <ratio> to compressed cached responses (on the fly the sizes are known only at the end, so it is omitted)')
 }, { description: 'Response compression' })
 export type CompressionRouteConfig = Static<typeof CompressionRouteSchema>

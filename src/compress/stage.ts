@@ -98,16 +98,22 @@ export function createCompressStage (deps: { metrics: Metrics }): CompressStage 
   }
 
   /**
-   * Flush the encoder when the source pauses for `ms`: a compressor otherwise holds a small
-   * event of a streamed body until more bytes come. A body that arrives in one burst is never
-   * flushed early; one Timeout per response, refreshed per chunk, no new timer per chunk.
+   * Flush the encoder at most `ms` after a chunk arrived: a compressor otherwise holds the
+   * events of a streamed body until its buffer fills. The timer starts with the first chunk
+   * not yet flushed and is not pushed back by later ones, so a stream whose chunks never pause
+   * is flushed every `ms` too (pushed back, it was held whole). One Timeout per response,
+   * re-armed with refresh(), no new timer per chunk.
    */
   function flushWhenIdle (src: Readable, z: zlib.Gzip | zlib.Deflate | zlib.BrotliCompress, enc: Coding, ms: number): void {
     const kind = enc === 'br' ? zlib.constants.BROTLI_OPERATION_FLUSH : zlib.constants.Z_SYNC_FLUSH
     let timer: NodeJS.Timeout | undefined
+    let armed = false
+    const fire = (): void => { armed = false; if (!z.writableEnded && !z.destroyed) z.flush(kind, () => {}) }
     // A 'data' listener next to pipe(): pipe keeps control of flow and backpressure.
     src.on('data', () => {
-      if (timer === undefined) { timer = setTimeout(() => { if (!z.writableEnded && !z.destroyed) z.flush(kind, () => {}) }, ms); timer.unref() } else timer.refresh()
+      if (armed) return
+      armed = true
+      if (timer === undefined) { timer = setTimeout(fire, ms); timer.unref() } else timer.refresh()
     })
     const stop = () => { if (timer !== undefined) clearTimeout(timer) }
     src.once('end', stop)

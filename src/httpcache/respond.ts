@@ -110,15 +110,18 @@ export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req:
   const age = said(e, now).ageText
   core.event(route.name, result)
   const rh = req.headers
-  if ((rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) && e.status === 200 && notModified(e, rh)) {
-    const h: Headers = {}
-    for (const k of NOT_MODIFIED_HEADERS) if (e.headers[k] !== undefined) h[k] = e.headers[k]
-    return { status: 304, headers: h, body: null, cacheResult: result, cacheStatus: status, age }
-  }
   let coding: StoredCoding = 'identity'
   if (e.gzip !== undefined || e.br !== undefined) {
     const pick = pickStored(rh, codings(e), route.compression)
     if (pick === 'gzip' || pick === 'br') coding = pick
+  }
+  if ((rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) && e.status === 200 && notModified(e, rh)) {
+    // The fields of the 200 this client would get: for an encoded copy, its weak ETag and a
+    // Vary with Accept-Encoding (a downstream cache updates its stored headers from them).
+    const full = coding === 'identity' && e.gzip === undefined && e.br === undefined ? e.headers : outHeaders(e, coding, route)
+    const h: Headers = {}
+    for (const k of NOT_MODIFIED_HEADERS) if (full[k] !== undefined) h[k] = full[k]
+    return { status: 304, headers: h, body: null, cacheResult: result, cacheStatus: status, age }
   }
   const body = req.method === 'HEAD' ? null : coding === 'identity' ? e.body : coding === 'gzip' ? e.gzip! : e.br!
   return { status: e.status, headers: outHeaders(e, coding, route), body, cacheResult: result, cacheStatus: status, age }

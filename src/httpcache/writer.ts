@@ -5,7 +5,7 @@
 // without a decoder on the hit path. The route's br/gzip copies are made once, in the
 // background, by compress/variants.ts's encodeMissing; until they exist, hits get identity.
 import { isSluiceError } from '../errors.js'
-import { first } from '../compress/headers.js'
+import { first, hasNoTransform } from '../compress/headers.js'
 import { decodeOriginBody, encodeMissing, shouldEncode } from '../compress/variants.js'
 import { owned, storeTtlMs, type CacheEntry } from './entry.js'
 import type { CacheCore, CacheRoute } from './core.js'
@@ -27,7 +27,8 @@ export class EntryWriter {
    * SLUICE_ERR_DECOMPRESSED_TOO_LARGE past the bound (then nothing is stored).
    */
   async normalise (e: CacheEntry, route: CacheRoute): Promise<CacheEntry> {
-    if (first(e.headers['content-encoding']) === undefined) return e
+    // no-transform: an intermediary may not change the content coding (RFC 9110 §7.7): stored and served as sent.
+    if (first(e.headers['content-encoding']) === undefined || hasNoTransform(e.headers)) return e
     let decoded: Awaited<ReturnType<typeof decodeOriginBody>>
     try {
       decoded = await decodeOriginBody(e.body, e.headers, Math.min(route.compression.maxDecompressedBytes, this.core.config.memory.maxEntryBytes))
