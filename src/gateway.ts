@@ -142,9 +142,6 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         const view: RequestView = { method: headers[':method'], url: headers[':path'], headers, rawHeaders, httpVersionMajor: 2, httpVersionMinor: 0, get socket () { return stream.session?.socket } }
         return fast.h2(view, stream, deps.current())
       })
-      // Draining refuses new tunnels (503, as Fastify answers new requests while it closes).
-      const drainSessions = edge.drain
-      edge.drain = () => { tunnels.draining = true; drainSessions() }
       edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
       edge.server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => writeError(res, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED')))
@@ -261,6 +258,8 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   })
 
 
+  // Closing refuses new tunnels (503), as Fastify answers new requests while it closes.
+  app.addHook('preClose', async () => { tunnels.draining = true })
   app.addHook('onClose', async () => { accessLog.close() })
   app.server.on('upgrade', handleUpgrade(tunnels, (req, socket, head) => {
     // An Upgrade Sluice does not take (not WebSocket): the request as a plain one, on a response
