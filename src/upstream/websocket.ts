@@ -113,11 +113,11 @@ interface TunnelClient {
   /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. Not null: the handshake is not valid for this client (Sluice answers that error). */
   accept (head: string, headBytes: Buffer, rest: Buffer): { code: ErrorCode, message: string } | null
   /**
-   * The upstream refused with `status`: send the client that answer's head (`head` as text,
+   * The upstream refused with `status`: send the client that answer's head (`fields` parsed,
    * `headBytes` as received; `length`: its Content-Length, null when it has none). The body
    * follows (Tunnel.relayBody). Not null: the answer cannot be relayed (Sluice answers that error).
    */
-  refuse (head: string, status: number, headBytes: Buffer, length: number | null): { code: ErrorCode, message: string } | null
+  refuse (fields: Array<[string, string]>, status: number, headBytes: Buffer, length: number | null): { code: ErrorCode, message: string } | null
   /** Whether a refusal's body goes to the client as received (HTTP/1.1: its chunked framing too) or decoded (HTTP/2 has its own framing). */
   readonly rawBody: boolean
   /** Close the client side: `abort` at once (a reset, an error), else after what was written to it has gone out. */
@@ -371,14 +371,15 @@ class Tunnel {
         if (st < 200) { failed('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream answered the WebSocket handshake with ${st === 0 ? 'no status line' : st}`); return }
         // A refusal: its head, then its body (by its Content-Length, its chunked framing, or
         // until the upstream closes), then both sides close.
-        const cls = [...text.matchAll(/\r\ncontent-length:[ \t]*([^\r]*)/gi)].map((m) => m[1].trim())
-        const chunked = /\r\ntransfer-encoding:[^\r]*chunked/i.test(text)
+        const fields = headFields(text)
+        const cls = fields.filter(([k]) => k === 'content-length').map(([, v]) => v)
+        const chunked = fields.some(([k, v]) => k === 'transfer-encoding' && /chunked/i.test(v))
         if (cls.length > 1 || (cls.length === 1 && !/^\d{1,15}$/.test(cls[0])) || (chunked && cls.length > 0)) { failed('SLUICE_ERR_UPSTREAM_PROTOCOL', 'The upstream\'s answer to the WebSocket handshake has an invalid length'); return }
         const noBody = st === 204 || st === 304
         const length = noBody ? 0 : cls.length === 1 ? Number(cls[0]) : null
         this.result = 'refused'; this.status = st; this.err = undefined
         phase = 'relay'
-        const bad = client.refuse(text, st, buf.subarray(0, end + 4), length)
+        const bad = client.refuse(fields, st, buf.subarray(0, end + 4), length)
         if (bad !== null) { failed(bad.code, bad.message); return }
         relayBody(upstream, buf.subarray(end + 4), length !== null ? length : chunked ? 'chunked' : 'close', socket, client.rawBody, closeWhenSent, () => closeBoth())
       }
@@ -532,7 +533,7 @@ export function handleUpgrade (deps: TunnelDeps, asRequest: (req: IncomingMessag
         return null
       },
       // The upstream's answer as it came: its head, then its body with its own framing.
-      refuse (_text, _status, headBytes) {
+      refuse (_fields, _status, headBytes) {
         socket.write(headBytes)
         return null
       },
@@ -645,8 +646,8 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
       return null
     },
     // The upstream's answer: its status and fields, then its body (decoded from chunked framing).
-    refuse (text, status, _headBytes, length) {
-      return respond(status, headFields(text), length !== null && status !== 204 && status !== 304 ? String(length) : null)
+    refuse (fields, status, _headBytes, length) {
+      return respond(status, fields, length !== null && status !== 204 && status !== 304 ? String(length) : null)
     },
     rawBody: false,
     close (abort) {
