@@ -118,7 +118,7 @@ export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req:
   if ((rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) && e.status === 200 && notModified(e, rh)) {
     // The fields of the 200 this client would get: for an encoded copy, its weak ETag and a
     // Vary with Accept-Encoding (a downstream cache updates its stored headers from them).
-    const full = coding === 'identity' && e.gzip === undefined && e.br === undefined ? e.headers : outHeaders(e, coding, route)
+    const full = outHeaders(e, coding, route)
     const h: Headers = {}
     for (const k of NOT_MODIFIED_HEADERS) if (full[k] !== undefined) h[k] = full[k]
     return { status: 304, headers: h, body: null, cacheResult: result, cacheStatus: status, age }
