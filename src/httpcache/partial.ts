@@ -205,13 +205,15 @@ async function missingBytes (core: CacheCore, writer: EntryWriter, m: RangeMiss,
   }
   // Private or no-store now: the client still gets its range, and nothing is stored.
   const storable = storableFromHeaders(core, job, { ...res, headers: fields }, t0, t1, 200) === null
-  const fresh = tee(core, res.body as Readable, storable ? size : -1, true, (chunks, got, _why, err) => {
-    if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: m.path }, 'cache: upstream 206 body failed; nothing stored'); return }
-    if (got !== size) return // reported below
-    const part = buildEntry(core, job, { ...res, headers: fields }, ownedConcat(chunks, got), t0, t1, cr)
-    if (typeof part === 'string') return
-    void storeCombined(core, writer, route, combine(stored, part))
-  })!
+  const fresh = !storable
+    ? res.body as Readable
+    : tee(core, res.body as Readable, size, true, (chunks, got, _why, err) => {
+      if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: m.path }, 'cache: upstream 206 body failed; nothing stored'); return }
+      if (got !== size) return // reported below
+      const part = buildEntry(core, job, { ...res, headers: fields }, ownedConcat(chunks, got), t0, t1, cr)
+      if (typeof part === 'string') return
+      void storeCombined(core, writer, route, combine(stored, part))
+    })!
   // The client's range: stored bytes before the new ones, or after them. The new ones are
   // counted: a body longer or shorter than its Content-Range breaks the client's response
   // instead of shifting the stored bytes.
