@@ -11,8 +11,8 @@
 // Lines go to Sluice's log sink (src/observability/logger.ts), which writes them out in chunks
 // with pino's own lines; a line is pure ASCII (anything else is written as a \u escape), so
 // the sink counts its bytes without encoding it. A logger a test injects gets each line at once.
-import pino, { type Logger } from 'pino'
-import { LogSink } from './logger.js'
+import type { Logger } from 'pino'
+import { LogSink, streamOf } from './logger.js'
 
 export interface AccessFields {
   // route, upstream, method and cache are written unescaped (see write()): names matching the
@@ -55,7 +55,7 @@ export class AccessLog {
   /** "YYYY-MM-DDTHH:MM:SS." of the current second: the time string is that, the ms, and Z. */
   private secondIso = ''
   constructor (private readonly log: Logger) {
-    this.stream = (log as unknown as Record<symbol, AccessLog['stream']>)[pino.symbols.streamSym]
+    this.stream = streamOf(log)
     this.sink = this.stream instanceof LogSink ? this.stream : null
   }
 

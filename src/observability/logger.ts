@@ -163,12 +163,17 @@ export class LogSink {
     if (err != null || this.broken) {
       this.broken = true
       dropped += (c?.lines ?? 0)
-      for (const q of this.queue.splice(0)) dropped += q.lines
-      this.queuedBytes = 0
+      this.dropQueue()
       for (const f of this.idle.splice(0)) f()
       return
     }
     this.pump()
+  }
+
+  /** Every queued line is dropped and counted (stdout closed, or it could not be written at exit). */
+  private dropQueue (): void {
+    for (const q of this.queue.splice(0)) dropped += q.lines
+    this.queuedBytes = 0
   }
 
   /**
@@ -183,7 +188,7 @@ export class LogSink {
     const deadline = Date.now() + SYNC_FLUSH_MS
     while (this.queue.length > 0) {
       const c = this.queue[0]
-      if (!writeAllSync(fd, Buffer.from(c.data, c.encoding), deadline)) { for (const q of this.queue.splice(0)) dropped += q.lines; this.queuedBytes = 0; return }
+      if (!writeAllSync(fd, Buffer.from(c.data, c.encoding), deadline)) { this.dropQueue(); return }
       this.queue.shift()
       this.queuedBytes -= c.bytes
     }
@@ -206,8 +211,13 @@ function writeAllSync (fd: number, b: Buffer, deadline: number): boolean {
 
 /** Wait, at most `ms`, until the logger's stdout has taken every line (a graceful stop, before exit). */
 export function logDrained (log: Logger, ms = 2000): Promise<void> {
-  const stream = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym]
+  const stream = streamOf(log)
   return stream instanceof LogSink ? stream.waitDrained(ms) : Promise.resolve()
+}
+
+/** The destination a pino logger writes to: Sluice's LogSink, or a stream a test injected. */
+export function streamOf (log: Logger): { write (s: string): unknown } {
+  return (log as unknown as Record<symbol, { write (s: string): unknown }>)[pino.symbols.streamSym]
 }
 
 export function createLogger (level: string, dest?: DestinationStream): Logger {
