@@ -140,16 +140,26 @@ export class Breaker {
   reconfigure (cfg: CircuitBreakerConfig): void {
     const old = this.cb
     const state = (old.toJSON() as unknown as { state: OpossumState }).state
-    // opossum's lastTimerAt is when it registered its timer (at construction), not when it
-    // opened: restored as is, an open breaker older than resetTimeoutMs went half-open at once.
-    if (old.opened) state.lastTimerAt = this.openedAt
-    this.build(cfg, state)
+    // An open breaker keeps its schedule: it goes half-open resetTimeoutMs (the new value)
+    // after it opened, not a whole resetTimeoutMs after the reload. opossum restores an open
+    // state by starting a full resetTimeout timer, so it is built with the time left (or told
+    // the time is up), and given the configured value for every later open.
+    // (opossum's own lastTimerAt is when it registered its timer, not when it opened.)
+    let firstTimeout: number | undefined
+    const wasOpen = old.opened
+    if (wasOpen) {
+      const left = this.openedAt + cfg.resetTimeoutMs - Date.now()
+      if (left > 0) { firstTimeout = left; state.lastTimerAt = Date.now() } else state.lastTimerAt = 0
+    }
+    this.build(cfg, state, firstTimeout)
     old.shutdown()
-    if (this.cb.opened) this.openedAt = Date.now()
-    this.gauge.set(GAUGE[this.state])
+    // Restored past its time, it went half-open inside opossum's constructor, before the
+    // listeners were attached: start the probe round here.
+    if (wasOpen && this.cb.halfOpen) this.enterHalfOpen()
+    else this.gauge.set(GAUGE[this.state])
   }
 
-  private build (cfg: CircuitBreakerConfig, state: OpossumState | undefined): void {
+  private build (cfg: CircuitBreakerConfig, state: OpossumState | undefined, firstTimeout?: number): void {
     this.cfg = cfg
     this.failureStatuses = new Set(cfg.failureStatuses)
     this.win = new Window(cfg.windowMs) // a reconfigured breaker keeps its state, and starts its window empty
@@ -157,7 +167,7 @@ export class Breaker {
     const options: CircuitBreaker.Options<[Ticket]> & { state?: OpossumState } = {
       name: this.name,
       timeout: false, // the upstream stage owns timeouts; one arrives here as a failure
-      resetTimeout: cfg.resetTimeoutMs,
+      resetTimeout: firstTimeout ?? cfg.resetTimeoutMs,
       errorThresholdPercentage: cfg.errorThresholdPercent,
       volumeThreshold: cfg.volumeThreshold,
       rollingCountTimeout: cfg.windowMs,
@@ -169,11 +179,19 @@ export class Breaker {
     const cb = new CircuitBreaker<[Ticket], unknown>((t: Ticket) => new Promise<void>((resolve, reject) => {
       t.settle = (failure) => { if (failure === null) resolve(); else reject(failure) }
     }), options)
+    // opossum reads options.resetTimeout each time it opens; the restored open used firstTimeout.
+    ;(cb as unknown as { options: { resetTimeout: number } }).options.resetTimeout = cfg.resetTimeoutMs
     // Listeners are attached after construction, so restoring a state is not a transition.
     cb.on('open', () => { this.openedAt = Date.now(); this.win.reset(this.openedAt); this.transition('open') })
-    cb.on('halfOpen', () => { this.halfOpenGen++; this.probesInFlight = 0; this.transition('half-open') })
+    cb.on('halfOpen', () => this.enterHalfOpen())
     cb.on('close', () => { this.win.reset(Date.now()); this.transition('closed') })
     this.cb = cb
+  }
+
+  private enterHalfOpen (): void {
+    this.halfOpenGen++
+    this.probesInFlight = 0
+    this.transition('half-open')
   }
 
   private transition (to: BreakerState): void {

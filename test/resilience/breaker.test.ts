@@ -199,6 +199,39 @@ test('an open breaker stays open across a reload that changes its settings, and 
   assert.equal(g2.status().breaker.state, 'closed')
 })
 
+test('a reload keeps an open breaker\'s schedule: it goes half-open resetTimeoutMs after it opened, not after the reload', async () => {
+  const g = guardOf('schedule', { ...FAST, resetTimeoutMs: 60000 })
+  failing = true
+  for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
+  assert.equal(g.status().breaker.state, 'open')
+  // Pretend it opened 59.8 s ago; a reload that changes another setting must not restart the 60 s.
+  const b = g.breaker as unknown as { openedAt: number }
+  b.openedAt -= 59800
+  guardOf('schedule', { ...FAST, resetTimeoutMs: 60000, failureStatuses: [500, 502] })
+  assert.equal(g.status().breaker.state, 'open')
+  await until('half-open 60 s after it opened', () => g.status().breaker.state === 'half-open', POLL)
+  failing = false
+  assert.equal(await attempt(g), 200)
+  await tick()
+  assert.equal(g.status().breaker.state, 'closed')
+
+  // Past its time at the reload: half-open at once, as a counted transition with a probe round.
+  failing = true
+  const h = guardOf('overdue', { ...FAST, resetTimeoutMs: 60000 })
+  for (let i = 0; i < 5; i++) { await attempt(h); await tick() }
+  assert.equal(h.status().breaker.state, 'open')
+  ;(h.breaker as unknown as { openedAt: number }).openedAt -= 61000
+  const before = await valueOf(metrics.circuitTransitions, { upstream: 'overdue', to: 'half-open' })
+  guardOf('overdue', { ...FAST, resetTimeoutMs: 60000, failureStatuses: [500, 502] })
+  assert.equal(h.status().breaker.state, 'half-open')
+  assert.equal(await valueOf(metrics.circuitTransitions, { upstream: 'overdue', to: 'half-open' }), before + 1)
+  assert.equal(await valueOf(metrics.circuitState, { upstream: 'overdue' }), 1)
+  failing = false
+  assert.equal(await attempt(h), 200)
+  await tick()
+  assert.equal(h.status().breaker.state, 'closed')
+})
+
 test('a disabled breaker admits everything', async () => {
   const g = guardOf('off', { ...FAST, enabled: false })
   failing = true
