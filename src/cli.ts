@@ -106,7 +106,9 @@ async function run (file: string): Promise<number> {
   try {
     // A worker takes rate-limit tokens from the primary's buckets when there is no Redis.
     const sharedBuckets = isWorker ? new (await import('./cluster/ipc-buckets.js')).IpcBucketStore(process as never) : null
-    gw = await startGateway({ configFile: file, adminListen: !isWorker, watch: !isWorker, sharedBuckets })
+    // A worker runs the config its primary validated, never the file as it is now.
+    const configText = isWorker ? await (await import('./cluster/primary.js')).configFromPrimary() : undefined
+    gw = await startGateway({ configFile: file, configText, adminListen: !isWorker, watch: !isWorker, sharedBuckets })
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const i of err.issues) process.stderr.write(formatIssue(i) + '\n')

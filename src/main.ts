@@ -5,9 +5,11 @@ import { request as undiciRequest, Agent as UndiciAgent } from 'undici'
 import { isIP } from 'node:net'
 import type { Logger } from 'pino'
 import type { FastifyInstance } from 'fastify'
-import { loadConfigFile } from './config/load.js'
+import { loadConfigFile, parseConfig } from './config/load.js'
 import { compile, type Snapshot } from './config/compile.js'
 import { SnapshotHolder, Reloader } from './config/reload.js'
+import { restartKeys } from './config/diff.js'
+import { tlsFiles } from './config/tls-files.js'
 import { createLogger } from './observability/logger.js'
 import { createMetrics, type Metrics } from './observability/metrics.js'
 import { createRedis, redisConfigured, type RedisHandle } from './redis/client.js'
@@ -31,6 +33,11 @@ export { VERSION }
 
 export interface GatewayOptions {
   configFile: string
+  /**
+   * Start from this config text instead of reading configFile (a cluster worker starts from
+   * the text its primary last validated, not from whatever the file holds now).
+   */
+  configText?: string
   /** Inject a logger (tests); default: pino on stdout at the configured level. */
   log?: Logger
   /** Watch the config file for changes (default true). */
@@ -70,11 +77,6 @@ function address (app: FastifyInstance, scheme = 'http'): string {
   return `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
 }
 
-/** The files of listen.tls, watched so a rotated certificate loads without a signal. */
-function tlsFiles (snap: Snapshot): string[] {
-  const t = snap.config.listen.tls
-  return t ? [t.certFile, t.keyFile, ...(t.caFile !== undefined ? [t.caFile] : [])] : []
-}
 
 /** Warn at load about upstream names that do not resolve (requests to them get 502 SLUICE_ERR_UPSTREAM_DNS). */
 function checkDns (snap: Snapshot, log: Logger): void {
@@ -90,7 +92,7 @@ function checkDns (snap: Snapshot, log: Logger): void {
 }
 
 export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
-  const loaded = loadConfigFile(opts.configFile)
+  const loaded = opts.configText === undefined ? loadConfigFile(opts.configFile) : parseConfig(opts.configText, opts.configFile)
   const first = compile(loaded.config, loaded.raw, opts.configFile, loaded.ca, loaded.listenTls ?? null)
   const cfg = first.config
   const log = opts.log ?? createLogger(cfg.log.level)
@@ -156,14 +158,13 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
             edgeOf(proxy).setTls(nt)
             log.info({ subject: nt.subject, validTo: nt.validTo }, 'TLS certificate reloaded for new connections')
           }
-          reloader.watchFiles(tlsFiles(next))
+          // Only a process that watches (a cluster's primary watches for its workers).
+          if (opts.watch !== false) reloader.watchFiles(tlsFiles(next))
           tracing.configure(next.config.tracing)
           if (prev.config.log.level !== next.config.log.level) { log.info({ from: prev.config.log.level, to: next.config.log.level }, 'log level changed'); log.level = next.config.log.level }
           const listenShape = (c: Snapshot['config']) => JSON.stringify({ ...c.listen, tls: c.listen.tls ? { minVersion: c.listen.tls.minVersion, client: c.listen.tls.caFile !== undefined } : null })
           if (listenShape(prev.config) !== listenShape(next.config)) log.warn({ key: 'listen' }, 'a change to "listen" (other than the certificate files) takes effect at the next restart')
-          for (const k of ['admin', 'redis', 'server', 'cache'] as const) {
-            if (JSON.stringify(prev.config[k]) !== JSON.stringify(next.config[k])) log.warn({ key: k }, `a change to "${k}" takes effect at the next restart`)
-          }
+          for (const k of restartKeys(prev.config, next.config)) log.warn({ key: k }, `a change to "${k}" takes effect at the next restart`)
         }
       }
     }

@@ -3,10 +3,13 @@
 // and fans reloads and purges out to every worker. /metrics is aggregated across workers by
 // prom-client's AggregatorRegistry.aggregate over each worker's registry, collected over IPC
 // (counters and histograms summed exactly; see aggregateMetrics for the gauges). A reload is
-// validated once, here: a bad file changes no worker. It is answered once every worker has
-// answered its own reload: ok only when all of them applied it (the primary's snapshot is
-// swapped only then, so a retry asks every worker again). Without Redis, the primary holds
-// the rate-limit buckets for every worker (ipc-buckets.ts).
+// validated once, here: a bad file changes no worker. Workers never read the file: each one
+// starts from, and reloads to, the text the primary last validated (a worker replaced after a
+// refused reload starts on the config that is running, not on the bad file). A reload is
+// answered once every worker has answered its own: ok only when all of them applied it (the
+// primary's snapshot is swapped only then, so a retry asks every worker again); when some
+// did not, the ones that did are sent back to the running text. Without Redis, the primary
+// holds the rate-limit buckets for every worker (ipc-buckets.ts).
 import cluster, { type Worker } from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { randomUUID } from 'node:crypto'
@@ -26,9 +29,11 @@ import { MemoryBucketStore } from '../resilience/bucket-memory.js'
 import { serveBuckets } from './ipc-buckets.js'
 import { VERSION } from '../version.js'
 import { withNodeFlags } from '../node-flags.js'
+import { tlsFiles } from '../config/tls-files.js'
 
 export type WorkerMessage =
-  | { type: 'sluice:reload'; id: string }
+  | { type: 'sluice:reload'; id: string; text: string }
+  | { type: 'sluice:config'; text: string }
   | { type: 'sluice:purge'; id: string; sel: { key?: string; prefix?: string; tag?: string } }
   | { type: 'sluice:status'; id: string }
   | { type: 'sluice:history'; id: string; since?: number }
@@ -39,6 +44,7 @@ export type WorkerMessage =
 
 export type WorkerReply =
   | { type: 'sluice:ready'; pid: number }
+  | { type: 'sluice:config?' }
   | { type: 'sluice:reply'; id: string; value: unknown }
 
 type MetricJSON = MetricObjectWithValues<MetricValue<string>>
@@ -78,7 +84,9 @@ export interface WorkerState { id: number; pid: number | undefined; ready: boole
 
 export async function runPrimary (file: string, log: Logger): Promise<{ stop (): Promise<void>; workers (): WorkerState[] }> {
   const loaded = loadConfigFile(file)
-  const first = compile(loaded.config, loaded.raw, file, loaded.ca)
+  const first = compile(loaded.config, loaded.raw, file, loaded.ca, loaded.listenTls ?? null)
+  /** The config text the primary last validated and every worker runs: a new worker starts from it. */
+  let runningText = loaded.text ?? ''
   const n = workerCount(first.config.workers)
   const holder = new SnapshotHolder(first)
   // The primary's own families: reload results and build info (see aggregateMetrics).
@@ -102,6 +110,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     const started = Date.now()
     serveBuckets(w, buckets, budgets)
     w.on('message', (m: WorkerReply) => {
+      if (m?.type === 'sluice:config?') w.send({ type: 'sluice:config', text: runningText } satisfies WorkerMessage, undefined, () => {})
       if (m?.type === 'sluice:ready') { ready.add(w.id); log.info({ worker: w.id, pid: m.pid }, 'worker ready') }
       if (m?.type === 'sluice:reply') {
         const p = pending.get(m.id)
@@ -116,7 +125,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     return w
   }
 
-  type Ask = { type: 'sluice:reload' } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:history'; since?: number } | { type: 'sluice:metrics' } | { type: 'sluice:upstreams' }
+  type Ask = { type: 'sluice:reload'; text: string } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:history'; since?: number } | { type: 'sluice:metrics' } | { type: 'sluice:upstreams' }
   interface Asked { asked: Worker[]; answers: Map<number, unknown>; exited: number[]; missing: number[] }
   /** Ask every ready worker; resolve once all have answered (or exited), or after timeoutMs with what came. */
   const askEach = (msg: Ask, timeoutMs = 5000): Promise<Asked> => {
@@ -149,8 +158,8 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
    * it, throws a ReloadError listing each worker that failed, exited or did not answer in time.
    */
   const RELOAD_TIMEOUT_MS = 10_000
-  const reloadWorkers = async (): Promise<void> => {
-    const { asked, answers, exited, missing } = await askEach({ type: 'sluice:reload' }, RELOAD_TIMEOUT_MS)
+  const reloadWorkers = async (text: string): Promise<void> => {
+    const { asked, answers, exited, missing } = await askEach({ type: 'sluice:reload', text }, RELOAD_TIMEOUT_MS)
     const pid = (id: number) => asked.find((w) => w.id === id)?.process.pid
     const errors: string[] = []
     for (const [id, r] of answers) {
@@ -164,6 +173,13 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     if (errors.length) {
       const applied = [...answers.values()].filter((r) => (r as ReloadResult | null)?.ok === true).length
       log.error({ workers: asked.length, applied, errors }, 'not every worker applied the reload; the primary keeps the previous config (retry the reload)')
+      // The workers that applied it go back to the running config, so every worker runs one config.
+      if (applied > 0) {
+        const back = await askEach({ type: 'sluice:reload', text: runningText }, RELOAD_TIMEOUT_MS)
+        const failed = [...back.answers].filter(([, r]) => (r as ReloadResult | null)?.ok !== true).map(([id]) => id)
+        if (failed.length || back.missing.length) log.error({ workers: [...failed, ...back.missing] }, 'a worker could not go back to the running config')
+        else log.info({ workers: applied }, 'the workers that applied the refused reload are back on the running config')
+      }
       throw new ReloadError(errors)
     }
   }
@@ -188,9 +204,15 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     metrics: own,
     // Validated here, once (a bad file is logged, counted and changes no worker); then every
     // worker loads the same file, and the primary swaps (and answers ok) only when all did.
-    prepare: async () => {
-      await reloadWorkers()
-      return { commit: () => {} }
+    prepare: async (next, _prev, loaded) => {
+      const text = loaded.text ?? ''
+      await reloadWorkers(text)
+      return {
+        commit: () => {
+          runningText = text
+          reloader.watchFiles(tlsFiles(next)) // a rotated certificate reloads every worker through here
+        }
+      }
     }
   })
 
@@ -267,6 +289,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   await admin.listen({ host: cfg.admin.host, port: cfg.admin.port })
   for (let i = 0; i < n; i++) fork()
   reloader.watch()
+  reloader.watchFiles(tlsFiles(first))
   process.on('SIGHUP', () => { void reloader.reload('SIGHUP') })
   log.info({ workers: n, admin: `${cfg.admin.host}:${cfg.admin.port}` }, 'sluice primary started')
 
@@ -287,11 +310,26 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   }
 }
 
+/**
+ * In a worker, before it starts: the config text the primary runs. Falls back to the file
+ * (undefined) if the primary does not answer within 10 s (it always does; this only guards
+ * against a wedged IPC channel).
+ */
+export function configFromPrimary (timeoutMs = 10_000): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const done = (text: string | undefined) => { clearTimeout(timer); process.off('message', onMessage); resolve(text) }
+    const onMessage = (m: WorkerMessage) => { if (m?.type === 'sluice:config' && typeof m.text === 'string' && m.text !== '') done(m.text) }
+    const timer = setTimeout(() => done(undefined), timeoutMs)
+    process.on('message', onMessage)
+    process.send?.({ type: 'sluice:config?' } satisfies WorkerReply, undefined, undefined, () => {})
+  })
+}
+
 /** In a worker: answer the primary's messages from this worker's gateway. */
-export function serveWorker (gw: { reloader: { reload (t: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
+export function serveWorker (gw: { reloader: { reload (t: string, text?: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
   const reply = (id: string, value: unknown) => { if (process.connected) process.send?.({ type: 'sluice:reply', id, value }, undefined, undefined, () => {}) }
   process.on('message', (m: WorkerMessage) => {
-    if (m?.type === 'sluice:reload') void gw.reloader.reload('primary').then((r) => reply(m.id, r))
+    if (m?.type === 'sluice:reload') void gw.reloader.reload('primary', m.text).then((r) => reply(m.id, r))
     else if (m?.type === 'sluice:purge') void gw.cache.purge(m.sel).then((r) => reply(m.id, r), () => reply(m.id, { purged: 0 }))
     else if (m?.type === 'sluice:status') void status().then((s) => reply(m.id, { ...(s as object), pid: process.pid }), () => reply(m.id, null))
     else if (m?.type === 'sluice:history') {

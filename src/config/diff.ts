@@ -46,3 +46,17 @@ export function diffSnapshots (prev: Snapshot, next: Snapshot): string[] {
   }
   return out
 }
+
+/**
+ * The changed keys that are read once at start, so a reload cannot apply them: each gets a
+ * warning. Everything else in the file applies at the reload. (`listen` is checked by the
+ * gateway itself: its certificate files do reload.)
+ */
+export function restartKeys (prev: Snapshot['config'], next: Snapshot['config']): string[] {
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
+  const out: string[] = []
+  for (const k of ['admin', 'redis', 'server', 'workers'] as const) if (!same(prev[k], next[k])) out.push(k)
+  for (const k of ['memory', 'targetedField', 'coalesceAcrossReplicas'] as const) if (!same(prev.cache[k], next.cache[k])) out.push(`cache.${k}`)
+  if (prev.metrics.maxLabelValues !== next.metrics.maxLabelValues) out.push('metrics.maxLabelValues')
+  return out
+}

@@ -43,6 +43,8 @@ export interface LoadedConfig {
   ca: Record<string, Buffer>
   /** listen.tls's files, read and checked here (pass to compile); null without listen.tls. */
   listenTls?: TlsMaterial | null
+  /** The file's text as read (a cluster primary hands the text it validated to its workers). */
+  text?: string
 }
 
 type Segment = string | number
@@ -200,7 +202,7 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     ? readListenTls(lt, (key, message) => issues.push(loc.issue(['listen', 'tls', key], message)), (key, message) => warnings.push(`${file}: listen.tls.${key}: ${message}`))
     : null
   if (issues.length) throw new ConfigError(issues)
-  return { config, warnings, file, raw: raw as Record<string, unknown>, ca, listenTls }
+  return { config, warnings, file, raw: raw as Record<string, unknown>, ca, listenTls, text }
 }
 
 /**

@@ -8,7 +8,7 @@
 import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import type { Logger } from 'pino'
-import { loadConfigFile, ConfigError } from './load.js'
+import { loadConfigFile, parseConfig, ConfigError, type LoadedConfig } from './load.js'
 import { compile, type Snapshot } from './compile.js'
 import type { Metrics } from '../observability/metrics.js'
 import { diffSnapshots } from './diff.js'
@@ -51,7 +51,7 @@ export interface ReloaderDeps {
    * Before the swap: build and check the state that outlives the snapshot (pools, guards)
    * without changing what serves. Throwing (or rejecting) fails the reload with nothing changed.
    */
-  prepare: (next: Snapshot, prev: Snapshot) => ReloadPlan | Promise<ReloadPlan>
+  prepare: (next: Snapshot, prev: Snapshot, loaded: LoadedConfig) => ReloadPlan | Promise<ReloadPlan>
   debounceMs?: number
 }
 
@@ -63,14 +63,18 @@ export class Reloader {
 
   constructor (private readonly deps: ReloaderDeps) {}
 
-  /** Load, compile, prepare, swap, commit. Never throws: a failure is logged, counted and returned. */
-  reload (trigger: string): Promise<ReloadResult> {
+  /**
+   * Load, compile, prepare, swap, commit. Never throws: a failure is logged, counted and returned.
+   * `text`: apply this config text instead of reading the file (a cluster worker applies the
+   * text its primary validated, so a file saved in between never reaches a worker unchecked).
+   */
+  reload (trigger: string, text?: string): Promise<ReloadResult> {
     // Serialise reloads: one at a time, the last trigger wins.
     const run = async (): Promise<ReloadResult> => {
       const { holder, log, metrics, file } = this.deps
       const prev = holder.current()
       try {
-        const loaded = loadConfigFile(file)
+        const loaded = text === undefined ? loadConfigFile(file) : parseConfig(text, file)
         const next = compile(loaded.config, loaded.raw, file, loaded.ca, loaded.listenTls ?? null)
         if (next.version === prev.version) {
           log.info({ trigger, version: next.version }, 'config unchanged')
@@ -81,7 +85,7 @@ export class Reloader {
         }
         for (const w of loaded.warnings) log.warn(w)
         const diff = diffSnapshots(prev, next)
-        const prepared = this.deps.prepare(next, prev)
+        const prepared = this.deps.prepare(next, prev, loaded)
         const plan = prepared instanceof Promise ? await prepared : prepared
         // Swap and commit in one synchronous step: no request sees the new snapshot before its pools.
         holder.swap(next)

@@ -125,3 +125,15 @@ test('a reload changes log.level at once: at warn, info lines (the access lines 
   await get(gw.url + '/c')
   await until('access lines again', () => accessLines() === 2)
 })
+
+test('a reload warns about each changed key it cannot apply (cache.targetedField, metrics.maxLabelValues, workers), and not about cache.warmup, which it applies', async (t) => {
+  const gw = await startTestGateway(withRoute(origin, ''))
+  t.after(() => gw.close())
+  const warned = () => gw.logs.filter((l) => typeof l.msg === 'string' && l.msg.endsWith('takes effect at the next restart')).map((l) => l.key as string)
+  gw.write(withRoute(origin, '').replace('routes:', 'routes:').replace('log:', 'cache: { warmup: { paths: [/warm] } }\nlog:'))
+  assert.equal((await request(gw.adminUrl + '/admin/reload', { method: 'POST' })).statusCode, 200)
+  assert.deepEqual(warned(), [], 'cache.warmup applies at the reload')
+  gw.write(withRoute(origin, '').replace('log:', 'cache: { targetedField: cdn-only }\nmetrics: { maxLabelValues: 50 }\nworkers: 1\nlog:'))
+  assert.equal((await request(gw.adminUrl + '/admin/reload', { method: 'POST' })).statusCode, 200)
+  assert.deepEqual(warned().sort(), ['cache.targetedField', 'metrics.maxLabelValues'])
+})

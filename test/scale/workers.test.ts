@@ -131,6 +131,20 @@ test('a killed worker is replaced and requests keep being answered', async () =>
   } finally { await stop(c) }
 })
 
+test('after a refused reload, a replaced worker starts on the running config, not on the bad file', async () => {
+  const c = await startCluster()
+  try {
+    writeFileSync(c.file, c.config().replace('timeoutMs: 5000', 'timeoutMs: soon'))
+    const bad = await request(c.admin + '/admin/reload', { method: 'POST' })
+    assert.equal(bad.statusCode, 422)
+    await bad.body.dump()
+    const [victim] = workerPids(c.child.pid!)
+    process.kill(victim, 'SIGKILL')
+    await waitReady(c, 2, 1)
+    for (let i = 0; i < 8; i++) assert.equal(await oneShot(c.url + '/still'), 200)
+  } finally { await stop(c) }
+})
+
 test('a bad reload changes no worker; a good one reaches every worker', async () => {
   const c = await startCluster()
   try {

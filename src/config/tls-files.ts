@@ -1,0 +1,8 @@
+// The files of listen.tls, watched so a rotated certificate loads without a signal (by the
+// single process, or by a cluster's primary, which reloads its workers).
+import type { Snapshot } from './compile.js'
+
+export function tlsFiles (snap: Snapshot): string[] {
+  const t = snap.config.listen.tls
+  return t ? [t.certFile, t.keyFile, ...(t.caFile !== undefined ? [t.caFile] : [])] : []
+}
