@@ -38,8 +38,9 @@ export class TargetState {
   checkPasses = 0
   checkFails = 0
   lastCheck: { at: number, ok: boolean, detail: string } | null = null
-  /** Passive: failures in a row, and the time an ejection ends (0: not ejected). */
+  /** Passive: failures in a row, and the times the last ejection began and ends (0: not ejected). */
   consecutiveErrors = 0
+  ejectedAt = 0
   ejectedUntil = 0
   ejections = 0
   /** Smooth weighted round robin's running weight. */
@@ -189,6 +190,7 @@ export class Balancer {
     t.consecutiveErrors++
     if (t.consecutiveErrors < this.upstream.outlier.consecutiveErrors || t.ejectedUntil > now) return false
     if (this.ejected(now) >= this.maxEjected()) return false
+    t.ejectedAt = now
     t.ejectedUntil = now + this.upstream.outlier.ejectMs
     t.consecutiveErrors = 0
     t.ejections++

@@ -2,11 +2,16 @@
 // of an upstream that configures them, over a connection of its own (a saturated request pool
 // never fails a check). A status in expectStatus within timeoutMs passes; anything else fails.
 // unhealthyThreshold failures in a row take a target out of rotation, healthyThreshold passes
-// bring it back. Each process runs its own checks (one per interval per target; with workers,
+// bring it back. A passing check that began after a passive ejection ends that ejection (as
+// Envoy's successful_active_health_check_uneject_host does by default), whether or not the
+// checks ever marked the target unhealthy. Each process runs its own checks (one per interval per target; with workers,
 // each worker checks, so the upstream sees one check per interval per worker process).
 import { Client } from 'undici'
 import type { Logger } from 'pino'
 import type { Balancer as UpstreamSet, TargetState as Target } from './balancer.js'
+
+/** What a check changed: the target's health, or (still healthy) the end of its passive ejection. */
+export type HealthChange = 'healthy' | 'unhealthy' | 'uneject'
 
 interface Probe {
   set: UpstreamSet
@@ -21,7 +26,7 @@ interface Probe {
 export class HealthChecker {
   private probes = new Map<Target, Probe>()
 
-  constructor (private readonly log: Logger, private readonly onChange: (set: UpstreamSet, t: Target, healthy: boolean) => void) {}
+  constructor (private readonly log: Logger, private readonly onChange: (set: UpstreamSet, t: Target, change: HealthChange) => void) {}
 
   /** Check the targets of these sets (the live ones after a reload); stop checking the rest. */
   reconcile (sets: UpstreamSet[]): void {
@@ -31,7 +36,7 @@ export class HealthChecker {
       for (const t of set.targets) {
         if (hc === null) {
           // Checks turned off: a target they had taken out comes back.
-          if (!t.healthy) { t.healthy = true; t.checkFails = 0; this.onChange(set, t, true) }
+          if (!t.healthy) { t.healthy = true; t.checkFails = 0; this.onChange(set, t, 'healthy') }
           continue
         }
         const key = JSON.stringify(hc)
@@ -91,12 +96,17 @@ export class HealthChecker {
     if (ok) {
       t.checkFails = 0
       t.checkPasses++
-      if (!t.healthy && t.checkPasses >= hc.healthyThreshold) { t.healthy = true; this.onChange(p.set, t, true) }
+      if (!t.healthy) {
+        if (t.checkPasses >= hc.healthyThreshold) { t.healthy = true; this.onChange(p.set, t, 'healthy') }
+      } else if (t.ejectedUntil > Date.now() && started >= t.ejectedAt) {
+        // Healthy all along but passively ejected: a check sent after the ejection passed.
+        this.onChange(p.set, t, 'uneject')
+      }
     } else {
       t.checkPasses = 0
       t.checkFails++
       this.log.debug({ upstream: p.set.upstream.name, target: t.id, detail, fails: t.checkFails }, 'health check failed')
-      if (t.healthy && t.checkFails >= hc.unhealthyThreshold) { t.healthy = false; this.onChange(p.set, t, false) }
+      if (t.healthy && t.checkFails >= hc.unhealthyThreshold) { t.healthy = false; this.onChange(p.set, t, 'unhealthy') }
     }
     this.schedule(p, Math.max(0, hc.intervalMs - (Date.now() - started)))
   }

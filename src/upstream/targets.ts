@@ -11,7 +11,7 @@ import type { TargetEntry, UpstreamEntry } from '../config/snapshot.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { FastCounterChild } from '../observability/fast-metrics.js'
 import { Balancer, TargetState, type AttemptOutcome } from './balancer.js'
-import { HealthChecker } from './health.js'
+import { HealthChecker, type HealthChange } from './health.js'
 
 /** Outcome classes of sluice_upstream_target_requests_total: 1xx..5xx, then error. */
 const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'error'] as const
@@ -77,7 +77,7 @@ export class TargetRegistry {
   private readonly health: HealthChecker
 
   constructor (private readonly log: Logger, private readonly metrics: Metrics) {
-    this.health = new HealthChecker(log, (set, t, healthy) => this.onHealthChange(set as UpstreamSet, t as Target, healthy))
+    this.health = new HealthChecker(log, (set, t, change) => this.onHealthChange(set as UpstreamSet, t as Target, change))
   }
 
   /**
@@ -168,12 +168,14 @@ export class TargetRegistry {
     }, ms + 1).unref()
   }
 
-  private onHealthChange (set: UpstreamSet, t: Target, healthy: boolean): void {
+  private onHealthChange (set: UpstreamSet, t: Target, change: HealthChange): void {
     const detail = t.lastCheck?.detail
     // Passing active checks also end a passive ejection (as Envoy does by default): the target
-    // was seen to recover, so it need not sit out the rest of ejectMs.
-    if (healthy) { t.ejectedUntil = 0; t.consecutiveErrors = 0 }
-    if (healthy) this.log.info({ upstream: set.upstream.name, target: t.id, detail }, 'upstream target healthy: back in rotation')
+    // was seen to recover, so it need not sit out the rest of ejectMs. 'uneject' is that case
+    // for a target the checks never took out (the usual one for a passive ejection).
+    if (change !== 'unhealthy') { t.ejectedUntil = 0; t.consecutiveErrors = 0 }
+    if (change === 'healthy') this.log.info({ upstream: set.upstream.name, target: t.id, detail }, 'upstream target healthy: back in rotation')
+    else if (change === 'uneject') this.log.info({ upstream: set.upstream.name, target: t.id, detail }, 'upstream target passed a health check: ejection ended early')
     else this.log.warn({ upstream: set.upstream.name, target: t.id, detail }, 'upstream target unhealthy: out of rotation')
     this.metrics.targetHealthy.labels(t.upstreamLabel, t.id).set(t.available(Date.now()) ? 1 : 0)
   }

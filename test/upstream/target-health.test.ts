@@ -1,0 +1,71 @@
+// Target health across its three sources: active checks, passive ejection and reloads, and the
+// merged view of several workers. Real loopback origins; the balancer and the merge are pure
+// logic and are driven directly.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
+
+const closers: (() => Promise<unknown>)[] = []
+after(async () => { for (const c of closers.reverse()) await c().catch(() => {}) })
+
+async function origin (fn: (o: Origin) => void): Promise<Origin> {
+  const o = await startOrigin()
+  closers.push(() => o.close())
+  fn(o)
+  return o
+}
+
+async function gateway (yaml: string): Promise<TestGateway> {
+  const g = await startTestGateway(yaml, { level: 'debug' })
+  closers.push(() => g.close())
+  return g
+}
+
+type TargetView = { target: string, healthy: boolean, ejected: boolean, ejections: number, consecutiveErrors: number }
+
+async function targetsOf (g: TestGateway): Promise<TargetView[]> {
+  const st = await (await fetch(g.adminUrl + '/admin/upstreams')).json() as Record<string, { targets: TargetView[] }>
+  return st.api.targets
+}
+
+async function targetOf (g: TestGateway, o: Origin): Promise<TargetView> {
+  const t = (await targetsOf(g)).find((x) => x.target === `127.0.0.1:${o.port}`)
+  assert.ok(t, `target 127.0.0.1:${o.port} listed`)
+  return t
+}
+
+async function healthyGauge (g: TestGateway): Promise<string[]> {
+  return (await (await fetch(g.adminUrl + '/metrics')).text()).split('\n').filter((l) => l.startsWith('sluice_upstream_target_healthy{'))
+}
+
+test('a passing health check ends a passive ejection of a target that stayed healthy', async () => {
+  // /health passes while live traffic gets 500s: ejected passively, never unhealthy by checks.
+  const bad = await origin((o) => {
+    o.on('/health', (_q, res) => { res.writeHead(200); res.end('ok') })
+    o.on('*', (_q, res) => { res.writeHead(500); res.end('bad') })
+  })
+  const good = await origin((o) => o.on('*', (_q, res) => { res.writeHead(200); res.end('good') }))
+  const g = await gateway(`upstreams:
+  api:
+    targets: ["${bad.url}", "${good.url}"]
+    healthCheck: { path: /health, intervalMs: 200, timeoutMs: 150, healthyThreshold: 1, unhealthyThreshold: 3 }
+    outlierDetection: { consecutiveErrors: 2, ejectMs: 600000, maxEjectedPercent: 50 }
+    circuitBreaker: { enabled: false }
+routes:
+  - name: r
+    upstream: api
+`)
+  await until('bad target ejected by live 500s', async () => {
+    await (await fetch(g.url + '/x')).text()
+    return (await targetOf(g, bad)).ejections >= 1
+  }, { tries: 40 })
+  assert.equal((await targetOf(g, bad)).healthy, true, 'the checks never failed')
+  // ejectMs is ten minutes: only a passing check can end the ejection within the bound.
+  await until('a passing check ends the ejection', async () => (await targetOf(g, bad)).ejected === false,
+    { tries: 100, intervalMs: 50, detail: async () => await targetOf(g, bad) })
+  const line = (await healthyGauge(g)).find((l) => l.includes(`target="127.0.0.1:${bad.port}"`))
+  assert.match(line ?? '', / 1$/, 'the gauge says it is back in rotation')
+  assert.ok(g.logs.some((l) => l.msg === 'upstream target passed a health check: ejection ended early'))
+})
