@@ -112,19 +112,21 @@ export class TargetRegistry {
         if (settled) return
         settled = true
         const kept = new Set<Target>()
-        for (const s of next.values()) {
-          for (const t of s.targets) {
-            kept.add(t)
-            // A reused target takes the new weight (weights are not part of the pool's key).
-            t.entry = s.upstream.targets.find((e) => e.id === t.id) ?? t.entry
-            t.weight = t.entry.weight
-            this.metrics.targetHealthy.labels(t.upstreamLabel, t.id).set(t.available(Date.now()) ? 1 : 0)
-          }
-        }
+        for (const s of next.values()) for (const t of s.targets) kept.add(t)
+        // Retire first, then set the gauges: a replaced target (new pool settings) has the same
+        // upstream and target labels as its successor, and retire() removes that gauge child.
         for (const [name, s] of this.sets) {
           for (const t of s.targets) {
             if (kept.has(t)) continue
             this.retire(name, t)
+          }
+        }
+        for (const s of next.values()) {
+          for (const t of s.targets) {
+            // A reused target takes the new weight (weights are not part of the pool's key).
+            t.entry = s.upstream.targets.find((e) => e.id === t.id) ?? t.entry
+            t.weight = t.entry.weight
+            this.metrics.targetHealthy.labels(t.upstreamLabel, t.id).set(t.available(Date.now()) ? 1 : 0)
           }
         }
         this.sets = next

@@ -69,3 +69,24 @@ routes:
   assert.match(line ?? '', / 1$/, 'the gauge says it is back in rotation')
   assert.ok(g.logs.some((l) => l.msg === 'upstream target passed a health check: ejection ended early'))
 })
+
+test('a reload that replaces the targets\' pools keeps sluice_upstream_target_healthy for them', async () => {
+  const a = await origin((o) => o.on('*', (_q, res) => { res.writeHead(200); res.end('a') }))
+  const b = await origin((o) => o.on('*', (_q, res) => { res.writeHead(200); res.end('b') }))
+  const yaml = (conns: number) => `upstreams:
+  api:
+    targets: ["${a.url}", "${b.url}"]
+    connections: ${conns}
+routes:
+  - name: r
+    upstream: api
+`
+  const g = await gateway(yaml(8))
+  assert.equal((await healthyGauge(g)).length, 2)
+  // connections is part of the pool's key: both targets get new pools under the same labels.
+  g.write(yaml(16))
+  assert.equal((await fetch(g.adminUrl + '/admin/reload', { method: 'POST' })).status, 200)
+  const lines = await healthyGauge(g)
+  assert.equal(lines.length, 2, `both targets keep the gauge: ${JSON.stringify(lines)}`)
+  assert.ok(lines.every((l) => l.endsWith(' 1')), JSON.stringify(lines))
+})
