@@ -4,10 +4,16 @@
 //
 // - A target is in rotation when its health checks pass (it starts healthy) and it is not
 //   ejected. Passive ejection follows outlierDetection.consecutiveErrors failures in a row
-//   (connect errors, resets, timeouts, 5xx) and lasts ejectMs. At most maxEjectedPercent of
-//   the targets are ejected at once (rounded down, at least one of two or more): the others
-//   stay in rotation even while failing (panic mode). A single target is never ejected; its
-//   circuit breaker protects it.
+//   (connect errors, resets, timeouts, 5xx) and lasts ejectMs. A target is ejected only while
+//   fewer than maxEjectedPercent of the targets (rounded down, at least one of two or more)
+//   are out of rotation for any reason, failed checks included, and never when it is the
+//   last one in rotation: the others stay in rotation even while failing (panic mode). A
+//   single target is never ejected; its circuit breaker protects it.
+//   Envoy differs in form, not in intent: its max_ejection_percent counts only outlier-ejected
+//   hosts out of all hosts, and a separate panic threshold (healthy_panic_threshold) makes it
+//   balance over every host, failed checks or not, once too few are healthy. Sluice has no
+//   such routing to hosts out of rotation, so it counts failed checks against the ejection
+//   allowance instead, and so never lets passive ejection empty the rotation.
 // - round-robin: smooth weighted round robin (a weight-2 target gets two of every three
 //   requests against a weight-1 one, interleaved, not in bursts).
 // - least-request: two targets drawn at random by weight; the one with fewer requests in
@@ -163,14 +169,7 @@ export class Balancer {
     return false
   }
 
-  /** Targets ejected now. */
-  ejected (now: number): number {
-    let n = 0
-    for (const t of this.targets) if (t.ejectedUntil > now) n++
-    return n
-  }
-
-  /** How many targets may be ejected at once (maxEjectedPercent, rounded down; at least one of two or more). */
+  /** How many targets may be out of rotation before none more is ejected (maxEjectedPercent of all, rounded down; at least one of two or more). */
   maxEjected (): number {
     const n = this.targets.length
     const pct = this.upstream.outlier.maxEjectedPercent
@@ -189,7 +188,15 @@ export class Balancer {
     const now = Date.now()
     t.consecutiveErrors++
     if (t.consecutiveErrors < this.upstream.outlier.consecutiveErrors || t.ejectedUntil > now) return false
-    if (this.ejected(now) >= this.maxEjected()) return false
+    // The other targets out of rotation (ejected or failing their checks), and those still in it.
+    let out = 0
+    let inRotation = 0
+    for (const x of this.targets) {
+      if (x === t) continue
+      if (x.available(now)) inRotation++
+      else out++
+    }
+    if (inRotation === 0 || out >= this.maxEjected()) return false
     t.ejectedAt = now
     t.ejectedUntil = now + this.upstream.outlier.ejectMs
     t.consecutiveErrors = 0

@@ -6,6 +6,8 @@ import assert from 'node:assert/strict'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
+import { Balancer, TargetState } from '../../src/upstream/balancer.js'
+import type { UpstreamEntry } from '../../src/config/snapshot.js'
 
 const closers: (() => Promise<unknown>)[] = []
 after(async () => { for (const c of closers.reverse()) await c().catch(() => {}) })
@@ -89,4 +91,52 @@ routes:
   const lines = await healthyGauge(g)
   assert.equal(lines.length, 2, `both targets keep the gauge: ${JSON.stringify(lines)}`)
   assert.ok(lines.every((l) => l.endsWith(' 1')), JSON.stringify(lines))
+})
+
+test('panic mode: the last target in rotation is not ejected when the other is out by active checks', async () => {
+  const down = await origin((o) => o.on('*', (_q, res) => { res.writeHead(503); res.end('down') }))
+  const flaky = await origin((o) => {
+    o.on('/health', (_q, res) => { res.writeHead(200); res.end('ok') })
+    o.on('*', (_q, res) => { res.writeHead(500); res.end('flaky') })
+  })
+  const g = await gateway(`upstreams:
+  api:
+    targets: ["${down.url}", "${flaky.url}"]
+    healthCheck: { path: /health, intervalMs: 500, timeoutMs: 400, healthyThreshold: 2, unhealthyThreshold: 1 }
+    outlierDetection: { consecutiveErrors: 3, ejectMs: 600000, maxEjectedPercent: 50 }
+    circuitBreaker: { enabled: false }
+routes:
+  - name: r
+    upstream: api
+`)
+  await until('down unhealthy by checks', async () => (await targetOf(g, down)).healthy === false)
+  const seen: number[] = []
+  for (let i = 0; i < 8; i++) { const r = await fetch(g.url + '/x'); await r.text(); seen.push(r.status) }
+  assert.deepEqual(seen, Array(8).fill(500), 'every request reaches the failing target still in rotation (no 503)')
+  const t = await targetOf(g, flaky)
+  assert.equal(t.ejected, false)
+  assert.equal(t.ejections, 0)
+})
+
+test('balancer: targets out of rotation for any reason count against maxEjectedPercent, and the last one in rotation stays', () => {
+  const upstream = (pct: number) => ({ name: 'u', balance: 'round-robin', outlier: { consecutiveErrors: 1, ejectMs: 60000, maxEjectedPercent: pct } }) as unknown as UpstreamEntry
+  const states = (n: number) => Array.from({ length: n }, (_, i) => new TargetState({ id: `t${i}`, weight: 1 } as never))
+
+  // 100%: one unhealthy by checks, one ejected; the third fails but is the last in rotation.
+  let ts = states(3)
+  let b = new Balancer(upstream(100), ts)
+  ts[0].healthy = false
+  assert.equal(b.record(ts[1], 'failure'), true, 'two of three still in rotation: eject')
+  assert.equal(b.record(ts[2], 'failure'), false, 'the last one in rotation is never ejected')
+  assert.equal(b.anyAvailable(Date.now(), null), true)
+
+  // 50% of four = two: two unhealthy by checks use up the allowance.
+  ts = states(4)
+  b = new Balancer(upstream(50), ts)
+  ts[0].healthy = false
+  ts[1].healthy = false
+  assert.equal(b.record(ts[2], 'failure'), false, 'two of four already out of rotation')
+  ts[1].healthy = true
+  assert.equal(b.record(ts[2], 'failure'), true, 'one out: one more may be ejected')
+  assert.equal(b.record(ts[3], 'failure'), false)
 })
