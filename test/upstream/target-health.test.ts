@@ -8,6 +8,7 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
 import { Balancer, TargetState } from '../../src/upstream/balancer.js'
 import type { UpstreamEntry } from '../../src/config/snapshot.js'
+import { mergeUpstreams } from '../../src/cluster/upstreams.js'
 
 const closers: (() => Promise<unknown>)[] = []
 after(async () => { for (const c of closers.reverse()) await c().catch(() => {}) })
@@ -139,4 +140,21 @@ test('balancer: targets out of rotation for any reason count against maxEjectedP
   ts[1].healthy = true
   assert.equal(b.record(ts[2], 'failure'), true, 'one out: one more may be ejected')
   assert.equal(b.record(ts[3], 'failure'), false)
+})
+
+test('mergeUpstreams: a target some workers lack is listed, and healthy only when every worker has it in rotation', () => {
+  const t = (target: string, healthy = true) => ({ target, healthy, ejected: false, inFlight: 1, pool: { connected: 1 } })
+  const m = mergeUpstreams([
+    { pid: 1, upstreams: { api: { targets: [t('a:1'), t('b:1')] } } },
+    { pid: 2, upstreams: { api: { targets: [t('a:1'), t('c:1')] } } }
+  ]) as Record<string, { targets: { target: string, healthy: boolean, healthyIn: number, inFlight: number }[] }>
+  const by = Object.fromEntries(m.api.targets.map((x) => [x.target, x]))
+  assert.deepEqual(Object.keys(by).sort(), ['a:1', 'b:1', 'c:1'], 'a target only the second worker has is listed')
+  assert.equal(by['a:1'].healthy, true)
+  assert.equal(by['a:1'].healthyIn, 2)
+  assert.equal(by['a:1'].inFlight, 2)
+  assert.equal(by['b:1'].healthy, false, 'worker 2 does not have b:1 in rotation')
+  assert.equal(by['b:1'].healthyIn, 1)
+  assert.equal(by['c:1'].healthy, false, 'worker 1 does not have c:1 in rotation')
+  assert.equal(by['c:1'].healthyIn, 1)
 })
