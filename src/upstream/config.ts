@@ -32,7 +32,7 @@ export type HealthCheckConfig = Static<typeof HealthCheckSchema>
 export const OutlierDetectionSchema = Strict({
   consecutiveErrors: Type.Integer({ minimum: 1, maximum: 1000, default: 5, description: 'Failures in a row (connect errors, resets, timeouts, 5xx) that eject a target' }),
   ejectMs: Ms(30000, 'How long an ejected target stays out of rotation', 1),
-  maxEjectedPercent: Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'At most this share of the targets is ejected at once (rounded down, at least one when the upstream has two or more): the rest stay in rotation even when they fail too (panic mode)' })
+  maxEjectedPercent: Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'Passive ejection stops while this share of the targets is out of rotation for any reason (ejected or failing its health checks; rounded down, at least one when the upstream has two or more), and never takes the last target in rotation: the rest stay in rotation even when they fail too (panic mode)' })
 }, { description: 'Passive ejection of a target that fails live traffic' })
 export type OutlierDetectionConfig = Static<typeof OutlierDetectionSchema>
 
