@@ -6,7 +6,7 @@ import type { CacheResult, ProxyResponse, UpstreamRequest } from '../types.js'
 import type { CompressionRouteConfig } from '../compress/config.js'
 import type { CacheGlobalConfig, CacheRouteConfig } from './config.js'
 import type { MemoryStore } from './memory.js'
-import type { SharedEntryStore } from './store.js'
+import { matches, type PurgeSelector, type SharedEntryStore } from './store.js'
 import { storeTtlMs, type CacheEntry } from './entry.js'
 import type { BypassReason, RouteCachePolicy } from './policy.js'
 
@@ -18,11 +18,24 @@ export interface Fill { entry?: CacheEntry; reason?: BypassReason | 'ERROR' }
 
 type Counter = { inc (): void }
 
+/** What a purge names: a selector, or every variant of one base key (an unsafe-method invalidation). */
+export type Purge = PurgeSelector | { base: string }
+/** Does purge `p` name entry `e`? */
+export function purges (p: Purge, e: { base: string; path: string; tags: readonly string[] }): boolean {
+  return 'base' in p ? e.base === p.base : matches(e, p)
+}
+/** The purges that began (or were still running) while an L2 read or write was in flight. */
+export interface PurgeWatch { seen: Purge[] }
+
 export class CacheCore {
   /** Background work (stores, refreshes, body drains) that close() lets finish. */
   readonly background = new Set<Promise<unknown>>()
   private readonly policies = new WeakMap<CacheRouteConfig, RouteCachePolicy>()
   private readonly events = new Map<string, Partial<Record<CacheResult, Counter>>>()
+  /** L2 reads and writes in flight, each collecting the purges that run meanwhile. */
+  private readonly watches = new Set<PurgeWatch>()
+  /** Purges whose L2 part has not finished (one object per run, so equal selectors do not collide). */
+  private readonly running = new Set<{ p: Purge }>()
 
   constructor (
     readonly config: CacheGlobalConfig,
@@ -67,6 +80,40 @@ export class CacheCore {
     this.background.add(p)
     p.finally(() => this.background.delete(p)).catch(() => {})
     return p
+  }
+
+  /**
+   * A purge begins: every L2 read or write in flight sees it, and so does every one that starts
+   * before the returned `end` is called (a local purge ends when its L2 part is done; a purge
+   * from another replica, whose L2 part is already done, begins and ends at once).
+   */
+  purgeBegins (p: Purge): () => void {
+    const run = { p }
+    this.running.add(run)
+    for (const w of this.watches) w.seen.push(p)
+    return () => { this.running.delete(run) }
+  }
+
+  /** Is a purge naming `e` running now? */
+  purgeRunning (e: CacheEntry): boolean {
+    for (const r of this.running) if (purges(r.p, e)) return true
+    return false
+  }
+
+  /** Watch for purges while an L2 read or write is in flight (the purges running now count as seen); unwatch() after. */
+  watch (): PurgeWatch {
+    const w: PurgeWatch = { seen: [] }
+    for (const r of this.running) w.seen.push(r.p)
+    this.watches.add(w)
+    return w
+  }
+
+  unwatch (w: PurgeWatch): void { this.watches.delete(w) }
+
+  /** Did a purge seen by `w` (from its `from`th on) name `e`? */
+  purgedDuring (w: PurgeWatch, e: CacheEntry, from = 0): boolean {
+    for (let i = from; i < w.seen.length; i++) if (purges(w.seen[i], e)) return true
+    return false
   }
 
   /** An entry read from L2 and kept in L1 too (undefined when L2 has none, or failed). */

@@ -106,7 +106,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   maxBytesGauge.set(l1.capacity)
   const writer = new EntryWriter(core)
   const coalescer = new Coalescer(core, writer, bus)
-  if (bus !== null) bus.onPurge = (m) => { if ('base' in m) l1.deleteBase(m.base); else l1.purge(m) }
+  // Another replica's purge: its L2 part is done; it stops this replica's L2 writes of what it names (writer.ts).
+  if (bus !== null) bus.onPurge = (m) => { core.purgeBegins(m)(); if ('base' in m) l1.deleteBase(m.base); else l1.purge(m) }
 
   const gaugeTimer = setInterval(() => {
     core.gauges()
@@ -188,8 +189,9 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     }
     for (const t of targets) {
       const base = baseKey('GET', req.host, keyPath(t, route.cache.key), req.headers, route.cache.key)
+      const end = core.purgeBegins({ base })
       l1.deleteBase(base)
-      if (l2 !== null) core.track(Promise.resolve(l2.deleteBase(base)))
+      if (l2 !== null) core.track(Promise.resolve(l2.deleteBase(base)).finally(end)); else end()
       bus?.publishPurge({ base })
     }
     return res
@@ -231,8 +233,13 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     },
 
     async purge (sel) {
-      let purged = l1.purge(sel)
-      if (l2 !== null) purged += await l2.purge(sel)
+      // Begun before L1 is purged: an L2 write of an entry this purge names, pending or in flight, does not land after it (writer.ts).
+      const end = core.purgeBegins(sel)
+      let purged: number
+      try {
+        purged = l1.purge(sel)
+        if (l2 !== null) purged += await l2.purge(sel)
+      } finally { end() }
       bus?.publishPurge(sel)
       core.gauges()
       deps.onPurged?.()

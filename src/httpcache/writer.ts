@@ -1,4 +1,5 @@
-// Storing an entry: L1 at once, the encoded copies off the response path, then L2.
+// Storing an entry: L1 at once, the encoded copies off the response path, then L2 (unless a
+// purge named the entry meanwhile).
 //
 // An origin's encoded body is decoded first (bounded: a compression bomb is not stored), so
 // every entry holds identity bytes and the clients that send no Accept-Encoding get them
@@ -45,18 +46,32 @@ export class EntryWriter {
     return out
   }
 
-  /** Store in L1 now, encode the route's codings and store in L2 in the background. */
+  /**
+   * Store in L1 now, encode the route's codings and store in L2 in the background. A purge
+   * naming the entry (here or from another replica) stops its L2 write: one that runs before
+   * the write is sent skips it, one that runs while it is in flight (and may have missed it,
+   * a SCAN or a tag set read before it landed) deletes it again once it is done. An entry
+   * completed while a purge naming it runs is not stored at all.
+   */
   store (e: CacheEntry, route: CacheRoute): Promise<void> {
     const { core } = this
+    if (core.purgeRunning(e)) return Promise.resolve()
     core.l1.set(e, storeTtlMs(e, core.now()))
+    const watch = core.watch()
     const comp = route.compression
     // Encoded copies are an optimisation: when MAX_ENCODES are already running (a miss-heavy
     // burst), the entry is stored identity-only rather than queueing work and memory without bound.
     const encode = this.encodes < MAX_ENCODES && e.range === undefined && e.headers['content-encoding'] === undefined && shouldEncode(e.body, e.headers, comp)
     if (encode) this.encodes++
     const job = (encode ? this.encode(e, route).finally(() => { this.encodes-- }) : Promise.resolve())
-      .then(async () => { await core.l2?.set(e, storeTtlMs(e, core.now())) })
+      .then(async () => {
+        if (core.l2 === null || core.purgedDuring(watch, e)) return
+        const sent = watch.seen.length
+        await core.l2.set(e, storeTtlMs(e, core.now()))
+        if (core.purgedDuring(watch, e, sent)) await core.l2.deleteBase(e.base)
+      })
       .catch((err: Error) => core.log.warn({ err: err.message, key: e.path }, 'cache store failed'))
+      .finally(() => core.unwatch(watch))
     core.track(job)
     core.gauges()
     return job

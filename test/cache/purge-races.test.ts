@@ -1,0 +1,99 @@
+// Purges racing the cache's own background work: the L2 write that follows the store-time
+// encode, and L2 reads that refill L1 while the purge's L2 part runs. Real gateways, a real
+// origin on loopback and a real redis-server; the tests poll for conditions, never for time.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { request } from 'undici'
+import type { Redis } from 'ioredis'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway } from '../helpers/gateway.js'
+import { startRedis } from '../helpers/redis.js'
+import { metric } from '../helpers/metrics.js'
+import { until } from '../helpers/wait.js'
+
+let origin: Origin
+before(async () => { origin = await startOrigin() })
+after(async () => { await origin.close() })
+
+const config = (redisUrl: string, prefix: string, timeout = 500) => `
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+redis: { url: "${redisUrl}", keyPrefix: "${prefix}", commandTimeoutMs: ${timeout} }
+log: { level: info, accessLog: false }
+upstreams:
+  origin: { url: "${origin.url}", timeoutMs: 5000 }
+routes:
+  - name: cached
+    match: { pathPrefix: / }
+    upstream: origin
+    cache: { enabled: true }
+    compression: { enabled: true }
+`
+
+async function get (base: string, path: string) {
+  const r = await request(base + path, { headers: { host: 'shop.example' } })
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+}
+async function purge (adminUrl: string, sel: object): Promise<{ ok: boolean; purged: number }> {
+  const r = await request(`${adminUrl}/admin/purge`, { method: 'POST', body: JSON.stringify(sel), headers: { 'content-type': 'application/json' } })
+  assert.equal(r.statusCode, 200)
+  return await r.body.json() as { ok: boolean; purged: number }
+}
+/** The L2 records of a path (any variant), in this test's key prefix. */
+const stored = (c: Redis, prefix: string, path: string) => c.keys(`${prefix}{*}c:G|shop.example|${path}*`)
+/** ~200 KiB of compressible text (under 256 KiB, so the stored br copy is made at quality 11: slow). */
+const text = (v: string) => Array.from({ length: 6000 }, (_, i) => `${v} line ${i} ${Math.sin(i).toFixed(8)} lorem ipsum\n`).join('')
+const brDone = (adminUrl: string) => metric(adminUrl, 'sluice_compression_bytes_total', { encoding: 'br', direction: 'out' })
+
+/**
+ * Wait until every L2 write `gw` had started is done: once its br copy exists (its L2 write
+ * is then already sent, or skipped), a plain entry stored through the same gateway and client
+ * connection reaching Redis means the earlier write has been executed too.
+ */
+async function settled (c: Redis, prefix: string, gw: { url: string; adminUrl: string }, marker: string): Promise<void> {
+  await until('the background encode to finish', async () => await brDone(gw.adminUrl) > 0, { tries: 400, intervalMs: 25 })
+  assert.equal((await get(gw.url, marker)).body, 'marker')
+  await until('the marker entry to reach L2', async () => (await stored(c, prefix, marker)).length > 0, { tries: 400, intervalMs: 25 })
+}
+
+for (const sel of [{ key: '/enc' }, { prefix: '/en' }, { tag: 'catalog' }]) {
+  test(`bug 1: a purge by ${Object.keys(sel)[0]} during the store-time encode is not undone by the L2 write that follows`, async () => {
+    const redis = await startRedis()
+    const c = redis.client()
+    const a = await startTestGateway(config(redis.url, redis.prefix))
+    const b = await startTestGateway(config(redis.url, redis.prefix))
+    try {
+      let v = 'v1'
+      origin.on('/enc', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain', 'cache-tag': 'catalog' }); res.end(text(v)) })
+      origin.on('/marker', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'application/octet-stream' }); res.end('marker') })
+      assert.ok((await get(a.url, '/enc')).body.startsWith('v1'))
+      v = 'v2'
+      assert.deepEqual(await purge(a.adminUrl, sel), { ok: true, purged: 1 })
+      assert.equal(await brDone(a.adminUrl), 0, 'precondition: the purge ran while the br copy was being made')
+      await settled(c, redis.prefix, a, '/marker')
+      assert.deepEqual(await stored(c, redis.prefix, '/enc'), [], 'the purged entry is not in L2')
+      assert.ok((await get(b.url, '/enc')).body.startsWith('v2'), 'the other replica gets the new version')
+      assert.ok((await get(a.url, '/enc')).body.startsWith('v2'), 'the purging replica gets the new version')
+    } finally { await a.close(); await b.close(); await redis.stop() }
+  })
+}
+
+test('bug 1: a purge from another replica (over the bus) during this replica\'s encode is not undone by its L2 write', async () => {
+  const redis = await startRedis()
+  const c = redis.client()
+  const a = await startTestGateway(config(redis.url, redis.prefix))
+  const b = await startTestGateway(config(redis.url, redis.prefix))
+  try {
+    let v = 'v1'
+    origin.on('/enc-remote', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain', 'cache-tag': 'remote' }); res.end(text(v)) })
+    origin.on('/marker-remote', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'application/octet-stream' }); res.end('marker') })
+    assert.ok((await get(b.url, '/enc-remote')).body.startsWith('v1')) // B fills and encodes
+    v = 'v2'
+    assert.deepEqual(await purge(a.adminUrl, { tag: 'remote' }), { ok: true, purged: 0 }) // nothing in L2 yet
+    assert.equal(await brDone(b.adminUrl), 0, 'precondition: the purge ran while B was making the br copy')
+    await settled(c, redis.prefix, b, '/marker-remote')
+    assert.deepEqual(await stored(c, redis.prefix, '/enc-remote'), [], 'the purged entry is not in L2')
+    assert.ok((await get(a.url, '/enc-remote')).body.startsWith('v2'))
+    assert.ok((await get(b.url, '/enc-remote')).body.startsWith('v2'))
+  } finally { await a.close(); await b.close(); await redis.stop() }
+})
