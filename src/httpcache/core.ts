@@ -116,11 +116,17 @@ export class CacheCore {
     return false
   }
 
-  /** An entry read from L2 and kept in L1 too (undefined when L2 has none, or failed). */
+  /**
+   * An entry read from L2 and kept in L1 too (undefined when L2 has none, or failed). An entry
+   * a purge named while the read was in flight is returned but not kept: the read may have
+   * beaten the purge's L2 part, and L1 would then keep what the purge removed.
+   */
   async fromL2 (key: string): Promise<CacheEntry | undefined> {
     if (this.l2 === null) return undefined
-    const e = await this.l2.get(key)
-    if (e !== undefined) this.l1.set(e, storeTtlMs(e, this.now()))
+    const w = this.watch()
+    let e: CacheEntry | undefined
+    try { e = await this.l2.get(key) } finally { this.unwatch(w) }
+    if (e !== undefined && !this.purgedDuring(w, e)) this.l1.set(e, storeTtlMs(e, this.now()))
     return e
   }
 

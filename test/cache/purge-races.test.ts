@@ -97,3 +97,27 @@ test('bug 1: a purge from another replica (over the bus) during this replica\'s 
     assert.ok((await get(b.url, '/enc-remote')).body.startsWith('v2'))
   } finally { await a.close(); await b.close(); await redis.stop() }
 })
+
+test('bug 2: a request during the purge\'s L2 SCAN does not put the purged entry back into the purging replica\'s L1', async () => {
+  const redis = await startRedis({ own: true })
+  const c = redis.client()
+  // 300k other keys, so the SCAN of a purge by key takes a while (as in a large L2).
+  await c.eval("for i=1,300000 do redis.call('SET','other:'..i,'x') end return 1", 0)
+  const a = await startTestGateway(config(redis.url, redis.prefix, 2000))
+  try {
+    let v = 'v1'
+    origin.on('/scan', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600' }); res.end(v) })
+    assert.equal((await get(a.url, '/scan')).body, 'v1')
+    await until('the entry to reach L2', async () => (await stored(c, redis.prefix, '/scan')).length > 0)
+    v = 'v2'
+    const l2Hits = () => metric(a.adminUrl, 'sluice_cache_events_total', { route: 'cached', result: 'hit', layer: 'l2' })
+    const before = await l2Hits()
+    let done = false
+    const p = purge(a.adminUrl, { key: '/scan' }).finally(() => { done = true })
+    // Requests while the purge runs: once it has cleared L1, they read v1 from L2.
+    while (!done) await get(a.url, '/scan')
+    assert.deepEqual(await p, { ok: true, purged: 2 })
+    assert.ok(await l2Hits() > before, 'precondition: a request read the entry from L2 while the purge ran')
+    assert.equal((await get(a.url, '/scan')).body, 'v2', 'the purged v1 is not kept in L1 after the purge returned')
+  } finally { await a.close(); await redis.stop() }
+})
