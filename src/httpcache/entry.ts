@@ -107,6 +107,14 @@ export function decodeEntry (buf: Buffer): CacheEntry | undefined {
   if (4 + ml > buf.length) return undefined
   const meta = JSON.parse(buf.subarray(4, 4 + ml).toString('utf8')) as CacheEntry & { v: number; bl: number; gl: number; rl: number }
   if (meta.v !== 1) return undefined
+  // The bodies must fill the rest exactly: subarray() would silently cut a short record's body
+  // (a truncated write, a damaged value), and serve it. Thrown like unparsable meta, so the
+  // caller counts it as a failed read and answers a miss.
+  const len = (n: unknown, optional: boolean) => Number.isSafeInteger(n) && ((n as number) >= 0 || (optional && n === -1))
+  if (!len(meta.bl, false) || !len(meta.gl, true) || !len(meta.rl, true) ||
+      4 + ml + meta.bl + Math.max(meta.gl, 0) + Math.max(meta.rl, 0) !== buf.length) {
+    throw new Error(`cache record of ${buf.length} bytes does not match its declared lengths`)
+  }
   let off = 4 + ml
   // Copies, so an entry backfilled into L1 does not pin the whole Redis reply buffer (or a slab).
   const take = (n: number) => { const b = owned(buf.subarray(off, off + n)); off += n; return b }

@@ -1,0 +1,58 @@
+// L2 bookkeeping that must stay right over time and under concurrency: tag sets outlive their
+// members and are capped without overshoot, variant indexes shed expired variants, purge by key
+// reads paths that contain `|`, and a damaged record is a counted miss, never a short body.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { RedisStore } from '../../src/httpcache/redis-store.js'
+import type { CacheEntry } from '../../src/httpcache/entry.js'
+import { startRedis, type RedisHandle } from '../helpers/redis.js'
+
+let redis: RedisHandle
+before(async () => { redis = await startRedis() })
+after(async () => { await redis.stop() })
+
+function entry (path: string, over: Partial<CacheEntry> = {}): CacheEntry {
+  const key = `G|example.com|${path}`
+  return {
+    key, base: key, path, status: 200, headers: {}, body: Buffer.from('body of ' + path),
+    requestTime: 0, responseTime: 0, lifetimeMs: 60000, initialAgeMs: 0, swrMs: 0, sieMs: 0,
+    mustRevalidate: false, noCache: false, tags: [], varyNames: [], authOk: false, ...over
+  }
+}
+
+const esc = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
+
+function setup (name: string) {
+  const prefix = redis.prefix + name + ':'
+  const c = redis.client()
+  const errors: string[] = []
+  const store = new RedisStore(c, prefix, (op, err) => { errors.push(`${op}: ${err.message}`) })
+  /** The Redis key of a variant's record. */
+  const recordKey = async (key: string) => (await c.keys(`${esc(prefix)}{*}c:${esc(key)}`))[0]
+  const clean = async () => { const left = await c.keys(esc(prefix) + '*'); if (left.length) await c.del(...left) }
+  return { prefix, c, errors, store, recordKey, clean }
+}
+
+/** Store `n` entries, `batch` at a time concurrently (as many replicas filling at once would). */
+async function fill (store: RedisStore, n: number, make: (i: number) => CacheEntry, ttlMs: number, batch = 250): Promise<void> {
+  for (let i = 0; i < n; i += batch) await Promise.all(Array.from({ length: Math.min(batch, n - i) }, (_, j) => store.set(make(i + j), ttlMs)))
+}
+
+test('a record whose declared lengths do not add up is a counted miss, not a short body', async () => {
+  const { c, errors, store, recordKey, clean } = setup('trunc')
+  const e = entry('/t', { body: Buffer.from('abcdefghijklmnopqrstuvwxyz'), gzip: Buffer.from('GZIPBYTES') })
+  await store.set(e, 60000)
+  const rk = await recordKey(e.key)
+  const full = await c.getBuffer(rk)
+  assert.ok(full)
+  assert.deepEqual((await store.get(e.key))?.gzip, e.gzip)
+  await c.set(rk, full.subarray(0, full.length - 20), 'PX', 60000) // cut into the body
+  assert.equal(await store.get(e.key), undefined)
+  await c.set(rk, full.subarray(0, full.length - 1), 'PX', 60000) // one gzip byte short
+  assert.equal(await store.get(e.key), undefined)
+  await c.set(rk, Buffer.concat([full, Buffer.from('x')]), 'PX', 60000) // a byte too many
+  assert.equal(await store.get(e.key), undefined)
+  assert.equal(errors.length, 3, `each counted as a failed get: ${errors.join('; ')}`)
+  assert.ok(errors.every((x) => x.startsWith('cache_get')))
+  await clean()
+})
