@@ -155,11 +155,8 @@ export class RedisStore implements SharedEntryStore {
         // Keys are `<prefix>{slot}c:<M>|<host>|<path>[|...][\n vary]`: match any method and host.
         const path = sel.key ?? sel.prefix ?? ''
         const all = await this.scan(`${globEscape(this.prefix)}{*}c:*|*|${globEscape(path)}*`)
-        keys = all.filter((k) => {
-          const rest = k.slice(k.indexOf('}c:', this.prefix.length) + 3)
-          const p = rest.split('|')[2]?.split('\n')[0] ?? ''
-          return matches({ path: p, tags: [] }, sel)
-        })
+        const paths = await Promise.all(all.map(async (k) => await this.keyPath(k)))
+        keys = all.filter((_, i) => paths[i] !== undefined && matches({ path: paths[i]!, tags: [] }, sel))
       }
       // One DEL per key: the keys live in different slots. The variant indexes keep stale
       // members until they expire; deleting a missing key is harmless.
@@ -168,6 +165,31 @@ export class RedisStore implements SharedEntryStore {
     } catch (err) {
       this.onError('cache_purge', err as Error)
       return 0
+    }
+  }
+
+  /**
+   * The path of a record key `<prefix>{slot}c:<M>|<host>|<path>[|<header>=<value>...][\n vary]`.
+   * A path may hold `|` (a raw query), and so may a key header's value, so when anything past
+   * the host holds one, the split is ambiguous: the path is then read from the record's meta
+   * (its first bytes, never the bodies). undefined: the record is gone.
+   */
+  private async keyPath (k: string): Promise<string | undefined> {
+    let rest = k.slice(k.indexOf('}c:', this.prefix.length) + 3)
+    const nl = rest.indexOf('\n')
+    if (nl !== -1) rest = rest.slice(0, nl)
+    const afterHost = rest.indexOf('|', rest.indexOf('|') + 1) + 1
+    const p = rest.slice(afterHost)
+    if (afterHost === 0 || !p.includes('|')) return p
+    const head = await this.redis.getrangeBuffer(k, 0, 4095)
+    if (head.length < 4) return undefined
+    const ml = head.readUInt32BE(0)
+    const meta = 4 + ml <= head.length ? head.subarray(4, 4 + ml) : await this.redis.getrangeBuffer(k, 4, 3 + ml)
+    try {
+      const path = (JSON.parse(meta.toString('utf8')) as { path?: unknown }).path
+      return typeof path === 'string' ? path : p
+    } catch {
+      return p // a damaged record: match it by its key as it reads
     }
   }
 

@@ -38,6 +38,24 @@ async function fill (store: RedisStore, n: number, make: (i: number) => CacheEnt
   for (let i = 0; i < n; i += batch) await Promise.all(Array.from({ length: Math.min(batch, n - i) }, (_, j) => store.set(make(i + j), ttlMs)))
 }
 
+test('purge by key and by prefix read a path that contains `|`, with or without key headers after it', async () => {
+  const { errors, store, clean } = setup('pipe')
+  await store.set(entry('/search?q=a|b'), 60000)
+  await store.set(entry('/search?q=a'), 60000)
+  // A route with key headers: `|name=value` follows the path in the key.
+  const k = 'G|example.com|/x?f=1|2|x-tenant=acme'
+  await store.set(entry('/x?f=1|2', { key: k, base: k }), 60000)
+  assert.equal(await store.purge({ key: '/search?q=a|b' }), 1)
+  assert.ok(await store.get('G|example.com|/search?q=a'), 'a purge of /search?q=a|b leaves /search?q=a')
+  assert.equal(await store.purge({ key: '/x?f=1' }), 0, 'a path is not cut at its `|`')
+  assert.equal(await store.purge({ key: '/x?f=1|2' }), 1)
+  await store.set(entry('/search?q=a|b'), 60000)
+  assert.equal(await store.purge({ prefix: '/search?q=a|' }), 1)
+  assert.ok(await store.get('G|example.com|/search?q=a'))
+  assert.deepEqual(errors, [])
+  await clean()
+})
+
 test('a record whose declared lengths do not add up is a counted miss, not a short body', async () => {
   const { c, errors, store, recordKey, clean } = setup('trunc')
   const e = entry('/t', { body: Buffer.from('abcdefghijklmnopqrstuvwxyz'), gzip: Buffer.from('GZIPBYTES') })
