@@ -25,6 +25,18 @@ redis.call('SADD', KEYS[3], KEYS[1])
 if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
 return 1`
 
+/**
+ * Add an entry key to a tag set: KEYS tag set; ARGV entry key, ttl ms. The set lives as long as
+ * its longest-lived member: its TTL is only ever extended (PTTL compared here, not PEXPIRE GT,
+ * which needs Redis 7), or a short-lived member would expire it under long-lived ones and a
+ * purge by tag would then miss them. Returns SADD's count.
+ */
+const TAG_SCRIPT = `
+local n = redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return n`
+
 /** Remove every variant of a base key: KEYS vary record, variant index, plain entry. */
 const DELETE_BASE_SCRIPT = `
 local keys = redis.call('SMEMBERS', KEYS[2])
@@ -127,7 +139,7 @@ export class RedisStore implements SharedEntryStore {
       // Tags span slots: one command per key (a Cluster pipeline or MULTI needs a single slot).
       await Promise.all(e.tags.map(async (t) => {
         const tk = this.tk(t)
-        const [n] = await Promise.all([this.redis.sadd(tk, rk), this.redis.pexpire(tk, Math.max(px, 60_000))])
+        const n = Number(await this.redis.eval(TAG_SCRIPT, 1, tk, rk, Math.max(px, 60_000)))
         // Keep tag sets bounded: past the cap, drop arbitrary members (their entries then expire on their own).
         if (n > 0 && await this.redis.scard(tk) > MAX_TAG_MEMBERS) await this.redis.spop(tk, 100)
       }))

@@ -38,6 +38,17 @@ async function fill (store: RedisStore, n: number, make: (i: number) => CacheEnt
   for (let i = 0; i < n; i += batch) await Promise.all(Array.from({ length: Math.min(batch, n - i) }, (_, j) => store.set(make(i + j), ttlMs)))
 }
 
+test('a tag set lives as long as its longest-lived member: a short-lived entry does not shorten it', async () => {
+  const { prefix, c, errors, store, clean } = setup('tagttl')
+  await store.set(entry('/long', { tags: ['t'] }), 3_600_000)
+  await store.set(entry('/short', { tags: ['t'] }), 1000)
+  const pttl = await c.pttl(`${prefix}t:{t}`)
+  assert.ok(pttl > 3_500_000, `the tag set expires in ${pttl} ms, before /long (1 hour)`)
+  assert.equal(await store.purge({ tag: 't' }), 2)
+  assert.deepEqual(errors, [])
+  await clean()
+})
+
 test('purge by key and by prefix read a path that contains `|`, with or without key headers after it', async () => {
   const { errors, store, clean } = setup('pipe')
   await store.set(entry('/search?q=a|b'), 60000)
