@@ -10,6 +10,8 @@ import { encodeEntry, decodeEntry } from './entry.js'
 import { matches, type SharedEntryStore, type LeaseResult, type PurgeSelector } from './store.js'
 
 const MAX_TAG_MEMBERS = 10_000
+/** Members of a full tag set checked for entries that are gone, per add. */
+const TAG_SAMPLE = 32
 const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
 
 /**
@@ -26,16 +28,32 @@ if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) en
 return 1`
 
 /**
- * Add an entry key to a tag set: KEYS tag set; ARGV entry key, ttl ms. The set lives as long as
- * its longest-lived member: its TTL is only ever extended (PTTL compared here, not PEXPIRE GT,
- * which needs Redis 7), or a short-lived member would expire it under long-lived ones and a
- * purge by tag would then miss them. Returns SADD's count.
+ * Add an entry key to a tag set: KEYS tag set; ARGV entry key, ttl ms, cap, sample size, force,
+ * then keys to remove first. The set lives as long as its longest-lived member: its TTL is only
+ * ever extended (PTTL compared here, not PEXPIRE GT, which needs Redis 7), or a short-lived
+ * member would expire it under long-lived ones and a purge by tag would then miss them.
+ * A full set (cap members, the key not among them) with force 0 is left as it is, and a sample
+ * of its members is returned: the caller checks which of their entries are gone, as a script
+ * may not read them (they live in other slots, on other nodes of a Cluster), and calls again with
+ * force 1 and those keys. Only then, and only as far as the cap needs, are arbitrary members
+ * dropped; the add and the drop are one script, so concurrent adds never overshoot the cap nor
+ * drop more than it needs. Returns the number of members dropped that way.
  */
 const TAG_SCRIPT = `
-local n = redis.call('SADD', KEYS[1], ARGV[1])
+local tk, key = KEYS[1], ARGV[1]
+local cap = tonumber(ARGV[3])
+local new = redis.call('SISMEMBER', tk, key) == 0
+if new and ARGV[5] == '0' and redis.call('SCARD', tk) >= cap then return redis.call('SRANDMEMBER', tk, tonumber(ARGV[4])) end
+for i = 6, #ARGV do redis.call('SREM', tk, ARGV[i]) end
+local over = 0
+if new then
+  over = redis.call('SCARD', tk) - cap + 1
+  if over > 0 then redis.call('SPOP', tk, over) else over = 0 end
+  redis.call('SADD', tk, key)
+end
 local ttl = tonumber(ARGV[2])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return n`
+if redis.call('PTTL', tk) < ttl then redis.call('PEXPIRE', tk, ttl) end
+return over`
 
 /** Remove every variant of a base key: KEYS vary record, variant index, plain entry. */
 const DELETE_BASE_SCRIPT = `
@@ -137,14 +155,29 @@ export class RedisStore implements SharedEntryStore {
       const rk = this.rk(e.key)
       await this.redis.eval(SET_SCRIPT, 3, rk, this.vk(e.base), this.ik(e.base), encodeEntry(e), e.varyNames.join(','), px)
       // Tags span slots: one command per key (a Cluster pipeline or MULTI needs a single slot).
-      await Promise.all(e.tags.map(async (t) => {
-        const tk = this.tk(t)
-        const n = Number(await this.redis.eval(TAG_SCRIPT, 1, tk, rk, Math.max(px, 60_000)))
-        // Keep tag sets bounded: past the cap, drop arbitrary members (their entries then expire on their own).
-        if (n > 0 && await this.redis.scard(tk) > MAX_TAG_MEMBERS) await this.redis.spop(tk, 100)
-      }))
+      await Promise.all(e.tags.map(async (t) => { await this.tag(this.tk(t), rk, Math.max(px, 60_000)) }))
     } catch (err) {
       this.onError('cache_set', err as Error)
+    }
+  }
+
+  /**
+   * Add a record key to a tag set, bounded to MAX_TAG_MEMBERS. When the set is full, members
+   * whose entries are gone (expired, or purged by key or prefix) are dropped first, from a sample;
+   * only if the sample holds none is a live member dropped: a purge by tag then misses it, and its
+   * entry expires on its own.
+   */
+  private async tag (tk: string, rk: string, ttl: number): Promise<void> {
+    const sample = await this.redis.eval(TAG_SCRIPT, 1, tk, rk, ttl, MAX_TAG_MEMBERS, TAG_SAMPLE, '0')
+    if (!Array.isArray(sample)) return
+    const exists = await Promise.all((sample as string[]).map(async (k) => await this.redis.exists(k)))
+    const gone = (sample as string[]).filter((_, i) => exists[i] === 0)
+    await this.redis.eval(TAG_SCRIPT, 1, tk, rk, ttl, MAX_TAG_MEMBERS, TAG_SAMPLE, '1', ...gone)
+    // A gone key stored again between its EXISTS and the SREM above was added back by that
+    // set() before the SREM, and is now missing from the set: add it back.
+    const back = await Promise.all(gone.map(async (k) => await this.redis.pttl(k)))
+    for (let i = 0; i < gone.length; i++) {
+      if (back[i] > 0) await this.redis.eval(TAG_SCRIPT, 1, tk, gone[i], Math.max(back[i], 60_000), MAX_TAG_MEMBERS, TAG_SAMPLE, '1')
     }
   }
 

@@ -49,6 +49,30 @@ test('a tag set lives as long as its longest-lived member: a short-lived entry d
   await clean()
 })
 
+test('concurrent stores keep a tag set at exactly its cap, and a purge by tag then misses only the excess', async () => {
+  const { prefix, c, errors, store, clean } = setup('tagcap')
+  await fill(store, 10_050, (i) => entry(`/p/${i}`, { tags: ['products'] }), 3_600_000)
+  assert.equal((await store.stats()).entries, 10_050)
+  assert.equal(await c.scard(`${prefix}t:{products}`), 10_000, 'no overshoot, and no more members dropped than the cap requires')
+  assert.equal(await store.purge({ tag: 'products' }), 10_000)
+  assert.equal((await store.stats()).entries, 50, 'only the 50 past the cap were left')
+  assert.deepEqual(errors, [])
+  await clean()
+})
+
+test('a full tag set drops members whose entries are gone before live ones', async () => {
+  const { prefix, c, errors, store, clean } = setup('tagdead')
+  await fill(store, 10_000, (i) => entry(`/${i % 2 ? 'live' : 'gone'}/${i}`, { tags: ['t'] }), 3_600_000)
+  assert.equal(await store.purge({ prefix: '/gone/' }), 5000) // their keys stay in the tag set
+  assert.equal(await c.scard(`${prefix}t:{t}`), 10_000)
+  for (let i = 0; i < 10; i++) await store.set(entry(`/late/${i}`, { tags: ['t'] }), 3_600_000)
+  assert.ok(await c.scard(`${prefix}t:{t}`) <= 10_000)
+  assert.equal(await store.purge({ tag: 't' }), 5010, 'every live entry was still in the tag set')
+  assert.equal((await store.stats()).entries, 0)
+  assert.deepEqual(errors, [])
+  await clean()
+})
+
 test('purge by key and by prefix read a path that contains `|`, with or without key headers after it', async () => {
   const { errors, store, clean } = setup('pipe')
   await store.set(entry('/search?q=a|b'), 60000)
