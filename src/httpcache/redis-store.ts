@@ -16,13 +16,19 @@ const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
 
 /**
  * Store a variant: KEYS entry, vary record, variant index; ARGV record, vary names, ttl ms.
- * The Vary record and the index live as long as their longest-lived variant.
+ * The Vary record and the index live as long as their longest-lived variant. Each store also
+ * checks a few index members (same slot) and removes those whose records expired or were
+ * purged: an index renewed by every new variant would otherwise keep every variant ever stored
+ * (a Vary on User-Agent adds one per browser build), so it converges to the live set instead.
  */
 const SET_SCRIPT = `
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 local ttl = tonumber(ARGV[3])
 local vt = redis.call('PTTL', KEYS[2])
 if vt < ttl then redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl) else redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL') end
+for _, k in ipairs(redis.call('SRANDMEMBER', KEYS[3], 8)) do
+  if redis.call('EXISTS', k) == 0 then redis.call('SREM', KEYS[3], k) end
+end
 redis.call('SADD', KEYS[3], KEYS[1])
 if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
 return 1`
@@ -204,7 +210,7 @@ export class RedisStore implements SharedEntryStore {
         keys = all.filter((_, i) => paths[i] !== undefined && matches({ path: paths[i]!, tags: [] }, sel))
       }
       // One DEL per key: the keys live in different slots. The variant indexes keep stale
-      // members until they expire; deleting a missing key is harmless.
+      // members until later stores prune them; deleting a missing key is harmless.
       const n = await Promise.all(keys.map((k) => this.redis.del(k)))
       return n.reduce((a, b) => a + b, 0)
     } catch (err) {

@@ -73,6 +73,26 @@ test('a full tag set drops members whose entries are gone before live ones', asy
   await clean()
 })
 
+test('the variant index of a URL sheds variants whose records expired and converges to the live set', async () => {
+  const { prefix, c, errors, store, clean } = setup('index')
+  const base = 'G|example.com|/home'
+  const variant = (v: string) => entry('/home', { key: `${base}\nuser-agent:${v}`, base, varyNames: ['user-agent'] })
+  for (let i = 0; i < 300; i++) await store.set(variant(`old-${i}`), 3_600_000)
+  const idx = (await c.keys(`${esc(prefix)}{*}i:${esc(base)}`))[0]
+  assert.equal(await c.scard(idx), 300)
+  // Expire the 300 old variants now, as their TTLs would.
+  const old = await c.smembers(idx)
+  await Promise.all(old.map((k) => c.del(k)))
+  for (let i = 0; i < 200; i++) await store.set(variant(`new-${i}`), 3_600_000)
+  const members = await c.smembers(idx)
+  const live = (await Promise.all(members.map((k) => c.exists(k)))).filter((x) => x === 1).length
+  assert.equal(live, 200, 'every live variant is in the index')
+  assert.ok(members.length <= 210, `the index holds ${members.length} keys for 200 live variants`)
+  assert.equal(await store.deleteBase(base), 200)
+  assert.deepEqual(errors, [])
+  await clean()
+})
+
 test('purge by key and by prefix read a path that contains `|`, with or without key headers after it', async () => {
   const { errors, store, clean } = setup('pipe')
   await store.set(entry('/search?q=a|b'), 60000)
