@@ -38,7 +38,7 @@ export const REDIS_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0
 /** Body size boundaries (bytes): 0 (no body), then powers of four from 64 B to 64 MiB. */
 export const SIZE_BUCKETS = [0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 /** Redis commands that get their own `command` label value; any other is `_other`. */
-export const REDIS_COMMANDS = ['get', 'set', 'del', 'eval', 'evalsha', 'publish', 'scan', 'hsetnx', 'sadd', 'smembers', 'scard', 'spop', 'pexpire', 'ping', 'memory'] as const
+export const REDIS_COMMANDS = ['get', 'set', 'del', 'eval', 'evalsha', 'publish', 'scan', 'hsetnx', 'sadd', 'smembers', 'scard', 'spop', 'pexpire', 'ping', 'memory', 'exists', 'pttl', 'getrange'] as const
 /** Why the L1 cache dropped an entry by itself (sluice_cache_evictions_total{reason}). */
 export const EVICTION_REASONS = ['size', 'expired'] as const
 export type EvictionReason = typeof EVICTION_REASONS[number]

@@ -94,7 +94,7 @@ test('cache hits carry layer l1 (fast path) or l2 (read from Redis); other resul
     // Every command label is from the fixed set, and each histogram is consistent.
     const text = await scrape(b.adminUrl)
     const samples = parseSamples(text).filter((s) => s.name.startsWith('sluice_redis_command_duration_seconds'))
-    const known = new Set(['get', 'set', 'del', 'eval', 'evalsha', 'publish', 'scan', 'hsetnx', 'sadd', 'smembers', 'scard', 'spop', 'pexpire', 'ping', 'memory', '_other'])
+    const known = new Set(['get', 'set', 'del', 'eval', 'evalsha', 'publish', 'scan', 'hsetnx', 'sadd', 'smembers', 'scard', 'spop', 'pexpire', 'ping', 'memory', 'exists', 'pttl', 'getrange', '_other'])
     for (const s of samples) assert.ok(known.has(s.labels.command), s.labels.command)
     for (const cmd of known) {
       const count = samples.find((s) => s.name.endsWith('_count') && s.labels.command === cmd)
