@@ -164,7 +164,8 @@ export function tee (core: CacheCore, body: Readable, limit: number, toClient: b
     if (collecting) { collecting = false; collected(null, size, 'BODY-ERROR', err) }
     out?.destroy(err)
   })
-  core.track(new Promise<void>((resolve) => { body.once('close', resolve) }))
+  // Closed with neither 'end' nor 'error' (destroyed): the fill ends with nothing stored.
+  core.track(new Promise<void>((resolve) => { body.once('close', () => { if (collecting) { collecting = false; collected(null, size, 'BODY-ERROR') } resolve() }) }))
   return out
 }
 
@@ -202,7 +203,11 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   const fillP = new Promise<Fill>((resolve) => { settle = resolve })
   hooks.started(job.key, fillP)
   let settled = false
+  // Purges that run from before the upstream request until the entry is stored: an entry one
+  // of them names is not stored (its bytes may be from before the purge).
+  const watch = core.watch()
   const done = (f: Fill, stored?: Promise<unknown>): void => {
+    core.unwatch(watch)
     if (settled) return
     settled = true
     hooks.ended(job, fillP, f, leased, stored)
@@ -233,7 +238,7 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
       done({ reason: why })
       return respond(core, e, route, req, `sluice; fwd=stale; fwd-status=304; detail=${why}`, 'revalidated', t1)
     }
-    done({ entry: e }, writer.store(e, route))
+    done({ entry: e }, writer.store(e, route, watch))
     return respond(core, e, route, req, 'sluice; fwd=stale; fwd-status=304; stored', 'revalidated', t1)
   }
   if (res.status >= 500 && stale !== undefined && canServeStaleOnError(stale, t1)) {
@@ -251,7 +256,7 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   const finish = (chunks: Buffer[], size: number): void => {
     const built = buildEntry(core, job, res, ownedConcat(chunks, size), t0, t1)
     if (typeof built === 'string') { done({ reason: built }); return }
-    writer.normalise(built, route).then((e) => done({ entry: e }, writer.store(e, route)), (err: Error) => {
+    writer.normalise(built, route).then((e) => done({ entry: e }, writer.store(e, route, watch)), (err: Error) => {
       core.log.warn({ err: err.message, path: job.path }, 'cache: stored body does not decode; not stored')
       done({ reason: 'TOO-LARGE' })
     })

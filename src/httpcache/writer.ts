@@ -9,7 +9,7 @@ import { isSluiceError } from '../errors.js'
 import { first, hasNoTransform } from '../compress/headers.js'
 import { decodeOriginBody, encodeMissing, shouldEncode } from '../compress/variants.js'
 import { owned, storeTtlMs, type CacheEntry } from './entry.js'
-import type { CacheCore, CacheRoute } from './core.js'
+import type { CacheCore, CacheRoute, PurgeWatch } from './core.js'
 
 /** Store-time encodes allowed to run at once (libuv's thread pool has 4 threads). */
 const MAX_ENCODES = 4
@@ -51,11 +51,13 @@ export class EntryWriter {
    * naming the entry (here or from another replica) stops its L2 write: one that runs before
    * the write is sent skips it, one that runs while it is in flight (and may have missed it,
    * a SCAN or a tag set read before it landed) deletes it again once it is done. An entry
-   * completed while a purge naming it runs is not stored at all.
+   * completed while a purge naming it runs is not stored at all, nor is one whose fill
+   * watched (`fill`, from before its upstream request) a purge naming it: its bytes may be
+   * from before the purge.
    */
-  store (e: CacheEntry, route: CacheRoute): Promise<void> {
+  store (e: CacheEntry, route: CacheRoute, fill?: PurgeWatch): Promise<void> {
     const { core } = this
-    if (core.purgeRunning(e)) return Promise.resolve()
+    if (core.purgeRunning(e) || (fill !== undefined && core.purgedDuring(fill, e))) return Promise.resolve()
     core.l1.set(e, storeTtlMs(e, core.now()))
     const watch = core.watch()
     const comp = route.compression

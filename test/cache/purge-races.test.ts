@@ -121,3 +121,38 @@ test('bug 2: a request during the purge\'s L2 SCAN does not put the purged entry
     assert.equal((await get(a.url, '/scan')).body, 'v2', 'the purged v1 is not kept in L1 after the purge returned')
   } finally { await a.close(); await redis.stop() }
 })
+
+test('a fill whose upstream request began before a purge naming it, and that ends after it, is not stored', async (t) => {
+  const gw = await startTestGateway(`
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: info, accessLog: false }
+upstreams:
+  origin: { url: "${origin.url}", timeoutMs: 5000 }
+routes:
+  - name: cached
+    match: { pathPrefix: / }
+    upstream: origin
+    cache: { enabled: true }
+`)
+  t.after(() => gw.close())
+  let version = 'v1'
+  let hold: (() => void) | null = null
+  let asked = 0
+  origin.on('/held', (_req, res) => {
+    asked++
+    const body = version // what the origin had when the request reached it
+    const send = () => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' }); res.end(body) }
+    if (asked === 1) hold = send; else send()
+  })
+  const first = get(gw.url, '/held')
+  await until('the origin holds the first request', () => hold !== null)
+  version = 'v2' // the origin changes, and the operator purges while the old answer is on its way
+  assert.equal((await purge(gw.adminUrl, { key: '/held' })).ok, true)
+  hold!()
+  const r1 = await first
+  assert.equal(r1.body, 'v1', 'the request that was in flight gets its answer')
+  const r2 = await get(gw.url, '/held')
+  assert.equal(r2.body, 'v2', 'the answer begun before the purge was not stored')
+  assert.match(String(r2.headers['cache-status']), /fwd=miss/)
+})
