@@ -3,13 +3,20 @@
 // the body's average rate must stay at or above minBytesPerSecond, and no gap between two
 // pieces may exceed maxIdleMs. Otherwise the stream fails with 408 SLUICE_ERR_REQUEST_TIMEOUT,
 // which aborts the upstream request (the body is its request stream) and answers the client.
+// An HTTP/2 body that the client cancels fails too, rule or not (see guardBodyRate).
 import { Transform, type Readable } from 'node:stream'
 import { SluiceError } from '../errors.js'
 import type { RequestBodyRateConfig } from './config.js'
 
 export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Readable {
   const { minBytesPerSecond: min, graceMs, maxIdleMs } = rule
-  if (min === 0 && maxIdleMs === 0) return body
+  const rated = min > 0 || maxIdleMs > 0
+  // Node's HTTP/2 compatibility request answers a client's RST_STREAM with 'aborted' and then a
+  // normal 'end' (never an 'error', unlike HTTP/1's 'aborted' + ECONNRESET): piped as it is, the
+  // cut body would reach the upstream as a complete request. So an HTTP/2 body always goes
+  // through the transform, which fails (and so aborts the upstream request) on 'aborted'.
+  const h2 = (body as { httpVersionMajor?: number }).httpVersionMajor === 2
+  if (!rated && !h2) return body
   const start = Date.now()
   let last = start
   let seen = 0
@@ -20,6 +27,15 @@ export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Rea
       cb(null, chunk)
     }
   })
+  // A stream that nobody reads any more (a cache hit) must not throw its failure at the process.
+  t.on('error', () => {})
+  body.on('error', (err) => t.destroy(err))
+  if (h2) {
+    body.once('aborted', () => {
+      if (!t.writableEnded && !t.destroyed) t.destroy(new SluiceError('SLUICE_ERR_CLIENT_CLOSED', 'the client reset the HTTP/2 stream before the request body ended'))
+    })
+  }
+  if (!rated) return body.pipe(t)
   // Checked on a timer, not per chunk: a body that stops arriving has no chunk to check on.
   const every = Math.max(25, Math.min(1000, ...[graceMs, maxIdleMs].filter((x) => x > 0).map((x) => x / 4)))
   const timer = setInterval(() => {
@@ -34,6 +50,5 @@ export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Rea
   timer.unref()
   t.once('close', () => clearInterval(timer))
   t.once('finish', () => clearInterval(timer))
-  body.on('error', (err) => t.destroy(err))
   return body.pipe(t)
 }
