@@ -111,7 +111,18 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
   // closed. One listener function for every stream (no closure per request).
   const resetWindows = new WeakMap<object, { start: number, resets: number }>()
   let warned = 0 // rapid-reset warnings this minute (at most 20 are logged)
+  // Node emits 'aborted' whenever a stream closes before its answer ended, also when the gateway
+  // closes it itself (an upstream that died mid-body, a tunnel the upstream ended): only resets
+  // the client sent count. A stream the gateway destroys is already `destroyed` when 'aborted'
+  // fires (Node 20: destroy() -> _destroy -> closeStream); one it close()s is marked by
+  // closeByGateway, put on each stream in place of close (one shared function, no closure).
+  const closedByGateway = new WeakSet<ServerHttp2Stream>()
+  function closeByGateway (this: ServerHttp2Stream, code?: number, cb?: () => void): void {
+    closedByGateway.add(this)
+    Object.getPrototypeOf(this).close.call(this, code, cb)
+  }
   function onAborted (this: ServerHttp2Stream): void {
+    if (this.destroyed || closedByGateway.has(this)) return
     const session = this.session
     if (session === undefined || session.destroyed) return
     let w = resetWindows.get(session)
@@ -133,6 +144,7 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
   else o.log.warn({ listeners: compat.length }, 'HTTP/2: the compatibility listener was not found; cache hits over h2 take the full path')
   s.prependListener('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
     stream.on('aborted', onAborted)
+    stream.close = closeByGateway
     if (next === null) return
     if (hook !== null) {
       // A throw here would reach the session's emitter and the process: the request goes the

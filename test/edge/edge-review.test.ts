@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { connect as h2connect, constants as h2c, type ClientHttp2Stream } from 'node:http2'
+import { connect as h2connect, constants as h2c, type ClientHttp2Stream, type ClientHttp2Session } from 'node:http2'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
@@ -101,5 +101,47 @@ ${routes(streaming)}`)
       assert.equal(seen.result, 'aborted', `${name} ${how}: the origin must see an aborted request, not a complete one`)
       c.destroy()
     }
+  }
+})
+
+/** One GET over an h2 session: status and body, or how the stream ended. */
+function h2get (c: ClientHttp2Session, path: string, headers: Record<string, string> = {}): Promise<string> {
+  return new Promise((resolve) => {
+    const r = c.request({ ':path': path, ...headers })
+    let d = ''
+    let st: unknown
+    r.on('response', (h) => { st = h[':status'] })
+    r.on('data', (x: Buffer) => { d += String(x) })
+    r.on('end', () => resolve(`${String(st)} ${d}`))
+    r.on('error', (e: NodeJS.ErrnoException) => resolve(`error ${e.code ?? e.message}`))
+    r.on('close', () => resolve(`closed rst=${r.rstCode} ${String(st)}`))
+    r.end()
+  })
+}
+
+test('bug 2: streams the gateway resets itself (upstream died mid-body) do not count as client rapid resets', async () => {
+  origin.on('/die', (_q, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('partial')
+    setTimeout(() => res.socket?.destroy(), 20)
+  })
+  let release = (): void => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/held', async (_q, res) => { await held; res.end('held done') })
+  const c = h2connect(g.url, { rejectUnauthorized: false })
+  let goaway: number | null = null
+  c.on('goaway', (code) => { goaway = code })
+  c.on('error', () => {})
+  try {
+    const innocent = h2get(c, '/held')
+    // 25 streams the upstream cuts mid-body: the gateway resets each (maxResetsPerSecond is 20).
+    await Promise.all(Array.from({ length: 25 }, () => h2get(c, '/die')))
+    release()
+    assert.equal(await innocent, '200 held done', 'the innocent request on the same connection completes')
+    assert.equal(goaway, null, 'no GOAWAY (ENHANCE_YOUR_CALM) for resets the gateway sent itself')
+    assert.ok(!g.logs.some((l) => /rapid reset/.test(String(l.msg))), 'no rapid-reset warning')
+  } finally {
+    release()
+    c.destroy()
   }
 })
