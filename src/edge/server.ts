@@ -158,8 +158,10 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     }
     next(stream, headers, flags, rawHeaders)
   })
-  // HTTP/1.1 connections on this server use the same limits as the cleartext listener.
-  Object.assign(s, { headersTimeout: h1.headersTimeout, requestTimeout: h1.requestTimeout, keepAliveTimeout: h1.keepAliveTimeout, maxHeadersCount: o.http1.maxHeadersCount, maxRequestsPerSocket: o.http1.maxRequestsPerSocket })
+  // HTTP/1.1 connections on this server use the same limits as the cleartext listener. Node's
+  // HTTP/1 connection listener reads them off this server: maxHeaderSize per parser (else
+  // 16 KB), connectionsCheckingInterval when it starts listening (else 30 s, past headersTimeout).
+  Object.assign(s, { maxHeaderSize: h1.maxHeaderSize, headersTimeout: h1.headersTimeout, requestTimeout: h1.requestTimeout, keepAliveTimeout: h1.keepAliveTimeout, connectionsCheckingInterval: h1.connectionsCheckingInterval, requireHostHeader: false, maxHeadersCount: o.http1.maxHeadersCount, maxRequestsPerSocket: o.http1.maxRequestsPerSocket })
   // Node makes the h2 session in its own 'secureConnection' listener, which runs before this one:
   // pair the two, so that when a session ends (GOAWAY, a protocol error) its socket goes too.
   let justOpened: ServerHttp2Session | null = null

@@ -7,6 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect as h2connect, constants as h2c, type ClientHttp2Stream, type ClientHttp2Session } from 'node:http2'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
+import { once } from 'node:events'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
@@ -143,5 +145,42 @@ test('bug 2: streams the gateway resets itself (upstream died mid-body) do not c
   } finally {
     release()
     c.destroy()
+  }
+})
+
+/** An HTTP/1.1 client on the TLS + h2 port (ALPN http/1.1). */
+function h1OverTls (gateway: TestGateway): TLSSocket {
+  const s = tlsConnect({ port: Number(new URL(gateway.url).port), host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+  s.on('error', () => {})
+  return s
+}
+
+test('bug 3: HTTP/1.1 clients on the TLS + h2 port are held to maxHeaderBytes and headersTimeoutMs', async () => {
+  origin.on('/big', (_q, r) => { r.end('ok') })
+  // 8 KB of headers against maxHeaderBytes 4096: 431, as on the cleartext port.
+  const big = await new Promise<string>((resolve) => {
+    const s = h1OverTls(g)
+    let d = ''
+    s.on('data', (c: Buffer) => { d += String(c) })
+    s.on('close', () => resolve(d.split('\r\n')[0]))
+    s.write(`GET /big HTTP/1.1\r\nHost: a\r\nX-Big: ${'x'.repeat(8000)}\r\nConnection: close\r\n\r\n`)
+  })
+  assert.match(big, /^HTTP\/1\.1 431 /)
+  // Slowloris: a header line every 100 ms never finishes the head. headersTimeoutMs is 1000;
+  // Node's default check interval (30 s) would keep it open far longer than the bound below.
+  const s = h1OverTls(g)
+  let got = ''
+  let closed = false
+  s.on('data', (c: Buffer) => { got += String(c) })
+  s.on('close', () => { closed = true })
+  await once(s, 'secureConnect')
+  s.write('GET /x HTTP/1.1\r\nHost: a\r\n')
+  const iv = setInterval(() => { if (!s.destroyed) s.write('X-A: b\r\n') }, 100)
+  try {
+    await until('the slowloris connection is answered and closed', () => closed, { tries: 100, intervalMs: 100 })
+    assert.match(got.split('\r\n')[0], /^HTTP\/1\.1 408 /)
+  } finally {
+    clearInterval(iv)
+    s.destroy()
   }
 })
