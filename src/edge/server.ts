@@ -11,6 +11,7 @@ import { createSecureServer, constants as h2, type Http2SecureServer, type Serve
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { secureOptions, type TlsMaterial } from './tls.js'
+import { SluiceError, errorBody } from '../errors.js'
 import type { Http2Config, ListenTlsConfig } from './config.js'
 
 export interface Http1Options {
@@ -47,6 +48,23 @@ export interface EdgeServer {
   closeAll (): void
   /** Set the HTTP/2 stream hook (no effect without HTTP/2). */
   onStream (hook: StreamHook): void
+}
+
+/**
+ * An HTTP/2 request's header size as HPACK counts it for SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113
+ * §6.5.2, RFC 7541 §4.1): name + value + 32 per field, pseudo-headers included. Node reads header
+ * octets as latin1, so string length is the octet count. (HTTP/1's maxHeaderSize counts the raw
+ * head instead; the 32 per field makes HTTP/2 a little stricter for requests with many fields.)
+ */
+function headerListSize (rawHeaders: string[]): number {
+  let n = 0
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) n += rawHeaders[i].length + rawHeaders[i + 1].length + 32
+  return n
+}
+
+/** The header list nghttp2 itself refuses (RST_STREAM, no answer): well past maxHeaderBytes, bounded. */
+function h2HeaderCeiling (maxHeaderBytes: number): number {
+  return Math.max(65535, 2 * maxHeaderBytes)
 }
 
 export function createEdgeServer (o: EdgeOptions, listener: RequestListener): EdgeServer {
@@ -99,7 +117,11 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     allowHTTP1: true,
     // enableConnectProtocol: WebSocket over HTTP/2 (RFC 8441, extended CONNECT); routes without
     // `websocket: true` refuse it as they refuse an HTTP/1.1 Upgrade.
-    settings: { maxConcurrentStreams: lim.maxConcurrentStreams, maxHeaderListSize: o.http1.maxHeaderSize, enablePush: false, enableConnectProtocol: true },
+    // maxHeaderListSize is what nghttp2 itself enforces (once the client has acknowledged it)
+    // with a bare RST_STREAM ENHANCE_YOUR_CALM: it is set above maxHeaderBytes so that a header
+    // list past maxHeaderBytes reaches the stream listener below and gets 431 like HTTP/1's;
+    // only one past this hard ceiling is reset without an answer.
+    settings: { maxConcurrentStreams: lim.maxConcurrentStreams, maxHeaderListSize: h2HeaderCeiling(o.http1.maxHeaderSize), enablePush: false, enableConnectProtocol: true },
     maxHeaderListPairs: o.http1.maxHeadersCount + 4,
     // Node's own guards against invalid frames and refused streams (then the session closes).
     maxSessionInvalidFrames: 100,
@@ -135,6 +157,20 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
       session.destroy()
     }
   }
+  // server.maxHeaderBytes on HTTP/2: 431 SLUICE_ERR_HEADERS_TOO_LARGE on that stream (the
+  // connection stays), logged as HTTP/1's is (gateway.ts clientErrorHandler), at most 20 a second.
+  let tooLargeLogged = 0
+  let tooLargeWindow = 0
+  const tooLarge = new SluiceError('SLUICE_ERR_HEADERS_TOO_LARGE')
+  const tooLargeBody = errorBody(tooLarge)
+  const headersTooLarge = (stream: ServerHttp2Stream): void => {
+    const now = Date.now()
+    if (now - tooLargeWindow > 1000) { tooLargeWindow = now; tooLargeLogged = 0 }
+    if (tooLargeLogged++ < 20) o.log.info({ code: tooLarge.code, cause: 'HTTP/2 header list over server.maxHeaderBytes', ip: stream.session?.socket?.remoteAddress }, 'rejected malformed request')
+    if (stream.destroyed || stream.headersSent) return
+    stream.respond({ ':status': tooLarge.status, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(tooLargeBody) })
+    stream.end(tooLargeBody)
+  }
   // The compatibility layer is the 'stream' listener Node added for the request listener. It is
   // moved behind the hook, which gets each stream first and passes on those it does not answer.
   let hook: StreamHook | null = null
@@ -145,6 +181,7 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
   s.prependListener('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
     stream.on('aborted', onAborted)
     stream.close = closeByGateway
+    if (headerListSize(rawHeaders) > o.http1.maxHeaderSize) { headersTooLarge(stream); return }
     if (next === null) return
     if (hook !== null) {
       // A throw here would reach the session's emitter and the process: the request goes the

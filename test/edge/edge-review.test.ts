@@ -184,3 +184,23 @@ test('bug 3: HTTP/1.1 clients on the TLS + h2 port are held to maxHeaderBytes an
     s.destroy()
   }
 })
+
+test('bug 4: an HTTP/2 request whose header list exceeds maxHeaderBytes gets 431 SLUICE_ERR_HEADERS_TOO_LARGE', async () => {
+  origin.on('/h2big', (_q, r) => { r.end('ok') })
+  const before = origin.count('/h2big')
+  const c = h2connect(g.url, { rejectUnauthorized: false })
+  c.on('error', () => {})
+  try {
+    // maxHeaderBytes is 4096: 3000 bytes of header pass, 8000 do not.
+    assert.equal(await h2get(c, '/h2big', { 'x-big': 'x'.repeat(3000) }), '200 ok')
+    const big = await h2get(c, '/h2big', { 'x-big': 'x'.repeat(8000) })
+    assert.match(big, /^431 /)
+    assert.equal(JSON.parse(big.slice(4)).error, 'SLUICE_ERR_HEADERS_TOO_LARGE')
+    assert.equal(origin.count('/h2big'), before + 1, 'the origin never sees the oversized request')
+    // The connection stays usable.
+    assert.equal(await h2get(c, '/h2big'), '200 ok')
+    assert.ok(g.logs.some((l) => l.msg === 'rejected malformed request' && l.code === 'SLUICE_ERR_HEADERS_TOO_LARGE'), 'logged as HTTP/1\'s 431 is')
+  } finally {
+    c.destroy()
+  }
+})
