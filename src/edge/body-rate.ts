@@ -38,11 +38,22 @@ export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Rea
   if (!rated) return body.pipe(t)
   // Checked on a timer, not per chunk: a body that stops arriving has no chunk to check on.
   const every = Math.max(25, Math.min(1000, ...[graceMs, maxIdleMs].filter((x) => x > 0).map((x) => x / 4)))
+  // Time the upstream side is not reading (backpressure: the transform's buffers are full and
+  // the pipe has paused the client) is not the client's: it stops neither clock (as Kestrel).
+  // Measured per tick: a tick that finds the pipe blocked counts its interval as paused.
+  let tick = start
+  let pausedMs = 0
   const timer = setInterval(() => {
     const now = Date.now()
+    if (t.writableNeedDrain || t.readableLength >= t.readableHighWaterMark) {
+      pausedMs += now - tick
+      last = now
+    }
+    tick = now
+    const elapsed = now - start - pausedMs
     let why: string | null = null
     if (maxIdleMs > 0 && now - last > maxIdleMs) why = `no request body data for ${now - last} ms (server.requestBodyRate.maxIdleMs ${maxIdleMs})`
-    else if (min > 0 && now - start >= graceMs && seen * 1000 < min * (now - start)) why = `the request body arrives at ${Math.round(seen * 1000 / (now - start))} B/s, under server.requestBodyRate.minBytesPerSecond ${min}`
+    else if (min > 0 && elapsed >= graceMs && seen * 1000 < min * elapsed) why = `the request body arrives at ${Math.round(seen * 1000 / elapsed)} B/s, under server.requestBodyRate.minBytesPerSecond ${min}`
     if (why === null) return
     clearInterval(timer)
     t.destroy(new SluiceError('SLUICE_ERR_REQUEST_TIMEOUT', why))

@@ -204,3 +204,35 @@ test('bug 4: an HTTP/2 request whose header list exceeds maxHeaderBytes gets 431
     c.destroy()
   }
 })
+
+test('bug 5: time the upstream spends not reading the body does not count against the client (no 408)', async () => {
+  // gRate: maxIdleMs 500. The client sends 8 MB at once; the origin reads nothing for three
+  // times maxIdleMs, then everything.
+  streaming.on('/slowread', (req, res) => {
+    req.pause()
+    setTimeout(() => {
+      let n = 0
+      req.on('data', (c: Buffer) => { n += c.length })
+      req.on('end', () => { res.end(`got ${n}`) })
+      req.resume()
+    }, 1500)
+  })
+  const body = Buffer.alloc(8 * 1024 * 1024, 97)
+  const c = h2connect(gRate.url, { rejectUnauthorized: false })
+  c.on('error', () => {})
+  try {
+    const out = await new Promise<string>((resolve) => {
+      const r = c.request({ ':path': '/slowread', ':method': 'POST', 'content-length': String(body.length) })
+      let d = ''
+      let st: unknown
+      r.on('response', (h) => { st = h[':status'] })
+      r.on('data', (x: Buffer) => { d += String(x) })
+      r.on('end', () => resolve(`${String(st)} ${d}`))
+      r.on('error', (e: NodeJS.ErrnoException) => resolve(`error ${e.code ?? e.message}`))
+      r.end(body)
+    })
+    assert.equal(out, `200 got ${body.length}`)
+  } finally {
+    c.destroy()
+  }
+})
