@@ -36,14 +36,19 @@ function clientErrorCode (code: string | undefined): ErrorCode {
 }
 
 function badHost (res: ServerResponse, hosts: number, rule: RequestIdRule, id: string): void {
-  writeError(res, new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : 'More than one Host header'), true, rule, id)
+  writeError(res, new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : hosts === -2 ? 'The Host header and :authority differ' : 'More than one Host header'), true, rule, id)
 }
 
-/** HTTP/2 carries the host in :authority; the router, the cache key and X-Forwarded-Host read Host. */
-function authorityAsHost (h: IncomingMessage['headers']): void {
-  if (h.host !== undefined) return
+/**
+ * HTTP/2 carries the host in :authority; the router, the cache key and X-Forwarded-Host read Host.
+ * False when both are present and name different hosts (compared without case): RFC 9113
+ * §8.3.1 makes that request malformed, and it is refused rather than routed by either.
+ */
+function authorityAsHost (h: IncomingMessage['headers']): boolean {
   const a = h[':authority']
+  if (h.host !== undefined) return typeof a !== 'string' || a.toLowerCase() === String(h.host).toLowerCase()
   if (typeof a === 'string') h.host = a
+  return true
 }
 
 const edges = new WeakMap<object, EdgeServer>()
@@ -113,11 +118,12 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         http2: first.listen.tls && first.listen.http2 ? srvCfg.http2 : null,
         log
       }, (req, res) => {
-        if (req.httpVersionMajor === 2) authorityAsHost(req.headers)
+        const sameHost = req.httpVersionMajor !== 2 || authorityAsHost(req.headers)
         // Every request gets its ID first, so every answer below carries it (src/request-id.ts).
         const snap = deps.current()
         const rule = snap.requestId
         const id = assignRequestId(req, rule)
+        if (!sameHost) return badHost(res, -2, rule, id)
         // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, or with more than one.
         const hosts = req.httpVersionMajor === 2 ? (req.headers.host === undefined ? 0 : 1) : hostLines(req.rawHeaders)
         if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) return badHost(res, hosts, rule, id)
@@ -131,13 +137,14 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       // objects for it; everything else (a bad Host included) goes on to the listener above.
       edge.onStream((stream, headers, rawHeaders) => {
         // WebSocket over HTTP/2 (RFC 8441): an extended CONNECT becomes a tunnel, never a request.
+        // A Host that differs from :authority goes on to the listener above, which refuses it.
         if (headers[':method'] === 'CONNECT' && headers[':protocol'] !== undefined) {
-          authorityAsHost(headers)
+          if (!authorityAsHost(headers)) return false
           handleH2Connect(tunnels, stream, headers)
           return true
         }
         if (fast === null) return false
-        authorityAsHost(headers)
+        if (!authorityAsHost(headers)) return false
         if (headers.host === undefined || !HOST_VALUE.test(headers.host)) return false
         const view: RequestView = { method: headers[':method'], url: headers[':path'], headers, rawHeaders, httpVersionMajor: 2, httpVersionMinor: 0, get socket () { return stream.session?.socket } }
         return fast.h2(view, stream, deps.current())

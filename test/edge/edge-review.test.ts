@@ -236,3 +236,21 @@ test('bug 5: time the upstream spends not reading the body does not count agains
     c.destroy()
   }
 })
+
+test('bug 6: an HTTP/2 request whose Host differs from :authority is malformed (400 SLUICE_ERR_BAD_REQUEST)', async () => {
+  origin.on('/who', (q, r) => { r.end(String(q.headers['x-forwarded-host'])) })
+  const before = origin.count('/who')
+  const c = h2connect(g.url, { rejectUnauthorized: false })
+  c.on('error', () => {})
+  try {
+    const bad = await h2get(c, '/who', { ':authority': 'good.example', host: 'evil.example' })
+    assert.match(bad, /^400 /)
+    assert.equal(JSON.parse(bad.slice(4)).error, 'SLUICE_ERR_BAD_REQUEST')
+    assert.equal(origin.count('/who'), before, 'the origin never sees it')
+    // The same name in both (any case) is fine, and so is :authority alone.
+    assert.equal(await h2get(c, '/who', { ':authority': 'good.example', host: 'GOOD.example' }), '200 GOOD.example')
+    assert.equal(await h2get(c, '/who', { ':authority': 'good.example' }), '200 good.example')
+  } finally {
+    c.destroy()
+  }
+})
