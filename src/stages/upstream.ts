@@ -52,7 +52,10 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
   return async function fetchUpstream (route, req) {
     const up = route.upstream
     const guard = deps.guards().upstream(up.name)
-    const set = targets.get(up.name)
+    // Looked up again before an attempt that follows a wait or a failed attempt: a reload during
+    // a retry's backoff (or a budget queue wait) replaces the pools, and the old ones close.
+    let set = targets.get(up.name)
+    let waited = false
     const started = Date.now()
     const deadline = started + route.timeoutMs
     const edits = route.headerEdits
@@ -84,6 +87,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       // A client that left during the backoff gets no further attempt: a retried POST would be a
       // write nobody receives. (undici cannot see it: the response's 'abort' event has fired.)
       if (attempt > 0 && req.clientGone?.() === true) throw mapUpstreamError(new Error('client closed'), up.name, true)
+      if (attempt > 0) set = targets.get(up.name) ?? set
       // Nothing in rotation: fail before taking a budget token or a breaker ticket.
       if (!set.anyAvailable(Date.now(), null)) {
         throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation (${set.targets.length} failed health checks or are ejected)`)
@@ -94,6 +98,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       if (typeof queued !== 'number') {
         try {
           await queued
+          waited = true
         } catch (err) {
           // Aborted while queued for the budget: the client left (499), not a gateway bug (500).
           if (req.signal?.aborted === true) throw mapUpstreamError(err, up.name, true)
@@ -111,6 +116,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           guard.record(ticket, { error: err })
           throw err
         }
+        if (waited || failovers > 0 || attempt > 0) set = targets.get(up.name) ?? set
         const t = (set.pick(now, hashKey, tried) ?? set.pick(now, hashKey, null)) as Target | null
         if (t === null) {
           const err = new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
@@ -174,13 +180,13 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           }
           throw err
         }
-        t.inFlight--
         const status = res.statusCode
         if (span !== null) Tracing.endAttempt(span, status)
         m.duration[classIndex(status)].observe((performance.now() - t0) / 1000)
         if (status < 100 || status > 599) {
           discard(res.body)
           g.dec()
+          t.inFlight--
           targets.outcome(set, t, 0, 'failure')
           const err = new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `upstream "${up.name}": invalid status code ${status}`)
           guard.record(ticket, { error: err })
@@ -192,14 +198,16 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         const delay = guard.retryDelayMs(attempt + 1, retryCtx({ status, retryAfter: res.headers['retry-after'] }))
         if (delay !== null) {
           g.dec()
+          t.inFlight--
           discard(res.body) // free the connection; a response we will not send
           if (status >= 500) (tried ??= []).push(t)
           await backoff(delay)
           break
         }
-        // 'close' follows 'end' and 'error' alike (autoDestroy): one listener for the gauge.
+        // 'close' follows 'end' and 'error' alike (autoDestroy): one listener for the gauge and
+        // the target's count, so least-request sees a long stream as in flight until it ends.
         const body = res.body
-        body.once('close', () => g.dec())
+        body.once('close', () => { g.dec(); t.inFlight-- })
         const outHeaders = clientResponseHeaders(res.headers as Headers)
         if (edits !== null) editResponseHeaders(outHeaders, edits)
         return {

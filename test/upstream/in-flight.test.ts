@@ -1,0 +1,72 @@
+// A request's attempts and its target's in-flight count around reloads and long bodies:
+// a reload during a retry's backoff does not fail the retry on the closed old pool, and a
+// response streaming its body stays in flight (for least-request and /admin/upstreams) until
+// it ends. Real loopback origins; waits poll conditions, never durations.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
+
+const closers: (() => Promise<unknown>)[] = []
+after(async () => { for (const c of closers.reverse()) await c().catch(() => {}) })
+
+async function origin (fn: (o: Origin) => void): Promise<Origin> {
+  const o = await startOrigin()
+  closers.push(() => o.close())
+  fn(o)
+  return o
+}
+async function gateway (yaml: string): Promise<TestGateway> {
+  const g = await startTestGateway(yaml)
+  closers.push(() => g.close())
+  return g
+}
+interface TargetView { inFlight: number }
+async function targetsOf (g: TestGateway, name: string): Promise<TargetView[]> {
+  const all = await (await fetch(g.adminUrl + '/admin/upstreams')).json() as Record<string, { targets: TargetView[] }>
+  return all[name].targets
+}
+
+test('a reload that replaces the pools during a retry\'s backoff: the retry goes out on the new pool and gets 200', async () => {
+  let n = 0
+  const o = await origin((o) => o.on('*', (_q, res) => { n++; res.writeHead(n === 1 ? 503 : 200); res.end(n === 1 ? 'busy' : 'ok') }))
+  const yaml = (conns: number) => `listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+upstreams:
+  api:
+    url: "${o.url}"
+    connections: ${conns}
+    retry: { attempts: 2, backoffMs: 1000, maxBackoffMs: 1000 }
+routes:
+  - name: r
+    upstream: api
+`
+  const g = await gateway(yaml(8))
+  const p = fetch(g.url + '/x').then(async (r) => ({ status: r.status, body: await r.text() }))
+  await until('the first attempt', () => n >= 1)
+  g.write(yaml(16))
+  assert.equal((await fetch(g.adminUrl + '/admin/reload', { method: 'POST' })).status, 200)
+  const r = await p
+  assert.deepEqual(r, { status: 200, body: 'ok' }, 'the retry reached the origin')
+  assert.equal(n, 2)
+})
+
+test('a response still streaming its body counts as in flight on its target until the body ends', async () => {
+  const ends: (() => void)[] = []
+  const o = await origin((o) => o.on('*', (_q, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.write('start'); ends.push(() => res.end('end')) }))
+  const g = await gateway(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+upstreams:
+  api: { targets: ["${o.url}"] }
+routes:
+  - name: r
+    upstream: api
+`)
+  const rs = await Promise.all([0, 1, 2].map(async () => await fetch(g.url + '/s')))
+  assert.ok(rs.every((r) => r.status === 200))
+  assert.equal((await targetsOf(g, 'api'))[0].inFlight, 3, 'three bodies still streaming')
+  for (const end of ends) end()
+  for (const r of rs) assert.equal(await r.text(), 'startend')
+  await until('the count back to 0', async () => (await targetsOf(g, 'api'))[0].inFlight === 0)
+})
