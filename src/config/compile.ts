@@ -59,7 +59,7 @@ function upstreamEntry (name: string, cfg: UpstreamConfig, ca: Buffer | undefine
     name,
     targets: Object.freeze(targets.map((t) => Object.freeze(t))),
     balance: cfg.balance ?? 'round-robin',
-    hashKey: hk.startsWith('header:') ? { kind: 'header', name: hk.slice(7).toLowerCase() } : { kind: 'ip' },
+    hashKey: Object.freeze(hk.startsWith('header:') ? { kind: 'header', name: hk.slice(7).toLowerCase() } : { kind: 'ip' }),
     healthCheck: cfg.healthCheck ?? null,
     outlier: cfg.outlierDetection,
     config: cfg,

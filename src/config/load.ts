@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { createSecureContext } from 'node:tls'
 import { readListenTls, type TlsMaterial } from '../edge/tls.js'
 import { parseDocument, LineCounter, visit, isMap, isSeq, isScalar, isPair, type Document, type Node as YamlNode } from 'yaml'
-import { Value, type ValueError } from '@sinclair/typebox/value'
+import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import type { TSchema } from '@sinclair/typebox'
 import { ConfigSchema, UpstreamSchema, type Config } from './schema.js'
 import { checkConfig } from './check.js'
@@ -82,26 +82,64 @@ class Locator {
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g
 
-/** Replace ${VAR} and ${VAR:-default} in every string scalar; unset variables without a default are errors. */
-function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: YamlNode, msg: string) => void): void {
+/**
+ * Replace ${VAR} and ${VAR:-default} in every string scalar; unset variables without a default
+ * are errors, and so is a reference left unparsed (a nested ${A:-${B}}, a stray `}` or `${`).
+ * Returns the scalars that became numbers or booleans, with their text: where the schema wants
+ * a string there (a numeric password or token), the text is put back.
+ */
+function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: YamlNode, msg: string) => void): Map<YamlNode, string> {
+  const typed = new Map<YamlNode, string>()
   visit(doc, {
     Scalar (_key, node) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return
       const out = node.value.replace(ENV_REF, (_m, name: string, hasDefault: string | undefined, def: string | undefined) => {
         const v = env[name]
         if (v !== undefined && v !== '') return v
-        if (hasDefault !== undefined) return def ?? ''
-        onError(node, `environment variable ${name} is not set (write \${${name}:-default} to give a default)`)
+        if (hasDefault !== undefined) {
+          if (def !== undefined && def.includes('${')) onError(node, `\${${name}:-...}: a default cannot hold another \${...} reference`)
+          return def ?? ''
+        }
+        onError(node, `environment variable ${name} is ${v === '' ? 'empty' : 'not set'} (write \${${name}:-default} to give a default)`)
         return ''
       })
+      const left = node.value.replace(ENV_REF, '')
+      if (left.includes('${')) { onError(node, `unparsed \${ in ${JSON.stringify(node.value)}: a reference is \${NAME} or \${NAME:-default}`); return }
       // An unquoted scalar that becomes a number or a boolean takes that type, as YAML would have.
       if (node.type === 'PLAIN') {
-        if (/^-?\d+(\.\d+)?$/.test(out)) { node.value = Number(out); return }
-        if (out === 'true' || out === 'false') { node.value = out === 'true'; return }
+        if (/^-?\d+(\.\d+)?$/.test(out)) { node.value = Number(out); typed.set(node, out); return }
+        if (out === 'true' || out === 'false') { node.value = out === 'true'; typed.set(node, out); return }
       }
       node.value = out
     }
   })
+  return typed
+}
+
+/**
+ * A union (a target as a URL or as { url, weight }; workers as `auto` or a number) fails as a
+ * whole. When a branch got past the value itself (the value is a mapping, and a key inside it
+ * is wrong), that branch's errors name the key; otherwise the union's own error lists the
+ * branches (describe).
+ */
+function unionErrors (e: ValueError): ValueError[] {
+  if (e.type !== ValueErrorType.Union) return [e]
+  const subs = (e.errors ?? []).flatMap((it) => [...it])
+  // A key with a default is not missing (defaults are filled in only once a branch is chosen).
+  const deeper = subs.filter((s) => s.path.length > e.path.length && !(s.value === undefined && 'default' in s.schema))
+  return deeper.length ? deeper.flatMap(unionErrors) : [e]
+}
+
+/** A union branch in words: "auto", integer >= 1, a mapping. */
+function branchName (s: TSchema & Record<string, unknown>): string {
+  if ('const' in s) return JSON.stringify(s.const)
+  if (s.type === 'integer' || s.type === 'number') {
+    const bound = typeof s.minimum === 'number' ? ` >= ${s.minimum}` : typeof s.exclusiveMinimum === 'number' ? ` > ${s.exclusiveMinimum}` : ''
+    return `${s.type}${bound}`
+  }
+  if (s.type === 'object') return 'a mapping'
+  if (s.type === 'array') return 'a list'
+  return typeof s.type === 'string' ? s.type : 'another value'
 }
 
 function describe (e: ValueError): string {
@@ -113,6 +151,10 @@ function describe (e: ValueError): string {
   }
   if (Array.isArray(s.anyOf) && s.anyOf.every((x: TSchema) => 'const' in x)) {
     return `expected one of ${s.anyOf.map((x: TSchema) => JSON.stringify(x.const)).join(', ')}`
+  }
+  if (Array.isArray(s.anyOf)) {
+    const got = Array.isArray(e.value) ? 'a list' : e.value === null ? 'null' : typeof e.value === 'object' ? 'a mapping' : JSON.stringify(e.value)
+    return `expected ${s.anyOf.map((x: TSchema) => branchName(x as TSchema & Record<string, unknown>)).join(' or ')}, got ${got}`
   }
   if (type === 'integer' || type === 'number') {
     if (typeof e.value === 'number') {
@@ -129,6 +171,12 @@ function describe (e: ValueError): string {
     if (e.message.startsWith('Expected')) return `expected ${type === 'array' ? 'a list' : type === 'object' ? 'a mapping' : type}, got ${got}`
   }
   return e.message.charAt(0).toLowerCase() + e.message.slice(1)
+}
+
+function setAt (root: unknown, segs: readonly Segment[], value: unknown): void {
+  let cur = root as Record<string | number, unknown>
+  for (let i = 0; i < segs.length - 1; i++) cur = cur[segs[i]] as Record<string | number, unknown>
+  if (cur !== null && typeof cur === 'object' && segs.length > 0) cur[segs[segs.length - 1]] = value
 }
 
 function toSegments (pointer: string, root: unknown): Segment[] {
@@ -161,10 +209,10 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   const issues: ConfigIssue[] = []
   for (const err of doc.errors) {
     const { line, col } = lc.linePos(err.pos[0])
-    issues.push({ file, line, col, path: '', message: `YAML: ${err.message.split('\n')[0]}` })
+    issues.push({ file, line, col, path: pathAt(doc, err.pos[0]), message: `YAML: ${err.message.split('\n')[0]}` })
   }
   if (issues.length) throw new ConfigError(issues)
-  interpolate(doc, env, (node, message) => {
+  const typed = interpolate(doc, env, (node, message) => {
     const { line, col } = lc.linePos(node.range?.[0] ?? 0)
     issues.push({ file, line, col, path: nodePath(doc, node), message })
   })
@@ -180,12 +228,22 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: 'the file must be a YAML mapping (listen, upstreams, routes, ...)' }])
   }
   const defaulted = withDefaults(raw as Record<string, unknown>)
+  // A ${VAR} that made a number or a boolean where the schema wants a string (a numeric
+  // password, a token of digits) is the variable's text.
+  if (typed.size > 0) {
+    const texts = new Map([...typed].map(([node, text]) => ['/' + nodeSegments(doc, node).map((s) => String(s).replace(/~/g, '~0').replace(/\//g, '~1')).join('/'), text]))
+    for (const e of Value.Errors(ConfigSchema, defaulted)) {
+      const text = texts.get(e.path)
+      if (text !== undefined && (e.schema as { type?: unknown }).type === 'string') setAt(defaulted, toSegments(e.path, defaulted), text)
+    }
+  }
   const seen = new Set<string>()
-  for (const e of Value.Errors(ConfigSchema, defaulted)) {
-    if (seen.has(e.path)) continue // one message per key: the first is the most precise
-    seen.add(e.path)
-    // A union of objects reports every branch; keep the first useful message per path.
-    issues.push(loc.issue(toSegments(e.path, defaulted), describe(e)))
+  for (const top of Value.Errors(ConfigSchema, defaulted)) {
+    for (const e of unionErrors(top)) {
+      if (seen.has(e.path)) continue // one message per key: the first is the most precise
+      seen.add(e.path)
+      issues.push(loc.issue(toSegments(e.path, defaulted), describe(e)))
+    }
   }
   if (issues.length) throw new ConfigError(issues)
   const config = defaulted as unknown as Config
@@ -234,7 +292,33 @@ function readUpstreamCas (config: Config, onError: (segments: Segment[], message
   return out
 }
 
+/** The key path of the node at a text offset (a duplicate key names itself), as far as the document parsed. */
+function pathAt (doc: Document, offset: number): string {
+  const segs: Segment[] = []
+  const within = (n: unknown) => { const r = (n as YamlNode | null)?.range; return r !== undefined && r !== null && offset >= r[0] && offset < Math.max(r[1], r[0] + 1) }
+  let node: unknown = doc.contents
+  for (let depth = 0; depth < 64 && node; depth++) {
+    let next: unknown = null
+    if (isMap(node)) {
+      for (const p of node.items) {
+        if (!isPair(p)) continue
+        const name = isScalar(p.key) ? String(p.key.value) : '?'
+        if (within(p.key)) { segs.push(name); return pathToString(segs) }
+        if (within(p.value)) { segs.push(name); next = p.value; break }
+      }
+    } else if (isSeq(node)) {
+      for (let i = 0; i < node.items.length; i++) if (within(node.items[i])) { segs.push(i); next = node.items[i]; break }
+    }
+    node = next
+  }
+  return pathToString(segs)
+}
+
 function nodePath (doc: Document, target: YamlNode): string {
+  return pathToString(nodeSegments(doc, target))
+}
+
+function nodeSegments (doc: Document, target: YamlNode): Segment[] {
   const segs: Segment[] = []
   const walk = (node: unknown, path: Segment[]): boolean => {
     if (node === target) { segs.push(...path); return true }
@@ -248,7 +332,7 @@ function nodePath (doc: Document, target: YamlNode): string {
     return false
   }
   walk(doc.contents, [])
-  return pathToString(segs)
+  return segs
 }
 
 export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {

@@ -79,7 +79,7 @@ test('a bad upstream URL is an error', () => {
 test('invalid YAML is an error with its position', () => {
   const out = issues('upstreams:\n  api: { url: http://x\nroutes: [')
   assert.ok(out.length > 0)
-  assert.match(out[0], /^test\.yaml:\d+:\d+ \(file\): YAML: /)
+  assert.match(out[0], /^test\.yaml:\d+:\d+ \S+: YAML: /) // the key path where the parser stopped, or (file)
 })
 
 test('${VAR} and ${VAR:-default} are interpolated, with types for unquoted values', () => {
@@ -171,4 +171,30 @@ test('`sluice schema` prints a JSON Schema', () => {
   const s = JSON.parse(r.stdout)
   assert.equal(s.additionalProperties, false)
   assert.ok(s.properties.routes && s.properties.upstreams)
+})
+
+test('a union names the wrong key inside a mapping, or lists what it accepts', () => {
+  const yaml = base.replace('url: http://127.0.0.1:3000', 'targets: [{ url: "http://127.0.0.1:3000", wieght: 2 }]')
+  assert.deepEqual(issues(yaml), ['test.yaml:3:55 upstreams.api.targets[0].wieght: unknown key'])
+  assert.deepEqual(issues('workers: two\n' + base), ['test.yaml:1:10 workers: expected "auto" or integer >= 1, got "two"'])
+})
+
+test('a duplicate key names its key path', () => {
+  assert.deepEqual(issues(base.replace('url: http://127.0.0.1:3000', 'url: http://127.0.0.1:3000\n    url: http://127.0.0.1:3001')),
+    ['test.yaml:4:5 upstreams.api.url: YAML: Map keys must be unique'])
+})
+
+test('${VAR}: a numeric value where a string is wanted stays text; an empty variable and a nested default are named', () => {
+  const yaml = 'admin:\n  token: ${T}\n' + base.replace('url: http://127.0.0.1:3000', 'url: http://127.0.0.1:3000\n    timeoutMs: ${MS}')
+  const { config } = parseConfig(yaml, 'test.yaml', { T: '0123', MS: '500' })
+  assert.equal(config.admin.token, '0123')
+  assert.equal(config.upstreams.api.timeoutMs, 500)
+  assert.deepEqual(issues('admin: { token: "${E}" }\n' + base, { E: '' }), ['test.yaml:1:17 admin.token: environment variable E is empty (write ${E:-default} to give a default)'])
+  assert.deepEqual(issues('admin: { token: "${A:-${B}}" }\n' + base), ['test.yaml:1:17 admin.token: ${A:-...}: a default cannot hold another ${...} reference'])
+})
+
+test('an upstream\'s hash key is frozen with the rest of the snapshot', () => {
+  const loaded = parseConfig(base.replace('url: http://127.0.0.1:3000', 'url: http://127.0.0.1:3000\n    balance: hash\n    hashKey: "header:x-user"'), 'test.yaml', {})
+  const snap = compile(loaded.config, loaded.raw, 'test.yaml')
+  assert.ok(Object.isFrozen(snap.upstreams.api.hashKey))
 })
