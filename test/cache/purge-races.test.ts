@@ -103,7 +103,7 @@ test('bug 2: a request during the purge\'s L2 SCAN does not put the purged entry
   const c = redis.client()
   // 300k other keys, so the SCAN of a purge by key takes a while (as in a large L2).
   await c.eval("for i=1,300000 do redis.call('SET','other:'..i,'x') end return 1", 0)
-  const a = await startTestGateway(config(redis.url, redis.prefix, 2000))
+  const a = await startTestGateway(config(redis.url, redis.prefix, 10000)) // a loaded CI machine: the 300k-key SCAN's commands must not time out
   try {
     let v = 'v1'
     origin.on('/scan', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600' }); res.end(v) })
