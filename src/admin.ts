@@ -18,7 +18,7 @@ export interface AdminDeps {
   metrics: Metrics
   log: Logger
   reload: () => Promise<ReloadResult>
-  purge: (p: { key?: string; prefix?: string; tag?: string }) => Promise<{ purged: number }>
+  purge: (p: { key?: string; prefix?: string; tag?: string }) => Promise<{ purged: number; incomplete?: string }>
   readiness: () => { ready: boolean; degraded: string[]; details: Record<string, unknown> }
   upstreams: () => Record<string, unknown> | Promise<Record<string, unknown>>
   status: () => Promise<unknown>
@@ -201,6 +201,13 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
         return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'Send exactly one of {"key": ...}, {"prefix": ...} or {"tag": ...}'))
       }
       const r = await deps.purge({ [keys[0]]: b[keys[0]] as string })
+      if (r.incomplete !== undefined) {
+        // The memory part is done; the shared part is not: the caller must retry.
+        deps.log.error({ [keys[0]]: b[keys[0]], purged: r.purged, unreached: r.incomplete }, 'cache purge incomplete: Redis was not reached; retry it')
+        const e = new SluiceError('SLUICE_ERR_PURGE_INCOMPLETE')
+        reply.code(e.status).type('application/json')
+        return errorBody(e, { ok: false, purged: r.purged, unreached: r.incomplete })
+      }
       deps.log.info({ [keys[0]]: b[keys[0]], purged: r.purged }, 'cache purge')
       return { ok: true, ...r }
     })

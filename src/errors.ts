@@ -30,6 +30,7 @@ export const ERRORS = {
   SLUICE_ERR_UNAUTHORIZED: { status: 401, message: 'A valid admin token is required' },
   SLUICE_ERR_ADMIN_BAD_REQUEST: { status: 400, message: 'The admin request is not valid' },
   SLUICE_ERR_CONFIG_INVALID: { status: 422, message: 'The configuration is not valid' },
+  SLUICE_ERR_PURGE_INCOMPLETE: { status: 503, message: 'The purge cleared this process\'s memory cache but could not reach Redis; retry it' },
   SLUICE_ERR_CLIENT_CLOSED: { status: 499, message: 'The client closed the connection before the response (logged, never sent)' },
   SLUICE_ERR_UPGRADE_REFUSED: { status: 400, message: 'This route does not accept this upgrade' },
   SLUICE_ERR_INTERNAL: { status: 500, message: 'Internal gateway error' }

@@ -229,8 +229,15 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     log,
     reload: () => reloader.reload('admin'),
     purge: async (sel) => {
-      const answers = await ask({ type: 'sluice:purge', sel }) as { purged: number }[]
-      return { purged: answers.reduce((a, b) => a + (b?.purged ?? 0), 0) }
+      const { asked, answers, missing, exited } = await askEach({ type: 'sluice:purge', sel })
+      const list = [...answers.values()] as ({ purged: number; incomplete?: string } | null)[]
+      const purged = list.reduce((a, b) => a + (b?.purged ?? 0), 0)
+      // A worker that failed, did not answer or exited may still hold the entry in its memory.
+      const unreached = [...new Set([
+        ...list.map((r) => r === null ? 'worker' : r.incomplete).filter((x): x is string => x !== undefined),
+        ...(missing.length || exited.length || asked.length === 0 ? ['worker'] : [])
+      ])]
+      return unreached.length ? { purged, incomplete: unreached.join(',') } : { purged }
     },
     readiness: () => ({
       ready: ready.size > 0,
@@ -326,11 +333,11 @@ export function configFromPrimary (timeoutMs = 10_000): Promise<string | undefin
 }
 
 /** In a worker: answer the primary's messages from this worker's gateway. */
-export function serveWorker (gw: { reloader: { reload (t: string, text?: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
+export function serveWorker (gw: { reloader: { reload (t: string, text?: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number; incomplete?: string }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
   const reply = (id: string, value: unknown) => { if (process.connected) process.send?.({ type: 'sluice:reply', id, value }, undefined, undefined, () => {}) }
   process.on('message', (m: WorkerMessage) => {
     if (m?.type === 'sluice:reload') void gw.reloader.reload('primary', m.text).then((r) => reply(m.id, r))
-    else if (m?.type === 'sluice:purge') void gw.cache.purge(m.sel).then((r) => reply(m.id, r), () => reply(m.id, { purged: 0 }))
+    else if (m?.type === 'sluice:purge') void gw.cache.purge(m.sel).then((r) => reply(m.id, r), () => reply(m.id, null))
     else if (m?.type === 'sluice:status') void status().then((s) => reply(m.id, { ...(s as object), pid: process.pid }), () => reply(m.id, null))
     else if (m?.type === 'sluice:history') {
       const h = historyOf(gw.metrics)

@@ -60,7 +60,11 @@ export interface CacheStage {
    * Authorization and request cache directives.
    */
   peek (route: CacheRoute, req: UpstreamRequest): ProxyResponse | null
-  purge (p: PurgeSelector): Promise<{ purged: number }>
+  /**
+   * Purge L1 and L2, and tell the other replicas. `incomplete` names what it could not reach
+   * (`redis`: L2 still holds what it had, and other replicas may serve it from there).
+   */
+  purge (p: PurgeSelector): Promise<{ purged: number; incomplete?: string }>
   stats (): Record<string, unknown>
   close (): Promise<void>
   /** The metrics the stage was built with (the fast path observes body sizes through it). */
@@ -235,15 +239,18 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     async purge (sel) {
       // Begun before L1 is purged: an L2 write of an entry this purge names, pending or in flight, does not land after it (writer.ts).
       const end = core.purgeBegins(sel)
-      let purged: number
+      let purged = 0
+      let incomplete: string | undefined
       try {
         purged = l1.purge(sel)
-        if (l2 !== null) purged += await l2.purge(sel)
+        if (l2 !== null) {
+          try { purged += await l2.purge(sel) } catch { incomplete = 'redis' } // counted and logged by the store
+        }
       } finally { end() }
       bus?.publishPurge(sel)
       core.gauges()
       deps.onPurged?.()
-      return { purged }
+      return incomplete === undefined ? { purged } : { purged, incomplete }
     },
 
     stats () {

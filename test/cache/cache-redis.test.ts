@@ -163,3 +163,22 @@ test('a purge on one Sluice process evicts the entry from another process\'s L1 
     await redis.stop()
   }
 })
+
+test('a purge that cannot reach Redis answers 503 SLUICE_ERR_PURGE_INCOMPLETE (its memory part done), so the caller retries', async () => {
+  const redis = await startRedis({ own: true })
+  const gw = await startTestGateway(config(redis.url, redis.prefix))
+  try {
+    origin.on('/gone', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('x') })
+    await get(gw.url, '/gone')
+    assert.match(String((await get(gw.url, '/gone')).headers['cache-status']), /hit/)
+    await redis.kill()
+    const r = await request(gw.adminUrl + '/admin/purge', { method: 'POST', body: JSON.stringify({ key: '/gone' }), headers: { 'content-type': 'application/json' } })
+    assert.equal(r.statusCode, 503)
+    const body = await r.body.json() as Record<string, unknown>
+    assert.equal(body.error, 'SLUICE_ERR_PURGE_INCOMPLETE')
+    assert.equal(body.ok, false)
+    assert.equal(body.unreached, 'redis')
+    assert.equal(body.purged, 1, 'the memory part was done')
+    assert.ok(gw.logs.some((l) => l.msg === 'cache purge incomplete: Redis was not reached; retry it'))
+  } finally { await gw.close(); await redis.stop() }
+})
