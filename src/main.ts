@@ -127,7 +127,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     config: cfg.cache,
     metrics,
     log,
-    l2: redis ? new RedisStore(redis.client, cfg.redis.keyPrefix, onCacheRedisError) : null,
+    l2: redis ? new RedisStore(redis.client, cfg.redis.keyPrefix, onCacheRedisError, () => redis.up()) : null,
     bus: redis ? new CacheBus(redis.client, cfg.redis.keyPrefix, onCacheRedisError, cfg.cache.coalesceAcrossReplicas) : null,
     onPurged: () => warm(),
     now: opts.now

@@ -95,7 +95,9 @@ export class RedisStore implements SharedEntryStore {
   constructor (
     private readonly redis: Redis | Cluster,
     private readonly prefix: string,
-    private readonly onError: (op: string, err: Error) => void
+    private readonly onError: (op: string, err: Error) => void,
+    /** false while Redis is marked down (RedisHandle.up): lookups are misses, leases and writes are skipped, with no command sent. */
+    private readonly available: () => boolean = () => true
   ) {}
 
   /** The hash tag of a base key: its digest, so any URL (braces included) maps to one slot. */
@@ -115,6 +117,7 @@ export class RedisStore implements SharedEntryStore {
    * answered 'error' (the caller then coalesces within its process only).
    */
   async lease (key: string, owner: string, ttlMs: number, check: boolean): Promise<LeaseResult> {
+    if (!this.available()) return 'error'
     try {
       const r = Number(await this.redis.eval(LEASE_SCRIPT, 2, this.rk(key), this.lk(key), owner, Math.max(1, Math.ceil(ttlMs)), check ? '1' : '0'))
       return r === 1 ? 'acquired' : r === 2 ? 'filled' : 'held'
@@ -135,6 +138,7 @@ export class RedisStore implements SharedEntryStore {
   }
 
   async get (key: string): Promise<CacheEntry | undefined> {
+    if (!this.available()) return undefined
     try {
       const buf = await this.redis.getBuffer(this.rk(key))
       return buf ? decodeEntry(buf) : undefined
@@ -145,6 +149,7 @@ export class RedisStore implements SharedEntryStore {
   }
 
   async getVary (base: string): Promise<string[] | undefined> {
+    if (!this.available()) return undefined
     try {
       const v = await this.redis.get(this.vk(base))
       return v === null ? undefined : (v === '' ? [] : v.split(','))
@@ -155,7 +160,7 @@ export class RedisStore implements SharedEntryStore {
   }
 
   async set (e: CacheEntry, ttlMs: number): Promise<void> {
-    if (ttlMs <= 0) return
+    if (ttlMs <= 0 || !this.available()) return
     const px = Math.ceil(ttlMs)
     try {
       const rk = this.rk(e.key)

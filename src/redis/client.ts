@@ -38,8 +38,14 @@ export interface RedisHandle {
   client: RedisClient
   prefix: string
   mode: RedisMode
-  /** Report a failed command: counts sluice_redis_errors_total{op} and logs once per outage. */
+  /**
+   * Report a failed command: counts sluice_redis_errors_total{op}, logs once per outage, and
+   * marks Redis down until a PING answers (probed once a second): a Redis that hangs with its
+   * connection open never reconnects, so only a probe can see it come back.
+   */
   onError (op: string, err: Error): void
+  /** false while Redis is marked down: the cache skips it (a miss) instead of waiting out a timeout per request. */
+  up (): boolean
   status (): { configured: true; url: string; mode: RedisMode; state: string; healthy: boolean; lastError: string | null; errors: number }
   /** A new connection for SUBSCRIBE (queues until connected, resubscribes after reconnects), of the same shape. */
   subscriber (): RedisClient
@@ -213,10 +219,26 @@ export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Met
     }
   }
   client.on('error', (err: Error) => { metrics.redisErrors.labels('connection').inc(); errors++; markDown(err) })
-  client.on('ready', () => {
+  const back = () => {
     if (down) log.info({ redis: shown }, 'redis is back')
     down = false
-  })
+    if (probe !== null) { clearInterval(probe); probe = null }
+  }
+  client.on('ready', back)
+  // While down with the connection still open (a hung or overloaded server), one PING a
+  // second; the first answer brings Redis back. A closed connection reconnects by itself.
+  let probe: NodeJS.Timeout | null = null
+  let pinging = false
+  let closed = false
+  const startProbe = () => {
+    if (probe !== null || closed) return
+    probe = setInterval(() => {
+      if (pinging || client.status !== 'ready') return
+      pinging = true
+      client.ping().then(back, () => {}).finally(() => { pinging = false })
+    }, 1000)
+    probe.unref()
+  }
   return {
     client,
     prefix: cfg.keyPrefix,
@@ -225,7 +247,9 @@ export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Met
       metrics.redisErrors.labels(op).inc()
       errors++
       markDown(err)
+      startProbe()
     },
+    up () { return !down && client.status === 'ready' },
     status () {
       return { configured: true, url: shown, mode, state: client.status, healthy: client.status === 'ready' && !down, lastError, errors }
     },
@@ -233,6 +257,8 @@ export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Met
       return createRedisClient(cfg, { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined })
     },
     async close () {
+      closed = true
+      if (probe !== null) { clearInterval(probe); probe = null }
       try { await client.quit() } catch { client.disconnect() }
     }
   }

@@ -9,6 +9,8 @@ import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, tempConfig } from '../helpers/gateway.js'
 import { startRedis, type RedisHandle } from '../helpers/redis.js'
 import { cliCommand, startedUrls } from '../helpers/cli.js'
+import { reservePort } from '../helpers/ports.js'
+import { until } from '../helpers/wait.js'
 
 let origin: Origin
 before(async () => { origin = await startOrigin() })
@@ -181,4 +183,25 @@ test('a purge that cannot reach Redis answers 503 SLUICE_ERR_PURGE_INCOMPLETE (i
     assert.equal(body.purged, 1, 'the memory part was done')
     assert.ok(gw.logs.some((l) => l.msg === 'cache purge incomplete: Redis was not reached; retry it'))
   } finally { await gw.close(); await redis.stop() }
+})
+
+test('a Redis that hangs with its connection open: after one timeout the cache stops waiting on it, and when it answers again /readyz is ready again', async () => {
+  const port = await reservePort()
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' })
+  const url = `redis://127.0.0.1:${port}`
+  const gw = await startTestGateway(config(url, 'hang:'))
+  try {
+    origin.on('/hang', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600' }); res.end('ok') })
+    await until('the gateway reaches Redis', async () => (await (await request(gw.adminUrl + '/readyz')).body.json() as { status: string }).status === 'ready')
+    child.kill('SIGSTOP')
+    const errorsNow = async () => {
+      const text = await (await request(gw.adminUrl + '/metrics')).body.text()
+      return text.split('\n').filter((l) => /^sluice_redis_errors_total\{op="cache_(get|lease)"\}/.test(l)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0)
+    }
+    for (let i = 0; i < 10; i++) assert.equal((await get(gw.url, `/hang?i=${i}`)).status, 200)
+    assert.ok(await errorsNow() <= 2, `the misses stopped sending cache commands to the hung Redis (${await errorsNow()} failed)`)
+    child.kill('SIGCONT')
+    await until('/readyz ready again once Redis answers', async () => (await (await request(gw.adminUrl + '/readyz')).body.json() as { status: string }).status === 'ready', { tries: 200, intervalMs: 50 })
+    assert.ok(gw.logs.some((l) => l.msg === 'redis is back'))
+  } finally { child.kill('SIGCONT'); child.kill('SIGKILL'); await gw.close() }
 })
