@@ -41,6 +41,20 @@ type HeaderBag = Record<string, string | string[] | undefined>
 
 const propagator = new W3CTraceContextPropagator()
 
+/** W3C Trace Context §3.2: version-traceid-parentid-flags, lower-case hex; a later version may append fields. */
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-[^]*)?$/
+const ZERO_TRACE = '0'.repeat(32)
+const ZERO_SPAN = '0'.repeat(16)
+
+/** The traceparent when it is valid, else null (then it is treated as absent). */
+export function validTraceparent (v: unknown): string | null {
+  if (typeof v !== 'string') return null
+  const m = TRACEPARENT.exec(v)
+  if (m === null || m[1] === 'ff' || m[2] === ZERO_TRACE || m[3] === ZERO_SPAN) return null
+  if (m[1] === '00' && v.length !== 55) return null // version 00 has exactly four fields
+  return v
+}
+
 /**
  * The BatchSpanProcessor's exporter: each batch is serialised here with the SDK's OTLP
  * serializer (protobuf or JSON) and its bytes are handed to a worker thread, which posts them
@@ -107,9 +121,10 @@ class Active {
   readonly tracer: Tracer
   private readonly provider: BasicTracerProvider
   readonly ratio: number
+  private readonly exporter: ThreadExporter
   constructor (readonly key: string, cfg: TracingConfig, log: Logger) {
     this.ratio = cfg.sampleRatio
-    const exporter = new ThreadExporter(cfg.otlp, log)
+    const exporter = this.exporter = new ThreadExporter(cfg.otlp, log)
     this.provider = new BasicTracerProvider({
       resource: resourceFromAttributes({ 'service.name': cfg.serviceName }),
       // The ratio decision for new traces is taken in Tracing.server() before any span exists.
@@ -119,7 +134,15 @@ class Active {
     this.tracer = this.provider.getTracer('sluice')
   }
 
-  shutdown (): Promise<void> { return this.provider.shutdown().catch(() => {}) }
+  /**
+   * The SDK shuts its exporter down only after a last flush that succeeds: with the collector
+   * down, the export thread was left running (one more per reload that changed `tracing`, and
+   * a process that could not exit). The exporter is stopped here either way.
+   */
+  async shutdown (): Promise<void> {
+    await this.provider.shutdown().catch(() => {})
+    await this.exporter.shutdown()
+  }
 }
 
 export interface RequestSpanInfo { route: string, upstream?: string, status: number, cache: string, retries: number, method: string, url?: string, error?: string }
@@ -147,11 +170,13 @@ export class Tracing {
     // The sampling decision first, so an unsampled request makes no span at all: a client's
     // traceparent decides (its sampled flag), else sampleRatio. An unsampled client trace
     // reaches the upstream as the client sent it.
-    const tp = headers.traceparent
-    if (typeof tp === 'string' && tp.length >= 55) {
+    // An invalid traceparent (W3C: version ff, zero ids, upper case, wrong length, two header
+    // lines joined) is ignored, as if absent: it neither forces nor suppresses sampling.
+    const tp = validTraceparent(headers.traceparent)
+    if (tp !== null) {
       if ((parseInt(tp.slice(53, 55), 16) & 1) === 0) return null
     } else if (a.ratio < 1 && Math.random() >= a.ratio) return null
-    const parent = tp === undefined ? ROOT_CONTEXT : propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter)
+    const parent = tp === null ? ROOT_CONTEXT : propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter)
     return a.tracer.startSpan(method, { kind: SpanKind.SERVER, startTime, attributes: { 'http.request.method': method } }, parent)
   }
 

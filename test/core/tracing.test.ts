@@ -9,6 +9,9 @@ import { connect as netConnect, type Socket } from 'node:net'
 import { startOrigin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
+import pino from 'pino'
+import { Value } from '@sinclair/typebox/value'
+import { Tracing, TracingSchema, type TracingConfig } from '../../src/observability/tracing.js'
 
 interface OtlpSpan { traceId: string, spanId: string, parentSpanId?: string, name: string, kind: number, attributes: { key: string, value: Record<string, unknown> }[] }
 
@@ -212,4 +215,33 @@ test('reload turns tracing on and off', async () => {
   await fetch(g.url + '/b')
   assert.match(String(origin.seen.at(-1)?.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
   await until('spans exported after the reload', () => rx.spans.length > 0, { tries: 100, intervalMs: 50 })
+})
+
+test('an invalid traceparent is ignored (W3C): it neither forces sampling at sampleRatio 0 nor is continued', async () => {
+  const origin = await startOrigin()
+  closers.push(() => origin.close())
+  let seen: string | undefined
+  origin.on('/tp', (req, res) => { seen = req.headers.traceparent as string | undefined; res.end('ok') })
+  const g = await gateway('tracing: { otlp: { url: "http://127.0.0.1:9/v1/traces", timeoutMs: 200 }, exportDelayMs: 100, sampleRatio: 0, maxQueueSize: 16 }\n', origin.url)
+  const id = '4bf92f3577b34da6a3ce929d0e0e4736'
+  const span = '00f067aa0ba902b7'
+  for (const bad of [`ff-${id}-${span}-01`, `00-${'0'.repeat(32)}-${span}-01`, `00-${id}-${'0'.repeat(16)}-01`, `00-${id.toUpperCase()}-${span}-01`, `00-${id}-${span}-01-extra`, 'x'.repeat(53) + '01']) {
+    seen = undefined
+    assert.equal((await fetch(g.url + '/tp', { headers: { traceparent: bad } })).status, 200)
+    assert.equal(seen, bad, `${bad}: not sampled, so it reaches the upstream as sent (no new trace was started for it)`)
+  }
+  // A valid sampled one is continued: the upstream gets the same trace id with a new parent.
+  await fetch(g.url + '/tp', { headers: { traceparent: `00-${id}-${span}-01` } })
+  assert.match(String(seen), new RegExp(`^00-${id}-(?!${span})[0-9a-f]{16}-01$`))
+})
+
+test('closing tracing whose collector is down stops the export thread (the SDK skips it when the last flush fails)', async () => {
+  const t = new Tracing(pino({ level: 'silent' }))
+  t.configure(Value.Default(TracingSchema, { otlp: { url: 'http://127.0.0.1:9/v1/traces', timeoutMs: 200 }, exportDelayMs: 60_000, sampleRatio: 1 }) as TracingConfig)
+  const span = t.server({}, 'GET')
+  assert.ok(span !== null)
+  Tracing.finish(span, { route: 'r', status: 200, cache: 'none', retries: 0, method: 'GET' })
+  const exporter = (t as unknown as { active: { exporter: { dead: boolean } } }).active.exporter
+  await t.close() // flushes the span to a collector that refuses it
+  assert.equal(exporter.dead, true, 'the export thread was stopped')
 })
