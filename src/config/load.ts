@@ -209,7 +209,9 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   const issues: ConfigIssue[] = []
   for (const err of doc.errors) {
     const { line, col } = lc.linePos(err.pos[0])
-    issues.push({ file, line, col, path: pathAt(doc, err.pos[0]), message: `YAML: ${err.message.split('\n')[0]}` })
+    // A duplicate key names its path. Other syntax errors do not: in a broken document a value
+    // (a token, a password) can parse as a key, and the path would echo it.
+    issues.push({ file, line, col, path: err.code === 'DUPLICATE_KEY' ? pathAt(doc, err.pos[0]) : '', message: `YAML: ${err.message.split('\n')[0]}` })
   }
   if (issues.length) throw new ConfigError(issues)
   const typed = interpolate(doc, env, (node, message) => {

@@ -79,7 +79,7 @@ test('a bad upstream URL is an error', () => {
 test('invalid YAML is an error with its position', () => {
   const out = issues('upstreams:\n  api: { url: http://x\nroutes: [')
   assert.ok(out.length > 0)
-  assert.match(out[0], /^test\.yaml:\d+:\d+ \S+: YAML: /) // the key path where the parser stopped, or (file)
+  assert.match(out[0], /^test\.yaml:\d+:\d+ \(file\): YAML: /)
 })
 
 test('${VAR} and ${VAR:-default} are interpolated, with types for unquoted values', () => {
