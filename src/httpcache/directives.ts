@@ -1,8 +1,47 @@
 // Cache-Control style directive lists (RFC 9111 §5.2): `a, b=1, c="x, y"` → Map.
 // Names are case-insensitive (lower-cased); quoted values are unquoted.
+//
+// A directive given more than once (in one line or several) is resolved to the most restrictive
+// reading (RFC 9111 §4.2.1, §5.2): an unqualified `private` or `no-cache` wins over the qualified
+// form (two qualified forms withhold both field lists); a duplicated delta-seconds directive
+// (max-age, s-maxage, stale-while-revalidate, stale-if-error) counts as its lowest value, and as 0
+// (stale at once) when one of its values is not valid delta-seconds. RFC 9111 §4.2.1 encourages
+// treating such invalid freshness information as stale; taking the lowest value is that rule for
+// duplicates that all parse, and never makes a response fresher than any one value says. For any
+// other directive the first occurrence's text is kept, as before.
 export type Directives = Map<string, string | true>
 
 const EMPTY: Directives = new Map()
+
+/** Delta-seconds directives of a response whose duplicates resolve to the lowest value. */
+const LOWEST_WINS = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error'])
+/** Directives whose unqualified form is more restrictive than the qualified (field-list) form. */
+const UNQUALIFIED_WINS = new Set(['private', 'no-cache'])
+/**
+ * For a parsed list with duplicated LOWEST_WINS directives: the resolved seconds of each, which
+ * seconds() returns (the map itself keeps the first occurrence's text).
+ */
+const resolved = new WeakMap<Directives, Map<string, number>>()
+
+/** A delta-seconds text as a number (capped at 2^31), or undefined when it is not one. */
+function deltaSeconds (v: string | true): number | undefined {
+  if (v === true || !/^\d+$/.test(v)) return undefined
+  const n = Number(v)
+  return n > 2147483648 ? 2147483648 : n
+}
+
+/** Record another occurrence of `name` with value `v` in `out` (see the rules above). */
+function repeat (out: Directives, name: string, v: string | true): void {
+  const prev = out.get(name)!
+  if (UNQUALIFIED_WINS.has(name)) {
+    out.set(name, prev === true || v === true ? true : prev + ', ' + v)
+  } else if (LOWEST_WINS.has(name)) {
+    let r = resolved.get(out)
+    if (r === undefined) { r = new Map(); resolved.set(out, r) }
+    const before = r.get(name) ?? deltaSeconds(prev) ?? 0
+    r.set(name, Math.min(before, deltaSeconds(v) ?? 0))
+  }
+}
 
 export function parseDirectives (value: string | string[] | undefined): Directives {
   if (value === undefined) return EMPTY
@@ -32,20 +71,23 @@ export function parseDirectives (value: string | string[] | undefined): Directiv
         v = s.slice(j, k).trim()
         j = k
       }
-      if (name && !out.has(name)) out.set(name, v)
-    } else if (name && !out.has(name)) out.set(name, true)
+      if (name) { if (out.has(name)) repeat(out, name, v); else out.set(name, v) }
+    } else if (name) { if (out.has(name)) repeat(out, name, true); else out.set(name, true) }
     i = j + 1
   }
   return out
 }
 
-/** A delta-seconds directive value, or undefined when absent or malformed (RFC 9111 §1.2.2). */
+/**
+ * A delta-seconds directive value, or undefined when absent or malformed (RFC 9111 §1.2.2).
+ * A duplicated max-age, s-maxage, stale-while-revalidate or stale-if-error gives its lowest value
+ * (0 when one of them is malformed): see the top of this file.
+ */
 export function seconds (d: Directives, name: string): number | undefined {
+  const r = resolved.get(d)?.get(name)
+  if (r !== undefined) return r
   const v = d.get(name)
-  if (v === undefined || v === true) return undefined
-  if (!/^\d+$/.test(v)) return undefined
-  const n = Number(v)
-  return n > 2147483648 ? 2147483648 : n
+  return v === undefined ? undefined : deltaSeconds(v)
 }
 
 export function has (d: Directives, name: string): boolean {

@@ -5,6 +5,7 @@ import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'undici'
 import { varyValue } from '../../src/httpcache/key.js'
+import { parseDirectives, seconds } from '../../src/httpcache/directives.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
 
@@ -76,4 +77,57 @@ test('Vary: Accept-Language still ignores case, spacing and order; other fields 
   assert.notEqual(varyValue('x-q', { 'x-q': '"a, b"' }), varyValue('x-q', { 'x-q': '"a,b"' }), 'a comma inside a quoted string is no list separator')
   assert.notEqual(varyValue('accept', { accept: 'text/plain;x="A"' }), varyValue('accept', { accept: 'text/plain;x="a"' }), 'quoted parameter values keep their case')
   assert.equal(varyValue('x-list', { 'x-list': ' a ,  b ' }), varyValue('x-list', { 'x-list': 'a,b' }), 'whitespace around list items')
+})
+
+// ---- 2. Conflicting directives: the most restrictive wins ----
+
+test('directives: an unqualified private or no-cache wins over the qualified form; a duplicated max-age takes the lowest', () => {
+  assert.equal(parseDirectives(['private="x-a"', 'private, max-age=60']).get('private'), true)
+  assert.equal(parseDirectives('private, private="x-a"').get('private'), true)
+  assert.equal(parseDirectives('no-cache="x-a", no-cache').get('no-cache'), true)
+  assert.equal(parseDirectives('no-cache="x-a", no-cache="x-b"').get('no-cache'), 'x-a, x-b', 'two field lists: both withheld')
+  assert.equal(seconds(parseDirectives('max-age=600, max-age=1'), 'max-age'), 1)
+  assert.equal(seconds(parseDirectives(['s-maxage=1', 's-maxage=600']), 's-maxage'), 1)
+  assert.equal(seconds(parseDirectives('max-age=600, max-age=abc'), 'max-age'), 0, 'a duplicate that is invalid makes it stale')
+  assert.equal(seconds(parseDirectives('max-age=60'), 'max-age'), 60)
+})
+
+test('private="x-a" plus private (two lines or one) is never stored', async () => {
+  origin.on('/rr/priv2', (req, res) => {
+    res.setHeader('cache-control', ['private="x-a"', 'private, max-age=60'])
+    res.setHeader('date', dateNow())
+    res.end('for ' + req.headers['x-user'])
+  })
+  origin.on('/rr/priv1', (req, res) => {
+    res.writeHead(200, { 'cache-control': 'private="x-a", private, max-age=60', date: dateNow() })
+    res.end('for ' + req.headers['x-user'])
+  })
+  for (const p of ['/rr/priv2', '/rr/priv1']) {
+    assert.equal((await get(p, { 'x-user': 'alice' })).body, 'for alice')
+    const bob = await get(p, { 'x-user': 'bob' })
+    assert.equal(bob.body, 'for bob', p)
+    assert.equal(origin.count(p), 2, p)
+  }
+})
+
+test('no-cache="x-a" plus no-cache is revalidated before every reuse', async () => {
+  origin.on('/rr/nc', (req, res) => {
+    if (req.headers['if-none-match'] === '"n1"') { res.writeHead(304, { etag: '"n1"', date: dateNow() }); res.end(); return }
+    res.setHeader('cache-control', ['no-cache="x-a"', 'no-cache, max-age=60'])
+    res.setHeader('etag', '"n1"')
+    res.setHeader('date', dateNow())
+    res.end('nc')
+  })
+  assert.equal((await get('/rr/nc')).body, 'nc')
+  assert.equal((await get('/rr/nc')).body, 'nc')
+  assert.equal(origin.count('/rr/nc'), 2, 'the second request went to the origin')
+  assert.equal(origin.seen.filter((s) => s.url === '/rr/nc')[1].headers['if-none-match'], '"n1"')
+})
+
+test('a duplicated max-age uses the lowest value', async () => {
+  origin.on('/rr/dup', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600, max-age=5', date: dateNow() }); res.end('dup') })
+  await get('/rr/dup')
+  advance(10_000)
+  await get('/rr/dup')
+  assert.equal(origin.count('/rr/dup'), 2, 'stale after 10 s: max-age=5 applied, not 600')
 })
