@@ -169,9 +169,15 @@ export function tee (core: CacheCore, body: Readable, limit: number, toClient: b
   return out
 }
 
-/** A 304 from the origin refreshes the stored entry: new headers over old, new times. */
+/**
+ * A 304 from the origin refreshes the stored entry: new headers over old, new times. The age
+ * counts from this validation (RFC 9111 §4.3.4, §5.1): Age is the 304's, or none (the old
+ * response's Age described the old response); Date is the 304's, or the validation time.
+ */
 function revalidated (core: CacheCore, e: CacheEntry, res: ProxyResponse, route: CacheRoute, t0: number, t1: number): CacheEntry {
   const headers: Headers = { ...e.headers }
+  delete headers.age
+  headers.date = new Date(t1).toUTCString()
   for (const [k, v] of Object.entries(res.headers)) if (!KEEP_ON_UPDATE.has(k) && v !== undefined) headers[k] = v
   const p = core.policy(route.cache)
   const { d, targeted } = responseDirectives(headers, p.targetedField)

@@ -131,3 +131,40 @@ test('a duplicated max-age uses the lowest value', async () => {
   await get('/rr/dup')
   assert.equal(origin.count('/rr/dup'), 2, 'stale after 10 s: max-age=5 applied, not 600')
 })
+
+// ---- 3. A 304 restarts the Age ----
+
+test('after a 304 without Age, the Age counts from the validation, not from the old response\'s Age', async () => {
+  origin.on('/rr/age', (req, res) => {
+    if (req.headers['if-none-match'] === '"v1"') { res.writeHead(304, { etag: '"v1"', 'cache-control': 'max-age=60', date: dateNow() }); res.end(); return }
+    res.writeHead(200, { 'cache-control': 'max-age=60', etag: '"v1"', age: '50', date: dateNow() }); res.end('age body')
+  })
+  await get('/rr/age')
+  advance(11_000) // age 61: stale
+  const reval = await get('/rr/age')
+  assert.equal(origin.count('/rr/age'), 2)
+  assert.ok(Number(reval.headers.age) < 5, `Age right after the 304: ${reval.headers.age}`)
+  advance(11_000)
+  const later = await get('/rr/age')
+  assert.equal(origin.count('/rr/age'), 2, 'fresh 11 s after the validation')
+  assert.ok(Number(later.headers.age) >= 11 && Number(later.headers.age) < 20, `Age: ${later.headers.age}`)
+})
+
+test('a 304 with Age sets the Age; a 304 without Date dates the entry at the validation', async () => {
+  let t0 = 0
+  origin.on('/rr/age2', (req, res) => {
+    if (req.headers['if-none-match'] === '"v2"') {
+      res.sendDate = false
+      res.writeHead(304, { etag: '"v2"', age: '7' }); res.end(); return
+    }
+    t0 = clock()
+    res.writeHead(200, { 'cache-control': 'max-age=60', etag: '"v2"', date: new Date(t0).toUTCString() }); res.end('age2')
+  })
+  await get('/rr/age2')
+  advance(100_000)
+  const reval = await get('/rr/age2')
+  assert.equal(origin.count('/rr/age2'), 2)
+  assert.ok(Number(reval.headers.age) >= 7 && Number(reval.headers.age) < 12, `Age after a 304 with Age: 7: ${reval.headers.age}`)
+  const date = Date.parse(String(reval.headers.date))
+  assert.ok(date >= t0 + 99_000, 'Date is the validation time, not the first response\'s')
+})
