@@ -67,14 +67,16 @@ function etagMatches (header: string, etag: string | undefined): boolean {
 
 /**
  * Does the client's If-None-Match (or, without it, If-Modified-Since) match this stored 200?
- * If-Modified-Since compares with Last-Modified; a response without Last-Modified is judged by
+ * An If-Modified-Since that is not a valid HTTP-date is ignored (never a 304). It compares with
+ * Last-Modified; a response without Last-Modified is judged by
  * its Date, or without a valid Date by when it was received (RFC 9110 §13.1.3): not later than
  * the IMS date means not modified.
  */
 function notModified (e: CacheEntry, rh: Headers): boolean {
   const inm = rh['if-none-match']
   if (inm !== undefined) return etagMatches(first(inm)!, first(e.headers.etag))
-  const since = Date.parse(first(rh['if-modified-since'])!)
+  // Only a valid HTTP-date counts (RFC 9110 §13.1.3); anything else is ignored: no 304.
+  const since = parseHttpDate(first(rh['if-modified-since'])!.trim())
   if (Number.isNaN(since)) return false
   const lastModified = first(e.headers['last-modified'])
   if (lastModified !== undefined) {

@@ -168,3 +168,20 @@ test('a 304 with Age sets the Age; a 304 without Date dates the entry at the val
   const date = Date.parse(String(reval.headers.date))
   assert.ok(date >= t0 + 99_000, 'Date is the validation time, not the first response\'s')
 })
+
+// ---- 4. If-Modified-Since must be a valid HTTP-date ----
+
+test('an If-Modified-Since that is not a valid HTTP-date is ignored (200, not 304)', async () => {
+  origin.on('/rr/ims', (_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60', 'last-modified': 'Mon, 01 Jan 1990 00:00:00 GMT', date: dateNow() }); res.end('ims body')
+  })
+  await get('/rr/ims')
+  for (const ims of ['1', 'Sun, 06 Nov 1994 08:49:37', '2020-01-01T00:00:00Z', 'sun, 06 nov 1994 08:49:37 gmt']) {
+    const r = await get('/rr/ims', { 'if-modified-since': ims })
+    assert.equal(r.status, 200, ims)
+    assert.equal(r.body, 'ims body', ims)
+  }
+  const valid = await get('/rr/ims', { 'if-modified-since': 'Sun, 06 Nov 1994 08:49:37 GMT' })
+  assert.equal(valid.status, 304, 'a valid date later than Last-Modified')
+  assert.equal(origin.count('/rr/ims'), 1)
+})
