@@ -142,15 +142,21 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     const found = await lookup(core, base, rh)
     const e = usableWith(found.entry, rh)
     // One byte range of a usable stored response is cut from its bytes; any other range request
-    // (several ranges, with a conditional, nothing usable stored) goes to the origin as it is.
-    if (rh.range !== undefined) {
+    // (several ranges, with a conditional, nothing usable stored) goes to the origin as it is,
+    // unless it says only-if-cached (RFC 9111 §5.2.1.7): then it gets a 504. A HEAD, for which
+    // Range means nothing (RFC 9110 §14.2), is then answered as without it.
+    const onlyIfCached = reqD.has('only-if-cached')
+    if (rh.range !== undefined && !(onlyIfCached && req.method === 'HEAD')) {
       const cut = e !== undefined && req.method === 'GET' ? (found.fromL2 ? fromL2(() => ranged(core, e!, route, req, reqD)) : ranged(core, e, route, req, reqD)) : null
       if (cut !== null) return cut
+      if (onlyIfCached && (req.method !== 'GET' || e !== undefined)) throw new SluiceError('SLUICE_ERR_ONLY_IF_CACHED')
       if (req.method !== 'GET' || e !== undefined || reqD.has('no-store')) return bypass(core, route, req, fetch, 'RANGE')
       // Nothing complete stored: a stored part may hold the range; else the 206 is kept (partial.ts).
       const part = usableWith(await findPartial(core, found.key), rh)
       const answer = part !== undefined ? fromPartial(core, part, route, req, reqD) : null
-      return answer ?? rangeMiss(core, writer, { route, req, base, path, reqD, fetch, stored: part })
+      if (answer !== null) return answer
+      if (onlyIfCached) throw new SluiceError('SLUICE_ERR_ONLY_IF_CACHED')
+      return rangeMiss(core, writer, { route, req, base, path, reqD, fetch, stored: part })
     }
     const job: FillJob = { route, req, key: found.key, base, path, reqD, stale: e, fetch }
     const t = now()
@@ -163,7 +169,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
         return respond(core, e, route, req, `sluice; fwd=stale; ttl=${ttlSeconds(e, t)}; detail=STALE-WHILE-REVALIDATE`, 'stale', t)
       }
     }
-    if (reqD.has('only-if-cached')) throw new SluiceError('SLUICE_ERR_ONLY_IF_CACHED')
+    if (onlyIfCached) throw new SluiceError('SLUICE_ERR_ONLY_IF_CACHED')
     if (reqD.has('no-store')) return bypass(core, route, req, fetch, 'NO-STORE')
     return coalescer.fetch(job)
   }

@@ -185,3 +185,28 @@ test('an If-Modified-Since that is not a valid HTTP-date is ignored (200, not 30
   assert.equal(valid.status, 304, 'a valid date later than Last-Modified')
   assert.equal(origin.count('/rr/ims'), 1)
 })
+
+// ---- 5. only-if-cached with Range ----
+
+test('only-if-cached with Range never goes to the origin: 504 when nothing suitable is stored', async () => {
+  origin.on('/rr/oic', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=1', date: dateNow() }); res.end('0123456789') })
+  const oic = { 'cache-control': 'only-if-cached', range: 'bytes=0-3' }
+  const none = await get('/rr/oic', oic)
+  assert.equal(none.status, 504)
+  assert.equal(JSON.parse(none.body).error, 'SLUICE_ERR_ONLY_IF_CACHED')
+  const head = await send('/rr/oic', oic, 'HEAD')
+  assert.equal(head.status, 504, 'HEAD with Range')
+  const multi = await get('/rr/oic', { 'cache-control': 'only-if-cached', range: 'bytes=0-1,3-4' })
+  assert.equal(multi.status, 504, 'a range Sluice does not cut')
+  assert.equal(origin.count('/rr/oic'), 0)
+  await get('/rr/oic')
+  const cut = await get('/rr/oic', oic)
+  assert.equal(cut.status, 206, 'fresh and stored: cut from the cache')
+  assert.equal(cut.body, '0123')
+  const headStored = await send('/rr/oic', oic, 'HEAD')
+  assert.equal(headStored.status, 200, 'HEAD: Range means nothing, the stored response answers')
+  advance(5_000)
+  const stale = await get('/rr/oic', oic)
+  assert.equal(stale.status, 504, 'stored but stale')
+  assert.equal(origin.count('/rr/oic'), 1)
+})
