@@ -107,7 +107,7 @@ export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRou
   return h
 }
 
-/** Answer from a stored entry: 304 to a matching conditional, else the best stored coding. */
+/** Answer from a stored entry: 304 to a matching conditional (412 for a POST query), else the best stored coding. */
 export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req: UpstreamRequest, status: string, result: CacheResult, now: number): ProxyResponse {
   const age = said(e, now).ageText
   core.event(route.name, result)
@@ -117,7 +117,15 @@ export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req:
     const pick = pickStored(rh, codings(e), route.compression)
     if (pick === 'gzip' || pick === 'br') coding = pick
   }
-  if ((rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) && e.status === 200 && notModified(e, rh)) {
+  const getOrHead = req.method === 'GET' || req.method === 'HEAD'
+  // A cached POST query (RFC 9110 §13.1.2, §13.1.3): If-Modified-Since applies to GET and HEAD
+  // only and is ignored; an If-None-Match that matches is a false condition, answered 412 (a
+  // 304 is for GET and HEAD only). Evaluated rather than ignored: a cache answering from storage
+  // evaluates preconditions (RFC 9110 §13.2.1), and 412 is what the RFC asks of the origin too.
+  if (!getOrHead && e.status === 200 && rh['if-none-match'] !== undefined && etagMatches(first(rh['if-none-match'])!, first(e.headers.etag))) {
+    return { status: 412, headers: { 'content-length': '0' }, body: Buffer.alloc(0), cacheResult: result, cacheStatus: status, age }
+  }
+  if (getOrHead && (rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) && e.status === 200 && notModified(e, rh)) {
     // The fields of the 200 this client would get: for an encoded copy, its weak ETag and a
     // Vary with Accept-Encoding (a downstream cache updates its stored headers from them).
     const full = outHeaders(e, coding, route)

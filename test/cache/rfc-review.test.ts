@@ -210,3 +210,26 @@ test('only-if-cached with Range never goes to the origin: 504 when nothing suita
   assert.equal(stale.status, 504, 'stored but stale')
   assert.equal(origin.count('/rr/oic'), 1)
 })
+
+// ---- 6. Conditionals on a cached POST query ----
+
+test('a cached POST query answers a matching If-None-Match with 412, never 304; If-Modified-Since is ignored', async () => {
+  origin.on('/rr/q', (_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60', etag: '"q1"', 'last-modified': 'Mon, 01 Jan 1990 00:00:00 GMT', 'content-type': 'application/json', date: dateNow() })
+    res.end('{"r":1}')
+  })
+  const post = (h: Record<string, string> = {}) => send('/rr/q', { 'content-type': 'application/json', ...h }, 'POST', '{"query":"x"}')
+  const fill = await post()
+  assert.equal(fill.status, 200)
+  const hit = await post()
+  assert.match(String(hit.headers['cache-status']), /hit/)
+  const inm = await post({ 'if-none-match': '"q1"' })
+  assert.equal(inm.status, 412, 'If-None-Match matches: the condition is false, and the method is not GET or HEAD')
+  const other = await post({ 'if-none-match': '"q2"' })
+  assert.equal(other.status, 200)
+  assert.equal(other.body, '{"r":1}')
+  const ims = await post({ 'if-modified-since': 'Sun, 06 Nov 1994 08:49:37 GMT' })
+  assert.equal(ims.status, 200, 'If-Modified-Since applies to GET and HEAD only')
+  assert.equal(ims.body, '{"r":1}')
+  assert.equal(origin.count('/rr/q'), 1)
+})
