@@ -53,6 +53,32 @@ function authorityAsHost (h: IncomingMessage['headers']): boolean {
 
 const edges = new WeakMap<object, EdgeServer>()
 
+/** Node's http server keeps the response being written on the socket; the ones queued behind it follow in order. */
+type InFlightSocket = Socket & { _httpMessage?: ServerResponse | null }
+
+/** Sockets whose 400 waits for the responses ahead of it (a failed parser reports every later chunk again). */
+const refusing = new WeakSet<Socket>()
+
+/**
+ * Answer a malformed pipelined request after every response ahead of it: when the one being
+ * written finishes, Node hands the socket to the next queued one (its own 'finish' listener
+ * runs first); once none is left, the 400 goes out and the connection closes. Nothing more is
+ * read from the socket. A response that ends the connection itself (Connection: close) leaves
+ * the socket unwritable, and no 400 follows it.
+ */
+function refuseAfterInFlight (socket: Socket, code: ErrorCode): void {
+  if (refusing.has(socket)) return
+  refusing.add(socket)
+  socket.pause()
+  const next = (): void => {
+    if (socket.destroyed || !socket.writable) return
+    const m = (socket as InFlightSocket)._httpMessage
+    if (m != null) { m.once('finish', next); return }
+    socket.end(rawError(new SluiceError(code)))
+  }
+  next()
+}
+
 /** The edge server (TLS swaps, HTTP/2 drain, closing every connection) behind a proxy instance. */
 export function edgeOf (app: FastifyInstance): EdgeServer {
   const e = edges.get(app.server)
@@ -162,10 +188,17 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       const now = Date.now()
       if (now - clientErrorWindow > 1000) { clientErrorWindow = now; clientErrorsLogged = 0 }
       if (clientErrorsLogged++ < 20) log.info({ code, cause: err.code, ip: socket.remoteAddress }, 'rejected malformed request')
+      if (!socket.writable || (err.code === 'ECONNRESET')) { socket.destroy(); return }
+      const inFlight = (socket as InFlightSocket)._httpMessage
+      // The error is about a later, pipelined request when the one being answered was read to
+      // its end: its answer (and any queued behind it) must go first (RFC 9112 §9.3.2), or the
+      // client takes the 400 for the answer to an earlier request. nginx reads a pipelined
+      // request only once the previous answer is sent, so it answers every earlier request and
+      // then 400 + close; Node parses ahead, so the 400 is held until those answers are out.
+      if (inFlight != null && inFlight.req?.complete === true) { refuseAfterInFlight(socket, code); return }
       // Never write a status line into a response that is already being sent (a request timeout
       // can fire while a streamed answer is under way): close the connection instead.
-      const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
-      if (!socket.writable || (err.code === 'ECONNRESET') || inFlight?.headersSent === true) { socket.destroy(); return }
+      if (inFlight?.headersSent === true) { socket.destroy(); return }
       socket.end(rawError(new SluiceError(code)))
     },
     frameworkErrors: (err: Error, request: FastifyRequest, reply: FastifyReply) => {
