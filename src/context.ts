@@ -3,10 +3,11 @@
 import type { Span } from '@opentelemetry/api'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { BlockList } from 'node:net'
-import type { RouteEntry, Snapshot } from './config/snapshot.js'
+import type { HeaderEdits, RouteEntry, Snapshot } from './config/snapshot.js'
 import type { CacheResult, Headers, UpstreamRequest } from './types.js'
 import { resolveClientIp, schemeOf } from './forwarding.js'
-import { isHopByHop } from './upstream/headers.js'
+import { connectionTokens, isHopByHop } from './upstream/headers.js'
+import { editResponseHeaders } from './upstream/rewrite.js'
 
 export class RequestContext {
   route: RouteEntry | null = null
@@ -43,7 +44,10 @@ export class ClientUpstreamRequest implements UpstreamRequest {
   private ip: string | null = null
   private controller: AbortController | null = null
   private bridged = false
-  constructor (raw: IncomingMessage, private readonly res: ServerResponse, path: string, body: UpstreamRequest['body'], trust: BlockList | null, clientIp: string | null) {
+  /** RFC 9110 §15.2: no 1xx to an HTTP/1.0 client (it takes the first status line for the answer). */
+  private readonly interimOk: boolean
+  constructor (raw: IncomingMessage, private readonly res: ServerResponse, path: string, body: UpstreamRequest['body'], trust: BlockList | null, clientIp: string | null, private readonly edits: HeaderEdits | null = null) {
+    this.interimOk = raw.httpVersionMajor > 1 || (raw.httpVersionMajor === 1 && raw.httpVersionMinor >= 1)
     this.method = raw.method ?? 'GET'
     this.path = path
     this.headers = raw.headers as Headers
@@ -57,19 +61,24 @@ export class ClientUpstreamRequest implements UpstreamRequest {
   /**
    * An interim response from the upstream: 103 Early Hints (and 102) go to the client as they
    * arrive, before the final response; they are never stored (the cache sees only the final one).
+   * An HTTP/1.0 client gets neither. A 103 loses its hop-by-hop fields and those its own
+   * Connection names, and gets the route's response edits (headers.response), as the final
+   * response does.
    */
   readonly onInfo = (info: { statusCode: number, headers: Record<string, string | string[] | undefined> }): void => {
     const res = this.res
-    if (res.headersSent || res.destroyed) return
+    if (res.headersSent || res.destroyed || !this.interimOk) return
     try {
       if (info.statusCode === 103) {
+        const named = connectionTokens(info.headers.connection)
         const hints: Record<string, string | string[]> = {}
         for (const k in info.headers) {
           const v = info.headers[k]
-          if (v !== undefined && !isHopByHop(k)) hints[k] = v
+          if (v !== undefined && !isHopByHop(k) && !named.includes(k)) hints[k] = v
         }
+        if (this.edits !== null) editResponseHeaders(hints, this.edits)
         if (hints.link !== undefined) res.writeEarlyHints(hints)
-      } else if (info.statusCode === 102 && typeof (res as { writeProcessing?: () => void }).writeProcessing === 'function' && res.req?.httpVersionMajor === 1) {
+      } else if (info.statusCode === 102 && typeof (res as { writeProcessing?: () => void }).writeProcessing === 'function') {
         res.writeProcessing()
       }
     } catch { /* a hint that cannot be written is dropped: the final response still comes */ }

@@ -134,3 +134,24 @@ test('a malformed request with nothing in flight still gets its 400 at once', as
   assert.equal(seen.length, 0)
 })
 
+test('an HTTP/1.0 client gets no 1xx interim response (RFC 9110 §15.2)', async () => {
+  for (const path of ['/hints', '/proc']) {
+    reset()
+    const x = await send(port, `GET ${path} HTTP/1.0\r\nHost: a\r\n\r\n`)
+    assert.equal(x.responses[0]?.status, 200, path + ': ' + x.data.toString('latin1'))
+    assert.doesNotMatch(x.data.toString('latin1'), / 10[23] /, path)
+  }
+})
+
+test('103 Early Hints get the route response edits and lose fields their own Connection names', async () => {
+  reset()
+  const x = await send(port, req('GET /hints HTTP/1.1', 'Host: a', 'Connection: close'))
+  assert.equal(x.responses[0]?.status, 103, x.data.toString('latin1'))
+  const h = x.responses[0].headers
+  assert.deepEqual(h.link, ['</s.css>; rel=preload'])
+  assert.equal(h['x-secret'], undefined)
+  assert.equal(h['x-internal'], undefined)
+  assert.deepEqual(h['x-edited'], ['yes'])
+  assert.equal(x.responses[1]?.status, 200)
+})
+
