@@ -5,8 +5,13 @@
 import { BlockList, isIPv6 } from 'node:net'
 import type { Headers } from './types.js'
 
-/** A valid Host value: an RFC 3986 host (reg-name or IP literal) with an optional port. */
-export const HOST_VALUE = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.]+\])(?::\d*)?$/
+/**
+ * A valid Host value: an RFC 3986 host (reg-name or IP literal) with an optional port, less
+ * the comma. RFC 3986 allows `,` in a reg-name, but no DNS name has one, and a Host such as
+ * `evil.test,x.example.com` would match a `*.example.com` route and reach the origin as a
+ * list in X-Forwarded-Host: refused with 400 like any other bad Host.
+ */
+export const HOST_VALUE = /^(?:(?:[A-Za-z0-9\-._~!$&'()*+;=]|%[0-9A-Fa-f]{2})*|\[[0-9A-Fa-f:.]+\])(?::\d*)?$/
 
 /** Number of Host header lines (names compared without regard to case). */
 export function hostLines (raw: string[]): number {

@@ -11,7 +11,11 @@ function hostRank (h: string): number {
   return h === '*' ? 0 : h.startsWith('*.') ? 1 : 2
 }
 
-/** Strip the port and lower-case, allocating only when needed. */
+/**
+ * Strip the port and one trailing dot (`example.com.` is the same fully qualified name as
+ * `example.com`, and must not miss its exact-host route), and lower-case, allocating only
+ * when needed.
+ */
 export function normaliseHost (host: string): string {
   let end = host.length
   if (host.charCodeAt(0) === 91 /* [ */) {
@@ -20,6 +24,7 @@ export function normaliseHost (host: string): string {
   } else {
     const colon = host.indexOf(':')
     if (colon !== -1) end = colon
+    if (end > 1 && host.charCodeAt(end - 1) === 46 /* . */) end--
   }
   const h = end === host.length ? host : host.slice(0, end)
   return /[A-Z]/.test(h) ? h.toLowerCase() : h

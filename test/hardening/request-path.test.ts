@@ -155,3 +155,22 @@ test('103 Early Hints get the route response edits and lose fields their own Con
   assert.equal(x.responses[1]?.status, 200)
 })
 
+test('a Host with a trailing dot matches the same routes as without it', async () => {
+  for (const [host, path, route] of [['admin.example.com.', '/admin/x', 'admin'], ['ADMIN.example.com.:80', '/admin/x', 'admin'], ['x.example.com.', '/p', 'wild'], ['admin.example.com', '/admin/x', 'admin']]) {
+    reset()
+    const x = await send(port, req(`GET ${path} HTTP/1.1`, `Host: ${host}`, 'Connection: close'))
+    assert.equal(x.responses[0]?.status, 200, host)
+    assert.deepEqual(seen[0]?.headers['x-route'], [route], host)
+  }
+})
+
+test('a Host with a comma is refused with 400, never matched or forwarded as a list', async () => {
+  for (const host of ['evil.test,x.example.com', 'x.example.com,evil.test', 'a,b']) {
+    reset()
+    const x = await send(port, req('GET /p HTTP/1.1', `Host: ${host}`, 'Connection: close'))
+    assert.equal(x.responses[0]?.status, 400, host)
+    assert.equal(errorCode(x.responses[0]), 'SLUICE_ERR_BAD_REQUEST', host)
+    assert.equal(seen.length, 0, host)
+  }
+})
+
