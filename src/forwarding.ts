@@ -73,12 +73,15 @@ const UNTRUSTED_DROP = new Set(['forwarded', 'x-real-ip', 'x-original-url', 'x-r
 
 /**
  * Resolve the client address and set the forwarding headers, in place on `headers`.
+ * `clientHost` is the Host the client sent (undefined or empty: none, and no X-Forwarded-Host).
  * From an untrusted peer, X-Forwarded-* and Forwarded are replaced, not appended to; from a
  * trusted proxy the chain is kept and the client is the right-most untrusted address in it.
  */
 export function applyForwarding (headers: Headers, peerRaw: string | undefined, trust: BlockList | null, clientHost?: string, proto: 'http' | 'https' = 'http'): string {
   const peer = normaliseIp(peerRaw)
-  const host = clientHost ?? headers.host
+  // X-Forwarded-Host is the client's Host or nothing: `headers` is the upstream copy, whose
+  // Host is by now the upstream's own (unless preserveHost), so it is never the fallback.
+  const host = clientHost === '' ? undefined : clientHost
   if (!isTrusted(trust, peer)) {
     // Any other forwarding or rewrite header from an untrusted client could change what the
     // origin answers (absolute URLs, the routed path) without being in the cache key: dropped.

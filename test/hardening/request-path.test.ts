@@ -174,3 +174,17 @@ test('a Host with a comma is refused with 400, never matched or forwarded as a l
   }
 })
 
+test('X-Forwarded-Host is never the upstream address when the client sent no Host', async () => {
+  const upstreamHost = new URL(originUrl).host
+  for (const bytes of ['GET /p HTTP/1.0\r\n\r\n', 'GET /p HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n', 'GET /p HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n']) {
+    reset()
+    const x = await send(port, bytes)
+    assert.equal(x.responses[0]?.status, 200, JSON.stringify(bytes))
+    assert.equal(seen[0]?.headers.host?.[0], upstreamHost)
+    assert.equal(seen[0]?.headers['x-forwarded-host'], undefined, JSON.stringify(bytes))
+  }
+  reset()
+  await send(port, req('GET /p HTTP/1.1', 'Host: client.test', 'Connection: close'))
+  assert.deepEqual(seen[0]?.headers['x-forwarded-host'], ['client.test'])
+})
+
