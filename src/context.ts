@@ -27,6 +27,19 @@ export class RequestContext {
 }
 
 /**
+ * The request ID header is Sluice's own (src/request-id.ts): a client's `Connection` naming it
+ * must not strip it from the upstream request, as it would any other field Connection names
+ * (RFC 9110 §7.6.1). Only then is the headers object copied, with that token left out.
+ */
+function keepOwnFields (h: Headers, name: string): Headers {
+  const conn = h.connection
+  if (conn === undefined) return h
+  const tokens = connectionTokens(conn)
+  if (!tokens.includes(name)) return h
+  return { ...h, connection: tokens.filter((t) => t !== name).join(', ') }
+}
+
+/**
  * The UpstreamRequest for a client request. Its abort signal is made on first use only, so a
  * cache hit (which never reaches the upstream) allocates no AbortController or listener.
  */
@@ -46,11 +59,11 @@ export class ClientUpstreamRequest implements UpstreamRequest {
   private bridged = false
   /** RFC 9110 §15.2: no 1xx to an HTTP/1.0 client (it takes the first status line for the answer). */
   private readonly interimOk: boolean
-  constructor (raw: IncomingMessage, private readonly res: ServerResponse, path: string, body: UpstreamRequest['body'], trust: BlockList | null, clientIp: string | null, private readonly edits: HeaderEdits | null = null) {
+  constructor (raw: IncomingMessage, private readonly res: ServerResponse, path: string, body: UpstreamRequest['body'], trust: BlockList | null, clientIp: string | null, private readonly edits: HeaderEdits | null = null, requestIdName?: string) {
     this.interimOk = raw.httpVersionMajor > 1 || (raw.httpVersionMajor === 1 && raw.httpVersionMinor >= 1)
     this.method = raw.method ?? 'GET'
     this.path = path
-    this.headers = raw.headers as Headers
+    this.headers = requestIdName === undefined ? raw.headers as Headers : keepOwnFields(raw.headers as Headers, requestIdName)
     this.body = body
     this.host = raw.headers.host ?? ''
     this.protocol = schemeOf(raw.socket)

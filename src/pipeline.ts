@@ -190,7 +190,7 @@ export function createPipeline (deps: PipelineDeps) {
     let body = requestBody(request, route, snap.config.server.requestBodyRate)
     if (body !== null && !Buffer.isBuffer(body) && wantsBuffer(route, method, raw.headers['content-length'])) body = await readAll(body)
 
-    const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null, route.headerEdits)
+    const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null, route.headerEdits, snap.requestId.name)
     ctx.ureq = ureq
     if (deps.tracing?.on === true) ureq.trace = deps.tracing.server(raw.headers, method, performance.timeOrigin + t0)
     if (route.serverTiming) return timed(reply, ctx, route, ureq, method, t0)

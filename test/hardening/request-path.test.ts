@@ -188,3 +188,16 @@ test('X-Forwarded-Host is never the upstream address when the client sent no Hos
   assert.deepEqual(seen[0]?.headers['x-forwarded-host'], ['client.test'])
 })
 
+test('Connection: x-request-id does not strip the request ID from the upstream request', async () => {
+  reset()
+  let x = await send(port, req('GET /p HTTP/1.1', 'Host: a', 'X-Request-Id: abc123', 'Connection: close, x-request-id'))
+  assert.equal(x.responses[0]?.status, 200)
+  assert.deepEqual(seen[0]?.headers['x-request-id'], ['abc123'])
+  assert.deepEqual(x.responses[0].headers['x-request-id'], ['abc123'])
+  reset()
+  x = await send(port, req('GET /p HTTP/1.1', 'Host: a', 'Connection: close, X-Request-Id'))
+  const id = x.responses[0]?.headers['x-request-id']?.[0]
+  assert.ok(id !== undefined && id.length > 0)
+  assert.deepEqual(seen[0]?.headers['x-request-id'], [id])
+})
+
