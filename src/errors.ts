@@ -33,7 +33,8 @@ export const ERRORS = {
   SLUICE_ERR_PURGE_INCOMPLETE: { status: 503, message: 'The purge cleared this process\'s memory cache but could not reach Redis; retry it' },
   SLUICE_ERR_CLIENT_CLOSED: { status: 499, message: 'The client closed the connection before the response (logged, never sent)' },
   SLUICE_ERR_UPGRADE_REFUSED: { status: 400, message: 'This route does not accept this upgrade' },
-  SLUICE_ERR_INTERNAL: { status: 500, message: 'Internal gateway error' }
+  SLUICE_ERR_INTERNAL: { status: 500, message: 'Internal gateway error' },
+  SLUICE_ERR_NOT_IMPLEMENTED: { status: 501, message: 'The request uses a transfer coding other than chunked' }
 } as const satisfies Record<string, ErrorSpec>
 
 export type ErrorCode = keyof typeof ERRORS

@@ -53,6 +53,23 @@ function authorityAsHost (h: IncomingMessage['headers']): boolean {
 
 const edges = new WeakMap<object, EdgeServer>()
 
+/** HTTP/1.1 connections answered with a refusal that closes them (an h2 session socket is never marked). */
+const closed = new WeakSet<object>()
+function closing (req: IncomingMessage): void {
+  if (req.httpVersionMajor === 1) closed.add(req.socket)
+}
+
+/**
+ * Codings other than chunked before a final chunked (`gzip, chunked`; repeated lines arrive
+ * joined with ", "): RFC 9112 §6.1, 501. A Transfer-Encoding whose final coding is not
+ * chunked is refused with 400 by Node's parser (§6.3), as before.
+ */
+function unsupportedCodings (te: string): boolean {
+  if (te.length === 7) return false
+  const t = te.toLowerCase().split(',')
+  return t.length > 1 && t[t.length - 1].trim() === 'chunked'
+}
+
 /** Node's http server keeps the response being written on the socket; the ones queued behind it follow in order. */
 type InFlightSocket = Socket & { _httpMessage?: ServerResponse | null }
 
@@ -144,6 +161,9 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         http2: first.listen.tls && first.listen.http2 ? srvCfg.http2 : null,
         log
       }, (req, res) => {
+        // A request pipelined behind an answer that closes the connection is never run: its
+        // answer could not be sent (the socket closes once the refusal is out).
+        if (closed.has(req.socket)) return
         const sameHost = req.httpVersionMajor !== 2 || authorityAsHost(req.headers)
         // Every request gets its ID first, so every answer below carries it (src/request-id.ts).
         const snap = deps.current()
@@ -152,9 +172,13 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         if (!sameHost) return badHost(res, -2, rule, id)
         // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, or with more than one.
         const hosts = req.httpVersionMajor === 2 ? (req.headers.host === undefined ? 0 : 1) : hostLines(req.rawHeaders)
-        if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) return badHost(res, hosts, rule, id)
+        if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) { closing(req); return badHost(res, hosts, rule, id) }
         // ...and for a Host that is not host[:port] (it is forwarded as X-Forwarded-Host and keys the cache).
-        if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) return badHost(res, -1, rule, id)
+        if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) { closing(req); return badHost(res, -1, rule, id) }
+        // RFC 9112 §6.1: a transfer coding the server does not understand gets 501. Node decodes
+        // only chunked and would pass `gzip, chunked` on with the gzip coding silently dropped.
+        const te = req.headers['transfer-encoding']
+        if (te !== undefined && unsupportedCodings(te)) { closing(req); return writeError(res, new SluiceError('SLUICE_ERR_NOT_IMPLEMENTED'), true, rule, id) }
         // A fresh L1 hit is answered here, before Fastify (src/fast-path.ts).
         if (fast !== null && fast.h1(req, res, snap, id)) return
         handler(req, res)

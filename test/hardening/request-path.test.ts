@@ -201,3 +201,19 @@ test('Connection: x-request-id does not strip the request ID from the upstream r
   assert.deepEqual(seen[0]?.headers['x-request-id'], [id])
 })
 
+test('a transfer coding other than chunked is refused with 501, the body never forwarded (RFC 9112 §6.1)', async () => {
+  for (const te of ['Transfer-Encoding: gzip, chunked', 'Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked', 'Transfer-Encoding: deflate,chunked']) {
+    reset()
+    const x = await send(port, `POST /p HTTP/1.1\r\nHost: a\r\n${te}\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n`)
+    assert.equal(x.responses[0]?.status, 501, te + ': ' + x.data.toString('latin1'))
+    assert.equal(errorCode(x.responses[0]), 'SLUICE_ERR_NOT_IMPLEMENTED')
+    assert.equal(x.responses.length, 1, te)
+    assert.equal(x.closed, true)
+    assert.equal(seen.length, 0, te)
+  }
+  reset()
+  const ok = await send(port, req('POST /p HTTP/1.1', 'Host: a', 'Transfer-Encoding: chunked', 'Connection: close') + '5\r\nhello\r\n0\r\n\r\n')
+  assert.equal(ok.responses[0]?.status, 200)
+  assert.equal(seen.length, 1)
+})
+
