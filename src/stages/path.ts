@@ -1,6 +1,12 @@
 // Path normalisation, done once before routing: the path that is routed is the path that is
 // forwarded, so `/public/%2e%2e/admin` can never reach a route it should not.
 // - percent-encoded unreserved characters are decoded (so %2e is a dot) and hex is upper-cased
+// - repeated slashes are merged (`//private//x` is `/private/x`, as nginx's merge_slashes and
+//   Envoy's merge_slashes), so `//private/` cannot skip a `/private/` route; the merged path
+//   is the one forwarded. `;` path parameters are left as they are (nginx and Envoy keep them
+//   too), so `/private;a/x` does not match a `/private/` route, although an origin that drops
+//   parameters (Tomcat, Jetty, Spring) serves it as `/private/x`: not handled here, beyond
+//   refusing dot segments with parameters (below)
 // - dot segments are removed (RFC 3986 §5.2.4)
 // - NUL (%00), invalid percent-encoding and, unless allowed, encoded slashes (%2F) and
 //   backslashes (%5C) are rejected with 400 SLUICE_ERR_BAD_PATH, and so are dot segments with
@@ -10,6 +16,7 @@ import { SluiceError } from '../errors.js'
 const HEX = /^[0-9A-Fa-f]{2}$/
 /** A `.` or `..` segment followed by `;` parameters. */
 const DOT_PARAMS = /\/\.{1,2};/
+const MULTI_SLASH = /\/{2,}/g
 
 function isUnreserved (c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) ||
@@ -44,7 +51,8 @@ export function normalisePath (path: string, allowEncodedSlashes = false): strin
   }
   const hasPct = path.indexOf('%') !== -1
   const hasDot = path.indexOf('/.') !== -1
-  if (!hasPct && !hasDot && path.indexOf('\\') === -1) return path
+  const hasDouble = path.indexOf('//') !== -1
+  if (!hasPct && !hasDot && !hasDouble && path.indexOf('\\') === -1) return path
   if (path.indexOf('\\') !== -1) throw bad('a backslash is not allowed')
   let p = path
   if (hasPct) {
@@ -62,6 +70,8 @@ export function normalisePath (path: string, allowEncodedSlashes = false): strin
     }
     p = out + p.slice(last)
   }
+  // Merged before dot segments are resolved (`/a//../b` is `/b`), as nginx does.
+  if (p.indexOf('//') !== -1) p = p.replace(MULTI_SLASH, '/')
   if (p.indexOf('/.') !== -1) {
     // `/..;x/` is `..` to Tomcat, Jetty and Spring, which drop path parameters before resolving
     // dots, and a plain segment to everyone else: an ambiguity that bypasses prefix routes.

@@ -217,3 +217,12 @@ test('a transfer coding other than chunked is refused with 501, the body never f
   assert.equal(seen.length, 1)
 })
 
+test('repeated slashes are merged for routing and forwarding', async () => {
+  for (const [path, fwd] of [['//private/x', '/private/x'], ['/private//x', '/private/x'], ['///private///x//', '/private/x/'], ['//private/x?a=//b', '/private/x?a=//b']]) {
+    reset()
+    const x = await send(port, req(`GET ${path} HTTP/1.1`, 'Host: a', 'Connection: close'))
+    assert.equal(x.responses[0]?.status, 200, path)
+    assert.equal(seen[0]?.line, `GET ${fwd} HTTP/1.1`, path)
+    assert.deepEqual(seen[0]?.headers['x-route'], ['private'], path)
+  }
+})
