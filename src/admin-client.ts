@@ -5,6 +5,7 @@ import { request } from 'undici'
 import { loadConfigFile } from './config/load.js'
 import { compile } from './config/compile.js'
 import { diffSnapshots } from './config/diff.js'
+import { redactConfig } from './config/redact.js'
 import type { Config } from './config/schema.js'
 
 export interface AdminTarget { url: string; token: string }
@@ -34,7 +35,10 @@ export async function adminCall (t: AdminTarget, method: 'GET' | 'POST', path: s
 /** What a reload of `file` would change against the running gateway. */
 export async function configDiff (t: AdminTarget, file: string): Promise<string[]> {
   const loaded = loadConfigFile(file)
-  const next = compile(loaded.config, loaded.raw, file)
+  // The running config comes back with its secrets redacted: redact this one alike (a changed
+  // secret value alone is then not reported).
+  const local = redactConfig(loaded.config) as Config
+  const next = compile(local, local as unknown as Record<string, unknown>, file)
   const { status, json } = await adminCall(t, 'GET', '/admin/config')
   if (status !== 200) throw new Error(`GET /admin/config answered ${status}: ${JSON.stringify(json)}`)
   const running = (json as { config: Config }).config

@@ -8,10 +8,10 @@ import type { Metrics } from './observability/metrics.js'
 import type { Snapshot } from './config/snapshot.js'
 import type { ReloadResult } from './config/reload.js'
 import { SluiceError, errorBody } from './errors.js'
-import { redactUrl } from './observability/logger.js'
+import { redactConfig } from './config/redact.js'
 import { DASHBOARD_HTML } from './observability/dashboard.js'
 import { historyFor, stopHistory, type HistoryAnswer } from './observability/status.js'
-import { cpuProfile, heapSnapshot } from './observability/profile.js'
+import { cpuProfile, heapSnapshot, profilerBusy } from './observability/profile.js'
 
 export interface AdminDeps {
   current: () => Snapshot
@@ -45,17 +45,7 @@ export function tokenMatches (presented: string, expected: string): boolean {
   return timingSafeEqual(digest(presented), digest(expected))
 }
 
-/** The config as /admin/config shows it: secrets replaced. */
-export function redactConfig (config: Snapshot['config']): unknown {
-  const c = structuredClone(config) as unknown as Record<string, Record<string, unknown>>
-  if (c.admin?.token) c.admin.token = '[redacted]'
-  if (typeof c.redis?.url === 'string' && c.redis.url) c.redis.url = redactUrl(c.redis.url)
-  // Redis Cluster / Sentinel / ACL credentials (src/redis/client.ts).
-  for (const k of ['password', 'sentinelPassword']) if (c.redis?.[k]) c.redis[k] = '[redacted]'
-  const cl = c.redis?.cluster as { nodes?: string[] } | undefined
-  if (Array.isArray(cl?.nodes)) cl.nodes = cl.nodes.map((n) => /^rediss?:\/\//.test(n) ? redactUrl(n) : n)
-  return c
-}
+export { redactConfig } from './config/redact.js'
 
 /** uPlot's browser build and stylesheet (npm `uplot`), read once, served to the status page. */
 let uplotAssets: { js: Buffer; css: Buffer } | null | undefined
@@ -73,12 +63,44 @@ function readUplot (): { js: Buffer; css: Buffer } | null {
 const FAILURE_WINDOW_MS = 60_000
 const MAX_FAILURES = 10
 
+/** A Host header naming a loopback address (or localhost): what a tokenless admin port answers for. */
+export function loopbackHost (host: string | undefined): boolean {
+  if (host === undefined) return false
+  const name = (host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d*$/, '')).toLowerCase()
+  return name === 'localhost' || name.endsWith('.localhost') || name === '::1' || /^127(\.\d{1,3}){3}$/.test(name) || name === '::ffff:127.0.0.1'
+}
+
+function forbidden (reply: FastifyReply, why: string): FastifyReply {
+  return reply.code(403).type('application/json').send(errorBody(new SluiceError('SLUICE_ERR_ADMIN_FORBIDDEN', why)))
+}
+
 export function buildAdmin (deps: AdminDeps): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 1 << 20 })
   const failures = new Map<string, { count: number; since: number }>()
+  // The admin listener binds once; like its address, its token is the one it started with (a
+  // reload that changes `admin` is logged as needing a restart). Read live, a reload could
+  // drop the token of a listener still bound to a public address.
+  const token = deps.current().config.admin.token
+
+  // Browsers: a page on another site must not drive the admin API (CSRF: a form or no-cors
+  // POST reloads, profiles, purges), and a tokenless admin port on loopback must not answer a
+  // page whose host name was rebound to 127.0.0.1 (DNS rebinding reads /admin/config).
+  app.addHook('onRequest', async (request, reply) => {
+    const url = request.url
+    if (!url.startsWith('/admin') && !url.startsWith('/dashboard')) return
+    if (!token && !loopbackHost(request.headers.host)) return forbidden(reply, 'This admin port has no token and answers only for a loopback host name (localhost, 127.0.0.1, [::1])')
+    if (request.method === 'GET' || request.method === 'HEAD') return
+    const site = request.headers['sec-fetch-site']
+    if (site !== undefined && site !== 'same-origin' && site !== 'none') return forbidden(reply, 'A cross-site request cannot change the gateway')
+    const origin = request.headers.origin
+    if (origin !== undefined) {
+      let same = false
+      try { same = new URL(origin).host === request.headers.host } catch { /* not a URL: refused */ }
+      if (!same) return forbidden(reply, 'A cross-site request cannot change the gateway')
+    }
+  })
 
   async function guard (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const token = deps.current().config.admin.token
     if (!token) return
     const ip = request.ip
     const now = Date.now()
@@ -170,13 +192,23 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
       try {
         profile = deps.profile ? await deps.profile(seconds * 1000, worker) : await cpuProfile(seconds * 1000)
       } catch (err) {
-        reply.code(400).type('application/json')
-        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message))
+        const busy = (err as { statusCode?: number }).statusCode === 409
+        reply.code(busy ? 409 : 400).type('application/json')
+        return errorBody(new SluiceError(busy ? 'SLUICE_ERR_ADMIN_BUSY' : 'SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message))
+      }
+      if (profile === null || profile === undefined) {
+        // A cluster worker that was busy (or gone) answers null.
+        reply.code(409).type('application/json')
+        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BUSY', 'the worker could not take a profile (one is already running, or it stopped)'))
       }
       reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.cpuprofile"`)
       return profile
     })
     admin.post('/admin/heap-snapshot', async (_req, reply) => {
+      if (profilerBusy()) {
+        reply.code(409).type('application/json')
+        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BUSY', 'a profile is already running'))
+      }
       deps.log.info('heap snapshot requested')
       reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.heapsnapshot"`)
       return reply.send(heapSnapshot())

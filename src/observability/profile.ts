@@ -30,6 +30,9 @@ export async function cpuProfile (ms: number): Promise<string> {
   }
 }
 
+/** Whether a CPU profile or heap snapshot is being taken in this process now. */
+export function profilerBusy (): boolean { return busy }
+
 export function heapSnapshot (): Readable {
   const out = new PassThrough()
   if (busy) { out.destroy(Object.assign(new Error('a profile is already running'), { statusCode: 409 })); return out }
