@@ -115,8 +115,13 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
     if (presented && tokenMatches(presented, token)) { failures.delete(ip); return }
     const rec = f && now - f.since < FAILURE_WINDOW_MS ? f : { count: 0, since: now }
     rec.count++
+    failures.delete(ip) // re-inserted last: the table is in order of last failure
     failures.set(ip, rec)
-    if (failures.size > 10_000) failures.clear() // bound the table under a spray of addresses
+    // Bounded under a spray of addresses by dropping the addresses whose last failure is
+    // oldest, never the whole table (clearing it let a sprayer reset its own lockout).
+    if (failures.size > 10_000) {
+      for (const k of failures.keys()) { failures.delete(k); if (failures.size <= 9_000) break }
+    }
     deps.log.warn({ ip, path: request.url, failures: rec.count }, 'admin authentication failed')
     const err = new SluiceError('SLUICE_ERR_UNAUTHORIZED')
     reply.code(401).header('www-authenticate', 'Bearer realm="sluice-admin"').type('application/json')

@@ -179,6 +179,23 @@ test('a WebSocket upgrade passes through both ways', async () => {
   s.destroy()
 })
 
+test('a WebSocket upgrade whose Connection names the request-ID header still carries the ID upstream', async () => {
+  let seen: string | undefined
+  origin.server.once('upgrade', (req, socket) => {
+    seen = req.headers['x-request-id'] as string | undefined
+    socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')
+  })
+  const s = connect(Number(new URL(gw.url).port), '127.0.0.1')
+  await once(s, 'connect')
+  s.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, x-request-id\r\nX-Request-Id: ws-id-1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  let buf = ''
+  s.on('data', (d) => { buf += d.toString('latin1') })
+  while (!buf.includes('\r\n\r\n')) await once(s, 'data')
+  assert.match(buf, /^HTTP\/1\.1 101 /)
+  assert.equal(seen, 'ws-id-1')
+  s.destroy()
+})
+
 test('request metrics carry route, method (unknown → _OTHER) and status class', async () => {
   origin.on('/m', (_req, res) => { res.end('m') })
   const a = await request(gw.url + '/m', { method: 'PROPFIND' as 'GET' })
