@@ -18,8 +18,14 @@ export const VIA = '1.1 sluice'
 const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
 
 /** Names listed in a Connection header, lower case. */
-export function connectionTokens (value: string | string[] | undefined): string[] {
+const KEEP_ALIVE: readonly string[] = Object.freeze(['keep-alive'])
+const CLOSE: readonly string[] = Object.freeze(['close'])
+
+export function connectionTokens (value: string | string[] | undefined): readonly string[] {
   if (value === undefined) return []
+  // Nearly every request says one of these: no split, trim or lower-casing for them.
+  if (value === 'keep-alive' || value === 'Keep-Alive') return KEEP_ALIVE
+  if (value === 'close' || value === 'Close') return CLOSE
   const s = Array.isArray(value) ? value.join(',') : value
   const out: string[] = []
   for (const t of s.split(',')) {
