@@ -51,6 +51,16 @@ function authorityAsHost (h: IncomingMessage['headers']): boolean {
   return true
 }
 
+/** Send `100 Continue` when the request body is first read (every way of reading a stream goes through read()). */
+function continueOnRead (req: IncomingMessage, res: ServerResponse): void {
+  const own = req as IncomingMessage & { read: IncomingMessage['read'] }
+  own.read = function (this: IncomingMessage, n?: number) {
+    delete (own as { read?: unknown }).read // back to Readable.prototype.read
+    if (!res.headersSent && !res.writableEnded && !res.destroyed) res.writeContinue()
+    return this.read(n)
+  }
+}
+
 const edges = new WeakMap<object, EdgeServer>()
 
 /** HTTP/1.1 connections answered with a refusal that closes them (an h2 session socket is never marked). */
@@ -202,6 +212,16 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
       edge.server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => writeError(res, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED')))
+      // Expect: 100-continue: Node would send 100 at once, before the route, the client limit
+      // or the body size is decided, and the client would upload a body only to get 404, 429
+      // or 413. The 100 goes out when the body is first read instead (the upstream stage, or a
+      // body buffered for a retry), as nginx does; a refusal before that gets its answer with
+      // no 100, and Node closes the connection after it (the client may send the body anyway).
+      const server = edge.server
+      server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+        continueOnRead(req, res)
+        server.emit('request', req, res)
+      })
       return edge.server
     },
     return503OnClosing: true,

@@ -240,14 +240,13 @@ function requestBody (request: FastifyRequest, route: RouteEntry, rate: RequestB
   // HTTP/2 has no Transfer-Encoding: a body without Content-Length is simply a stream that has not ended.
   const chunked = raw.headers['transfer-encoding'] !== undefined || (raw.httpVersionMajor === 2 && cl === undefined && !(raw as unknown as { readableEnded: boolean }).readableEnded && raw.method !== 'GET' && raw.method !== 'HEAD')
   if (!chunked && (cl === undefined || cl === '0')) return null
+  // Refused before anything reads the body (so an Expect: 100-continue client gets no 100).
+  if (route.maxBodyBytes > 0 && cl !== undefined && Number(cl) > route.maxBodyBytes) {
+    throw new SluiceError('SLUICE_ERR_BODY_TOO_LARGE', `The request body (${cl} bytes) is larger than this route allows (${route.maxBodyBytes})`)
+  }
   // A body that trickles in gets 408 and aborts the upstream request (src/edge/body-rate.ts).
   const body = guardBodyRate(raw, rate)
-  if (route.maxBodyBytes > 0) {
-    if (cl !== undefined && Number(cl) > route.maxBodyBytes) {
-      throw new SluiceError('SLUICE_ERR_BODY_TOO_LARGE', `The request body (${cl} bytes) is larger than this route allows (${route.maxBodyBytes})`)
-    }
-    // A chunked body has no declared length: count it as it streams.
-    if (cl === undefined) return limitBody(body, route.maxBodyBytes)
-  }
+  // A chunked body has no declared length: count it as it streams.
+  if (route.maxBodyBytes > 0 && cl === undefined) return limitBody(body, route.maxBodyBytes)
   return body
 }

@@ -52,6 +52,9 @@ interface ResponseInternals {
   _defaultKeepAlive: boolean
   _maxRequestsPerSocket: number
   maxRequestsOnConnectionReached?: boolean
+  /** Node's: the request said `Expect: 100-continue`, and whether 100 was sent. */
+  _expect_continue?: boolean
+  _sent100?: boolean
 }
 
 /** A stored response's status line and fields, written once per entry (and coding), then the request ID field's name. */
@@ -123,7 +126,10 @@ export function writeStoredHead (out: ServerResponse, res: ProxyResponse, rid: R
 /** Whether Node's own head logic would add only Date and the keep-alive fields (and, without a length, chunked framing). */
 function directHeadAllowed (o: ServerResponse & ResponseInternals): boolean {
   return o.shouldKeepAlive && o.maxRequestsOnConnectionReached !== true && o.sendDate && o._header === null && o._defaultKeepAlive === true &&
-    ~~o._maxRequestsPerSocket === 0 && typeof o._keepAliveTimeout === 'number'
+    ~~o._maxRequestsPerSocket === 0 && typeof o._keepAliveTimeout === 'number' &&
+    // A final answer to an Expect: 100-continue request that got no 100 closes the connection
+    // (the client may send the body anyway): writeHead decides that.
+    (o._expect_continue !== true || o._sent100 === true)
 }
 
 /** Finish a head as Node's _storeHeader would (Date unless the response has one, keep-alive, chunked framing) and set it on the response. */
