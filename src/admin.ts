@@ -67,7 +67,7 @@ const MAX_FAILURES = 10
 export function loopbackHost (host: string | undefined): boolean {
   if (host === undefined) return false
   const name = (host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d*$/, '')).toLowerCase()
-  return name === 'localhost' || name.endsWith('.localhost') || name === '::1' || /^127(\.\d{1,3}){3}$/.test(name) || name === '::ffff:127.0.0.1'
+  return name === 'localhost' || name === 'localhost.' || name.endsWith('.localhost') || name === '::1' || /^127(\.\d{1,3}){3}$/.test(name) || name === '::ffff:127.0.0.1'
 }
 
 function forbidden (reply: FastifyReply, why: string): FastifyReply {
@@ -86,7 +86,8 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
   // POST reloads, profiles, purges), and a tokenless admin port on loopback must not answer a
   // page whose host name was rebound to 127.0.0.1 (DNS rebinding reads /admin/config).
   app.addHook('onRequest', async (request, reply) => {
-    const url = request.url
+    // The route Fastify matched, not the raw URL: /%61dmin/reload is routed to /admin/reload.
+    const url = request.routeOptions.url ?? ''
     if (!url.startsWith('/admin') && !url.startsWith('/dashboard')) return
     if (!token && !loopbackHost(request.headers.host)) return forbidden(reply, 'This admin port has no token and answers only for a loopback host name (localhost, 127.0.0.1, [::1])')
     if (request.method === 'GET' || request.method === 'HEAD') return

@@ -141,7 +141,14 @@ export class RedisStore implements SharedEntryStore {
     if (!this.available()) return undefined
     try {
       const buf = await this.redis.getBuffer(this.rk(key))
-      return buf ? decodeEntry(buf) : undefined
+      if (!buf) return undefined
+      try {
+        return decodeEntry(buf)
+      } catch (err) {
+        // A record that does not decode is this key's problem, not Redis's: counted, a miss.
+        this.onError('cache_get', Object.assign(err as Error, { code: 'SLUICE_L2_CORRUPT' }))
+        return undefined
+      }
     } catch (err) {
       this.onError('cache_get', err as Error)
       return undefined

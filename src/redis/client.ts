@@ -9,7 +9,7 @@
 // redis.username/password and redis.tls apply to every connection of each shape.
 import { readFileSync } from 'node:fs'
 import type { ConnectionOptions } from 'node:tls'
-import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
+import { Redis, Cluster, ReplyError, type RedisOptions, type ClusterOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import { REDIS_COMMANDS, type Metrics } from '../observability/metrics.js'
 import type { FastHistogramChild } from '../observability/fast-metrics.js'
@@ -189,6 +189,17 @@ export function timeCommands (client: RedisClient, metrics: Metrics): void {
   } as RedisClient['sendCommand']
 }
 
+/**
+ * Whether a failed command means Redis cannot be used now: a timeout, a closed or refused
+ * connection, or a server that answers that it cannot serve (loading, busy script, cluster
+ * down). A reply error for this one command, or a value Sluice could not decode, does not.
+ */
+export function unavailable (err: Error): boolean {
+  if (err instanceof ReplyError) return /^(LOADING|BUSY|CLUSTERDOWN|MASTERDOWN|TRYAGAIN|NOAUTH|WRONGPASS|NOPERM)\b/.test(err.message)
+  if (err instanceof SyntaxError || err instanceof RangeError || (err as { code?: unknown }).code === 'SLUICE_L2_CORRUPT') return false
+  return true
+}
+
 export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Metrics }): RedisHandle {
   const { log, metrics } = deps
   const shown = shownAs(cfg)
@@ -246,6 +257,10 @@ export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Met
     onError (op, err) {
       metrics.redisErrors.labels(op).inc()
       errors++
+      // Only a Redis that cannot answer is marked down. One that answered with an error (a
+      // script error, a wrong type), or a record that does not decode, is counted and logged
+      // by the caller, and the next command goes to Redis as usual.
+      if (!unavailable(err)) { lastError = err.message; return }
       markDown(err)
       startProbe()
     },

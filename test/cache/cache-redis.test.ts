@@ -11,6 +11,8 @@ import { startRedis, type RedisHandle } from '../helpers/redis.js'
 import { cliCommand, startedUrls } from '../helpers/cli.js'
 import { reservePort } from '../helpers/ports.js'
 import { until } from '../helpers/wait.js'
+import { ReplyError } from 'ioredis'
+import { unavailable } from '../../src/redis/client.js'
 
 let origin: Origin
 before(async () => { origin = await startOrigin() })
@@ -204,4 +206,35 @@ test('a Redis that hangs with its connection open: after one timeout the cache s
     await until('/readyz ready again once Redis answers', async () => (await (await request(gw.adminUrl + '/readyz')).body.json() as { status: string }).status === 'ready', { tries: 200, intervalMs: 50 })
     assert.ok(gw.logs.some((l) => l.msg === 'redis is back'))
   } finally { child.kill('SIGCONT'); child.kill('SIGKILL'); await gw.close() }
+})
+
+test('a record that does not decode is one miss: Redis is not marked down, and other entries keep coming from L2', async () => {
+  const redis = await startRedis()
+  const a = await startTestGateway(config(redis.url, redis.prefix))
+  const b = await startTestGateway(config(redis.url, redis.prefix))
+  const c = redis.client()
+  const viaHost = async (base: string, path: string) => {
+    const r = await request(base + path, { headers: { host: 'shop.example' } })
+    return { headers: r.headers, body: await r.body.text() }
+  }
+  try {
+    for (const p of ['/cut', '/fine']) origin.on(p, (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('body of ' + p) })
+    await viaHost(a.url, '/cut')
+    await viaHost(a.url, '/fine')
+    await until('both records in L2', async () => (await c.keys(`${redis.prefix}{*}c:G|shop.example|/*`)).length >= 2)
+    const [cut] = await c.keys(`${redis.prefix}{*}c:G|shop.example|/cut`)
+    const buf = await c.getBuffer(cut)
+    await c.set(cut, buf!.subarray(0, buf!.length - 3)) // a truncated record
+    assert.match(String((await viaHost(b.url, '/cut')).headers['cache-status']), /fwd=miss/)
+    assert.match(String((await viaHost(b.url, '/fine')).headers['cache-status']), /^sluice; hit/, 'the next lookup still went to Redis')
+    const ready = await (await request(b.adminUrl + '/readyz')).body.json() as { status: string }
+    assert.equal(ready.status, 'ready')
+    assert.equal(unavailable(new ReplyError('WRONGTYPE Operation against a key holding the wrong kind of value')), false)
+    assert.equal(unavailable(new ReplyError('LOADING Redis is loading the dataset in memory')), true)
+    assert.equal(unavailable(new Error('Command timed out')), true)
+  } finally {
+    const mine = await c.keys(redis.prefix + '*')
+    if (mine.length) await c.del(...mine)
+    await a.close(); await b.close(); await redis.stop()
+  }
 })

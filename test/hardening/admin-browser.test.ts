@@ -23,10 +23,14 @@ test('without a token: a cross-site POST gets 403 and changes nothing; a host na
     assert.equal(r.statusCode, 403, JSON.stringify(headers))
     assert.equal((await r.body.json() as { error: string }).error, 'SLUICE_ERR_ADMIN_FORBIDDEN')
   }
+  // The same with the path percent-encoded (Fastify routes /%61dmin/reload to /admin/reload).
+  const enc = await request(gw.adminUrl + '/%61dmin/reload', { method: 'POST', headers: { origin: 'http://evil.example', 'sec-fetch-site': 'cross-site' } })
+  assert.equal(enc.statusCode, 403)
+  await enc.body.dump()
   assert.equal(reloads(), 0, 'no reload ran')
   // DNS rebinding: the page's own host name, resolved to 127.0.0.1.
   const port = new URL(gw.adminUrl).port
-  for (const path of ['/admin/config', '/admin/status', '/dashboard']) {
+  for (const path of ['/admin/config', '/admin/status', '/dashboard', '/%61dmin/status']) {
     const r = await request(gw.adminUrl + path, { headers: { host: `evil.example:${port}` } })
     assert.equal(r.statusCode, 403, path)
     await r.body.dump()
