@@ -100,8 +100,14 @@ function refuseAfterInFlight (socket: Socket, code: ErrorCode): void {
   const next = (): void => {
     if (socket.destroyed || !socket.writable) return
     const m = (socket as InFlightSocket)._httpMessage
-    if (m != null) { m.once('finish', next); return }
+    // A response whose request has not been read whole belongs to the malformed request itself
+    // (its body is what failed to parse, and will never end): it is aborted, and the 400 goes
+    // out now. A complete one is an earlier request's answer: the 400 waits for it.
+    if (m != null && m.req?.complete === true) { m.once('finish', next); return }
     socket.end(rawError(new SluiceError(code)))
+    // Closed once the 400 is out: the malformed request's own exchange (if any) sees its client
+    // gone and aborts its upstream request.
+    if (m != null) socket.once('finish', () => socket.destroy())
   }
   next()
 }

@@ -74,6 +74,17 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
     })
     // Targets that failed this request: a failover or retry goes to another one while one is in rotation.
     let tried: Target[] | null = null
+    /**
+     * The upstream's set now (a reload may have replaced its pools; one that removed the
+     * upstream leaves the request on the set it had). The targets already tried are mapped
+     * onto the new set by id, so a retry still avoids the one that failed.
+     */
+    const current = (had: typeof set): typeof set => {
+      const now = targets.find(up.name)
+      if (now === undefined || now === had) return had
+      if (tried !== null) tried = tried.map((t) => now.targets.find((n) => n.id === t.id)).filter((t): t is Target => t !== undefined)
+      return now
+    }
     let failovers = 0
     /** A retry's backoff, cut short when the client leaves (then nothing more is sent upstream). */
     const backoff = async (delay: number): Promise<void> => {
@@ -87,7 +98,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       // A client that left during the backoff gets no further attempt: a retried POST would be a
       // write nobody receives. (undici cannot see it: the response's 'abort' event has fired.)
       if (attempt > 0 && req.clientGone?.() === true) throw mapUpstreamError(new Error('client closed'), up.name, true)
-      if (attempt > 0) set = targets.get(up.name) ?? set
+      if (attempt > 0) set = current(set)
       // Nothing in rotation: fail before taking a budget token or a breaker ticket.
       if (!set.anyAvailable(Date.now(), null)) {
         throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation (${set.targets.length} failed health checks or are ejected)`)
@@ -116,7 +127,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           guard.record(ticket, { error: err })
           throw err
         }
-        if (waited || failovers > 0 || attempt > 0) set = targets.get(up.name) ?? set
+        if (waited || failovers > 0 || attempt > 0) set = current(set)
         const t = (set.pick(now, hashKey, tried) ?? set.pick(now, hashKey, null)) as Target | null
         if (t === null) {
           const err = new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)

@@ -151,6 +151,11 @@ export class TargetRegistry {
     return s
   }
 
+  /** The upstream's current set, or undefined when a reload removed it (a request in flight keeps the one it had). */
+  find (name: string): UpstreamSet | undefined {
+    return this.sets.get(name)
+  }
+
   /** Count an attempt's outcome (metrics, passive ejection). `status` 0 means no response. */
   outcome (set: UpstreamSet, t: Target, status: number, outcome: AttemptOutcome): void {
     if (status === 0) t.counters[ERROR_CLASS].inc()

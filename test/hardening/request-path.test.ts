@@ -125,6 +125,20 @@ test('a malformed request pipelined behind ones in flight is refused after their
   }
 })
 
+test('a request whose own body turns out malformed, pipelined behind one in flight: the earlier answer, then its 400 and the close (no wait for a body that cannot end)', async () => {
+  reset()
+  const x = await send(port, '', {
+    waitMs: 5000,
+    drive: (s) => {
+      s.write('POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n')
+      void until(() => held.length > 0).then(() => { for (const h of held) h() })
+    }
+  })
+  const all = x.data.toString('latin1')
+  assert.deepEqual(x.responses.map((r) => r.status), [200, 400], all)
+  assert.equal(x.closed, true, 'closed after the 400')
+})
+
 test('a malformed request with nothing in flight still gets its 400 at once', async () => {
   reset()
   const x = await send(port, 'GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: zz\r\n\r\n')

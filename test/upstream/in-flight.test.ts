@@ -70,3 +70,60 @@ routes:
   for (const r of rs) assert.equal(await r.text(), 'startend')
   await until('the count back to 0', async () => (await targetsOf(g, 'api'))[0].inFlight === 0)
 })
+
+test('a reload that removes the upstream during a retry\'s backoff: the retry goes out on the set it had (no 500)', async () => {
+  let n = 0
+  const o = await origin((o) => o.on('*', (_q, res) => { n++; res.writeHead(n === 1 ? 503 : 200); res.end(n === 1 ? 'busy' : 'ok') }))
+  const yaml = (name: string) => `listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+upstreams:
+  ${name}:
+    url: "${o.url}"
+    retry: { attempts: 2, backoffMs: 1000, maxBackoffMs: 1000 }
+routes:
+  - name: r
+    upstream: ${name}
+`
+  const g = await gateway(yaml('api'))
+  const p = fetch(g.url + '/x').then(async (r) => ({ status: r.status, body: await r.text() }))
+  await until('the first attempt', () => n >= 1)
+  g.write(yaml('api2'))
+  assert.equal((await fetch(g.adminUrl + '/admin/reload', { method: 'POST' })).status, 200)
+  const r = await p
+  assert.notEqual(r.status, 500, r.body)
+  assert.equal(g.logs.some((l) => l.msg === 'internal error'), false)
+})
+
+test('a reload during a retry\'s backoff: the retry still avoids the target that failed', async () => {
+  let bad = 0
+  let good = 0
+  const a = await origin((o) => o.on('*', (_q, res) => { bad++; res.writeHead(503); res.end('busy') }))
+  const b = await origin((o) => o.on('*', (_q, res) => { good++; res.writeHead(200); res.end('ok') }))
+  const yaml = (conns: number) => `listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+upstreams:
+  api:
+    targets: ["${a.url}", "${b.url}"]
+    connections: ${conns}
+    outlierDetection: { consecutiveErrors: 1000 }
+    retry: { attempts: 1, backoffMs: 500, maxBackoffMs: 500 }
+routes:
+  - name: r
+    upstream: api
+`
+  const g = await gateway(yaml(8))
+  let checked = 0
+  for (let i = 0; i < 8 && checked < 3; i++) {
+    bad = 0; good = 0
+    const p = fetch(g.url + '/x').then((r) => r.status)
+    await until('the first attempt', () => bad + good >= 1)
+    const firstBad = bad === 1
+    g.write(yaml(i % 2 === 0 ? 16 : 8))
+    await (await fetch(g.adminUrl + '/admin/reload', { method: 'POST' })).text()
+    const status = await p
+    if (!firstBad) continue
+    checked++
+    assert.deepEqual({ status, bad, good }, { status: 200, bad: 1, good: 1 }, 'the retry went to the other target')
+  }
+  assert.ok(checked > 0, 'round robin sent a first attempt to the failing target')
+})
