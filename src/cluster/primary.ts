@@ -43,7 +43,7 @@ export type WorkerMessage =
   | { type: 'sluice:shutdown' }
 
 export type WorkerReply =
-  | { type: 'sluice:ready'; pid: number }
+  | { type: 'sluice:ready'; pid: number; version?: string }
   | { type: 'sluice:config?' }
   | { type: 'sluice:reply'; id: string; value: unknown }
 
@@ -111,7 +111,17 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     serveBuckets(w, buckets, budgets)
     w.on('message', (m: WorkerReply) => {
       if (m?.type === 'sluice:config?') w.send({ type: 'sluice:config', text: runningText } satisfies WorkerMessage, undefined, () => {})
-      if (m?.type === 'sluice:ready') { ready.add(w.id); log.info({ worker: w.id, pid: m.pid }, 'worker ready') }
+      if (m?.type === 'sluice:ready') {
+        ready.add(w.id)
+        log.info({ worker: w.id, pid: m.pid }, 'worker ready')
+        // It fetched its config before a reload committed (and, not ready yet, was not asked to
+        // apply it): bring it to the running config.
+        const running = holder.current().version
+        if (m.version !== undefined && m.version !== running) {
+          log.info({ worker: w.id, version: m.version, running }, 'worker started on an older config; sending it the running one')
+          w.send({ type: 'sluice:reload', id: `catch-up-${w.id}-${randomUUID()}`, text: runningText } satisfies WorkerMessage, undefined, () => {})
+        }
+      }
       if (m?.type === 'sluice:reply') {
         const p = pending.get(m.id)
         if (p && p.waiting.delete(w.id)) { p.answers.set(w.id, m.value); if (p.waiting.size === 0) p.done() }
@@ -173,12 +183,16 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     if (errors.length) {
       const applied = [...answers.values()].filter((r) => (r as ReloadResult | null)?.ok === true).length
       log.error({ workers: asked.length, applied, errors }, 'not every worker applied the reload; the primary keeps the previous config (retry the reload)')
-      // The workers that applied it go back to the running config, so every worker runs one config.
-      if (applied > 0) {
+      // Every worker goes back to the running config (those that applied it, and any that did
+      // not answer in time but may apply it late), so every worker runs one config.
+      if (applied > 0 || missing.length > 0) {
         const back = await askEach({ type: 'sluice:reload', text: runningText }, RELOAD_TIMEOUT_MS)
         const failed = [...back.answers].filter(([, r]) => (r as ReloadResult | null)?.ok !== true).map(([id]) => id)
-        if (failed.length || back.missing.length) log.error({ workers: [...failed, ...back.missing] }, 'a worker could not go back to the running config')
-        else log.info({ workers: applied }, 'the workers that applied the refused reload are back on the running config')
+        const stuck = [...failed, ...back.missing]
+        if (stuck.length) {
+          log.error({ workers: stuck }, 'a worker could not go back to the running config')
+          for (const id of stuck) errors.push(`worker ${id} (pid ${pid(id)}): could not go back to the running config; it may run the refused one until it is replaced`)
+        } else log.info({ workers: applied }, 'the workers that applied the refused reload are back on the running config')
       }
       throw new ReloadError(errors)
     }
@@ -333,7 +347,7 @@ export function configFromPrimary (timeoutMs = 10_000): Promise<string | undefin
 }
 
 /** In a worker: answer the primary's messages from this worker's gateway. */
-export function serveWorker (gw: { reloader: { reload (t: string, text?: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number; incomplete?: string }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
+export function serveWorker (gw: { holder: { current (): { version: string } }; reloader: { reload (t: string, text?: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number; incomplete?: string }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
   const reply = (id: string, value: unknown) => { if (process.connected) process.send?.({ type: 'sluice:reply', id, value }, undefined, undefined, () => {}) }
   process.on('message', (m: WorkerMessage) => {
     if (m?.type === 'sluice:reload') void gw.reloader.reload('primary', m.text).then((r) => reply(m.id, r))
@@ -350,5 +364,5 @@ export function serveWorker (gw: { reloader: { reload (t: string, text?: string)
       gw.close().then(async () => { await logDrained(log); process.exit(0) }, () => process.exit(1))
     }
   })
-  process.send?.({ type: 'sluice:ready', pid: process.pid })
+  process.send?.({ type: 'sluice:ready', pid: process.pid, version: gw.holder.current().version } satisfies WorkerReply)
 }
