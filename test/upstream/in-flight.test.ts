@@ -2,26 +2,13 @@
 // a reload during a retry's backoff does not fail the retry on the closed old pool, and a
 // response streaming its body stays in flight (for least-request and /admin/upstreams) until
 // it ends. Real loopback origins; waits poll conditions, never durations.
-import { test, after } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { startOrigin, type Origin } from '../helpers/origin.js'
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import type { TestGateway } from '../helpers/gateway.js'
+import { closedAfter } from '../helpers/closed-after.js'
 import { until } from '../helpers/wait.js'
 
-const closers: (() => Promise<unknown>)[] = []
-after(async () => { for (const c of closers.reverse()) await c().catch(() => {}) })
-
-async function origin (fn: (o: Origin) => void): Promise<Origin> {
-  const o = await startOrigin()
-  closers.push(() => o.close())
-  fn(o)
-  return o
-}
-async function gateway (yaml: string): Promise<TestGateway> {
-  const g = await startTestGateway(yaml)
-  closers.push(() => g.close())
-  return g
-}
+const { origin, gateway } = closedAfter()
 interface TargetView { inFlight: number }
 async function targetsOf (g: TestGateway, name: string): Promise<TargetView[]> {
   const all = await (await fetch(g.adminUrl + '/admin/upstreams')).json() as Record<string, { targets: TargetView[] }>

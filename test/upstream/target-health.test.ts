@@ -1,30 +1,17 @@
 // Target health across its three sources: active checks, passive ejection and reloads, and the
 // merged view of several workers. Real loopback origins; the balancer and the merge are pure
 // logic and are driven directly.
-import { test, after } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { startOrigin, type Origin } from '../helpers/origin.js'
-import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import type { TestGateway } from '../helpers/gateway.js'
+import type { Origin } from '../helpers/origin.js'
+import { closedAfter } from '../helpers/closed-after.js'
 import { until } from '../helpers/wait.js'
 import { Balancer, TargetState } from '../../src/upstream/balancer.js'
 import type { UpstreamEntry } from '../../src/config/snapshot.js'
 import { mergeUpstreams } from '../../src/cluster/upstreams.js'
 
-const closers: (() => Promise<unknown>)[] = []
-after(async () => { for (const c of closers.reverse()) await c().catch(() => {}) })
-
-async function origin (fn: (o: Origin) => void): Promise<Origin> {
-  const o = await startOrigin()
-  closers.push(() => o.close())
-  fn(o)
-  return o
-}
-
-async function gateway (yaml: string): Promise<TestGateway> {
-  const g = await startTestGateway(yaml, { level: 'debug' })
-  closers.push(() => g.close())
-  return g
-}
+const { origin, gateway } = closedAfter({ level: 'debug' })
 
 type TargetView = { target: string, healthy: boolean, ejected: boolean, ejections: number, consecutiveErrors: number }
 
