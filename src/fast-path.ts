@@ -49,7 +49,9 @@ export function createFastPath (cache: CacheStage, observe: FastObserve): FastPa
     if (path.charCodeAt(0) !== 47 || path.indexOf('%') !== -1 || path.indexOf('/.') !== -1 || path.indexOf('\\') !== -1) return false
     const h = req.headers
     if (h.authorization !== undefined || h.range !== undefined || h['cache-control'] !== undefined || h.pragma !== undefined ||
-      h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h.upgrade !== undefined) return false
+      h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h.upgrade !== undefined ||
+      // A request with a body takes the full path, where the route's maxBodyBytes applies.
+      (h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined) return false
     const route = snap.router.match(h.host, method, path)
     if (route === null || !route.cache.enabled || route.rateLimit !== null || route.serverTiming) return false
     const ureq: UpstreamRequest = { method, path: url, headers: h as Headers, body: null, host: h.host ?? '', protocol: 'http', clientIp: '' }

@@ -189,7 +189,9 @@ export function respondStored (stream: ServerHttp2Stream, res: ProxyResponse, ri
     h[k] = had === undefined ? flat[i + 1] : Array.isArray(had) ? [...had, flat[i + 1]] : [String(had), flat[i + 1]]
   }
   const body = res.body as Buffer | null
-  if (body === null) { stream.respond(h, { endStream: true }); return }
+  // No DATA for HEAD, 204 and 304 (respond() itself ends a 204's or 304's stream: a later
+  // end(body) was a write after end, an 'error' on the stream that took the process down).
+  if (body === null || res.status === 204 || res.status === 304) { stream.respond(h, { endStream: true }); return }
   stream.respond(h)
   stream.end(body)
 }

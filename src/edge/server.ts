@@ -143,6 +143,9 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     closedByGateway.add(this)
     Object.getPrototypeOf(this).close.call(this, code, cb)
   }
+  function onStreamError (this: ServerHttp2Stream, err: Error): void {
+    o.log.debug({ err: err.message, code: (err as NodeJS.ErrnoException).code }, 'HTTP/2 stream error')
+  }
   function onAborted (this: ServerHttp2Stream): void {
     if (this.destroyed || closedByGateway.has(this)) return
     const session = this.session
@@ -180,6 +183,9 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
   else o.log.warn({ listeners: compat.length }, 'HTTP/2: the compatibility listener was not found; cache hits over h2 take the full path')
   s.prependListener('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
     stream.on('aborted', onAborted)
+    // A stream answered before the compatibility layer (a fast-path hit) has no 'error'
+    // listener of its own: an error on it must not reach the process as an uncaught one.
+    stream.on('error', onStreamError)
     stream.close = closeByGateway
     if (headerListSize(rawHeaders) > o.http1.maxHeaderSize) { headersTooLarge(stream); return }
     if (next === null) return

@@ -97,7 +97,9 @@ export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRou
   if (coding === 'identity') {
     // As stored (an origin coding Sluice cannot decode keeps its Content-Encoding).
     h = { ...e.headers }
-    h['content-length'] = String(e.body.length)
+    // RFC 9110 §8.6: no Content-Length in a 204.
+    if (e.status === 204) delete h['content-length']
+    else h['content-length'] = String(e.body.length)
     if (e.gzip !== undefined || e.br !== undefined) mergeVary(h) // other clients get other bytes
   } else {
     h = variantHeaders(e.headers, { identity: e.body, [coding]: coding === 'gzip' ? e.gzip : e.br }, coding, route)

@@ -159,3 +159,20 @@ test('a streamed response: Date added when the origin sent none; 204, HTTP/1.0 a
   assert.match(heads(close.text)[0], /\r\nConnection: close/)
   assert.equal(close.closed, true)
 })
+
+test('a stored 204 hit carries no Content-Length (RFC 9110 §8.6); a GET with a body over the route\'s maxBodyBytes gets 413 on a hit too', async () => {
+  origin.on('/empty204', (_req, res) => { res.writeHead(204, { 'cache-control': 'max-age=60' }); res.end() })
+  const { port } = await gateway('', (u) => cachedConfig(u).replace('    cache: { enabled: true }', '    cache: { enabled: true }\n    maxBodyBytes: 10'))
+  await raw(port, [get('/empty204')], (t) => t.includes('\r\n\r\n'))
+  for (const path of ['/empty204', '/%65mpty204']) { // the fast path, then the full pipeline
+    const r = await raw(port, [get(path)], (t) => t.includes('\r\n\r\n'))
+    assert.match(r.text, /^HTTP\/1\.1 204 /, path)
+    assert.match(r.text, /cache-status: sluice; hit/i, path)
+    assert.equal(count(heads(r.text)[0], 'content-length'), 0, path)
+  }
+  await raw(port, [get('/dated')], (t) => t.includes('dated body'))
+  for (const path of ['/dated', '/%64ated']) {
+    const r = await raw(port, [get(path, 'Content-Length: 50\r\n') + 'y'.repeat(50)], (t) => t.includes('\r\n\r\n'))
+    assert.match(r.text, /^HTTP\/1\.1 413 /, path)
+  }
+})

@@ -363,3 +363,17 @@ test('the shipped TLS examples (deploy/sluice.tls.yaml and the k8s edge ConfigMa
   assert.equal(edge.config.upstreams.shop.targets?.length, 2)
 })
 
+
+test('a stored 204 is served over h2 by the fast path and by the full path alike, and the process lives on', async () => {
+  origin.on('/c/empty', (_req, res) => { res.writeHead(204, { 'cache-control': 'max-age=60' }); res.end() })
+  const s = h2(g.url)
+  assert.equal((await h2get(s, '/c/empty')).status, 204) // stored
+  for (const path of ['/c/empty', '/c/%65mpty']) { // the fast path, then the full pipeline (the fast path refuses %)
+    const r = await h2get(s, path)
+    assert.equal(r.status, 204, path)
+    assert.match(String(r.headers['cache-status']), /^sluice; hit/, path)
+    assert.equal(r.body.length, 0)
+    assert.equal(r.headers['content-length'], undefined, 'RFC 9110 §8.6: no Content-Length in a 204')
+  }
+  assert.equal((await h2get(s, '/c/page')).status, 200, 'still serving')
+})
