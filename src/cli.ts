@@ -129,6 +129,12 @@ async function run (file: string): Promise<number> {
     process.on('SIGHUP', () => {}) // the primary reloads every worker; a HUP to the process group must not end one
   } else process.on('SIGHUP', () => { void gw.reloader.reload('SIGHUP') })
   process.on('unhandledRejection', (reason) => { log.error({ err: reason }, 'unhandled rejection') })
+  // A throw nothing caught leaves the process in an unknown state: it is logged, with every
+  // held line written out, and the process exits 1 for its supervisor (or primary) to restart.
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception; exiting')
+    void import('./observability/logger.js').then(({ logDrained }) => logDrained(log)).finally(() => process.exit(1))
+  })
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) return
@@ -184,6 +190,9 @@ async function runPrimaryProcess (file: string): Promise<number> {
 }
 
 main(process.argv.slice(2)).then((code) => {
+  // A cluster worker that could not start must end (its IPC channel would keep it alive with
+  // nothing to serve): the primary sees the exit and replaces it, with backoff.
+  if (code > 0 && process.env.SLUICE_WORKER === '1' && process.connected) process.exit(code)
   if (code >= 0) process.exitCode = code
 }, (err) => {
   process.stderr.write(`sluice: ${(err as Error).stack ?? err}\n`)

@@ -254,7 +254,8 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       return unreached.length ? { purged, incomplete: unreached.join(',') } : { purged }
     },
     readiness: () => ({
-      ready: ready.size > 0,
+      // Draining (SIGTERM): not ready, so a load balancer stops sending, as a single process does.
+      ready: ready.size > 0 && !stopping,
       degraded: [...(ready.size < n ? ['workers'] : []), ...(reloader.lastError ? ['config'] : [])],
       details: { workers: { configured: n, ready: ready.size, restarts }, ...(reloader.lastError ? { lastReloadErrors: reloader.lastError } : {}) }
     }),

@@ -6,7 +6,7 @@ import { once } from 'node:events'
 import { writeFileSync, readFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
-import { get as httpGet } from 'node:http'
+import { get as httpGet, createServer } from 'node:http'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { tempConfig } from '../helpers/gateway.js'
 import { reservePort } from '../helpers/ports.js'
@@ -189,9 +189,48 @@ test('SIGTERM drains every worker: an in-flight slow request completes with 200,
   const pending = request(c.url + '/slow')
   await sleep(150)
   c.child.kill('SIGTERM')
+  // Draining: /readyz says 503 at once, so a load balancer stops sending (it said 200).
+  let status = 0
+  for (let i = 0; i < 40 && status !== 503; i++) { status = (await request(c.admin + '/readyz')).statusCode; if (status !== 503) await sleep(10) }
+  assert.equal(status, 503)
   const r = await pending
   assert.equal(r.statusCode, 200)
   assert.equal(await r.body.text(), 'slow done')
   const [code] = await once(c.child, 'exit')
   assert.equal(code, 0)
+})
+
+test('a worker that cannot start (its port is taken) exits, and the primary replaces it with backoff', async () => {
+  const blocker = createServer(() => {})
+  blocker.listen(0, '127.0.0.1')
+  await once(blocker, 'listening')
+  const taken = (blocker.address() as { port: number }).port
+  const adminPort = await reservePort()
+  const { file } = tempConfig(`workers: 2
+listen: { host: 127.0.0.1, port: ${taken} }
+admin: { host: 127.0.0.1, port: ${adminPort} }
+log: { level: info, accessLog: false }
+upstreams: { origin: { url: "${origin.url}" } }
+routes: [{ name: all, upstream: origin }]
+`)
+  const [cmd, args] = cliCommand(['--config', file])
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const out: string[] = []
+  child.stdout!.on('data', (d) => out.push(String(d)))
+  child.stderr!.on('data', (d) => out.push(String(d)))
+  try {
+    // Each failed worker exits and is replaced: the primary counts restarts (it counted none, the workers hung).
+    for (let i = 0; i < 300; i++) {
+      const r = await readyz({ admin: `http://127.0.0.1:${adminPort}` } as Cluster)
+      if (r.workers?.restarts >= 2) break
+      await sleep(50)
+    }
+    const r = await readyz({ admin: `http://127.0.0.1:${adminPort}` } as Cluster)
+    assert.ok(r.workers.restarts >= 2, out.join(''))
+    assert.match(out.join(''), /cannot listen on 127\.0\.0\.1:\d+: the address is already in use/)
+  } finally {
+    child.kill('SIGTERM')
+    await once(child, 'exit')
+    blocker.close()
+  }
 })
