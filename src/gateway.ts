@@ -333,6 +333,16 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     const ctx = request.sluice
     const snap = ctx?.snap ?? deps.current()
     const reqId = requestIdOf(request, snap)
+    // The client's connection is already gone: nothing can be answered. It was cut by the end of
+    // a drain (the pools close after it, so the upstream request fails too) or the client left;
+    // either way it is one access line, not an upstream error.
+    if (request.raw.socket?.destroyed === true && e.code !== 'SLUICE_ERR_INTERNAL') {
+      const shutdown = tunnels.draining
+      if (ctx) ctx.errorCode = shutdown ? 'SLUICE_ERR_SHUTTING_DOWN' : 'SLUICE_ERR_CLIENT_CLOSED'
+      observe(request, shutdown ? 503 : 499, 0)
+      reply.raw.destroy()
+      return
+    }
     if (e.code === 'SLUICE_ERR_INTERNAL') log.error({ reqId, err, url: request.url }, 'internal error')
     if (ctx) ctx.errorCode = e.code
     if (e.status >= 500 && e.code !== 'SLUICE_ERR_INTERNAL') {

@@ -6,6 +6,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { TestGateway } from '../helpers/gateway.js'
 import { closedAfter } from '../helpers/closed-after.js'
+import { startTestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
 
 const { origin, gateway } = closedAfter()
@@ -113,4 +114,28 @@ routes:
     assert.deepEqual({ status, bad, good }, { status: 200, bad: 1, good: 1 }, 'the retry went to the other target')
   }
   assert.ok(checked > 0, 'round robin sent a first attempt to the failing target')
+})
+
+test('a request cut at the end of a drain gets one access line (503 SLUICE_ERR_SHUTTING_DOWN), not an upstream error', async () => {
+  let asked = 0
+  await origin((o) => o.on('*', () => { asked++ })) // never answers
+  const o2 = await origin((o) => o.on('*', () => { asked++ }))
+  const g = await startTestGateway(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: info, accessLog: true }
+upstreams:
+  api: { url: "${o2.url}", timeoutMs: 60000 }
+routes:
+  - name: r
+    upstream: api
+`)
+  const p = fetch(g.url + '/hang').then((r) => r.status, () => 'cut')
+  await until('the origin has the request', () => asked >= 1)
+  await g.gw.close(100)
+  assert.equal(await p, 'cut')
+  const lines = g.logs.filter((l) => l.msg === 'request')
+  assert.equal(lines.length, 1, JSON.stringify(g.logs.map((l) => l.msg)))
+  assert.equal(lines[0].status, 503)
+  assert.equal(lines[0].err, 'SLUICE_ERR_SHUTTING_DOWN')
+  assert.equal(g.logs.some((l) => l.msg === 'upstream error'), false)
 })
