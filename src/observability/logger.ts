@@ -220,13 +220,18 @@ export function streamOf (log: Logger): { write (s: string): unknown } {
   return (log as unknown as Record<symbol, { write (s: string): unknown }>)[pino.symbols.streamSym]
 }
 
+/** One sink for the process's stdout, shared by every logger made for it (its flush timer and exit hook are made once). */
+let stdoutSink: LogSink | null = null
+
 export function createLogger (level: string, dest?: DestinationStream): Logger {
   let out = dest
   if (out === undefined) {
-    const sink = new LogSink(process.stdout)
-    setInterval(() => { sink.flush() }, LOG_FLUSH_MS).unref()
-    process.once('exit', () => { sink.flushSync(1) })
-    out = sink
+    if (stdoutSink === null) {
+      const sink = stdoutSink = new LogSink(process.stdout)
+      setInterval(() => { sink.flush() }, LOG_FLUSH_MS).unref()
+      process.once('exit', () => { sink.flushSync(1) })
+    }
+    out = stdoutSink
   }
   return pino({
     level,

@@ -7,7 +7,7 @@ import { Writable } from 'node:stream'
 import pino from 'pino'
 import { spawn } from 'node:child_process'
 import { AccessLog, type AccessFields } from '../../src/observability/access-line.js'
-import { LogSink, LOG_CHUNK_BYTES, droppedLogLines } from '../../src/observability/logger.js'
+import { LogSink, LOG_CHUNK_BYTES, droppedLogLines, createLogger } from '../../src/observability/logger.js'
 
 function capture () {
   const chunks: string[] = []
@@ -236,4 +236,11 @@ test('any request ID, URL, address or error round-trips as ASCII JSON: quotes, b
     for (const k of ['reqId', 'route', 'upstream', 'method', 'url', 'status', 'bytes', 'cache', 'ip', 'err', 'proto'] as const) assert.deepEqual(l[k], f[k], `line ${i} ${k}`)
     assert.equal(l.ms, Math.round(f.ms * 1000) / 1000)
   }
+})
+
+test('loggers made for stdout share one sink: twenty of them add one exit hook, not twenty', () => {
+  createLogger('silent')
+  const before = process.listenerCount('exit')
+  for (let i = 0; i < 20; i++) createLogger('silent')
+  assert.equal(process.listenerCount('exit'), before)
 })
