@@ -93,6 +93,15 @@ async function main (argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * A second SIGTERM or SIGINT during the drain (Ctrl-C twice): stop at once, without waiting for
+ * in-flight requests, exit code 1. The log lines held so far are written first.
+ */
+function now (signal: string, log: { warn (o: object, m: string): void, flush?: () => void }): void {
+  log.warn({ signal }, 'second signal while draining: exiting now, in-flight requests are cut')
+  void import('./observability/logger.js').then(({ logDrained }) => logDrained(log as never, 500)).finally(() => process.exit(1))
+}
+
 async function run (file: string): Promise<number> {
   const { startGateway } = await import('./main.js')
   const { workerCount } = await import('./cluster/primary.js')
@@ -137,7 +146,7 @@ async function run (file: string): Promise<number> {
   })
   let stopping = false
   const stop = (signal: string) => {
-    if (stopping) return
+    if (stopping) { now(signal, log); return }
     stopping = true
     log.info({ signal }, 'draining: no new connections; in-flight requests may finish')
     gw.close().then(async () => {
@@ -174,7 +183,7 @@ async function runPrimaryProcess (file: string): Promise<number> {
   }
   let stopping = false
   const stop = (signal: string) => {
-    if (stopping) return
+    if (stopping) { now(signal, log); return }
     stopping = true
     log.info({ signal }, 'draining every worker')
     primary.stop().then(async () => {

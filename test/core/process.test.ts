@@ -59,6 +59,22 @@ test('SIGTERM drains: a slow request that started before the signal completes wi
   assert.match(p.out.join(''), /draining/)
 })
 
+test('a second SIGTERM during the drain exits at once with code 1, cutting the request still in flight', async () => {
+  let started!: () => void
+  const inFlight = new Promise<void>((resolve) => { started = resolve })
+  origin.on('/slower', (_req, res) => { started(); setTimeout(() => res.end('finished'), 5000) })
+  const p = await startCli()
+  const pending = request(`${p.url}/slower`).then(async (r) => { await r.body.text(); return r.statusCode }, () => 'cut')
+  await inFlight
+  p.child.kill('SIGTERM')
+  for (let i = 0; i < 100 && !/draining/.test(p.out.join('')); i++) await new Promise((r) => setTimeout(r, 20))
+  p.child.kill('SIGTERM')
+  const [code] = await once(p.child, 'exit')
+  assert.equal(code, 1, p.out.join(''))
+  assert.match(p.out.join(''), /second signal while draining/)
+  assert.equal(await pending, 'cut')
+})
+
 test('SIGHUP reloads the config file', async () => {
   const p = await startCli()
   try {
