@@ -122,10 +122,15 @@ export class CacheCore {
    * beaten the purge's L2 part, and L1 would then keep what the purge removed.
    */
   async fromL2 (key: string): Promise<CacheEntry | undefined> {
-    if (this.l2 === null) return undefined
+    const l2 = this.l2
+    return l2 === null ? undefined : await this.readL2(async () => await l2.get(key))
+  }
+
+  /** Run an L2 read (one or more commands) under a purge watch; its entry is kept in L1 as fromL2() says. */
+  async readL2 (read: () => Promise<CacheEntry | undefined>): Promise<CacheEntry | undefined> {
     const w = this.watch()
     let e: CacheEntry | undefined
-    try { e = await this.l2.get(key) } finally { this.unwatch(w) }
+    try { e = await read() } finally { this.unwatch(w) }
     if (e !== undefined && !this.purgedDuring(w, e)) this.l1.set(e, storeTtlMs(e, this.now()))
     return e
   }

@@ -2,7 +2,7 @@
 // and then L2 (an L2 hit is kept in L1, unless a purge naming it ran meanwhile). The hot path
 // asks L1 only, synchronously.
 import type { Headers } from '../types.js'
-import { storeTtlMs, type CacheEntry } from './entry.js'
+import type { CacheEntry } from './entry.js'
 import { variantKey } from './key.js'
 import type { MemoryStore } from './memory.js'
 import type { CacheCore } from './core.js'
@@ -20,23 +20,16 @@ export async function lookup (core: CacheCore, base: string, rh: Headers): Promi
   let e = names !== undefined ? l1.get(variantKey(base, names, rh)) : undefined
   let fromL2 = false
   if (e === undefined && l2 !== null) {
-    // A purge that runs (or still runs) while L2 is read may not have removed the entry yet:
-    // such an entry answers this request but is not kept in L1, where the purge, whose L1
-    // part is already done, would leave it.
-    const watch = core.watch()
-    try {
-      if (names === undefined) {
-        // Ask for the Vary record and the no-Vary entry together: one round trip in the common case.
-        const [v, plain] = await Promise.all([l2.getVary(base), l2.get(base)])
-        names = v
-        if (names !== undefined && names.length === 0) e = plain
-        else if (names !== undefined) e = await l2.get(variantKey(base, names, rh))
-      } else e = await l2.get(variantKey(base, names, rh))
-    } finally { core.unwatch(watch) }
-    if (e !== undefined) {
-      if (!core.purgedDuring(watch, e)) l1.set(e, storeTtlMs(e, core.now()))
-      fromL2 = true
-    }
+    // Kept in L1 unless a purge naming it ran meanwhile (core.readL2).
+    e = await core.readL2(async () => {
+      if (names !== undefined) return await l2.get(variantKey(base, names, rh))
+      // Ask for the Vary record and the no-Vary entry together: one round trip in the common case.
+      const [v, plain] = await Promise.all([l2.getVary(base), l2.get(base)])
+      names = v
+      if (names === undefined) return undefined
+      return names.length === 0 ? plain : await l2.get(variantKey(base, names, rh))
+    })
+    fromL2 = e !== undefined
   }
   return { entry: e, key: variantKey(base, names ?? [], rh), fromL2 }
 }
