@@ -27,19 +27,6 @@ export class RequestContext {
 }
 
 /**
- * The request ID header is Sluice's own (src/request-id.ts): a client's `Connection` naming it
- * must not strip it from the upstream request, as it would any other field Connection names
- * (RFC 9110 §7.6.1). Only then is the headers object copied, with that token left out.
- */
-function keepOwnFields (h: Headers, name: string): Headers {
-  const conn = h.connection
-  if (conn === undefined) return h
-  const tokens = connectionTokens(conn)
-  if (!tokens.includes(name)) return h
-  return { ...h, connection: tokens.filter((t) => t !== name).join(', ') }
-}
-
-/**
  * The UpstreamRequest for a client request. Its abort signal is made on first use only, so a
  * cache hit (which never reaches the upstream) allocates no AbortController or listener.
  */
@@ -52,6 +39,7 @@ export class ClientUpstreamRequest implements UpstreamRequest {
   host: string
   protocol: 'http' | 'https' = 'http'
   readonly forwarded: { peer: string | undefined; trust: BlockList | null }
+  readonly requestIdHeader: string | undefined
   trace: Span | null = null
   attempts = 0
   private ip: string | null = null
@@ -63,7 +51,8 @@ export class ClientUpstreamRequest implements UpstreamRequest {
     this.interimOk = raw.httpVersionMajor > 1 || (raw.httpVersionMajor === 1 && raw.httpVersionMinor >= 1)
     this.method = raw.method ?? 'GET'
     this.path = path
-    this.headers = requestIdName === undefined ? raw.headers as Headers : keepOwnFields(raw.headers as Headers, requestIdName)
+    this.headers = raw.headers as Headers
+    this.requestIdHeader = requestIdName
     this.body = body
     this.host = raw.headers.host ?? ''
     this.protocol = schemeOf(raw.socket)

@@ -47,6 +47,8 @@ export interface UpstreamRequest {
   trace?: import('@opentelemetry/api').Span | null
   /** Attempts sent upstream so far (set by the upstream stage; retries = attempts - 1). */
   attempts?: number
+  /** The request-ID field's name (lower case): kept upstream even when the client's Connection names it. */
+  requestIdHeader?: string
   /** Where X-Forwarded-* come from: the client's socket peer and the trusted proxies. Absent: headers are sent as they are. */
   forwarded?: { peer: string | undefined; trust: import('node:net').BlockList | null }
 }

@@ -68,7 +68,7 @@ function detached (req: UpstreamRequest, stale: CacheEntry | undefined): Upstrea
   }
   // A POST query fill sends its (buffered) body; every other fill is a bodiless GET.
   const body = post && Buffer.isBuffer(req.body) ? req.body : null
-  return { method: post ? 'POST' : 'GET', path: req.path, headers, body, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded }
+  return { method: post ? 'POST' : 'GET', path: req.path, headers, body, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded, requestIdHeader: req.requestIdHeader }
 }
 
 /**

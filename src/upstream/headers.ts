@@ -52,8 +52,12 @@ function appendVia (existing: string | string[] | undefined): string {
   return (Array.isArray(existing) ? existing.join(', ') : existing) + ', ' + VIA
 }
 
-/** Headers sent upstream: a copy without hop-by-hop and method-override headers, with Host and Via set. */
-export function upstreamRequestHeaders (client: Headers, hostHeader: string | null): Record<string, string | string[]> {
+/**
+ * Headers sent upstream: a copy without hop-by-hop and method-override headers, with Host and Via set.
+ * `keep` (lower case) is Sluice's own request-ID field: a client's Connection naming it does
+ * not remove it, as it would any other field Connection names (RFC 9110 §7.6.1).
+ */
+export function upstreamRequestHeaders (client: Headers, hostHeader: string | null, keep?: string): Record<string, string | string[]> {
   const conn = client.connection
   const named = conn === undefined ? null : connectionTokens(conn)
   const out: Record<string, string | string[]> = {}
@@ -61,7 +65,7 @@ export function upstreamRequestHeaders (client: Headers, hostHeader: string | nu
     const v = client[k]
     // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) never go upstream.
     if (v === undefined || HOP_BY_HOP.has(k) || k === 'expect' || METHOD_OVERRIDE.has(k) || k.charCodeAt(0) === 58) continue
-    if (named !== null && named.includes(k)) continue
+    if (named !== null && named.includes(k) && k !== keep) continue
     out[k] = v
   }
   if (hostHeader !== null) out.host = hostHeader

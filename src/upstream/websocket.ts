@@ -323,10 +323,7 @@ class Tunnel {
       }, up.config.timeoutMs)
       // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
       // forwarding headers replaced from untrusted peers), then the two upgrade headers.
-      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader)
-      // The request ID is Sluice's own field: a client's Connection naming it does not remove it.
-      const idName = snap.requestId.name
-      if (headers[idName] === undefined && req.headers[idName] !== undefined) headers[idName] = req.headers[idName] as string
+      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader, snap.requestId.name)
       if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
       applyForwarding(headers, req.remoteAddress, snap.trust, req.headers.host, schemeOf(req.socket))
       headers.connection = 'Upgrade'
