@@ -86,7 +86,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   const loaded = loadConfigFile(file)
   const first = compile(loaded.config, loaded.raw, file, loaded.ca, loaded.listenTls ?? null)
   /** The config text the primary last validated and every worker runs: a new worker starts from it. */
-  let runningText = loaded.text ?? ''
+  let runningText = loaded.text
   const n = workerCount(first.config.workers)
   const holder = new SnapshotHolder(first)
   // The primary's own families: reload results and build info (see aggregateMetrics).
@@ -219,7 +219,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     // Validated here, once (a bad file is logged, counted and changes no worker); then every
     // worker loads the same file, and the primary swaps (and answers ok) only when all did.
     prepare: async (next, _prev, loaded) => {
-      const text = loaded.text ?? ''
+      const text = loaded.text
       await reloadWorkers(text)
       return {
         commit: () => {

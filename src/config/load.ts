@@ -44,7 +44,7 @@ export interface LoadedConfig {
   /** listen.tls's files, read and checked here (pass to compile); null without listen.tls. */
   listenTls?: TlsMaterial | null
   /** The file's text as read (a cluster primary hands the text it validated to its workers). */
-  text?: string
+  text: string
 }
 
 type Segment = string | number
