@@ -46,7 +46,7 @@ export function createFastPath (cache: CacheStage, observe: FastObserve): FastPa
     if (url.length > snap.config.server.maxUrlBytes || req.rawHeaders.length > 2 * snap.config.server.maxHeadersCount) return false
     const q = url.indexOf('?')
     const path = q === -1 ? url : url.slice(0, q)
-    if (path.charCodeAt(0) !== 47 || path.indexOf('%') !== -1 || path.indexOf('/.') !== -1 || path.indexOf('\\') !== -1) return false
+    if (path.charCodeAt(0) !== 47 || path.indexOf('%') !== -1 || path.indexOf('/.') !== -1 || path.indexOf('//') !== -1 || path.indexOf('\\') !== -1) return false
     const h = req.headers
     if (h.authorization !== undefined || h.range !== undefined || h['cache-control'] !== undefined || h.pragma !== undefined ||
       h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h.upgrade !== undefined ||

@@ -30,6 +30,24 @@ export function normaliseHost (host: string): string {
   return /[A-Z]/.test(h) ? h.toLowerCase() : h
 }
 
+/**
+ * The path with each segment's `;` parameters removed (`/private;a/x` is `/private/x`), for
+ * matching only: Tomcat, Jetty and Spring drop them before they route, so a request that kept
+ * them would otherwise skip a `/private/` route and still reach `/private/x` at such an origin.
+ * The path forwarded keeps them.
+ */
+export function withoutPathParams (path: string): string {
+  let out = ''
+  let from = 0
+  for (let semi = path.indexOf(';'); semi !== -1; semi = path.indexOf(';', from)) {
+    out += path.slice(from, semi)
+    const slash = path.indexOf('/', semi)
+    if (slash === -1) return out
+    from = slash
+  }
+  return out + path.slice(from)
+}
+
 export function buildRouter (routes: readonly RouteEntry[]): Router {
   const sorted = [...routes].sort((a, b) =>
     (b.pathPrefix.length - a.pathPrefix.length) ||
@@ -38,8 +56,9 @@ export function buildRouter (routes: readonly RouteEntry[]): Router {
     (a.index - b.index))
   const anyHost = sorted.every((r) => r.host === '*')
   return {
-    match (rawHost, method, path) {
+    match (rawHost, method, rawPath) {
       const host = anyHost || rawHost === undefined ? '' : normaliseHost(rawHost)
+      const path = rawPath.indexOf(';') === -1 ? rawPath : withoutPathParams(rawPath)
       for (let i = 0; i < sorted.length; i++) {
         const r = sorted[i]
         if (!path.startsWith(r.pathPrefix)) continue

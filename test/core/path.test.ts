@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { normalisePath, removeDotSegments } from '../../src/stages/path.js'
+import { withoutPathParams } from '../../src/stages/route.js'
 
 test('plain paths come back unchanged', () => {
   for (const p of ['/', '/api/x', '/a-b_c~d.e/f', '/x.json']) assert.equal(normalisePath(p), p)
@@ -30,4 +31,12 @@ test('NUL, invalid percent-encoding, encoded slashes and backslashes are rejecte
     assert.throws(() => normalisePath(p), (e: Error & { code?: string }) => e.code === 'SLUICE_ERR_BAD_PATH', p)
   }
   assert.equal(normalisePath('/a%2fb', true), '/a%2Fb')
+})
+
+test('withoutPathParams drops each segment\'s ; parameters and nothing else', () => {
+  assert.equal(withoutPathParams('/private;a/x'), '/private/x')
+  assert.equal(withoutPathParams('/a;b;c/d;e'), '/a/d')
+  assert.equal(withoutPathParams('/a;b/'), '/a/')
+  assert.equal(withoutPathParams(';x/a'), '/a')
+  assert.equal(withoutPathParams('/a/b'), '/a/b')
 })

@@ -296,7 +296,7 @@ test('method-override headers never reach the origin: it acts on the method Slui
   for (const h of ['x-http-method-override', 'x-http-method', 'x-method-override']) assert.ok(!names.includes(h), `${h} reached the origin`)
 })
 
-test('paths: dot segments (also encoded) route and forward normalised; /..;/, NUL, bad escapes, encoded slashes and backslashes get 400', async () => {
+test('paths: dot segments (also encoded) route and forward normalised; `;` parameters are ignored for routing; /..;/, NUL, bad escapes, encoded slashes and backslashes get 400', async () => {
   const forwarded: Array<[string, 'a' | 'b', string]> = [
     ['/public/../private/x', 'b', '/private/x'],
     ['/public/%2e%2e/private/x', 'b', '/private/x'],
@@ -306,7 +306,12 @@ test('paths: dot segments (also encoded) route and forward normalised; /..;/, NU
     ['/public/./x/../y', 'a', '/public/y'],
     ['/private/../../../../etc/passwd', 'a', '/etc/passwd'],
     ['/public/%252e%252e/private/x', 'a', '/public/%252e%252e/private/x'],
-    ['/public/%7euser?q=/../x', 'a', '/public/~user?q=/../x']
+    ['/public/%7euser?q=/../x', 'a', '/public/~user?q=/../x'],
+    // Routes are matched without `;` parameters (a servlet origin drops them), forwarded with them.
+    ['/private;a/x', 'b', '/private;a/x'],
+    ['/private;jsessionid=1;b=2/x?q=;', 'b', '/private;jsessionid=1;b=2/x?q=;'],
+    ['/public;x', 'a', '/public;x'],
+    ['/pub;x/private/x', 'a', '/pub;x/private/x']
   ]
   for (const [target, where, expected] of forwarded) {
     reset()
