@@ -164,7 +164,7 @@ export function createPipeline (deps: PipelineDeps) {
     const q = url.indexOf('?')
     const rawPath = q === -1 ? url : url.slice(0, q)
     // Route on the normalised path and forward that same path.
-    const path = normalisePath(rawPath, snap.config.server.allowEncodedSlashes)
+    const path = normalisePath(rawPath, snap.config.server.allowEncodedSlashes, snap.config.server.mergeSlashes)
     if (path !== rawPath) url = q === -1 ? path : path + url.slice(q)
     const method = raw.method ?? 'GET'
 

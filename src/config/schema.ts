@@ -68,6 +68,7 @@ export const ServerSchema = Strict({
   maxUrlBytes: Bytes(8192, 'Longest request target (path and query); longer gets 414', 1),
   maxHeadersCount: Type.Integer({ minimum: 1, maximum: 2000, default: 100, description: 'Most request header lines; more gets 431' }),
   allowEncodedSlashes: Bool(false, 'Accept %2F and %5C in paths (kept encoded); by default they get 400'),
+  mergeSlashes: Bool(true, 'Merge repeated slashes in paths (//a//b is /a/b) before routing and forwarding; false forwards them as sent, and routes see them too'),
   requestBodyRate: WithDefault(RequestBodyRateSchema),
   http2: WithDefault(Http2Schema)
 }, { description: 'Limits of the client-facing HTTP server' })

@@ -3,7 +3,8 @@
 // - percent-encoded unreserved characters are decoded (so %2e is a dot) and hex is upper-cased
 // - repeated slashes are merged (`//private//x` is `/private/x`, as nginx's merge_slashes and
 //   Envoy's merge_slashes), so `//private/` cannot skip a `/private/` route; the merged path
-//   is the one forwarded. `;` path parameters are forwarded as they are (nginx and Envoy keep
+//   is the one forwarded. `server.mergeSlashes: false` keeps them, for routing and forwarding
+//   alike (the two never differ). `;` path parameters are forwarded as they are (nginx and Envoy keep
 //   them too), but routes are matched without them (stages/route.ts), so `/private;a/x`, which
 //   an origin that drops parameters (Tomcat, Jetty, Spring) serves as `/private/x`, takes the
 //   `/private/` route; dot segments with parameters are refused (below)
@@ -44,14 +45,14 @@ export function removeDotSegments (path: string): string {
  * Normalise the path part of a request target. Returns the input unchanged (no allocation)
  * when it has nothing to normalise, which is the common case.
  */
-export function normalisePath (path: string, allowEncodedSlashes = false): string {
+export function normalisePath (path: string, allowEncodedSlashes = false, mergeSlashes = true): string {
   if (path.charCodeAt(0) !== 47 /* / */) {
     if (path === '*') return path
     throw bad('it must start with /')
   }
   const hasPct = path.indexOf('%') !== -1
   const hasDot = path.indexOf('/.') !== -1
-  const hasDouble = path.indexOf('//') !== -1
+  const hasDouble = mergeSlashes && path.indexOf('//') !== -1
   if (!hasPct && !hasDot && !hasDouble && path.indexOf('\\') === -1) return path
   if (path.indexOf('\\') !== -1) throw bad('a backslash is not allowed')
   let p = path
@@ -71,7 +72,7 @@ export function normalisePath (path: string, allowEncodedSlashes = false): strin
     p = out + p.slice(last)
   }
   // Merged before dot segments are resolved (`/a//../b` is `/b`), as nginx does.
-  if (p.indexOf('//') !== -1) p = p.replace(MULTI_SLASH, '/')
+  if (mergeSlashes && p.indexOf('//') !== -1) p = p.replace(MULTI_SLASH, '/')
   if (p.indexOf('/.') !== -1) {
     // `/..;x/` is `..` to Tomcat, Jetty and Spring, which drop path parameters before resolving
     // dots, and a plain segment to everyone else: an ambiguity that bypasses prefix routes.

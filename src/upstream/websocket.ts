@@ -181,7 +181,7 @@ class Tunnel {
     const q = url.indexOf('?')
     let path = q === -1 ? url : url.slice(0, q)
     try {
-      const norm = normalisePath(path, snap.config.server.allowEncodedSlashes)
+      const norm = normalisePath(path, snap.config.server.allowEncodedSlashes, snap.config.server.mergeSlashes)
       if (norm !== path) { url = q === -1 ? norm : norm + url.slice(q); path = norm }
     } catch {
       return this.fail('SLUICE_ERR_BAD_PATH')

@@ -240,3 +240,20 @@ test('repeated slashes are merged for routing and forwarding', async () => {
     assert.deepEqual(seen[0]?.headers['x-route'], ['private'], path)
   }
 })
+
+test('server.mergeSlashes: false forwards repeated slashes as sent, and routes see them as sent', async () => {
+  const kept = await startTestGateway(config(originUrl).replace('log: {', 'server: { mergeSlashes: false }\nlog: {'))
+  try {
+    const p = Number(new URL(kept.url).port)
+    for (const [path, fwd, route] of [['/private//x', '/private//x', 'private'], ['/private/http://o/x?a=//b', '/private/http://o/x?a=//b', 'private'],
+      ['//private/x', '//private/x', 'rest'], ['/private//../x', '/private/x', 'private']]) {
+      reset()
+      const x = await send(p, req(`GET ${path} HTTP/1.1`, 'Host: a', 'Connection: close'))
+      assert.equal(x.responses[0]?.status, 200, path)
+      assert.equal(seen[0]?.line, `GET ${fwd} HTTP/1.1`, path)
+      assert.deepEqual(seen[0]?.headers['x-route'], [route], path)
+    }
+  } finally {
+    await kept.close()
+  }
+})
