@@ -36,6 +36,7 @@ export class ClientUpstreamRequest implements UpstreamRequest {
   /** The client's headers as received: forwarding headers are added to the upstream copy only. */
   headers: Headers
   body: UpstreamRequest['body']
+  readBody?: () => Promise<Buffer>
   host: string
   protocol: 'http' | 'https' = 'http'
   readonly forwarded: { peer: string | undefined; trust: BlockList | null }

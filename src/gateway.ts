@@ -320,7 +320,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     }
   })
 
-  const handle = createPipeline({ ...deps, observe })
+  const handle = createPipeline({ ...deps, observe, draining: () => tunnels.draining })
   app.all('/*', handle)
   app.setNotFoundHandler(handle)
 
@@ -336,7 +336,8 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     // The client's connection is already gone: nothing can be answered. It was cut by the end of
     // a drain (the pools close after it, so the upstream request fails too) or the client left;
     // either way it is one access line, not an upstream error.
-    if (request.raw.socket?.destroyed === true && e.code !== 'SLUICE_ERR_INTERNAL') {
+    if (request.raw.socket?.destroyed === true) {
+      if (e.code === 'SLUICE_ERR_INTERNAL') log.error({ reqId, err, url: request.url }, 'internal error')
       const shutdown = tunnels.draining
       if (ctx) ctx.errorCode = shutdown ? 'SLUICE_ERR_SHUTTING_DOWN' : 'SLUICE_ERR_CLIENT_CLOSED'
       observe(request, shutdown ? 503 : 499, 0)

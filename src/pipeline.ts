@@ -44,6 +44,8 @@ export interface PipelineDeps {
   metrics?: Metrics
   /** OpenTelemetry tracing (off unless configured). */
   tracing?: Tracing
+  /** True once the gateway drains: a response cut from then on is logged as SLUICE_ERR_SHUTTING_DOWN. */
+  draining?: () => boolean
 }
 
 /** The route's observer for body sizes, or undefined (no metrics, no route, metrics.enabled off). */
@@ -54,6 +56,18 @@ function sizesOf (metrics: Metrics | undefined, request: FastifyRequest): RouteO
 }
 
 const NO_ROUTE = 'SLUICE_ERR_NO_ROUTE'
+const SHUTTING_DOWN = 'SLUICE_ERR_SHUTTING_DOWN'
+
+/**
+ * The client left while its answer was being fetched (a coalesced fill's leader, say): the
+ * answer's stream is let go (a fill goes on for the cache) and the request ends as
+ * SLUICE_ERR_CLIENT_CLOSED, which the error handler logs once (503 during a drain, else 499).
+ */
+function clientLeft (ureq: UpstreamRequest, res: ProxyResponse): void {
+  if (ureq.clientGone?.() !== true) return
+  if (res.body !== null && !Buffer.isBuffer(res.body)) (res.body as Readable).destroy()
+  throw new SluiceError('SLUICE_ERR_CLIENT_CLOSED', 'the client left before the answer was ready')
+}
 
 /**
  * Bytes in hand (cache hits, 304s, HEAD): written straight to Node by writeStored, bypassing
@@ -82,8 +96,9 @@ function fromUpstream (res: ProxyResponse): boolean {
  * histograms: a response's size is its Content-Length, or, when it streams without one, the
  * bytes of its body counted as they pass to the client.
  */
-export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?: PipelineDeps['observe'], log?: Logger, metrics?: Metrics, requestBytes = -1): FastifyReply {
-  const sizes = sizesOf(metrics, reply.request)
+export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: PipelineDeps, requestBytes = -1): FastifyReply {
+  const { observe, log } = deps
+  const sizes = sizesOf(deps.metrics, reply.request)
   if (res.body === null || Buffer.isBuffer(res.body)) return sendBytes(reply, res, observe, sizes, requestBytes)
   // A stream, written to Node directly (as stored bytes are; Fastify's send would copy and
   // check every header again): observed when the response closes (finished, or cut off).
@@ -114,10 +129,18 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, observe?:
   const onClose = observe === undefined && sized === undefined
     ? undefined
     : () => {
+        // Cut before its end with no error of its own: the client left, or the drain ended.
+        if (ctx !== null && ctx.errorCode === null && !out.writableFinished) ctx.errorCode = deps.draining?.() === true ? SHUTTING_DOWN : 'SLUICE_ERR_CLIENT_CLOSED'
         if (observe !== undefined) observe(request, out.statusCode, bytes)
         if (sized !== undefined) sized()
       }
   writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err) => {
+    // At the end of a drain the pools close under the streams still open (an SSE stream, say):
+    // that is the shutdown, not the upstream resetting.
+    if (deps.draining?.() === true) {
+      if (ctx !== null && ctx.errorCode === null) ctx.errorCode = SHUTTING_DOWN
+      return
+    }
     if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapUpstreamError(err, ctx.route?.upstream.name ?? '', false).code
     log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')
   }, onClose)
@@ -139,6 +162,7 @@ export function createPipeline (deps: PipelineDeps) {
     let res = route.cache.enabled ? await cache.handle(route, ureq, fetch) : await fetch(ureq)
     const cacheMs = performance.now() - tc - (route.cache.enabled ? upstreamMs : 0)
     ctx.cacheResult = res.cacheResult
+    clientLeft(ureq, res)
     const tz = performance.now()
     if (route.compression.enabled && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
     const compressMs = performance.now() - tz
@@ -146,7 +170,7 @@ export function createPipeline (deps: PipelineDeps) {
     const f = (n: number) => n.toFixed(3)
     // On the reply, never on res.headers: a cached entry's headers are shared.
     reply.header('server-timing', `route;dur=${f(routeMs)}, limit;dur=${f(limitMs)}, cache;dur=${f(cacheMs)}, upstream;dur=${f(upstreamMs)}, compress;dur=${f(compressMs)}, total;dur=${f(performance.now() - t0)}`)
-    return sendResponse(reply, res, deps.observe, deps.log, deps.metrics, bodyBytes(ureq))
+    return sendResponse(reply, res, deps, bodyBytes(ureq))
   }
 
   return async function handle (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
@@ -188,22 +212,32 @@ export function createPipeline (deps: PipelineDeps) {
     // request body: streamed, never buffered, bounded by the route's maxBodyBytes; only a small
     // body that a retry or a POST-query cache key needs is read first
     let body = requestBody(request, route, snap.config.server.requestBodyRate)
-    if (body !== null && !Buffer.isBuffer(body) && wantsBuffer(route, method, raw.headers['content-length'])) body = await readAll(body)
+    let readLater: Readable | null = null
+    const buffered = body !== null && !Buffer.isBuffer(body) ? wantsBuffer(route, method, raw.headers['content-length']) : null
+    if (buffered === 'key') body = await readAll(body as Readable)
+    else if (buffered === 'retry') {
+      // An Expect: 100-continue client uploads only once the upstream stage admits the request
+      // (a budget 429 or an open breaker's 503 then comes with no 100 and no upload).
+      if ((reply.raw as { _expect_continue?: boolean })._expect_continue === true) readLater = body as Readable
+      else body = await readAll(body as Readable)
+    }
 
     const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null, route.headerEdits, snap.requestId.name)
     ctx.ureq = ureq
+    if (readLater !== null) { const s = readLater; ureq.readBody = () => readAll(s) }
     if (deps.tracing?.on === true) ureq.trace = deps.tracing.server(raw.headers, method, performance.timeOrigin + t0)
     if (route.serverTiming) return timed(reply, ctx, route, ureq, method, t0)
 
     // 3. cache, around 4. upstream
     let res = route.cache.enabled ? await cache.handle(route, ureq, (r) => upstream(route, r)) : await upstream(route, ureq)
     ctx.cacheResult = res.cacheResult
+    clientLeft(ureq, res)
 
     // 5. compress (responses from the cache are already encoded)
     if (route.compression.enabled && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
 
     // 6. send
-    return sendResponse(reply, res, deps.observe, deps.log, deps.metrics, bodyBytes(ureq))
+    return sendResponse(reply, res, deps, bodyBytes(ureq))
   }
 }
 
@@ -213,22 +247,26 @@ function bodyBytes (ureq: UpstreamRequest): number {
   return b === null ? 0 : Buffer.isBuffer(b) ? b.length : declaredBodyBytes(ureq.headers as { 'content-length'?: string; 'transfer-encoding'?: string })
 }
 
-/** A small body that a retry or a failover may need to send again is buffered (retry.maxBufferBytes); others stream. */
-function wantsBuffer (route: RouteEntry, method: string, cl: string | undefined): boolean {
+/**
+ * Whether the body is read whole before it is forwarded: 'key' when the cache key needs it,
+ * 'retry' when a retry or a failover may need to send it again (retry.maxBufferBytes), null
+ * when it streams.
+ */
+function wantsBuffer (route: RouteEntry, method: string, cl: string | undefined): 'key' | 'retry' | null {
   // A cacheable POST query is keyed by its body: read it (it is small, bounded by maxBodyBytes).
   const qp = route.cache.queryPost
-  if (method === 'POST' && route.cache.enabled && qp.enabled && cl !== undefined && Number(cl) <= qp.maxBodyBytes) return true
+  if (method === 'POST' && route.cache.enabled && qp.enabled && cl !== undefined && Number(cl) <= qp.maxBodyBytes) return 'key'
   const r = route.upstream.config.retry
-  if (cl === undefined) return false
+  if (cl === undefined) return null
   // With several targets, a body is kept for failover too (a refused connection sent nothing,
   // so even a POST may go to another target).
   const multi = route.upstream.targets.length > 1
-  if (r.attempts === 0 && !multi) return false
-  if (!multi && !IDEMPOTENT.has(method) && !route.retryNonIdempotent) return false
-  return Number(cl) <= r.maxBufferBytes
+  if (r.attempts === 0 && !multi) return null
+  if (!multi && !IDEMPOTENT.has(method) && !route.retryNonIdempotent) return null
+  return Number(cl) <= r.maxBufferBytes ? 'retry' : null
 }
 
-async function readAll (stream: NodeJS.ReadableStream): Promise<Buffer> {
+async function readAll (stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = []
   for await (const c of stream) chunks.push(c as Buffer)
   return Buffer.concat(chunks)

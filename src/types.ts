@@ -27,6 +27,12 @@ export interface UpstreamRequest {
   headers: Headers
   /** null for no body; a Buffer when the body was buffered (retries need it); else the client's stream. */
   body: Readable | Buffer | null
+  /**
+   * Set when the body (a stream now) is to be buffered for retries only once the upstream
+   * stage has admitted the request (budget, breaker, a target in rotation): an
+   * `Expect: 100-continue` client then gets its 100, and uploads, only if the request can go.
+   */
+  readBody?: () => Promise<Buffer>
   /** The client-facing host (Host header, without trusting X-Forwarded-Host). */
   host: string
   protocol: 'http' | 'https'

@@ -17,8 +17,8 @@ export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Rea
   // through the transform, which fails (and so aborts the upstream request) on 'aborted'.
   const h2 = (body as { httpVersionMajor?: number }).httpVersionMajor === 2
   if (!rated && !h2) return body
-  const start = Date.now()
-  let last = start
+  let start = 0
+  let last = 0
   let seen = 0
   const t = new Transform({
     transform (chunk: Buffer, _enc, cb) {
@@ -35,31 +35,48 @@ export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Rea
       if (!t.writableEnded && !t.destroyed) t.destroy(new SluiceError('SLUICE_ERR_CLIENT_CLOSED', 'the client reset the HTTP/2 stream before the request body ended'))
     })
   }
-  if (!rated) return body.pipe(t)
-  // Checked on a timer, not per chunk: a body that stops arriving has no chunk to check on.
-  const every = Math.max(25, Math.min(1000, ...[graceMs, maxIdleMs].filter((x) => x > 0).map((x) => x / 4)))
-  // Time the upstream side is not reading (backpressure: the transform's buffers are full and
-  // the pipe has paused the client) is not the client's: it stops neither clock (as Kestrel).
-  // Measured per tick: a tick that finds the pipe blocked counts its interval as paused.
-  let tick = start
-  let pausedMs = 0
-  const timer = setInterval(() => {
-    const now = Date.now()
-    if (t.writableNeedDrain || t.readableLength >= t.readableHighWaterMark) {
-      pausedMs += now - tick
-      last = now
+  let timer: NodeJS.Timeout | null = null
+  const stop = (): void => { if (timer !== null) clearInterval(timer) }
+  t.once('close', stop)
+  t.once('finish', stop)
+  /** Checked on a timer, not per chunk: a body that stops arriving has no chunk to check on. */
+  const watch = (): NodeJS.Timeout => {
+    const every = Math.max(25, Math.min(1000, ...[graceMs, maxIdleMs].filter((x) => x > 0).map((x) => x / 4)))
+    // Time the upstream side is not reading (backpressure: the transform's buffers are full and
+    // the pipe has paused the client) is not the client's: it stops neither clock (as Kestrel).
+    // Measured per tick: a tick that finds the pipe blocked counts its interval as paused.
+    let tick = start
+    let pausedMs = 0
+    const timer = setInterval(() => {
+      const now = Date.now()
+      if (t.writableNeedDrain || t.readableLength >= t.readableHighWaterMark) {
+        pausedMs += now - tick
+        last = now
+      }
+      tick = now
+      const elapsed = now - start - pausedMs
+      let why: string | null = null
+      if (maxIdleMs > 0 && now - last > maxIdleMs) why = `no request body data for ${now - last} ms (server.requestBodyRate.maxIdleMs ${maxIdleMs})`
+      else if (min > 0 && elapsed >= graceMs && seen * 1000 < min * elapsed) why = `the request body arrives at ${Math.round(seen * 1000 / elapsed)} B/s, under server.requestBodyRate.minBytesPerSecond ${min}`
+      if (why === null) return
+      clearInterval(timer)
+      t.destroy(new SluiceError('SLUICE_ERR_REQUEST_TIMEOUT', why))
+    }, every)
+    timer.unref()
+    return timer
+  }
+  // Nothing is taken from the client until the upstream side first reads: an
+  // `Expect: 100-continue` client gets its 100 only then (src/gateway.ts continueOnRead), after
+  // the budget and the breaker have admitted the request, and the rate clocks start then.
+  const own = t as Transform & { read: Transform['read'] }
+  own.read = function (this: Transform, n?: number) {
+    delete (own as { read?: unknown }).read // back to Readable.prototype.read
+    if (!t.destroyed) {
+      start = last = Date.now()
+      if (rated) timer = watch()
+      body.pipe(t)
     }
-    tick = now
-    const elapsed = now - start - pausedMs
-    let why: string | null = null
-    if (maxIdleMs > 0 && now - last > maxIdleMs) why = `no request body data for ${now - last} ms (server.requestBodyRate.maxIdleMs ${maxIdleMs})`
-    else if (min > 0 && elapsed >= graceMs && seen * 1000 < min * elapsed) why = `the request body arrives at ${Math.round(seen * 1000 / elapsed)} B/s, under server.requestBodyRate.minBytesPerSecond ${min}`
-    if (why === null) return
-    clearInterval(timer)
-    t.destroy(new SluiceError('SLUICE_ERR_REQUEST_TIMEOUT', why))
-  }, every)
-  timer.unref()
-  t.once('close', () => clearInterval(timer))
-  t.once('finish', () => clearInterval(timer))
-  return body.pipe(t)
+    return this.read(n)
+  }
+  return t
 }

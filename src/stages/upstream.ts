@@ -54,14 +54,20 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
     const guard = deps.guards().upstream(up.name)
     // Looked up again before an attempt that follows a wait or a failed attempt: a reload during
     // a retry's backoff (or a budget queue wait) replaces the pools, and the old ones close.
-    let set = targets.get(up.name)
+    const found = targets.find(up.name)
+    if (found === undefined) {
+      // A fill's waiters that go upstream alone after the pools closed (the end of a drain), or
+      // a reload that removed the upstream between the route and here.
+      if (targets.closed) throw new SluiceError('SLUICE_ERR_SHUTTING_DOWN')
+      throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}" was removed by a reload`)
+    }
+    let set = found
     let waited = false
-    const started = Date.now()
-    const deadline = started + route.timeoutMs
+    let deadline = Date.now() + route.timeoutMs
     const edits = route.headerEdits
     const path = route.rewrite === null ? req.path : rewritePath(req.path, route.rewrite)
     const hashKey = up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.clientIp) : null
-    const replayable = req.body === null || Buffer.isBuffer(req.body)
+    const replayable = req.body === null || Buffer.isBuffer(req.body) || req.readBody !== undefined
     const label = metrics.upstreamLabel(up.name)
     const m = bind(label)
     const g = m.inFlight
@@ -119,6 +125,19 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       // One breaker ticket per attempt: failovers to other targets inside it are not counted
       // as the upstream's failures unless the last target fails too.
       const ticket = guard.allow()
+      if (req.readBody !== undefined) {
+        // Admitted: now the body kept for retries is read (an Expect: 100-continue client gets
+        // its 100 here). Its upload time is not the upstream's: the deadline starts after it.
+        const read = req.readBody
+        req.readBody = undefined
+        try {
+          req.body = await read()
+        } catch (err) {
+          guard.record(ticket, { error: mapUpstreamError(err, up.name, true) }) // the client's doing: neutral
+          throw err
+        }
+        deadline = Date.now() + route.timeoutMs
+      }
       for (;;) {
         const now = Date.now()
         const remaining = deadline - now

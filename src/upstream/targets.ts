@@ -223,7 +223,11 @@ export class TargetRegistry {
     )
   }
 
+  /** Set once close() has run: the gateway is past its drain, and no request can go upstream. */
+  closed = false
+
   async close (): Promise<void> {
+    this.closed = true
     this.health.close()
     const all = [...this.sets.values()].flatMap((s) => s.targets)
     this.sets.clear()

@@ -4,7 +4,7 @@
 // Raw sockets: what matters is which status lines arrive, and in what order.
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { connect, type Socket } from 'node:net'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
@@ -12,6 +12,11 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 let origin: Origin
 let gw: TestGateway
 before(async () => {
+  const dead = createServer()
+  dead.listen(0, '127.0.0.1')
+  await once(dead, 'listening')
+  const deadPort = (dead.address() as AddressInfo).port
+  await new Promise((resolve) => dead.close(resolve))
   origin = await startOrigin()
   origin.on('/up', (_req, res, body) => { res.end('got ' + body.toString()) })
   origin.on('/limited/x', (_req, res, body) => { res.end('got ' + body.toString()) })
@@ -21,10 +26,17 @@ admin: { host: 127.0.0.1, port: 0 }
 log: { level: info, accessLog: false }
 upstreams:
   origin: { url: "${origin.url}" }
+  budgeted: { url: "${origin.url}", retry: { attempts: 1 }, rateLimit: { requestsPerSecond: 0.001, burst: 1, maxQueueMs: 0, adaptive: false } }
+  broken:
+    url: "http://127.0.0.1:${deadPort}"
+    retry: { attempts: 1, backoffMs: 1 }
+    circuitBreaker: { errorThresholdPercent: 1, volumeThreshold: 1, resetTimeoutMs: 600000 }
 routes:
   - { name: small, match: { pathPrefix: /small/ }, upstream: origin, maxBodyBytes: 10 }
   - { name: limited, match: { pathPrefix: /limited/ }, upstream: origin, rateLimit: { perClient: { requestsPerSecond: 0.001, burst: 1, key: ip } } }
   - { name: up, match: { pathPrefix: /up }, upstream: origin }
+  - { name: budgeted, match: { pathPrefix: /budgeted/ }, upstream: budgeted }
+  - { name: broken, match: { pathPrefix: /broken/ }, upstream: broken }
 `)
 })
 after(async () => { await gw.close(); await origin.close() })
@@ -73,4 +85,26 @@ test('an accepted request gets 100 Continue, sends its body, and the origin answ
   assert.match(r.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /)
   assert.match(r.text, /got hello$/)
   r.s.destroy()
+})
+
+const put = (path: string, length: number) => post(path, length).replace('POST', 'PUT')
+
+test('a body kept for retries is read only once the upstream admits the request: a budget 429 or an open breaker 503 comes with no 100 Continue', async () => {
+  const first = await exchange(put('/budgeted/x', 5), 'hello', /got hello/)
+  assert.match(first.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /)
+  first.s.destroy()
+  const over = await exchange(put('/budgeted/x', 5), 'hello', /\r\n\r\n[\s\S]*\}/)
+  assert.match(over.text, /^HTTP\/1\.1 429 /)
+  assert.match(over.text, /SLUICE_ERR_UPSTREAM_BUDGET/)
+  assert.doesNotMatch(over.text, /100 Continue/)
+  over.s.destroy()
+  // The first request to a dead upstream uploads (100), fails, and opens the breaker.
+  const failing = await exchange(put('/broken/x', 5), 'hello', /\r\n\r\n[\s\S]*\}/)
+  assert.match(failing.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 50[23] /) // its retry may meet the breaker it opened
+  failing.s.destroy()
+  const open = await exchange(put('/broken/x', 5), 'hello', /\r\n\r\n[\s\S]*\}/)
+  assert.match(open.text, /^HTTP\/1\.1 503 /)
+  assert.match(open.text, /SLUICE_ERR_CIRCUIT_OPEN/)
+  assert.doesNotMatch(open.text, /100 Continue/)
+  open.s.destroy()
 })
