@@ -3,13 +3,17 @@
 // share a Redis Cluster slot and are written and invalidated atomically without any SCAN.
 // Per tag: a bounded set of entry keys. Every command has the client's short timeout; an error
 // is reported and treated as a miss (the caller never fails a request).
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
 import type { CacheEntry } from './entry.js'
 import { encodeEntry, decodeEntry } from './entry.js'
 import { matches, type SharedEntryStore, type LeaseResult, type PurgeSelector } from './store.js'
 
 const MAX_TAG_MEMBERS = 10_000
+/** How long a purge stays in the purge log: longer than any fill, its encode and its L2 write take. */
+const PURGE_LOG_MS = 3_600_000
+/** The most purges the log keeps (the newest). */
+const PURGE_LOG_MAX = 10_000
 /** Members of a full tag set checked for entries that are gone, per add. */
 const TAG_SAMPLE = 32
 const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
@@ -110,6 +114,10 @@ export class RedisStore implements SharedEntryStore {
   private tk (tag: string): string { return `${this.prefix}t:{${tag}}` }
   /** The fill lease of a variant key, in its URL's slot. */
   private lk (key: string): string { return `${this.prefix}${this.keySlot(key)}l:${key}` }
+  /** The purge log: a sorted set of this prefix's recent purges, scored by when they began. */
+  private plk (): string { return `${this.prefix}purges` }
+  /** This replica's name in the purge log (its own purges are watched in process: core.ts). */
+  private readonly self = randomUUID()
 
   /**
    * Miss coalescing across replicas: one replica at a time fills a key. `check` (a pure miss)
@@ -210,6 +218,14 @@ export class RedisStore implements SharedEntryStore {
 
   async purge (sel: PurgeSelector): Promise<number> {
     try {
+      // Logged before anything is deleted: a write that lands after the deletes below (and so
+      // escapes them) is made before its writer reads the log, which then holds this purge.
+      const now = Date.now()
+      const log = this.plk()
+      await this.redis.zadd(log, now, JSON.stringify({ ...sel, from: this.self, id: randomUUID() }))
+      await this.redis.zremrangebyscore(log, '-inf', now - PURGE_LOG_MS)
+      await this.redis.zremrangebyrank(log, 0, -PURGE_LOG_MAX - 1)
+      await this.redis.pexpire(log, PURGE_LOG_MS)
       let keys: string[]
       if (sel.tag !== undefined) {
         keys = await this.redis.smembers(this.tk(sel.tag))
@@ -230,6 +246,27 @@ export class RedisStore implements SharedEntryStore {
       // reach L2 leaves the entry there for every replica, and the caller must hear of it.
       this.onError('cache_purge', err as Error)
       throw err
+    }
+  }
+
+  async purgedSince (since: number): Promise<Array<{ sel: PurgeSelector; at: number }> | null> {
+    if (!this.available()) return null
+    try {
+      const out: Array<{ sel: PurgeSelector; at: number }> = []
+      const r = await this.redis.zrangebyscore(this.plk(), Math.floor(since), '+inf', 'WITHSCORES')
+      for (let i = 0; i + 1 < r.length; i += 2) {
+        let p: PurgeSelector & { from?: unknown }
+        try { p = JSON.parse(r[i]) } catch { continue }
+        if (p === null || typeof p !== 'object' || p.from === this.self) continue
+        const at = Number(r[i + 1])
+        if (typeof p.key === 'string') out.push({ sel: { key: p.key }, at })
+        else if (typeof p.prefix === 'string') out.push({ sel: { prefix: p.prefix }, at })
+        else if (typeof p.tag === 'string') out.push({ sel: { tag: p.tag }, at })
+      }
+      return out
+    } catch (err) {
+      this.onError('cache_get', err as Error)
+      return null
     }
   }
 

@@ -34,6 +34,13 @@ export interface FillLeases {
 export interface SharedEntryStore extends EntryStore, FillLeases {
   /** The size of the last completed sampling pass (null before one ends, or on error); bounded work per call. */
   sampleStats (): Promise<{ entries: number; bytes: number } | null>
+  /**
+   * The purges other replicas ran (by key, prefix or tag) since `since` (ms since the epoch, by
+   * their clocks), or null when the log could not be read. A replica whose fill began before
+   * such a purge, and whose L2 write landed after the purge's L2 part, asks this after the
+   * write: the purge's message may not have reached it yet (EntryWriter.store).
+   */
+  purgedSince (since: number): Promise<Array<{ sel: PurgeSelector; at: number }> | null>
 }
 
 /** Does a stored path match a purge selector? `key` is an exact path (and query); `prefix` a path prefix. */

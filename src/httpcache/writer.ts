@@ -10,11 +10,18 @@ import { first, hasNoTransform } from '../compress/headers.js'
 import { decodeOriginBody, encodeMissing, shouldEncode } from '../compress/variants.js'
 import { owned, storeTtlMs, type CacheEntry } from './entry.js'
 import type { CacheCore, CacheRoute, PurgeWatch } from './core.js'
+import { matches } from './store.js'
 
 /** Store-time encodes allowed to run at once (libuv's thread pool has 4 threads). */
 const MAX_ENCODES = 4
 /** The codings an entry keeps besides identity (few clients want deflate; they get identity). */
 const STORED_CODINGS = new Set(['br', 'gzip'])
+/**
+ * Replicas' clocks may differ by this much: a purge logged up to this long before a fill's
+ * upstream request began counts as one that may have crossed it, and the L2 copy is deleted
+ * (other replicas then fill the key themselves, once each).
+ */
+const CLOCK_SKEW_MS = 1000
 
 export class EntryWriter {
   private encodes = 0
@@ -50,7 +57,9 @@ export class EntryWriter {
    * Store in L1 now, encode the route's codings and store in L2 in the background. A purge
    * naming the entry (here or from another replica) stops its L2 write: one that runs before
    * the write is sent skips it, one that runs while it is in flight (and may have missed it,
-   * a SCAN or a tag set read before it landed) deletes it again once it is done. An entry
+   * a SCAN or a tag set read before it landed) deletes it again once it is done. A purge on
+   * another replica whose message comes after the write landed is found in the L2's purge log,
+   * read after the write (a purge logs itself before it deletes anything). An entry
    * completed while a purge naming it runs is not stored at all, nor is one whose fill
    * watched (`fill`, from before its upstream request) a purge naming it: its bytes may be
    * from before the purge.
@@ -70,7 +79,18 @@ export class EntryWriter {
         if (core.l2 === null || core.purgedDuring(watch, e)) return
         const sent = watch.seen.length
         await core.l2.set(e, storeTtlMs(e, core.now()))
-        if (core.purgedDuring(watch, e, sent)) await core.l2.deleteBase(e.base)
+        if (core.purgedDuring(watch, e, sent)) { await core.l2.deleteBase(e.base); return }
+        // Another replica's purge that began after this fill did, and whose message has not
+        // arrived yet: its L2 part may have run before this write landed. Its log says so.
+        const others = await core.l2.purgedSince(e.requestTime - CLOCK_SKEW_MS)
+        const hit = others === null ? null : others.filter((p) => matches(e, p.sel))
+        if (hit === null || hit.length > 0) {
+          await core.l2.deleteBase(e.base)
+          // A purge that began after this fill did (by the clocks) is also applied to L1, as its
+          // message will be (or would have been: a message sent while the subscriber
+          // reconnected is lost).
+          for (const p of hit ?? []) if (p.at >= e.requestTime) core.l1.purge(p.sel)
+        }
       })
       .catch((err: Error) => core.log.warn({ err: err.message, key: e.path }, 'cache store failed'))
       .finally(() => core.unwatch(watch))

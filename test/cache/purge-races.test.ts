@@ -10,6 +10,7 @@ import { startTestGateway } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { metric } from '../helpers/metrics.js'
 import { until } from '../helpers/wait.js'
+import { RedisStore } from '../../src/httpcache/redis-store.js'
 
 let origin: Origin
 before(async () => { origin = await startOrigin() })
@@ -120,6 +121,37 @@ test('bug 2: a request during the purge\'s L2 SCAN does not put the purged entry
     assert.ok(await l2Hits() > before, 'precondition: a request read the entry from L2 while the purge ran')
     assert.equal((await get(a.url, '/scan')).body, 'v2', 'the purged v1 is not kept in L1 after the purge returned')
   } finally { await a.close(); await redis.stop() }
+})
+
+test('another replica\'s purge whose message has not arrived when this replica\'s fill lands in L2 still removes the fill from L2 and L1 (the purge log)', async () => {
+  const redis = await startRedis()
+  const c = redis.client()
+  const b = await startTestGateway(config(redis.url, redis.prefix))
+  try {
+    let version = 'v1'
+    let hold: (() => void) | null = null
+    let asked = 0
+    origin.on('/crossed', (_req, res) => {
+      asked++
+      const body = version
+      const send = () => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'application/octet-stream' }); res.end(body) }
+      if (asked === 1) hold = send; else send()
+    })
+    const first = get(b.url, '/crossed')
+    await until('the origin holds B\'s fill', () => hold !== null)
+    version = 'v2'
+    // Replica A purges: its L2 part runs now, and its message is never delivered to B (as when
+    // B's subscriber is reconnecting), so B hears of it only through the purge log.
+    const a = new RedisStore(c, redis.prefix, (op, err) => { throw new Error(`${op}: ${err.message}`) })
+    await a.purge({ key: '/crossed' })
+    hold!()
+    assert.equal((await first).body, 'v1', 'the request in flight gets its answer')
+    await until('B serves v2', async () => (await get(b.url, '/crossed')).body === 'v2')
+    const fresh = await startTestGateway(config(redis.url, redis.prefix))
+    try {
+      assert.equal((await get(fresh.url, '/crossed')).body, 'v2', 'L2 does not hold v1')
+    } finally { await fresh.close() }
+  } finally { await b.close(); await redis.stop() }
 })
 
 test('a fill whose upstream request began before a purge naming it, and that ends after it, is not stored', async (t) => {

@@ -72,3 +72,21 @@ test('sampleStats reports a Redis failure and answers null', async () => {
   assert.equal(await store.sampleStats(), null)
   assert.deepEqual(errors, ['cache_stats'])
 })
+
+test('a purge is logged before it deletes: purgedSince lists other stores\' purges with when they began, never the store\'s own', async () => {
+  const prefix = redis.prefix + 'plog:'
+  const c = redis.client()
+  const a = new RedisStore(c, prefix, (op, err) => { throw new Error(`${op}: ${err.message}`) })
+  const b = new RedisStore(c, prefix, (op, err) => { throw new Error(`${op}: ${err.message}`) })
+  const t0 = Date.now()
+  await a.purge({ key: '/x' })
+  await a.purge({ prefix: '/p/' })
+  await a.purge({ tag: 'catalog' })
+  await b.purge({ key: '/mine' })
+  const seen = await b.purgedSince(t0 - 1)
+  assert.deepEqual(seen?.map((p) => p.sel), [{ key: '/x' }, { prefix: '/p/' }, { tag: 'catalog' }])
+  for (const p of seen ?? []) assert.ok(p.at >= t0 - 1 && p.at <= Date.now())
+  assert.deepEqual((await a.purgedSince(t0 - 1))?.map((p) => p.sel), [{ key: '/mine' }])
+  assert.deepEqual(await b.purgedSince(Date.now() + 1000), [])
+  assert.ok(await c.pttl(`${prefix}purges`) > 0, 'the log expires')
+})
