@@ -88,21 +88,32 @@ function isDecimal (raw: string, name: string): boolean {
 /**
  * Surrogate-Control directives for one device: `max-age=60` applies to every surrogate,
  * `max-age=60;sluice` only to the one whose token is `sluice`, and wins over the untargeted
- * one; directives aimed at other devices are dropped.
+ * one; directives aimed at other devices are dropped. What applies is parsed as one
+ * Cache-Control list (parseDirectives), so a directive given more than once resolves as it
+ * does there: to the most restrictive (two `max-age;sluice` count as the lower).
  */
 export function surrogateDirectives (value: string | string[], token: string): Directives {
-  const general: Directives = new Map()
-  const mine: Directives = new Map()
+  const general: Array<{ name: string; text: string }> = []
+  const mine: string[] = []
+  const mineNames = new Set<string>()
   for (const part of splitList(Array.isArray(value) ? value.join(',') : value)) {
     const semi = part.indexOf(';', part.indexOf('"') === -1 ? 0 : part.lastIndexOf('"'))
     const target = semi === -1 ? undefined : part.slice(semi + 1).trim().toLowerCase()
-    const one = parseDirectives(semi === -1 ? part : part.slice(0, semi))
-    const into = target === undefined ? general : target === token ? mine : null
-    if (into === null) continue
-    for (const [k, v] of one) if (!into.has(k)) into.set(k, v)
+    const text = semi === -1 ? part : part.slice(0, semi)
+    if (target !== undefined && target !== token) continue
+    const name = directiveName(text)
+    if (name === '') continue
+    if (target === undefined) general.push({ name, text })
+    else { mine.push(text); mineNames.add(name) }
   }
-  for (const [k, v] of mine) general.set(k, v)
-  return general
+  const texts = general.filter((g) => !mineNames.has(g.name)).map((g) => g.text).concat(mine)
+  return parseDirectives(texts.length === 0 ? undefined : texts.join(', '))
+}
+
+/** The lower-cased name of one directive's text (`Max-Age=60` → `max-age`), as parseDirectives reads it. */
+function directiveName (text: string): string {
+  const eq = text.indexOf('=')
+  return (eq === -1 ? text : text.slice(0, eq)).trim().toLowerCase()
 }
 
 /** Split a comma-separated field value, keeping commas inside quoted strings. */

@@ -12,7 +12,8 @@ import { ageMs, ttlMs, storeTtlMs, encodeEntry, decodeEntry, type CacheEntry } f
 
 test('directives: case, quoted values, duplicates and malformed numbers', () => {
   const d = parseDirectives('Max-Age=60, no-cache="set-cookie, x", private, max-age=5')
-  assert.equal(d.get('max-age'), '60', 'the first of duplicate directives wins')
+  assert.equal(d.get('max-age'), '60', 'the map keeps the text of the first occurrence')
+  assert.equal(seconds(d, 'max-age'), 5, 'but a duplicated max-age counts as its lowest value')
   assert.equal(d.get('no-cache'), 'set-cookie, x')
   assert.equal(d.get('private'), true)
   assert.equal(seconds(parseDirectives('max-age=abc'), 'max-age'), undefined)
@@ -119,6 +120,17 @@ test('Surrogate-Control: directives for this device win, those for other devices
   assert.equal(j.f.lifetimeMs, 10_000_000)
   // Aimed elsewhere: Cache-Control governs.
   assert.equal(judge(200, { 'cache-control': 'no-store', 'surrogate-control': 'max-age=10000;other' }).why, 'NO-STORE')
+})
+
+test('Surrogate-Control: duplicated directives resolve to the most restrictive, as Cache-Control does', () => {
+  const T = SURROGATE_TOKEN
+  assert.equal(seconds(surrogateDirectives('max-age=600, max-age=5', T), 'max-age'), 5, 'two untargeted max-age: the lower')
+  assert.equal(seconds(surrogateDirectives(`max-age=600;${T}, max-age=5;${T}`, T), 'max-age'), 5, 'two targeted max-age: the lower')
+  assert.equal(seconds(surrogateDirectives([`max-age=600;${T}`, `max-age=abc;${T}`], T), 'max-age'), 0, 'an invalid duplicate makes it stale')
+  assert.equal(seconds(surrogateDirectives(`max-age=5, max-age=600;${T}, max-age=60;${T}`, T), 'max-age'), 60, 'the targeted ones still win over the untargeted')
+  assert.equal(surrogateDirectives(`private="x-a";${T}, private;${T}`, T).get('private'), true)
+  assert.equal(judge(200, { 'surrogate-control': 'max-age=600, max-age=5' }).f.lifetimeMs, 5000)
+  assert.equal(judge(200, { 'surrogate-control': [`max-age=600;${T}`, `max-age=5;${T}`] }).f.lifetimeMs, 5000)
 })
 
 test('request directives: Pragma: no-cache only without Cache-Control', () => {
