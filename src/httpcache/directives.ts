@@ -7,19 +7,26 @@
 // (max-age, s-maxage, stale-while-revalidate, stale-if-error) counts as its lowest value, and as 0
 // (stale at once) when one of its values is not valid delta-seconds. RFC 9111 §4.2.1 encourages
 // treating such invalid freshness information as stale; taking the lowest value is that rule for
-// duplicates that all parse, and never makes a response fresher than any one value says. For any
-// other directive the first occurrence's text is kept, as before.
+// duplicates that all parse, and never makes a response fresher than any one value says.
+// The request directives follow the same rule towards the most restrictive reading: a duplicated
+// max-stale counts as its lowest value (a bare `max-stale`, any staleness, is higher than any
+// number; an invalid value is 0), a duplicated min-fresh as its highest (an invalid value is
+// ignored); max-age is the lowest, as above; no-cache and no-store apply when present at all.
+// For any other directive the first occurrence's text is kept.
 export type Directives = Map<string, string | true>
 
 const EMPTY: Directives = new Map()
 
-/** Delta-seconds directives of a response whose duplicates resolve to the lowest value. */
-const LOWEST_WINS = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error'])
+/** Delta-seconds directives whose duplicates resolve to the lowest value. */
+const LOWEST_WINS = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error', 'max-stale'])
+/** Delta-seconds directives (of a request) whose duplicates resolve to the highest value. */
+const HIGHEST_WINS = new Set(['min-fresh'])
 /** Directives whose unqualified form is more restrictive than the qualified (field-list) form. */
 const UNQUALIFIED_WINS = new Set(['private', 'no-cache'])
 /**
- * For a parsed list with duplicated LOWEST_WINS directives: the resolved seconds of each, which
- * seconds() returns (the map itself keeps the first occurrence's text).
+ * For a parsed list with duplicated LOWEST_WINS or HIGHEST_WINS directives: the resolved seconds
+ * of each, which seconds() returns (the map itself keeps the first occurrence's text). A
+ * duplicated bare `max-stale` resolves to Infinity.
  */
 const resolved = new WeakMap<Directives, Map<string, number>>()
 
@@ -35,12 +42,17 @@ function repeat (out: Directives, name: string, v: string | true): void {
   const prev = out.get(name)!
   if (UNQUALIFIED_WINS.has(name)) {
     out.set(name, prev === true || v === true ? true : prev + ', ' + v)
-  } else if (LOWEST_WINS.has(name)) {
+  } else if (LOWEST_WINS.has(name) || HIGHEST_WINS.has(name)) {
     let r = resolved.get(out)
     if (r === undefined) { r = new Map(); resolved.set(out, r) }
-    const before = r.get(name) ?? deltaSeconds(prev) ?? 0
-    r.set(name, Math.min(before, deltaSeconds(v) ?? 0))
+    const before = r.get(name) ?? occurrence(name, prev)
+    r.set(name, HIGHEST_WINS.has(name) ? Math.max(before, occurrence(name, v)) : Math.min(before, occurrence(name, v)))
   }
+}
+
+/** One occurrence's seconds when resolving duplicates: an invalid value is 0, a bare max-stale is unbounded. */
+function occurrence (name: string, v: string | true): number {
+  return deltaSeconds(v) ?? (name === 'max-stale' && v === true ? Infinity : 0)
 }
 
 export function parseDirectives (value: string | string[] | undefined): Directives {
@@ -80,8 +92,9 @@ export function parseDirectives (value: string | string[] | undefined): Directiv
 
 /**
  * A delta-seconds directive value, or undefined when absent or malformed (RFC 9111 §1.2.2).
- * A duplicated max-age, s-maxage, stale-while-revalidate or stale-if-error gives its lowest value
- * (0 when one of them is malformed): see the top of this file.
+ * A duplicated max-age, s-maxage, stale-while-revalidate, stale-if-error or max-stale gives its
+ * lowest value (0 when one of them is malformed; Infinity for two bare max-stale), a duplicated
+ * min-fresh its highest: see the top of this file.
  */
 export function seconds (d: Directives, name: string): number | undefined {
   const r = resolved.get(d)?.get(name)

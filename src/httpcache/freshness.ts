@@ -3,7 +3,7 @@
 // The fast path, the stage's hot path and its slow path all ask here.
 import { ageMs, ttlMs, type CacheEntry } from './entry.js'
 import type { CacheRouteConfig } from './config.js'
-import type { Directives } from './directives.js'
+import { seconds, type Directives } from './directives.js'
 import type { Freshness } from './policy.js'
 
 /**
@@ -15,19 +15,22 @@ import type { Freshness } from './policy.js'
 export type Use = 'fresh' | 'stale-ok' | 'swr' | 'revalidate'
 
 export const NO_DIRECTIVES: Directives = new Map()
-const DIGITS = /^\d+$/
 
 export function usability (e: CacheEntry, rc: CacheRouteConfig, reqD: Directives, now: number): Use {
   if (e.noCache) return 'revalidate'
   const ttl = ttlMs(e, now)
   if (reqD.size !== 0) {
     if (reqD.has('no-cache') && rc.clientNoCacheRevalidates) return 'revalidate'
-    const maxAge = reqD.get('max-age')
-    if (typeof maxAge === 'string' && DIGITS.test(maxAge) && ageMs(e, now) > Number(maxAge) * 1000) return 'revalidate'
-    const minFresh = reqD.get('min-fresh')
-    if (typeof minFresh === 'string' && DIGITS.test(minFresh) && ttl < Number(minFresh) * 1000) return 'revalidate'
-    const maxStale = reqD.get('max-stale')
-    if (ttl <= 0 && maxStale !== undefined && !e.mustRevalidate && (maxStale === true || (DIGITS.test(maxStale) && -ttl <= Number(maxStale) * 1000))) return 'stale-ok'
+    // seconds() resolves a duplicated directive to its most restrictive value (directives.ts).
+    const maxAge = seconds(reqD, 'max-age')
+    if (maxAge !== undefined && ageMs(e, now) > maxAge * 1000) return 'revalidate'
+    const minFresh = seconds(reqD, 'min-fresh')
+    if (minFresh !== undefined && ttl < minFresh * 1000) return 'revalidate'
+    if (ttl <= 0 && !e.mustRevalidate && reqD.has('max-stale')) {
+      // A bare max-stale accepts any staleness; an invalid value accepts none.
+      const maxStale = seconds(reqD, 'max-stale') ?? (reqD.get('max-stale') === true ? Infinity : undefined)
+      if (maxStale !== undefined && -ttl <= maxStale * 1000) return 'stale-ok'
+    }
   }
   if (ttl > 0) return 'fresh'
   if (!e.mustRevalidate && -ttl <= e.swrMs) return 'swr'

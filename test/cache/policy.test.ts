@@ -8,6 +8,8 @@ import { NOW, date, judge } from '../helpers/policy.js'
 import { baseKey, keyPath, variantKey, varyNames, varyValue } from '../../src/httpcache/key.js'
 import { singleRange, ifRangeMatches } from '../../src/httpcache/range.js'
 import { ageMs, ttlMs, storeTtlMs, encodeEntry, decodeEntry, type CacheEntry } from '../../src/httpcache/entry.js'
+import { usability } from '../../src/httpcache/freshness.js'
+import type { CacheRouteConfig } from '../../src/httpcache/config.js'
 
 
 test('directives: case, quoted values, duplicates and malformed numbers', () => {
@@ -137,6 +139,29 @@ test('request directives: Pragma: no-cache only without Cache-Control', () => {
   assert.equal(requestDirectives({ pragma: 'no-cache' }).has('no-cache'), true)
   assert.equal(requestDirectives({ pragma: 'no-cache', 'cache-control': 'max-age=5' }).has('no-cache'), false)
   assert.equal(requestDirectives({ pragma: 'foo' }).size, 0)
+})
+
+test('request directives: duplicates resolve to the most restrictive (lowest max-age and max-stale, highest min-fresh)', () => {
+  const e = { responseTime: NOW, requestTime: NOW, lifetimeMs: 600_000, initialAgeMs: 0, swrMs: 0, sieMs: 0, mustRevalidate: false, noCache: false } as CacheEntry
+  const rc = { clientNoCacheRevalidates: true } as CacheRouteConfig
+  const use = (cc: string | string[], at: number) => usability(e, rc, requestDirectives({ 'cache-control': cc }), NOW + at * 1000)
+  // 10 s old, 590 s of freshness left.
+  assert.equal(use('max-age=600', 10), 'fresh')
+  assert.equal(use('max-age=600, max-age=5', 10), 'revalidate', 'the lower max-age')
+  assert.equal(use(['max-age=5', 'max-age=600'], 10), 'revalidate', 'the lower max-age, over two lines')
+  assert.equal(use('max-age=600, max-age=abc', 10), 'revalidate', 'an invalid duplicate max-age counts as 0')
+  assert.equal(use('min-fresh=3600, min-fresh=1', 10), 'revalidate', 'the higher min-fresh')
+  assert.equal(use('min-fresh=1, min-fresh=3600', 10), 'revalidate', 'the higher min-fresh, second')
+  assert.equal(use('min-fresh=1, min-fresh=60', 10), 'fresh')
+  assert.equal(use('max-age=600, no-cache', 10), 'revalidate', 'no-cache present wins')
+  // 700 s old: stale by 100 s.
+  assert.equal(use('max-stale=3600', 700), 'stale-ok')
+  assert.equal(use('max-stale=3600, max-stale=10', 700), 'revalidate', 'the lower max-stale')
+  assert.equal(use('max-stale, max-stale=10', 700), 'revalidate', 'a bounded max-stale is lower than an unbounded one')
+  assert.equal(use('max-stale=10, max-stale', 700), 'revalidate', 'in either order')
+  assert.equal(use('max-stale, max-stale', 700), 'stale-ok')
+  assert.equal(use('max-stale=3600, max-stale=200', 700), 'stale-ok')
+  assert.equal(requestDirectives({ 'cache-control': 'max-age=60, no-store' }).has('no-store'), true)
 })
 
 test('keys: method class, lower-case host, route query options and key headers', () => {
