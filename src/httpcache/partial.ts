@@ -21,9 +21,9 @@ import { PassThrough, type Readable } from 'node:stream'
 import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
 import { first } from '../compress/headers.js'
 import { ageMs, ownedConcat, type CacheEntry } from './entry.js'
-import { parseHttpDate, type Directives } from './directives.js'
+import type { Directives } from './directives.js'
 import { usability } from './freshness.js'
-import { ifRangeMatches, singleRange, type ByteRange } from './range.js'
+import { ifRangeMatches, singleRange, strongLastModified, type ByteRange } from './range.js'
 import { ttlSeconds } from './respond.js'
 import { partialKey, wholeKey } from './key.js'
 import { buildEntry, passedThrough, storableFromHeaders, tee, type FillJob } from './fill.js'
@@ -49,11 +49,7 @@ export function parseContentRange (v: string | undefined): ContentRange | null {
 export function strongValidator (h: Headers): string | undefined {
   const etag = first(h.etag)
   if (etag !== undefined) return etag.startsWith('W/') ? undefined : 'etag ' + etag
-  const lm = first(h['last-modified'])
-  const date = first(h.date)
-  if (lm === undefined || date === undefined) return undefined
-  const l = parseHttpDate(lm); const d = parseHttpDate(date)
-  return !Number.isNaN(l) && !Number.isNaN(d) && d - l >= 1000 ? 'lm ' + lm : undefined
+  return Number.isNaN(strongLastModified(h)) ? undefined : 'lm ' + first(h['last-modified'])
 }
 
 /** The stored partial entry of a variant key, from L1 or else L2 (kept in L1). */
@@ -74,7 +70,7 @@ export function fromPartial (core: CacheCore, p: CacheEntry, route: CacheRoute, 
   const use = usability(p, route.cache, reqD, now)
   if (use !== 'fresh' && use !== 'stale-ok') return null
   const ifRange = first(rh['if-range'])
-  if (ifRange !== undefined && !ifRangeMatches(ifRange, first(p.headers.etag), first(p.headers['last-modified']))) return null
+  if (ifRange !== undefined && !ifRangeMatches(ifRange, p.headers)) return null
   const want = singleRange(first(rh.range) ?? '', span.total)
   if (want === null || want.start < span.start || want.end >= span.start + p.body.length) return null
   const result = use === 'fresh' ? 'hit' : 'stale'
@@ -168,7 +164,7 @@ async function missingBytes (core: CacheCore, writer: EntryWriter, m: RangeMiss,
   const validator = strongValidator(stored.headers)
   if (span === undefined || validator === undefined || rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) return null
   const clientIfRange = first(rh['if-range'])
-  if (clientIfRange !== undefined && !ifRangeMatches(clientIfRange, first(stored.headers.etag), first(stored.headers['last-modified']))) return null
+  if (clientIfRange !== undefined && !ifRangeMatches(clientIfRange, stored.headers)) return null
   const want = singleRange(first(rh.range) ?? '', span.total)
   if (want === null) return null
   const missing = missingRange(span, stored.body.length, want)

@@ -152,7 +152,7 @@ export function ranged (core: CacheCore, e: CacheEntry, route: CacheRoute, req: 
   const result = use === 'fresh' ? 'hit' : 'stale'
   const status = `sluice; hit; ttl=${ttlSeconds(e, now)}`
   const ifRange = first(rh['if-range'])
-  if (ifRange !== undefined && !ifRangeMatches(ifRange, first(e.headers.etag), first(e.headers['last-modified']))) {
+  if (ifRange !== undefined && !ifRangeMatches(ifRange, e.headers)) {
     return respond(core, e, route, req, status, result, now) // the representation changed: all of it
   }
   const r = singleRange(first(rh.range) ?? '', e.body.length)

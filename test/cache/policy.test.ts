@@ -216,12 +216,18 @@ test('byte ranges: one range within the stored size, else pass it on', () => {
   assert.deepEqual(singleRange('bytes=-100', 11), { start: 0, end: 10 }, 'a suffix longer than the body is all of it')
   assert.deepEqual(singleRange('bytes=5-100', 11), { start: 5, end: 10 }, 'the last byte is clamped')
   for (const h of ['bytes=0-1,3-4', 'bytes=11-', 'bytes=-0', 'bytes=3-2', 'items=0-1', 'bytes=-', 'bytes=a-b']) assert.equal(singleRange(h, 11), null, h)
-  assert.equal(ifRangeMatches('"a"', '"a"', undefined), true)
-  assert.equal(ifRangeMatches('W/"a"', 'W/"a"', undefined), false, 'weak tags never match If-Range')
-  assert.equal(ifRangeMatches('"a"', 'W/"a"', undefined), false)
+  assert.equal(ifRangeMatches('"a"', { etag: '"a"' }), true)
+  assert.equal(ifRangeMatches('W/"a"', { etag: 'W/"a"' }), false, 'weak tags never match If-Range')
+  assert.equal(ifRangeMatches('"a"', { etag: 'W/"a"' }), false)
   const lm = 'Thu, 01 Jan 2026 00:00:00 GMT'
-  assert.equal(ifRangeMatches(lm, undefined, lm), true)
-  assert.equal(ifRangeMatches('Fri, 02 Jan 2026 00:00:00 GMT', undefined, lm), false)
+  const stored = { 'last-modified': lm, date: 'Thu, 01 Jan 2026 00:00:01 GMT' }
+  assert.equal(ifRangeMatches(lm, stored), true)
+  assert.equal(ifRangeMatches('Thursday, 01-Jan-26 00:00:00 GMT', stored), true, 'the obsolete RFC 850 form')
+  assert.equal(ifRangeMatches('Thu Jan  1 00:00:00 2026', stored), true, 'the obsolete asctime form')
+  assert.equal(ifRangeMatches('Fri, 02 Jan 2026 00:00:00 GMT', stored), false)
+  for (const d of ['2026-01-01', '2026-01-01T00:00:00Z', 'Thu, 01 Jan 2026 00:00:00 UTC', 'thu, 01 jan 2026 00:00:00 gmt', '1 Jan 2026']) assert.equal(ifRangeMatches(d, stored), false, d)
+  assert.equal(ifRangeMatches(lm, { 'last-modified': lm, date: lm }), false, 'a Last-Modified less than a second before Date is weak')
+  assert.equal(ifRangeMatches(lm, { 'last-modified': lm }), false, 'without Date it is weak')
 })
 
 test('fields named by qualified private and no-cache are withheld from storage', () => {

@@ -233,3 +233,30 @@ test('a cached POST query answers a matching If-None-Match with 412, never 304; 
   assert.equal(ims.body, '{"r":1}')
   assert.equal(origin.count('/rr/q'), 1)
 })
+
+// ---- 7. If-Range with a date: a valid HTTP-date equal to a strong Last-Modified ----
+
+test('If-Range: only a valid HTTP-date equal to a strong Last-Modified lets the range apply; anything else gets all of it (RFC 9110 §13.1.5)', async () => {
+  const lm = 'Mon, 01 Jan 1990 00:00:00 GMT'
+  origin.on('/rr/ifr', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60', 'last-modified': lm, date: dateNow() }); res.end('0123456789') })
+  // Date equal to Last-Modified: a weak validator (RFC 9110 §8.8.2.2), never matched by If-Range.
+  const weakLm = dateNow()
+  origin.on('/rr/ifr-weak', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60', 'last-modified': weakLm, date: weakLm }); res.end('0123456789') })
+  await get('/rr/ifr')
+  await get('/rr/ifr-weak')
+  for (const d of [lm, 'Monday, 01-Jan-90 00:00:00 GMT', 'Mon Jan  1 00:00:00 1990']) {
+    const r = await get('/rr/ifr', { range: 'bytes=0-3', 'if-range': d })
+    assert.equal(r.status, 206, d)
+    assert.equal(r.body, '0123', d)
+  }
+  for (const d of ['1990-01-01', '1990-01-01T00:00:00Z', 'Mon, 01 Jan 1990 00:00:00 UTC', '1 Jan 1990 00:00:00 GMT', 'mon, 01 jan 1990 00:00:00 gmt', 'Mon, 01 Jan 1990 00:00:00', 'January 1, 1990']) {
+    const r = await get('/rr/ifr', { range: 'bytes=0-3', 'if-range': d })
+    assert.equal(r.status, 200, d)
+    assert.equal(r.body, '0123456789', d)
+  }
+  const weak = await get('/rr/ifr-weak', { range: 'bytes=0-3', 'if-range': weakLm })
+  assert.equal(weak.status, 200, 'a Last-Modified that is not at least one second before Date is weak')
+  assert.equal(weak.body, '0123456789')
+  assert.equal(origin.count('/rr/ifr'), 1)
+  assert.equal(origin.count('/rr/ifr-weak'), 1)
+})
