@@ -222,6 +222,11 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   })
   const status = () => collectStatus({ current, metrics, upstreams: upstreamStatus, cacheStats: () => cache.stats(), readiness: () => ({ ready: listening, degraded: readinessDegraded() }), startedAt, version: VERSION })
 
+  // The first requests would otherwise find Redis still connecting, and go without L2 and the
+  // shared limits. Bounded: a Redis that is down does not keep the gateway from starting.
+  if (redis !== null && !(await redis.ready(cfg.redis.connectTimeoutMs))) {
+    log.warn({ redis: redis.status().url, waitedMs: cfg.redis.connectTimeoutMs }, 'redis is not ready; starting without it (caches act as misses, limits use local buckets until it is)')
+  }
   try {
     await proxy.listen({ host: cfg.listen.host, port: opts.proxyPort ?? cfg.listen.port })
     if (opts.adminListen !== false) await admin.listen({ host: cfg.admin.host, port: opts.adminPort ?? cfg.admin.port })

@@ -250,7 +250,7 @@ export class RedisStore implements SharedEntryStore {
   }
 
   async purgedSince (since: number): Promise<Array<{ sel: PurgeSelector; at: number }> | null> {
-    if (!this.available()) return null
+    if (!this.available()) return [] // marked down: the write was skipped, and a delete would be too
     try {
       const out: Array<{ sel: PurgeSelector; at: number }> = []
       const r = await this.redis.zrangebyscore(this.plk(), Math.floor(since), '+inf', 'WITHSCORES')

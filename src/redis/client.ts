@@ -46,6 +46,8 @@ export interface RedisHandle {
   onError (op: string, err: Error): void
   /** false while Redis is marked down: the cache skips it (a miss) instead of waiting out a timeout per request. */
   up (): boolean
+  /** Resolves true once the connection is ready (at once if it is), false after `ms` without it. */
+  ready (ms: number): Promise<boolean>
   status (): { configured: true; url: string; mode: RedisMode; state: string; healthy: boolean; lastError: string | null; errors: number }
   /** A new connection for SUBSCRIBE (queues until connected, resubscribes after reconnects), of the same shape. */
   subscriber (): RedisClient
@@ -265,6 +267,16 @@ export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Met
       startProbe()
     },
     up () { return !down && client.status === 'ready' },
+    ready (ms) {
+      if (client.status === 'ready') return Promise.resolve(true)
+      return new Promise((resolve) => {
+        const done = (ok: boolean) => { clearTimeout(timer); client.off('ready', yes); resolve(ok) }
+        const yes = () => done(true)
+        const timer = setTimeout(() => done(false), ms)
+        timer.unref()
+        client.once('ready', yes)
+      })
+    },
     status () {
       return { configured: true, url: shown, mode, state: client.status, healthy: client.status === 'ready' && !down, lastError, errors }
     },
