@@ -36,6 +36,13 @@ export interface AdminDeps {
   extraRoutes?: (app: FastifyInstance, guard: (req: FastifyRequest, reply: FastifyReply) => Promise<void>) => void
 }
 
+
+/** An admin error answer: the code's status, its JSON body (with `extra` fields). */
+function refuse (reply: FastifyReply, e: SluiceError, extra?: Record<string, unknown>): ReturnType<typeof errorBody> {
+  reply.code(e.status).type('application/json')
+  return errorBody(e, extra)
+}
+
 function digest (s: string): Buffer {
   return createHash('sha256').update(s).digest()
 }
@@ -157,8 +164,7 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
   for (const [path, type, key] of [['/admin/assets/uplot.js', 'text/javascript; charset=utf-8', 'js'], ['/admin/assets/uplot.css', 'text/css; charset=utf-8', 'css']] as const) {
     app.get(path, async (_req, reply) => {
       if (!uplot) {
-        reply.code(404).type('application/json')
-        return errorBody(new SluiceError('SLUICE_ERR_NO_ROUTE', 'uplot is not installed'))
+        return refuse(reply, new SluiceError('SLUICE_ERR_NO_ROUTE', 'uplot is not installed'))
       }
       reply.type(type).header('cache-control', 'public, max-age=3600').header('x-content-type-options', 'nosniff')
       return uplot[key]
@@ -184,14 +190,12 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
     admin.post('/admin/profile', async (req, reply) => {
       const seconds = Number((req.query as Record<string, string>).seconds ?? 10)
       if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 300) {
-        reply.code(400).type('application/json')
-        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'seconds must be between 0 and 300'))
+        return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'seconds must be between 0 and 300'))
       }
       const w = (req.query as Record<string, string>).worker
       const worker = w === undefined ? undefined : Number(w)
       if (worker !== undefined && (!Number.isInteger(worker) || worker < 0)) {
-        reply.code(400).type('application/json')
-        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'worker must be a worker index (0, 1, ...)'))
+        return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'worker must be a worker index (0, 1, ...)'))
       }
       deps.log.info({ seconds, worker }, 'CPU profile started')
       let profile: unknown
@@ -199,21 +203,18 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
         profile = deps.profile ? await deps.profile(seconds * 1000, worker) : await cpuProfile(seconds * 1000)
       } catch (err) {
         const busy = (err as { statusCode?: number }).statusCode === 409
-        reply.code(busy ? 409 : 400).type('application/json')
-        return errorBody(new SluiceError(busy ? 'SLUICE_ERR_ADMIN_BUSY' : 'SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message))
+        return refuse(reply, new SluiceError(busy ? 'SLUICE_ERR_ADMIN_BUSY' : 'SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message))
       }
       if (profile === null || profile === undefined) {
         // A cluster worker that was busy (or gone) answers null.
-        reply.code(409).type('application/json')
-        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BUSY', 'the worker could not take a profile (one is already running, or it stopped)'))
+        return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BUSY', 'the worker could not take a profile (one is already running, or it stopped)'))
       }
       reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.cpuprofile"`)
       return profile
     })
     admin.post('/admin/heap-snapshot', async (_req, reply) => {
       if (profilerBusy()) {
-        reply.code(409).type('application/json')
-        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BUSY', 'a profile is already running'))
+        return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BUSY', 'a profile is already running'))
       }
       deps.log.info('heap snapshot requested')
       reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.heapsnapshot"`)
@@ -221,10 +222,8 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
     })
     admin.post('/admin/reload', async (_req, reply) => {
       const r = await deps.reload()
-      reply.code(r.ok ? 200 : 422)
       if (r.ok) return r
-      reply.type('application/json')
-      return errorBody(new SluiceError('SLUICE_ERR_CONFIG_INVALID', 'The configuration is not valid; the previous config keeps serving'), { ...r })
+      return refuse(reply, new SluiceError('SLUICE_ERR_CONFIG_INVALID', 'The configuration is not valid; the previous config keeps serving'), { ...r })
     })
     admin.get('/admin/config', async () => {
       const s = deps.current()
@@ -235,16 +234,14 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
       const b = (req.body ?? {}) as Record<string, unknown>
       const keys = ['key', 'prefix', 'tag'].filter((k) => typeof b[k] === 'string' && (b[k] as string).length > 0)
       if (keys.length !== 1) {
-        reply.code(400).type('application/json')
-        return errorBody(new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'Send exactly one of {"key": ...}, {"prefix": ...} or {"tag": ...}'))
+        return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'Send exactly one of {"key": ...}, {"prefix": ...} or {"tag": ...}'))
       }
       const r = await deps.purge({ [keys[0]]: b[keys[0]] as string })
       if (r.incomplete !== undefined) {
         // The memory part is done; the shared part is not: the caller must retry.
         deps.log.error({ [keys[0]]: b[keys[0]], purged: r.purged, unreached: r.incomplete }, 'cache purge incomplete: Redis was not reached; retry it')
         const e = new SluiceError('SLUICE_ERR_PURGE_INCOMPLETE')
-        reply.code(e.status).type('application/json')
-        return errorBody(e, { ok: false, purged: r.purged, unreached: r.incomplete })
+        return refuse(reply, e, { ok: false, purged: r.purged, unreached: r.incomplete })
       }
       deps.log.info({ [keys[0]]: b[keys[0]], purged: r.purged }, 'cache purge')
       return { ok: true, ...r }
