@@ -31,7 +31,8 @@ export function normaliseHost (host: string): string {
 }
 
 /**
- * The path with each segment's `;` parameters removed (`/private;a/x` is `/private/x`), for
+ * The path with each segment's `;` parameters removed (`/private;a/x` is `/private/x`, and
+ * `/;a/private/x` too), for
  * matching only: Tomcat, Jetty and Spring drop them before they route, so a request that kept
  * them would otherwise skip a `/private/` route and still reach `/private/x` at such an origin.
  * The path forwarded keeps them.
@@ -43,7 +44,9 @@ export function withoutPathParams (path: string): string {
     out += path.slice(from, semi)
     const slash = path.indexOf('/', semi)
     if (slash === -1) return out
-    from = slash
+    // A segment that is only parameters (`/;x/private/`) goes, slash and all: a servlet origin
+    // reads `/;x/private/y` as `/private/y`, and `//private/y` would miss the `/private/` route.
+    from = path.charCodeAt(semi - 1) === 47 /* / */ ? slash + 1 : slash
   }
   return out + path.slice(from)
 }

@@ -311,7 +311,9 @@ test('paths: dot segments (also encoded) route and forward normalised; `;` param
     ['/private;a/x', 'b', '/private;a/x'],
     ['/private;jsessionid=1;b=2/x?q=;', 'b', '/private;jsessionid=1;b=2/x?q=;'],
     ['/public;x', 'a', '/public;x'],
-    ['/pub;x/private/x', 'a', '/pub;x/private/x']
+    ['/pub;x/private/x', 'a', '/pub;x/private/x'],
+    ['/;x/private/x', 'b', '/;x/private/x'],
+    ['/;/private/x', 'b', '/;/private/x']
   ]
   for (const [target, where, expected] of forwarded) {
     reset()
