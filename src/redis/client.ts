@@ -46,7 +46,7 @@ export interface RedisHandle {
   onError (op: string, err: Error): void
   /** false while Redis is marked down: the cache skips it (a miss) instead of waiting out a timeout per request. */
   up (): boolean
-  /** Resolves true once the connection is ready (at once if it is), false after `ms` without it. */
+  /** Resolves true once the connection is ready (at once if it is), false at its first error or after `ms` without it. */
   ready (ms: number): Promise<boolean>
   status (): { configured: true; url: string; mode: RedisMode; state: string; healthy: boolean; lastError: string | null; errors: number }
   /** A new connection for SUBSCRIBE (queues until connected, resubscribes after reconnects), of the same shape. */
@@ -270,11 +270,14 @@ export function createRedis (cfg: RedisConfig, deps: { log: Logger; metrics: Met
     ready (ms) {
       if (client.status === 'ready') return Promise.resolve(true)
       return new Promise((resolve) => {
-        const done = (ok: boolean) => { clearTimeout(timer); client.off('ready', yes); resolve(ok) }
+        const done = (ok: boolean) => { clearTimeout(timer); client.off('ready', yes); client.off('error', no); resolve(ok) }
         const yes = () => done(true)
-        const timer = setTimeout(() => done(false), ms)
+        // A refused or failed connection: Redis is not there now, so there is nothing to wait for.
+        const no = () => done(false)
+        const timer = setTimeout(no, ms)
         timer.unref()
         client.once('ready', yes)
+        client.once('error', no)
       })
     },
     status () {
