@@ -224,8 +224,10 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
 
   // The first requests would otherwise find Redis still connecting, and go without L2 and the
   // shared limits. Bounded: a Redis that is down does not keep the gateway from starting.
+  const waitFrom = Date.now()
   if (redis !== null && !(await redis.ready(cfg.redis.connectTimeoutMs))) {
-    log.warn({ redis: redis.status().url, waitedMs: cfg.redis.connectTimeoutMs }, 'redis is not ready; starting without it (caches act as misses, limits use local buckets until it is)')
+    const s = redis.status()
+    log.warn({ redis: s.url, waitedMs: Date.now() - waitFrom, err: s.lastError }, 'redis is not ready; starting without it (caches act as misses, limits use local buckets until it is)')
   }
   try {
     await proxy.listen({ host: cfg.listen.host, port: opts.proxyPort ?? cfg.listen.port })
