@@ -32,6 +32,13 @@ end
 local wait = 0
 if tokens < 1 then wait = (1 - tokens) * 1000 / rate end
 if wait > maxWait then
+  -- Kept at now even when refused: a stored time ahead of Redis's clock (a failover to a
+  -- server whose clock is behind, an NTP step) would otherwise refuse every take until the
+  -- clock caught up. The tokens are the same state, refilled to now.
+  if ts ~= nil and now < ts then
+    redis.call('HSET', KEYS[1], 'tk', string.format('%.6f', tokens), 'ts', string.format('%.3f', now))
+    redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+  end
   local r = math.ceil(wait - maxWait)
   if r < 1 then r = 1 end
   return -r
