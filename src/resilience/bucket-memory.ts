@@ -78,12 +78,25 @@ export class MemoryBucketStore implements BucketStore {
    */
   private evictOne (): void {
     let chances = 8
-    for (const [k, s] of this.slots) {
+    for (;;) {
+      // One iterator across calls: a new one per call would step again over every entry
+      // deleted from the Map's front so far (V8 keeps them until it rehashes), and each new
+      // key in a flood of distinct keys cost more than the one before.
+      if (this.cursor === null) this.cursor = this.slots.entries()
+      const n = this.cursor.next()
+      if (n.done === true) {
+        this.cursor = null
+        if (this.slots.size === 0) return
+        continue
+      }
+      const [k, s] = n.value
       this.slots.delete(k)
       if (chances-- > 0 && s.ref) { s.ref = false; this.slots.set(k, s); continue }
       return
     }
   }
+
+  private cursor: IterableIterator<[string, Slot]> | null = null
 
   delete (key: string): void { this.slots.delete(key) }
   clear (): void { this.slots.clear() }
