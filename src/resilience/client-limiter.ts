@@ -18,6 +18,28 @@ export interface ClientInfo {
 
 const MAX_KEY_CHARS = 256
 
+/**
+ * The limit key of a client address: an IPv4 address as it is, an IPv6 address as its /64
+ * (`2001:db8:1:2::/64`). One subscriber, host or VM is handed a whole /64 and can pick a
+ * new address in it for every request, which would otherwise give it a fresh bucket each
+ * time (and fill the store with one-off keys). An IPv4-mapped address (`::ffff:1.2.3.4`) is
+ * an IPv4 client.
+ */
+export function addressKey (ip: string): string {
+  if (ip.indexOf(':') === -1) return ip
+  const pct = ip.indexOf('%')
+  const a = pct === -1 ? ip : ip.slice(0, pct)
+  const dot = a.lastIndexOf('.')
+  if (dot !== -1) return a.toLowerCase().startsWith('::ffff:') ? a.slice(7) : a
+  const gap = a.indexOf('::')
+  const head = gap === -1 ? a.split(':') : (gap === 0 ? [] : a.slice(0, gap).split(':'))
+  const tail = gap === -1 ? [] : (gap + 2 >= a.length ? [] : a.slice(gap + 2).split(':'))
+  const groups = gap === -1 ? head : head.concat(new Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), tail)
+  let out = ''
+  for (let i = 0; i < 4; i++) out += (i === 0 ? '' : ':') + (parseInt(groups[i] ?? '0', 16) || 0).toString(16)
+  return out + '::/64'
+}
+
 export class ClientLimiter {
   private cfg!: PerClientConfig
   private header: string | null = null
@@ -40,11 +62,11 @@ export class ClientLimiter {
 
   private keyOf (req: ClientInfo): string {
     const k = this.cfg.key
-    if (k === 'ip') return req.ip
+    if (k === 'ip') return addressKey(req.ip)
     if (k === 'route') return ''
     const v = req.headers[this.header as string]
     const s = Array.isArray(v) ? v[0] : v
-    if (s === undefined || s === '') return req.ip
+    if (s === undefined || s === '') return addressKey(req.ip)
     // A prefix that cannot be an IP keeps header values and addresses apart.
     return s.length > MAX_KEY_CHARS ? 'h=' + s.slice(0, MAX_KEY_CHARS) : 'h=' + s
   }

@@ -53,7 +53,7 @@ export const ClientRateLimitSchema = Strict({
   perClient: Type.Optional(Strict({
     requestsPerSecond: Type.Number({ exclusiveMinimum: 0, description: 'Sustained rate per client' }),
     burst: Type.Integer({ minimum: 1, description: 'Bucket size per client' }),
-    key: Type.String({ default: 'ip', pattern: '^(ip|route|header:[A-Za-z0-9!#$%&\'*+.^_`|~-]+)$', description: '`ip`, `route`, or `header:<name>` (a request without that header is keyed by its IP)' }),
+    key: Type.String({ default: 'ip', pattern: '^(ip|route|header:[A-Za-z0-9!#$%&\'*+.^_`|~-]+)$', description: '`ip` (an IPv6 client by its /64), `route`, or `header:<name>` (a request without that header is keyed by its IP)' }),
     shadow: Bool(false, 'Count would-be rejections without rejecting'),
     expectedReplicas: Replicas()
   }))

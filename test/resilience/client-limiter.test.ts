@@ -2,6 +2,7 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createResilienceRegistry } from '../../src/resilience/registry.js'
+import { addressKey } from '../../src/resilience/client-limiter.js'
 import { loadedUpstreams, loadedRoutes } from './loaded-input.js'
 import type { PerClientConfig } from '../../src/resilience/config.js'
 import { captureLog, freshMetrics, guardProcessHealth, valueOf } from './helpers.js'
@@ -79,4 +80,19 @@ test('a reload that changes the limit keeps the buckets; removing the limit remo
   assert.notEqual(l2.check(c), null, 'the spent token stays spent across the reload')
   reg.reconcile(loadedUpstreams({}), loadedRoutes([{ name: 'reloaded' }]))
   assert.equal(reg.clientLimiter('reloaded'), null)
+})
+
+test('an IPv6 client is keyed by its /64: new addresses in it share one bucket; IPv4 and IPv4-mapped addresses are keyed as they are', () => {
+  assert.equal(addressKey('203.0.113.7'), '203.0.113.7')
+  assert.equal(addressKey('::ffff:203.0.113.7'), '203.0.113.7')
+  assert.equal(addressKey('2001:db8::1'), '2001:db8:0:0::/64')
+  assert.equal(addressKey('2001:DB8:0:0:ffff::9'), '2001:db8:0:0::/64')
+  assert.equal(addressKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64')
+  assert.equal(addressKey('fe80::1%eth0'), 'fe80:0:0:0::/64')
+  assert.equal(addressKey('::1'), '0:0:0:0::/64')
+  assert.notEqual(addressKey('2001:db8:0:1::1'), addressKey('2001:db8:0:2::1'))
+  const l = limiterFor('v6', { requestsPerSecond: 0.001, burst: 1 })
+  assert.equal(l.check({ ip: '2001:db8::1', headers: {} }), null)
+  for (let i = 2; i < 20; i++) assert.notEqual(l.check({ ip: `2001:db8::${i.toString(16)}`, headers: {} }), null, `2001:db8::${i.toString(16)} got a fresh bucket`)
+  assert.equal(l.check({ ip: '2001:db8:0:1::1', headers: {} }), null, 'another /64 has its own')
 })
