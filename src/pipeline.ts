@@ -164,7 +164,7 @@ export function createPipeline (deps: PipelineDeps) {
     ctx.cacheResult = res.cacheResult
     clientLeft(ureq, res)
     const tz = performance.now()
-    if (route.compression.enabled && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
+    if ((route.compression.enabled || (route.cache.enabled && res.headers['content-encoding'] !== undefined)) && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
     const compressMs = performance.now() - tz
     const [routeMs, limitMs] = ctx.timing ?? [0, 0]
     const f = (n: number) => n.toFixed(3)
@@ -233,8 +233,9 @@ export function createPipeline (deps: PipelineDeps) {
     ctx.cacheResult = res.cacheResult
     clientLeft(ureq, res)
 
-    // 5. compress (responses from the cache are already encoded)
-    if (route.compression.enabled && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
+    // 5. compress (responses from the cache are already encoded); on a cache route, an origin's
+    //    coding the client does not accept is decoded (a fill asked the origin for identity)
+    if ((route.compression.enabled || (route.cache.enabled && res.headers['content-encoding'] !== undefined)) && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
 
     // 6. send
     return sendResponse(reply, res, deps, bodyBytes(ureq))

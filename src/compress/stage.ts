@@ -120,9 +120,37 @@ export function createCompressStage (deps: { metrics: Metrics }): CompressStage 
     src.once('close', stop)
   }
 
+  /**
+   * A response the origin encoded. Passed as sent, with Vary, to a client that accepts its
+   * coding; decoded on the fly (as nginx's gunzip) for one that does not. That happens when
+   * the origin was not asked with the client's Accept-Encoding (a cache fill asks for
+   * identity, and an origin with pre-compressed files may send gzip anyway) or ignored it:
+   * either way the client must not get bytes it said it cannot read.
+   */
+  function encodedAsSent (reqHeaders: Headers, method: string, res: ProxyResponse): ProxyResponse {
+    const h = res.headers
+    if (res.status < 200 || res.status === 204 || res.status === 206 || res.status === 304 || hasNoTransform(h)) return res
+    const ce = (first(h['content-encoding']) ?? '').trim().toLowerCase()
+    const coding = ce === 'x-gzip' ? 'gzip' : ce
+    // One coding Sluice can decode; a list (`gzip, br`) or another coding goes as sent.
+    if (coding !== 'gzip' && coding !== 'br' && coding !== 'deflate') return res
+    const headers = { ...h }
+    mergeVary(headers)
+    if (pickEncoding(first(reqHeaders['accept-encoding']), [coding, 'identity'], [coding]) === coding) return { ...res, headers }
+    delete headers['content-encoding']
+    for (const k of ['content-length', 'accept-ranges', 'content-md5', 'content-digest', 'repr-digest', 'digest']) delete headers[k]
+    weakenEtag(headers)
+    if (method === 'HEAD' || res.body === null) return { ...res, headers }
+    const d = coding === 'br' ? zlib.createBrotliDecompress() : coding === 'gzip' ? zlib.createGunzip() : zlib.createInflate()
+    // Bytes that do not decode fail the stream: the client is cut, never sent a clean end.
+    if (Buffer.isBuffer(res.body)) d.end(res.body); else pipeline(res.body, d, () => {})
+    return { ...res, headers, body: d }
+  }
+
   return {
     apply (route, reqHeaders, method, res) {
       const c = route.compression
+      if (res.headers['content-encoding'] !== undefined) return encodedAsSent(reqHeaders, method, res)
       if (!c.enabled) return res
       if (res.status === 304) return notModified(reqHeaders, res)
       if (ineligible(c, res)) return res

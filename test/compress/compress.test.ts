@@ -241,3 +241,40 @@ test('a no-transform response with a content coding is stored and served as the 
   assert.equal(hit.headers['content-encoding'], 'gzip', 'the coding is not changed')
   assert.equal(zlib.gunzipSync(hit.body).toString(), 'x'.repeat(5000))
 })
+
+test('an origin that sends gzip to a cache fill (which asked for identity): the miss is decoded for a client that does not accept gzip, passed as sent (with Vary) to one that does, and the hit matches', async () => {
+  const text = 'pre-compressed '.repeat(200)
+  origin.on('/cached/static.js', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/javascript', 'content-encoding': 'gzip', 'cache-control': 'no-store', etag: '"gz"' })
+    res.end(zlib.gzipSync(text))
+  })
+  // Not stored (no-store, so a bypass): the client asked for identity.
+  const bypass = await fetchRaw('/cached/static.js', { 'accept-encoding': 'identity' })
+  assert.equal(bypass.headers['content-encoding'], undefined)
+  assert.equal(bypass.body.toString(), text)
+  assert.match(String(bypass.headers.vary), /Accept-Encoding/i)
+  assert.equal(bypass.headers.etag, 'W/"gz"', 'the gzip bytes\' strong ETag does not name the decoded ones')
+  assert.equal(bypass.headers['content-length'], undefined)
+  // A miss that is stored, for a client with no Accept-Encoding.
+  origin.on('/cached/stored.js', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/javascript', 'content-encoding': 'gzip', 'cache-control': 'max-age=60', etag: '"gz"' })
+    res.end(zlib.gzipSync(text))
+  })
+  const miss = await fetchRaw('/cached/stored.js')
+  assert.match(String(miss.headers['cache-status']), /fwd=miss/)
+  assert.equal(miss.headers['content-encoding'], undefined)
+  assert.equal(miss.body.toString(), text)
+  assert.match(String(miss.headers.vary), /Accept-Encoding/i)
+  const hit = await fetchRaw('/cached/stored.js')
+  assert.match(String(hit.headers['cache-status']), /hit/)
+  assert.equal(hit.body.toString(), text)
+  // A client that accepts gzip gets the origin's bytes on a miss, with Vary.
+  origin.on('/cached/other.js', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/javascript', 'content-encoding': 'gzip', 'cache-control': 'no-store' })
+    res.end(zlib.gzipSync(text))
+  })
+  const gz = await fetchRaw('/cached/other.js', { 'accept-encoding': 'gzip' })
+  assert.equal(gz.headers['content-encoding'], 'gzip')
+  assert.equal(zlib.gunzipSync(gz.body).toString(), text)
+  assert.match(String(gz.headers.vary), /Accept-Encoding/i)
+})
