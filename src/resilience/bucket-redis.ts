@@ -89,10 +89,15 @@ export class RedisBucketStore implements BucketStore {
     return withTimeout(this.client[COMMAND](this.key(key), ratePerSecond, burst, maxWaitMs), this.commandTimeoutMs)
   }
 
-  /** A cheap round trip used to notice that Redis answers again. */
+  /**
+   * The round trip used to notice that Redis answers again: a take on a probe bucket, not a
+   * PING. A Redis that answers PING but fails the take script (out of memory with noeviction,
+   * a read-only replica after a failover) is still down for the limiters; probed with PING it
+   * was declared back and down again every probe interval.
+   */
   ping (): Promise<unknown> {
     if (!this.ready) return Promise.reject(new RedisUnavailableError(`redis is ${this.client.status}`))
-    return withTimeout(this.client.ping(), this.commandTimeoutMs)
+    return this.take('\u0000probe', 1000, 1, 0)
   }
 }
 

@@ -1,6 +1,6 @@
 // Whether the shared (Redis) limiter store answers. One tracker per registry: when a take
 // fails, every limiter switches to its local bucket at once, instead of each paying a command
-// timeout on every request. While down, one ping per probeIntervalMs (an unref'd timer)
+// timeout on every request. While down, one probe per probeIntervalMs (an unref'd timer; for Redis a take on a probe bucket, see bucket-redis.ts)
 // notices that Redis is back. Each transition is logged once; each failed command is counted.
 import type { Logger } from 'pino'
 
