@@ -9,6 +9,21 @@ import { resolveClientIp, schemeOf } from './forwarding.js'
 import { connectionTokens, isHopByHop } from './upstream/headers.js'
 import { editResponseHeaders } from './upstream/rewrite.js'
 
+/**
+ * A response that closed before all of it was sent (the client left, or reset its stream).
+ * Both flags are read: an HTTP/2 compatibility response reports writableFinished once its
+ * stream closes, reset or not, and only writableEnded tells that nothing ended it.
+ */
+export function cutShort (res: { writableEnded: boolean; writableFinished: boolean }): boolean {
+  return !res.writableEnded || !res.writableFinished
+}
+
+/** The response's connection (HTTP/1) or stream (HTTP/2, which has no `destroyed` of its own) is gone. */
+export function responseGone (res: ServerResponse): boolean {
+  const r = res as ServerResponse & { stream?: { destroyed: boolean } }
+  return (r.destroyed ?? r.stream?.destroyed) === true
+}
+
 export class RequestContext {
   route: RouteEntry | null = null
   cacheResult: CacheResult = 'none'
@@ -101,13 +116,13 @@ export class ClientUpstreamRequest implements UpstreamRequest {
     const res = this.res
     if (!this.bridged) {
       this.bridged = true
-      res.once('close', () => { if (!res.writableFinished) res.emit('abort') })
+      res.once('close', () => { if (cutShort(res)) res.emit('abort') })
     }
     return res
   }
 
   clientGone (): boolean {
-    return this.res.destroyed && !this.res.writableFinished
+    return responseGone(this.res) && cutShort(this.res)
   }
 
   get signal (): AbortSignal {
@@ -115,8 +130,8 @@ export class ClientUpstreamRequest implements UpstreamRequest {
       const c = new AbortController()
       this.controller = c
       const res = this.res
-      if (res.destroyed && !res.writableFinished) c.abort()
-      else res.once('close', () => { if (!res.writableFinished) c.abort() })
+      if (responseGone(res) && cutShort(res)) c.abort()
+      else res.once('close', () => { if (cutShort(res)) c.abort() })
     }
     return this.controller.signal
   }

@@ -7,7 +7,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { Snapshot, RouteEntry } from './config/snapshot.js'
-import { RequestContext, ClientUpstreamRequest } from './context.js'
+import { RequestContext, ClientUpstreamRequest, cutShort } from './context.js'
 import { resolveClientIp } from './forwarding.js'
 import { assignRequestId } from './request-id.js'
 import { SluiceError } from './errors.js'
@@ -130,7 +130,7 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
     ? undefined
     : () => {
         // Cut before its end with no error of its own: the client left, or the drain ended.
-        if (ctx !== null && ctx.errorCode === null && !out.writableFinished) ctx.errorCode = deps.draining?.() === true ? SHUTTING_DOWN : 'SLUICE_ERR_CLIENT_CLOSED'
+        if (ctx !== null && ctx.errorCode === null && cutShort(out)) ctx.errorCode = deps.draining?.() === true ? SHUTTING_DOWN : 'SLUICE_ERR_CLIENT_CLOSED'
         if (observe !== undefined) observe(request, out.statusCode, bytes)
         if (sized !== undefined) sized()
       }
