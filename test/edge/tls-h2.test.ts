@@ -377,3 +377,45 @@ test('a stored 204 is served over h2 by the fast path and by the full path alike
   }
   assert.equal((await h2get(s, '/c/page')).status, 200, 'still serving')
 })
+
+// An HTTP/2 client that resets its stream is gone: Node's HTTP/2 response has no `destroyed`,
+// and reports writableFinished once the stream closes, reset or not.
+test('HTTP/2, a client that resets its stream: the upstream request it waits for is aborted, a cache fill goes on and is stored, and each request gets one access line (499, or the status sent, with SLUICE_ERR_CLIENT_CLOSED)', async () => {
+  let answer: (() => void) | null = null
+  origin.on('/c/held', (_req, res) => { answer = () => { res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' }); res.end('ok') } })
+  origin.on('/sse2', (_req, res) => { res.writeHead(200, { 'content-type': 'text/event-stream' }); res.write('data: one\n\n') })
+  let upstreamClosed = false
+  origin.on('/slow', (_req, res) => { res.on('close', () => { upstreamClosed = true }) })
+  const s = h2()
+  try {
+    const held = s.request({ ':path': '/c/held' })
+    held.on('error', () => {})
+    await until('the origin holds the fill', () => answer !== null)
+    held.close(h2c.NGHTTP2_CANCEL)
+    await new Promise((resolve) => setTimeout(resolve, 100)) // the reset reaches the gateway first
+    ;(answer as unknown as () => void)()
+    await until('the leader\'s line', () => g.logs.some((l) => l.msg === 'request' && l.url === '/c/held'))
+    const again = s.request({ ':path': '/c/held' })
+    again.on('error', () => {})
+    const [h] = await once(again, 'response') as [Record<string, string>]
+    again.resume()
+    assert.match(String(h['cache-status']), /hit/, 'the fill went on and was stored')
+    const sse = s.request({ ':path': '/sse2' })
+    sse.on('error', () => {})
+    await once(sse, 'response')
+    sse.close(h2c.NGHTTP2_CANCEL)
+    const slow = s.request({ ':path': '/slow' })
+    slow.on('error', () => {})
+    await until('the origin has /slow', () => origin.count('/slow') === 1)
+    slow.close(h2c.NGHTTP2_CANCEL)
+    await until('the upstream request is aborted', () => upstreamClosed)
+    const mine = () => g.logs.filter((l) => l.msg === 'request' && ['/c/held', '/sse2', '/slow'].includes(String(l.url)))
+    await until('the access lines', () => mine().length >= 4)
+    const lines = mine().map((l) => ({ url: l.url, status: l.status, err: l.err }))
+    assert.deepEqual(lines.filter((l) => l.url === '/c/held'), [{ url: '/c/held', status: 499, err: 'SLUICE_ERR_CLIENT_CLOSED' }, { url: '/c/held', status: 200, err: undefined }])
+    assert.deepEqual(lines.filter((l) => l.url === '/sse2'), [{ url: '/sse2', status: 200, err: 'SLUICE_ERR_CLIENT_CLOSED' }])
+    assert.deepEqual(lines.filter((l) => l.url === '/slow'), [{ url: '/slow', status: 499, err: 'SLUICE_ERR_CLIENT_CLOSED' }])
+  } finally {
+    s.close()
+  }
+})
