@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import { spawn } from 'node:child_process'
+import { until } from '../helpers/wait.js'
 import { AccessLog, type AccessFields } from '../../src/observability/access-line.js'
 import { LogSink, LOG_CHUNK_BYTES, droppedLogLines, createLogger } from '../../src/observability/logger.js'
 
@@ -201,7 +202,8 @@ test('a real pipe nobody reads never blocks the process: it keeps running, drops
   child.removeAllListeners('message')
   child.send('stop')
   await new Promise((resolve) => child.on('message', resolve))
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  // The sink writes its queue out a chunk at a time: wait for the last line, not for a while.
+  await until('the last line through the pipe', () => text.includes('"msg":"done '))
   child.kill()
   const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
   assert.ok(lines.length > 0)
