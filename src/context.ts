@@ -85,7 +85,7 @@ export class ClientUpstreamRequest implements UpstreamRequest {
    */
   readonly onInfo = (info: { statusCode: number, headers: Record<string, string | string[] | undefined> }): void => {
     const res = this.res
-    if (res.headersSent || res.destroyed || !this.interimOk) return
+    if (res.headersSent || responseGone(res) || !this.interimOk) return
     try {
       if (info.statusCode === 103) {
         const named = connectionTokens(info.headers.connection)
