@@ -67,8 +67,10 @@ export function errorBody (err: SluiceError, extra?: Record<string, unknown>): s
 /** An error written to a ServerResponse before Fastify runs; `close` ends the connection after it. */
 export function writeError (res: ServerResponse, err: SluiceError, close = false, rid?: { header: string }, requestId?: string): void {
   const body = requestId === undefined ? errorBody(err) : errorBody(err, { requestId })
-  if (close) res.shouldKeepAlive = false
-  res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}), ...(rid && requestId !== undefined ? { [rid.header]: requestId } : {}), ...err.headers })
+  // HTTP/2 has no Connection field (Node drops it with a warning): its stream ends by itself.
+  const h1 = !('stream' in res)
+  if (close && h1) res.shouldKeepAlive = false
+  res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close && h1 ? { connection: 'close' } : {}), ...(rid && requestId !== undefined ? { [rid.header]: requestId } : {}), ...err.headers })
   res.end(body)
 }
 

@@ -62,6 +62,8 @@ function continueOnRead (req: IncomingMessage, res: ServerResponse): void {
 }
 
 const edges = new WeakMap<object, EdgeServer>()
+/** An HTTP/2 request's peer address, taken while its stream still reaches the session's socket. */
+const h2Peers = new WeakMap<object, string | undefined>()
 
 /** HTTP/1.1 connections answered with a refusal that closes them (an h2 session socket is never marked). */
 const closed = new WeakSet<object>()
@@ -180,6 +182,9 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         // A request pipelined behind an answer that closes the connection is never run: its
         // answer could not be sent (the socket closes once the refusal is out).
         if (closed.has(req.socket)) return
+        // The access line is written when the response closes, when an HTTP/2 stream no longer
+        // reaches its session's socket: keep the peer's address now.
+        if (req.httpVersionMajor === 2) h2Peers.set(req, req.socket.remoteAddress)
         const sameHost = req.httpVersionMajor !== 2 || authorityAsHost(req.headers)
         // Every request gets its ID first, so every answer below carries it (src/request-id.ts).
         const snap = deps.current()
@@ -287,7 +292,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         bytes,
         ms,
         cache,
-        ip: clientIp || resolveClientIp(raw.headers, raw.socket?.remoteAddress, snap.trust),
+        ip: clientIp || resolveClientIp(raw.headers, h2Peers.get(raw) ?? raw.socket?.remoteAddress, snap.trust),
         err,
         proto: proto === 1 ? undefined : proto === 2 ? 'h2' : 'http/1.0'
       })

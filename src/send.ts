@@ -3,7 +3,7 @@
 // Fastify) and the pipeline (after it) both send stored responses through here.
 // writeStreamed: a streamed body (pass-through, a miss, on-the-fly compression), piped.
 import { STATUS_CODES, type ServerResponse } from 'node:http'
-import type { OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2'
+import { constants as h2constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
 import type { Readable } from 'node:stream'
 import type { ProxyResponse } from './types.js'
 import type { RequestIdRule } from './request-id.js'
@@ -207,9 +207,21 @@ export function respondStored (stream: ServerHttp2Stream, res: ProxyResponse, ri
  * 245k pass-through request, callgrind), where this needs three on the body and one on the
  * response ('drain' only when the client reads slower than the upstream sends).
  */
+/**
+ * End a response whose body failed after its head was sent, so the client cannot take the
+ * part it got for the whole: HTTP/1 closes the connection; HTTP/2 resets the stream with
+ * INTERNAL_ERROR (destroying the compatibility response resets it with NO_ERROR, which an
+ * HTTP/2 client reads as a normal end).
+ */
+function cut (out: ServerResponse): void {
+  const stream = (out as ServerResponse & { stream?: ServerHttp2Stream }).stream
+  if (stream === undefined) out.destroy()
+  else if (!stream.destroyed) stream.close(h2constants.NGHTTP2_INTERNAL_ERROR)
+}
+
 export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined, onBodyError: (err: Error) => void, onClose?: () => void): void {
   writeStreamedHead(out, res, extra, rid, id)
-  body.on('error', (err) => { onBodyError(err); out.destroy() })
+  body.on('error', (err) => { onBodyError(err); cut(out) })
   out.once('close', () => {
     if (!body.destroyed) body.destroy()
     if (onClose !== undefined) onClose()

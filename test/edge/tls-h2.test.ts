@@ -419,3 +419,34 @@ test('HTTP/2, a client that resets its stream: the upstream request it waits for
     s.close()
   }
 })
+
+test('HTTP/2: an answer whose upstream body fails midway resets the stream with INTERNAL_ERROR (never a clean end), and access lines carry the client address', async () => {
+  origin.on('/cut-h2', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': '1000' })
+    res.write(Buffer.alloc(500), () => setTimeout(() => res.socket?.destroy(), 20))
+  })
+  origin.on('/cut-h2-chunked', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' })
+    res.write(Buffer.alloc(500), () => setTimeout(() => res.socket?.destroy(), 20))
+  })
+  const s = h2()
+  for (const path of ['/cut-h2', '/cut-h2-chunked']) {
+    const r = s.request({ ':path': path })
+    let ended = false
+    let failed = false
+    r.on('data', () => {})
+    r.on('end', () => { ended = true })
+    r.on('error', () => { failed = true })
+    await once(r, 'response')
+    await new Promise((resolve) => r.on('close', resolve))
+    assert.equal(ended, false, `${path}: the cut body never ends cleanly`)
+    assert.ok(failed, `${path}: the client sees an error`)
+    assert.equal(r.rstCode, h2c.NGHTTP2_INTERNAL_ERROR, path)
+  }
+  const lines = () => g.logs.filter((l) => l.msg === 'request' && String(l.url).startsWith('/cut-h2'))
+  await until('both access lines', () => lines().length === 2)
+  for (const l of lines()) {
+    assert.equal(l.ip, '127.0.0.1', 'the address is kept from when the stream began')
+    assert.equal(l.proto, 'h2')
+  }
+})
