@@ -54,14 +54,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
     const guard = deps.guards().upstream(up.name)
     // Looked up again before an attempt that follows a wait or a failed attempt: a reload during
     // a retry's backoff (or a budget queue wait) replaces the pools, and the old ones close.
-    const found = targets.find(up.name)
-    if (found === undefined) {
-      // A fill's waiters that go upstream alone after the pools closed (the end of a drain), or
-      // a reload that removed the upstream between the route and here.
-      if (targets.closed) throw new SluiceError('SLUICE_ERR_SHUTTING_DOWN')
-      throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}" was removed by a reload`)
-    }
-    let set = found
+    let set = targets.get(up.name)
     let waited = false
     let deadline = Date.now() + route.timeoutMs
     const edits = route.headerEdits

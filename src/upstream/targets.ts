@@ -6,6 +6,7 @@
 // (nothing live changes, and a failure destroys them), then commits them after the swap.
 import { createHash } from 'node:crypto'
 import { Pool } from 'undici'
+import { SluiceError } from '../errors.js'
 import type { Logger } from 'pino'
 import type { TargetEntry, UpstreamEntry } from '../config/snapshot.js'
 import type { Metrics } from '../observability/metrics.js'
@@ -145,10 +146,16 @@ export class TargetRegistry {
     this.prepare(upstreams).commit()
   }
 
+  /**
+   * The upstream's current set. Throws SLUICE_ERR_SHUTTING_DOWN once the registry is closed (the
+   * end of a drain: a fill's waiters, an upgrade whose limit check outlasted it), and
+   * SLUICE_ERR_NO_HEALTHY_TARGET when a reload removed the upstream after the request was routed.
+   */
   get (name: string): UpstreamSet {
     const s = this.sets.get(name)
-    if (!s) throw new Error(`no targets for upstream ${name}`)
-    return s
+    if (s !== undefined) return s
+    if (this.closed) throw new SluiceError('SLUICE_ERR_SHUTTING_DOWN')
+    throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${name}" was removed by a reload`)
   }
 
   /** The upstream's current set, or undefined when a reload removed it (a request in flight keeps the one it had). */

@@ -243,7 +243,12 @@ class Tunnel {
     const up = route.upstream
     // The same balancer as requests (hash: on the client address or header; a tunnel is one long
     // request, so it is not failed over: a refused connect answers 502).
-    const set = this.deps.targets.get(up.name)
+    let set: ReturnType<TargetRegistry['get']>
+    try {
+      set = this.deps.targets.get(up.name) // the pools closed, or a reload removed the upstream, during the limit check
+    } catch (e) {
+      return this.failWith(e as SluiceError)
+    }
     const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.remoteAddress ?? '') : null, null)
     if (picked === null) return this.fail('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
     const te = picked.entry

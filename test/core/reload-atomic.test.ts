@@ -122,7 +122,7 @@ test('loadConfigFile and `sluice validate` report an unreadable or non-PEM caFil
   assert.equal(snap.upstreams.origin.tls.ca, undefined)
 })
 
-test('TargetRegistry.prepare builds without installing: abort leaves the live pools, commit swaps changed ones only', async () => {
+test('TargetRegistry.prepare builds without installing: abort leaves the live pools, commit swaps changed ones only; get() answers a missing upstream with a SluiceError', async () => {
   const reg = new TargetRegistry(pino({ level: 'silent' }), createMetrics({ processMetrics: false }))
   const pools = { reconcile: reg.reconcile.bind(reg), prepare: reg.prepare.bind(reg), close: reg.close.bind(reg), get: (n: string) => reg.get(n).targets[0].pool }
   const snap = (connections: number) => {
@@ -143,5 +143,7 @@ test('TargetRegistry.prepare builds without installing: abort leaves the live po
   assert.notEqual(pools.get('a'), a, 'the changed upstream has a new pool')
   assert.equal(pools.get('b'), b, 'the unchanged one keeps its pool')
   assert.equal(a.closed, true, 'the old pool is closing')
+  assert.throws(() => reg.get('gone'), { code: 'SLUICE_ERR_NO_HEALTHY_TARGET' }, 'an upstream a reload removed: 503, not a plain Error')
   await pools.close()
+  assert.throws(() => reg.get('a'), { code: 'SLUICE_ERR_SHUTTING_DOWN' }, 'after the pools closed (the end of a drain)')
 })
