@@ -197,17 +197,6 @@ export function respondStored (stream: ServerHttp2Stream, res: ProxyResponse, ri
 }
 
 /**
- * Send a streamed body with backpressure. If the body fails part-way, the client's connection
- * is cut, so a truncated response never looks complete (`onBodyError` is told why); if the
- * client goes away first, the body is destroyed, which closes its upstream connection instead
- * of reading the rest. `onClose` runs once when the response closes (finished or cut off).
- *
- * The body is pumped by hand, not with Readable.pipe: pipe() puts about eight listeners on the
- * two streams per response and takes them off again when it ends (about 9k instructions of a
- * 245k pass-through request, callgrind), where this needs three on the body and one on the
- * response ('drain' only when the client reads slower than the upstream sends).
- */
-/**
  * End a response whose body failed after its head was sent, so the client cannot take the
  * part it got for the whole: HTTP/1 closes the connection; HTTP/2 resets the stream with
  * INTERNAL_ERROR (destroying the compatibility response resets it with NO_ERROR, which an
@@ -219,6 +208,17 @@ function cut (out: ServerResponse): void {
   else if (!stream.destroyed) stream.close(h2constants.NGHTTP2_INTERNAL_ERROR)
 }
 
+/**
+ * Send a streamed body with backpressure. If the body fails part-way, the client's connection
+ * is cut, so a truncated response never looks complete (`onBodyError` is told why); if the
+ * client goes away first, the body is destroyed, which closes its upstream connection instead
+ * of reading the rest. `onClose` runs once when the response closes (finished or cut off).
+ *
+ * The body is pumped by hand, not with Readable.pipe: pipe() puts about eight listeners on the
+ * two streams per response and takes them off again when it ends (about 9k instructions of a
+ * 245k pass-through request, callgrind), where this needs three on the body and one on the
+ * response ('drain' only when the client reads slower than the upstream sends).
+ */
 export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined, onBodyError: (err: Error) => void, onClose?: () => void): void {
   writeStreamedHead(out, res, extra, rid, id)
   body.on('error', (err) => { onBodyError(err); cut(out) })

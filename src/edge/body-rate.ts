@@ -40,14 +40,14 @@ export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Rea
   t.once('close', stop)
   t.once('finish', stop)
   /** Checked on a timer, not per chunk: a body that stops arriving has no chunk to check on. */
-  const watch = (): NodeJS.Timeout => {
+  const watch = (): void => {
     const every = Math.max(25, Math.min(1000, ...[graceMs, maxIdleMs].filter((x) => x > 0).map((x) => x / 4)))
     // Time the upstream side is not reading (backpressure: the transform's buffers are full and
     // the pipe has paused the client) is not the client's: it stops neither clock (as Kestrel).
     // Measured per tick: a tick that finds the pipe blocked counts its interval as paused.
     let tick = start
     let pausedMs = 0
-    const timer = setInterval(() => {
+    timer = setInterval(() => {
       const now = Date.now()
       if (t.writableNeedDrain || t.readableLength >= t.readableHighWaterMark) {
         pausedMs += now - tick
@@ -59,11 +59,10 @@ export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Rea
       if (maxIdleMs > 0 && now - last > maxIdleMs) why = `no request body data for ${now - last} ms (server.requestBodyRate.maxIdleMs ${maxIdleMs})`
       else if (min > 0 && elapsed >= graceMs && seen * 1000 < min * elapsed) why = `the request body arrives at ${Math.round(seen * 1000 / elapsed)} B/s, under server.requestBodyRate.minBytesPerSecond ${min}`
       if (why === null) return
-      clearInterval(timer)
+      stop()
       t.destroy(new SluiceError('SLUICE_ERR_REQUEST_TIMEOUT', why))
     }, every)
     timer.unref()
-    return timer
   }
   // Nothing is taken from the client until the upstream side first reads: an
   // `Expect: 100-continue` client gets its 100 only then (src/gateway.ts continueOnRead), after
@@ -73,7 +72,7 @@ export function guardBodyRate (body: Readable, rule: RequestBodyRateConfig): Rea
     delete (own as { read?: unknown }).read // back to Readable.prototype.read
     if (!t.destroyed) {
       start = last = Date.now()
-      if (rated) timer = watch()
+      if (rated) watch()
       body.pipe(t)
     }
     return this.read(n)

@@ -4,10 +4,11 @@
 // - repeated slashes are merged (`//private//x` is `/private/x`, as nginx's merge_slashes and
 //   Envoy's merge_slashes), so `//private/` cannot skip a `/private/` route; the merged path
 //   is the one forwarded. `server.mergeSlashes: false` keeps them, for routing and forwarding
-//   alike (the two never differ). `;` path parameters are forwarded as they are (nginx and Envoy keep
-//   them too), but routes are matched without them (stages/route.ts), so `/private;a/x`, which
-//   an origin that drops parameters (Tomcat, Jetty, Spring) serves as `/private/x`, takes the
-//   `/private/` route; dot segments with parameters are refused (below)
+//   alike (the two never differ).
+// - `;` path parameters are forwarded as they are (nginx and Envoy keep them too), but routes
+//   are matched without them (stages/route.ts), so `/private;a/x`, which an origin that drops
+//   parameters (Tomcat, Jetty, Spring) serves as `/private/x`, takes the `/private/` route;
+//   dot segments with parameters are refused (below)
 // - dot segments are removed (RFC 3986 §5.2.4)
 // - NUL (%00), invalid percent-encoding and, unless allowed, encoded slashes (%2F) and
 //   backslashes (%5C) are rejected with 400 SLUICE_ERR_BAD_PATH, and so are dot segments with

@@ -31,11 +31,10 @@ export function normaliseHost (host: string): string {
 }
 
 /**
- * The path with each segment's `;` parameters removed (`/private;a/x` is `/private/x`, and
- * `/;a/private/x` too), for
- * matching only: Tomcat, Jetty and Spring drop them before they route, so a request that kept
- * them would otherwise skip a `/private/` route and still reach `/private/x` at such an origin.
- * The path forwarded keeps them.
+ * The path with each segment's `;` parameters removed (`/private;a/x` is `/private/x`, and so
+ * is `/;a/private/x`), for matching only: Tomcat, Jetty and Spring drop them before they
+ * route, so a request that kept them would otherwise skip a `/private/` route and still reach
+ * `/private/x` at such an origin. The path forwarded keeps them.
  */
 export function withoutPathParams (path: string): string {
   let out = ''
