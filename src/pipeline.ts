@@ -86,9 +86,15 @@ function sendBytes (reply: FastifyReply, res: ProxyResponse, observe?: PipelineD
   return reply
 }
 
-/** Responses from the cache are sent as stored: a hit never compresses. */
-function fromUpstream (res: ProxyResponse): boolean {
-  return res.cacheResult === 'none' || res.cacheResult === 'miss' || res.cacheResult === 'bypass'
+/**
+ * Whether the compress stage sees this response: one from the upstream (a cache hit is sent as
+ * stored and never compresses) on a compressing route, or an encoded one on a cache route
+ * (a fill asked the origin for identity: a coding the client does not accept is decoded).
+ */
+function toCompressStage (route: RouteEntry, res: ProxyResponse): boolean {
+  const r = res.cacheResult
+  if (r !== 'none' && r !== 'miss' && r !== 'bypass') return false
+  return route.compression.enabled || (route.cache.enabled && res.headers['content-encoding'] !== undefined)
 }
 
 /**
@@ -164,7 +170,7 @@ export function createPipeline (deps: PipelineDeps) {
     ctx.cacheResult = res.cacheResult
     clientLeft(ureq, res)
     const tz = performance.now()
-    if ((route.compression.enabled || (route.cache.enabled && res.headers['content-encoding'] !== undefined)) && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
+    if (toCompressStage(route, res)) res = compress.apply(route, raw.headers, method, res)
     const compressMs = performance.now() - tz
     const [routeMs, limitMs] = ctx.timing ?? [0, 0]
     const f = (n: number) => n.toFixed(3)
@@ -233,9 +239,8 @@ export function createPipeline (deps: PipelineDeps) {
     ctx.cacheResult = res.cacheResult
     clientLeft(ureq, res)
 
-    // 5. compress (responses from the cache are already encoded); on a cache route, an origin's
-    //    coding the client does not accept is decoded (a fill asked the origin for identity)
-    if ((route.compression.enabled || (route.cache.enabled && res.headers['content-encoding'] !== undefined)) && fromUpstream(res)) res = compress.apply(route, raw.headers, method, res)
+    // 5. compress (responses from the cache are already encoded)
+    if (toCompressStage(route, res)) res = compress.apply(route, raw.headers, method, res)
 
     // 6. send
     return sendResponse(reply, res, deps, bodyBytes(ureq))
