@@ -47,6 +47,20 @@ export function encodedHeaders (identity: Headers, coding: string, length?: numb
   return h
 }
 
+/**
+ * Headers of an identity response built from an encoded response's headers (a copy): the
+ * inverse of encodedHeaders. The encoded bytes' length, ranges and digests go; a strong ETag
+ * becomes weak (it named the encoded bytes).
+ */
+export function decodedHeaders (encoded: Headers): Headers {
+  const h: Headers = { ...encoded }
+  delete h['content-encoding']
+  for (const k of IDENTITY_ONLY) delete h[k]
+  mergeVary(h)
+  weakenEtag(h)
+  return h
+}
+
 /** True when a Cache-Control value (response or request) has no-transform. */
 export function hasNoTransform (h: Headers): boolean {
   const cc = h['cache-control']

@@ -8,7 +8,8 @@ import type { Metrics } from '../observability/metrics.js'
 import type { Headers, ProxyResponse } from '../types.js'
 import type { CompressionRouteConfig } from './config.js'
 import { isCompressibleType, encoderRuns, brotliWindowBits } from './codec.js'
-import { encodedHeaders, first, hasNoTransform, mergeVary, weakenEtag } from './headers.js'
+import { decodedHeaders, encodedHeaders, first, hasNoTransform, mergeVary, weakenEtag } from './headers.js'
+import { originCoding } from './variants.js'
 import { pickEncoding, type Coding } from './negotiate.js'
 
 /** Brotli window for a body of unknown length: 1 MiB. */
@@ -130,16 +131,15 @@ export function createCompressStage (deps: { metrics: Metrics }): CompressStage 
   function encodedAsSent (reqHeaders: Headers, method: string, res: ProxyResponse): ProxyResponse {
     const h = res.headers
     if (res.status < 200 || res.status === 204 || res.status === 206 || res.status === 304 || hasNoTransform(h)) return res
-    const ce = (first(h['content-encoding']) ?? '').trim().toLowerCase()
-    const coding = ce === 'x-gzip' ? 'gzip' : ce
     // One coding Sluice can decode; a list (`gzip, br`) or another coding goes as sent.
-    if (coding !== 'gzip' && coding !== 'br' && coding !== 'deflate') return res
-    const headers = { ...h }
-    mergeVary(headers)
-    if (pickEncoding(first(reqHeaders['accept-encoding']), [coding, 'identity'], [coding]) === coding) return { ...res, headers }
-    delete headers['content-encoding']
-    for (const k of ['content-length', 'accept-ranges', 'content-md5', 'content-digest', 'repr-digest', 'digest']) delete headers[k]
-    weakenEtag(headers)
+    const coding = originCoding(h)
+    if (coding === null || coding === undefined) return res
+    if (pickEncoding(first(reqHeaders['accept-encoding']), [coding, 'identity'], [coding]) === coding) {
+      const headers = { ...h }
+      mergeVary(headers)
+      return { ...res, headers }
+    }
+    const headers = decodedHeaders(h)
     if (method === 'HEAD' || res.body === null) return { ...res, headers }
     const d = coding === 'br' ? zlib.createBrotliDecompress() : coding === 'gzip' ? zlib.createGunzip() : zlib.createInflate()
     // Bytes that do not decode fail the stream: the client is cut, never sent a clean end.

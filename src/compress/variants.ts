@@ -22,7 +22,7 @@ export interface VariantRoute { compression: CompressionRouteConfig }
 const CODINGS = ['br', 'gzip', 'deflate'] as const
 
 /** gzip, br or deflate as Sluice names them, or undefined for none; null for a coding it cannot decode. */
-function originCoding (headers: Headers): 'gzip' | 'br' | 'deflate' | undefined | null {
+export function originCoding (headers: Headers): 'gzip' | 'br' | 'deflate' | undefined | null {
   const ce = first(headers['content-encoding'])
   if (ce === undefined) return undefined
   const c = ce.trim().toLowerCase()
