@@ -26,10 +26,15 @@ type Gw = Awaited<ReturnType<typeof startTestGateway>>
 const accessLines = (g: Gw) => g.logs.filter((l) => l.msg === 'request')
 const entries = (g: Gw) => (g.gw.cache.stats() as { memory: { entries: number } }).memory.entries
 
+/** The gateway's open client connections. */
+function connections (g: Gw): Promise<number> {
+  const server = (g.gw as unknown as { proxy: { server: { getConnections (cb: (e: Error | null, n: number) => void): void } } }).proxy.server
+  return new Promise((resolve) => server.getConnections((_e, c) => resolve(c)))
+}
+
 /** Wait until `n` client connections are open, then let their requests reach the cache's join. */
 async function connected (g: Gw, n: number): Promise<void> {
-  const server = (g.gw as unknown as { proxy: { server: { getConnections (cb: (e: Error | null, n: number) => void): void } } }).proxy.server
-  await until(`${n} client connections`, () => new Promise<boolean>((resolve) => server.getConnections((_e, c) => resolve(c >= n))))
+  await until(`${n} client connections`, async () => await connections(g) >= n)
   for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve))
   await new Promise((resolve) => setTimeout(resolve, 100))
 }
@@ -103,8 +108,7 @@ test('a client that leaves before its fill is answered is logged once (499 SLUIC
     await connected(g, 1)
     ac.abort()
     assert.equal(await p, 'aborted')
-    const server = (g.gw as unknown as { proxy: { server: { getConnections (cb: (e: Error | null, n: number) => void): void } } }).proxy.server
-    await until('the client connection is gone', () => new Promise<boolean>((resolve) => server.getConnections((_e, c) => resolve(c === 0))))
+    await until('the client connection is gone', async () => await connections(g) === 0)
     ;(answer as unknown as () => void)()
     await until('stored', () => entries(g) === 1)
     await until('an access line', () => accessLines(g).length >= 1)
