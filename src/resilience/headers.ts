@@ -48,11 +48,15 @@ export function retryAfterSeconds (ms: number): number {
 }
 
 /**
- * The RateLimit-Policy value of a token bucket: quota `burst` per `w` seconds, w being the
- * time the bucket takes to refill (so q/w is the sustained rate, and q the burst).
+ * The RateLimit-Policy value of a token bucket: a quota of q requests per w seconds, w being
+ * the whole seconds the bucket takes to refill (at least 1) and q what the bucket's rate adds
+ * in w, or the burst when that is more. So q/w is the sustained rate whatever the burst: a
+ * bucket of 50/s with burst 2 is q=50;w=1, not q=2;w=1 (which would tell a client it may send
+ * 2 a second), and 10/s with burst 15 is q=20;w=2.
  */
 export function policyField (policy: string, ratePerSecond: number, burst: number): string {
-  return `"${policy}";q=${burst};w=${Math.max(1, Math.ceil(burst / ratePerSecond))}`
+  const w = Math.max(1, Math.ceil(burst / ratePerSecond))
+  return `"${policy}";q=${Math.max(burst, Math.floor(ratePerSecond * w))};w=${w}`
 }
 
 /** The headers of a rejection: Retry-After, RateLimit-Policy and RateLimit. */

@@ -29,5 +29,9 @@ test('rejection headers: Retry-After rounded up and never 0; policy as quota per
   assert.equal(retryAfterSeconds(1001), 2)
   assert.equal(policyField('client', 50, 100), '"client";q=100;w=2')
   assert.equal(policyField('upstream', 5, 400), '"upstream";q=400;w=80')
+  // A burst below the rate: the quota per second is the rate, not the burst.
+  assert.equal(policyField('client', 50, 2), '"client";q=50;w=1')
+  assert.equal(policyField('client', 10, 15), '"client";q=20;w=2')
+  assert.equal(policyField('client', 0.5, 1), '"client";q=1;w=2')
   assert.deepEqual(rejectionHeaders('client', '"client";q=1;w=1', 2500), { 'retry-after': '3', 'ratelimit-policy': '"client";q=1;w=1', ratelimit: '"client";r=0;t=3' })
 })
