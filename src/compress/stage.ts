@@ -54,19 +54,21 @@ function knownLength (res: ProxyResponse): number {
 }
 
 /**
- * A 304 for a client that holds our compressed copy (it sent back the weakened ETag): answer
- * with the ETag it knows, so a cache updating its stored headers does not pair a strong ETag
- * with encoded bytes, and with the Vary the 200 had.
+ * A 304 on a compressing route carries the Vary the 200 had (RFC 9110 §15.4.5: a 304 has the
+ * Vary a 200 to the same request would have): a 304 seldom names its type or length, so it
+ * gets Vary: Accept-Encoding unless its own fields show the 200 was never compressed (another
+ * type, no-transform). For a client that holds our compressed copy (it sent back the weakened
+ * ETag), the 304 also carries that ETag, so a cache updating its stored headers does not pair
+ * a strong ETag with encoded bytes.
  */
-function notModified (reqHeaders: Headers, res: ProxyResponse): ProxyResponse {
-  const etag = first(res.headers.etag)
-  const inm = reqHeaders['if-none-match']
-  if (etag === undefined || etag.startsWith('W/') || inm === undefined) return res
-  const list = Array.isArray(inm) ? inm.join(',') : inm
-  if (!list.includes('W/' + etag)) return res
-  const headers = { ...res.headers }
-  weakenEtag(headers)
+function notModified (c: CompressionRouteConfig, reqHeaders: Headers, res: ProxyResponse): ProxyResponse {
+  const h = res.headers
+  if (hasNoTransform(h) || (h['content-type'] !== undefined && !isCompressibleType(h, c.contentTypes))) return res
+  const headers = { ...h }
   mergeVary(headers)
+  const etag = first(h.etag)
+  const inm = reqHeaders['if-none-match']
+  if (etag !== undefined && !etag.startsWith('W/') && inm !== undefined && (Array.isArray(inm) ? inm.join(',') : inm).includes('W/' + etag)) weakenEtag(headers)
   return { ...res, headers }
 }
 
@@ -152,7 +154,7 @@ export function createCompressStage (deps: { metrics: Metrics }): CompressStage 
       const c = route.compression
       if (res.headers['content-encoding'] !== undefined) return encodedAsSent(reqHeaders, method, res)
       if (!c.enabled) return res
-      if (res.status === 304) return notModified(reqHeaders, res)
+      if (res.status === 304) return notModified(c, reqHeaders, res)
       if (ineligible(c, res)) return res
       // From here the representation depends on Accept-Encoding (HEAD included: its headers
       // are those of the GET), so shared caches downstream must key on it, encoded or not.

@@ -104,17 +104,18 @@ function serve (path: string, status: number, headers: Record<string, string>, b
   origin.on(path, (_req, res: ServerResponse) => { res.writeHead(status, { ...length, ...headers }); res.end(empty ? undefined : body) })
 }
 
-test('never compressed, and left untouched: 204, 206, 304, no-transform, other types, small bodies; an existing Content-Encoding the client accepts is sent as it is, with Vary', async () => {
+test('never compressed, and left untouched: 204, 206, a 304 of another type or no-transform, no-transform, other types, small bodies; an existing Content-Encoding the client accepts is sent as it is, with Vary', async () => {
   const gz = zlib.gzipSync(BODY)
   serve('/encoded', 200, { 'content-type': 'application/json', 'content-encoding': 'gzip' }, gz)
   serve('/204', 204, { 'content-type': 'application/json' })
   serve('/206', 206, { 'content-type': 'application/json', 'content-range': `bytes 0-99/${BODY.length}` }, BODY.subarray(0, 100))
-  serve('/304', 304, { etag: '"v1"' })
+  serve('/304png', 304, { etag: '"v1"', 'content-type': 'image/png' })
+  serve('/304nt', 304, { etag: '"v1"', 'cache-control': 'no-transform' })
   serve('/notransform', 200, { 'content-type': 'application/json', 'cache-control': 'public, no-transform' })
   serve('/png', 200, { 'content-type': 'image/png' })
   serve('/small', 200, { 'content-type': 'text/plain' }, 'tiny')
   const ae = { 'accept-encoding': 'br, gzip' }
-  for (const path of ['/204', '/206', '/304', '/notransform', '/png', '/small']) {
+  for (const path of ['/204', '/206', '/304png', '/304nt', '/notransform', '/png', '/small']) {
     const up = await upstream(path)
     const res = stage.apply(route(), ae, 'GET', up)
     assert.equal(res, up, `${path}: the response itself, unchanged`)
@@ -170,7 +171,7 @@ test('Vary is merged with the origin\'s, never duplicated, and * is left alone',
   }
 })
 
-test('ETags: a weak one stays as it is; a 304 for a client holding the weakened ETag gets it back, with Vary', async () => {
+test('ETags: a weak one stays as it is; a 304 gets the Vary its 200 had, and a client holding the weakened ETag gets that ETag back', async () => {
   serve('/weak', 200, { 'content-type': 'text/plain', etag: 'W/"w"' })
   assert.equal((await through('/weak', { 'accept-encoding': 'gzip' })).res.headers.etag, 'W/"w"')
   serve('/304', 304, { etag: '"v1"' })
@@ -178,8 +179,12 @@ test('ETags: a weak one stays as it is; a 304 for a client holding the weakened 
   assert.equal(held.status, 304)
   assert.equal(held.headers.etag, 'W/"v1"')
   assert.equal(held.headers.vary, 'Accept-Encoding')
-  const plain = await upstream('/304')
-  assert.equal(stage.apply(route(), { 'accept-encoding': 'gzip', 'if-none-match': '"v1"' }, 'GET', plain), plain, 'a client with the strong ETag gets the 304 untouched')
+  const plain = stage.apply(route(), { 'accept-encoding': 'gzip', 'if-none-match': '"v1"' }, 'GET', await upstream('/304'))
+  assert.equal(plain.headers.etag, '"v1"', 'a client with the strong ETag gets it back as it is')
+  assert.equal(plain.headers.vary, 'Accept-Encoding', 'and the Vary its 200 had (RFC 9110 §15.4.5)')
+  serve('/304ims', 304, { 'last-modified': 'Mon, 07 Dec 2026 09:00:00 GMT', 'content-type': 'application/json' })
+  const ims = stage.apply(route(), { 'accept-encoding': 'br', 'if-modified-since': 'Mon, 07 Dec 2026 09:00:00 GMT' }, 'GET', await upstream('/304ims'))
+  assert.equal(ims.headers.vary, 'Accept-Encoding', 'a 304 to If-Modified-Since too')
 })
 
 test('digests of the identity bytes are dropped from compressed responses', async () => {
