@@ -222,10 +222,16 @@ export class RedisStore implements SharedEntryStore {
       // escapes them) is made before its writer reads the log, which then holds this purge.
       const now = Date.now()
       const log = this.plk()
-      await this.redis.zadd(log, now, JSON.stringify({ ...sel, from: this.self, id: randomUUID() }))
-      await this.redis.zremrangebyscore(log, '-inf', now - PURGE_LOG_MS)
-      await this.redis.zremrangebyrank(log, 0, -PURGE_LOG_MAX - 1)
-      await this.redis.pexpire(log, PURGE_LOG_MS)
+      // One round trip, applied as one (the log is one key, so one slot in a cluster); a
+      // command that failed inside it fails the purge as a failed round trip would.
+      const replies = await this.redis.multi()
+        .zadd(log, now, JSON.stringify({ ...sel, from: this.self, id: randomUUID() }))
+        .zremrangebyscore(log, '-inf', now - PURGE_LOG_MS)
+        .zremrangebyrank(log, 0, -PURGE_LOG_MAX - 1)
+        .pexpire(log, PURGE_LOG_MS)
+        .exec()
+      if (replies === null) throw new Error('the purge log transaction was aborted')
+      for (const [err] of replies) if (err !== null) throw err
       let keys: string[]
       if (sel.tag !== undefined) {
         keys = await this.redis.smembers(this.tk(sel.tag))
