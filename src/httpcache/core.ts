@@ -6,7 +6,7 @@ import type { CacheResult, ProxyResponse, UpstreamRequest } from '../types.js'
 import type { CompressionRouteConfig } from '../compress/config.js'
 import type { CacheGlobalConfig, CacheRouteConfig } from './config.js'
 import type { MemoryStore } from './memory.js'
-import { matches, type PurgeSelector, type SharedEntryStore } from './store.js'
+import { matches, type Purge, type SharedEntryStore } from './store.js'
 import { storeTtlMs, type CacheEntry } from './entry.js'
 import type { BypassReason, RouteCachePolicy } from './policy.js'
 
@@ -18,8 +18,7 @@ export interface Fill { entry?: CacheEntry; reason?: BypassReason | 'ERROR' }
 
 type Counter = { inc (): void }
 
-/** What a purge names: a selector, or every variant of one base key (an unsafe-method invalidation). */
-export type Purge = PurgeSelector | { base: string }
+export type { Purge } from './store.js'
 /** Does purge `p` name entry `e`? */
 export function purges (p: Purge, e: { base: string; path: string; tags: readonly string[] }): boolean {
   return 'base' in p ? e.base === p.base : matches(e, p)

@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
 import type { CacheEntry } from './entry.js'
 import { encodeEntry, decodeEntry } from './entry.js'
-import { matches, type SharedEntryStore, type LeaseResult, type PurgeSelector } from './store.js'
+import { matches, type SharedEntryStore, type LeaseResult, type Purge, type PurgeSelector } from './store.js'
 
 const MAX_TAG_MEMBERS = 10_000
 /** How long a purge stays in the purge log: longer than any fill, its encode and its L2 write take. */
@@ -216,22 +216,40 @@ export class RedisStore implements SharedEntryStore {
     }
   }
 
+  /**
+   * Write a purge or an invalidation to the purge log, before anything is deleted: a write that
+   * lands after the deletes (and so escapes them) is made before its writer reads the log,
+   * which then holds this purge. One round trip, applied as one (the log is one key, so one
+   * slot in a cluster); a command that failed inside it fails the purge as a failed round trip
+   * would.
+   */
+  private async logPurge (p: Purge): Promise<void> {
+    const now = Date.now()
+    const log = this.plk()
+    const replies = await this.redis.multi()
+      .zadd(log, now, JSON.stringify({ ...p, from: this.self, id: randomUUID() }))
+      .zremrangebyscore(log, '-inf', now - PURGE_LOG_MS)
+      .zremrangebyrank(log, 0, -PURGE_LOG_MAX - 1)
+      .pexpire(log, PURGE_LOG_MS)
+      .exec()
+    if (replies === null) throw new Error('the purge log transaction was aborted')
+    for (const [err] of replies) if (err !== null) throw err
+  }
+
+  async invalidate (base: string): Promise<number> {
+    try {
+      await this.logPurge({ base })
+    } catch (err) {
+      // The deletes still run: they are what this replica's clients need; only a fill racing
+      // on another replica (rare) goes unseen.
+      this.onError('cache_delete', err as Error)
+    }
+    return await this.deleteBase(base)
+  }
+
   async purge (sel: PurgeSelector): Promise<number> {
     try {
-      // Logged before anything is deleted: a write that lands after the deletes below (and so
-      // escapes them) is made before its writer reads the log, which then holds this purge.
-      const now = Date.now()
-      const log = this.plk()
-      // One round trip, applied as one (the log is one key, so one slot in a cluster); a
-      // command that failed inside it fails the purge as a failed round trip would.
-      const replies = await this.redis.multi()
-        .zadd(log, now, JSON.stringify({ ...sel, from: this.self, id: randomUUID() }))
-        .zremrangebyscore(log, '-inf', now - PURGE_LOG_MS)
-        .zremrangebyrank(log, 0, -PURGE_LOG_MAX - 1)
-        .pexpire(log, PURGE_LOG_MS)
-        .exec()
-      if (replies === null) throw new Error('the purge log transaction was aborted')
-      for (const [err] of replies) if (err !== null) throw err
+      await this.logPurge(sel)
       let keys: string[]
       if (sel.tag !== undefined) {
         keys = await this.redis.smembers(this.tk(sel.tag))
@@ -255,19 +273,20 @@ export class RedisStore implements SharedEntryStore {
     }
   }
 
-  async purgedSince (since: number): Promise<Array<{ sel: PurgeSelector; at: number }> | null> {
+  async purgedSince (since: number): Promise<Array<{ sel: Purge; at: number }> | null> {
     if (!this.available()) return [] // marked down: the write was skipped, and a delete would be too
     try {
-      const out: Array<{ sel: PurgeSelector; at: number }> = []
+      const out: Array<{ sel: Purge; at: number }> = []
       const r = await this.redis.zrangebyscore(this.plk(), Math.floor(since), '+inf', 'WITHSCORES')
       for (let i = 0; i + 1 < r.length; i += 2) {
-        let p: PurgeSelector & { from?: unknown }
+        let p: PurgeSelector & { base?: unknown, from?: unknown }
         try { p = JSON.parse(r[i]) } catch { continue }
         if (p === null || typeof p !== 'object' || p.from === this.self) continue
         const at = Number(r[i + 1])
         if (typeof p.key === 'string') out.push({ sel: { key: p.key }, at })
         else if (typeof p.prefix === 'string') out.push({ sel: { prefix: p.prefix }, at })
         else if (typeof p.tag === 'string') out.push({ sel: { tag: p.tag }, at })
+        else if (typeof p.base === 'string') out.push({ sel: { base: p.base }, at })
       }
       return out
     } catch (err) {

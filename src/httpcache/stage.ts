@@ -201,7 +201,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       const base = baseKey('GET', req.host, keyPath(t, route.cache.key), req.headers, route.cache.key)
       const end = core.purgeBegins({ base })
       l1.deleteBase(base)
-      if (l2 !== null) core.track(Promise.resolve(l2.deleteBase(base)).finally(end)); else end()
+      if (l2 !== null) core.track(l2.invalidate(base).finally(end)); else end()
       bus?.publishPurge({ base })
     }
     return res

@@ -4,6 +4,8 @@
 import type { CacheEntry } from './entry.js'
 
 export interface PurgeSelector { key?: string; prefix?: string; tag?: string }
+/** What a purge names: a selector, or every variant of one base key (an unsafe-method invalidation). */
+export type Purge = PurgeSelector | { base: string }
 
 export interface EntryStore {
   /** The entry stored under a variant key. */
@@ -35,12 +37,18 @@ export interface SharedEntryStore extends EntryStore, FillLeases {
   /** The size of the last completed sampling pass (null before one ends, or on error); bounded work per call. */
   sampleStats (): Promise<{ entries: number; bytes: number } | null>
   /**
-   * The purges other replicas ran (by key, prefix or tag) since `since` (ms since the epoch, by
-   * their clocks), or null when the log could not be read. A replica whose fill began before
-   * such a purge, and whose L2 write landed after the purge's L2 part, asks this after the
-   * write: the purge's message may not have reached it yet (EntryWriter.store).
+   * deleteBase for an unsafe-method invalidation: the invalidation is written to the purge log
+   * first, as a purge is, so another replica's fill that lands after the deletes finds it.
    */
-  purgedSince (since: number): Promise<Array<{ sel: PurgeSelector; at: number }> | null>
+  invalidate (base: string): Promise<number>
+  /**
+   * The purges (by key, prefix or tag) and invalidations (by base key) other replicas ran since
+   * `since` (ms since the epoch, by their clocks), or null when the log could not be read. A
+   * replica whose fill began before such a purge, and whose L2 write landed after the purge's
+   * L2 part, asks this after the write: the purge's message may not have reached it yet
+   * (EntryWriter.store).
+   */
+  purgedSince (since: number): Promise<Array<{ sel: Purge; at: number }> | null>
 }
 
 /** Does a stored path match a purge selector? `key` is an exact path (and query); `prefix` a path prefix. */

@@ -9,8 +9,7 @@ import { isSluiceError } from '../errors.js'
 import { first, hasNoTransform } from '../compress/headers.js'
 import { decodeOriginBody, encodeMissing, shouldEncode } from '../compress/variants.js'
 import { owned, storeTtlMs, type CacheEntry } from './entry.js'
-import type { CacheCore, CacheRoute, PurgeWatch } from './core.js'
-import { matches } from './store.js'
+import { purges, type CacheCore, type CacheRoute, type PurgeWatch } from './core.js'
 
 /** Store-time encodes allowed to run at once (libuv's thread pool has 4 threads). */
 const MAX_ENCODES = 4
@@ -57,9 +56,10 @@ export class EntryWriter {
    * Store in L1 now, encode the route's codings and store in L2 in the background. A purge
    * naming the entry (here or from another replica) stops its L2 write: one that runs before
    * the write is sent skips it, one that runs while it is in flight (and may have missed it,
-   * a SCAN or a tag set read before it landed) deletes it again once it is done. A purge on
-   * another replica whose message comes after the write landed is found in the L2's purge log,
-   * read after the write (a purge logs itself before it deletes anything). An entry
+   * a SCAN or a tag set read before it landed) deletes it again once it is done. A purge or
+   * unsafe-method invalidation on another replica whose message comes after the write landed
+   * is found in the L2's purge log, read after the write (both log themselves before they
+   * delete anything). An entry
    * completed while a purge naming it runs is not stored at all, nor is one whose fill
    * watched (`fill`, from before its upstream request) a purge naming it: its bytes may be
    * from before the purge.
@@ -83,13 +83,13 @@ export class EntryWriter {
         // Another replica's purge that began after this fill did, and whose message has not
         // arrived yet: its L2 part may have run before this write landed. Its log says so.
         const others = await core.l2.purgedSince(e.requestTime - CLOCK_SKEW_MS)
-        const hit = others === null ? null : others.filter((p) => matches(e, p.sel))
+        const hit = others === null ? null : others.filter((p) => purges(p.sel, e))
         if (hit === null || hit.length > 0) {
           await core.l2.deleteBase(e.base)
           // A purge that began after this fill did (by the clocks) is also applied to L1, as its
           // message will be (or would have been: a message sent while the subscriber
           // reconnected is lost).
-          for (const p of hit ?? []) if (p.at >= e.requestTime) core.l1.purge(p.sel)
+          for (const p of hit ?? []) if (p.at >= e.requestTime) { if ('base' in p.sel) core.l1.deleteBase(p.sel.base); else core.l1.purge(p.sel) }
         }
       })
       .catch((err: Error) => core.log.warn({ err: err.message, key: e.path }, 'cache store failed'))

@@ -11,6 +11,7 @@ import { startRedis } from '../helpers/redis.js'
 import { metric } from '../helpers/metrics.js'
 import { until } from '../helpers/wait.js'
 import { RedisStore } from '../../src/httpcache/redis-store.js'
+import { baseKey } from '../../src/httpcache/key.js'
 
 let origin: Origin
 before(async () => { origin = await startOrigin() })
@@ -150,6 +151,36 @@ test('another replica\'s purge whose message has not arrived when this replica\'
     const fresh = await startTestGateway(config(redis.url, redis.prefix))
     try {
       assert.equal((await get(fresh.url, '/crossed')).body, 'v2', 'L2 does not hold v1')
+    } finally { await fresh.close() }
+  } finally { await b.close(); await redis.stop() }
+})
+
+test('another replica\'s unsafe-method invalidation whose message has not arrived when this replica\'s fill lands in L2 still removes the fill (the purge log)', async () => {
+  const redis = await startRedis()
+  const b = await startTestGateway(config(redis.url, redis.prefix))
+  try {
+    let version = 'v1'
+    let hold: (() => void) | null = null
+    let asked = 0
+    origin.on('/crossed-post', (_req, res) => {
+      asked++
+      const body = version
+      const send = () => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'application/octet-stream' }); res.end(body) }
+      if (asked === 1) hold = send; else send()
+    })
+    const first = get(b.url, '/crossed-post')
+    await until('the origin holds B\'s fill', () => hold !== null)
+    version = 'v2'
+    // Replica A answers a POST to the URL and invalidates it: its L2 part runs now, and its
+    // message never reaches B, so B hears of it only through the purge log.
+    const a = new RedisStore(redis.client(), redis.prefix, (op, err) => { throw new Error(`${op}: ${err.message}`) })
+    await a.invalidate(baseKey('GET', 'shop.example', '/crossed-post', {}, { sortQuery: false, ignoreParams: [], headers: [] }))
+    hold!()
+    assert.equal((await first).body, 'v1', 'the request in flight gets its answer')
+    await until('B serves v2', async () => (await get(b.url, '/crossed-post')).body === 'v2')
+    const fresh = await startTestGateway(config(redis.url, redis.prefix))
+    try {
+      assert.equal((await get(fresh.url, '/crossed-post')).body, 'v2', 'L2 does not hold v1')
     } finally { await fresh.close() }
   } finally { await b.close(); await redis.stop() }
 })
