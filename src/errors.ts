@@ -65,13 +65,16 @@ export function errorBody (err: SluiceError, extra?: Record<string, unknown>): s
 }
 
 /** An error written to a ServerResponse before Fastify runs; `close` ends the connection after it. */
-export function writeError (res: ServerResponse, err: SluiceError, close = false, rid?: { header: string }, requestId?: string): void {
+/** Answer with `err` as JSON; returns the body's length in bytes. */
+export function writeError (res: ServerResponse, err: SluiceError, close = false, rid?: { header: string }, requestId?: string): number {
   const body = requestId === undefined ? errorBody(err) : errorBody(err, { requestId })
   // HTTP/2 has no Connection field (Node drops it with a warning): its stream ends by itself.
   const h1 = !('stream' in res)
   if (close && h1) res.shouldKeepAlive = false
-  res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(close && h1 ? { connection: 'close' } : {}), ...(rid && requestId !== undefined ? { [rid.header]: requestId } : {}), ...err.headers })
+  const length = Buffer.byteLength(body)
+  res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': length, ...(close && h1 ? { connection: 'close' } : {}), ...(rid && requestId !== undefined ? { [rid.header]: requestId } : {}), ...err.headers })
   res.end(body)
+  return length
 }
 
 /** An error as raw HTTP/1.1 bytes, for a bare socket (a malformed request, a refused upgrade); the connection closes after it. */

@@ -35,8 +35,8 @@ function clientErrorCode (code: string | undefined): ErrorCode {
   }
 }
 
-function badHost (res: ServerResponse, hosts: number, rule: RequestIdRule, id: string): void {
-  writeError(res, new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : hosts === -2 ? 'The Host header and :authority differ' : 'More than one Host header'), true, rule, id)
+function badHost (hosts: number): SluiceError {
+  return new SluiceError('SLUICE_ERR_BAD_REQUEST', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : hosts === -1 ? 'The Host header is not a host name' : hosts === -2 ? 'The Host header and :authority differ' : 'More than one Host header')
 }
 
 /**
@@ -190,16 +190,16 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         const snap = deps.current()
         const rule = snap.requestId
         const id = assignRequestId(req, rule)
-        if (!sameHost) return badHost(res, -2, rule, id)
+        if (!sameHost) return refuse(req, res, snap, badHost(-2), id)
         // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, or with more than one.
         const hosts = req.httpVersionMajor === 2 ? (req.headers.host === undefined ? 0 : 1) : hostLines(req.rawHeaders)
-        if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) { closing(req); return badHost(res, hosts, rule, id) }
+        if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1 && req.httpVersionMajor === 1)) { closing(req); return refuse(req, res, snap, badHost(hosts), id) }
         // ...and for a Host that is not host[:port] (it is forwarded as X-Forwarded-Host and keys the cache).
-        if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) { closing(req); return badHost(res, -1, rule, id) }
+        if (hosts === 1 && !HOST_VALUE.test(req.headers.host as string)) { closing(req); return refuse(req, res, snap, badHost(-1), id) }
         // RFC 9112 §6.1: a transfer coding the server does not understand gets 501. Node decodes
         // only chunked and would pass `gzip, chunked` on with the gzip coding silently dropped.
         const te = req.headers['transfer-encoding']
-        if (te !== undefined && unsupportedCodings(te)) { closing(req); return writeError(res, new SluiceError('SLUICE_ERR_NOT_IMPLEMENTED'), true, rule, id) }
+        if (te !== undefined && unsupportedCodings(te)) { closing(req); return refuse(req, res, snap, new SluiceError('SLUICE_ERR_NOT_IMPLEMENTED'), id) }
         // A fresh L1 hit is answered here, before Fastify (src/fast-path.ts).
         if (fast !== null && fast.h1(req, res, snap, id)) return
         handler(req, res)
@@ -222,7 +222,10 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       })
       edges.set(edge.server, edge)
       // Node answers an Expect other than 100-continue with an empty 417; answer with our JSON.
-      edge.server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => writeError(res, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED')))
+      edge.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+        const snap = deps.current()
+        refuse(req, res, snap, new SluiceError('SLUICE_ERR_EXPECTATION_FAILED'), assignRequestId(req, snap.requestId), false)
+      })
       // Expect: 100-continue: Node would send 100 at once, before the route, the client limit
       // or the body size is decided, and the client would upload a body only to get 404, 429
       // or 413. The 100 goes out when the body is first read instead (the upstream stage, or a
@@ -250,10 +253,11 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       // client takes the 400 for the answer to an earlier request. nginx reads a pipelined
       // request only once the previous answer is sent, so it answers every earlier request and
       // then 400 + close; Node parses ahead, so the 400 is held until those answers are out.
-      if (inFlight != null && inFlight.req?.complete === true) { refuseAfterInFlight(socket, code); return }
+      if (inFlight != null && inFlight.req?.complete === true) { countMalformed(code); refuseAfterInFlight(socket, code); return }
       // Never write a status line into a response that is already being sent (a request timeout
       // can fire while a streamed answer is under way): close the connection instead.
       if (inFlight?.headersSent === true) { socket.destroy(); return }
+      countMalformed(code)
       socket.end(rawError(new SluiceError(code)))
     },
     frameworkErrors: (err: Error, request: FastifyRequest, reply: FastifyReply) => {
@@ -270,6 +274,29 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   app.removeAllContentTypeParsers()
   // Leave every body unread: the pipeline streams it to the upstream.
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined))
+
+  /**
+   * An answer the request listener gives before Fastify (a bad Host, a transfer coding Node
+   * cannot decode, an Expect other than 100-continue): written, then counted and logged as
+   * every answer is (route `none`). The connection closes after it unless `close` is false.
+   */
+  const refuse = (req: IncomingMessage, res: ServerResponse, snap: Snapshot, err: SluiceError, id: string, close = true): void => {
+    const bytes = writeError(res, err, close, snap.requestId, id)
+    record(snap, req, 'none', undefined, err.status, bytes, 0, 'none', '', err.code, id)
+  }
+
+  /**
+   * A request Node could not parse (answered by clientErrorHandler, with no request object):
+   * counted in sluice_http_requests_total (route `none`, method `_OTHER`) so a flood of them
+   * shows on the error panels. It gets no access line: its log line is the bounded
+   * 'rejected malformed request' one (at most 20 a second). Counted when an answer is written
+   * (a connection that is only closed is not).
+   */
+  const countMalformed = (code: ErrorCode): void => {
+    if (!deps.current().config.metrics.enabled) return
+    metrics.forRoute('none').observe('', new SluiceError(code).status, 'none', 0)
+    protoCounters[1].inc()
+  }
 
   /** The one observation per request: a metrics sample and, when enabled, the access line. */
   const record = (snap: Snapshot, raw: RequestView, routeName: string, upstream: string | undefined, status: number, bytes: number, t0: number, cache: CacheResult, clientIp: string, err: string | undefined, reqId: string | undefined): void => {

@@ -112,33 +112,18 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
   const out = reply.raw
   const request = reply.request
   const ctx = request.sluice
-  // writeHead with a header array leaves getHeader() empty: the length is the response's own.
-  const cl = res.headers['content-length']
-  const declared = typeof cl === 'string' ? Number(cl) : -1
-  const bytes = Number.isFinite(declared) && declared >= 0 ? declared : -1
   const body = res.body as Readable
   // One 'close' listener for everything that waits for the response to end: the observation
-  // and the body size histogram.
-  let sized: (() => void) | undefined
-  if (sizes !== undefined) {
-    // A HEAD answer, a 204 or a 304 sends no body, whatever its Content-Length says.
-    if (res.status === 204 || res.status === 304 || request.raw.method === 'HEAD') sized = () => sizes.sizes(requestBytes, 0)
-    else if (bytes >= 0) sized = () => sizes.sizes(requestBytes, bytes)
-    else {
-      // No Content-Length (chunked, or compressed on the fly): count the body as it passes.
-      // writeStreamed makes the body flow; one more 'data' listener only watches.
-      let n = 0
-      body.on('data', (c: Buffer) => { n += c.length })
-      sized = () => sizes.sizes(requestBytes, n)
-    }
-  }
-  const onClose = observe === undefined && sized === undefined
+  // and the body size histogram. Both get the body bytes that were sent (writeStreamed counts
+  // them as they pass): the Content-Length when the body went out whole, fewer when it was cut
+  // (an upstream that failed midway, a client that left), and 0 for HEAD, 204 and 304.
+  const onClose = observe === undefined && sizes === undefined
     ? undefined
-    : () => {
+    : (sent: number) => {
         // Cut before its end with no error of its own: the client left, or the drain ended.
         if (ctx !== null && ctx.errorCode === null && cutShort(out)) ctx.errorCode = deps.draining?.() === true ? SHUTTING_DOWN : 'SLUICE_ERR_CLIENT_CLOSED'
-        if (observe !== undefined) observe(request, out.statusCode, bytes)
-        if (sized !== undefined) sized()
+        if (observe !== undefined) observe(request, out.statusCode, sent)
+        if (sizes !== undefined) sizes.sizes(requestBytes, sent)
       }
   writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err) => {
     // At the end of a drain the pools close under the streams still open (an SSE stream, say):
@@ -250,7 +235,12 @@ export function createPipeline (deps: PipelineDeps) {
 /** The request body's length for the size histogram: a buffered body's, else the declared one (-1: chunked, not known). */
 function bodyBytes (ureq: UpstreamRequest): number {
   const b = ureq.body
-  return b === null ? 0 : Buffer.isBuffer(b) ? b.length : declaredBodyBytes(ureq.headers as { 'content-length'?: string; 'transfer-encoding'?: string })
+  if (b === null) return 0
+  if (Buffer.isBuffer(b)) return b.length
+  // A streamed body: its Content-Length, else not known (chunked, or an HTTP/2 body without
+  // Content-Length, which has no Transfer-Encoding to say so).
+  const n = declaredBodyBytes(ureq.headers as { 'content-length'?: string; 'transfer-encoding'?: string })
+  return n === 0 && ureq.headers['content-length'] === undefined ? -1 : n
 }
 
 /**

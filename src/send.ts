@@ -219,16 +219,19 @@ function cut (out: ServerResponse): void {
  * 245k pass-through request, callgrind), where this needs three on the body and one on the
  * response ('drain' only when the client reads slower than the upstream sends).
  */
-export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined, onBodyError: (err: Error) => void, onClose?: () => void): void {
+export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined, onBodyError: (err: Error) => void, onClose?: (sent: number) => void): void {
   writeStreamedHead(out, res, extra, rid, id)
   body.on('error', (err) => { onBodyError(err); cut(out) })
+  /** Body bytes handed to the response. */
+  let sent = 0
   out.once('close', () => {
     if (!body.destroyed) body.destroy()
-    if (onClose !== undefined) onClose()
+    if (onClose !== undefined) onClose(sent)
   })
   let draining = false
   const resume = (): void => { draining = false; body.resume() }
   body.on('data', (chunk: Buffer) => {
+    sent += chunk.length
     if (out.write(chunk) || draining || out.destroyed) return
     draining = true
     body.pause()

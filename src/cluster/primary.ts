@@ -52,8 +52,11 @@ type MetricJSON = MetricObjectWithValues<MetricValue<string>>
 /** Families the primary reports itself (a reload happens once, in the primary): workers' copies are dropped. */
 const PRIMARY_OWNED = new Set(['sluice_config_reloads_total', 'sluice_config_last_reload_success_timestamp_seconds', 'sluice_build_info'])
 /** Gauges that must not be summed across workers. */
-const GAUGE_AGGREGATOR: Record<string, 'max' | 'first'> = {
+const GAUGE_AGGREGATOR: Record<string, 'max' | 'min' | 'first'> = {
   sluice_circuit_state: 'max', // the worst state any worker's breaker is in
+  // 1 only while every worker has the target in rotation (each checks and ejects on its own),
+  // as /admin/upstreams's `healthy` (src/cluster/upstreams.ts); summed it read N, or 1 of N.
+  sluice_upstream_target_healthy: 'min',
   nodejs_version_info: 'first'
 }
 /** Gauges whose `tier="redis"` series describe one shared store: every worker samples the same L2. */
@@ -62,8 +65,9 @@ const SHARED_TIER = new Set(['sluice_cache_bytes', 'sluice_cache_entries'])
 /**
  * One exposition from every worker's registry (as JSON) plus the primary's own families.
  * Counters and histograms are summed exactly (prom-client's AggregatorRegistry.aggregate).
- * Gauges are summed too (in-flight requests, L1 bytes), except the breaker state (max), the
- * shared L2 tier (one worker's sample) and the families the primary owns.
+ * Gauges are summed too (in-flight requests, L1 bytes and the L1 bound: each worker has an L1
+ * of cache.memory.maxBytes), except the breaker state (max), target health (min), the shared
+ * L2 tier (one worker's sample) and the families the primary owns.
  */
 export function aggregateMetrics (workers: MetricJSON[][], primary: MetricJSON[]): Registry {
   const parts: MetricJSON[][] = workers.map((list, i) => list.filter((m) => !PRIMARY_OWNED.has(m.name)).map((m) => {

@@ -116,12 +116,15 @@ export class Breaker {
   private lastProbeAt = 0
   private win!: Window
   private readonly gauge: { set(v: number): void }
+  /** Removes this breaker's state series (its upstream left the config). */
+  private readonly forget: () => void
   private readonly transitions: Record<BreakerState, { inc(): void }>
   private readonly log: Logger
 
   constructor (readonly name: string, cfg: CircuitBreakerConfig, metrics: Metrics, log: Logger) {
     const label = metrics.upstreamLabel(name) // bounded label values (metrics.ts LabelGuard)
     this.gauge = metrics.circuitState.labels(label)
+    this.forget = () => metrics.circuitState.remove(label)
     this.transitions = {
       closed: metrics.circuitTransitions.labels(label, 'closed'),
       'half-open': metrics.circuitTransitions.labels(label, 'half-open'),
@@ -318,7 +321,9 @@ export class Breaker {
     }
   }
 
+  /** The upstream left the config: stop, and drop the state series (an open breaker's 2 would otherwise stay, and alert, until a restart). */
   close (): void {
     this.cb.shutdown()
+    this.forget()
   }
 }

@@ -38,7 +38,9 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
   // Label children bound once per upstream (and status class): no label hashing per request.
   interface Bound { inFlight: ReturnType<Metrics['upstreamInFlight']['labels']>; duration: ReturnType<Metrics['upstreamDuration']['labels']>[] }
   const bound = new Map<string, Bound>()
-  const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx']
+  // `error`: the attempt got no response at all (refused, reset, timed out): not a 5xx the
+  // upstream sent, and its duration is the time to the failure.
+  const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'error']
   const bind = (label: string): Bound => {
     let b = bound.get(label)
     if (!b) {
@@ -177,7 +179,8 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           const clientClosed = req.clientGone ? req.clientGone() : req.signal?.aborted === true
           const err = mapUpstreamError(raw, up.name, clientClosed)
           if (span !== null) Tracing.endAttempt(span, 0, err.code)
-          m.duration[clientClosed ? 3 : 4].observe((performance.now() - t0) / 1000)
+          // An attempt the client walked away from says nothing about the upstream: not observed.
+          if (!clientClosed) m.duration[5].observe((performance.now() - t0) / 1000)
           // The client's fault (gone, body too large, body too slow): not the target's, never retried.
           const clientFault = clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE' || err.code === 'SLUICE_ERR_REQUEST_TIMEOUT'
           targets.outcome(set, t, 0, clientFault ? 'neutral' : 'failure')

@@ -1,0 +1,171 @@
+// Metrics that told operators something untrue (found by a review of the metrics): answers
+// Sluice gives before Fastify that were never counted, a breaker gauge left behind by a
+// reload, gauges summed over workers that must not be, a cut stream counted whole, upstream
+// failures counted as 5xx responses, and an HTTP/2 upload of unknown length counted as empty.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { connect } from 'node:net'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { connect as h2connect } from 'node:http2'
+import { once } from 'node:events'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, simpleConfig } from '../helpers/gateway.js'
+import { startTestCluster } from '../helpers/cluster.js'
+import { metric } from '../helpers/metrics.js'
+import { until } from '../helpers/wait.js'
+
+let origin: Origin
+before(async () => { origin = await startOrigin() })
+after(async () => { await origin.close() })
+
+async function raw (url: string, text: string): Promise<string> {
+  const u = new URL(url)
+  const s = connect(Number(u.port), u.hostname)
+  await once(s, 'connect')
+  s.write(text)
+  let out = ''
+  s.on('data', (d) => { out += String(d) })
+  await once(s, 'close')
+  return out
+}
+
+test('answers Sluice gives before Fastify (no Host, two Hosts, gzip transfer coding, an Expect it cannot meet, a malformed request) are counted, route none', async () => {
+  const g = await startTestGateway(simpleConfig(origin.url))
+  try {
+    const before = await metric(g.adminUrl, 'sluice_http_requests_total', { route: 'none' })
+    assert.match(await raw(g.url, 'GET /x HTTP/1.1\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400/)
+    assert.match(await raw(g.url, 'GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400/)
+    assert.match(await raw(g.url, 'POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n'), /^HTTP\/1\.1 501/)
+    assert.match(await raw(g.url, 'GET /x HTTP/1.1\r\nHost: a\r\nExpect: tea\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 417/)
+    assert.match(await raw(g.url, 'GET /x HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n'), /^HTTP\/1\.1 400/)
+    assert.equal(await metric(g.adminUrl, 'sluice_http_requests_total', { route: 'none' }) - before, 5)
+    assert.equal(await metric(g.adminUrl, 'sluice_http_requests_total', { route: 'none', method: '_OTHER', status_class: '4xx' }), 1, 'the malformed one: its method is not known')
+    // Each answer that had a request gets its access line; the malformed one its bounded log line.
+    const lines = g.logs.filter((l) => l.msg === 'request' && l.route === 'none')
+    assert.deepEqual(lines.map((l) => [l.status, l.err]).sort(), [[400, 'SLUICE_ERR_BAD_REQUEST'], [400, 'SLUICE_ERR_BAD_REQUEST'], [417, 'SLUICE_ERR_EXPECTATION_FAILED'], [501, 'SLUICE_ERR_NOT_IMPLEMENTED']])
+    assert.ok(lines.every((l) => typeof l.reqId === 'string' && (l.bytes as number) > 0), JSON.stringify(lines))
+  } finally { await g.close() }
+})
+
+test('sluice_circuit_state of an upstream removed by a reload does not stay at 2 (open) forever', async () => {
+  const yaml = (withFlaky: boolean) => `
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: warn, accessLog: false }
+upstreams:
+  origin: { url: "${origin.url}", timeoutMs: 2000 }
+${withFlaky ? `  flaky:
+    url: "http://127.0.0.1:1"
+    timeoutMs: 1000
+    circuitBreaker: { errorThresholdPercent: 50, volumeThreshold: 2, windowMs: 10000, resetTimeoutMs: 600000 }
+    retry: { attempts: 0 }` : ''}
+routes:
+${withFlaky ? `  - { name: flaky, match: { pathPrefix: /flaky/ }, upstream: flaky }` : ''}
+  - { name: all, match: { pathPrefix: / }, upstream: origin }
+`
+  const g = await startTestGateway(yaml(true))
+  try {
+    for (let i = 0; i < 5; i++) await (await request(g.url + '/flaky/x')).body.text()
+    assert.equal(await metric(g.adminUrl, 'sluice_circuit_state', { upstream: 'flaky' }), 2, 'breaker open before the reload')
+    g.write(yaml(false))
+    const r = await g.gw.reloader.reload('test')
+    assert.equal(r.ok, true)
+    // The upstream is gone: its gauge should be removed (or at least not read "open").
+    assert.equal(await metric(g.adminUrl, 'sluice_circuit_state', { upstream: 'flaky' }), 0, 'an upstream that no longer exists still reports an open breaker')
+  } finally { await g.close() }
+})
+
+test('workers: 2: target health is 1 only while every worker has the target in rotation (not summed); the L1 bound is summed as the L1 bytes are', async () => {
+  const c = await startTestCluster((port, adminPort) => `workers: 2
+listen: { host: 127.0.0.1, port: ${port} }
+admin: { host: 127.0.0.1, port: ${adminPort} }
+log: { level: warn, accessLog: false }
+cache: { memory: { maxBytes: 1000000 } }
+upstreams: { origin: { url: "${origin.url}", timeoutMs: 2000 } }
+routes:
+  - { name: all, match: { pathPrefix: / }, upstream: origin }
+`)
+  try {
+    assert.equal(await metric(c.admin, 'sluice_upstream_target_healthy', { upstream: 'origin' }), 1, '1 while in rotation, not 2')
+    assert.equal(await metric(c.admin, 'sluice_cache_max_bytes', { tier: 'memory' }), 2000000, 'two workers, each with an L1 of 1,000,000 bytes')
+  } finally { await c.stop() }
+})
+
+test('an upstream body that fails after the 200 head: the size histogram and the access line get the bytes sent, not its Content-Length', async () => {
+  origin.on('/cut', (_req, res) => {
+    res.writeHead(200, { 'content-length': '100000', 'content-type': 'text/plain' })
+    res.write('x'.repeat(10))
+    setTimeout(() => res.socket?.destroy(), 50)
+  })
+  const g = await startTestGateway(simpleConfig(origin.url))
+  try {
+    const r = await request(g.url + '/cut')
+    assert.equal(r.statusCode, 200)
+    await r.body.text().catch(() => {})
+    await until('the access line', () => g.logs.some((l) => l.msg === 'request'))
+    const log = g.logs.find((l) => l.msg === 'request')
+    // The access line knows it failed: err is set.
+    assert.ok(log?.err, JSON.stringify(log))
+    // Metrics: the size histogram took the declared 100000 bytes, though 10 were sent.
+    assert.equal(log?.bytes, 10, 'the access line: bytes sent')
+    assert.equal(await metric(g.adminUrl, 'sluice_http_response_size_bytes_sum', { route: 'all' }), 10, 'bytes actually sent')
+  } finally { await g.close() }
+})
+
+test('sluice_upstream_request_duration_seconds: a refused connection (no response at all) is not labelled status_class 5xx', async () => {
+  const g = await startTestGateway(`
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: warn, accessLog: false }
+upstreams:
+  dead: { url: "http://127.0.0.1:1", timeoutMs: 1000, retry: { attempts: 0 } }
+routes:
+  - { name: dead, match: { pathPrefix: / }, upstream: dead }
+`)
+  try {
+    const r = await request(g.url + '/x')
+    assert.equal(r.statusCode, 502)
+    await r.body.text()
+    assert.equal(await metric(g.adminUrl, 'sluice_upstream_request_duration_seconds_count', { upstream: 'dead', status_class: '5xx' }), 0, 'no upstream response had a 5xx status')
+    assert.equal(await metric(g.adminUrl, 'sluice_upstream_request_duration_seconds_count', { upstream: 'dead', status_class: 'error' }), 1, 'an attempt with no response')
+  } finally { await g.close() }
+})
+
+test('h2: a streamed upload without content-length is not observed as a 0-byte (no body) request', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-metrics-'))
+  const certFile = join(dir, 'c.pem'); const keyFile = join(dir, 'c.key')
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', certFile, '-subj', '/CN=x', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2'], { stdio: 'ignore' })
+  const g = await startTestGateway(`listen:
+  host: 127.0.0.1
+  tls: { certFile: "${certFile}", keyFile: "${keyFile}" }
+  http2: true
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: warn, accessLog: false }
+upstreams:
+  api: { url: "${origin.url}" }
+routes:
+  - name: up
+    match: { pathPrefix: / }
+    upstream: api
+`)
+  try {
+    const s = h2connect(g.url.replace('http:', 'https:'), { rejectUnauthorized: false })
+    const st = s.request({ ':method': 'POST', ':path': '/upload' })
+    st.write(Buffer.alloc(5000, 1))
+    st.end()
+    let status = 0
+    st.on('response', (h) => { status = Number(h[':status']) })
+    st.resume()
+    await once(st, 'end')
+    s.close()
+    assert.equal(status, 200)
+    assert.equal(origin.seen.at(-1)?.body.length, 5000)
+    // An upload of unknown length that streams is not observed (README), never as 0 bytes.
+    assert.equal(await metric(g.adminUrl, 'sluice_http_request_size_bytes_bucket', { route: 'up', le: '0' }), 0, 'a 5000-byte upload landed in the le="0" (no body) bucket')
+    assert.equal(await metric(g.adminUrl, 'sluice_http_request_size_bytes_count', { route: 'up' }), 0)
+  } finally { await g.close() }
+})
