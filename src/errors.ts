@@ -78,9 +78,9 @@ export function writeError (res: ServerResponse, err: SluiceError, close = false
 }
 
 /** An error as raw HTTP/1.1 bytes, for a bare socket (a malformed request, a refused upgrade); the connection closes after it. */
-export function rawError (err: SluiceError): string {
-  const body = errorBody(err)
-  let extra = ''
+export function rawError (err: SluiceError, rid?: { header: string }, requestId?: string): string {
+  const body = requestId === undefined ? errorBody(err) : errorBody(err, { requestId })
+  let extra = rid !== undefined && requestId !== undefined ? `${rid.header}: ${requestId}\r\n` : ''
   if (err.headers !== undefined) for (const k in err.headers) extra += `${k}: ${err.headers[k]}\r\n`
   return `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`
 }

@@ -144,6 +144,22 @@ interface TunnelRequest {
   remoteAddress: string | undefined
   /** The upgrade asked for (lower case): the Upgrade header, or HTTP/2's :protocol. */
   protocol: string
+  /** Header lines the client sent (server.maxHeadersCount applies, as to any request). */
+  headerLines: number
+}
+
+/** The Upgrade header (or :protocol) names WebSocket, alone or in a list (`websocket, foo/1`). */
+const WEBSOCKET_TOKEN = /(^|[\s,])websocket([\s,/]|$)/
+
+/**
+ * The upstream's 101 or refusal head with the request ID field added before its blank line
+ * (HTTP/1.1 clients get the ID on every answer, as on any response), unless the upstream
+ * already sent one.
+ */
+function withRequestId (head: Buffer, rid: { header: string }, id: string): Buffer {
+  const text = head.toString('latin1')
+  if (text.toLowerCase().includes('\r\n' + rid.header.toLowerCase() + ':')) return head
+  return Buffer.concat([head.subarray(0, head.length - 2), Buffer.from(`${rid.header}: ${id}\r\n\r\n`, 'latin1')])
 }
 
 /**
@@ -177,6 +193,11 @@ class Tunnel {
     if (req.invalid !== null) return this.fail(req.invalid.code, req.invalid.message)
     // A tunnel opened now would be cut at the end of the grace period.
     if (this.deps.draining) return this.fail('SLUICE_ERR_SHUTTING_DOWN')
+    // The request limits every request has (src/pipeline.ts): Node keeps one header line past
+    // maxHeadersCount so that the excess is refused, not silently dropped from the handshake.
+    const server = snap.config.server
+    if (req.url.length > server.maxUrlBytes) return this.fail('SLUICE_ERR_URI_TOO_LONG')
+    if (req.headerLines > server.maxHeadersCount) return this.fail('SLUICE_ERR_HEADERS_TOO_LARGE', `More than ${server.maxHeadersCount} header lines`)
     let url = req.url
     const q = url.indexOf('?')
     let path = q === -1 ? url : url.slice(0, q)
@@ -189,7 +210,7 @@ class Tunnel {
     const route = snap.router.match(req.headers.host, req.method, path)
     if (route === null) return this.fail('SLUICE_ERR_NO_ROUTE')
     this.routeName = route.name
-    if (req.protocol !== 'websocket' || !route.websocket) return this.fail('SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(req.protocol)}`)
+    if (!WEBSOCKET_TOKEN.test(req.protocol) || !route.websocket) return this.fail('SLUICE_ERR_UPGRADE_REFUSED', `Route "${route.name}" does not accept an upgrade to ${JSON.stringify(req.protocol)}`)
     this.upstreamName = route.upstream.name
     // The route's per-client limit, as for any request: a handshake flood is limited too.
     const limits = route.rateLimit === null ? null : this.deps.clientLimits()
@@ -205,6 +226,9 @@ class Tunnel {
   private finish (): void {
     if (this.reported) return
     this.reported = true
+    // A handshake cut while the gateway drains was cut by the end of the grace period, as the
+    // pipeline reads a stream cut then (src/pipeline.ts sendResponse).
+    if (this.result === 'failed' && this.err === 'SLUICE_ERR_CLIENT_CLOSED' && this.deps.draining) { this.status = 503; this.err = 'SLUICE_ERR_SHUTTING_DOWN' }
     if (this.attempt !== null) { Tracing.endAttempt(this.attempt, 0, this.err); this.attempt = null }
     if (this.span !== null) Tracing.finish(this.span, { route: this.routeName ?? 'none', upstream: this.upstreamName, status: this.status, cache: 'none', retries: 0, method: this.req.clientMethod, url: this.req.url, error: this.err })
     const u = this.upstream
@@ -249,7 +273,7 @@ class Tunnel {
     } catch (e) {
       return this.failWith(e as SluiceError)
     }
-    const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.remoteAddress ?? '') : null, null)
+    const picked = set.pick(Date.now(), up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, this.ip) : null, null)
     if (picked === null) return this.fail('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
     const te = picked.entry
     const target = new URL(te.origin)
@@ -360,7 +384,8 @@ class Tunnel {
         this.headBytes = end + 4
         const st = Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0)
         if (this.attempt !== null) { Tracing.endAttempt(this.attempt, st); this.attempt = null }
-        if (/^HTTP\/1\.1 101 /.test(text)) {
+        // 101 with or without a reason phrase (RFC 9112 §4: it may be empty, and the space too).
+        if (st === 101 && text.startsWith('HTTP/1.1 ')) {
           const refusal = client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))
           if (refusal !== null) { failed(refusal.code, refusal.message); return }
           this.result = 'opened'; this.status = client.proto === 'h2' ? 200 : 101; this.err = undefined
@@ -507,7 +532,10 @@ export function handleUpgrade (deps: TunnelDeps, asRequest: (req: IncomingMessag
     const t0 = performance.now()
     socket.on('error', () => {})
     const protocol = String(req.headers.upgrade ?? '').toLowerCase()
-    if (!/(^|[\s,])websocket([\s,/]|$)/.test(protocol) && req.headers['transfer-encoding'] === undefined) { asRequest(req, socket, head); return }
+    if (!WEBSOCKET_TOKEN.test(protocol) && req.headers['transfer-encoding'] === undefined) { asRequest(req, socket, head); return }
+    // TLS servers end a socket at the client's FIN (allowHalfOpen false; the cleartext server
+    // keeps it open): a client that half-closes would lose what the upstream still sends.
+    ;(socket as Socket).allowHalfOpen = true
     const snap = deps.current()
     // The tunnel's request carries the request ID upstream too (src/request-id.ts).
     const reqId = assignRequestId(req, snap.requestId)
@@ -524,22 +552,24 @@ export function handleUpgrade (deps: TunnelDeps, asRequest: (req: IncomingMessag
       headers: req.headers,
       socket: req.socket,
       remoteAddress: req.socket.remoteAddress,
-      protocol
+      protocol,
+      headerLines: req.rawHeaders.length / 2
     }, {
       proto: 'http/1.1',
       duplex: socket,
       extraHeaders: null,
       early: head,
       started: () => (socket as Socket).bytesWritten > 0,
-      reject: (e) => { socket.end(rawError(e)) },
+      reject: (e) => { socket.end(rawError(e, snap.requestId, reqId)) },
       accept (_head, headBytes, rest) {
-        socket.write(rest.length === 0 ? headBytes : Buffer.concat([headBytes, rest]))
+        const head = withRequestId(headBytes, snap.requestId, reqId)
+        socket.write(rest.length === 0 ? head : Buffer.concat([head, rest]))
         ;(socket as Socket).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS)
         return null
       },
       // The upstream's answer as it came: its head, then its body with its own framing.
       refuse (_fields, _status, headBytes) {
-        socket.write(headBytes)
+        socket.write(withRequestId(headBytes, snap.requestId, reqId))
         return null
       },
       rawBody: true,
@@ -628,7 +658,8 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
     headers,
     socket: session?.socket ?? {},
     remoteAddress: session?.socket?.remoteAddress,
-    protocol: String(headers[':protocol']).toLowerCase()
+    protocol: String(headers[':protocol']).toLowerCase(),
+    headerLines: Object.keys(headers).filter((k) => k.charCodeAt(0) !== 58).length
   }, {
     proto: 'h2',
     duplex: stream,
