@@ -36,7 +36,9 @@ export class RequestContext {
   observed = false
   /** The request ID (src/request-id.ts), assigned before the request reached Fastify. */
   requestId = ''
-  /** The upstream request: its SERVER span (`trace`, tracing on) and attempt count, read when the request is observed. */
+  /** The request's SERVER span (tracing on and sampled), made before routing so that every answer has one; ended when the request is observed. */
+  trace: Span | null = null
+  /** The upstream request: its attempt count, read when the request is observed. */
   ureq: { trace?: Span | null, attempts?: number } | null = null
   constructor (readonly snap: Snapshot, readonly t0: number = performance.now()) {}
 }

@@ -264,7 +264,11 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       request.sluice = null
       reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1))
       const e = new SluiceError('SLUICE_ERR_BAD_PATH', err.message)
-      reply.code(e.status).type('application/json').send(errorBody(e))
+      // The ID the request handler assigned goes back, as on every answer.
+      const snap = deps.current()
+      const id = requestIdOf(request, snap)
+      if (id !== undefined) reply.header(snap.requestId.header, id)
+      reply.code(e.status).type('application/json').send(id === undefined ? errorBody(e) : errorBody(e, { requestId: id }))
     }
   }
   // The serverFactory overloads confuse Fastify's generics; the instance is a plain HTTP/1 one.
@@ -283,6 +287,8 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   const refuse = (req: IncomingMessage, res: ServerResponse, snap: Snapshot, err: SluiceError, id: string, close = true): void => {
     const bytes = writeError(res, err, close, snap.requestId, id)
     record(snap, req, 'none', undefined, err.status, bytes, 0, 'none', '', err.code, id)
+    const span = deps.tracing?.on === true ? deps.tracing.server(req.headers, req.method ?? 'GET') : null
+    if (span !== null && span !== undefined) Tracing.finish(span, { route: 'none', status: err.status, cache: 'none', retries: 0, method: req.method ?? 'GET', url: req.url, error: err.code })
   }
 
   /**
@@ -338,7 +344,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     if (ctx) ctx.observed = true
     const snap = ctx?.snap ?? deps.current()
     record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined, requestIdOf(request, snap))
-    const span = ctx?.ureq?.trace
+    const span = ctx?.trace
     if (span) Tracing.finish(span, { route: ctx.route?.name ?? 'none', upstream: ctx.route?.upstream.name, status, cache: ctx.cacheResult, retries: Math.max(0, (ctx.ureq?.attempts ?? 0) - 1), method: request.raw.method ?? 'GET', url: request.raw.url, error: ctx.errorCode ?? undefined })
   }
 

@@ -173,6 +173,8 @@ export function createPipeline (deps: PipelineDeps) {
     // Assigned in the server's request handler (src/gateway.ts), before the fast path.
     // (A reload in between that renamed the header: assign it again under the new name.)
     ctx.requestId = (raw.headers[snap.requestId.name] as string | undefined) ?? assignRequestId(raw, snap.requestId)
+    // The SERVER span first: a request refused below (404, 414, 429, 413) has one too.
+    if (deps.tracing?.on === true) ctx.trace = deps.tracing.server(raw.headers, raw.method ?? 'GET', performance.timeOrigin + t0)
     let url = raw.url ?? '/'
     if (url.length > snap.config.server.maxUrlBytes) throw new SluiceError('SLUICE_ERR_URI_TOO_LONG')
     if (raw.rawHeaders.length > 2 * snap.config.server.maxHeadersCount) throw new SluiceError('SLUICE_ERR_HEADERS_TOO_LARGE', `More than ${snap.config.server.maxHeadersCount} header lines`)
@@ -216,7 +218,7 @@ export function createPipeline (deps: PipelineDeps) {
     const ureq = new ClientUpstreamRequest(raw, reply.raw, url, body, snap.trust, ctx.clientIp || null, route.headerEdits, snap.requestId.name)
     ctx.ureq = ureq
     if (readLater !== null) { const s = readLater; ureq.readBody = () => readAll(s) }
-    if (deps.tracing?.on === true) ureq.trace = deps.tracing.server(raw.headers, method, performance.timeOrigin + t0)
+    ureq.trace = ctx.trace
     if (route.serverTiming) return timed(reply, ctx, route, ureq, method, t0)
 
     // 3. cache, around 4. upstream

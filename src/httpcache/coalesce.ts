@@ -19,10 +19,17 @@ import type { EntryWriter } from './writer.js'
 import type { CacheBus, FilledMessage } from './bus.js'
 import type { CacheCore, Fill } from './core.js'
 
-/** A copy of a request for work that outlives its client: no signal, no streamed body. */
+/**
+ * A copy of a request for work that outlives its client: no signal, no streamed body, and
+ * not in the client's trace: the client's traceparent and tracestate stay behind (the refresh
+ * is not part of the request it was started by, which has been answered).
+ */
 function detachedCopy (req: UpstreamRequest): UpstreamRequest {
   const post = req.method === 'POST' // a POST query refreshes with its own (buffered) body
-  return { method: post ? 'POST' : 'GET', path: req.path, headers: { ...req.headers }, body: post ? req.body : null, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded }
+  const headers = { ...req.headers }
+  delete headers.traceparent
+  delete headers.tracestate
+  return { method: post ? 'POST' : 'GET', path: req.path, headers, body: post ? req.body : null, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded }
 }
 
 /** A response nobody reads (a background fill's): let its body go. */

@@ -68,7 +68,9 @@ function detached (req: UpstreamRequest, stale: CacheEntry | undefined): Upstrea
   }
   // A POST query fill sends its (buffered) body; every other fill is a bodiless GET.
   const body = post && Buffer.isBuffer(req.body) ? req.body : null
-  return { method: post ? 'POST' : 'GET', path: req.path, headers, body, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded, requestIdHeader: req.requestIdHeader }
+  // The client's SERVER span (tracing): the fill's attempts are its CLIENT children, and the
+  // origin gets a traceparent naming them, never the client's own.
+  return { method: post ? 'POST' : 'GET', path: req.path, headers, body, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded, requestIdHeader: req.requestIdHeader, trace: req.trace }
 }
 
 /**
@@ -221,9 +223,11 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   }
   const t0 = core.now()
   let res: ProxyResponse
+  const sent = detached(req, stale)
   try {
-    res = await job.fetch(detached(req, stale))
+    res = await job.fetch(sent)
   } catch (err) {
+    req.attempts = sent.attempts // the client's span counts the fill's retries
     done({ reason: 'ERROR' })
     const now = core.now()
     if (stale !== undefined && canServeStaleOnError(stale, now)) {
@@ -233,6 +237,7 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
     }
     throw err
   }
+  req.attempts = sent.attempts
   const t1 = core.now()
   if (res.status === 304 && stale !== undefined) {
     drainToNull(res.body as Readable | null)

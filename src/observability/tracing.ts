@@ -147,8 +147,17 @@ class Active {
 
 export interface RequestSpanInfo { route: string, upstream?: string, status: number, cache: string, retries: number, method: string, url?: string, error?: string }
 
+/**
+ * How long a provider a reload replaced keeps taking the spans it started: requests in flight
+ * at the reload end their SERVER spans on it (a span ended on a provider already shut down is
+ * dropped, and its trace would reach the collector without its root). Longer streams lose
+ * theirs; close() shuts every provider down at once, flushing what they hold.
+ */
+const RETIRED_GRACE_MS = 30_000
+
 export class Tracing {
   private active: Active | null = null
+  private readonly retired = new Map<Active, NodeJS.Timeout>()
   constructor (private readonly log: Logger) {}
 
   /** Apply a config's `tracing` (null: off). Cheap when unchanged. */
@@ -157,7 +166,7 @@ export class Tracing {
     if ((this.active?.key ?? '') === key) return
     const old = this.active
     this.active = cfg ? new Active(key, cfg, this.log) : null
-    if (old) void old.shutdown()
+    if (old) this.retire(old)
     this.log.info(cfg ? { url: cfg.otlp.url, sampleRatio: cfg.sampleRatio } : {}, cfg ? 'tracing on' : 'tracing off')
   }
 
@@ -208,9 +217,19 @@ export class Tracing {
     span.end()
   }
 
+  /** Shut a replaced provider down once the requests in flight at the reload are likely done. */
+  private retire (old: Active): void {
+    const t = setTimeout(() => { this.retired.delete(old); void old.shutdown() }, RETIRED_GRACE_MS)
+    t.unref()
+    this.retired.set(old, t)
+  }
+
   async close (): Promise<void> {
     const a = this.active
     this.active = null
-    if (a) await a.shutdown()
+    const old = [...this.retired]
+    this.retired.clear()
+    for (const [, t] of old) clearTimeout(t)
+    await Promise.all([...(a ? [a] : []), ...old.map(([r]) => r)].map(async (p) => await p.shutdown()))
   }
 }
