@@ -38,6 +38,8 @@ export interface Outcome {
   status?: number
   /** Why the attempt failed, when it did. */
   error?: unknown
+  /** Nothing was sent on the ticket (its deadline passed while it waited): not the upstream's doing. */
+  unsent?: boolean
 }
 
 /** What allow() hands out; pass it back to record() exactly once. */
@@ -114,6 +116,13 @@ export class Breaker {
   private halfOpenGen = 0
   private probesInFlight = 0
   private lastProbeAt = 0
+  /**
+   * How long a half-open probe may run before its slot is taken for lost (never reported): the
+   * longest an attempt to this upstream may wait for its answer, plus a second. Before that, a
+   * slow probe (an upstream that hangs is a common way to fail) keeps its slot, so no more than
+   * halfOpenMaxRequests probes run at once.
+   */
+  private probeLostMs = 11_000
   private win!: Window
   private readonly gauge: { set(v: number): void }
   /** Removes this breaker's state series (its upstream left the config). */
@@ -137,6 +146,16 @@ export class Breaker {
 
   get state (): BreakerState {
     return this.cb.opened ? 'open' : this.cb.halfOpen ? 'half-open' : 'closed'
+  }
+
+  /** The longest an attempt may wait for the upstream's answer (its timeoutMs, or a route's longer one). */
+  setLongestAttemptMs (ms: number): void {
+    this.probeLostMs = ms + 1000
+  }
+
+  /** Since the last probe began, have the probes in flight had time to be reported? */
+  private probesLost (now: number): boolean {
+    return now - this.lastProbeAt >= Math.max(this.cfg.resetTimeoutMs, 1000, this.probeLostMs)
   }
 
   /** Apply changed settings, keeping the state (open stays open, closed stays closed). */
@@ -210,8 +229,7 @@ export class Breaker {
   refusal (): SluiceError | null {
     if (!this.cfg.enabled) return null
     if (this.cb.opened) return this.openError(this.openedAt + this.cfg.resetTimeoutMs - Date.now())
-    if (this.cb.halfOpen && this.probesInFlight >= this.cfg.halfOpenMaxRequests &&
-      Date.now() - this.lastProbeAt < Math.max(this.cfg.resetTimeoutMs, 1000)) return this.openError(1000)
+    if (this.cb.halfOpen && this.probesInFlight >= this.cfg.halfOpenMaxRequests && !this.probesLost(Date.now())) return this.openError(1000)
     return null
   }
 
@@ -223,7 +241,7 @@ export class Breaker {
     if (cb.halfOpen) {
       const now = Date.now()
       if (this.probesInFlight >= this.cfg.halfOpenMaxRequests) {
-        if (now - this.lastProbeAt < Math.max(this.cfg.resetTimeoutMs, 1000)) throw this.openError(1000)
+        if (!this.probesLost(now)) throw this.openError(1000)
         this.log.warn({ upstream: this.name, probes: this.probesInFlight }, 'half-open probes were never reported; admitting new ones')
         this.probesInFlight = 0
       }
@@ -297,6 +315,7 @@ export class Breaker {
 
   /** null when the outcome is a success (or not the upstream's fault). */
   private classify (o: Outcome): Error | null {
+    if (o.unsent === true) return null
     if (o.error !== undefined && o.error !== null) {
       if (!isUpstreamFailure(o.error)) return null
       return o.error instanceof Error ? o.error : new Error(String(o.error))

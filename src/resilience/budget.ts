@@ -79,10 +79,22 @@ export class UpstreamBudget {
       this.queueWait.observe(waited / 1000)
       return waited
     }
-    return sleep(r, signal).then(() => {
-      this.queueWait.observe((waited + r) / 1000)
-      return waited + r
-    })
+    return sleep(r, signal).then(() => this.afterWait(waited + r, signal))
+  }
+
+  /**
+   * A request that waited its turn: an upstream 429/503 that paused the budget meanwhile holds
+   * it too (it is not sent into the pause), within what is left of maxQueueMs.
+   */
+  private afterWait (waited: number, signal?: AbortSignal): number | Promise<number> {
+    const pause = this.pausedUntil - Date.now()
+    const cfg = this.cfg
+    if (pause > 0 && cfg !== null) {
+      if (waited + pause > cfg.maxQueueMs) throw this.reject(pause)
+      return sleep(pause, signal).then(() => this.afterWait(waited + pause, signal))
+    }
+    this.queueWait.observe(waited / 1000)
+    return waited
   }
 
   private reject (retryMs: number): SluiceError {

@@ -46,12 +46,15 @@ export interface ResilienceDeps {
 }
 
 /** The parts of an upstream's config (as loaded: schema defaults applied) this registry reads. */
-export type UpstreamResilienceInput = Readonly<Pick<UpstreamConfig, 'rateLimit' | 'circuitBreaker' | 'retry'>>
+export type UpstreamResilienceInput = Readonly<Pick<UpstreamConfig, 'rateLimit' | 'circuitBreaker' | 'retry'> & { timeoutMs?: number }>
 
 /** The parts of a compiled route (RouteEntry) this registry reads. */
 export interface RouteResilienceInput {
   name: string
   rateLimit?: Readonly<ClientRateLimitConfig> | null
+  /** The route's deadline and upstream: the breaker's half-open probes may run that long. */
+  timeoutMs?: number
+  upstream?: { name: string }
 }
 
 export interface ResilienceStatus {
@@ -121,6 +124,11 @@ export class ResilienceRegistry {
       if (keys.circuitBreaker !== cur.keys.circuitBreaker) cur.guard.breaker.reconfigure(cb)
       if (keys.retry !== cur.keys.retry) cur.guard.retry.configure(rt)
       cur.keys = keys
+    }
+    for (const [name, u] of Object.entries(upstreams)) {
+      let longest = u.timeoutMs ?? 10_000
+      for (const r of routes) if (r.upstream?.name === name && r.timeoutMs !== undefined && r.timeoutMs > longest) longest = r.timeoutMs
+      this.upstreams.get(name)?.guard.breaker.setLongestAttemptMs(longest)
     }
     for (const [name, e] of this.upstreams) {
       if (!(name in upstreams)) {

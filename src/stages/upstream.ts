@@ -33,6 +33,25 @@ export type UpstreamFetch = (route: RouteEntry, req: UpstreamRequest) => Promise
 
 const DEADLINE = Object.assign(new Error('upstream deadline'), { code: 'SLUICE_DEADLINE' })
 
+/** The largest body of an answer a status retry sets aside (an error page, a JSON error). */
+const LAST_ANSWER_MAX_BYTES = 64 * 1024
+
+/** A body read whole when it is at most `max` bytes; null (and the rest let go) when larger, or when it fails. */
+async function keepSmall (body: Readable, max: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = []
+  let n = 0
+  try {
+    for await (const c of body) {
+      n += (c as Buffer).length
+      if (n > max) { discard(body); return null }
+      chunks.push(c as Buffer)
+    }
+  } catch {
+    return null
+  }
+  return Buffer.concat(chunks, n)
+}
+
 export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
   const { targets, metrics } = deps
   // Label children bound once per upstream (and status class): no label hashing per request.
@@ -87,6 +106,19 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       return now
     }
     let failovers = 0
+    /**
+     * The upstream's answer a status retry set aside (its body read whole, when small): a retry
+     * that then cannot be sent (the budget or the breaker refuses it, the deadline passes, no
+     * target is in rotation) answers with it instead of an error of Sluice's own, as Envoy
+     * does when a retry overflows.
+     */
+    let last: { status: number, headers: Headers, body: Buffer } | null = null
+    const lastAnswer = (): ProxyResponse => {
+      const l = last as { status: number, headers: Headers, body: Buffer }
+      const outHeaders = clientResponseHeaders(l.headers)
+      if (edits !== null) editResponseHeaders(outHeaders, edits)
+      return { status: l.status, headers: outHeaders, body: req.method === 'HEAD' ? null : l.body, cacheResult: 'none' }
+    }
     /** A retry's backoff, cut short when the client leaves (then nothing more is sent upstream). */
     const backoff = async (delay: number): Promise<void> => {
       try {
@@ -102,11 +134,18 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       if (attempt > 0) set = current(set)
       // Nothing in rotation: fail before taking a budget token or a breaker ticket.
       if (!set.anyAvailable(Date.now(), null)) {
+        if (last !== null) return lastAnswer()
         throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation (${set.targets.length} failed health checks or are ejected)`)
       }
       // Every attempt that reaches the upstream takes a budget token (the budget records its
       // own queue wait); a cache hit never gets here, so hits are free.
-      const queued = up.config.rateLimit ? guard.acquire(req.signal) : guard.acquire()
+      let queued: number | Promise<number>
+      try {
+        queued = up.config.rateLimit ? guard.acquire(req.signal) : guard.acquire()
+      } catch (err) {
+        if (last !== null) return lastAnswer()
+        throw err
+      }
       if (typeof queued !== 'number') {
         try {
           await queued
@@ -114,12 +153,25 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         } catch (err) {
           // Aborted while queued for the budget: the client left (499), not a gateway bug (500).
           if (req.signal?.aborted === true) throw mapUpstreamError(err, up.name, true)
+          if (last !== null) return lastAnswer()
           throw err
         }
+        // The budget's queue (at most its maxQueueMs) is not the upstream's time: a first
+        // attempt's deadline starts when it may be sent. A retry's wait stays inside the
+        // request's deadline.
+        if (attempt === 0) deadline = Date.now() + route.timeoutMs
       }
       // One breaker ticket per attempt: failovers to other targets inside it are not counted
       // as the upstream's failures unless the last target fails too.
-      const ticket = guard.allow()
+      let ticket: ReturnType<typeof guard.allow>
+      try {
+        ticket = guard.allow()
+      } catch (err) {
+        if (last !== null) return lastAnswer()
+        throw err
+      }
+      /** Whether this ticket's attempt sent anything (a failover inside it included). */
+      let sent = false
       if (req.readBody !== undefined) {
         // Admitted: now the body kept for retries is read (an Expect: 100-continue client gets
         // its 100 here). Its upload time is not the upstream's: the deadline starts after it.
@@ -138,7 +190,9 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         const remaining = deadline - now
         if (remaining <= 0) {
           const err = mapUpstreamError(DEADLINE, up.name, false)
-          guard.record(ticket, { error: err })
+          // A deadline that passed before this ticket sent anything is no failure of the upstream's.
+          guard.record(ticket, { error: err, unsent: !sent })
+          if (!sent && last !== null) return lastAnswer()
           throw err
         }
         if (waited || failovers > 0 || attempt > 0) set = current(set)
@@ -146,6 +200,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         if (t === null) {
           const err = new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
           guard.record(ticket, { error: err })
+          if (last !== null) return lastAnswer()
           throw err
         }
         const te = t.entry
@@ -159,6 +214,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         const t0 = performance.now()
         g.inc()
         t.inFlight++
+        sent = true
         let res: Dispatcher.ResponseData
         try {
           res = await t.pool.request({
@@ -225,9 +281,13 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         if (delay !== null) {
           g.dec()
           t.inFlight--
-          discard(res.body) // free the connection; a response we will not send
           if (status >= 500) (tried ??= []).push(t)
+          // Set aside (read whole while the backoff runs, when small) in case the retry cannot
+          // be sent; a larger body is let go, which frees the connection.
+          const keeping = keepSmall(res.body, LAST_ANSWER_MAX_BYTES)
           await backoff(delay)
+          const kept = await keeping
+          last = kept === null ? null : { status, headers: res.headers as Headers, body: kept }
           break
         }
         // 'close' follows 'end' and 'error' alike (autoDestroy): one listener for the gauge and

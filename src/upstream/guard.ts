@@ -28,7 +28,7 @@ export interface UpstreamGuardPort {
   acquire (signal?: AbortSignal): number | Promise<number>
   /** Ask the breaker; throws SluiceError (503 SLUICE_ERR_CIRCUIT_OPEN) when open. */
   allow (): unknown
-  record (ticket: unknown, outcome: { status?: number; error?: Error }): void
+  record (ticket: unknown, outcome: { status?: number; error?: Error; unsent?: boolean }): void
   observeResponse (status: number, headers: Headers): void
   /** ms to wait before the next attempt, or null to stop. `attempt` counts from 1 (the first retry). */
   retryDelayMs (attempt: number, ctx: RetryContext): number | null

@@ -139,6 +139,9 @@ test('a half-open probe that never reached the upstream (client gone, body too l
 
 test('a probe never reported does not wedge the breaker half-open', async () => {
   const g = guardOf('lost-probe', FAST)
+  // A probe is taken for lost once it has run longer than any attempt may (here 200 ms, the
+  // upstream's timeoutMs as the registry passes it) plus a second.
+  g.breaker.setLongestAttemptMs(200)
   failing = true
   for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
   await until('half-open', () => g.status().breaker.state === 'half-open', POLL)

@@ -95,7 +95,7 @@ for (const mode of ['memory', 'redis'] as const) {
       assert.match(ra, /^\d+$/, 'Retry-After is whole seconds')
       // Next token within 1/RATE s: rounded up, never 0.
       assert.ok(Number(ra) >= 1 && Number(ra) <= Math.ceil(1 / RATE), `Retry-After ${ra}`)
-      assert.equal(a.headers['ratelimit-policy'], `"client";q=${BURST};w=${Math.ceil(BURST / RATE)}`)
+      assert.equal(a.headers['ratelimit-policy'], `"client";q=${Math.max(BURST, RATE * Math.ceil(BURST / RATE))};w=${Math.ceil(BURST / RATE)}`)
       assert.equal(a.headers.ratelimit, `"client";r=0;t=${ra}`)
     }
     assert.equal(await metric(g.adminUrl, 'sluice_rate_limited_total', { scope: 'client', name: 'limited' }), limited.length)

@@ -128,7 +128,7 @@ test('two Sluice processes on one Redis keep one upstream budget: origin ≤ 10/
     assert.match(ra, /^\d+$/)
     // The next token is at most 1/RATE s away: rounded up, 1 s.
     assert.equal(ra, '1')
-    assert.equal(r.headers['ratelimit-policy'], `"upstream";q=${BURST};w=${Math.ceil(BURST / RATE)}`)
+    assert.equal(r.headers['ratelimit-policy'], `"upstream";q=${Math.max(BURST, RATE * Math.ceil(BURST / RATE))};w=${Math.ceil(BURST / RATE)}`)
     assert.equal(r.headers.ratelimit, `"upstream";r=0;t=${ra}`)
   }
 
