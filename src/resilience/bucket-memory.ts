@@ -1,7 +1,7 @@
 // In-process token buckets. Synchronous and allocation-free per take (one small object per
 // key, reused), so a per-client limit in memory stays far under the 0.5 ms p99 target.
 import { performance } from 'node:perf_hooks'
-import type { BucketStore } from './bucket-store.js'
+import { GIVE_BACK, type BucketStore } from './bucket-store.js'
 
 /** `ref`: taken again since the store last looked for a key to evict (CLOCK's reference bit). */
 interface Slot { tokens: number; ts: number; rate: number; burst: number; ref: boolean }
@@ -33,6 +33,15 @@ export class MemoryBucketStore implements BucketStore {
   take (key: string, ratePerSecond: number, burst: number, maxWaitMs: number): number {
     const now = this.now()
     let s = this.slots.get(key)
+    if (maxWaitMs === GIVE_BACK) {
+      // A bucket gone (swept or evicted) was full: nothing to give back to.
+      if (s !== undefined) {
+        const tokens = s.tokens + (now > s.ts ? now - s.ts : 0) * ratePerSecond / 1000 + 1
+        s.tokens = tokens > burst ? burst : tokens
+        s.ts = now
+      }
+      return 0
+    }
     let tokens: number
     if (s === undefined) {
       tokens = burst

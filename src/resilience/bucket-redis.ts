@@ -22,6 +22,17 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = redis.call('HMGET', KEYS[1], 'tk', 'ts')
 local tokens = tonumber(s[1])
 local ts = tonumber(s[2])
+if maxWait < 0 then
+  -- A give-back (bucket-store.ts GIVE_BACK): one token more, never past burst. A bucket that
+  -- expired was full: nothing to give back to.
+  if tokens == nil or ts == nil then return 0 end
+  local el = now - ts
+  if el < 0 then el = 0 end
+  tokens = math.min(burst, tokens + el * rate / 1000 + 1)
+  redis.call('HSET', KEYS[1], 'tk', string.format('%.6f', tokens), 'ts', string.format('%.3f', now))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+  return 0
+end
 if tokens == nil or ts == nil then
   tokens = burst
 else

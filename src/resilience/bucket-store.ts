@@ -6,6 +6,14 @@
 //           run into debt up to maxWaitMs worth of tokens, which makes waiting FIFO and keeps
 //           the Redis path to one round trip per request)
 //   r <  0  denied; a token (within maxWaitMs) is available again in -r ms (always >= 1)
+//
+// maxWaitMs = GIVE_BACK returns one token instead (a request that took one and left while it
+// waited): the bucket gains a token, never past burst, and the result is 0. A give-back is a
+// take of its own kind so that every store, the Redis script and the cluster primary's IPC
+// channel carry it without a second operation.
+
+/** The maxWaitMs of a take that gives a token back (see above). */
+export const GIVE_BACK = -1
 
 export interface BucketStore {
   readonly kind: 'memory' | 'redis' | 'primary'

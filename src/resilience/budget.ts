@@ -54,7 +54,7 @@ export class UpstreamBudget {
    * Take a token, waiting up to maxQueueMs; resolves with the wait in ms. Synchronous (0)
    * when no budget is configured or a token is at hand in memory. Throws (or rejects with)
    * SLUICE_ERR_UPSTREAM_BUDGET carrying Retry-After and the RateLimit fields; rejects with
-   * the signal's reason when aborted while waiting (the reserved token is not given back).
+   * the signal's reason when aborted while waiting (a token it had reserved is given back).
    */
   acquire (signal?: AbortSignal): number | Promise<number> {
     const cfg = this.cfg
@@ -79,7 +79,13 @@ export class UpstreamBudget {
       this.queueWait.observe(waited / 1000)
       return waited
     }
-    return sleep(r, signal).then(() => this.afterWait(waited + r, signal))
+    return sleep(r, signal).then(() => this.afterWait(waited + r, signal), (err: unknown) => this.unreserved(err))
+  }
+
+  /** A request that reserved a token and will not be sent: the token goes back, `err` on. */
+  private unreserved (err: unknown): never {
+    this.limiter?.giveBack('', this.rateFactor())
+    throw err
   }
 
   /**
@@ -90,8 +96,8 @@ export class UpstreamBudget {
     const pause = this.pausedUntil - Date.now()
     const cfg = this.cfg
     if (pause > 0 && cfg !== null) {
-      if (waited + pause > cfg.maxQueueMs) throw this.reject(pause)
-      return sleep(pause, signal).then(() => this.afterWait(waited + pause, signal))
+      if (waited + pause > cfg.maxQueueMs) this.unreserved(this.reject(pause))
+      return sleep(pause, signal).then(() => this.afterWait(waited + pause, signal), (err: unknown) => this.unreserved(err))
     }
     this.queueWait.observe(waited / 1000)
     return waited

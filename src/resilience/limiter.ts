@@ -3,6 +3,7 @@
 // expectedReplicas). The answer is synchronous whenever the local bucket decides.
 import { MemoryBucketStore } from './bucket-memory.js'
 import { RedisUnavailableError, type RedisBucketStore } from './bucket-redis.js'
+import { GIVE_BACK } from './bucket-store.js'
 import type { RedisHealth } from './redis-health.js'
 
 export interface BucketParams {
@@ -77,5 +78,19 @@ export class Limiter {
       sh.health.failed('ratelimit', err)
       return this.local.take(key, this.localRate * rateFactor, this.localBurst, maxWaitMs)
     })
+  }
+
+  /**
+   * Give back a token take() granted whose request will not be sent (it left while it waited):
+   * to the bucket a take would use now. Best effort: a failed give-back only leaves the bucket
+   * one token short, as before.
+   */
+  giveBack (key: string, rateFactor = 1): void {
+    const sh = this.shared
+    if (sh === null || !sh.health.up || !sh.store.ready) {
+      this.local.take(key, this.localRate * rateFactor, this.localBurst, GIVE_BACK)
+      return
+    }
+    sh.store.take(this.namespace + key, this.rate * rateFactor, this.burst, GIVE_BACK).then(undefined, () => {})
   }
 }

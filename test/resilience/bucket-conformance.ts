@@ -3,7 +3,7 @@
 // where time must pass the sleeps are generous, and a longer sleep cannot change the outcome.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import type { BucketStore } from '../../src/resilience/bucket-store.js'
+import { GIVE_BACK, type BucketStore } from '../../src/resilience/bucket-store.js'
 import { sleep } from './helpers.js'
 
 export function bucketConformance (label: string, store: () => BucketStore): void {
@@ -62,6 +62,21 @@ export function bucketConformance (label: string, store: () => BucketStore): voi
     assert.ok(got[2] > got[1] && got[2] <= 2000, `second wait ${got[2]}`)
     assert.ok(got[3] > got[2] && got[3] <= 3000, `third wait ${got[3]}`)
     assert.ok(got[4] < 0 && -got[4] <= 1000, `denied, retry within 1 s: ${got[4]}`)
+  })
+
+  test(`${label}: a give-back (GIVE_BACK) returns one reserved token, never past the burst`, async () => {
+    const k = key()
+    assert.equal(await store().take(k, 0.5, 1, 0), 0) // the only token
+    const reserved = await store().take(k, 0.5, 1, 5000) // a reservation: about 2 s away
+    assert.ok(reserved > 1000, `reserved ${reserved} ms ahead`)
+    assert.equal(await store().take(k, 0.5, 1, GIVE_BACK), 0) // its request left: the token comes back
+    const next = await store().take(k, 0.5, 1, 5000)
+    assert.ok(next > 1000 && next <= reserved, `the next take waits no longer than the one given back did (${next} <= ${reserved})`)
+    const fresh = key()
+    assert.equal(await store().take(fresh, 1, 2, GIVE_BACK), 0) // nothing to give back to: no effect
+    assert.equal(await store().take(fresh, 1, 2, 0), 0)
+    assert.equal(await store().take(fresh, 1, 2, 0), 0)
+    assert.ok(await store().take(fresh, 1, 2, 0) < 0, 'still the burst, not burst + 1')
   })
 
   test(`${label}: many concurrent takes grant exactly the burst`, async () => {

@@ -1,5 +1,6 @@
 // The budget queue, retries and the half-open breaker together (found by a review): a queue
-// wait does not eat the upstream's timeoutMs, nor count against the breaker; a retry that
+// wait does not eat the upstream's timeoutMs, nor count against the breaker; a client that
+// leaves while queued gives its reserved token back; a retry that
 // cannot be sent answers with the upstream's own answer; a request queued before an upstream
 // 429 waits out its pause; half-open runs no more probes than halfOpenMaxRequests while one
 // hangs.
@@ -30,6 +31,12 @@ upstreams:
     rateLimit: { requestsPerSecond: 1, burst: 1, maxQueueMs: 3000, adaptive: false }
     circuitBreaker: { errorThresholdPercent: 40, volumeThreshold: 2, windowMs: 10000, resetTimeoutMs: 60000 }
     retry: { attempts: 0 }
+  leak:
+    url: ${origin.url}
+    timeoutMs: 5000
+    rateLimit: { requestsPerSecond: 1, burst: 1, maxQueueMs: 1500, adaptive: false }
+    circuitBreaker: { enabled: false }
+    retry: { attempts: 0 }
   paused:
     url: ${origin.url}
     timeoutMs: 5000
@@ -57,6 +64,7 @@ routes:
   - { name: hang, match: { pathPrefix: /hang/ }, upstream: hang }
   - { name: queued, match: { pathPrefix: /queued/ }, upstream: queued }
   - { name: queuedcb, match: { pathPrefix: /queuedcb/ }, upstream: queuedcb }
+  - { name: leak, match: { pathPrefix: /leak/ }, upstream: leak }
   - { name: paused, match: { pathPrefix: /paused/ }, upstream: paused }
   - { name: tripping, match: { pathPrefix: /tripping/ }, upstream: tripping }
 `, { level: 'warn' })
@@ -98,6 +106,21 @@ test('a budget queue wait past timeoutMs is not counted as an upstream failure b
   assert.equal(await breakerState('queuedcb'), 'closed', `breaker opened though the origin answered 200 to all it saw (2nd: ${rb.status} ${rb.code})`)
   const c = await get('/queuedcb/y')
   assert.notEqual(c.code, 'SLUICE_ERR_CIRCUIT_OPEN')
+})
+
+test('a client that leaves while queued for the budget gives its token back', async () => {
+  const a = await get('/leak/x') // takes the only token
+  assert.equal(a.status, 200)
+  const ac = new AbortController()
+  const b = get('/leak/x', ac.signal).catch(() => null) // queued about 1 s
+  await sleep(50)
+  ac.abort()
+  await b
+  await sleep(50)
+  // Without B's reservation, C waits under 1 s (within maxQueueMs 1500); with it, about 1.9 s: 429.
+  const c = await get('/leak/y')
+  assert.equal(c.status, 200, `got ${c.status} ${c.code}: the abandoned request kept its token`)
+  assert.equal(origin.count('/leak/x'), 1, 'the abandoned request never reached the origin')
 })
 
 test('a retry the budget refuses does not replace the upstream answer with 429', async () => {
