@@ -117,6 +117,8 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       const l = last as { status: number, headers: Headers, body: Buffer }
       const outHeaders = clientResponseHeaders(l.headers)
       if (edits !== null) editResponseHeaders(outHeaders, edits)
+      // Its body is whole now: its length is known (it may have come chunked).
+      if (req.method !== 'HEAD') outHeaders['content-length'] = String(l.body.length)
       return { status: l.status, headers: outHeaders, body: req.method === 'HEAD' ? null : l.body, cacheResult: 'none' }
     }
     /** A retry's backoff, cut short when the client leaves (then nothing more is sent upstream). */
