@@ -120,34 +120,25 @@ test('Upgrade listing websocket among others (accepted by the websocket check) i
   assert.match(got, /^HTTP\/1\.1 101/, `got: ${got.split('\r\n')[0]}`)
 })
 
-test('TLS (https, HTTP/1.1) tunnel: after the client half-closes, the upstream\'s answer (its Close frame) still reaches it', async () => {
-  const sock = tlsConnect({ port: Number(new URL(tlsgw.url).port), host: '127.0.0.1', rejectUnauthorized: false, allowHalfOpen: true } as never)
-  sock.on('error', () => {})
-  await once(sock, 'secureConnect')
-  sock.write(handshake('/tls-echo'))
-  const chunks: Buffer[] = []
-  sock.on('data', (d: Buffer) => chunks.push(d))
-  while (Buffer.concat(chunks).indexOf('\r\n\r\n') === -1) await once(sock, 'data')
-  sock.end()
-  await once(sock, 'close')
-  const all = Buffer.concat(chunks)
-  const after = all.subarray(all.indexOf('\r\n\r\n') + 4)
-  assert.deepEqual([...after], [0x88, 0], 'the Close frame the upstream sent after the client\'s FIN reaches it')
-})
-
-test('cleartext control: after the client half-closes, the upstream\'s Close frame reaches it', async () => {
-  const sock = netConnect({ port: Number(new URL(gw.url).port), host: '127.0.0.1', allowHalfOpen: true })
-  sock.on('error', () => {})
-  await once(sock, 'connect')
-  sock.write(handshake('/plain-echo'))
-  const chunks: Buffer[] = []
-  sock.on('data', (d: Buffer) => chunks.push(d))
-  while (Buffer.concat(chunks).indexOf('\r\n\r\n') === -1) await once(sock, 'data')
-  sock.end()
-  await once(sock, 'close')
-  const all = Buffer.concat(chunks)
-  assert.deepEqual([...all.subarray(all.indexOf('\r\n\r\n') + 4)], [0x88, 0])
-})
+for (const tls of [true, false]) {
+  test(`${tls ? 'TLS (https, HTTP/1.1)' : 'cleartext'} tunnel: after the client half-closes, the upstream's answer (its Close frame) still reaches it`, async () => {
+    const g = tls ? tlsgw : gw
+    const port = Number(new URL(g.url).port)
+    const sock = tls
+      ? tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false, allowHalfOpen: true } as never)
+      : netConnect({ port, host: '127.0.0.1', allowHalfOpen: true })
+    sock.on('error', () => {})
+    await once(sock, tls ? 'secureConnect' : 'connect')
+    sock.write(handshake(tls ? '/tls-echo' : '/plain-echo'))
+    const chunks: Buffer[] = []
+    sock.on('data', (d: Buffer) => chunks.push(d))
+    while (Buffer.concat(chunks).indexOf('\r\n\r\n') === -1) await once(sock, 'data')
+    sock.end()
+    await once(sock, 'close')
+    const all = Buffer.concat(chunks)
+    assert.deepEqual([...all.subarray(all.indexOf('\r\n\r\n') + 4)], [0x88, 0], 'the Close frame the upstream sent after the client\'s FIN reaches it')
+  })
+}
 
 test('an upgrade still waiting for its upstream when shutdownGraceMs ends is logged 503 SLUICE_ERR_SHUTTING_DOWN (README), not 499', async () => {
   const port = (origin.address() as AddressInfo).port
