@@ -11,7 +11,7 @@ export const CacheGlobalSchema = Strict({
   targetedField: Type.String({ default: 'sluice-cache-control', pattern: '^[a-z0-9-]+$', description: 'A targeted cache-control field (RFC 9213) that overrides CDN-Cache-Control and Cache-Control for Sluice (lower case)' }),
   warmup: WithDefault(Strict({
     paths: Type.Array(Type.String({ pattern: '^/' }), { default: [], description: 'Paths fetched through the gateway after start and after each purge' }),
-    host: Type.String({ default: '', description: 'Host header for warm-up requests (empty: the listen address)' })
+    host: Type.String({ default: '', description: 'Host header for warm-up requests; set it to the Host clients send, as the cache key includes it (empty: 127.0.0.1:<listen port>, which clients do not send)' })
   }, { description: 'Warm-up: fill the cache before traffic needs it' }))
 }, { description: 'Cache storage shared by every route' })
 export type CacheGlobalConfig = Static<typeof CacheGlobalSchema>
