@@ -12,10 +12,13 @@ if (!existsSync(cli)) {
   process.exit(1)
 }
 const config = process.env.SLUICE_CONFIG ?? join(root, 'config/sluice.yaml')
-const origin = spawn(process.execPath, [join(root, 'examples/origin.mjs')], { stdio: 'inherit', env: { ...process.env, PORT: process.env.ORIGIN_PORT ?? '3000' } })
+const originPort = process.env.ORIGIN_PORT ?? '3000'
+const origin = spawn(process.execPath, [join(root, 'examples/origin.mjs')], { stdio: 'inherit', env: { ...process.env, PORT: originPort } })
 const { NODE_FLAGS } = await import(join(root, 'dist/src/node-flags.js'))
-const gateway = spawn(process.execPath, [...NODE_FLAGS, cli, '--config', config], { stdio: 'inherit' })
-console.error('\nSluice on http://localhost:8080 (try: curl -i http://localhost:8080/api/products), admin on http://127.0.0.1:9901/metrics\n')
+// The gateway reaches the origin where it was started (ORIGIN_PORT), unless ORIGIN_URL says otherwise.
+const gateway = spawn(process.execPath, [...NODE_FLAGS, cli, '--config', config], { stdio: 'inherit', env: { ...process.env, ORIGIN_URL: process.env.ORIGIN_URL ?? `http://127.0.0.1:${originPort}` } })
+const port = process.env.SLUICE_PORT ?? '8080'
+console.error(`\nSluice on http://localhost:${port} (try: curl -i http://localhost:${port}/api/products), admin on http://127.0.0.1:9901/metrics\n`)
 let stopping = false
 const stop = (code) => {
   if (stopping) return
