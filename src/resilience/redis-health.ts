@@ -25,7 +25,9 @@ export class RedisHealth {
     private readonly log: Logger,
     private readonly ping: () => Promise<unknown>,
     private readonly onError: (op: string, err: unknown) => void,
-    private readonly probeIntervalMs = 1000
+    private readonly probeIntervalMs = 1000,
+    /** What holds the shared buckets, for the log lines: Redis, or (workers without Redis) the cluster primary. */
+    private readonly what = 'redis'
   ) {}
 
   get up (): boolean { return this.ok }
@@ -42,7 +44,7 @@ export class RedisHealth {
     if (!this.ok || this.closed) return
     this.ok = false
     this.since = Date.now()
-    this.log.warn({ err: this.lastError }, 'redis unavailable: rate limits use local buckets (rate / expectedReplicas) until it answers')
+    this.log.warn({ err: this.lastError }, `${this.what} unavailable: rate limits use local buckets (rate / expectedReplicas) until it answers`)
     this.probeTimer = setInterval(() => this.probe(), this.probeIntervalMs)
     this.probeTimer.unref()
   }
@@ -67,7 +69,7 @@ export class RedisHealth {
     this.since = Date.now()
     if (this.probeTimer) clearInterval(this.probeTimer)
     this.probeTimer = null
-    this.log.info('redis answers again: rate limits are shared again')
+    this.log.info(`${this.what} answers again: rate limits are shared again`)
   }
 
   close (): void {

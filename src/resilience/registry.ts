@@ -92,7 +92,7 @@ export class ResilienceRegistry {
       this.shared = { store, health: new RedisHealth(this.log, () => store.ping(), onError, deps.probeIntervalMs ?? 1000) }
     } else if (deps.sharedBuckets) {
       const store = deps.sharedBuckets
-      this.shared = { store, health: new RedisHealth(this.log.child({ buckets: store.kind }), () => store.ping(), () => {}, deps.probeIntervalMs ?? 1000) }
+      this.shared = { store, health: new RedisHealth(this.log.child({ buckets: store.kind }), () => store.ping(), () => {}, deps.probeIntervalMs ?? 1000, 'the cluster primary') }
     } else {
       this.shared = null
     }
