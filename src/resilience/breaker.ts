@@ -133,7 +133,8 @@ export class Breaker {
   constructor (readonly name: string, cfg: CircuitBreakerConfig, metrics: Metrics, log: Logger) {
     const label = metrics.upstreamLabel(name) // bounded label values (metrics.ts LabelGuard)
     this.gauge = metrics.circuitState.labels(label)
-    this.forget = () => metrics.circuitState.remove(label)
+    // The overflow label is shared by every upstream past the cardinality guard: never removed.
+    this.forget = label === '_other' ? () => {} : () => metrics.circuitState.remove(label)
     this.transitions = {
       closed: metrics.circuitTransitions.labels(label, 'closed'),
       'half-open': metrics.circuitTransitions.labels(label, 'half-open'),

@@ -55,8 +55,14 @@ export function retryAfterSeconds (ms: number): number {
  * 2 a second), and 10/s with burst 15 is q=20;w=2.
  */
 export function policyField (policy: string, ratePerSecond: number, burst: number): string {
-  const w = Math.max(1, Math.ceil(burst / ratePerSecond))
-  return `"${policy}";q=${Math.max(burst, Math.floor(ratePerSecond * w))};w=${w}`
+  let w = Math.max(1, Math.ceil(burst / ratePerSecond))
+  // A fractional rate (0.3/s) is said exactly over a longer window when one is near (q=3;w=10),
+  // rather than rounded down (q=1;w=4 would say 0.25/s).
+  for (let x = w; x <= w * 100 && x <= 86_400; x++) {
+    const q = ratePerSecond * x
+    if (Math.abs(q - Math.round(q)) < 1e-9) { w = x; break }
+  }
+  return `"${policy}";q=${Math.max(burst, Math.round(ratePerSecond * w * 1e9) / 1e9 | 0)};w=${w}`
 }
 
 /** The headers of a rejection: Retry-After, RateLimit-Policy and RateLimit. */

@@ -4,7 +4,7 @@
 // fills and refreshes through the same path. Resolves with the response headers and a
 // streamed body; rejects with a SluiceError (502/503/504/429) when no response can be had.
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { Logger } from 'pino'
 import type { RouteEntry } from '../config/snapshot.js'
@@ -35,6 +35,19 @@ const DEADLINE = Object.assign(new Error('upstream deadline'), { code: 'SLUICE_D
 
 /** The largest body of an answer a status retry sets aside (an error page, a JSON error). */
 const LAST_ANSWER_MAX_BYTES = 64 * 1024
+
+/** An upstream answer a status retry set aside, its body read whole. */
+interface LastAnswer { status: number, headers: Headers, body: Buffer }
+
+/** The set-aside answer as the stage's response: the client's fields, its length, a stream body as every upstream answer has. */
+function answerWith (l: LastAnswer, method: string, edits: RouteEntry['headerEdits']): ProxyResponse {
+  const outHeaders = clientResponseHeaders(l.headers)
+  if (edits !== null) editResponseHeaders(outHeaders, edits)
+  if (method === 'HEAD') return { status: l.status, headers: outHeaders, body: null, cacheResult: 'none' }
+  // Its body is whole now: its length is known (it may have come chunked).
+  outHeaders['content-length'] = String(l.body.length)
+  return { status: l.status, headers: outHeaders, body: Readable.from([l.body]), cacheResult: 'none' }
+}
 
 /** A body read whole when it is at most `max` bytes; null (and the rest let go) when larger, or when it fails. */
 async function keepSmall (body: Readable, max: number): Promise<Buffer | null> {
@@ -112,15 +125,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
      * target is in rotation) answers with it instead of an error of Sluice's own, as Envoy
      * does when a retry overflows.
      */
-    let last: { status: number, headers: Headers, body: Buffer } | null = null
-    const lastAnswer = (): ProxyResponse => {
-      const l = last as { status: number, headers: Headers, body: Buffer }
-      const outHeaders = clientResponseHeaders(l.headers)
-      if (edits !== null) editResponseHeaders(outHeaders, edits)
-      // Its body is whole now: its length is known (it may have come chunked).
-      if (req.method !== 'HEAD') outHeaders['content-length'] = String(l.body.length)
-      return { status: l.status, headers: outHeaders, body: req.method === 'HEAD' ? null : l.body, cacheResult: 'none' }
-    }
+    let last: LastAnswer | null = null
     /** A retry's backoff, cut short when the client leaves (then nothing more is sent upstream). */
     const backoff = async (delay: number): Promise<void> => {
       try {
@@ -136,7 +141,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       if (attempt > 0) set = current(set)
       // Nothing in rotation: fail before taking a budget token or a breaker ticket.
       if (!set.anyAvailable(Date.now(), null)) {
-        if (last !== null) return lastAnswer()
+        if (last !== null) return answerWith(last, req.method, edits)
         throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation (${set.targets.length} failed health checks or are ejected)`)
       }
       // Every attempt that reaches the upstream takes a budget token (the budget records its
@@ -145,7 +150,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       try {
         queued = up.config.rateLimit ? guard.acquire(req.signal) : guard.acquire()
       } catch (err) {
-        if (last !== null) return lastAnswer()
+        if (last !== null) return answerWith(last, req.method, edits)
         throw err
       }
       if (typeof queued !== 'number') {
@@ -155,7 +160,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         } catch (err) {
           // Aborted while queued for the budget: the client left (499), not a gateway bug (500).
           if (req.signal?.aborted === true) throw mapUpstreamError(err, up.name, true)
-          if (last !== null) return lastAnswer()
+          if (last !== null) return answerWith(last, req.method, edits)
           throw err
         }
         // The budget's queue (at most its maxQueueMs) is not the upstream's time: a first
@@ -169,7 +174,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       try {
         ticket = guard.allow()
       } catch (err) {
-        if (last !== null) return lastAnswer()
+        if (last !== null) return answerWith(last, req.method, edits)
         throw err
       }
       /** Whether this ticket's attempt sent anything (a failover inside it included). */
@@ -194,7 +199,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           const err = mapUpstreamError(DEADLINE, up.name, false)
           // A deadline that passed before this ticket sent anything is no failure of the upstream's.
           guard.record(ticket, { error: err, unsent: !sent })
-          if (!sent && last !== null) return lastAnswer()
+          if (!sent && last !== null) return answerWith(last, req.method, edits)
           throw err
         }
         if (waited || failovers > 0 || attempt > 0) set = current(set)
@@ -202,7 +207,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         if (t === null) {
           const err = new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
           guard.record(ticket, { error: err })
-          if (last !== null) return lastAnswer()
+          if (last !== null) return answerWith(last, req.method, edits)
           throw err
         }
         const te = t.entry
@@ -285,11 +290,13 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           t.inFlight--
           if (status >= 500) (tried ??= []).push(t)
           // Set aside (read whole while the backoff runs, when small) in case the retry cannot
-          // be sent; a larger body is let go, which frees the connection.
-          const keeping = keepSmall(res.body, LAST_ANSWER_MAX_BYTES)
+          // be sent. A larger body, or one not whole when the backoff ends (an upstream that
+          // stalls mid-body must not hold the retry back), is let go, freeing the connection.
+          let kept: Buffer | null | undefined
+          void keepSmall(res.body, LAST_ANSWER_MAX_BYTES).then((b) => { kept = b })
           await backoff(delay)
-          const kept = await keeping
-          last = kept === null ? null : { status, headers: res.headers as Headers, body: kept }
+          if (kept === undefined) discard(res.body)
+          last = kept === undefined || kept === null ? null : { status, headers: res.headers as Headers, body: kept }
           break
         }
         // 'close' follows 'end' and 'error' alike (autoDestroy): one listener for the gauge and

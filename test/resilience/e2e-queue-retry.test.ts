@@ -54,6 +54,17 @@ upstreams:
     rateLimit: { requestsPerSecond: 1, burst: 2, maxQueueMs: 3000, adaptive: true }
     circuitBreaker: { enabled: false }
     retry: { attempts: 0 }
+  tripc:
+    url: ${origin.url}
+    timeoutMs: 5000
+    circuitBreaker: { errorThresholdPercent: 1, volumeThreshold: 1, windowMs: 10000, resetTimeoutMs: 60000 }
+    retry: { attempts: 1, backoffMs: 10, maxBackoffMs: 50, budgetMinRetries: 100 }
+  slowbody:
+    url: ${origin.url}
+    timeoutMs: 1500
+    bodyTimeoutMs: 6000
+    circuitBreaker: { enabled: false }
+    retry: { attempts: 1, backoffMs: 10, maxBackoffMs: 50, budgetMinRetries: 100 }
   hang:
     url: ${origin.url}
     timeoutMs: 6000
@@ -62,6 +73,8 @@ upstreams:
 routes:
   - { name: pauseq, match: { pathPrefix: /pauseq/ }, upstream: pauseq }
   - { name: hang, match: { pathPrefix: /hang/ }, upstream: hang }
+  - { name: tripc, match: { pathPrefix: /tripc/ }, upstream: tripc, cache: { enabled: true } }
+  - { name: slowbody, match: { pathPrefix: /slowbody/ }, upstream: slowbody }
   - { name: queued, match: { pathPrefix: /queued/ }, upstream: queued }
   - { name: queuedcb, match: { pathPrefix: /queuedcb/ }, upstream: queuedcb }
   - { name: leak, match: { pathPrefix: /leak/ }, upstream: leak }
@@ -201,4 +214,38 @@ test('half-open admits only halfOpenMaxRequests probes while a probe is still ru
   for (const r of releases) r()
   await Promise.all(probes)
   assert.equal(maxInFlight, 1, `${seen} probes were in flight at once with halfOpenMaxRequests: 1`)
+})
+
+test('on a cached route too, a retry the breaker refuses answers with the upstream\'s 503 (the cache fill streams the kept answer)', async () => {
+  origin.on('/tripc/x', (_req, res) => {
+    res.writeHead(503, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' })
+    res.end('origin down')
+  })
+  const r = await get('/tripc/x')
+  assert.equal(origin.count('/tripc/x'), 1)
+  assert.equal(r.status, 503, `got ${r.status} ${r.text}`)
+  assert.equal(r.text, 'origin down')
+})
+
+test('a retry is not held back by the previous 503\'s body: one not whole when the backoff ends is let go', async () => {
+  let n = 0
+  const held: Array<() => void> = []
+  origin.on('/slowbody/x', async (_req, res) => {
+    n++
+    if (n === 1) {
+      res.writeHead(503, { 'content-type': 'text/plain' })
+      res.write('partial ')
+      await new Promise<void>((resolve) => held.push(resolve))
+      res.end('done')
+      return
+    }
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.end('ok')
+  })
+  try {
+    const r = await get('/slowbody/x')
+    assert.equal(r.status, 200, `got ${r.status} ${r.text}: the retry waited for the 503's body (bodyTimeoutMs), past timeoutMs`)
+  } finally {
+    for (const h of held) h()
+  }
 })

@@ -33,5 +33,6 @@ test('rejection headers: Retry-After rounded up and never 0; policy as quota per
   assert.equal(policyField('client', 50, 2), '"client";q=50;w=1')
   assert.equal(policyField('client', 10, 15), '"client";q=20;w=2')
   assert.equal(policyField('client', 0.5, 1), '"client";q=1;w=2')
+  assert.equal(policyField('client', 0.3, 1), '"client";q=3;w=10', 'a fractional rate over a window that says it exactly')
   assert.deepEqual(rejectionHeaders('client', '"client";q=1;w=1', 2500), { 'retry-after': '3', 'ratelimit-policy': '"client";q=1;w=1', ratelimit: '"client";r=0;t=3' })
 })
