@@ -116,6 +116,14 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     w.on('message', (m: WorkerReply) => {
       if (m?.type === 'sluice:config?') w.send({ type: 'sluice:config', text: runningText } satisfies WorkerMessage, undefined, () => {})
       if (m?.type === 'sluice:ready') {
+        // Still starting when the primary began to stop, it could not take the shutdown message
+        // (a worker listens for it only once it serves): tell it now, or it would serve until
+        // the grace period's SIGKILL.
+        if (stopping) {
+          log.info({ worker: w.id, pid: m.pid }, 'worker ready while stopping; draining it')
+          w.send({ type: 'sluice:shutdown' } satisfies WorkerMessage, undefined, () => {})
+          return
+        }
         ready.add(w.id)
         log.info({ worker: w.id, pid: m.pid }, 'worker ready')
         // It fetched its config before a reload committed (and, not ready yet, was not asked to

@@ -11,6 +11,7 @@ import { startOrigin, type Origin } from '../helpers/origin.js'
 import { tempConfig } from '../helpers/gateway.js'
 import { reservePort } from '../helpers/ports.js'
 import { cliCommand } from '../helpers/cli.js'
+import { until } from '../helpers/wait.js'
 
 let origin: Origin
 before(async () => {
@@ -198,6 +199,36 @@ test('SIGTERM drains every worker: an in-flight slow request completes with 200,
   assert.equal(await r.body.text(), 'slow done')
   const [code] = await once(c.child, 'exit')
   assert.equal(code, 0)
+})
+
+test('SIGTERM while a replacement worker is still starting: that worker drains too once it is up, then exit 0', async () => {
+  const c = await startCluster()
+  const [survivor, victim] = workerPids(c.child.pid!)
+  let fresh: number | undefined
+  let frozen = false
+  try {
+    process.kill(victim, 'SIGKILL')
+    await until('the replacement worker process', () => {
+      fresh = workerPids(c.child.pid!).find((p) => p !== survivor && p !== victim)
+      return fresh !== undefined
+    }, { intervalMs: 5, tries: 2000, detail: () => c.out.join('') })
+    // Held before it can report ready, so the shutdown below finds it still starting.
+    process.kill(fresh!, 'SIGSTOP')
+    frozen = true
+    assert.equal((await readyz(c)).workers.ready, 1, 'the replacement is not ready yet')
+    const exited = once(c.child, 'exit')
+    c.child.kill('SIGTERM')
+    await until('the primary to start draining', () => c.out.join('').includes('draining every worker'), { detail: () => c.out.join('') })
+    process.kill(fresh!, 'SIGCONT')
+    frozen = false
+    const [code] = await exited
+    assert.equal(code, 0)
+    const drained = c.out.join('').split('\n').filter((l) => l.includes('"worker draining"'))
+    assert.equal(drained.length, 2, `both workers drained (the replacement ${fresh} too): ${c.out.join('')}`)
+  } finally {
+    if (frozen) process.kill(fresh!, 'SIGCONT')
+    await stop(c)
+  }
 })
 
 test('a worker that cannot start (its port is taken) exits, and the primary replaces it with backoff', async () => {
