@@ -13,13 +13,16 @@ import { DASHBOARD_HTML } from './observability/dashboard.js'
 import { historyFor, stopHistory, type HistoryAnswer } from './observability/status.js'
 import { cpuProfile, heapSnapshot, profilerBusy } from './observability/profile.js'
 
+export interface Readiness { ready: boolean; degraded: string[]; details: Record<string, unknown> }
+
 export interface AdminDeps {
   current: () => Snapshot
   metrics: Metrics
   log: Logger
   reload: () => Promise<ReloadResult>
   purge: (p: { key?: string; prefix?: string; tag?: string }) => Promise<{ purged: number; incomplete?: string }>
-  readiness: () => { ready: boolean; degraded: string[]; details: Record<string, unknown> }
+  /** The cluster primary asks its workers (their Redis and rate limits), hence a promise. */
+  readiness: () => Readiness | Promise<Readiness>
   upstreams: () => Record<string, unknown> | Promise<Record<string, unknown>>
   status: () => Promise<unknown>
   /**
@@ -140,7 +143,7 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
   app.get('/healthz', async () => ({ status: 'ok' }))
 
   app.get('/readyz', async (_req, reply) => {
-    const r = deps.readiness()
+    const r = await deps.readiness()
     reply.code(r.ready ? 200 : 503)
     return { status: !r.ready ? 'not-ready' : r.degraded.length ? 'degraded' : 'ready', degraded: r.degraded, version: deps.current().version, ...r.details }
   })

@@ -67,6 +67,8 @@ export interface Gateway {
   upstreams (): Record<string, unknown>
   /** The /admin/status summary of this process. */
   status (): Promise<unknown>
+  /** The /readyz answer of this process. */
+  readiness (): { ready: boolean; degraded: string[]; details: Record<string, unknown> }
   /** Stop accepting, let in-flight requests finish within graceMs, then release everything. */
   close (graceMs?: number): Promise<void>
 }
@@ -203,23 +205,25 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     log,
     reload: () => reloader.reload('admin'),
     purge: (p) => cache.purge(p),
-    readiness: () => {
-      const degraded: string[] = []
-      const details: Record<string, unknown> = {}
-      if (redis) {
-        const s = redis.status()
-        details.redis = s
-        if (!s.healthy) degraded.push('redis')
-      } else details.redis = { configured: false }
-      if (resilience.degraded) degraded.push('ratelimit')
-      details.rateLimits = resilience.status().redis
-      if (reloader.lastError) { degraded.push('config'); details.lastReloadErrors = reloader.lastError }
-      details.cache = cache.stats()
-      return { ready: listening, degraded, details }
-    },
+    readiness: () => readiness(),
     upstreams: upstreamStatus,
     status: () => status()
   })
+  // Also what a cluster worker reports to its primary's /readyz.
+  const readiness = () => {
+    const degraded: string[] = []
+    const details: Record<string, unknown> = {}
+    if (redis) {
+      const s = redis.status()
+      details.redis = s
+      if (!s.healthy) degraded.push('redis')
+    } else details.redis = { configured: false }
+    if (resilience.degraded) degraded.push('ratelimit')
+    details.rateLimits = resilience.status().redis
+    if (reloader.lastError) { degraded.push('config'); details.lastReloadErrors = reloader.lastError }
+    details.cache = cache.stats()
+    return { ready: listening, degraded, details }
+  }
   const status = () => collectStatus({ current, metrics, upstreams: upstreamStatus, cacheStats: () => cache.stats(), readiness: () => ({ ready: listening, degraded: readinessDegraded() }), startedAt, version: VERSION })
 
   // The first requests would otherwise find Redis still connecting, and go without L2 and the
@@ -279,6 +283,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     proxy,
     admin,
     status,
+    readiness,
     upstreams: upstreamStatus,
     async close (graceMs = current().config.shutdownGraceMs) {
       reloader.close()

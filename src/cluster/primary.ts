@@ -40,6 +40,7 @@ export type WorkerMessage =
   | { type: 'sluice:upstreams'; id: string }
   | { type: 'sluice:profile'; id: string; ms: number }
   | { type: 'sluice:metrics'; id: string }
+  | { type: 'sluice:readiness'; id: string }
   | { type: 'sluice:shutdown' }
 
 export type WorkerReply =
@@ -147,7 +148,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     return w
   }
 
-  type Ask = { type: 'sluice:reload'; text: string } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:history'; since?: number } | { type: 'sluice:metrics' } | { type: 'sluice:upstreams' }
+  type Ask = { type: 'sluice:reload'; text: string } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:history'; since?: number } | { type: 'sluice:metrics' } | { type: 'sluice:upstreams' } | { type: 'sluice:readiness' }
   interface Asked { asked: Worker[]; answers: Map<number, unknown>; exited: number[]; missing: number[] }
   /** Ask every ready worker; resolve once all have answered (or exited), or after timeoutMs with what came. */
   const askEach = (msg: Ask, timeoutMs = 5000): Promise<Asked> => {
@@ -265,12 +266,31 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       ])]
       return unreached.length ? { purged, incomplete: unreached.join(',') } : { purged }
     },
-    readiness: () => ({
-      // Draining (SIGTERM): not ready, so a load balancer stops sending, as a single process does.
-      ready: ready.size > 0 && !stopping,
-      degraded: [...(ready.size < n ? ['workers'] : []), ...(reloader.lastError ? ['config'] : [])],
-      details: { workers: { configured: n, ready: ready.size, restarts }, ...(reloader.lastError ? { lastReloadErrors: reloader.lastError } : {}) }
-    }),
+    readiness: async () => {
+      // Redis and the rate limits are each worker's own: their reasons (redis, ratelimit) are
+      // merged in, as /admin/status does. A worker that does not answer within a second is left
+      // out rather than holding up a load balancer's probe.
+      const { asked, answers } = await askEach({ type: 'sluice:readiness' }, 1000)
+      const each = asked.map((w) => ({ pid: w.process.pid, r: answers.get(w.id) as { degraded?: string[]; details?: Record<string, unknown> } | null | undefined }))
+      const degraded = [...new Set([
+        ...each.flatMap(({ r }) => r?.degraded ?? []),
+        ...(ready.size < n ? ['workers'] : []),
+        ...(reloader.lastError ? ['config'] : [])
+      ])]
+      const first = each.find(({ r }) => r)?.r
+      return {
+        // Draining (SIGTERM): not ready, so a load balancer stops sending, as a single process does.
+        ready: ready.size > 0 && !stopping,
+        degraded,
+        details: {
+          workers: { configured: n, ready: ready.size, restarts },
+          ...(reloader.lastError ? { lastReloadErrors: reloader.lastError } : {}),
+          // Redis is shared: the first worker's view of it (each worker's reasons are below).
+          ...(first?.details?.redis !== undefined ? { redis: first.details.redis } : {}),
+          perWorker: each.map(({ pid, r }) => ({ pid, degraded: r?.degraded ?? null }))
+        }
+      }
+    },
     // Pools, breakers and target health are per worker: merged here (src/cluster/upstreams.ts).
     upstreams: async () => {
       const { asked, answers } = await askEach({ type: 'sluice:upstreams' })
@@ -360,7 +380,7 @@ export function configFromPrimary (timeoutMs = 10_000): Promise<string | undefin
 }
 
 /** In a worker: answer the primary's messages from this worker's gateway. */
-export function serveWorker (gw: { holder: { current (): { version: string } }; reloader: { reload (t: string, text?: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number; incomplete?: string }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
+export function serveWorker (gw: { holder: { current (): { version: string } }; readiness (): { degraded: string[]; details: Record<string, unknown> }; reloader: { reload (t: string, text?: string): Promise<ReloadResult> }; cache: { purge (s: object): Promise<{ purged: number; incomplete?: string }> }; metrics: Metrics; close (): Promise<void> }, status: () => Promise<unknown>, log: Logger, upstreams: () => unknown = () => ({})): void {
   const reply = (id: string, value: unknown) => { if (process.connected) process.send?.({ type: 'sluice:reply', id, value }, undefined, undefined, () => {}) }
   process.on('message', (m: WorkerMessage) => {
     if (m?.type === 'sluice:reload') void gw.reloader.reload('primary', m.text).then((r) => reply(m.id, r))
@@ -371,6 +391,7 @@ export function serveWorker (gw: { holder: { current (): { version: string } }; 
       reply(m.id, h ? h.answer(typeof m.since === 'number' ? m.since : undefined) : null)
     } else if (m?.type === 'sluice:upstreams') void Promise.resolve(upstreams()).then((u) => reply(m.id, u), () => reply(m.id, null))
     else if (m?.type === 'sluice:profile') void cpuProfile(m.ms).then((p) => reply(m.id, p), () => reply(m.id, null))
+    else if (m?.type === 'sluice:readiness') { try { reply(m.id, gw.readiness()) } catch { reply(m.id, null) } }
     else if (m?.type === 'sluice:metrics') void gw.metrics.registry.getMetricsAsJSON().then((j) => reply(m.id, j), () => reply(m.id, []))
     else if (m?.type === 'sluice:shutdown') {
       log.info('worker draining')

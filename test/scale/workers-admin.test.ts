@@ -1,11 +1,13 @@
 // With workers: the primary serves the admin port but no traffic, so /admin/upstreams merges
-// every worker's pools, breakers and target health, and /admin/profile profiles a worker
-// (?worker=N), never the idle primary.
+// every worker's pools, breakers and target health, /admin/profile profiles a worker
+// (?worker=N), never the idle primary, and /readyz reports the workers' own degradations
+// (an unreachable Redis) as a single process does.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'undici'
 import { startOrigin } from '../helpers/origin.js'
 import { startTestCluster } from '../helpers/cluster.js'
+import { reservePort } from '../helpers/ports.js'
 import { mergeUpstreams } from '../../src/cluster/upstreams.js'
 
 const closers: (() => Promise<unknown> | unknown)[] = []
@@ -26,14 +28,16 @@ test('mergeUpstreams sums pools and in-flight counts, keeps the worst breaker, a
   assert.equal(m.api.perWorker.length, 2)
 })
 
-test('workers: 2: /admin/upstreams merges both workers, /admin/profile?worker=N profiles that worker', async () => {
+test('workers: 2: /admin/upstreams merges both workers, /admin/profile?worker=N profiles that worker, /readyz reports the workers\' Redis', async () => {
   const origins = [await startOrigin(), await startOrigin()]
   for (const o of origins) closers.push(() => o.close())
+  const deadRedis = await reservePort() // nothing listens there: every worker finds Redis down
   const c = await startTestCluster((port, adminPort) => `workers: 2
 listen: { host: 127.0.0.1, port: ${port} }
 admin: { host: 127.0.0.1, port: ${adminPort} }
 log: { level: warn, accessLog: false }
 shutdownGraceMs: 2000
+redis: { url: "redis://127.0.0.1:${deadRedis}", connectTimeoutMs: 200 }
 upstreams:
   api: { targets: ["${origins[0].url}", "${origins[1].url}"] }
 routes:
@@ -41,6 +45,16 @@ routes:
 `)
   closers.push(() => c.stop())
   const admin = c.admin
+  // Only the workers talk to Redis: the primary's /readyz carries their reasons, as /admin/status does.
+  const rz = await request(admin + '/readyz')
+  const ready = await rz.body.json() as { status: string; degraded: string[]; perWorker: { pid: number; degraded: string[] }[] }
+  assert.equal(rz.statusCode, 200, 'degraded, still ready')
+  assert.equal(ready.status, 'degraded', JSON.stringify(ready))
+  assert.ok(ready.degraded.includes('redis'), JSON.stringify(ready))
+  assert.equal(ready.perWorker.length, 2)
+  assert.ok(ready.perWorker.every((w) => w.degraded.includes('redis')), JSON.stringify(ready.perWorker))
+  const st = await (await request(admin + '/admin/status')).body.json() as { degraded: string[] }
+  assert.deepEqual([...ready.degraded].sort(), [...st.degraded].sort(), '/readyz and /admin/status agree')
   for (let i = 0; i < 10; i++) await (await request(c.url + '/x', { reset: true })).body.dump()
   const u = await (await request(admin + '/admin/upstreams')).body.json() as Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
   assert.equal(u.api.workers, 2, JSON.stringify(u))
