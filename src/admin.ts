@@ -2,6 +2,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import type { Readable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { Metrics } from './observability/metrics.js'
@@ -30,6 +31,8 @@ export interface AdminDeps {
    * no traffic) passes one that profiles worker `worker` (?worker=N), or one that serves traffic.
    */
   profile?: (ms: number, worker: number | undefined) => Promise<unknown>
+  /** POST /admin/heap-snapshot: as `profile`, the cluster primary passes one that snapshots worker `worker`. */
+  heapSnapshot?: (worker: number | undefined) => Promise<Readable>
   /**
    * GET /admin/status/history: samples of the last minutes for the status page's charts. By
    * default this process samples its own metrics (StatusHistory, src/observability/status.ts,
@@ -183,6 +186,21 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
   }
   const historyOf = history
 
+  /** ?worker=N of /admin/profile and /admin/heap-snapshot: a worker index, or a 400 to answer. */
+  const workerIndex = (req: FastifyRequest): number | undefined | SluiceError => {
+    const w = (req.query as Record<string, string>).worker
+    const worker = w === undefined ? undefined : Number(w)
+    if (worker !== undefined && (!Number.isInteger(worker) || worker < 0)) {
+      return new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'worker must be a worker index (0, 1, ...)')
+    }
+    return worker
+  }
+  /** A profile or snapshot that could not be taken: 409 when one is already running, else 400 (no such worker). */
+  const profilerError = (err: unknown): SluiceError => {
+    const busy = (err as { statusCode?: number }).statusCode === 409
+    return new SluiceError(busy ? 'SLUICE_ERR_ADMIN_BUSY' : 'SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message)
+  }
+
   app.register(async (admin) => {
     admin.addHook('onRequest', guard)
     admin.get('/admin/status', async () => deps.status())
@@ -195,18 +213,14 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
       if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 300) {
         return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'seconds must be between 0 and 300'))
       }
-      const w = (req.query as Record<string, string>).worker
-      const worker = w === undefined ? undefined : Number(w)
-      if (worker !== undefined && (!Number.isInteger(worker) || worker < 0)) {
-        return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'worker must be a worker index (0, 1, ...)'))
-      }
+      const worker = workerIndex(req)
+      if (worker instanceof SluiceError) return refuse(reply, worker)
       deps.log.info({ seconds, worker }, 'CPU profile started')
       let profile: unknown
       try {
         profile = deps.profile ? await deps.profile(seconds * 1000, worker) : await cpuProfile(seconds * 1000)
       } catch (err) {
-        const busy = (err as { statusCode?: number }).statusCode === 409
-        return refuse(reply, new SluiceError(busy ? 'SLUICE_ERR_ADMIN_BUSY' : 'SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message))
+        return refuse(reply, profilerError(err))
       }
       if (profile === null || profile === undefined) {
         // A cluster worker that was busy (or gone) answers null.
@@ -215,13 +229,27 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
       reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.cpuprofile"`)
       return profile
     })
-    admin.post('/admin/heap-snapshot', async (_req, reply) => {
-      if (profilerBusy()) {
-        return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BUSY', 'a profile is already running'))
+    admin.post('/admin/heap-snapshot', async (req, reply) => {
+      const worker = workerIndex(req)
+      if (worker instanceof SluiceError) return refuse(reply, worker)
+      let snapshot: Readable
+      if (deps.heapSnapshot) {
+        // The cluster primary serves no traffic: a worker's heap is the one worth reading.
+        deps.log.info({ worker }, 'heap snapshot requested')
+        try {
+          snapshot = await deps.heapSnapshot(worker)
+        } catch (err) {
+          return refuse(reply, profilerError(err))
+        }
+      } else {
+        if (profilerBusy()) {
+          return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BUSY', 'a profile is already running'))
+        }
+        deps.log.info('heap snapshot requested')
+        snapshot = heapSnapshot()
       }
-      deps.log.info('heap snapshot requested')
       reply.type('application/json').header('content-disposition', `attachment; filename="sluice-${Date.now()}.heapsnapshot"`)
-      return reply.send(heapSnapshot())
+      return reply.send(snapshot)
     })
     admin.post('/admin/reload', async (_req, reply) => {
       const r = await deps.reload()

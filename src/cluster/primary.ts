@@ -13,6 +13,7 @@
 import cluster, { type Worker } from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { randomUUID } from 'node:crypto'
+import { PassThrough, type Readable } from 'node:stream'
 import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import type { Logger } from 'pino'
 import { loadConfigFile } from '../config/load.js'
@@ -23,7 +24,7 @@ import { latencyByRoute, cacheRatios, historyOf, mergeHistories, type HistoryAns
 import { logDrained } from '../observability/logger.js'
 import { buildAdmin } from '../admin.js'
 import { mergeUpstreams, type UpstreamView } from './upstreams.js'
-import { cpuProfile } from '../observability/profile.js'
+import { cpuProfile, heapSnapshot, profilerBusy } from '../observability/profile.js'
 import type { Config } from '../config/schema.js'
 import { MemoryBucketStore } from '../resilience/bucket-memory.js'
 import { serveBuckets } from './ipc-buckets.js'
@@ -39,6 +40,7 @@ export type WorkerMessage =
   | { type: 'sluice:history'; id: string; since?: number }
   | { type: 'sluice:upstreams'; id: string }
   | { type: 'sluice:profile'; id: string; ms: number }
+  | { type: 'sluice:heap-snapshot'; id: string }
   | { type: 'sluice:metrics'; id: string }
   | { type: 'sluice:readiness'; id: string }
   | { type: 'sluice:shutdown' }
@@ -47,6 +49,8 @@ export type WorkerReply =
   | { type: 'sluice:ready'; pid: number; version?: string }
   | { type: 'sluice:config?' }
   | { type: 'sluice:reply'; id: string; value: unknown }
+  /** A piece of a heap snapshot, before the reply that ends it. */
+  | { type: 'sluice:chunk'; id: string; chunk: string }
 
 type MetricJSON = MetricObjectWithValues<MetricValue<string>>
 
@@ -247,6 +251,13 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     const workers = await ask({ type: 'sluice:metrics' }) as MetricJSON[][]
     return aggregateMetrics(workers.filter(Array.isArray), await own.registry.getMetricsAsJSON() as MetricJSON[])
   }
+  /** The ready worker at `index` (?worker=N of /admin/profile and /admin/heap-snapshot; default the first). */
+  const readyWorker = (index: number | undefined): Worker => {
+    const live = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected() && ready.has(w.id))
+    const w = live[index ?? 0]
+    if (w === undefined) throw new Error(index === undefined ? 'no worker is ready' : `no worker ${index} (${live.length} ready: 0..${live.length - 1})`)
+    return w
+  }
   const workerStates = (): WorkerState[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w)
     .map((w) => ({ id: w.id, pid: w.process.pid, ready: ready.has(w.id) }))
 
@@ -298,15 +309,47 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     },
     // The primary serves no traffic: profile a worker (?worker=N, by index; default the first ready one).
     profile: async (ms, index) => {
-      const live = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected() && ready.has(w.id))
-      const w = live[index ?? 0]
-      if (w === undefined) throw new Error(index === undefined ? 'no worker is ready' : `no worker ${index} (${live.length} ready: 0..${live.length - 1})`)
+      const w = readyWorker(index)
       const id = randomUUID()
       return await new Promise((resolve, reject) => {
         const timer = setTimeout(() => { pending.delete(id); reject(new Error('the worker did not answer')) }, ms + 10_000)
         const entry = { waiting: new Set([w.id]), answers: new Map<number, unknown>(), exited: [] as number[], done: () => { pending.delete(id); clearTimeout(timer); resolve(entry.answers.get(w.id)) } }
         pending.set(id, entry)
         w.send({ type: 'sluice:profile', id, ms }, undefined, () => {})
+      })
+    },
+    // As a profile: a worker's heap (?worker=N), streamed as the worker sends it. It resolves on
+    // the first chunk, so a busy worker (or a bad index) is still answered with an error status.
+    heapSnapshot: async (index) => {
+      const w = readyWorker(index)
+      const id = randomUUID()
+      const out = new PassThrough()
+      return await new Promise<Readable>((resolve, reject) => {
+        let started = false
+        const onChunk = (m: WorkerReply) => {
+          if (m?.type !== 'sluice:chunk' || m.id !== id) return
+          if (!started) { started = true; resolve(out) }
+          out.write(m.chunk)
+        }
+        w.on('message', onChunk)
+        const entry = {
+          waiting: new Set([w.id]),
+          answers: new Map<number, unknown>(),
+          exited: [] as number[],
+          done: () => {
+            pending.delete(id)
+            w.off('message', onChunk)
+            const r = entry.answers.get(w.id) as { done?: boolean; busy?: boolean; error?: string } | null | undefined
+            if (r?.done === true) { if (!started) resolve(out); out.end(); return }
+            const err = r?.busy === true
+              ? Object.assign(new Error('a profile is already running in that worker'), { statusCode: 409 })
+              : new Error(r?.error ?? 'the worker exited before its heap snapshot was complete')
+            if (started) out.destroy(err)
+            else reject(err)
+          }
+        }
+        pending.set(id, entry)
+        w.send({ type: 'sluice:heap-snapshot', id } satisfies WorkerMessage, undefined, () => {})
       })
     },
     // The charts' history: every worker samples its own metrics; samples of the same instant
@@ -391,7 +434,14 @@ export function serveWorker (gw: { holder: { current (): { version: string } }; 
       reply(m.id, h ? h.answer(typeof m.since === 'number' ? m.since : undefined) : null)
     } else if (m?.type === 'sluice:upstreams') void Promise.resolve(upstreams()).then((u) => reply(m.id, u), () => reply(m.id, null))
     else if (m?.type === 'sluice:profile') void cpuProfile(m.ms).then((p) => reply(m.id, p), () => reply(m.id, null))
-    else if (m?.type === 'sluice:readiness') { try { reply(m.id, gw.readiness()) } catch { reply(m.id, null) } }
+    else if (m?.type === 'sluice:heap-snapshot') {
+      if (profilerBusy()) { reply(m.id, { busy: true }); return }
+      // Sent on as it is taken, in the order of the channel; the reply after the last chunk ends it.
+      const snap = heapSnapshot().setEncoding('utf8')
+      snap.on('data', (chunk: string) => { if (process.connected) process.send?.({ type: 'sluice:chunk', id: m.id, chunk } satisfies WorkerReply, undefined, undefined, () => {}) })
+      snap.on('end', () => reply(m.id, { done: true }))
+      snap.on('error', (err) => reply(m.id, { error: err.message }))
+    } else if (m?.type === 'sluice:readiness') { try { reply(m.id, gw.readiness()) } catch { reply(m.id, null) } }
     else if (m?.type === 'sluice:metrics') void gw.metrics.registry.getMetricsAsJSON().then((j) => reply(m.id, j), () => reply(m.id, []))
     else if (m?.type === 'sluice:shutdown') {
       log.info('worker draining')

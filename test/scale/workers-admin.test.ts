@@ -1,6 +1,6 @@
 // With workers: the primary serves the admin port but no traffic, so /admin/upstreams merges
-// every worker's pools, breakers and target health, /admin/profile profiles a worker
-// (?worker=N), never the idle primary, and /readyz reports the workers' own degradations
+// every worker's pools, breakers and target health, /admin/profile and /admin/heap-snapshot
+// profile a worker (?worker=N), never the idle primary, and /readyz reports the workers' own degradations
 // (an unreachable Redis) as a single process does.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -28,10 +28,13 @@ test('mergeUpstreams sums pools and in-flight counts, keeps the worst breaker, a
   assert.equal(m.api.perWorker.length, 2)
 })
 
-test('workers: 2: /admin/upstreams merges both workers, /admin/profile?worker=N profiles that worker, /readyz reports the workers\' Redis', async () => {
+test('workers: 2: /admin/upstreams merges both workers, /admin/profile and /admin/heap-snapshot read a worker, /readyz reports the workers\' Redis', async () => {
   const origins = [await startOrigin(), await startOrigin()]
   for (const o of origins) closers.push(() => o.close())
   const deadRedis = await reservePort() // nothing listens there: every worker finds Redis down
+  // Cached in a worker's L1 only (Redis is down): a heap snapshot that holds it is a worker's.
+  const marker = `heapmarker${process.pid}x${Date.now()}`
+  for (const o of origins) o.on('/c/' + marker, (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600' }); res.end('x') })
   const c = await startTestCluster((port, adminPort) => `workers: 2
 listen: { host: 127.0.0.1, port: ${port} }
 admin: { host: 127.0.0.1, port: ${adminPort} }
@@ -41,6 +44,7 @@ redis: { url: "redis://127.0.0.1:${deadRedis}", connectTimeoutMs: 200 }
 upstreams:
   api: { targets: ["${origins[0].url}", "${origins[1].url}"] }
 routes:
+  - { name: cached, match: { pathPrefix: /c/ }, upstream: api, cache: { enabled: true, defaultTtlSeconds: 600 } }
   - { name: all, match: { pathPrefix: / }, upstream: api }
 `)
   closers.push(() => c.stop())
@@ -69,4 +73,22 @@ routes:
   const bad = await request(admin + '/admin/profile?seconds=1&worker=7', { method: 'POST' })
   assert.equal(bad.statusCode, 400)
   assert.match(await bad.body.text(), /no worker 7/)
+
+  // Each fresh connection goes to the next worker: both cache the marker's response.
+  for (let i = 0; i < 6; i++) {
+    const r = await request(c.url + '/c/' + marker, { reset: true })
+    assert.equal(r.statusCode, 200)
+    await r.body.dump()
+  }
+  for (const worker of [0, 1]) {
+    const snap = await request(admin + `/admin/heap-snapshot?worker=${worker}`, { method: 'POST' })
+    assert.equal(snap.statusCode, 200)
+    assert.match(String(snap.headers['content-disposition']), /\.heapsnapshot"/)
+    const text = await snap.body.text()
+    assert.ok(text.startsWith('{"snapshot":'), 'a V8 heap snapshot')
+    assert.ok(text.includes(marker), `worker ${worker}'s heap, which served and cached the request`)
+  }
+  const noWorker = await request(admin + '/admin/heap-snapshot?worker=7', { method: 'POST' })
+  assert.equal(noWorker.statusCode, 400)
+  assert.match(await noWorker.body.text(), /no worker 7/)
 })
