@@ -106,6 +106,8 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   const buckets = new MemoryBucketStore()
   const budgets = new MemoryBucketStore()
   const ready = new Set<number>()
+  /** The config version each worker last reported running (when ready, and after each reload it applied). */
+  const versions = new Map<number, string>()
   /** Questions to workers: who has not answered yet, and the answers by worker id. */
   const pending = new Map<string, { waiting: Set<number>; answers: Map<number, unknown>; exited: number[]; done: () => void }>()
   let stopping = false
@@ -130,13 +132,15 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
           return
         }
         ready.add(w.id)
+        if (m.version !== undefined) versions.set(w.id, m.version)
         log.info({ worker: w.id, pid: m.pid }, 'worker ready')
         // It fetched its config before a reload committed (and, not ready yet, was not asked to
-        // apply it): bring it to the running config.
+        // apply it): bring it to the running config. (One that becomes ready while a reload is
+        // in progress runs the config still committed; the reload asks it before answering.)
         const running = holder.current().version
         if (m.version !== undefined && m.version !== running) {
           log.info({ worker: w.id, version: m.version, running }, 'worker started on an older config; sending it the running one')
-          w.send({ type: 'sluice:reload', id: `catch-up-${w.id}-${randomUUID()}`, text: runningText } satisfies WorkerMessage, undefined, () => {})
+          void catchUp((x) => x.id === w.id)
         }
       }
       if (m?.type === 'sluice:reply') {
@@ -154,9 +158,9 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
 
   type Ask = { type: 'sluice:reload'; text: string } | { type: 'sluice:purge'; sel: { key?: string; prefix?: string; tag?: string } } | { type: 'sluice:status' } | { type: 'sluice:history'; since?: number } | { type: 'sluice:metrics' } | { type: 'sluice:upstreams' } | { type: 'sluice:readiness' }
   interface Asked { asked: Worker[]; answers: Map<number, unknown>; exited: number[]; missing: number[] }
-  /** Ask every ready worker; resolve once all have answered (or exited), or after timeoutMs with what came. */
-  const askEach = (msg: Ask, timeoutMs = 5000): Promise<Asked> => {
-    const asked = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected() && ready.has(w.id))
+  /** Ask every ready worker (that `only` keeps); resolve once all have answered (or exited), or after timeoutMs with what came. */
+  const askEach = (msg: Ask, timeoutMs = 5000, only: (w: Worker) => boolean = () => true): Promise<Asked> => {
+    const asked = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected() && ready.has(w.id) && only(w))
     if (asked.length === 0) return Promise.resolve({ asked, answers: new Map(), exited: [], missing: [] })
     const id = randomUUID()
     return new Promise((resolve) => {
@@ -186,12 +190,27 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
    */
   const RELOAD_TIMEOUT_MS = 10_000
   const reloadWorkers = async (text: string): Promise<void> => {
-    const { asked, answers, exited, missing } = await askEach({ type: 'sluice:reload', text }, RELOAD_TIMEOUT_MS)
+    const asked: Worker[] = []
+    const answers = new Map<number, unknown>()
+    const exited: number[] = []
+    const missing: number[] = []
+    // A worker that becomes ready while the others apply the text (a crashed one's replacement)
+    // started on the config still running, and was not asked: ask it too, before the answer,
+    // so that every worker runs the config a 200 reports. The primary commits in the same turn
+    // as the last round's answer, so no other worker can become ready in between.
+    for (;;) {
+      const round = await askEach({ type: 'sluice:reload', text }, RELOAD_TIMEOUT_MS, (w) => !asked.includes(w))
+      if (round.asked.length === 0) break
+      asked.push(...round.asked)
+      for (const [id, r] of round.answers) answers.set(id, r)
+      exited.push(...round.exited)
+      missing.push(...round.missing)
+    }
     const pid = (id: number) => asked.find((w) => w.id === id)?.process.pid
     const errors: string[] = []
     for (const [id, r] of answers) {
       const res = r as ReloadResult | null
-      if (res?.ok === true) continue
+      if (res?.ok === true) { versions.set(id, res.version); continue }
       const why = res?.errors?.length ? res.errors : ['no result']
       for (const e of why) errors.push(`worker ${id} (pid ${pid(id)}): ${e}`)
     }
@@ -204,6 +223,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       // not answer in time but may apply it late), so every worker runs one config.
       if (applied > 0 || missing.length > 0) {
         const back = await askEach({ type: 'sluice:reload', text: runningText }, RELOAD_TIMEOUT_MS)
+        for (const [id, r] of back.answers) if ((r as ReloadResult | null)?.ok === true) versions.set(id, (r as ReloadResult).version)
         const failed = [...back.answers].filter(([, r]) => (r as ReloadResult | null)?.ok !== true).map(([id]) => id)
         const stuck = [...failed, ...back.missing]
         if (stuck.length) {
@@ -215,8 +235,32 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     }
   }
 
+  /**
+   * Sends the running config to the ready workers `only` keeps whose reported version is not the
+   * running one (a worker that missed a reload). Resolves with an error for each that did not
+   * apply it, which is logged: the next reload, even of an unchanged file, tries again.
+   */
+  const catchUp = async (only: (w: Worker) => boolean = () => true): Promise<string[]> => {
+    const running = holder.current().version
+    const { asked, answers, exited, missing } = await askEach({ type: 'sluice:reload', text: runningText }, RELOAD_TIMEOUT_MS, (w) => only(w) && versions.get(w.id) !== running)
+    if (asked.length === 0) return []
+    const pid = (id: number) => asked.find((w) => w.id === id)?.process.pid
+    const errors: string[] = []
+    for (const [id, r] of answers) {
+      const res = r as ReloadResult | null
+      if (res?.ok === true) { versions.set(id, res.version); continue }
+      for (const e of res?.errors?.length ? res.errors : ['no result']) errors.push(`worker ${id} (pid ${pid(id)}): ${e}`)
+    }
+    for (const id of exited) errors.push(`worker ${id} (pid ${pid(id)}): exited before answering`)
+    for (const id of missing) errors.push(`worker ${id} (pid ${pid(id)}): did not answer within ${RELOAD_TIMEOUT_MS / 1000} s`)
+    if (errors.length) log.error({ version: running, errors }, 'a worker could not catch up with the running config; it runs an older one until the next reload')
+    else log.info({ workers: asked.map((w) => w.id), version: running }, 'workers caught up with the running config')
+    return errors
+  }
+
   cluster.on('exit', (w, code, signal) => {
     ready.delete(w.id)
+    versions.delete(w.id)
     // A worker that exits will not answer: stop waiting for it.
     for (const p of pending.values()) {
       if (p.waiting.delete(w.id)) { p.exited.push(w.id); if (p.waiting.size === 0) p.done() }
@@ -242,8 +286,16 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
         commit: () => {
           runningText = text
           reloader.watchFiles(tlsFiles(next)) // a rotated certificate reloads every worker through here
+          // Every ready worker was asked above; one that still reports another version gets it now.
+          void catchUp()
         }
       }
+    },
+    // The file is the running config, but a worker may not run it (its catch-up failed): a
+    // retry of the reload is the way to bring it over, so it is not a no-op here.
+    unchanged: async () => {
+      const errors = await catchUp()
+      if (errors.length) throw new ReloadError(errors)
     }
   })
 

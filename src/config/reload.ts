@@ -52,6 +52,11 @@ export interface ReloaderDeps {
    * without changing what serves. Throwing (or rejecting) fails the reload with nothing changed.
    */
   prepare: (next: Snapshot, prev: Snapshot, loaded: LoadedConfig) => ReloadPlan | Promise<ReloadPlan>
+  /**
+   * The file is the running config: nothing to swap. The cluster primary brings over any worker
+   * that does not run it yet; throwing fails the reload (the running snapshot stays, as always).
+   */
+  unchanged?: () => Promise<void>
   debounceMs?: number
 }
 
@@ -77,6 +82,7 @@ export class Reloader {
         const loaded = text === undefined ? loadConfigFile(file) : parseConfig(text, file)
         const next = compile(loaded.config, loaded.raw, file, loaded.ca, loaded.listenTls ?? null)
         if (next.version === prev.version) {
+          await this.deps.unchanged?.()
           log.info({ trigger, version: next.version }, 'config unchanged')
           metrics.configReloads.labels('success').inc()
           metrics.configLastReloadSuccess.set(Date.now() / 1000)

@@ -222,6 +222,48 @@ test('workers: 2: with one worker stopped, the reload stays unanswered until tha
   }
 })
 
+test('workers: 2: a worker that becomes ready while a reload is in progress runs the new config too once the reload answers 200', async () => {
+  const c = await startCluster()
+  const [paused, victim] = workerPids(c.child.pid!)
+  const frozen = new Set<number>()
+  const freeze = (pid: number) => { process.kill(pid, 'SIGSTOP'); frozen.add(pid) }
+  const thaw = (pid: number) => { process.kill(pid, 'SIGCONT'); frozen.delete(pid) }
+  try {
+    // A replacement that is still starting (held) when the reload begins, so it is not asked.
+    process.kill(victim, 'SIGKILL')
+    let fresh: number | undefined
+    await until('the replacement worker process', () => {
+      fresh = workerPids(c.child.pid!).find((p) => p !== paused && p !== victim)
+      return fresh !== undefined
+    }, { intervalMs: 5, tries: 2000, detail: () => c.out.join('') })
+    workerPidsSeen.add(fresh!)
+    freeze(fresh!)
+    // The other worker is held too, so the reload stays in progress while the replacement comes up.
+    freeze(paused)
+    c.write(c.config({ base: 'v2', fresh: true }))
+    let answered = false
+    const pending = reload(c).finally(() => { answered = true })
+    // The reload is read and sent to the held worker long before a node process has started.
+    thaw(fresh!)
+    await until('the replacement to be ready', async () => {
+      const r = await (await request(c.admin + '/readyz')).body.json() as { workers?: { ready: number } }
+      return r.workers?.ready === 2
+    }, { tries: 400, detail: () => c.out.join('') })
+    assert.equal(answered, false, 'the reload waits for the held worker')
+    thaw(paused)
+    const r = await pending
+    assert.equal(r.status, 200, JSON.stringify(r.body))
+    await assertEveryWorkerOn(c, 'v2', true, 'right after the 200, the replacement having come up during the reload')
+    // A retry of the same file answers 200 and changes nothing.
+    const again = await reload(c)
+    assert.equal(again.status, 200, JSON.stringify(again.body))
+    await assertEveryWorkerOn(c, 'v2', true, 'after a retry of the same file')
+  } finally {
+    for (const pid of frozen) process.kill(pid, 'SIGCONT')
+    assert.equal(await stop(c), 0, c.out.join(''))
+  }
+})
+
 test('workers: 2: a broken file answers 422 and every worker keeps the old config', async () => {
   const c = await startCluster()
   try {
