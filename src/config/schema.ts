@@ -80,7 +80,7 @@ export const UpstreamSchema = Strict({
   hashKey: HashKeySchema,
   healthCheck: Type.Optional(HealthCheckSchema),
   outlierDetection: WithDefault(OutlierDetectionSchema),
-  timeoutMs: Ms(10000, 'Deadline for the upstream\'s response headers, from when the first attempt may be sent (retries and their budget waits included; the first attempt\'s budget queue and a wait for a free pooled connection are not) → 504', 1),
+  timeoutMs: Ms(10000, 'Deadline for the upstream\'s response headers, from when the first attempt may be sent (retries, their budget waits and a wait for a free pooled connection included; the first attempt\'s budget queue is not) → 504', 1),
   connectTimeoutMs: Ms(5000, 'TCP/TLS connect timeout of one attempt → 504', 1),
   bodyTimeoutMs: Ms(60000, 'Longest idle gap while streaming the upstream body; 0 disables (long-lived SSE)'),
   connections: Type.Integer({ minimum: 1, default: 128, description: 'Size of the keep-alive connection pool' }),

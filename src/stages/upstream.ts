@@ -33,6 +33,55 @@ export type UpstreamFetch = (route: RouteEntry, req: UpstreamRequest) => Promise
 
 const DEADLINE = Object.assign(new Error('upstream deadline'), { code: 'SLUICE_DEADLINE' })
 
+/**
+ * The deadline of an attempt that waits in its pool's queue (every connection busy): undici's
+ * headersTimeout starts only once the request is written, so a queued request could otherwise
+ * wait for as long as the requests ahead of it take. An AbortController that the client's
+ * leaving (`client`: the response's 'abort' emitter, or a signal) and the timer both abort.
+ * undici drops an aborted request that is still queued without sending it, but settles its
+ * promise only when its turn comes, so race() answers at the deadline itself (and lets the
+ * late result go). done() once the answer's head is in (or the attempt failed) drops both.
+ */
+class QueueDeadline {
+  private readonly ctl = new AbortController()
+  private readonly timer: NodeJS.Timeout
+  private readonly onClient = (): void => { this.ctl.abort() }
+  private fire: ((err: Error) => void) | null = null
+  expired = false
+  constructor (private readonly client: { on? (ev: 'abort', fn: () => void): unknown, off? (ev: 'abort', fn: () => void): unknown, addEventListener? (ev: 'abort', fn: () => void): unknown, removeEventListener? (ev: 'abort', fn: () => void): unknown, aborted?: boolean } | undefined, ms: number) {
+    if (client?.aborted === true) this.ctl.abort()
+    else if (client?.addEventListener !== undefined) client.addEventListener('abort', this.onClient)
+    else client?.on?.('abort', this.onClient)
+    this.timer = setTimeout(() => {
+      this.expired = true
+      this.ctl.abort()
+      this.fire?.(DEADLINE)
+    }, Math.max(1, ms))
+  }
+
+  get signal (): AbortSignal { return this.ctl.signal }
+
+  /** `sending`, or a rejection at the deadline (or when the client leaves) if that comes first. */
+  race (sending: Promise<Dispatcher.ResponseData>): Promise<Dispatcher.ResponseData> {
+    const gone = new Promise<never>((_resolve, reject) => {
+      this.fire = reject
+      this.ctl.signal.addEventListener('abort', () => reject(this.expired ? DEADLINE : new Error('client closed')), { once: true })
+    })
+    return Promise.race([sending, gone]).catch((err: unknown) => {
+      // Lost the race: whatever undici makes of it later is let go (a queued request is never sent).
+      if (err !== undefined && (err === DEADLINE || this.ctl.signal.aborted)) sending.then((r) => discard(r.body), () => {})
+      throw err
+    })
+  }
+
+  done (): void {
+    clearTimeout(this.timer)
+    const c = this.client
+    if (c?.removeEventListener !== undefined) c.removeEventListener('abort', this.onClient)
+    else c?.off?.('abort', this.onClient)
+  }
+}
+
 /** The largest body of an answer a status retry sets aside (an error page, a JSON error). */
 const LAST_ANSWER_MAX_BYTES = 64 * 1024
 
@@ -219,28 +268,35 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         // Tracing on: a CLIENT span for this attempt, sent upstream as the traceparent's parent.
         const span = req.trace != null && deps.tracing !== undefined ? deps.tracing.attempt(req.trace, up.name, t.id, req.attempts, headers) : null
         const t0 = performance.now()
+        // Every connection of the target's pool busy: this attempt waits in undici's queue, where
+        // headersTimeout does not run yet. The deadline is kept by a timer of its own then (only
+        // then: a request that gets a connection at once pays for none of it).
+        const queue = t.inFlight >= up.config.connections ? new QueueDeadline(req.abortEmitter ?? req.signal, remaining) : null
         g.inc()
         t.inFlight++
         sent = true
         let res: Dispatcher.ResponseData
         try {
-          res = await t.pool.request({
+          const sending = t.pool.request({
             path: te.basePath + path,
             method: req.method as Dispatcher.HttpMethod,
             headers,
             body: req.body as Buffer | Readable | null,
-            signal: req.abortEmitter ?? req.signal,
+            signal: queue !== null ? queue.signal : req.abortEmitter ?? req.signal,
             // The route's timeout itself on a first attempt that has not waited (a constant lets
             // undici reuse its parser timer; a value that changes per request allocates a new one).
             onInfo: req.onInfo,
             headersTimeout: attempt === 0 && failovers === 0 && remaining > route.timeoutMs - 20 ? route.timeoutMs : remaining,
             bodyTimeout: up.config.bodyTimeoutMs
           })
+          res = queue === null ? await sending : await queue.race(sending)
         } catch (raw) {
+          queue?.done()
           g.dec()
           t.inFlight--
           const clientClosed = req.clientGone ? req.clientGone() : req.signal?.aborted === true
-          const err = mapUpstreamError(raw, up.name, clientClosed)
+          // The deadline passed while the attempt waited for a connection: 504, as a deadline is.
+          const err = queue?.expired === true && !clientClosed ? mapUpstreamError(DEADLINE, up.name, false) : mapUpstreamError(raw, up.name, clientClosed)
           if (span !== null) Tracing.endAttempt(span, 0, err.code)
           // An attempt the client walked away from says nothing about the upstream: not observed.
           if (!clientClosed) m.duration[5].observe((performance.now() - t0) / 1000)
@@ -269,6 +325,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           }
           throw err
         }
+        queue?.done()
         const status = res.statusCode
         if (span !== null) Tracing.endAttempt(span, status)
         m.duration[classIndex(status)].observe((performance.now() - t0) / 1000)

@@ -65,6 +65,12 @@ upstreams:
     bodyTimeoutMs: 6000
     circuitBreaker: { enabled: false }
     retry: { attempts: 1, backoffMs: 10, maxBackoffMs: 50, budgetMinRetries: 100 }
+  onepool:
+    url: ${origin.url}
+    timeoutMs: 300
+    connections: 1
+    circuitBreaker: { enabled: false }
+    retry: { attempts: 0 }
   hang:
     url: ${origin.url}
     timeoutMs: 6000
@@ -73,6 +79,8 @@ upstreams:
 routes:
   - { name: pauseq, match: { pathPrefix: /pauseq/ }, upstream: pauseq }
   - { name: hang, match: { pathPrefix: /hang/ }, upstream: hang }
+  - { name: onepool, match: { pathPrefix: /onepool/ }, upstream: onepool, timeoutMs: 60000 }
+  - { name: onepool-short, match: { pathPrefix: /onepool-short/ }, upstream: onepool }
   - { name: tripc, match: { pathPrefix: /tripc/ }, upstream: tripc, cache: { enabled: true } }
   - { name: slowbody, match: { pathPrefix: /slowbody/ }, upstream: slowbody }
   - { name: queued, match: { pathPrefix: /queued/ }, upstream: queued }
@@ -248,4 +256,27 @@ test('a retry is not held back by the previous 503\'s body: one not whole when t
   } finally {
     for (const h of held) h()
   }
+})
+
+test('an attempt waiting for a pooled connection keeps its deadline: 504, and it never reaches the upstream', async () => {
+  let release: () => void = () => {}
+  origin.on('/onepool/held', async (_req, res) => {
+    await new Promise<void>((resolve) => { release = resolve })
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.end('held')
+  })
+  // The route's own timeoutMs (60 s) lets the first request hold the only connection.
+  const first = get('/onepool/held')
+  for (let i = 0; i < 100 && origin.count('/onepool/held') === 0; i++) await sleep(10)
+  assert.equal(origin.count('/onepool/held'), 1)
+  try {
+    // The upstream's timeoutMs (300 ms) applies to this one, queued behind the first.
+    const queued = await get('/onepool-short/x')
+    assert.equal(queued.status, 504, `got ${queued.status} ${queued.code}`)
+    assert.equal(queued.code, 'SLUICE_ERR_UPSTREAM_TIMEOUT')
+    assert.equal(origin.count('/onepool-short/x'), 0, 'the queued attempt was withdrawn, never sent')
+  } finally {
+    release()
+  }
+  assert.equal((await first).status, 200)
 })
