@@ -127,6 +127,9 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
     const h = request.headers.authorization ?? ''
     const presented = h.startsWith('Bearer ') ? h.slice(7) : ''
     if (presented && tokenMatches(presented, token)) { failures.delete(ip); return }
+    // A request that presents no token guesses nothing: 401, not counted. Counted, the status
+    // page polling before its token is typed (or any page's cross-site GET) locked the IP out.
+    if (!presented) return unauthorized(reply)
     const rec = f && now - f.since < FAILURE_WINDOW_MS ? f : { count: 0, since: now }
     rec.count++
     failures.delete(ip) // re-inserted last: the table is in order of last failure
@@ -137,9 +140,12 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
       for (const k of failures.keys()) { failures.delete(k); if (failures.size <= 9_000) break }
     }
     deps.log.warn({ ip, path: request.url, failures: rec.count }, 'admin authentication failed')
-    const err = new SluiceError('SLUICE_ERR_UNAUTHORIZED')
+    return unauthorized(reply)
+  }
+
+  async function unauthorized (reply: FastifyReply): Promise<FastifyReply> {
     reply.code(401).header('www-authenticate', 'Bearer realm="sluice-admin"').type('application/json')
-    await reply.send(errorBody(err))
+    await reply.send(errorBody(new SluiceError('SLUICE_ERR_UNAUTHORIZED')))
     return reply
   }
 

@@ -94,11 +94,15 @@ async function history (headers) {
   samples = samples.filter((s) => s.t >= cutoff)
   drawCharts()
 }
+// After a 401 the page stops asking until a token is submitted: a wrong token sent every two
+// seconds would count as failed logins and lock this address out of the admin API.
+let needToken = false
 async function tick () {
+  if (needToken) return
   const token = sessionStorage.getItem('sluice-token') || ''
   let res
   try { res = await fetch('/admin/status', { headers: token ? { authorization: 'Bearer ' + token } : {} }) } catch (e) { $('#err').textContent = 'unreachable'; return }
-  if (res.status === 401) { $('#login').style.display = 'block'; $('#err').textContent = 'token required'; return }
+  if (res.status === 401) { needToken = true; sessionStorage.removeItem('sluice-token'); $('#login').style.display = 'block'; $('#err').textContent = token ? 'wrong token' : 'token required'; return }
   if (!res.ok) { $('#err').textContent = 'HTTP ' + res.status; return }
   $('#err').textContent = ''; $('#login').style.display = 'none'
   const s = await res.json()
@@ -123,7 +127,7 @@ async function tick () {
   }).join('')
   await history(token ? { authorization: 'Bearer ' + token } : {})
 }
-$('#login').addEventListener('submit', (e) => { e.preventDefault(); sessionStorage.setItem('sluice-token', $('#token').value); tick() })
+$('#login').addEventListener('submit', (e) => { e.preventDefault(); sessionStorage.setItem('sluice-token', $('#token').value); needToken = false; tick() })
 tick(); setInterval(tick, 2000)
 </script></body></html>
 `

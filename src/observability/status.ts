@@ -136,11 +136,11 @@ const HIT_RESULTS = new Set(['hit', 'stale', 'revalidated', 'coalesced'])
 interface Totals { requests: number; lookups: number; hits: number; errors: number; buckets: Map<number, number> }
 
 type Family = { get (): unknown }
-interface HistoryMetrics { httpRequests: Family; httpDuration: Family; upstreamDuration: Family; targetRequests: Family }
+interface HistoryMetrics { httpRequests: Family; httpDuration: Family; upstreamDuration: Family }
 type Values = { values: { metricName?: string; labels: Record<string, string | number | undefined>; value: number }[] }
 
 async function readTotals (m: HistoryMetrics): Promise<Totals> {
-  const [req, dur, up, tgt] = await Promise.all([m.httpRequests.get(), m.httpDuration.get(), m.upstreamDuration.get(), m.targetRequests.get()]) as Values[]
+  const [req, dur, up] = await Promise.all([m.httpRequests.get(), m.httpDuration.get(), m.upstreamDuration.get()]) as Values[]
   const t: Totals = { requests: 0, lookups: 0, hits: 0, errors: 0, buckets: new Map() }
   for (const v of req.values) {
     t.requests += v.value
@@ -154,8 +154,10 @@ async function readTotals (m: HistoryMetrics): Promise<Totals> {
     const le = v.labels.le === '+Inf' ? Infinity : Number(v.labels.le)
     t.buckets.set(le, (t.buckets.get(le) ?? 0) + v.value)
   }
-  for (const v of up.values) if (String(v.metricName).endsWith('_count') && v.labels.status_class === '5xx') t.errors += v.value
-  for (const v of tgt.values) if (v.labels.class === 'error') t.errors += v.value
+  // Upstream errors: attempts answered 5xx, and attempts that got no answer (status_class
+  // error). An attempt the client walked away from is in neither: it says nothing of the
+  // upstream (sluice_upstream_target_requests_total counts it under error too, so it is not read).
+  for (const v of up.values) if (String(v.metricName).endsWith('_count') && (v.labels.status_class === '5xx' || v.labels.status_class === 'error')) t.errors += v.value
   return t
 }
 
@@ -284,10 +286,20 @@ export function stopHistory (metrics: object): void {
  * are summed; the hit ratio is recomputed from the summed hits and lookups; p50 is the
  * request-weighted mean of the workers' p50s and p99 the highest p99 (an upper bound: the
  * exact figure would need each worker's histogram deltas).
+ *
+ * Only instants every worker has sampled are answered: workers take their samples a few ms
+ * apart, and a point answered before the last of them had its own would stay short for good
+ * (the page asks only for later points). A worker with no samples yet holds nothing back.
  */
 export function mergeHistories (answers: HistoryAnswer[]): HistoryAnswer {
+  let complete = Infinity
+  for (const a of answers) {
+    const s = a?.samples
+    if (s !== undefined && s.length > 0) complete = Math.min(complete, s[s.length - 1].t)
+  }
   const byT = new Map<number, HistorySample[]>()
   for (const a of answers) for (const s of a?.samples ?? []) {
+    if (s.t > complete) continue
     const list = byT.get(s.t)
     if (list) list.push(s); else byT.set(s.t, [s])
   }
