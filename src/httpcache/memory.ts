@@ -74,14 +74,19 @@ export class MemoryStore implements EntryStore, FillLeases {
     let now = -1
     while (this.bytes > this.maxBytes && this.slots.size > 0) {
       const [oldest, s] = this.slots.entries().next().value as [string, Slot]
-      if (s.used) {
+      if (now === -1) now = this.now()
+      // Expiry first: an expired entry can only be dropped on its next lookup, so a hit it had
+      // while fresh must not keep it resident ahead of fresh entries.
+      if (s.expires <= now) {
+        this.dropped.expired.inc()
+        this.remove(oldest)
+      } else if (s.used) {
         // Second chance: used since it last reached the front; to the back, unmarked.
         s.used = false
         this.slots.delete(oldest)
         this.slots.set(oldest, s)
       } else {
-        if (now === -1) now = this.now()
-        if (s.expires <= now) this.dropped.expired.inc(); else this.dropped.size.inc()
+        this.dropped.size.inc()
         this.remove(oldest)
       }
     }

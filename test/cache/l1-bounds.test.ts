@@ -1,0 +1,49 @@
+// L1's bounds (cache.memory.maxBytes, maxEntryBytes) and its eviction: what a refused, replaced,
+// grown or evicted entry leaves behind, and what an entry is counted as holding.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Value } from '@sinclair/typebox/value'
+import { MemoryStore } from '../../src/httpcache/memory.js'
+import { entrySize, type CacheEntry } from '../../src/httpcache/entry.js'
+import { outHeaders } from '../../src/httpcache/respond.js'
+import { writeStoredHead } from '../../src/send.js'
+import { CompressionRouteSchema } from '../../src/compress/config.js'
+import { startOrigin } from '../helpers/origin.js'
+import { startTestGateway, cachedConfig, getText } from '../helpers/gateway.js'
+
+const key = (path: string) => `G|example.com|${path}`
+function entry (path: string, over: Partial<CacheEntry> = {}): CacheEntry {
+  return {
+    key: key(path), base: key(path), path, status: 200,
+    headers: { 'content-type': 'text/plain', etag: '"x"', 'content-length': '10' },
+    body: Buffer.alloc(10, 97),
+    requestTime: 0, responseTime: 0, lifetimeMs: 60000, initialAgeMs: 0,
+    swrMs: 0, sieMs: 0, mustRevalidate: false, noCache: false, tags: [], varyNames: [], authOk: false,
+    ...over
+  }
+}
+
+const origin = await startOrigin()
+after(async () => { await origin.close() })
+/** A gateway caching every path, with the given L1 bounds and no L2. */
+async function gateway (maxBytes: number, maxEntryBytes: number) {
+  const gw = await startTestGateway(cachedConfig(origin.url) + `cache:\n  memory: { maxBytes: ${maxBytes}, maxEntryBytes: ${maxEntryBytes} }\n`)
+  after(async () => { await gw.close() })
+  return gw
+}
+
+test('eviction drops an expired entry at the front even if it was hit, before a fresh one', () => {
+  let t = 0
+  const size = entrySize(entry('/a'))
+  const s = new MemoryStore(3 * size, 1 << 20, () => t)
+  let expired = 0
+  s.dropped.expired = { inc () { expired++ } }
+  s.set(entry('/a'), 1000); s.set(entry('/b'), 100000); s.set(entry('/c'), 100000)
+  assert.ok(s.get(key('/a'))) // hit while fresh: its second-chance bit is set
+  t = 5000 // /a has expired, /b and /c are fresh
+  s.set(entry('/d'), 100000) // one entry must go
+  const slots = (s as unknown as { slots: Map<string, unknown> }).slots
+  assert.equal(slots.has(key('/a')), false, 'the expired entry went')
+  assert.equal(expired, 1)
+  for (const p of ['/b', '/c', '/d']) assert.ok(s.get(key(p)), `${p} kept`)
+})
