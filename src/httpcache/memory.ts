@@ -41,17 +41,20 @@ export class MemoryStore implements EntryStore, FillLeases {
 
   /** Accepts an entry if it fits; returns false when it is larger than maxEntryBytes or the cache. */
   set (e: CacheEntry, ttlMs: number): boolean {
+    // The key's old entry goes even when the new one is refused: the response that superseded
+    // it is the current one, and serving the old in its place (for its whole stale window) is wrong.
+    this.remove(e.key)
     const size = entrySize(e)
     if (size > this.maxEntryBytes || size > this.maxBytes || ttlMs <= 0) return false
-    const prev = this.slots.get(e.key)
-    if (prev) this.remove(e.key)
+    // Room first, then the insert: evicting after it could take the new entry itself (when
+    // every other one is marked used) while set() reports it stored.
+    this.evict(size)
     this.slots.set(e.key, { e, size, expires: this.now() + ttlMs, used: false })
     this.bytes += size
     this.vary.set(e.base, e.varyNames)
     const had = this.byBase.get(e.base)
     if (had === undefined) this.byBase.set(e.base, e.key)
     else if (typeof had === 'string') { if (had !== e.key) this.byBase.set(e.base, new Set([had, e.key])) } else had.add(e.key)
-    this.evict()
     return true
   }
 
@@ -70,9 +73,10 @@ export class MemoryStore implements EntryStore, FillLeases {
   /** The configured byte bound (sluice_cache_max_bytes). */
   get capacity (): number { return this.maxBytes }
 
-  private evict (): void {
+  /** Evict until `room` more bytes fit within maxBytes. */
+  private evict (room = 0): void {
     let now = -1
-    while (this.bytes > this.maxBytes && this.slots.size > 0) {
+    while (this.bytes + room > this.maxBytes && this.slots.size > 0) {
       const [oldest, s] = this.slots.entries().next().value as [string, Slot]
       if (now === -1) now = this.now()
       // Expiry first: an expired entry can only be dropped on its next lookup, so a hit it had

@@ -47,3 +47,25 @@ test('eviction drops an expired entry at the front even if it was hit, before a 
   assert.equal(expired, 1)
   for (const p of ['/b', '/c', '/d']) assert.ok(s.get(key(p)), `${p} kept`)
 })
+
+test('a replacement L1 refuses takes the entry it would have replaced out of L1', () => {
+  const s = new MemoryStore(1 << 20, 4096, () => 0)
+  assert.equal(s.set(entry('/a', { body: Buffer.from('old') }), 60000), true)
+  assert.equal(s.set(entry('/a', { body: Buffer.alloc(5000) }), 60000), false, 'larger than maxEntryBytes')
+  assert.equal(s.get(key('/a')), undefined, 'the superseded response is not served in place of the newer one')
+  assert.equal(s.set(entry('/b'), 60000), true)
+  assert.equal(s.set(entry('/b'), 0), false, 'no time left to keep it')
+  assert.equal(s.get(key('/b')), undefined)
+  assert.deepEqual(s.stats(), { entries: 0, bytes: 0 })
+})
+
+test('storing into a full L1 whose entries were all hit keeps the new entry', () => {
+  const size = entrySize(entry('/a'))
+  const s = new MemoryStore(3 * size, 1 << 20, () => 0)
+  for (const p of ['/a', '/b', '/c']) s.set(entry(p), 60000)
+  for (const p of ['/a', '/b', '/c']) assert.ok(s.get(key(p)))
+  assert.equal(s.set(entry('/d'), 60000), true)
+  assert.ok(s.get(key('/d')), 'the entry set() reported stored is there')
+  assert.equal(s.stats().entries, 3)
+  assert.ok(s.stats().bytes <= 3 * size)
+})
