@@ -12,7 +12,7 @@ import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
 import { isSluiceError } from '../errors.js'
 import { first } from '../compress/headers.js'
 import { discard, drainToNull } from '../upstream/headers.js'
-import { NO_STRINGS, ownedConcat, type CacheEntry } from './entry.js'
+import { ENTRY_OVERHEAD_BYTES, NO_STRINGS, ownedConcat, type CacheEntry } from './entry.js'
 import { partialKey, variantKey, varyNames } from './key.js'
 import { freshness, responseDirectives, storable, withheldFields, SURROGATE_CAPABILITY, type BypassReason } from './policy.js'
 import type { Directives } from './directives.js'
@@ -81,8 +81,13 @@ export function storableFromHeaders (core: CacheCore, job: FillJob, res: ProxyRe
   const p = core.policy(job.route.cache)
   const { d, targeted } = responseDirectives(res.headers, p.targetedField)
   const why = storable(asStatus, res.headers, d, job.req.headers, job.reqD, p, freshness(asStatus, res.headers, d, targeted, p, t0, t1))
-  if (why === null && Number(first(res.headers['content-length']) ?? NaN) > core.config.memory.maxEntryBytes) return 'TOO-LARGE'
-  return why
+  if (why !== null) return why
+  const length = Number(first(res.headers['content-length']) ?? NaN)
+  if (length > core.config.memory.maxEntryBytes) return 'TOO-LARGE'
+  // Without an L2, a body L1 cannot hold even with the least bookkeeping an entry has is stored
+  // nowhere: said now, before the body streams to the client under `stored`.
+  if (core.l2 === null && length + ENTRY_OVERHEAD_BYTES > core.l1.capacity) return 'TOO-LARGE'
+  return null
 }
 
 /**
@@ -249,7 +254,12 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
       done({ reason: why })
       return respond(core, e, route, req, `sluice; fwd=stale; fwd-status=304; detail=${why}`, 'revalidated', t1)
     }
-    done({ entry: e }, writer.store(e, route, watch))
+    const stored = writer.store(e, route, watch)
+    if (stored === null) {
+      done({ reason: 'TOO-LARGE' })
+      return respond(core, e, route, req, 'sluice; fwd=stale; fwd-status=304; detail=TOO-LARGE', 'revalidated', t1)
+    }
+    done({ entry: e }, stored)
     return respond(core, e, route, req, 'sluice; fwd=stale; fwd-status=304; stored', 'revalidated', t1)
   }
   if (res.status >= 500 && stale !== undefined && canServeStaleOnError(stale, t1)) {
@@ -267,7 +277,10 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   const finish = (chunks: Buffer[], size: number): void => {
     const built = buildEntry(core, job, res, ownedConcat(chunks, size), t0, t1)
     if (typeof built === 'string') { done({ reason: built }); return }
-    writer.normalise(built, route).then((e) => done({ entry: e }, writer.store(e, route, watch)), (err: Error) => {
+    writer.normalise(built, route).then((e) => {
+      const stored = writer.store(e, route, watch)
+      if (stored === null) done({ reason: 'TOO-LARGE' }); else done({ entry: e }, stored)
+    }, (err: Error) => {
       core.log.warn({ err: err.message, path: job.path }, 'cache: stored body does not decode; not stored')
       done({ reason: 'TOO-LARGE' })
     })

@@ -39,13 +39,16 @@ export class MemoryStore implements EntryStore, FillLeases {
     return this.vary.get(base)
   }
 
-  /** Accepts an entry if it fits; returns false when it is larger than maxEntryBytes or the cache. */
+  /** Accepts an entry if it fits; returns false when its body is larger than maxEntryBytes or the entry than the cache. */
   set (e: CacheEntry, ttlMs: number): boolean {
     // The key's old entry goes even when the new one is refused: the response that superseded
     // it is the current one, and serving the old in its place (for its whole stale window) is wrong.
     this.remove(e.key)
+    // maxEntryBytes bounds the body, the measure the fill collects it by (fill.ts): a response
+    // within it is stored. The whole entry, bookkeeping included, counts against maxBytes.
+    if (e.body.length > this.maxEntryBytes || ttlMs <= 0) return false
     const size = entrySize(e)
-    if (size > this.maxEntryBytes || size > this.maxBytes || ttlMs <= 0) return false
+    if (size > this.maxBytes) return false
     // Room first, then the insert: evicting after it could take the new entry itself (when
     // every other one is marked used) while set() reports it stored.
     this.evict(size)

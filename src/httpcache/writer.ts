@@ -63,11 +63,17 @@ export class EntryWriter {
    * completed while a purge naming it runs is not stored at all, nor is one whose fill
    * watched (`fill`, from before its upstream request) a purge naming it: its bytes may be
    * from before the purge.
+   *
+   * Returns null when the entry is stored nowhere: L1 refused it (larger than the whole cache)
+   * and there is no L2. The fill then says so instead of `stored`.
    */
-  store (e: CacheEntry, route: CacheRoute, fill?: PurgeWatch): Promise<void> {
+  store (e: CacheEntry, route: CacheRoute, fill?: PurgeWatch): Promise<void> | null {
     const { core } = this
     if (core.purgeRunning(e) || (fill !== undefined && core.purgedDuring(fill, e))) return Promise.resolve()
-    core.l1.set(e, storeTtlMs(e, core.now()))
+    if (!core.l1.set(e, storeTtlMs(e, core.now())) && core.l2 === null) {
+      core.gauges() // the key's old entry, if any, went
+      return null
+    }
     const watch = core.watch()
     const comp = route.compression
     // Encoded copies are an optimisation: when MAX_ENCODES are already running (a miss-heavy

@@ -69,3 +69,38 @@ test('storing into a full L1 whose entries were all hit keeps the new entry', ()
   assert.equal(s.stats().entries, 3)
   assert.ok(s.stats().bytes <= 3 * size)
 })
+
+test('L1 stores a body of up to maxEntryBytes (its bookkeeping counts against maxBytes only)', () => {
+  const s = new MemoryStore(1 << 20, 65536, () => 0)
+  const e = entry('/b', { body: Buffer.alloc(65536, 97) })
+  assert.equal(s.set(e, 60000), true)
+  assert.equal(s.get(e.key), e)
+  assert.equal(s.stats().bytes, entrySize(e), 'the whole entry counts against maxBytes')
+  assert.equal(s.set(entry('/c', { body: Buffer.alloc(65537, 97) }), 60000), false)
+})
+
+test('a response of nearly maxEntryBytes is stored, and the next request hits', async () => {
+  const gw = await gateway(1 << 20, 65536)
+  const body = Buffer.alloc(65000, 97)
+  origin.on('/near', (_q, r) => { r.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'application/octet-stream', 'content-length': String(body.length) }); r.end(body) })
+  const a = await getText(gw.url, '/near')
+  assert.equal(a.headers['cache-status'], 'sluice; fwd=miss; stored')
+  await new Promise((r) => setImmediate(r))
+  const b = await getText(gw.url, '/near')
+  assert.match(String(b.headers['cache-status']), /hit/)
+  assert.equal(origin.count('/near'), 1)
+})
+
+test('a response L1 cannot hold (larger than maxBytes with its bookkeeping) is not said to be stored without an L2', async () => {
+  const gw = await gateway(65536, 65536)
+  const body = Buffer.alloc(65000, 97)
+  origin.on('/sized', (_q, r) => { r.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'application/octet-stream', 'content-length': String(body.length) }); r.end(body) })
+  origin.on('/chunked', (_q, r) => { r.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'application/octet-stream' }); r.end(body) })
+  // Known length: decided from the headers, before the body streams.
+  const a = await getText(gw.url, '/sized')
+  assert.equal(a.headers['cache-status'], 'sluice; fwd=bypass; detail=TOO-LARGE')
+  assert.equal(a.body.length, body.length)
+  // Unknown length, answered once the fill is done (a HEAD): the store's refusal is what it says.
+  const r = await fetch(gw.url + '/chunked', { method: 'HEAD' })
+  assert.equal(r.headers.get('cache-status'), 'sluice; fwd=bypass; detail=TOO-LARGE')
+})
