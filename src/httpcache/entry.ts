@@ -41,13 +41,24 @@ export interface CacheEntry {
  * what V8 holds for it. Measured with a heap snapshot under churn (bench scenario memory, 43k
  * entries of 1 KB): about 1.1 KB of objects, strings and index structures per entry beyond its
  * body, which the count must include for maxBytes to bound resident memory, not just bodies.
- * Headers are counted twice (stored, and the ready-to-send copy built on the first hit).
+ * Headers are counted once as stored, and once more per coding the entry holds (identity, and
+ * gzip and br when it has them): each coding gets its own ready-to-send header object
+ * (respond.ts outHeaders, sharing the stored value strings) and its own response head block, one
+ * flat string of those fields (send.ts storedBlock), both built on its first hit and kept while
+ * the entry is. An identity-only entry counts its headers twice, as when the overhead was measured.
  */
 export const ENTRY_OVERHEAD_BYTES = 1024
+/** What one copy of the headers costs: names and values, and about 40 bytes of structure per field. */
+function headerBytes (h: Headers): number {
+  let n = 0
+  for (const k in h) { const v = h[k]; n += k.length + (Array.isArray(v) ? v.join('').length : (v?.length ?? 0)) + 40 }
+  return n
+}
 export function entrySize (e: CacheEntry): number {
-  let h = 0
-  for (const k in e.headers) { const v = e.headers[k]; h += k.length + (Array.isArray(v) ? v.join('').length : (v?.length ?? 0)) + 40 }
-  return e.body.length + (e.gzip?.length ?? 0) + (e.br?.length ?? 0) + 2 * h + e.key.length + e.base.length + e.path.length + ENTRY_OVERHEAD_BYTES
+  const { gzip, br } = e
+  const h = headerBytes(e.headers)
+  const codings = 1 + (gzip !== undefined ? 1 : 0) + (br !== undefined ? 1 : 0)
+  return e.body.length + (gzip?.length ?? 0) + (br?.length ?? 0) + (1 + codings) * h + e.key.length + e.base.length + e.path.length + ENTRY_OVERHEAD_BYTES
 }
 
 /** The empty tags/Vary list every entry without any shares (frozen: nothing appends to it). */

@@ -104,3 +104,23 @@ test('a response L1 cannot hold (larger than maxBytes with its bookkeeping) is n
   const r = await fetch(gw.url + '/chunked', { method: 'HEAD' })
   assert.equal(r.headers.get('cache-status'), 'sluice; fwd=bypass; detail=TOO-LARGE')
 })
+
+test('an entry\'s counted size covers the header copies it holds per coding (ready-to-send fields and head block)', () => {
+  const big = 'x'.repeat(4000)
+  const e = entry('/h', { headers: { 'content-type': 'text/plain', etag: '"x"', 'content-length': '10', 'content-security-policy': big, link: big }, gzip: Buffer.alloc(5), br: Buffer.alloc(4) })
+  const s = new MemoryStore(1 << 22, 1 << 22, () => 0)
+  s.set(e, 60000)
+  const counted = s.stats().bytes
+  const route = { name: 'r', cache: {} as never, compression: Value.Default(CompressionRouteSchema, { enabled: true }) as never }
+  const chars = (h: Record<string, unknown>) => { let n = 0; for (const k in h) n += k.length + String(h[k]).length; return n }
+  let held = chars(e.headers) // the ready-to-send copies share these strings, so they add no characters
+  for (const c of ['identity', 'gzip', 'br'] as const) {
+    const h = outHeaders(e, c, route as never)
+    const o: Record<string, unknown> = { shouldKeepAlive: true, sendDate: true, _header: null, _defaultKeepAlive: true, _maxRequestsPerSocket: 0, _keepAliveTimeout: 5000, end () {} }
+    writeStoredHead(o as never, { status: 200, headers: h, body: e.body } as never, { name: 'x-request-id', header: 'x-request-id' } as never, 'id1')
+    held += (o._header as string).length // the head block per coding (send.ts), kept while the entry is
+  }
+  const bodies = e.body.length + e.gzip!.length + e.br!.length
+  assert.ok(held + bodies <= counted, `header bytes held ${held} + bodies ${bodies} > counted ${counted}`)
+  assert.equal(s.stats().bytes, counted, 'hits do not change the count')
+})
