@@ -54,8 +54,8 @@ function headerBytes (h: Headers): number {
   for (const k in h) { const v = h[k]; n += k.length + (Array.isArray(v) ? v.join('').length : (v?.length ?? 0)) + 40 }
   return n
 }
-export function entrySize (e: CacheEntry): number {
-  const { gzip, br } = e
+/** `gzip` and `br`: the encoded copies to count (the entry's own unless given). */
+export function entrySize (e: CacheEntry, gzip = e.gzip, br = e.br): number {
   const h = headerBytes(e.headers)
   const codings = 1 + (gzip !== undefined ? 1 : 0) + (br !== undefined ? 1 : 0)
   return e.body.length + (gzip?.length ?? 0) + (br?.length ?? 0) + (1 + codings) * h + e.key.length + e.base.length + e.path.length + ENTRY_OVERHEAD_BYTES

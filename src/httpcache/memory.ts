@@ -46,9 +46,8 @@ export class MemoryStore implements EntryStore, FillLeases {
     this.remove(e.key)
     // maxEntryBytes bounds the body, the measure the fill collects it by (fill.ts): a response
     // within it is stored. The whole entry, bookkeeping included, counts against maxBytes.
-    if (e.body.length > this.maxEntryBytes || ttlMs <= 0) return false
-    const size = entrySize(e)
-    if (size > this.maxBytes) return false
+    if (e.body.length > this.maxEntryBytes || ttlMs <= 0 || entrySize(e, undefined, undefined) > this.maxBytes) return false
+    const size = this.fit(e)
     // Room first, then the insert: evicting after it could take the new entry itself (when
     // every other one is marked used) while set() reports it stored.
     this.evict(size)
@@ -65,10 +64,37 @@ export class MemoryStore implements EntryStore, FillLeases {
   grew (key: string): void {
     const s = this.slots.get(key)
     if (!s) return
-    const size = entrySize(s.e)
-    this.bytes += size - s.size
+    // Copies that take the entry past either bound are dropped (fit), rather than the rest of
+    // the cache evicted for them; room for what is left is made as for an insert, with the
+    // grown entry out of the eviction pass (and then at the back of the queue, as a new one).
+    const size = this.fit(s.e)
+    if (size > this.maxBytes) { this.remove(key); this.dropped.size.inc(); return } // maxBytes lowered since it was stored
+    this.slots.delete(key)
+    this.bytes -= s.size
+    this.evict(size)
     s.size = size
-    this.evict()
+    this.slots.set(key, s)
+    this.bytes += size
+  }
+
+  /**
+   * Drop the encoded copies of `e` that do not fit, the larger first, and return its size then:
+   * its bodies together stay within maxEntryBytes, and the entry within maxBytes. Copies are
+   * an optimisation (a hit without them gets identity), so they give way, not the entry.
+   */
+  private fit (e: CacheEntry): number {
+    let { gzip, br } = e
+    while ((gzip !== undefined || br !== undefined) &&
+        (e.body.length + (gzip?.length ?? 0) + (br?.length ?? 0) > this.maxEntryBytes || entrySize(e, gzip, br) > this.maxBytes)) {
+      if (br === undefined || (gzip !== undefined && gzip.length >= br.length)) gzip = undefined
+      else br = undefined
+    }
+    if (gzip !== e.gzip || br !== e.br) {
+      e.gzip = gzip
+      e.br = br
+      e.out = undefined // each coding's headers name the others (Vary, ETag)
+    }
+    return entrySize(e)
   }
 
   setMaxBytes (n: number): void { this.maxBytes = n; this.evict() }

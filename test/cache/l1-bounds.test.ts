@@ -124,3 +124,33 @@ test('an entry\'s counted size covers the header copies it holds per coding (rea
   assert.ok(held + bodies <= counted, `header bytes held ${held} + bodies ${bodies} > counted ${counted}`)
   assert.equal(s.stats().bytes, counted, 'hits do not change the count')
 })
+
+test('an entry whose encoded copies would take it past maxBytes drops them, not the rest of L1', () => {
+  const s = new MemoryStore(20000, 20000, () => 0)
+  for (const p of ['/a', '/b', '/c']) s.set(entry(p), 60000)
+  const big = entry('/big', { body: Buffer.alloc(12000, 97) })
+  assert.equal(s.set(big, 60000), true)
+  big.gzip = Buffer.alloc(9000)
+  s.grew(big.key)
+  assert.equal(s.stats().entries, 4, 'nothing evicted')
+  assert.equal(s.get(big.key), big, 'the grown entry is kept')
+  assert.equal(big.gzip, undefined, 'without the copy that does not fit')
+  assert.equal(s.stats().bytes, [...['/a', '/b', '/c'].map((p) => entrySize(entry(p))), entrySize(big)].reduce((x, y) => x + y))
+})
+
+test('encoded copies are kept only while the bodies together stay within maxEntryBytes', () => {
+  const s = new MemoryStore(1 << 20, 10000, () => 0)
+  const e = entry('/g', { body: Buffer.alloc(8000, 97) })
+  assert.equal(s.set(e, 60000), true)
+  e.gzip = Buffer.alloc(5000); e.br = Buffer.alloc(1500)
+  s.grew(e.key)
+  assert.equal(s.get(e.key), e)
+  assert.equal(e.gzip, undefined, 'the copy that does not fit is dropped')
+  assert.equal(e.br?.length, 1500, 'the one that fits is kept')
+  assert.equal(s.stats().bytes, entrySize(e))
+  // An entry stored with a copy already (the origin's gzip, kept beside the decoded body).
+  const o = entry('/o', { body: Buffer.alloc(8000, 97), gzip: Buffer.alloc(3000) })
+  assert.equal(s.set(o, 60000), true)
+  assert.equal(o.gzip, undefined)
+  assert.equal(s.get(o.key), o)
+})
