@@ -111,7 +111,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   const writer = new EntryWriter(core)
   const coalescer = new Coalescer(core, writer, bus)
   // Another replica's purge: its L2 part is done; it stops this replica's L2 writes of what it names (writer.ts).
-  if (bus !== null) bus.onPurge = (m) => { core.purgeBegins(m)(); if ('base' in m) l1.deleteBase(m.base); else l1.purge(m) }
+  // The gauges follow at once, as after a local purge (not at the next 5 s tick).
+  if (bus !== null) bus.onPurge = (m) => { core.purgeBegins(m)(); if ('base' in m) l1.deleteBase(m.base); else l1.purge(m); core.gauges() }
 
   const gaugeTimer = setInterval(() => {
     core.gauges()
@@ -204,6 +205,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       if (l2 !== null) core.track(l2.invalidate(base).finally(end)); else end()
       bus?.publishPurge({ base })
     }
+    core.gauges()
     return res
   }
 

@@ -96,6 +96,7 @@ export class EntryWriter {
           // message will be (or would have been: a message sent while the subscriber
           // reconnected is lost).
           for (const p of hit ?? []) if (p.at >= e.requestTime) { if ('base' in p.sel) core.l1.deleteBase(p.sel.base); else core.l1.purge(p.sel) }
+          core.gauges()
         }
       })
       .catch((err: Error) => core.log.warn({ err: err.message, key: e.path }, 'cache store failed'))

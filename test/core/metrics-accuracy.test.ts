@@ -169,3 +169,16 @@ routes:
     assert.equal(await metric(g.adminUrl, 'sluice_http_request_size_bytes_count', { route: 'up' }), 0)
   } finally { await g.close() }
 })
+
+test('sluice_cache_entries follows an unsafe-method invalidation at once, not at the next 5 s sample', async () => {
+  origin.on('/inv/x', (req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' }); res.end(req.method === 'GET' ? 'v' : 'ok') })
+  const g = await startTestGateway(simpleConfig(origin.url).replace('    upstream: origin\n', '    upstream: origin\n    cache: { enabled: true }\n'))
+  try {
+    await (await request(g.url + '/inv/x')).body.text()
+    assert.equal(await metric(g.adminUrl, 'sluice_cache_entries', { tier: 'memory' }), 1)
+    const r = await request(g.url + '/inv/x', { method: 'POST', body: 'x' })
+    await r.body.text()
+    assert.equal(r.statusCode, 200)
+    assert.equal(await metric(g.adminUrl, 'sluice_cache_entries', { tier: 'memory' }), 0)
+  } finally { await g.close() }
+})
