@@ -55,7 +55,16 @@ function headerBytes (h: Headers): number {
   return n
 }
 /** `gzip` and `br`: the encoded copies to count (the entry's own unless given). */
-export function entrySize (e: CacheEntry, gzip = e.gzip, br = e.br): number {
+export function entrySize (e: CacheEntry): number {
+  return sizeWith(e, e.gzip, e.br)
+}
+
+/**
+ * entrySize as if the entry held these encoded copies (undefined: none). No default
+ * parameters: an explicit undefined must mean "without", and a default would put the entry's
+ * own copy back.
+ */
+export function sizeWith (e: CacheEntry, gzip: Buffer | undefined, br: Buffer | undefined): number {
   const h = headerBytes(e.headers)
   const codings = 1 + (gzip !== undefined ? 1 : 0) + (br !== undefined ? 1 : 0)
   return e.body.length + (gzip?.length ?? 0) + (br?.length ?? 0) + (1 + codings) * h + e.key.length + e.base.length + e.path.length + ENTRY_OVERHEAD_BYTES

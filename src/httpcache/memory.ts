@@ -3,7 +3,7 @@
 // the entry's `used` bit (no Map delete and re-insert per hit); eviction takes from the front,
 // and an entry whose bit is set gets it cleared and goes to the back instead of out.
 import type { CacheEntry } from './entry.js'
-import { entrySize } from './entry.js'
+import { entrySize, sizeWith } from './entry.js'
 import { matches, type EntryStore, type FillLeases, type LeaseResult, type PurgeSelector } from './store.js'
 
 interface Slot { e: CacheEntry; size: number; expires: number; used: boolean }
@@ -46,7 +46,7 @@ export class MemoryStore implements EntryStore, FillLeases {
     this.remove(e.key)
     // maxEntryBytes bounds the body, the measure the fill collects it by (fill.ts): a response
     // within it is stored. The whole entry, bookkeeping included, counts against maxBytes.
-    if (e.body.length > this.maxEntryBytes || ttlMs <= 0 || entrySize(e, undefined, undefined) > this.maxBytes) return false
+    if (e.body.length > this.maxEntryBytes || ttlMs <= 0 || sizeWith(e, undefined, undefined) > this.maxBytes) return false
     const size = this.fit(e)
     // Room first, then the insert: evicting after it could take the new entry itself (when
     // every other one is marked used) while set() reports it stored.
@@ -85,7 +85,7 @@ export class MemoryStore implements EntryStore, FillLeases {
   private fit (e: CacheEntry): number {
     let { gzip, br } = e
     while ((gzip !== undefined || br !== undefined) &&
-        (e.body.length + (gzip?.length ?? 0) + (br?.length ?? 0) > this.maxEntryBytes || entrySize(e, gzip, br) > this.maxBytes)) {
+        (e.body.length + (gzip?.length ?? 0) + (br?.length ?? 0) > this.maxEntryBytes || sizeWith(e, gzip, br) > this.maxBytes)) {
       if (br === undefined || (gzip !== undefined && gzip.length >= br.length)) gzip = undefined
       else br = undefined
     }

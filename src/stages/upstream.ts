@@ -296,15 +296,24 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           t.inFlight--
           const clientClosed = req.clientGone ? req.clientGone() : req.signal?.aborted === true
           // The deadline passed while the attempt waited for a connection: 504, as a deadline is.
-          const err = queue?.expired === true && !clientClosed ? mapUpstreamError(DEADLINE, up.name, false) : mapUpstreamError(raw, up.name, clientClosed)
+          // Withdrawn from the pool's queue, it was (almost always) never sent: neither the target
+          // nor the breaker hears of it, as for a deadline that passed before a send. (One that
+          // had just been written when the timer fired is rare, and its siblings that did get a
+          // connection still report a slow upstream.)
+          const withdrawn = queue?.expired === true && !clientClosed
+          const err = withdrawn ? mapUpstreamError(DEADLINE, up.name, false) : mapUpstreamError(raw, up.name, clientClosed)
           if (span !== null) Tracing.endAttempt(span, 0, err.code)
           // An attempt the client walked away from says nothing about the upstream: not observed.
           if (!clientClosed) m.duration[5].observe((performance.now() - t0) / 1000)
           // The client's fault (gone, body too large, body too slow): not the target's, never retried.
           const clientFault = clientClosed || err.code === 'SLUICE_ERR_BODY_TOO_LARGE' || err.code === 'SLUICE_ERR_REQUEST_TIMEOUT'
-          targets.outcome(set, t, 0, clientFault ? 'neutral' : 'failure')
+          targets.outcome(set, t, 0, clientFault || withdrawn ? 'neutral' : 'failure')
           if (clientFault) {
             guard.record(ticket, { error: err }) // a client that went away counts as neutral
+            throw err
+          }
+          if (withdrawn) {
+            guard.record(ticket, { error: err, unsent: true })
             throw err
           }
           ;(tried ??= []).push(t)

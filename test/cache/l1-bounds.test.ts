@@ -154,3 +154,14 @@ test('encoded copies are kept only while the bodies together stay within maxEntr
   assert.equal(o.gzip, undefined)
   assert.equal(s.get(o.key), o)
 })
+
+test('an entry whose encoded copies (not its body) do not fit is stored with as few copies dropped as need be', () => {
+  const identityOnly = entrySize(entry('/a'))
+  // An L2 hit promoted to L1 carries its gzip and br copies; only the larger one has to go.
+  const s = new MemoryStore(identityOnly + 2000 + 3500, 1 << 20, () => 0)
+  const e = entry('/a', { gzip: Buffer.alloc(4000, 1), br: Buffer.alloc(3000, 2) })
+  assert.equal(s.set(e, 60000), true, 'kept, with copies dropped')
+  assert.ok(s.get(key('/a')))
+  assert.equal(e.gzip, undefined, 'the larger copy went')
+  assert.equal(e.br?.length, 3000, 'the smaller one, which fits, stayed')
+})
