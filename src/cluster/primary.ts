@@ -189,6 +189,22 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
    * it, throws a ReloadError listing each worker that failed, exited or did not answer in time.
    */
   const RELOAD_TIMEOUT_MS = 10_000
+  /**
+   * The workers' answers to a reload: each that applied it has its version noted; the result
+   * is one line per worker that refused it (with its errors), exited or did not answer.
+   */
+  const reloadErrors = ({ asked, answers, exited, missing }: Asked): string[] => {
+    const pid = (id: number) => asked.find((w) => w.id === id)?.process.pid
+    const errors: string[] = []
+    for (const [id, r] of answers) {
+      const res = r as ReloadResult | null
+      if (res?.ok === true) { versions.set(id, res.version); continue }
+      for (const e of res?.errors?.length ? res.errors : ['no result']) errors.push(`worker ${id} (pid ${pid(id)}): ${e}`)
+    }
+    for (const id of exited) errors.push(`worker ${id} (pid ${pid(id)}): exited before answering`)
+    for (const id of missing) errors.push(`worker ${id} (pid ${pid(id)}): did not answer within ${RELOAD_TIMEOUT_MS / 1000} s`)
+    return errors
+  }
   const reloadWorkers = async (text: string): Promise<void> => {
     const asked: Worker[] = []
     const answers = new Map<number, unknown>()
@@ -207,15 +223,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       missing.push(...round.missing)
     }
     const pid = (id: number) => asked.find((w) => w.id === id)?.process.pid
-    const errors: string[] = []
-    for (const [id, r] of answers) {
-      const res = r as ReloadResult | null
-      if (res?.ok === true) { versions.set(id, res.version); continue }
-      const why = res?.errors?.length ? res.errors : ['no result']
-      for (const e of why) errors.push(`worker ${id} (pid ${pid(id)}): ${e}`)
-    }
-    for (const id of exited) errors.push(`worker ${id} (pid ${pid(id)}): exited before answering`)
-    for (const id of missing) errors.push(`worker ${id} (pid ${pid(id)}): did not answer within ${RELOAD_TIMEOUT_MS / 1000} s`)
+    const errors = reloadErrors({ asked, answers, exited, missing })
     if (errors.length) {
       const applied = [...answers.values()].filter((r) => (r as ReloadResult | null)?.ok === true).length
       log.error({ workers: asked.length, applied, errors }, 'not every worker applied the reload; the primary keeps the previous config (retry the reload)')
@@ -242,17 +250,10 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
    */
   const catchUp = async (only: (w: Worker) => boolean = () => true): Promise<string[]> => {
     const running = holder.current().version
-    const { asked, answers, exited, missing } = await askEach({ type: 'sluice:reload', text: runningText }, RELOAD_TIMEOUT_MS, (w) => only(w) && versions.get(w.id) !== running)
-    if (asked.length === 0) return []
-    const pid = (id: number) => asked.find((w) => w.id === id)?.process.pid
-    const errors: string[] = []
-    for (const [id, r] of answers) {
-      const res = r as ReloadResult | null
-      if (res?.ok === true) { versions.set(id, res.version); continue }
-      for (const e of res?.errors?.length ? res.errors : ['no result']) errors.push(`worker ${id} (pid ${pid(id)}): ${e}`)
-    }
-    for (const id of exited) errors.push(`worker ${id} (pid ${pid(id)}): exited before answering`)
-    for (const id of missing) errors.push(`worker ${id} (pid ${pid(id)}): did not answer within ${RELOAD_TIMEOUT_MS / 1000} s`)
+    const round = await askEach({ type: 'sluice:reload', text: runningText }, RELOAD_TIMEOUT_MS, (w) => only(w) && versions.get(w.id) !== running)
+    if (round.asked.length === 0) return []
+    const errors = reloadErrors(round)
+    const asked = round.asked
     if (errors.length) log.error({ version: running, errors }, 'a worker could not catch up with the running config; it runs an older one until the next reload')
     else log.info({ workers: asked.map((w) => w.id), version: running }, 'workers caught up with the running config')
     return errors
