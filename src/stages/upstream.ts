@@ -10,7 +10,7 @@ import type { Logger } from 'pino'
 import type { RouteEntry } from '../config/snapshot.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { ProxyResponse, UpstreamRequest, Headers } from '../types.js'
-import { SluiceError } from '../errors.js'
+import { SluiceError, isSluiceError } from '../errors.js'
 import type { TargetRegistry, Target } from '../upstream/targets.js'
 import { rewritePath, editRequestHeaders, editResponseHeaders } from '../upstream/rewrite.js'
 import { IDEMPOTENT } from '../upstream/methods.js'
@@ -46,7 +46,6 @@ class QueueDeadline {
   private readonly ctl = new AbortController()
   private readonly timer: NodeJS.Timeout
   private readonly onClient = (): void => { this.ctl.abort() }
-  private fire: ((err: Error) => void) | null = null
   expired = false
   constructor (private readonly client: { on? (ev: 'abort', fn: () => void): unknown, off? (ev: 'abort', fn: () => void): unknown, addEventListener? (ev: 'abort', fn: () => void): unknown, removeEventListener? (ev: 'abort', fn: () => void): unknown, aborted?: boolean } | undefined, ms: number) {
     if (client?.aborted === true) this.ctl.abort()
@@ -55,7 +54,6 @@ class QueueDeadline {
     this.timer = setTimeout(() => {
       this.expired = true
       this.ctl.abort()
-      this.fire?.(DEADLINE)
     }, Math.max(1, ms))
   }
 
@@ -64,12 +62,11 @@ class QueueDeadline {
   /** `sending`, or a rejection at the deadline (or when the client leaves) if that comes first. */
   race (sending: Promise<Dispatcher.ResponseData>): Promise<Dispatcher.ResponseData> {
     const gone = new Promise<never>((_resolve, reject) => {
-      this.fire = reject
       this.ctl.signal.addEventListener('abort', () => reject(this.expired ? DEADLINE : new Error('client closed')), { once: true })
     })
     return Promise.race([sending, gone]).catch((err: unknown) => {
       // Lost the race: whatever undici makes of it later is let go (a queued request is never sent).
-      if (err !== undefined && (err === DEADLINE || this.ctl.signal.aborted)) sending.then((r) => discard(r.body), () => {})
+      if (this.ctl.signal.aborted) sending.then((r) => discard(r.body), () => {})
       throw err
     })
   }
@@ -188,42 +185,36 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       // write nobody receives. (undici cannot see it: the response's 'abort' event has fired.)
       if (attempt > 0 && req.clientGone?.() === true) throw mapUpstreamError(new Error('client closed'), up.name, true)
       if (attempt > 0) set = current(set)
-      // Nothing in rotation: fail before taking a budget token or a breaker ticket.
-      if (!set.anyAvailable(Date.now(), null)) {
-        if (last !== null) return answerWith(last, req.method, edits)
-        throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation (${set.targets.length} failed health checks or are ejected)`)
-      }
-      // Every attempt that reaches the upstream takes a budget token (the budget records its
-      // own queue wait); a cache hit never gets here, so hits are free.
-      let queued: number | Promise<number>
-      try {
-        queued = up.config.rateLimit ? guard.acquire(req.signal) : guard.acquire()
-      } catch (err) {
-        if (last !== null) return answerWith(last, req.method, edits)
-        throw err
-      }
-      if (typeof queued !== 'number') {
-        try {
-          await queued
-          waited = true
-        } catch (err) {
-          // Aborted while queued for the budget: the client left (499), not a gateway bug (500).
-          if (req.signal?.aborted === true) throw mapUpstreamError(err, up.name, true)
-          if (last !== null) return answerWith(last, req.method, edits)
-          throw err
-        }
-        // The budget's queue (at most its maxQueueMs) is not the upstream's time: a first
-        // attempt's deadline starts when it may be sent. A retry's wait stays inside the
-        // request's deadline.
-        if (attempt === 0) deadline = Date.now() + route.timeoutMs
-      }
-      // One breaker ticket per attempt: failovers to other targets inside it are not counted
-      // as the upstream's failures unless the last target fails too.
+      // Admission: targets in rotation, a budget token, a breaker ticket. A retry refused here
+      // answers with the upstream's last answer when one was set aside.
       let ticket: ReturnType<typeof guard.allow>
       try {
+        // Nothing in rotation: fail before taking a budget token or a breaker ticket.
+        if (!set.anyAvailable(Date.now(), null)) {
+          throw new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation (${set.targets.length} failed health checks or are ejected)`)
+        }
+        // Every attempt that reaches the upstream takes a budget token (the budget records its
+        // own queue wait); a cache hit never gets here, so hits are free.
+        const queued = up.config.rateLimit ? guard.acquire(req.signal) : guard.acquire()
+        if (typeof queued !== 'number') {
+          try {
+            await queued
+            waited = true
+          } catch (err) {
+            // Aborted while queued for the budget: the client left (499), not a gateway bug (500).
+            if (req.signal?.aborted === true) throw mapUpstreamError(err, up.name, true)
+            throw err
+          }
+          // The budget's queue (at most its maxQueueMs) is not the upstream's time: a first
+          // attempt's deadline starts when it may be sent. A retry's wait stays inside the
+          // request's deadline.
+          if (attempt === 0) deadline = Date.now() + route.timeoutMs
+        }
+        // One breaker ticket per attempt: failovers to other targets inside it are not counted
+        // as the upstream's failures unless the last target fails too.
         ticket = guard.allow()
       } catch (err) {
-        if (last !== null) return answerWith(last, req.method, edits)
+        if (last !== null && !(isSluiceError(err) && err.code === 'SLUICE_ERR_CLIENT_CLOSED')) return answerWith(last, req.method, edits)
         throw err
       }
       /** Whether this ticket's attempt sent anything (a failover inside it included). */
