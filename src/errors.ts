@@ -64,8 +64,7 @@ export function errorBody (err: SluiceError, extra?: Record<string, unknown>): s
   return JSON.stringify(extra === undefined ? { error: err.code, message: err.message } : { error: err.code, message: err.message, ...extra })
 }
 
-/** An error written to a ServerResponse before Fastify runs; `close` ends the connection after it. */
-/** Answer with `err` as JSON; returns the body's length in bytes. */
+/** An error written to a ServerResponse before Fastify runs, as JSON; `close` ends the connection after it. Returns the body's length in bytes. */
 export function writeError (res: ServerResponse, err: SluiceError, close = false, rid?: { header: string }, requestId?: string): number {
   const body = requestId === undefined ? errorBody(err) : errorBody(err, { requestId })
   // HTTP/2 has no Connection field (Node drops it with a warning): its stream ends by itself.

@@ -288,7 +288,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     const bytes = writeError(res, err, close, snap.requestId, id)
     record(snap, req, 'none', undefined, err.status, bytes, 0, 'none', '', err.code, id)
     const span = deps.tracing?.on === true ? deps.tracing.server(req.headers, req.method ?? 'GET') : null
-    if (span !== null && span !== undefined) Tracing.finish(span, { route: 'none', status: err.status, cache: 'none', retries: 0, method: req.method ?? 'GET', url: req.url, error: err.code })
+    if (span !== null) Tracing.finish(span, { route: 'none', status: err.status, cache: 'none', retries: 0, method: req.method ?? 'GET', url: req.url, error: err.code })
   }
 
   /**

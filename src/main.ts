@@ -25,7 +25,7 @@ import { createCompressStage } from './compress/stage.js'
 import type { ClientLimitProvider } from './stages/client-limit.js'
 import { buildProxy, edgeOf } from './gateway.js'
 import { Tracing } from './observability/tracing.js'
-import { buildAdmin } from './admin.js'
+import { buildAdmin, type Readiness } from './admin.js'
 import { collectStatus } from './observability/status.js'
 import { VERSION } from './version.js'
 
@@ -68,7 +68,7 @@ export interface Gateway {
   /** The /admin/status summary of this process. */
   status (): Promise<unknown>
   /** The /readyz answer of this process. */
-  readiness (): { ready: boolean; degraded: string[]; details: Record<string, unknown> }
+  readiness (): Readiness
   /** Stop accepting, let in-flight requests finish within graceMs, then release everything. */
   close (graceMs?: number): Promise<void>
 }
@@ -190,13 +190,6 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     }
     return out
   }
-  const readinessDegraded = () => {
-    const d: string[] = []
-    if (redis && !redis.status().healthy) d.push('redis')
-    if (resilience.degraded) d.push('ratelimit')
-    if (reloader.lastError) d.push('config')
-    return d
-  }
   const proxy = buildProxy({ current, upstream, targets: pools, tracing, cache, compress, clientLimits: () => clientLimits, log, metrics })
   let listening = false
   const admin = buildAdmin({
@@ -209,8 +202,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     upstreams: upstreamStatus,
     status: () => status()
   })
-  // Also what a cluster worker reports to its primary's /readyz.
-  const readiness = () => {
+  // Also what a cluster worker reports to its primary's /readyz, and what /admin/status shows.
+  const readiness = (): Readiness => {
     const degraded: string[] = []
     const details: Record<string, unknown> = {}
     if (redis) {
@@ -224,7 +217,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     details.cache = cache.stats()
     return { ready: listening, degraded, details }
   }
-  const status = () => collectStatus({ current, metrics, upstreams: upstreamStatus, cacheStats: () => cache.stats(), readiness: () => ({ ready: listening, degraded: readinessDegraded() }), startedAt, version: VERSION })
+  const status = () => collectStatus({ current, metrics, upstreams: upstreamStatus, cacheStats: () => cache.stats(), readiness, startedAt, version: VERSION })
 
   // The first requests would otherwise find Redis still connecting, and go without L2 and the
   // shared limits. Bounded: a Redis that is down does not keep the gateway from starting.

@@ -54,7 +54,6 @@ function headerBytes (h: Headers): number {
   for (const k in h) { const v = h[k]; n += k.length + (Array.isArray(v) ? v.join('').length : (v?.length ?? 0)) + 40 }
   return n
 }
-/** `gzip` and `br`: the encoded copies to count (the entry's own unless given). */
 export function entrySize (e: CacheEntry): number {
   return sizeWith(e, e.gzip, e.br)
 }

@@ -230,6 +230,6 @@ export class Tracing {
     const old = [...this.retired]
     this.retired.clear()
     for (const [, t] of old) clearTimeout(t)
-    await Promise.all([...(a ? [a] : []), ...old.map(([r]) => r)].map(async (p) => await p.shutdown()))
+    await Promise.all([...(a ? [a] : []), ...old.map(([r]) => r)].map((p) => p.shutdown()))
   }
 }
