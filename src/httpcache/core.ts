@@ -134,6 +134,11 @@ export class CacheCore {
     return e
   }
 
+  /** Apply a purge or an invalidation (by base key) to L1. */
+  purgeL1 (p: Purge): void {
+    if ('base' in p) this.l1.deleteBase(p.base); else this.l1.purge(p)
+  }
+
   /** The L1 gauges (L2's are sampled on a timer by the stage). */
   gauges (): void {
     const s = this.l1.stats()

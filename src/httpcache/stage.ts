@@ -112,7 +112,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   const coalescer = new Coalescer(core, writer, bus)
   // Another replica's purge: its L2 part is done; it stops this replica's L2 writes of what it names (writer.ts).
   // The gauges follow at once, as after a local purge (not at the next 5 s tick).
-  if (bus !== null) bus.onPurge = (m) => { core.purgeBegins(m)(); if ('base' in m) l1.deleteBase(m.base); else l1.purge(m); core.gauges() }
+  if (bus !== null) bus.onPurge = (m) => { core.purgeBegins(m)(); core.purgeL1(m); core.gauges() }
 
   const gaugeTimer = setInterval(() => {
     core.gauges()

@@ -95,7 +95,7 @@ export class EntryWriter {
           // A purge that began after this fill did (by the clocks) is also applied to L1, as its
           // message will be (or would have been: a message sent while the subscriber
           // reconnected is lost).
-          for (const p of hit ?? []) if (p.at >= e.requestTime) { if ('base' in p.sel) core.l1.deleteBase(p.sel.base); else core.l1.purge(p.sel) }
+          for (const p of hit ?? []) if (p.at >= e.requestTime) core.purgeL1(p.sel)
           core.gauges()
         }
       })
