@@ -6,6 +6,12 @@ import { GIVE_BACK, type BucketStore } from './bucket-store.js'
 /** `ref`: taken again since the store last looked for a key to evict (CLOCK's reference bit). */
 interface Slot { tokens: number; ts: number; rate: number; burst: number; ref: boolean }
 
+/** A bucket's tokens at `now`: what it held, plus the refill since, at most `burst`. */
+function refilled (s: Slot, now: number, ratePerSecond: number, burst: number): number {
+  const tokens = s.tokens + (now > s.ts ? now - s.ts : 0) * ratePerSecond / 1000
+  return tokens > burst ? burst : tokens
+}
+
 export interface MemoryBucketOptions {
   /** Keys held before idle (refilled) buckets are swept; beyond maxKeys the oldest go. */
   sweepAbove?: number
@@ -36,7 +42,7 @@ export class MemoryBucketStore implements BucketStore {
     if (maxWaitMs === GIVE_BACK) {
       // A bucket gone (swept or evicted) was full: nothing to give back to.
       if (s !== undefined) {
-        const tokens = s.tokens + (now > s.ts ? now - s.ts : 0) * ratePerSecond / 1000 + 1
+        const tokens = refilled(s, now, ratePerSecond, burst) + 1
         s.tokens = tokens > burst ? burst : tokens
         s.ts = now
       }
@@ -52,9 +58,7 @@ export class MemoryBucketStore implements BucketStore {
       if (this.slots.size >= this.maxKeys) this.evictOne()
       this.slots.set(key, s)
     } else {
-      const elapsed = now > s.ts ? now - s.ts : 0
-      tokens = s.tokens + elapsed * ratePerSecond / 1000
-      if (tokens > burst) tokens = burst
+      tokens = refilled(s, now, ratePerSecond, burst)
       s.rate = ratePerSecond
       s.burst = burst
       s.ref = true

@@ -22,23 +22,25 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = redis.call('HMGET', KEYS[1], 'tk', 'ts')
 local tokens = tonumber(s[1])
 local ts = tonumber(s[2])
-if maxWait < 0 then
-  -- A give-back (bucket-store.ts GIVE_BACK): one token more, never past burst. A bucket that
-  -- expired was full: nothing to give back to.
-  if tokens == nil or ts == nil then return 0 end
-  local el = now - ts
-  if el < 0 then el = 0 end
-  tokens = math.min(burst, tokens + el * rate / 1000 + 1)
-  redis.call('HSET', KEYS[1], 'tk', string.format('%.6f', tokens), 'ts', string.format('%.3f', now))
-  redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
-  return 0
+-- The bucket as of now; it expires once it would be full again.
+local function save (tk)
+  redis.call('HSET', KEYS[1], 'tk', string.format('%.6f', tk), 'ts', string.format('%.3f', now))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tk) * 1000 / rate) + 1000)
 end
 if tokens == nil or ts == nil then
+  -- A give-back (maxWait < 0, bucket-store.ts GIVE_BACK) to a bucket that expired: it was
+  -- full, so there is nothing to give back to.
+  if maxWait < 0 then return 0 end
   tokens = burst
 else
   local el = now - ts
   if el < 0 then el = 0 end
   tokens = math.min(burst, tokens + el * rate / 1000)
+end
+if maxWait < 0 then
+  -- A give-back: one token more, never past burst.
+  save(math.min(burst, tokens + 1))
+  return 0
 end
 local wait = 0
 if tokens < 1 then wait = (1 - tokens) * 1000 / rate end
@@ -46,17 +48,12 @@ if wait > maxWait then
   -- Kept at now even when refused: a stored time ahead of Redis's clock (a failover to a
   -- server whose clock is behind, an NTP step) would otherwise refuse every take until the
   -- clock caught up. The tokens are the same state, refilled to now.
-  if ts ~= nil and now < ts then
-    redis.call('HSET', KEYS[1], 'tk', string.format('%.6f', tokens), 'ts', string.format('%.3f', now))
-    redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
-  end
+  if ts ~= nil and now < ts then save(tokens) end
   local r = math.ceil(wait - maxWait)
   if r < 1 then r = 1 end
   return -r
 end
-tokens = tokens - 1
-redis.call('HSET', KEYS[1], 'tk', string.format('%.6f', tokens), 'ts', string.format('%.3f', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+save(tokens - 1)
 return math.ceil(wait)
 `
 
