@@ -25,6 +25,18 @@ function isUnreserved (c: number): boolean {
     c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e
 }
 
+/**
+ * The request limits every request and WebSocket upgrade has, checked before the path is
+ * normalised: a request target longer than maxUrlBytes (414), more header lines than
+ * maxHeadersCount (431; Node keeps one line past it so that the excess is refused, not
+ * silently dropped). null when within both.
+ */
+export function requestLimitError (url: string, headerLines: number, server: { maxUrlBytes: number, maxHeadersCount: number }): SluiceError | null {
+  if (url.length > server.maxUrlBytes) return new SluiceError('SLUICE_ERR_URI_TOO_LONG')
+  if (headerLines > server.maxHeadersCount) return new SluiceError('SLUICE_ERR_HEADERS_TOO_LARGE', `More than ${server.maxHeadersCount} header lines`)
+  return null
+}
+
 function bad (why: string): SluiceError {
   return new SluiceError('SLUICE_ERR_BAD_PATH', `The request path is not valid: ${why}`)
 }

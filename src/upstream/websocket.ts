@@ -21,7 +21,7 @@ import { applyForwarding, HOST_VALUE, hostLines, resolveClientIp, schemeOf } fro
 import { SluiceError, rawError, errorBody, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
-import { normalisePath } from '../stages/path.js'
+import { normalisePath, requestLimitError } from '../stages/path.js'
 import { upstreamRequestHeaders, isHopByHop } from './headers.js'
 import { rewritePath, editRequestHeaders } from './rewrite.js'
 import type { TargetRegistry } from './targets.js'
@@ -193,11 +193,9 @@ class Tunnel {
     if (req.invalid !== null) return this.fail(req.invalid.code, req.invalid.message)
     // A tunnel opened now would be cut at the end of the grace period.
     if (this.deps.draining) return this.fail('SLUICE_ERR_SHUTTING_DOWN')
-    // The request limits every request has (src/pipeline.ts): Node keeps one header line past
-    // maxHeadersCount so that the excess is refused, not silently dropped from the handshake.
-    const server = snap.config.server
-    if (req.url.length > server.maxUrlBytes) return this.fail('SLUICE_ERR_URI_TOO_LONG')
-    if (req.headerLines > server.maxHeadersCount) return this.fail('SLUICE_ERR_HEADERS_TOO_LARGE', `More than ${server.maxHeadersCount} header lines`)
+    // The request limits every request has (src/pipeline.ts).
+    const over = requestLimitError(req.url, req.headerLines, snap.config.server)
+    if (over !== null) return this.failWith(over)
     let url = req.url
     const q = url.indexOf('?')
     let path = q === -1 ? url : url.slice(0, q)
