@@ -33,10 +33,14 @@ const ANY: readonly Coding[] = ['br', 'gzip', 'deflate', 'identity']
 
 type Counter = { inc (n: number): void }
 
+/** Statuses whose body is never re-encoded: interim, no body (204, 304), or a byte range of another representation (206). */
+function untouchedStatus (s: number): boolean {
+  return s < 200 || s === 204 || s === 206 || s === 304
+}
+
 /** Why a response is left alone, whatever the client accepts (undefined: it may be encoded). */
 function ineligible (c: CompressionRouteConfig, res: ProxyResponse): boolean {
-  const s = res.status
-  if (s < 200 || s === 204 || s === 206 || s === 304) return true
+  if (untouchedStatus(res.status)) return true
   const h = res.headers
   if (h['content-encoding'] !== undefined || h['content-range'] !== undefined) return true
   if (hasNoTransform(h) || !isCompressibleType(h, c.contentTypes)) return true
@@ -132,7 +136,7 @@ export function createCompressStage (deps: { metrics: Metrics }): CompressStage 
    */
   function encodedAsSent (reqHeaders: Headers, method: string, res: ProxyResponse): ProxyResponse {
     const h = res.headers
-    if (res.status < 200 || res.status === 204 || res.status === 206 || res.status === 304 || hasNoTransform(h)) return res
+    if (untouchedStatus(res.status) || hasNoTransform(h)) return res
     // One coding Sluice can decode; a list (`gzip, br`) or another coding goes as sent.
     const coding = originCoding(h)
     if (coding === null || coding === undefined) return res
