@@ -23,6 +23,8 @@
 //   closed. A half-open probe that ends that way (or with no target in rotation) decides
 //   nothing: its slot is freed for the next probe.
 // - Transitions set sluice_circuit_state, count sluice_circuit_transitions_total and log once.
+// - A reload that changes the settings rebuilds opossum with the state it had (reconfigure());
+//   a probe in flight then reports to the new one and still decides its round.
 import CircuitBreaker from 'opossum'
 import type { Logger } from 'pino'
 import { SluiceError, isSluiceError, type ErrorCode } from '../errors.js'
@@ -116,6 +118,8 @@ export class Breaker {
   private halfOpenGen = 0
   private probesInFlight = 0
   private lastProbeAt = 0
+  /** The last probe fired through opossum: a reload that rebuilds opossum hands it over (reconfigure()). */
+  private fired: Ticket | null = null
   /**
    * How long a half-open probe may run before its slot is taken for lost (never reported): the
    * longest an attempt to this upstream may wait for its answer, plus a second. Before that, a
@@ -159,9 +163,17 @@ export class Breaker {
     return now - this.lastProbeAt >= Math.max(this.cfg.resetTimeoutMs, 1000, this.probeLostMs)
   }
 
-  /** Apply changed settings, keeping the state (open stays open, closed stays closed). */
+  /**
+   * Apply changed settings, keeping the state (open stays open, half-open stays half-open with
+   * its probes in flight, closed stays closed).
+   */
   reconfigure (cfg: CircuitBreakerConfig): void {
     const old = this.cb
+    // The probe fired through the old opossum would settle a promise nobody listens to any
+    // more: it reports as a probe beside the new one instead, and still decides the round.
+    const probe = this.fired
+    this.fired = null
+    if (probe !== null && probe.settle !== null) { probe.settle = null; probe.shadow = true }
     const state = (old.toJSON() as unknown as { state: OpossumState }).state
     // An open breaker keeps its schedule: it goes half-open resetTimeoutMs (the new value)
     // after it opened, not a whole resetTimeoutMs after the reload. opossum restores an open
@@ -260,6 +272,7 @@ export class Breaker {
   private fire (probeGen: number): Ticket {
     const t: Ticket = { settle: null, probeGen, shadow: false }
     this.cb.fire(t).then(noop, noop) // its rejection is the failure we reported; nothing to handle
+    this.fired = t
     return t
   }
 

@@ -261,3 +261,26 @@ test('while closed, opossum is not called per request: the breaker only counts (
   assert.equal(await attempt(g2), 'rejected')
   failing = false
 })
+
+test('a reload while half-open keeps the probe in flight: its verdict decides the breaker in use, whether or not the breaker settings changed', async () => {
+  for (const [name, next] of [
+    ['probe-reload-same', FAST],
+    ['probe-reload-changed', { ...FAST, windowMs: 12000 }]
+  ] as const) {
+    for (const verdict of [200, 500]) {
+      const n = `${name}-${verdict}`
+      const g = guardOf(n, FAST)
+      failing = true
+      for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
+      await until('half-open', () => g.status().breaker.state === 'half-open', POLL)
+      const probe = g.allow()
+      guardOf(n, next)
+      assert.equal(g.status().breaker.state, 'half-open', `${n}: the reload keeps half-open`)
+      assert.throws(() => g.allow(), { code: 'SLUICE_ERR_CIRCUIT_OPEN' }, `${n}: the probe still holds its slot`)
+      g.record(probe, { status: verdict })
+      await tick()
+      assert.equal(g.status().breaker.state, verdict === 200 ? 'closed' : 'open', `${n}: the probe's ${verdict} decides`)
+      assert.equal(await valueOf(metrics.circuitState, { upstream: n }), verdict === 200 ? 0 : 2)
+    }
+  }
+})
