@@ -165,7 +165,8 @@ export class Breaker {
 
   /**
    * Apply changed settings, keeping the state (open stays open, half-open stays half-open with
-   * its probes in flight, closed stays closed).
+   * its probes in flight, closed stays closed). Disabling drops the state and the state series;
+   * enabled again, it starts closed.
    */
   reconfigure (cfg: CircuitBreakerConfig): void {
     const old = this.cb
@@ -174,6 +175,16 @@ export class Breaker {
     const probe = this.fired
     this.fired = null
     if (probe !== null && probe.settle !== null) { probe.settle = null; probe.shadow = true }
+    if (!cfg.enabled) {
+      // Disabled: no state and no state series, as a breaker disabled from the start (an open
+      // breaker's 2, or the 1 its reset timer would set, would otherwise stay and alert).
+      this.halfOpenGen++ // what is in flight decides nothing
+      this.probesInFlight = 0
+      this.build(cfg, undefined)
+      old.shutdown()
+      this.forget()
+      return
+    }
     const state = (old.toJSON() as unknown as { state: OpossumState }).state
     // An open breaker keeps its schedule: it goes half-open resetTimeoutMs (the new value)
     // after it opened, not a whole resetTimeoutMs after the reload. opossum restores an open
@@ -318,6 +329,7 @@ export class Breaker {
   }
 
   private countFailure (failure: Error): void {
+    if (!this.cfg.enabled) return // an attempt admitted before a reload disabled the breaker
     const w = this.win
     w.fail(Date.now())
     if (w.totalFires < this.cfg.volumeThreshold) return

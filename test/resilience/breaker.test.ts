@@ -284,3 +284,29 @@ test('a reload while half-open keeps the probe in flight: its verdict decides th
     }
   }
 })
+
+test('disabling an open or half-open breaker by reload drops its sluice_circuit_state series (as a disabled breaker has none); enabling it again starts closed', async () => {
+  const series = async (n: string) => (await metrics.circuitState.get()).values.filter((v) => v.labels.upstream === n)
+  for (const state of ['open', 'half-open'] as const) {
+    const n = `disabled-${state}`
+    const g = guardOf(n, { ...FAST, resetTimeoutMs: state === 'open' ? 60000 : 300 })
+    failing = true
+    for (let i = 0; i < 5; i++) { await attempt(g); await tick() }
+    await until(state, () => g.status().breaker.state === state, POLL)
+    assert.equal((await series(n))[0]?.value, state === 'open' ? 2 : 1)
+    const probe = state === 'half-open' ? g.allow() : null
+    guardOf(n, { ...FAST, resetTimeoutMs: 300, enabled: false })
+    assert.deepEqual(await series(n), [], `${n}: no series while disabled`)
+    // Disabled, it admits everything, and nothing it sees (a late probe, failures) moves it.
+    if (probe !== null) g.record(probe, { status: 500 })
+    for (let i = 0; i < 10; i++) assert.equal(await attempt(g), 500)
+    await sleep(400) // past resetTimeoutMs: an open opossum circuit would have gone half-open by now
+    await tick()
+    assert.deepEqual(await series(n), [], `${n}: still no series`)
+    assert.equal(g.status().breaker.enabled, false)
+    guardOf(n, { ...FAST, resetTimeoutMs: 300 })
+    assert.equal(g.status().breaker.state, 'closed', `${n}: re-enabled, it starts closed`)
+    assert.equal((await series(n))[0]?.value, 0)
+  }
+  failing = false
+})
