@@ -261,8 +261,11 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       socket.end(rawError(new SluiceError(code)))
     },
     frameworkErrors: (err: Error, request: FastifyRequest, reply: FastifyReply) => {
+      // Fastify calls this from its router, in the same synchronous call as the request
+      // listener above (as the pipeline takes its t0): the request's arrival, for its duration.
+      const t0 = performance.now()
       request.sluice = null
-      reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1))
+      reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1, t0))
       const e = new SluiceError('SLUICE_ERR_BAD_PATH', err.message)
       // The ID the request handler assigned goes back, as on every answer.
       const snap = deps.current()
@@ -336,14 +339,14 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   const requestIdOf = (request: FastifyRequest, snap: Snapshot): string | undefined =>
     request.sluice ? request.sluice.requestId : request.raw.headers[snap.requestId.name] as string | undefined
 
-  /** Called exactly once per request that went through Fastify. */
-  const observe = (request: FastifyRequest, status: number, bytes: number): void => {
+  /** Called exactly once per request that went through Fastify; `t0` times a request answered with no pipeline context. */
+  const observe = (request: FastifyRequest, status: number, bytes: number, t0 = 0): void => {
     const ctx = request.sluice
     // undefined, not null, on a request Fastify answered itself (an unsupported method such as PRI)
     if (ctx && ctx.observed) return
     if (ctx) ctx.observed = true
     const snap = ctx?.snap ?? deps.current()
-    record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined, requestIdOf(request, snap))
+    record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? t0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined, requestIdOf(request, snap))
     const span = ctx?.trace
     if (span) Tracing.finish(span, { route: ctx.route?.name ?? 'none', upstream: ctx.route?.upstream.name, status, cache: ctx.cacheResult, retries: Math.max(0, (ctx.ureq?.attempts ?? 0) - 1), method: request.raw.method ?? 'GET', url: request.raw.url, error: ctx.errorCode ?? undefined })
   }

@@ -182,3 +182,16 @@ test('sluice_cache_entries follows an unsafe-method invalidation at once, not at
     assert.equal(await metric(g.adminUrl, 'sluice_cache_entries', { tier: 'memory' }), 0)
   } finally { await g.close() }
 })
+
+test('a request Fastify refuses itself (a path it cannot decode) is timed from its arrival, not observed as 0 s', async () => {
+  const g = await startTestGateway(simpleConfig(origin.url))
+  try {
+    const r = await raw(g.url, 'GET /%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    assert.match(r, /^HTTP\/1\.1 400 /)
+    assert.match(r, /SLUICE_ERR_BAD_PATH/)
+    await until('the refusal is observed', async () => await metric(g.adminUrl, 'sluice_http_request_duration_seconds_count', { route: 'none' }) === 1)
+    assert.ok(await metric(g.adminUrl, 'sluice_http_request_duration_seconds_sum', { route: 'none' }) > 0, 'its duration is the time it took, not 0')
+    const line = g.logs.find((l) => l.msg === 'request' && l.route === 'none')
+    assert.ok(line !== undefined && (line.ms as number) > 0, JSON.stringify(line))
+  } finally { await g.close() }
+})
