@@ -202,6 +202,10 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         if (te !== undefined && unsupportedCodings(te)) { closing(req); return refuse(req, res, snap, new SluiceError('SLUICE_ERR_NOT_IMPLEMENTED'), id) }
         // A fresh L1 hit is answered here, before Fastify (src/fast-path.ts).
         if (fast !== null && fast.h1(req, res, snap, id)) return
+        // Draining: a new request on an open connection gets 503 SLUICE_ERR_SHUTTING_DOWN and
+        // the connection closes. Answered here rather than by Fastify's return503OnClosing
+        // (off), which wrote its own body and was neither counted nor logged.
+        if (tunnels.draining) { closing(req); return refuse(req, res, snap, new SluiceError('SLUICE_ERR_SHUTTING_DOWN'), id) }
         handler(req, res)
       })
       // HTTP/2: a fresh hit is answered on the raw stream, before Node builds compatibility
@@ -238,7 +242,8 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       })
       return edge.server
     },
-    return503OnClosing: true,
+    // Sluice answers new requests while draining itself (the request listener above).
+    return503OnClosing: false,
     exposeHeadRoutes: false,
     // A malformed request never reaches a route: answer with our code and JSON, and log it (bounded).
     clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -284,7 +289,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
 
   /**
    * An answer the request listener gives before Fastify (a bad Host, a transfer coding Node
-   * cannot decode, an Expect other than 100-continue): written, then counted and logged as
+   * cannot decode, an Expect other than 100-continue, a new request while draining): written, then counted and logged as
    * every answer is (route `none`). The connection closes after it unless `close` is false.
    */
   const refuse = (req: IncomingMessage, res: ServerResponse, snap: Snapshot, err: SluiceError, id: string, close = true): void => {
@@ -400,7 +405,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
   })
 
 
-  // Closing refuses new tunnels (503), as Fastify answers new requests while it closes.
+  // Closing refuses new tunnels (503), as the request listener refuses new requests.
   app.addHook('preClose', async () => { tunnels.draining = true })
   app.addHook('onClose', async () => { accessLog.close() })
   app.server.on('upgrade', handleUpgrade(tunnels, (req, socket, head) => {

@@ -15,7 +15,7 @@ import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig } from '../helpers/gateway.js'
 import { startTestCluster } from '../helpers/cluster.js'
-import { metric } from '../helpers/metrics.js'
+import { metric, sampleSum } from '../helpers/metrics.js'
 import { until } from '../helpers/wait.js'
 
 let origin: Origin
@@ -194,4 +194,47 @@ test('a request Fastify refuses itself (a path it cannot decode) is timed from i
     const line = g.logs.find((l) => l.msg === 'request' && l.route === 'none')
     assert.ok(line !== undefined && (line.ms as number) > 0, JSON.stringify(line))
   } finally { await g.close() }
+})
+
+test('while draining, a new request on an open keep-alive connection gets 503 SLUICE_ERR_SHUTTING_DOWN, counted (route none) and access-logged', async () => {
+  const held: Array<() => void> = []
+  origin.on('/drain/held', (_req, res) => { held.push(() => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('held') }) })
+  origin.on('/drain/ok', (_req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok') })
+  const g = await startTestGateway(simpleConfig(origin.url))
+  const u = new URL(g.url)
+  const s = connect(Number(u.port), u.hostname)
+  let out = ''
+  s.on('data', (d) => { out += String(d) })
+  const ended = once(s, 'close')
+  await once(s, 'connect')
+  let closing: Promise<void> | null = null
+  try {
+    // The connection is busy with a held request, so the drain does not close it as idle.
+    s.write('GET /drain/held HTTP/1.1\r\nHost: x\r\n\r\n')
+    await until('the origin holds the request', () => held.length === 1)
+    closing = g.gw.close(5000)
+    // The listener stops accepting once the drain has begun (Fastify is closing by then).
+    await until('new connections are refused', () => new Promise<boolean>((resolve) => {
+      const c = connect(Number(u.port), u.hostname)
+      c.once('connect', () => { c.destroy(); resolve(false) })
+      c.once('error', () => resolve(true))
+    }))
+    const before = sampleSum(await g.gw.metrics.registry.metrics(), 'sluice_http_requests_total', { route: 'none', status_class: '5xx' })
+    s.write('GET /drain/ok HTTP/1.1\r\nHost: x\r\n\r\n')
+    // Answered at once (queued behind the held answer), counted and logged when answered.
+    await until('the refusal is counted', async () => sampleSum(await g.gw.metrics.registry.metrics(), 'sluice_http_requests_total', { route: 'none', status_class: '5xx' }) === before + 1)
+  } finally {
+    held[0]?.()
+    await ended
+    await closing
+  }
+  const responses = out.split(/(?=HTTP\/1\.1 )/)
+  assert.equal(responses.length, 2, out)
+  assert.match(responses[0], /^HTTP\/1\.1 200 /)
+  assert.match(responses[1], /^HTTP\/1\.1 503 /)
+  assert.match(responses[1], /SLUICE_ERR_SHUTTING_DOWN/)
+  assert.match(responses[1], /connection: close/i)
+  assert.equal(origin.count('/drain/ok'), 0, 'the refused request never reached the origin')
+  const lines = g.logs.filter((l) => l.msg === 'request')
+  assert.deepEqual(lines.map((l) => [l.route, l.status, l.err ?? null]).sort(), [['all', 200, null], ['none', 503, 'SLUICE_ERR_SHUTTING_DOWN']])
 })
