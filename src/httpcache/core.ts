@@ -139,6 +139,17 @@ export class CacheCore {
     if ('base' in p) this.l1.deleteBase(p.base); else this.l1.purge(p)
   }
 
+  /**
+   * A newer response for `e`'s key could not be stored (too large): `e` goes from L1 and L2, as
+   * a refused replacement does (MemoryStore.set), so it is not served in the newer one's place.
+   * L2 has no single-variant delete: every variant of the URL goes there (they fill again).
+   */
+  dropSuperseded (e: CacheEntry): void {
+    this.l1.delete(e.key)
+    if (this.l2 !== null) this.track(Promise.resolve(this.l2.deleteBase(e.base))) // errors are counted and logged by the store
+    this.gauges()
+  }
+
   /** The L1 gauges (L2's are sampled on a timer by the stage). */
   gauges (): void {
     const s = this.l1.stats()

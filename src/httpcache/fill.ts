@@ -223,6 +223,9 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
     core.unwatch(watch)
     if (settled) return
     settled = true
+    // A newer response that is too large to store supersedes the stored one all the same: the
+    // old entry goes (not served as stale in its place), as when L1 refuses a replacement.
+    if (f.reason === 'TOO-LARGE' && stale !== undefined) core.dropSuperseded(stale)
     hooks.ended(job, fillP, f, leased, stored)
     settle(f)
   }

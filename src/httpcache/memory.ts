@@ -125,6 +125,9 @@ export class MemoryStore implements EntryStore, FillLeases {
     }
   }
 
+  /** Drop the entry stored under `key` (a newer response for it that could not be stored). */
+  delete (key: string): boolean { return this.remove(key) }
+
   private remove (key: string): boolean {
     const s = this.slots.get(key)
     if (!s) return false

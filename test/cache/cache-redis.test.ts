@@ -89,6 +89,38 @@ test('an entry stored by one gateway is an L2 hit for another, and backfills its
   } finally { await a.close(); await b.close(); await redis.stop() }
 })
 
+test('a refresh whose new body is past maxEntryBytes takes the old entry out of L2 as well as L1', async () => {
+  const redis = await startRedis()
+  let t = Date.now()
+  const a = await startTestGateway(config(redis.url, redis.prefix) + 'cache:\n  memory: { maxEntryBytes: 4096 }\n', { now: () => t })
+  const large = Buffer.alloc(8000, 98)
+  let mode: 'old' | 'big' | 'fail' = 'old'
+  origin.on('/l2-grow', (_q, r) => {
+    if (mode === 'fail') { r.writeHead(500, { 'content-type': 'text/plain' }); r.end('down'); return }
+    const body = mode === 'big' ? large : Buffer.from('old')
+    r.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600', 'content-type': 'text/plain', 'content-length': String(body.length) })
+    r.end(body)
+  })
+  const viaHost = async () => {
+    const r = await request(a.url + '/l2-grow', { headers: { host: 'shop.example' } })
+    return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+  }
+  try {
+    assert.equal((await viaHost()).body, 'old')
+    const c = redis.client()
+    const stored = async () => (await c.keys(`${redis.prefix}{*}c:G|shop.example|/l2-grow`)).length > 0
+    await until('the L2 record', stored)
+    t += 2000
+    mode = 'big'
+    assert.equal((await viaHost()).body, large.toString())
+    await until('the superseded L2 record gone', async () => !(await stored()), { tries: 40 })
+    // Neither L1 nor L2 brings the superseded response back as stale on an origin error.
+    mode = 'fail'
+    const after = await viaHost()
+    assert.equal(after.status, 500, String(after.headers['cache-status']))
+  } finally { await a.close(); await redis.stop() }
+})
+
 test('killing Redis mid-traffic keeps every request answered; /readyz says degraded', async () => {
   const redis = await startRedis({ own: true })
   const gw = await startTestGateway(config(redis.url, redis.prefix))

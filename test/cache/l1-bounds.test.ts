@@ -10,6 +10,7 @@ import { writeStoredHead } from '../../src/send.js'
 import { CompressionRouteSchema } from '../../src/compress/config.js'
 import { startOrigin } from '../helpers/origin.js'
 import { startTestGateway, cachedConfig, getText } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
 
 const key = (path: string) => `G|example.com|${path}`
 function entry (path: string, over: Partial<CacheEntry> = {}): CacheEntry {
@@ -26,8 +27,8 @@ function entry (path: string, over: Partial<CacheEntry> = {}): CacheEntry {
 const origin = await startOrigin()
 after(async () => { await origin.close() })
 /** A gateway caching every path, with the given L1 bounds and no L2. */
-async function gateway (maxBytes: number, maxEntryBytes: number) {
-  const gw = await startTestGateway(cachedConfig(origin.url) + `cache:\n  memory: { maxBytes: ${maxBytes}, maxEntryBytes: ${maxEntryBytes} }\n`)
+async function gateway (maxBytes: number, maxEntryBytes: number, now?: () => number) {
+  const gw = await startTestGateway(cachedConfig(origin.url) + `cache:\n  memory: { maxBytes: ${maxBytes}, maxEntryBytes: ${maxEntryBytes} }\n`, { now })
   after(async () => { await gw.close() })
   return gw
 }
@@ -165,3 +166,52 @@ test('an entry whose encoded copies (not its body) do not fit is stored with as 
   assert.equal(e.gzip, undefined, 'the larger copy went')
   assert.equal(e.br?.length, 3000, 'the smaller one, which fits, stayed')
 })
+
+/** The gateway's L1 size (its /admin/status figures). */
+const memory = (g: { gw: { cache: { stats (): Record<string, unknown> } } }) => g.gw.cache.stats().memory as { entries: number; bytes: number; maxBytes: number }
+
+test('a stale-while-revalidate refresh whose new body is past maxEntryBytes takes the old entry out of L1', async () => {
+  let t = Date.now()
+  const gw = await gateway(1 << 20, 4096, () => t)
+  const large = Buffer.alloc(8000, 98)
+  let big = false
+  // Chunked (no Content-Length): the refresh finds out it is too large while the body streams.
+  origin.on('/swr-grow', (_q, r) => { r.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=600', 'content-type': 'text/plain' }); r.end(big ? large : 'old') })
+  assert.equal((await getText(gw.url, '/swr-grow')).body, 'old')
+  t += 2000
+  big = true
+  const stale = await getText(gw.url, '/swr-grow')
+  assert.equal(stale.body, 'old')
+  assert.match(String(stale.headers['cache-status']), /STALE-WHILE-REVALIDATE/)
+  // Once the refresh has seen the new response, the old body is no longer served.
+  let last = stale
+  await until('an answer other than the superseded body', async () => { last = await getText(gw.url, '/swr-grow'); return last.body !== 'old' }, { tries: 40, detail: () => last.headers['cache-status'] })
+  assert.equal(last.body, large.toString())
+  assert.deepEqual(memory(gw), { entries: 0, bytes: 0, maxBytes: 1 << 20 })
+})
+
+for (const sized of [false, true]) {
+  test(`a miss on an expired entry whose new body is past maxEntryBytes (${sized ? 'Content-Length' : 'chunked'}) takes the old entry out of L1`, async () => {
+    let t = Date.now()
+    const gw = await gateway(1 << 20, 4096, () => t)
+    const large = Buffer.alloc(8000, 98)
+    const path = `/expired-grow-${sized ? 'sized' : 'chunked'}`
+    let mode: 'old' | 'big' | 'fail' = 'old'
+    origin.on(path, (_q, r) => {
+      if (mode === 'fail') { r.writeHead(500, { 'content-type': 'text/plain' }); r.end('down'); return }
+      const body = mode === 'big' ? large : Buffer.from('old')
+      r.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600', 'content-type': 'text/plain', ...(sized ? { 'content-length': String(body.length) } : {}) })
+      r.end(body)
+    })
+    assert.equal((await getText(gw.url, path)).body, 'old')
+    t += 2000
+    mode = 'big'
+    assert.equal((await getText(gw.url, path)).body, large.toString())
+    // The old response was superseded: an origin error now must not bring it back as stale.
+    mode = 'fail'
+    const after = await getText(gw.url, path)
+    assert.equal(after.status, 500, String(after.headers['cache-status']))
+    assert.equal(after.body, 'down')
+    assert.equal(memory(gw).entries, 0)
+  })
+}
