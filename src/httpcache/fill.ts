@@ -193,6 +193,16 @@ function revalidated (core: CacheCore, e: CacheEntry, res: ProxyResponse, route:
   return { ...e, headers, out: undefined, ...entryTiming(f, t0, t1) }
 }
 
+/**
+ * The Cache-Status of a miss whose head goes to the client before its body has ended. `stored`
+ * says the response was stored (RFC 9211 §2.6), so it is said only of a body whose length is
+ * known (Content-Length, already checked against the bounds by storableFromHeaders): one of
+ * unknown length may turn out too large to store, when the head is long gone.
+ */
+export function streamedMissStatus (res: ProxyResponse): string {
+  return Number.isFinite(Number(first(res.headers['content-length']) ?? NaN)) ? 'sluice; fwd=miss; stored' : 'sluice; fwd=miss'
+}
+
 /** Straight to the upstream, nothing stored: `Cache-Status: ...; fwd=bypass; detail=<reason>`. */
 export async function bypass (core: CacheCore, route: CacheRoute, req: UpstreamRequest, fetch: Fetcher, reason: string): Promise<ProxyResponse> {
   core.event(route.name, 'bypass')
@@ -306,5 +316,5 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   })
   if (out === null) return withFill()
   core.event(route.name, 'miss')
-  return { status: res.status, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: 'sluice; fwd=miss; stored' }
+  return { status: res.status, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: streamedMissStatus(res) }
 }

@@ -26,7 +26,7 @@ import { usability } from './freshness.js'
 import { ifRangeMatches, singleRange, strongLastModified, type ByteRange } from './range.js'
 import { ttlSeconds } from './respond.js'
 import { partialKey, wholeKey } from './key.js'
-import { buildEntry, passedThrough, storableFromHeaders, tee, type FillJob } from './fill.js'
+import { buildEntry, passedThrough, storableFromHeaders, streamedMissStatus, tee, type FillJob } from './fill.js'
 import { discard } from '../upstream/headers.js'
 import type { EntryWriter } from './writer.js'
 import type { CacheCore, CacheRoute, Fetcher } from './core.js'
@@ -258,7 +258,7 @@ function completeAnswer (core: CacheCore, writer: EntryWriter, job: FillJob, res
     writer.normalise(built, route).then((e) => writer.store(e, route), (e: Error) => core.log.warn({ err: e.message, path: job.path }, 'cache: stored body does not decode; not stored'))
   })
   core.event(route.name, 'miss')
-  return { status: res.status, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: 'sluice; fwd=miss; stored' }
+  return { status: res.status, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: streamedMissStatus(res) }
 }
 
 /**

@@ -215,3 +215,25 @@ for (const sized of [false, true]) {
     assert.equal(memory(gw).entries, 0)
   })
 }
+
+test('a streamed miss of unknown length does not say stored before its end is known', async () => {
+  const small = await gateway(1 << 20, 4096)
+  origin.on('/unknown-big', (_q, r) => { r.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' }); r.end(Buffer.alloc(8000, 97)) })
+  origin.on('/unknown-small', (_q, r) => { r.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' }); r.end('small') })
+  // Past maxEntryBytes: stored nowhere.
+  const big = await getText(small.url, '/unknown-big')
+  assert.equal(big.body.length, 8000)
+  assert.equal(big.headers['cache-status'], 'sluice; fwd=miss')
+  assert.equal(memory(small).entries, 0)
+  // Within the bounds it is stored all the same (said by the hit that follows).
+  assert.equal((await getText(small.url, '/unknown-small')).headers['cache-status'], 'sluice; fwd=miss')
+  await until('the small body stored', () => memory(small).entries === 1)
+  assert.match(String((await getText(small.url, '/unknown-small')).headers['cache-status']), /^sluice; hit/)
+  // Without an L2, a body within maxEntryBytes that L1 cannot hold with its bookkeeping.
+  const tight = await gateway(65536, 65536)
+  origin.on('/unknown-tight', (_q, r) => { r.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'application/octet-stream' }); r.end(Buffer.alloc(65000, 97)) })
+  const a = await getText(tight.url, '/unknown-tight')
+  assert.equal(a.body.length, 65000)
+  assert.equal(a.headers['cache-status'], 'sluice; fwd=miss')
+  assert.equal(memory(tight).entries, 0)
+})

@@ -51,7 +51,7 @@ test('cache hits carry layer l1 (fast path) or l2 (read from Redis); other resul
   const host = { host: 'layers.example' }
   try {
     origin.on('/layered/x', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' }); res.end('layered body') })
-    assert.equal((await get(a.url, '/layered/x', host)).headers['cache-status'], 'sluice; fwd=miss; stored')
+    assert.equal((await get(a.url, '/layered/x', host)).headers['cache-status'], 'sluice; fwd=miss')
     // The L2 write is asynchronous: wait until the record is in Redis.
     const c = redis.client()
     await until('the entry to reach Redis', async () => (await c.keys(`${redis.prefix}*layered/x*`)).length > 0)
@@ -141,7 +141,7 @@ test('L1 evictions for space count as reason size; an expired entry as expired; 
 
     // Past every stale window, the next lookup finds /e4 expired.
     clock += 3600_000
-    assert.equal((await get(gw.url, '/e4')).headers['cache-status'], 'sluice; fwd=miss; stored')
+    assert.equal((await get(gw.url, '/e4')).headers['cache-status'], 'sluice; fwd=miss')
     assert.equal(await evictions('expired'), 1)
   } finally { await gw.close() }
 })
@@ -198,7 +198,7 @@ test('request and response body sizes per route: Content-Length, buffered, strea
     assert.equal(await sum(RES, 'sized'), 2300)
 
     // A miss through the pipeline, then two fresh L1 hits answered by the fast path.
-    assert.equal((await get(gw.url, '/hits/h')).headers['cache-status'], 'sluice; fwd=miss; stored')
+    assert.equal((await get(gw.url, '/hits/h')).headers['cache-status'], 'sluice; fwd=miss')
     await until('the miss to be observed', async () => await count(RES, 'sizedcache') === 1)
     for (let i = 0; i < 2; i++) assert.match(String((await get(gw.url, '/hits/h')).headers['cache-status']), /^sluice; hit/)
     assert.equal(await metric(gw.adminUrl, 'sluice_http_requests_total', { route: 'sizedcache', cache: 'hit' }), 2)

@@ -51,7 +51,7 @@ const count = (head: string, name: string): number => head.split('\r\n').filter(
 test('a fast-path hit: one Date (the stored one), Connection: keep-alive and Keep-Alive, and the connection is reused', async () => {
   const { port } = await gateway()
   const first = await raw(port, [get('/dated')], (t) => t.includes('dated body'))
-  assert.match(heads(first.text)[0], /cache-status: sluice; fwd=miss; stored/)
+  assert.match(heads(first.text)[0], /cache-status: sluice; fwd=miss(?!;)/)
   // two hits, pipelined on one connection
   const r = await raw(port, [get('/dated'), get('/dated')], (t) => (t.match(/dated body/g) ?? []).length === 2)
   const [hit1, hit2] = heads(r.text)
