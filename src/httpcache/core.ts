@@ -130,7 +130,10 @@ export class CacheCore {
     const w = this.watch()
     let e: CacheEntry | undefined
     try { e = await read() } finally { this.unwatch(w) }
-    if (e !== undefined && !this.purgedDuring(w, e)) this.l1.set(e, storeTtlMs(e, this.now()))
+    if (e !== undefined && !this.purgedDuring(w, e)) {
+      this.l1.set(e, storeTtlMs(e, this.now()))
+      this.gauges()
+    }
     return e
   }
 

@@ -23,6 +23,11 @@ export class MemoryStore implements EntryStore, FillLeases {
    * the front of the eviction queue). Replacements, deleteBase and purge are not counted.
    */
   dropped: { size: Count; expired: Count } = { size: UNCOUNTED, expired: UNCOUNTED }
+  /**
+   * Called when get() drops an expired entry (the stage refreshes the L1 gauges): the one change
+   * of size no caller of get() would otherwise see. Never called on a hit.
+   */
+  onExpired: () => void = () => {}
 
   /** `now`: the clock expiry is read from (injectable for tests). */
   constructor (private maxBytes: number, private readonly maxEntryBytes: number, private readonly now: () => number = Date.now) {}
@@ -30,7 +35,7 @@ export class MemoryStore implements EntryStore, FillLeases {
   get (key: string): CacheEntry | undefined {
     const s = this.slots.get(key)
     if (s === undefined) return undefined
-    if (s.expires <= this.now()) { this.remove(key); this.dropped.expired.inc(); return undefined }
+    if (s.expires <= this.now()) { this.remove(key); this.dropped.expired.inc(); this.onExpired(); return undefined }
     s.used = true
     return s.e
   }

@@ -106,6 +106,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   const bus = deps.bus ?? null
   const core = new LayeredCore(config, l1, l2, deps.metrics, deps.log, now)
   l1.dropped = { size: deps.metrics.cacheEvictions.labels('memory', 'size'), expired: deps.metrics.cacheEvictions.labels('memory', 'expired') }
+  // The L1 gauges follow an expired entry dropped on lookup at once (a hit does no gauge work).
+  l1.onExpired = () => core.gauges()
   const maxBytesGauge = deps.metrics.cacheMaxBytes.labels('memory')
   maxBytesGauge.set(l1.capacity)
   const writer = new EntryWriter(core)

@@ -115,6 +115,7 @@ export class EntryWriter {
     if (made.br !== undefined) e.br = owned(made.br)
     e.out = undefined // the headers of each coding change (Vary, ETag)
     this.core.l1.grew(e.key)
+    this.core.gauges()
     const { metrics } = this.core
     for (const [k, v] of Object.entries(made)) {
       if (!STORED_CODINGS.has(k)) continue

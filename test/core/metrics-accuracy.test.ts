@@ -17,6 +17,7 @@ import { startTestGateway, simpleConfig } from '../helpers/gateway.js'
 import { startTestCluster } from '../helpers/cluster.js'
 import { metric, sampleSum } from '../helpers/metrics.js'
 import { until } from '../helpers/wait.js'
+import { startRedis } from '../helpers/redis.js'
 
 let origin: Origin
 before(async () => { origin = await startOrigin() })
@@ -237,4 +238,62 @@ test('while draining, a new request on an open keep-alive connection gets 503 SL
   assert.equal(origin.count('/drain/ok'), 0, 'the refused request never reached the origin')
   const lines = g.logs.filter((l) => l.msg === 'request')
   assert.deepEqual(lines.map((l) => [l.route, l.status, l.err ?? null]).sort(), [['all', 200, null], ['none', 503, 'SLUICE_ERR_SHUTTING_DOWN']])
+})
+
+/** A route caching everything (`extra`: more of its YAML, e.g. compression). */
+const cachedRoute = (extra = '') => simpleConfig(origin.url).replace('    upstream: origin\n', `    upstream: origin\n    cache: { enabled: true }\n${extra}`)
+/** The gateway's own L1 figures, which the gauges should read. */
+const l1 = (g: { gw: { cache: { stats (): Record<string, unknown> } } }) => g.gw.cache.stats().memory as { entries: number; bytes: number }
+
+test('the L1 gauges follow an expired entry dropped on lookup at once', async () => {
+  let t = Date.now()
+  let cacheable = true
+  origin.on('/gauge/expired', (_req, res) => { res.writeHead(200, { 'cache-control': cacheable ? 'max-age=1' : 'no-store', 'content-type': 'text/plain' }); res.end('v') })
+  const g = await startTestGateway(cachedRoute(), { now: () => t })
+  try {
+    await (await request(g.url + '/gauge/expired')).body.text()
+    assert.equal(await metric(g.adminUrl, 'sluice_cache_entries', { tier: 'memory' }), 1)
+    t += 5000
+    cacheable = false // nothing new is stored: only the lookup's drop changes L1
+    await (await request(g.url + '/gauge/expired')).body.text()
+    assert.equal(l1(g).entries, 0)
+    assert.equal(await metric(g.adminUrl, 'sluice_cache_entries', { tier: 'memory' }), 0)
+    assert.equal(await metric(g.adminUrl, 'sluice_cache_bytes', { tier: 'memory' }), 0)
+  } finally { await g.close() }
+})
+
+test('the L1 gauges follow an L2 hit kept in L1 at once', async () => {
+  const redis = await startRedis()
+  const yaml = cachedRoute() + `redis: { url: "${redis.url}", keyPrefix: "${redis.prefix}" }\n`
+  const a = await startTestGateway(yaml)
+  const b = await startTestGateway(yaml)
+  origin.on('/gauge/l2', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain' }); res.end('shared') })
+  try {
+    const get = async (base: string) => { const r = await request(base + '/gauge/l2', { headers: { host: 'shop.example' } }); await r.body.text(); return String(r.headers['cache-status']) }
+    await get(a.url)
+    const c = redis.client()
+    await until('the L2 record', async () => (await c.keys(`${redis.prefix}{*}c:G|shop.example|/gauge/l2`)).length > 0)
+    assert.match(await get(b.url), /^sluice; hit/)
+    assert.equal(l1(b).entries, 1)
+    assert.equal(await metric(b.adminUrl, 'sluice_cache_entries', { tier: 'memory' }), 1)
+    assert.equal(await metric(b.adminUrl, 'sluice_cache_bytes', { tier: 'memory' }), l1(b).bytes)
+  } finally { await a.close(); await b.close(); await redis.stop() }
+})
+
+test('the L1 gauges follow the encoded copies added to a stored entry at once', async () => {
+  const body = 'compressible text '.repeat(500)
+  origin.on('/gauge/grew', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600', 'content-type': 'text/plain', 'content-length': String(body.length) }); res.end(body) })
+  const g = await startTestGateway(cachedRoute('    compression: { enabled: true }\n'))
+  try {
+    await (await request(g.url + '/gauge/grew')).body.text()
+    const identityOnly = l1(g).bytes
+    // The copies are made in the background; a hit served gzip from the store says they are there.
+    await until('a stored gzip copy', async () => {
+      const r = await request(g.url + '/gauge/grew', { headers: { 'accept-encoding': 'gzip' } })
+      await r.body.arrayBuffer()
+      return r.headers['content-encoding'] === 'gzip' && /^sluice; hit/.test(String(r.headers['cache-status']))
+    })
+    assert.ok(l1(g).bytes > identityOnly)
+    assert.equal(await metric(g.adminUrl, 'sluice_cache_bytes', { tier: 'memory' }), l1(g).bytes)
+  } finally { await g.close() }
 })
