@@ -145,13 +145,19 @@ export class CacheCore {
   /**
    * A newer response for `e`'s key could not be stored (too large): `e` goes from L1 and L2, as
    * a refused replacement does (MemoryStore.set), so it is not served in the newer one's place.
-   * L2 has no single-variant delete: every variant of the URL goes there (they fill again).
+   * L2 has no single-variant delete: every variant of the URL goes there (they fill again),
+   * logged as an invalidation is, so a fill racing on another replica does not put it back;
+   * the other replicas drop their L1 copies when `onSuperseded` tells them (the purge bus).
    */
   dropSuperseded (e: CacheEntry): void {
     this.l1.delete(e.key)
-    if (this.l2 !== null) this.track(Promise.resolve(this.l2.deleteBase(e.base))) // errors are counted and logged by the store
+    if (this.l2 !== null) this.track(this.l2.invalidate(e.base)) // errors are counted and logged by the store
+    this.onSuperseded(e.base)
     this.gauges()
   }
+
+  /** Set by the stage: tell the other replicas to drop `base` from their L1 (the purge bus). */
+  onSuperseded: (base: string) => void = () => {}
 
   /** The L1 gauges (L2's are sampled on a timer by the stage). */
   gauges (): void {

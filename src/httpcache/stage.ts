@@ -108,6 +108,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   l1.dropped = { size: deps.metrics.cacheEvictions.labels('memory', 'size'), expired: deps.metrics.cacheEvictions.labels('memory', 'expired') }
   // The L1 gauges follow an expired entry dropped on lookup at once (a hit does no gauge work).
   l1.onExpired = () => core.gauges()
+  if (bus !== null) core.onSuperseded = (base) => { bus.publishPurge({ base }) }
   const maxBytesGauge = deps.metrics.cacheMaxBytes.labels('memory')
   maxBytesGauge.set(l1.capacity)
   const writer = new EntryWriter(core)

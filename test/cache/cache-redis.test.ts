@@ -121,6 +121,40 @@ test('a refresh whose new body is past maxEntryBytes takes the old entry out of 
   } finally { await a.close(); await redis.stop() }
 })
 
+test('a refresh too large to store on one replica takes the old entry out of the other replicas\' L1 too', async () => {
+  const redis = await startRedis()
+  let t = Date.now()
+  const yaml = config(redis.url, redis.prefix) + 'cache:\n  memory: { maxEntryBytes: 4096 }\n'
+  const a = await startTestGateway(yaml, { now: () => t })
+  const b = await startTestGateway(yaml, { now: () => t })
+  const large = Buffer.alloc(8000, 99)
+  let mode: 'old' | 'big' | 'fail' = 'old'
+  origin.on('/bus-grow', (_q, r) => {
+    if (mode === 'fail') { r.writeHead(500, { 'content-type': 'text/plain' }); r.end('down'); return }
+    const body = mode === 'big' ? large : Buffer.from('old')
+    r.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600', 'content-type': 'text/plain', 'content-length': String(body.length) })
+    r.end(body)
+  })
+  const via = async (base: string) => {
+    const r = await request(base + '/bus-grow', { headers: { host: 'shop.example' } })
+    return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+  }
+  try {
+    assert.equal((await via(a.url)).body, 'old')
+    const c = redis.client()
+    await until('the L2 record', async () => (await c.keys(`${redis.prefix}{*}c:G|shop.example|/bus-grow`)).length > 0)
+    // b holds its own L1 copy (backfilled from L2).
+    assert.match(String((await via(b.url)).headers['cache-status']), /^sluice; hit/)
+    assert.equal(origin.count('/bus-grow'), 1)
+    t += 2000
+    mode = 'big'
+    assert.equal((await via(a.url)).body, large.toString())
+    // b hears of it on the purge bus: its old copy is not served as stale on an origin error.
+    mode = 'fail'
+    await until('b drops its superseded L1 copy', async () => (await via(b.url)).status === 500, { tries: 40 })
+  } finally { await a.close(); await b.close(); await redis.stop() }
+})
+
 test('killing Redis mid-traffic keeps every request answered; /readyz says degraded', async () => {
   const redis = await startRedis({ own: true })
   const gw = await startTestGateway(config(redis.url, redis.prefix))
