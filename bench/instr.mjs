@@ -7,7 +7,13 @@
 //
 //   node bench/instr.mjs [--scenario passthrough|hit1k|hit100k-gzip] [--requests N] [--warm N]
 //                        [--concurrency N] [--baseline DIR] [--target ID]... [--config FILE]
-//                        [--proto h1|tls|h2] [--by-function N]
+//                        [--proto h1|tls|h2] [--by-function N] [--rounds N]
+//
+// --target sluice=FILE (or sluice@base=FILE): that build with another of bench/configs/, so
+// one run compares two configs of one build, e.g. `--target sluice --target
+// sluice=cache-accesslog.yaml`: the access log's cost. --rounds N: start every target N times,
+// in turn, and print each one's median, with the spread (one process's count varies by
+// 1-3 % from the next: what the JIT inlined, when the scavenges fell).
 //
 // --by-function N: also print each target's N costliest functions (self instructions per
 // request), JavaScript included: the targets run with --perf-basic-prof and callgrind's JIT
@@ -42,7 +48,7 @@ import { freePort, interpolate, nodeFlags, nginxConf } from './lib/targets.mjs'
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
 
-const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null, proto: 'h1', byFunction: 0 }
+const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null, proto: 'h1', byFunction: 0, rounds: 1 }
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]; const val = () => argv[++i]
@@ -55,6 +61,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--config') opts.config = val()
   else if (a === '--proto') opts.proto = val()
   else if (a === '--by-function') opts.byFunction = Number(val())
+  else if (a === '--rounds') opts.rounds = Number(val())
   else { console.error(`unknown argument ${a}`); process.exit(2) }
 }
 
@@ -144,7 +151,14 @@ async function main () {
     // (master_process off), so valgrind sees the worker.
     ...(opts.scenario === 'hit1k' ? NGINX_VARIANTS.map((v) => ({ ...v, anchor: true, nginx: true, optIn: true })) : [])
   ]
-  const targets = (opts.targets.length ? all.filter((t) => opts.targets.includes(t.id)) : all.filter((t) => !t.optIn)).filter((t) => !(tls && t.anchor))
+  // sluice=FILE, sluice@base=FILE: a build with its own config.
+  for (const id of opts.targets) {
+    const [build, config] = id.split('=')
+    const t = all.find((x) => x.id === build && !x.anchor)
+    if (config !== undefined && t !== undefined) all.push({ ...t, id, config })
+  }
+  const chosen = (opts.targets.length ? opts.targets.map((id) => all.find((t) => t.id === id)).filter(Boolean) : all.filter((t) => !t.optIn)).filter((t) => !(tls && t.anchor))
+  const targets = Array.from({ length: opts.rounds }, () => chosen).flat()
   const rows = []
   for (const t of targets) {
     const port = await freePort()
@@ -161,13 +175,13 @@ async function main () {
       const cli = path.join(t.root, 'dist', 'src', 'cli.js')
       if (!existsSync(cli)) { console.log(`skip ${t.id}: ${cli} missing (build it)`); continue }
       const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(await freePort()), BENCH_ORIGIN_URL: originUrl, REDIS_URL: '' }
-      const text = interpolate(readFileSync(path.join(BENCH, 'configs', opts.config ?? scen.config), 'utf8'), vars)
-      const file = path.join(TMP, `${t.id.replace('@', '-')}.yaml`)
+      const text = interpolate(readFileSync(path.join(BENCH, 'configs', t.config ?? opts.config ?? scen.config), 'utf8'), vars)
+      const file = path.join(TMP, `${t.id.replace(/[@=]/g, '-')}.yaml`)
       writeFileSync(file, tls ? text.replace(/^listen: \{ (.*) \}$/m, `listen: { $1, tls: { certFile: "${TMP}/c.pem", keyFile: "${TMP}/k.pem" }, http2: true }`) : text)
       // As the build ships: with its V8 flags (dist/src/node-flags.js), when it has them.
       cmd = [...await nodeFlags(cli), cli, '--config', file]
     }
-    const out = path.join(TMP, `${t.id.replace('@', '-')}.cg`)
+    const out = path.join(TMP, `${t.id.replace(/[@=]/g, '-')}-${rows.length}.cg`)
     const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, exe, ...(opts.byFunction > 0 && exe === process.execPath ? ['--perf-basic-prof'] : []), ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
     // stdout is a pipe this process reads and discards, as a container runtime's log collector
     // would: the access-log scenario (--config cache-accesslog.yaml) costs what it costs there.
@@ -205,8 +219,21 @@ async function main () {
   origin.kill()
   agent.destroy()
   for (const ss of sessions.values()) ss.destroy()
+  if (opts.rounds > 1) {
+    // One row per target: its median, and the spread over the rounds.
+    const runs = new Map()
+    for (const r of rows) runs.set(r.id, [...(runs.get(r.id) ?? []), r.per])
+    rows.length = 0
+    for (const [id, pers] of runs) {
+      const sorted = [...pers].sort((a, b) => a - b)
+      const per = sorted[Math.floor((sorted.length - 1) / 2)]
+      rows.push({ id, per })
+      console.log(`${id.padEnd(16)} median ${(per / 1000).toFixed(1)}k of ${sorted.map((x) => (x / 1000).toFixed(1)).join(', ')}`)
+    }
+  }
   const anchor = rows.find((r) => r.id === scen.anchor)
   const sameHeaders = rows.find((r) => r.id === 'fastify-buffer-h')
+  const first = rows.find((r) => r.id !== scen.anchor && r.id !== 'fastify-buffer-h')
   for (const r of rows) {
     if (r === anchor || r === sameHeaders) continue
     const parts = []
@@ -214,6 +241,7 @@ async function main () {
     if (sameHeaders) parts.push(`${(r.per / sameHeaders.per).toFixed(2)}x ${sameHeaders.id}`)
     const base = rows.find((x) => x.id === 'sluice@base')
     if (base && r.id === 'sluice') parts.push(`${(r.per / base.per).toFixed(2)}x sluice@base`)
+    if (first && r !== first && r.id.includes('=')) parts.push(`${(r.per / first.per).toFixed(3)}x ${first.id}`)
     if (parts.length) console.log(`  ${r.id} instructions per request: ${parts.join(', ')} (lower is better)`)
   }
   if (!process.env.KEEP) rmSync(TMP, { recursive: true, force: true }); else console.log(TMP)
