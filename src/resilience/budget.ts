@@ -31,6 +31,8 @@ export interface BudgetStatus {
 export class UpstreamBudget {
   private cfg: UpstreamRateLimitConfig | null = null
   private policy = ''
+  /** The policy the local bucket enforces (this replica's share: no Redis, or Redis down). */
+  private localPolicy = ''
   private pausedUntil = 0
   private factor0 = 1
   private decreasedAt = 0
@@ -48,6 +50,7 @@ export class UpstreamBudget {
     this.limiter = limiter
     this.cfg = cfg
     if (cfg) this.policy = policyField('upstream', cfg.requestsPerSecond, cfg.burst)
+    if (cfg && limiter) this.localPolicy = policyField('upstream', limiter.localRate, limiter.localBurst)
   }
 
   /**
@@ -61,7 +64,7 @@ export class UpstreamBudget {
     if (cfg === null || this.limiter === null) return 0
     const pause = this.pausedUntil - Date.now()
     if (pause > 0) {
-      if (pause > cfg.maxQueueMs) throw this.reject(pause)
+      if (pause > cfg.maxQueueMs) throw this.reject(pause, this.limiter.usingLocal)
       return sleep(pause, signal).then(() => this.take(pause, cfg.maxQueueMs - pause, signal))
     }
     return this.take(0, cfg.maxQueueMs, signal)
@@ -69,12 +72,13 @@ export class UpstreamBudget {
 
   private take (waited: number, maxWaitMs: number, signal?: AbortSignal): number | Promise<number> {
     const r = (this.limiter as Limiter).take('', maxWaitMs, this.rateFactor())
-    if (typeof r === 'number') return this.settle(r, waited, signal)
-    return r.then((v) => this.settle(v, waited, signal))
+    if (typeof r === 'number') return this.settle(r, waited, signal, true)
+    return r.then((v) => this.settle(v.r, waited, signal, v.local))
   }
 
-  private settle (r: number, waited: number, signal?: AbortSignal): number | Promise<number> {
-    if (r < 0) throw this.reject(-r)
+  /** `local`: the local bucket answered (a rejection states the policy it enforces). */
+  private settle (r: number, waited: number, signal?: AbortSignal, local = false): number | Promise<number> {
+    if (r < 0) throw this.reject(-r, local)
     if (r === 0) {
       this.queueWait.observe(waited / 1000)
       return waited
@@ -96,16 +100,20 @@ export class UpstreamBudget {
     const pause = this.pausedUntil - Date.now()
     const cfg = this.cfg
     if (pause > 0 && cfg !== null) {
-      if (waited + pause > cfg.maxQueueMs) this.unreserved(this.reject(pause))
+      if (waited + pause > cfg.maxQueueMs) this.unreserved(this.reject(pause, this.limiter?.usingLocal))
       return sleep(pause, signal).then(() => this.afterWait(waited + pause, signal), (err: unknown) => this.unreserved(err))
     }
     this.queueWait.observe(waited / 1000)
     return waited
   }
 
-  private reject (retryMs: number): SluiceError {
+  /**
+   * `local`: the local bucket decided (no Redis, or Redis down), so the policy said is the share
+   * it enforces (for a pause the upstream asked for: the bucket a take would use now).
+   */
+  private reject (retryMs: number, local = false): SluiceError {
     this.rejected.inc()
-    return new SluiceError('SLUICE_ERR_UPSTREAM_BUDGET', undefined, { headers: rejectionHeaders('upstream', this.policy, retryMs) })
+    return new SluiceError('SLUICE_ERR_UPSTREAM_BUDGET', undefined, { headers: rejectionHeaders('upstream', local ? this.localPolicy : this.policy, retryMs) })
   }
 
   private rateFactor (): number {

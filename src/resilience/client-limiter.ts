@@ -44,6 +44,8 @@ export class ClientLimiter {
   private cfg!: PerClientConfig
   private header: string | null = null
   private policy = ''
+  /** The policy the local bucket enforces (this replica's share: no Redis, or Redis down). */
+  private localPolicy = ''
   private readonly rejected: { inc(): void }
 
   constructor (readonly route: string, metrics: Metrics, private limiter: Limiter, cfg: PerClientConfig) {
@@ -56,6 +58,7 @@ export class ClientLimiter {
     this.cfg = cfg
     this.header = cfg.key.startsWith('header:') ? cfg.key.slice(7).toLowerCase() : null
     this.policy = policyField('client', cfg.requestsPerSecond, cfg.burst)
+    this.localPolicy = policyField('client', limiter.localRate, limiter.localBurst)
   }
 
   get shadow (): boolean { return this.cfg.shadow }
@@ -77,14 +80,15 @@ export class ClientLimiter {
    */
   check (req: ClientInfo): SluiceError | null | Promise<SluiceError | null> {
     const r = this.limiter.take(this.keyOf(req), 0)
-    if (typeof r === 'number') return r >= 0 ? null : this.reject(-r)
-    return r.then((v) => v >= 0 ? null : this.reject(-v))
+    if (typeof r === 'number') return r >= 0 ? null : this.reject(-r, true)
+    return r.then((v) => v.r >= 0 ? null : this.reject(-v.r, v.local))
   }
 
-  private reject (retryMs: number): SluiceError | null {
+  /** `local`: the local bucket decided, and the policy said is the one it enforces. */
+  private reject (retryMs: number, local: boolean): SluiceError | null {
     this.rejected.inc()
     if (this.cfg.shadow) return null
-    return new SluiceError('SLUICE_ERR_RATE_LIMITED', undefined, { headers: rejectionHeaders('client', this.policy, retryMs) })
+    return new SluiceError('SLUICE_ERR_RATE_LIMITED', undefined, { headers: rejectionHeaders('client', local ? this.localPolicy : this.policy, retryMs) })
   }
 
   status () {

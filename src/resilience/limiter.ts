@@ -1,6 +1,7 @@
 // One named token bucket with its two homes: shared in Redis when a client is configured and
 // answers, else a local bucket sized to this replica's share (rate and burst divided by
-// expectedReplicas). The answer is synchronous whenever the local bucket decides.
+// expectedReplicas). The answer is synchronous whenever the local bucket decides; a promise
+// says whether the shared store answered or the local bucket did (the store failed).
 import { MemoryBucketStore } from './bucket-memory.js'
 import { RedisUnavailableError, type RedisBucketStore } from './bucket-redis.js'
 import { GIVE_BACK } from './bucket-store.js'
@@ -31,11 +32,15 @@ export interface SharedStore {
   health: RedisHealth
 }
 
+/** take()'s asynchronous answer: the result, and whether the local bucket gave it (the shared store failed). */
+export interface SharedAnswer { r: number; local: boolean }
+
 export class Limiter {
   private rate = 0
   private burst = 0
-  private localRate = 0
-  private localBurst = 0
+  /** What the local bucket enforces (this process's share), for the RateLimit-Policy it states. */
+  localRate = 0
+  localBurst = 0
 
   /**
    * `namespace` prefixes keys in Redis only (the local store is this limiter's own), so the
@@ -64,8 +69,9 @@ export class Limiter {
   /**
    * Take one token for `key` (see bucket-store.ts for the result). `rateFactor` (0..1] slows
    * the refill (adaptive budget). A Redis failure is answered by the local bucket, never thrown.
+   * A number is always the local bucket's answer; a promise says which bucket answered.
    */
-  take (key: string, maxWaitMs: number, rateFactor = 1): number | Promise<number> {
+  take (key: string, maxWaitMs: number, rateFactor = 1): number | Promise<SharedAnswer> {
     const sh = this.shared
     if (sh === null || !sh.health.up) return this.local.take(key, this.localRate * rateFactor, this.localBurst, maxWaitMs)
     if (!sh.store.ready) {
@@ -74,9 +80,9 @@ export class Limiter {
       if (sh.store.lost) sh.health.failed('ratelimit', new RedisUnavailableError('redis connection lost'))
       return this.local.take(key, this.localRate * rateFactor, this.localBurst, maxWaitMs)
     }
-    return sh.store.take(this.namespace + key, this.rate * rateFactor, this.burst, maxWaitMs).then(undefined, (err: unknown) => {
+    return sh.store.take(this.namespace + key, this.rate * rateFactor, this.burst, maxWaitMs).then((r) => ({ r, local: false }), (err: unknown) => {
       sh.health.failed('ratelimit', err)
-      return this.local.take(key, this.localRate * rateFactor, this.localBurst, maxWaitMs)
+      return { r: this.local.take(key, this.localRate * rateFactor, this.localBurst, maxWaitMs), local: true }
     })
   }
 

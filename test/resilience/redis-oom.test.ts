@@ -26,7 +26,8 @@ test('out of memory (noeviction): every take still answers, one "unavailable" wa
     await admin.config('SET', 'maxmemory-policy', 'noeviction')
     await admin.config('SET', 'maxmemory', '1')
     for (let i = 0; i < 30; i++) {
-      assert.ok(await lim.take('k' + i, 0) >= 0, 'answered from the local bucket')
+      const r = lim.take('k' + i, 0)
+      assert.ok((typeof r === 'number' ? r : (await r).r) >= 0, 'answered from the local bucket')
       await sleep(20) // several probe intervals
     }
     assert.equal(health.status().ok, false, 'still down: the take script fails')
