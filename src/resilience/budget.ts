@@ -4,6 +4,7 @@
 // replicas too), and an adaptive part that listens to the upstream: its Retry-After on
 // 429/503 or RateLimit fields saying "exhausted" pause the budget until then; a bare 429
 // halves the rate, which climbs back over RECOVERY_MS.
+import { performance } from 'node:perf_hooks'
 import { SluiceError } from '../errors.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { Headers } from '../types.js'
@@ -13,6 +14,12 @@ import type { Limiter } from './limiter.js'
 import { sleep } from './sleep.js'
 
 const RECOVERY_MS = 10_000
+/**
+ * The pause and the adaptive recovery run on the monotonic clock: on Date.now an NTP step back
+ * stretched a pause by the step (every request 429 with a Retry-After of the step) and sent
+ * the rate factor below its floor, negative even.
+ */
+const now = (): number => performance.now()
 const MIN_FACTOR = 0.1
 
 export interface BudgetStatus {
@@ -62,7 +69,7 @@ export class UpstreamBudget {
   acquire (signal?: AbortSignal): number | Promise<number> {
     const cfg = this.cfg
     if (cfg === null || this.limiter === null) return 0
-    const pause = this.pausedUntil - Date.now()
+    const pause = this.pausedUntil - now()
     if (pause > 0) {
       if (pause > cfg.maxQueueMs) throw this.reject(pause, this.limiter.usingLocal)
       return sleep(pause, signal).then(() => this.take(pause, cfg.maxQueueMs - pause, signal))
@@ -97,7 +104,7 @@ export class UpstreamBudget {
    * it too (it is not sent into the pause), within what is left of maxQueueMs.
    */
   private afterWait (waited: number, signal?: AbortSignal): number | Promise<number> {
-    const pause = this.pausedUntil - Date.now()
+    const pause = this.pausedUntil - now()
     const cfg = this.cfg
     if (pause > 0 && cfg !== null) {
       if (waited + pause > cfg.maxQueueMs) this.unreserved(this.reject(pause, this.limiter?.usingLocal))
@@ -118,7 +125,7 @@ export class UpstreamBudget {
 
   private rateFactor (): number {
     if (this.factor0 >= 1) return 1
-    const f = this.factor0 + (Date.now() - this.decreasedAt) / RECOVERY_MS
+    const f = this.factor0 + (now() - this.decreasedAt) / RECOVERY_MS
     if (f >= 1) { this.factor0 = 1; return 1 }
     return f
   }
@@ -133,19 +140,19 @@ export class UpstreamBudget {
       pauseMs = exhaustedForMs(headers)
     }
     if (pauseMs !== null && pauseMs > 0) {
-      const until = Date.now() + Math.min(pauseMs, cfg.maxPauseMs)
+      const until = now() + Math.min(pauseMs, cfg.maxPauseMs)
       if (until > this.pausedUntil) this.pausedUntil = until
       return
     }
     if (status === 429) {
       this.factor0 = Math.max(MIN_FACTOR, this.rateFactor() / 2)
-      this.decreasedAt = Date.now()
+      this.decreasedAt = now()
     }
   }
 
   status (): BudgetStatus {
     const cfg = this.cfg
-    const pausedForMs = Math.max(0, this.pausedUntil - Date.now())
+    const pausedForMs = Math.max(0, this.pausedUntil - now())
     if (cfg === null || this.limiter === null) return { configured: false, local: true, pausedForMs: 0, rateFactor: 1 }
     return {
       configured: true,

@@ -91,3 +91,30 @@ test('Redis failing: the local fallback\'s 429 states the local share, and the f
     client.disconnect()
   }
 })
+
+test('the wall clock stepping back (NTP) neither stretches an upstream pause nor drives the adaptive rate below its floor', async () => {
+  const reg = createResilienceRegistry({ metrics: freshMetrics(), log: captureLog().log, redis: null, redisPrefix: 'test:' })
+  const realNow = Date.now
+  try {
+    reg.reconcile(loadedUpstreams({
+      paused: { rateLimit: { requestsPerSecond: 100, burst: 100, maxQueueMs: 0, maxPauseMs: 5000 } },
+      slowed: { rateLimit: { requestsPerSecond: 100, burst: 100, maxQueueMs: 0 } }
+    }), loadedRoutes([]))
+    const p = reg.upstream('paused').budget
+    const s = reg.upstream('slowed').budget
+    p.observeResponse(429, { 'retry-after': '2' })
+    s.observeResponse(429, {}) // a bare 429 halves the rate
+    const t = realNow()
+    Date.now = () => t - 3_600_000 // one hour back
+    const st = p.status()
+    assert.ok(st.pausedForMs <= 5000, `paused for ${st.pausedForMs} ms; maxPauseMs is 5000`)
+    let retryAfter = 0
+    try { p.acquire() } catch (err) { retryAfter = Number((err as SluiceError).headers?.['retry-after']) }
+    assert.ok(retryAfter <= 5, `Retry-After ${retryAfter}`)
+    const f = s.status().rateFactor
+    assert.ok(f >= 0.1 && f <= 1, `rate factor ${f}`)
+  } finally {
+    Date.now = realNow
+    reg.close()
+  }
+})
