@@ -8,7 +8,7 @@ import { Strict, Ms, Bool, Bytes } from '../config/types-helpers.js'
 const Replicas = () => Type.Integer({
   minimum: 1,
   default: 1,
-  description: 'Replicas expected to share this limit; while Redis is absent or down each replica enforces rate / expectedReplicas on its own (with a burst of at least 1, so a burst below expectedReplicas is exceeded)'
+  description: 'Processes expected to share this limit (replicas × workers); while Redis is absent or down each process (each worker with `workers`) enforces rate / expectedReplicas on its own (with a burst of at least 1, so a burst below expectedReplicas is exceeded)'
 })
 
 export const UpstreamRateLimitSchema = Strict({
