@@ -51,6 +51,23 @@ export function schemeOf (socket: object): 'http' | 'https' {
   return (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'
 }
 
+/**
+ * An X-Forwarded-For entry as an address: some proxies append the client's port
+ * (`203.0.113.7:51234`, `[2001:db8::1]:51234`), which would otherwise make every connection of
+ * one client a client of its own (its own rate-limit bucket, its own hash target).
+ */
+export function forwardedIp (entry: string): string {
+  const s = entry.trim()
+  if (s.startsWith('[')) {
+    const end = s.indexOf(']')
+    return end === -1 ? s : normaliseIp(s.slice(1, end))
+  }
+  const colon = s.indexOf(':')
+  // One colon after a dotted address is a port; an IPv6 address has at least two.
+  if (colon !== -1 && s.indexOf(':', colon + 1) === -1 && s.lastIndexOf('.', colon) !== -1) return s.slice(0, colon)
+  return normaliseIp(s)
+}
+
 /** The client address: the peer, or the right-most untrusted address of a trusted proxy chain. */
 export function resolveClientIp (headers: Headers, peerRaw: string | undefined, trust: BlockList | null): string {
   const peer = normaliseIp(peerRaw)
@@ -60,7 +77,7 @@ export function resolveClientIp (headers: Headers, peerRaw: string | undefined, 
   const chain = (Array.isArray(prior) ? prior.join(',') : prior).split(',')
   let client = peer
   for (let i = chain.length - 1; i >= 0; i--) {
-    const ip = normaliseIp(chain[i].trim())
+    const ip = forwardedIp(chain[i])
     if (ip === '') continue
     client = ip
     if (!isTrusted(trust, ip)) break
