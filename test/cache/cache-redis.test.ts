@@ -89,18 +89,27 @@ test('an entry stored by one gateway is an L2 hit for another, and backfills its
   } finally { await a.close(); await b.close(); await redis.stop() }
 })
 
-test('a refresh whose new body is past maxEntryBytes takes the old entry out of L2 as well as L1', async () => {
-  const redis = await startRedis()
-  let t = Date.now()
-  const a = await startTestGateway(config(redis.url, redis.prefix) + 'cache:\n  memory: { maxEntryBytes: 4096 }\n', { now: () => t })
+/**
+ * An origin path whose response grows past maxEntryBytes (4096) on demand: `old` (3 bytes,
+ * fresh for 1 s, stale-if-error for 600 s), `big` (8000 bytes), or `fail` (500).
+ */
+function growingOrigin (path: string): { large: Buffer, set: (m: 'old' | 'big' | 'fail') => void } {
   const large = Buffer.alloc(8000, 98)
   let mode: 'old' | 'big' | 'fail' = 'old'
-  origin.on('/l2-grow', (_q, r) => {
+  origin.on(path, (_q, r) => {
     if (mode === 'fail') { r.writeHead(500, { 'content-type': 'text/plain' }); r.end('down'); return }
     const body = mode === 'big' ? large : Buffer.from('old')
     r.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600', 'content-type': 'text/plain', 'content-length': String(body.length) })
     r.end(body)
   })
+  return { large, set: (m) => { mode = m } }
+}
+
+test('a refresh whose new body is past maxEntryBytes takes the old entry out of L2 as well as L1', async () => {
+  const redis = await startRedis()
+  let t = Date.now()
+  const a = await startTestGateway(config(redis.url, redis.prefix) + 'cache:\n  memory: { maxEntryBytes: 4096 }\n', { now: () => t })
+  const { large, set } = growingOrigin('/l2-grow')
   const viaHost = async () => {
     const r = await request(a.url + '/l2-grow', { headers: { host: 'shop.example' } })
     return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
@@ -111,11 +120,11 @@ test('a refresh whose new body is past maxEntryBytes takes the old entry out of 
     const stored = async () => (await c.keys(`${redis.prefix}{*}c:G|shop.example|/l2-grow`)).length > 0
     await until('the L2 record', stored)
     t += 2000
-    mode = 'big'
+    set('big')
     assert.equal((await viaHost()).body, large.toString())
     await until('the superseded L2 record gone', async () => !(await stored()), { tries: 40 })
     // Neither L1 nor L2 brings the superseded response back as stale on an origin error.
-    mode = 'fail'
+    set('fail')
     const after = await viaHost()
     assert.equal(after.status, 500, String(after.headers['cache-status']))
   } finally { await a.close(); await redis.stop() }
@@ -127,14 +136,7 @@ test('a refresh too large to store on one replica takes the old entry out of the
   const yaml = config(redis.url, redis.prefix) + 'cache:\n  memory: { maxEntryBytes: 4096 }\n'
   const a = await startTestGateway(yaml, { now: () => t })
   const b = await startTestGateway(yaml, { now: () => t })
-  const large = Buffer.alloc(8000, 99)
-  let mode: 'old' | 'big' | 'fail' = 'old'
-  origin.on('/bus-grow', (_q, r) => {
-    if (mode === 'fail') { r.writeHead(500, { 'content-type': 'text/plain' }); r.end('down'); return }
-    const body = mode === 'big' ? large : Buffer.from('old')
-    r.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600', 'content-type': 'text/plain', 'content-length': String(body.length) })
-    r.end(body)
-  })
+  const { large, set } = growingOrigin('/bus-grow')
   const via = async (base: string) => {
     const r = await request(base + '/bus-grow', { headers: { host: 'shop.example' } })
     return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
@@ -147,10 +149,10 @@ test('a refresh too large to store on one replica takes the old entry out of the
     assert.match(String((await via(b.url)).headers['cache-status']), /^sluice; hit/)
     assert.equal(origin.count('/bus-grow'), 1)
     t += 2000
-    mode = 'big'
+    set('big')
     assert.equal((await via(a.url)).body, large.toString())
     // b hears of it on the purge bus: its old copy is not served as stale on an origin error.
-    mode = 'fail'
+    set('fail')
     await until('b drops its superseded L1 copy', async () => (await via(b.url)).status === 500, { tries: 40 })
   } finally { await a.close(); await b.close(); await redis.stop() }
 })
