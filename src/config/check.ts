@@ -108,9 +108,11 @@ export function checkConfig (config: Config, _raw: Record<string, unknown>): Che
       const url = checkTargetUrl(raw, segs, out)
       if (!url) return
       if (url.protocol === 'https:') https = true
-      const key = url.origin + url.pathname.replace(/\/$/, '')
+      // A target is known by host:port (its id: the metric label, the key its pool and health
+      // are kept under across reloads), so two targets may not share one, whatever their paths.
+      const key = `${url.hostname}:${url.port || (url.protocol === 'https:' ? '443' : '80')}`
       const prev = seen.get(key)
-      if (prev !== undefined) out.push({ segments: segs, message: `duplicate target ${JSON.stringify(url.origin)} (also targets[${prev}])` })
+      if (prev !== undefined) out.push({ segments: segs, message: `duplicate target ${key} (also targets[${prev}]): targets are told apart by host and port` })
       else seen.set(key, i)
     })
     if (https && up.tls?.rejectUnauthorized === false) {
