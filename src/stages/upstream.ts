@@ -231,6 +231,8 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           throw err
         }
         deadline = Date.now() + route.timeoutMs
+        // A reload during the upload may have replaced the pools: look the set up again.
+        waited = true
       }
       for (;;) {
         const now = Date.now()
