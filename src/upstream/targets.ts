@@ -171,6 +171,9 @@ export class TargetRegistry {
       t.counters[i < 0 ? 0 : i > 4 ? 4 : i].inc()
     }
     if (!set.record(t, outcome)) return
+    // A target a reload retired (its pool replaced, a request finishing on the old one): its
+    // ejection changes nothing live, and its successor has the same metric labels.
+    if (this.sets.get(set.upstream.name)?.targets.includes(t) !== true) return
     const ms = set.upstream.outlier.ejectMs
     this.log.warn({ upstream: set.upstream.name, target: t.id, ejectMs: ms, ejections: t.ejections }, 'upstream target ejected after consecutive failures')
     this.metrics.targetHealthy.labels(t.upstreamLabel, t.id).set(0)

@@ -48,6 +48,36 @@ routes:
   assert.match(got, /\r\n[ab]:hello\r\n/, got)
 })
 
+test('a failure on a pool a reload retired does not eject its successor or zero its sluice_upstream_target_healthy', async () => {
+  const held: (() => void)[] = []
+  const bad = await origin((o) => o.on('*', (_q, res) => { held.push(() => { res.writeHead(500); res.end('bad') }) }))
+  const good = await origin((o) => o.on('*', (_q, res) => { res.writeHead(200); res.end('good') }))
+  const yaml = (timeoutMs: number) => `upstreams:
+  api:
+    targets: ["${bad.url}", "${good.url}"]
+    timeoutMs: ${timeoutMs}
+    retry: { attempts: 0 }
+    circuitBreaker: { enabled: false }
+    outlierDetection: { consecutiveErrors: 2, ejectMs: 600000, maxEjectedPercent: 50 }
+routes:
+  - name: r
+    upstream: api
+`
+  const g = await gateway(yaml(10000))
+  const rs = Array.from({ length: 4 }, async () => await fetch(g.url + '/x').then(async (r) => { await r.text(); return r.status }))
+  await until('two requests held by the bad target', () => held.length === 2)
+  // The operator raises timeoutMs: the targets get new pools; the two requests finish on the old one.
+  await reload(g, yaml(9000))
+  for (const h of held) h()
+  const statuses = (await Promise.all(rs)).sort()
+  assert.deepEqual(statuses, [200, 200, 500, 500])
+  const st = await (await fetch(g.adminUrl + '/admin/upstreams')).json() as Record<string, { targets: { target: string, ejected: boolean, healthy: boolean }[] }>
+  const t = st.api.targets.find((x) => x.target === `127.0.0.1:${bad.port}`)
+  assert.deepEqual({ ejected: t?.ejected, healthy: t?.healthy }, { ejected: false, healthy: true }, 'the live target was never ejected')
+  const gauge = (await (await fetch(g.adminUrl + '/metrics')).text()).split('\n').find((l) => l.startsWith('sluice_upstream_target_healthy{') && l.includes(`target="127.0.0.1:${bad.port}"`))
+  assert.match(gauge ?? '', / 1$/, 'the gauge agrees with /admin/upstreams')
+})
+
 test('two targets with the same host:port (the target label) are refused at load, naming the key path', () => {
   const yaml = `upstreams:
   api:
