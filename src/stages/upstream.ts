@@ -151,8 +151,11 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       remainingMs: deadline - Date.now(),
       ...extra
     })
-    // Targets that failed this request: a failover or retry goes to another one while one is in rotation.
+    // Targets that failed this request: a failover or retry goes to another one while one is in
+    // rotation. `triedNow`: those that failed this attempt, the ones its failovers may not go
+    // back to (a retry may: a target that failed the first attempt can be up again).
     let tried: Target[] | null = null
+    let triedNow: Target[] | null = null
     /**
      * The upstream's set now (a reload may have replaced its pools; one that removed the
      * upstream leaves the request on the set it had). The targets already tried are mapped
@@ -161,7 +164,9 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
     const current = (had: typeof set): typeof set => {
       const now = targets.find(up.name)
       if (now === undefined || now === had) return had
-      if (tried !== null) tried = tried.map((t) => now.targets.find((n) => n.id === t.id)).filter((t): t is Target => t !== undefined)
+      const onNow = (list: Target[]): Target[] => list.map((t) => now.targets.find((n) => n.id === t.id)).filter((t): t is Target => t !== undefined)
+      if (tried !== null) tried = onNow(tried)
+      if (triedNow !== null) triedNow = onNow(triedNow)
       return now
     }
     let failovers = 0
@@ -184,7 +189,12 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       // A client that left during the backoff gets no further attempt: a retried POST would be a
       // write nobody receives. (undici cannot see it: the response's 'abort' event has fired.)
       if (attempt > 0 && req.clientGone?.() === true) throw mapUpstreamError(new Error('client closed'), up.name, true)
-      if (attempt > 0) set = current(set)
+      if (attempt > 0) {
+        set = current(set)
+        // Each attempt may fail over across the targets again.
+        failovers = 0
+        triedNow = null
+      }
       // Admission: targets in rotation, a budget token, a breaker ticket. A retry refused here
       // answers with the upstream's last answer when one was set aside.
       let ticket: ReturnType<typeof guard.allow>
@@ -245,7 +255,8 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           throw err
         }
         if (waited || failovers > 0 || attempt > 0) set = current(set)
-        const t = (set.pick(now, hashKey, tried) ?? set.pick(now, hashKey, null)) as Target | null
+        // Not yet tried by this request, else not by this attempt, else any in rotation.
+        const t = (set.pick(now, hashKey, tried) ?? (triedNow === null ? null : set.pick(now, hashKey, triedNow)) ?? set.pick(now, hashKey, null)) as Target | null
         if (t === null) {
           const err = new SluiceError('SLUICE_ERR_NO_HEALTHY_TARGET', `upstream "${up.name}": no target is in rotation`)
           guard.record(ticket, { error: err })
@@ -310,9 +321,10 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
             throw err
           }
           ;(tried ??= []).push(t)
+          ;(triedNow ??= []).push(t)
           // Failover: an attempt that failed before any response byte goes to another target at
           // once (no backoff: that target has seen nothing), under the same breaker ticket.
-          if (failovers < set.targets.length - 1 && canFailOver(err, req.method, replayable, route.retryNonIdempotent) && set.anyAvailable(Date.now(), tried)) {
+          if (failovers < set.targets.length - 1 && canFailOver(err, req.method, replayable, route.retryNonIdempotent) && set.anyAvailable(Date.now(), triedNow)) {
             failovers++
             deps.log.debug({ upstream: up.name, target: t.id, code: err.code, failover: failovers }, 'upstream target failed; trying another')
             continue

@@ -93,3 +93,37 @@ routes:
     return true
   })
 })
+
+test('a retry fails over to another target too: the failover allowance is per attempt, not spent by the first attempt', async () => {
+  const { reservePort } = await import('../helpers/ports.js')
+  const { startOrigin } = await import('../helpers/origin.js')
+  const { Balancer, TargetState } = await import('../../src/upstream/balancer.js')
+  const pa = await reservePort()
+  const pb = await reservePort()
+  // A key that hashes to A: the retry, with both targets tried, goes to A first.
+  const entry = (p: number) => ({ id: `127.0.0.1:${p}`, origin: `http://127.0.0.1:${p}`, basePath: '', hostHeader: `127.0.0.1:${p}`, weight: 1 })
+  const ts = [new TargetState(entry(pa)), new TargetState(entry(pb))]
+  const bal = new Balancer({ balance: 'hash', outlier: { consecutiveErrors: 5, ejectMs: 1, maxEjectedPercent: 50 } } as never, ts)
+  let key = 0
+  while (bal.pick(0, String(key), null) !== ts[0]) key++
+  const g = await gateway(`upstreams:
+  api:
+    targets: ["http://127.0.0.1:${pa}", "http://127.0.0.1:${pb}"]
+    balance: hash
+    hashKey: header:x-k
+    retry: { attempts: 1, backoffMs: 400, maxBackoffMs: 400 }
+    circuitBreaker: { enabled: false }
+    outlierDetection: { consecutiveErrors: 100 }
+routes:
+  - name: r
+    upstream: api
+`)
+  const p = fetch(g.url + '/x', { headers: { 'x-k': String(key) } }).then(async (r) => ({ status: r.status, body: await r.text() }))
+  // Both refuse the first attempt; B comes up during the backoff, A stays down.
+  await until('the first attempt failed on both targets', () => g.logs.some((l) => l.msg === 'retrying upstream request'), { intervalMs: 10 })
+  const b = await startOrigin({ port: pb })
+  b.on('*', (_q, res) => { res.writeHead(200); res.end('b') })
+  try {
+    assert.deepEqual(await p, { status: 200, body: 'b' })
+  } finally { await b.close() }
+})
