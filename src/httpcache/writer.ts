@@ -6,7 +6,7 @@
 // without a decoder on the hit path. The route's br/gzip copies are made once, in the
 // background, by compress/variants.ts's encodeMissing; until they exist, hits get identity.
 import { isSluiceError } from '../errors.js'
-import { first, hasNoTransform } from '../compress/headers.js'
+import { decodedHeaders, first, hasNoTransform } from '../compress/headers.js'
 import { decodeOriginBody, encodeMissing, shouldEncode } from '../compress/variants.js'
 import { owned, storeTtlMs, type CacheEntry } from './entry.js'
 import { purges, type CacheCore, type CacheRoute, type PurgeWatch } from './core.js'
@@ -44,8 +44,9 @@ export class EntryWriter {
       return e
     }
     if (decoded === null || decoded.coding === undefined) return e
-    const headers = { ...e.headers }
-    delete headers['content-encoding']
+    // As the compress stage decodes on the fly: the encoded bytes' length, digests and strong
+    // ETag do not describe the identity bytes (a strong ETag would validate identity ranges).
+    const headers = decodedHeaders(e.headers)
     const out: CacheEntry = { ...e, headers, body: owned(decoded.identity), out: undefined }
     if (decoded.coding === 'gzip') out.gzip = e.body
     else if (decoded.coding === 'br') out.br = e.body
