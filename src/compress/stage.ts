@@ -76,6 +76,49 @@ function notModified (c: CompressionRouteConfig, reqHeaders: Headers, res: Proxy
   return { ...res, headers }
 }
 
+/** A zlib stream's first two bytes (RFC 1950): CM 8, a window of at most 32 KiB, a valid FCHECK. */
+function zlibHeader (b: Buffer): boolean {
+  return (b[0]! & 0x0f) === 8 && (b[0]! >> 4) <= 7 && ((b[0]! << 8) | b[1]!) % 31 === 0
+}
+
+/**
+ * An inflater for Content-Encoding: deflate, which means zlib-wrapped (RFC 9110 §8.4.1.2) but
+ * some servers send raw: the first two bytes decide, as decodeBounded's fallback does for
+ * stored bodies. Backpressure is the Transform's: a chunk is done when the inflater took it.
+ */
+function inflateEither (): Transform {
+  let inner: zlib.Inflate | zlib.InflateRaw | undefined
+  let head: Buffer | undefined
+  const start = (t: Transform, first: Buffer): zlib.Inflate | zlib.InflateRaw => {
+    const z = first.length >= 2 && !zlibHeader(first) ? zlib.createInflateRaw() : zlib.createInflate()
+    z.on('data', (chunk: Buffer) => t.push(chunk))
+    z.on('error', (err) => t.destroy(err))
+    return z
+  }
+  return new Transform({
+    transform (chunk: Buffer, _e, cb) {
+      if (inner === undefined) {
+        head = head === undefined ? chunk : Buffer.concat([head, chunk])
+        if (head.length < 2) { cb(); return }
+        inner = start(this, head)
+        chunk = head
+        head = undefined
+      }
+      inner.write(chunk, () => cb())
+    },
+    flush (cb) {
+      if (inner === undefined) {
+        if (head === undefined) { cb(); return }
+        inner = start(this, head)
+        inner.write(head)
+      }
+      inner.once('end', () => cb())
+      inner.end()
+    },
+    destroy (err, cb) { inner?.destroy(); cb(err) }
+  })
+}
+
 export function createCompressStage (deps: { metrics: Metrics }): CompressStage {
   const { metrics } = deps
   const counters = new Map<string, { in: Counter; out: Counter }>()
@@ -147,7 +190,7 @@ export function createCompressStage (deps: { metrics: Metrics }): CompressStage 
     }
     const headers = decodedHeaders(h)
     if (method === 'HEAD' || res.body === null) return { ...res, headers }
-    const d = coding === 'br' ? zlib.createBrotliDecompress() : coding === 'gzip' ? zlib.createGunzip() : zlib.createInflate()
+    const d = coding === 'br' ? zlib.createBrotliDecompress() : coding === 'gzip' ? zlib.createGunzip() : inflateEither()
     // Bytes that do not decode fail the stream: the client is cut, never sent a clean end.
     if (Buffer.isBuffer(res.body)) d.end(res.body); else pipeline(res.body, d, () => {})
     return { ...res, headers, body: d }
