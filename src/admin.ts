@@ -3,7 +3,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import type { Readable } from 'node:stream'
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { Metrics } from './observability/metrics.js'
 import type { Snapshot } from './config/snapshot.js'
@@ -89,6 +89,26 @@ function forbidden (reply: FastifyReply, why: string): FastifyReply {
 
 export function buildAdmin (deps: AdminDeps): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 1 << 20 })
+  // Only /admin/purge reads a body (JSON). Whatever else a client sends is not parsed, so
+  // `curl -d ''` (an empty form) or `wget --post-data=` reloads instead of getting 415, and an
+  // empty JSON body is no body rather than a 400.
+  const json = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') { done(null, undefined); return }
+    json(req, body as string, done)
+  })
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, _body, done) => { done(null, undefined) })
+  // Fastify's own errors (a body that is not JSON, or past the 1 MiB limit) and anything a
+  // handler throws answer the documented {error, message} shape, like every other admin error.
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const status = err.statusCode ?? 500
+    const e = status === 413
+      ? new SluiceError('SLUICE_ERR_BODY_TOO_LARGE', 'The request body is larger than the admin API accepts (1 MiB)')
+      : status >= 400 && status < 500 ? new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', err.message) : new SluiceError('SLUICE_ERR_INTERNAL')
+    if (e.status >= 500) deps.log.error({ err, path: request.url }, 'admin request failed')
+    reply.code(e.status).type('application/json').send(errorBody(e))
+  })
   const failures = new Map<string, { count: number; since: number }>()
   // The admin listener binds once; like its address, its token is the one it started with (a
   // reload that changes `admin` is logged as needing a restart). Read live, a reload could
