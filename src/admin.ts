@@ -145,7 +145,8 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
       return reply
     }
     const h = request.headers.authorization ?? ''
-    const presented = h.startsWith('Bearer ') ? h.slice(7) : ''
+    // The scheme is case-insensitive (RFC 9110 11.1), and one or more spaces end it.
+    const presented = /^bearer +(.*)$/is.exec(h)?.[1] ?? ''
     if (presented && tokenMatches(presented, token)) { failures.delete(ip); return }
     // A request that presents no token guesses nothing: 401, not counted. Counted, the status
     // page polling before its token is typed (or any page's cross-site GET) locked the IP out.

@@ -42,3 +42,11 @@ test('a body the admin API cannot read answers the documented {error, message} s
   assert.equal(big.statusCode, 413)
   assert.match(String(body.error), /^SLUICE_ERR_/)
 })
+
+test('the Bearer scheme is matched case-insensitively (RFC 9110 11.1)', async () => {
+  for (const h of ['bearer t0ken', 'BEARER t0ken', 'Bearer  t0ken']) {
+    const r = await request(gw.adminUrl + '/admin/config', { headers: { authorization: h } })
+    await r.body.dump()
+    assert.equal(r.statusCode, 200, h)
+  }
+})
