@@ -111,6 +111,11 @@ async function run (file: string): Promise<number> {
   // A worker is one the primary forked (it sets SLUICE_WORKER), whatever the file now says.
   const isWorker = cluster.isWorker && process.env.SLUICE_WORKER === '1'
   if (workers > 1 && !isWorker) return runPrimaryProcess(file)
+  // Until the gateway runs, a SIGHUP (the default action ends the process) is noted, and served
+  // as a reload once it has started: starting can wait seconds for Redis or a certificate.
+  let hupWhileStarting = false
+  const early = () => { hupWhileStarting = true }
+  process.on('SIGHUP', early)
   let gw
   try {
     // A worker takes rate-limit tokens from the primary's buckets when there is no Redis.
@@ -136,7 +141,11 @@ async function run (file: string): Promise<number> {
     const { serveWorker } = await import('./cluster/primary.js')
     serveWorker(gw, () => gw.status(), log, () => gw.upstreams())
     process.on('SIGHUP', () => {}) // the primary reloads every worker; a HUP to the process group must not end one
-  } else process.on('SIGHUP', () => { void gw.reloader.reload('SIGHUP') })
+  } else {
+    process.on('SIGHUP', () => { void gw.reloader.reload('SIGHUP') })
+    if (hupWhileStarting) void gw.reloader.reload('SIGHUP')
+  }
+  process.off('SIGHUP', early)
   process.on('unhandledRejection', (reason) => { log.error({ err: reason }, 'unhandled rejection') })
   // A throw nothing caught leaves the process in an unknown state: it is logged, with every
   // held line written out, and the process exits 1 for its supervisor (or primary) to restart.
