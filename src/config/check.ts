@@ -1,10 +1,11 @@
 // Semantic checks that a schema cannot express: references between sections, URLs,
 // duplicate names, ambiguous routes and unsafe combinations.
 import { isIP } from 'node:net'
-import type { Config } from './schema.js'
+import { NAME, type Config } from './schema.js'
 import { TOKEN } from '../upstream/config.js'
 
 const TOKEN_RE = new RegExp(TOKEN)
+const NAME_RE = new RegExp(NAME)
 
 export interface CheckFinding {
   segments: (string | number)[]
@@ -92,6 +93,9 @@ export function checkConfig (config: Config, _raw: Record<string, unknown>): Che
     // Checks also run on a config the schema rejected (to report every issue at once): skip what is not an upstream.
     if (up === null || typeof up !== 'object') continue
     const at = ['upstreams', name]
+    // The schema's name pattern does not reach a key named __proto__ (the YAML parser makes it
+    // an own key); compiled, it would replace the upstream map's prototype.
+    if (!NAME_RE.test(name)) { out.push({ segments: at, message: `not a valid upstream name (${NAME})` }); continue }
     const hasUrl = typeof up.url === 'string'
     const hasTargets = Array.isArray(up.targets)
     if (hasUrl === hasTargets) {

@@ -10,7 +10,7 @@ import { CacheGlobalSchema, CacheRouteSchema } from '../httpcache/config.js'
 import { CompressionRouteSchema } from '../compress/config.js'
 import { UpstreamRateLimitSchema, CircuitBreakerSchema, RetrySchema, ClientRateLimitSchema, RouteRetrySchema } from '../resilience/config.js'
 
-const NAME = '^[A-Za-z0-9][A-Za-z0-9_.-]*$'
+export const NAME = '^[A-Za-z0-9][A-Za-z0-9_.-]*$'
 const Port = (def: number, description: string) => Type.Integer({ minimum: 0, maximum: 65535, default: def, description })
 
 export const ListenSchema = Strict({
