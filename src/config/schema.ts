@@ -1,7 +1,7 @@
 // The config file's schema: composes each stage's schema (kept beside its stage) into one.
 // Types are derived from it; `sluice schema` prints it as JSON Schema for YAML editors.
 import { Type, type Static } from '@sinclair/typebox'
-import { Strict, Ms, Bytes, Bool, WithDefault } from './types-helpers.js'
+import { Strict, Ms, MAX_MS, Bytes, Bool, WithDefault } from './types-helpers.js'
 import { RequestIdSchema } from '../request-id.js'
 import { TracingSchema } from '../observability/tracing.js'
 import { ListenEdgeProps, RequestBodyRateSchema, Http2Schema } from '../edge/config.js'
@@ -106,7 +106,7 @@ export const RouteSchema = Strict({
   name: Type.String({ pattern: NAME, description: 'Route name, used in metrics and logs' }),
   match: WithDefault(MatchSchema),
   upstream: Type.String({ description: 'Name of an entry in upstreams' }),
-  timeoutMs: Type.Optional(Type.Integer({ minimum: 1, description: 'Overrides the upstream\'s timeoutMs for this route (milliseconds)' })),
+  timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_MS, description: 'Overrides the upstream\'s timeoutMs for this route (milliseconds)' })),
   websocket: Bool(true, 'Pass WebSocket upgrades through'),
   maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'Largest request body; larger gets 413; 0 means no limit (bytes)' })),
   serverTiming: Type.Optional(Type.Boolean({ description: 'Add a Server-Timing header with the time spent per stage (route, limit, cache, upstream, compress); default false' })),
@@ -119,7 +119,7 @@ export const RouteSchema = Strict({
 }, { description: 'A route: a match and where it goes' })
 
 export const RouteDefaultsSchema = Strict({
-  timeoutMs: Type.Optional(Type.Integer({ minimum: 1, description: 'Default route timeout (milliseconds)' })),
+  timeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_MS, description: 'Default route timeout (milliseconds)' })),
   maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'Default largest request body (bytes)' })),
   serverTiming: Type.Optional(Type.Boolean({ description: 'Default of routes[].serverTiming' })),
   cache: Type.Optional(Type.Partial(CacheRouteSchema)),

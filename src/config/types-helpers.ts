@@ -6,8 +6,15 @@ export { Type }
 export const Strict = <T extends TProperties>(props: T, opts: ObjectOptions = {}) =>
   Type.Object(props, { additionalProperties: false, ...opts })
 
+/**
+ * The longest duration a millisecond setting may hold: 2^31 - 1 ms (about 24.8 days). Node runs
+ * a longer timer after 1 ms (TimeoutOverflowWarning), so `timeoutMs: 3000000000` would have
+ * timed every request out at once.
+ */
+export const MAX_MS = 2_147_483_647
+
 export const Ms = (def: number, description: string, min = 0) =>
-  Type.Integer({ minimum: min, default: def, description: `${description} (milliseconds)` })
+  Type.Integer({ minimum: min, maximum: MAX_MS, default: def, description: `${description} (milliseconds)` })
 
 export const Seconds = (def: number, description: string) =>
   Type.Integer({ minimum: 0, default: def, description: `${description} (seconds)` })

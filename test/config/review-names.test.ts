@@ -1,5 +1,6 @@
-// Upstream names: the schema's name pattern covers every key, __proto__ included (the YAML
-// parser makes it an own key, and compiled it would have replaced the upstream map's prototype).
+// Limits the schema alone missed: an upstream named __proto__ (the YAML parser makes it an own
+// key the name pattern never sees; compiled, it replaced the upstream map's prototype), and
+// millisecond settings past what a Node timer holds.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { parseConfig, ConfigError, formatIssue } from '../../src/config/load.js'
@@ -18,4 +19,22 @@ routes:
     assert.match(msgs, /upstreams\.__proto__.*not a valid upstream name/, msgs)
     return true
   })
+})
+
+test('a millisecond setting past 2^31 - 1 (Node would fire its timer after 1 ms) is refused at load, naming the key path', () => {
+  const yaml = (ms: number) => `upstreams:
+  api: { url: "http://127.0.0.1:8081", timeoutMs: ${ms} }
+routes:
+  - name: r
+    upstream: api
+    timeoutMs: ${ms}
+`
+  assert.throws(() => parseConfig(yaml(3_000_000_000), 'test.yaml', {}), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    const msgs = err.issues.map(formatIssue).join('\n')
+    assert.match(msgs, /upstreams\.api\.timeoutMs/, msgs)
+    assert.match(msgs, /routes\[0\]\.timeoutMs/, msgs)
+    return true
+  })
+  assert.doesNotThrow(() => parseConfig(yaml(2_147_483_647), 'test.yaml', {}))
 })
