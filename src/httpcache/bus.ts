@@ -16,6 +16,12 @@ export class CacheBus {
   readonly instance = randomUUID()
   onPurge: (m: PurgeMessage) => void = () => {}
   onFilled: (m: FilledMessage) => void = () => {}
+  /**
+   * The subscriber is subscribed again after losing its connection at `lostAt` (ms since the
+   * epoch): messages published meanwhile are lost, so the purges since then are read from the
+   * purge log (stage.ts).
+   */
+  onResubscribed: (lostAt: number) => void = () => {}
   private readonly purgeChannel: string
   private readonly filledChannel: string
   private readonly sub: Redis | Cluster
@@ -27,6 +33,19 @@ export class CacheBus {
     // and ioredis re-subscribes after every reconnect.
     this.sub = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined } as never)
     this.sub.on('error', () => {})
+    // When the subscription was lost (null while subscribed, or before the first connection).
+    let ready = false
+    let lostAt: number | null = null
+    this.sub.on('close', () => { if (ready && lostAt === null) lostAt = Date.now() })
+    this.sub.on('ready', () => {
+      ready = true
+      const since = lostAt
+      lostAt = null
+      if (since === null) return
+      // ioredis sent the SUBSCRIBE again just before 'ready': a PING after it answers once it
+      // is in effect, so no purge falls between the subscription and the log read.
+      this.sub.ping().then(() => this.onResubscribed(since), () => this.onResubscribed(since))
+    })
     this.sub.subscribe(this.purgeChannel, ...(listenFilled ? [this.filledChannel] : [])).catch((err: Error) => onError('cache_subscribe', err))
     this.sub.on('message', (ch: string, text: string) => {
       let m: { from?: string } & Record<string, unknown>

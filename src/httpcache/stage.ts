@@ -73,6 +73,9 @@ export interface CacheStage {
 
 type Count = { inc (): void }
 
+/** How far before a lost subscription the purge log is read again: purge durations and clock skew. */
+const RESUBSCRIBE_CATCHUP_MS = 30_000
+
 /**
  * The shared cache parts, with hits counted by layer: sluice_cache_events_total{result="hit",
  * layer}. respond() counts through event() synchronously, so the stage sets `hitLayer` to l2
@@ -116,6 +119,19 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   // Another replica's purge: its L2 part is done; it stops this replica's L2 writes of what it names (writer.ts).
   // The gauges follow at once, as after a local purge (not at the next 5 s tick).
   if (bus !== null) bus.onPurge = (m) => { core.purgeBegins(m)(); core.purgeL1(m); core.gauges() }
+  // Messages sent while this replica's subscriber reconnected are lost: catch up from the purge
+  // log. From a while before the connection went (a purge logs itself before its deletes, and
+  // its message may have been in flight then), allowing for clock skew: an L1 purge applied
+  // twice costs an L2 read, one missed serves a purged entry until it expires.
+  if (bus !== null && l2 !== null) {
+    bus.onResubscribed = (lostAt) => {
+      core.track(l2.purgedSince(lostAt - RESUBSCRIBE_CATCHUP_MS).then((list) => {
+        if (list === null) return // counted and logged by the store
+        for (const { sel } of list) { core.purgeBegins(sel)(); core.purgeL1(sel) }
+        core.gauges()
+      }))
+    }
+  }
 
   const gaugeTimer = setInterval(() => {
     core.gauges()
