@@ -16,6 +16,8 @@ const PURGE_LOG_MS = 3_600_000
 const PURGE_LOG_MAX = 10_000
 /** Members of a full tag set checked for entries that are gone, per add. */
 const TAG_SAMPLE = 32
+/** Commands a purge has in flight at once (its DELs, its GETRANGEs of ambiguous paths). */
+const PURGE_BATCH = 200
 const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
 
 /**
@@ -250,21 +252,23 @@ export class RedisStore implements SharedEntryStore {
   async purge (sel: PurgeSelector): Promise<number> {
     try {
       await this.logPurge(sel)
-      let keys: string[]
       if (sel.tag !== undefined) {
-        keys = await this.redis.smembers(this.tk(sel.tag))
+        const keys = await this.redis.smembers(this.tk(sel.tag))
         await this.redis.del(this.tk(sel.tag))
-      } else {
-        // Keys are `<prefix>{slot}c:<M>|<host>|<path>[|...][\n vary]`: match any method and host.
-        const path = sel.key ?? sel.prefix ?? ''
-        const all = await this.scan(`${globEscape(this.prefix)}{*}c:*|*|${globEscape(path)}*`)
-        const paths = await Promise.all(all.map(async (k) => await this.keyPath(k)))
-        keys = all.filter((_, i) => paths[i] !== undefined && matches({ path: paths[i]!, tags: [] }, sel))
+        return await this.delAll(keys)
       }
-      // One DEL per key: the keys live in different slots. The variant indexes keep stale
-      // members until later stores prune them; deleting a missing key is harmless.
-      const n = await Promise.all(keys.map((k) => this.redis.del(k)))
-      return n.reduce((a, b) => a + b, 0)
+      // Keys are `<prefix>{slot}c:<M>|<host>|<path>[|...][\n vary]`: match any method and host.
+      // Each SCAN page is matched and deleted before the next is read: bounded memory and work in flight.
+      const path = sel.key ?? sel.prefix ?? ''
+      let n = 0
+      await this.scan(`${globEscape(this.prefix)}{*}c:*|*|${globEscape(path)}*`, async (page) => {
+        for (let i = 0; i < page.length; i += PURGE_BATCH) {
+          const some = page.slice(i, i + PURGE_BATCH)
+          const paths = await Promise.all(some.map(async (k) => await this.keyPath(k)))
+          n += await this.delAll(some.filter((_, j) => paths[j] !== undefined && matches({ path: paths[j]!, tags: [] }, sel)))
+        }
+      })
+      return n
     } catch (err) {
       // Counted and logged as every Redis failure is, then passed on: a purge that did not
       // reach L2 leaves the entry there for every replica, and the caller must hear of it.
@@ -320,7 +324,22 @@ export class RedisStore implements SharedEntryStore {
     }
   }
 
-  private async scan (match: string): Promise<string[]> {
+  /**
+   * DEL each key, PURGE_BATCH at a time: one DEL per key, as the keys live in different slots,
+   * and never thousands at once (each would wait behind the others, past the command timeout).
+   * The variant indexes keep stale members until later stores prune them; deleting a missing
+   * key is harmless.
+   */
+  private async delAll (keys: string[]): Promise<number> {
+    let n = 0
+    for (let i = 0; i < keys.length; i += PURGE_BATCH) {
+      for (const d of await Promise.all(keys.slice(i, i + PURGE_BATCH).map(async (k) => await this.redis.del(k)))) n += d
+    }
+    return n
+  }
+
+  /** Every key matching `match` on every master; with `onPage`, handed over one SCAN page at a time instead of collected. */
+  private async scan (match: string, onPage?: (keys: string[]) => Promise<void>): Promise<string[]> {
     const out: string[] = []
     const nodes = 'nodes' in this.redis && typeof (this.redis as Cluster).nodes === 'function' ? (this.redis as Cluster).nodes('master') : [this.redis as Redis]
     for (const node of nodes) {
@@ -328,7 +347,7 @@ export class RedisStore implements SharedEntryStore {
       do {
         const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', 1000)
         cursor = next
-        out.push(...keys)
+        if (onPage !== undefined) await onPage(keys); else out.push(...keys)
       } while (cursor !== '0')
     }
     return out
