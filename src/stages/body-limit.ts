@@ -13,6 +13,10 @@ export function limitBody (body: Readable, max: number): Readable {
       else cb(null, chunk)
     }
   })
+  // A body nobody reads (the upstream stage refused the request before reading it: a budget 429,
+  // an open breaker) can still fail (the rate guard's 408, the client's reset): that failure
+  // must not reach the process as an uncaught error. The reader, if any, has its own listener.
+  t.on('error', () => {})
   body.on('error', (err) => t.destroy(err))
   return body.pipe(t)
 }
