@@ -18,5 +18,15 @@ export function limitBody (body: Readable, max: number): Readable {
   // must not reach the process as an uncaught error. The reader, if any, has its own listener.
   t.on('error', () => {})
   body.on('error', (err) => t.destroy(err))
-  return body.pipe(t)
+  // Piped on the first read, not now: piping reads the client's body at once, and so sent an
+  // `Expect: 100-continue` client its 100 (and started the body-rate clocks) before the upstream
+  // stage admitted the request (src/edge/body-rate.ts and src/gateway.ts continueOnRead wait
+  // for the first read too).
+  const own = t as Transform & { read: Transform['read'] }
+  own.read = function (this: Transform, n?: number) {
+    delete (own as { read?: unknown }).read // back to Readable.prototype.read
+    if (!t.destroyed) body.pipe(t)
+    return this.read(n)
+  }
+  return t
 }

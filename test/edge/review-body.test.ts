@@ -23,8 +23,10 @@ before(async () => {
 upstreams:
   origin: { url: "${origin.url}" }
   stall: { url: "${origin.url}", rateLimit: { requestsPerSecond: 0.001, burst: 1, maxQueueMs: 0, adaptive: false } }
+  cont: { url: "${origin.url}", rateLimit: { requestsPerSecond: 0.001, burst: 1, maxQueueMs: 0, adaptive: false } }
 routes:
   - { name: stall, match: { pathPrefix: /stall/ }, upstream: stall, maxBodyBytes: 100000 }
+  - { name: cont, match: { pathPrefix: /cont/ }, upstream: cont, maxBodyBytes: 100000 }
   - { name: up, match: { pathPrefix: /up/ }, upstream: origin, maxBodyBytes: 100000 }
 `)
   port = Number(new URL(gw.url).port)
@@ -56,4 +58,33 @@ test('a chunked upload refused before its body is read, whose client then stalls
   assert.deepEqual(uncaught.map((e) => e.message), [])
   const after = await send(port, 'GET /up/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
   assert.equal(after.responses[0]?.status, 200)
+})
+
+/** A chunked upload with Expect: 100-continue; the body goes once 100 arrives. Returns what came back. */
+async function expectChunked (path: string, until: RegExp): Promise<string> {
+  const s = connect(port, '127.0.0.1')
+  await once(s, 'connect')
+  let text = ''
+  let sent = false
+  let closed = false
+  s.on('close', () => { closed = true })
+  s.on('data', (d: Buffer) => {
+    text += d.toString('latin1')
+    if (!sent && text.startsWith('HTTP/1.1 100 ')) { sent = true; s.write('5\r\nhello\r\n0\r\n\r\n') }
+  })
+  s.write(`POST ${path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n`)
+  while (!until.test(text) && !closed) await Promise.race([once(s, 'data'), once(s, 'close')])
+  s.destroy()
+  return text
+}
+
+test('a chunked Expect: 100-continue upload on a route with maxBodyBytes gets its 100 only once the upstream admits it', async () => {
+  const ok = await expectChunked('/up/x', /got hello/)
+  assert.match(ok, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 [\s\S]*got hello$/)
+  const first = await send(port, 'GET /cont/a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
+  assert.equal(first.responses[0]?.status, 200)
+  // The budget is spent: 429 with no 100 (the 100 went out at once, before the budget was asked).
+  const over = await expectChunked('/cont/b', /\r\n\r\n[\s\S]*\}/)
+  assert.match(over, /^HTTP\/1\.1 429 /)
+  assert.doesNotMatch(over, /100 Continue/)
 })
