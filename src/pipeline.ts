@@ -16,7 +16,7 @@ import type { UpstreamFetch } from './stages/upstream.js'
 import type { CacheStage } from './httpcache/stage.js'
 import type { CompressStage } from './compress/stage.js'
 import type { ClientLimitProvider } from './stages/client-limit.js'
-import { normalisePath, requestLimitError } from './stages/path.js'
+import { normalisePath, requestLimitError, headerLineCount } from './stages/path.js'
 import type { Tracing } from './observability/tracing.js'
 import { guardBodyRate } from './edge/body-rate.js'
 import type { RequestBodyRateConfig } from './edge/config.js'
@@ -176,7 +176,7 @@ export function createPipeline (deps: PipelineDeps) {
     // The SERVER span first: a request refused below (404, 414, 429, 413) has one too.
     if (deps.tracing?.on === true) ctx.trace = deps.tracing.server(raw.headers, raw.method ?? 'GET', performance.timeOrigin + t0)
     let url = raw.url ?? '/'
-    const over = requestLimitError(url, raw.rawHeaders.length / 2, snap.config.server)
+    const over = requestLimitError(url, headerLineCount(raw.rawHeaders, raw.httpVersionMajor), snap.config.server)
     if (over !== null) throw over
     const q = url.indexOf('?')
     const rawPath = q === -1 ? url : url.slice(0, q)

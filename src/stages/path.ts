@@ -37,6 +37,24 @@ export function requestLimitError (url: string, headerLines: number, server: { m
   return null
 }
 
+/**
+ * A request's header lines as HTTP/1.1 counts them (rawHeaders pairs). HTTP/2's pseudo-headers
+ * are its request line, not header lines, except :authority, which stands for Host when the
+ * request has no host field (a WebSocket over h2 is counted the same way, src/upstream/websocket.ts).
+ */
+export function headerLineCount (rawHeaders: string[], httpVersionMajor: number): number {
+  const pairs = rawHeaders.length / 2
+  if (httpVersionMajor !== 2) return pairs
+  let pseudo = 0
+  let authority = false
+  let host = false
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]
+    if (name.charCodeAt(0) === 58 /* : */) { pseudo++; if (name === ':authority') authority = true } else if (name === 'host') host = true // h2 field names are lower case
+  }
+  return pairs - pseudo + (authority && !host ? 1 : 0)
+}
+
 function bad (why: string): SluiceError {
   return new SluiceError('SLUICE_ERR_BAD_PATH', `The request path is not valid: ${why}`)
 }
