@@ -96,6 +96,8 @@ function checkDns (snap: Snapshot, log: Logger): void {
 export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const loaded = opts.configText === undefined ? loadConfigFile(opts.configFile) : parseConfig(opts.configText, opts.configFile)
   const first = compile(loaded.config, loaded.raw, opts.configFile, loaded.ca, loaded.listenTls ?? null)
+  /** The CA the listener checks client certificates against now (listen.tls.caFile; see the reload's commit). */
+  let liveClientCa = first.listenTls?.ca
   const cfg = first.config
   const log = opts.log ?? createLogger(cfg.log.level)
   for (const w of loaded.warnings) log.warn(w)
@@ -154,11 +156,19 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
           reconcileResilience(next)
           checkDns(next, log)
           // A new certificate pair (same listener shape) serves new connections from now on.
+          // Whether clients must present a certificate is fixed when the listener starts
+          // (requestCert): a listener that asks for them keeps checking them against a CA until
+          // the restart, so a reload that removed caFile keeps the CA installed (with none, Node
+          // would check them against its public roots and refuse every one).
           const pt = prev.listenTls
           const nt = next.listenTls
-          if (nt !== null && pt !== null && (!nt.cert.equals(pt.cert) || !nt.key.equals(pt.key) || !(nt.ca ?? Buffer.alloc(0)).equals(pt.ca ?? Buffer.alloc(0)))) {
-            edgeOf(proxy).setTls(nt)
-            log.info({ subject: nt.subject, validTo: nt.validTo }, 'TLS certificate reloaded for new connections')
+          if (nt !== null && pt !== null) {
+            const ca = nt.ca ?? liveClientCa
+            if (!nt.cert.equals(pt.cert) || !nt.key.equals(pt.key) || !(ca ?? Buffer.alloc(0)).equals(liveClientCa ?? Buffer.alloc(0))) {
+              edgeOf(proxy).setTls({ ...nt, ca })
+              liveClientCa = ca
+              log.info({ subject: nt.subject, validTo: nt.validTo }, 'TLS certificate reloaded for new connections')
+            }
           }
           // Only a process that watches (a cluster's primary watches for its workers).
           if (opts.watch !== false) reloader.watchFiles(tlsFiles(next))
