@@ -6,6 +6,7 @@ import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
+import { redisCacheYaml } from '../helpers/redis-cache-config.js'
 import { startTestGateway, tempConfig } from '../helpers/gateway.js'
 import { startRedis, type RedisHandle } from '../helpers/redis.js'
 import { cliCommand, startedUrls } from '../helpers/cli.js'
@@ -18,19 +19,8 @@ let origin: Origin
 before(async () => { origin = await startOrigin() })
 after(async () => { await origin.close() })
 
-const config = (redisUrl: string, prefix: string, port = 0, admin = 0) => `
-listen: { host: 127.0.0.1, port: ${port} }
-admin: { host: 127.0.0.1, port: ${admin} }
-redis: { url: "${redisUrl}", keyPrefix: "${prefix}", commandTimeoutMs: 200 }
-log: { level: info, accessLog: false }
-upstreams:
-  origin: { url: "${origin.url}", timeoutMs: 2000 }
-routes:
-  - name: cached
-    match: { pathPrefix: / }
-    upstream: origin
-    cache: { enabled: true }
-`
+const config = (redisUrl: string, prefix: string, port = 0, admin = 0) =>
+  redisCacheYaml(origin.url, redisUrl, prefix, { commandTimeoutMs: 200, upstreamTimeoutMs: 2000, port, admin })
 
 async function get (base: string, path: string) {
   const r = await request(base + path)

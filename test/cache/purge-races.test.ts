@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import { request } from 'undici'
 import type { Redis } from 'ioredis'
 import { startOrigin, type Origin } from '../helpers/origin.js'
+import { redisCacheYaml } from '../helpers/redis-cache-config.js'
 import { startTestGateway } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { metric } from '../helpers/metrics.js'
@@ -17,20 +18,8 @@ let origin: Origin
 before(async () => { origin = await startOrigin() })
 after(async () => { await origin.close() })
 
-const config = (redisUrl: string, prefix: string, timeout = 500) => `
-listen: { host: 127.0.0.1, port: 0 }
-admin: { host: 127.0.0.1, port: 0 }
-redis: { url: "${redisUrl}", keyPrefix: "${prefix}", commandTimeoutMs: ${timeout} }
-log: { level: info, accessLog: false }
-upstreams:
-  origin: { url: "${origin.url}", timeoutMs: 5000 }
-routes:
-  - name: cached
-    match: { pathPrefix: / }
-    upstream: origin
-    cache: { enabled: true }
-    compression: { enabled: true }
-`
+const config = (redisUrl: string, prefix: string, timeout = 500) =>
+  redisCacheYaml(origin.url, redisUrl, prefix, { commandTimeoutMs: timeout, route: '    compression: { enabled: true }\n' })
 
 async function get (base: string, path: string) {
   const r = await request(base + path, { headers: { host: 'shop.example' } })

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
+import { redisCacheYaml } from '../helpers/redis-cache-config.js'
 import { startTestGateway } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { until } from '../helpers/wait.js'
@@ -15,19 +16,7 @@ let origin: Origin
 before(async () => { origin = await startOrigin() })
 after(async () => { await origin.close() })
 
-const config = (redisUrl: string, prefix: string) => `
-listen: { host: 127.0.0.1, port: 0 }
-admin: { host: 127.0.0.1, port: 0 }
-redis: { url: "${redisUrl}", keyPrefix: "${prefix}", commandTimeoutMs: 500 }
-log: { level: info, accessLog: false }
-upstreams:
-  origin: { url: "${origin.url}", timeoutMs: 5000 }
-routes:
-  - name: cached
-    match: { pathPrefix: / }
-    upstream: origin
-    cache: { enabled: true }
-`
+const config = (redisUrl: string, prefix: string) => redisCacheYaml(origin.url, redisUrl, prefix)
 
 async function get (base: string, path: string) {
   const r = await request(base + path)
