@@ -10,7 +10,7 @@ import { PassThrough, type Readable } from 'node:stream'
 import { createHash } from 'node:crypto'
 import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
 import { isSluiceError } from '../errors.js'
-import { first } from '../compress/headers.js'
+import { first, hasNoTransform } from '../compress/headers.js'
 import { discard, drainToNull } from '../upstream/headers.js'
 import { ENTRY_OVERHEAD_BYTES, NO_STRINGS, ownedConcat, type CacheEntry } from './entry.js'
 import { partialKey, variantKey, varyNames } from './key.js'
@@ -190,7 +190,9 @@ function revalidated (core: CacheCore, e: CacheEntry, res: ProxyResponse, route:
   const { d, targeted } = responseDirectives(headers, p.targetedField)
   for (const name of withheldFields(d)) delete headers[name]
   const f = freshness(e.status, headers, d, targeted, p, t0, t1)
-  return { ...e, headers, out: undefined, ...entryTiming(f, t0, t1) }
+  // A 304 that adds no-transform: the compressed copies are Sluice's transformation, so they go.
+  const copies = hasNoTransform(headers) ? { gzip: undefined, br: undefined } : null
+  return { ...e, headers, out: undefined, ...copies, ...entryTiming(f, t0, t1) }
 }
 
 /**
