@@ -2,7 +2,7 @@
 // duplicate names, ambiguous routes and unsafe combinations.
 import { isIP } from 'node:net'
 import { NAME, type Config } from './schema.js'
-import { TOKEN } from '../upstream/config.js'
+import { TOKEN, targetId } from '../upstream/config.js'
 
 const TOKEN_RE = new RegExp(TOKEN)
 const NAME_RE = new RegExp(NAME)
@@ -112,9 +112,8 @@ export function checkConfig (config: Config, _raw: Record<string, unknown>): Che
       const url = checkTargetUrl(raw, segs, out)
       if (!url) return
       if (url.protocol === 'https:') https = true
-      // A target is known by host:port (its id: the metric label, the key its pool and health
-      // are kept under across reloads), so two targets may not share one, whatever their paths.
-      const key = `${url.hostname}:${url.port || (url.protocol === 'https:' ? '443' : '80')}`
+      // A target is known by its id (host:port), so two may not share one, whatever their paths.
+      const key = targetId(url)
       const prev = seen.get(key)
       if (prev !== undefined) out.push({ segments: segs, message: `duplicate target ${key} (also targets[${prev}]): targets are told apart by host and port` })
       else seen.set(key, i)

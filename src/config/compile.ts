@@ -10,7 +10,7 @@ import { buildRouter } from '../stages/route.js'
 import { compileTrust } from '../forwarding.js'
 import { compileRequestId } from '../request-id.js'
 import type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions, TargetEntry, PathRewrite, HeaderEdits } from './snapshot.js'
-import type { RewriteConfig, RouteHeadersConfig } from '../upstream/config.js'
+import { targetId, type RewriteConfig, type RouteHeadersConfig } from '../upstream/config.js'
 import type { TlsMaterial } from '../edge/tls.js'
 
 export type { RouteEntry, Snapshot, UpstreamEntry, UpstreamTlsOptions, TargetEntry } from './snapshot.js'
@@ -37,9 +37,8 @@ export function deepFreeze<T> (o: T): T {
 
 function targetEntry (raw: string, weight: number): TargetEntry {
   const u = new URL(raw)
-  const port = u.port || (u.protocol === 'https:' ? '443' : '80')
   return {
-    id: `${u.hostname}:${port}`,
+    id: targetId(u),
     origin: u.origin,
     basePath: u.pathname === '/' ? '' : u.pathname.replace(/\/$/, ''),
     hostHeader: u.host,

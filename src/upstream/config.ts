@@ -11,6 +11,15 @@ export const MAX_TARGETS = 64
 /** RFC 9110 token: what a header name may be. */
 export const TOKEN = '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$'
 
+/**
+ * A target's id: host:port, the port spelled out (80, 443 by scheme). It is the target's metric
+ * label and the key its pool and health are kept under across reloads, so two targets of one
+ * upstream may not share it (config/check.ts).
+ */
+export function targetId (u: URL): string {
+  return `${u.hostname}:${u.port || (u.protocol === 'https:' ? '443' : '80')}`
+}
+
 export const TargetSchema = Type.Union([
   Type.String({ description: 'Target URL: http(s)://host[:port][/base-path]' }),
   Strict({
