@@ -22,7 +22,7 @@ import { first } from '../compress/headers.js'
 import type { CacheGlobalConfig } from './config.js'
 import type { CacheEntry } from './entry.js'
 import { MemoryStore } from './memory.js'
-import type { PurgeSelector, SharedEntryStore } from './store.js'
+import type { Purge, PurgeSelector, SharedEntryStore } from './store.js'
 import { baseKey, keyPath } from './key.js'
 import { requestDirectives } from './policy.js'
 import type { Directives } from './directives.js'
@@ -116,9 +116,11 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   maxBytesGauge.set(l1.capacity)
   const writer = new EntryWriter(core)
   const coalescer = new Coalescer(core, writer, bus)
-  // Another replica's purge: its L2 part is done; it stops this replica's L2 writes of what it names (writer.ts).
+  // Another replica's purge: its L2 part is done; it stops this replica's L2 writes of what it
+  // names (writer.ts) and clears it from L1.
+  const applyRemote = (p: Purge): void => { core.purgeBegins(p)(); core.purgeL1(p) }
   // The gauges follow at once, as after a local purge (not at the next 5 s tick).
-  if (bus !== null) bus.onPurge = (m) => { core.purgeBegins(m)(); core.purgeL1(m); core.gauges() }
+  if (bus !== null) bus.onPurge = (m) => { applyRemote(m); core.gauges() }
   // Messages sent while this replica's subscriber reconnected are lost: catch up from the purge
   // log. From a while before the connection went (a purge logs itself before its deletes, and
   // its message may have been in flight then), allowing for clock skew: an L1 purge applied
@@ -127,7 +129,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     bus.onResubscribed = (lostAt) => {
       core.track(l2.purgedSince(lostAt - RESUBSCRIBE_CATCHUP_MS).then((list) => {
         if (list === null) return // counted and logged by the store
-        for (const { sel } of list) { core.purgeBegins(sel)(); core.purgeL1(sel) }
+        for (const { sel } of list) applyRemote(sel)
         core.gauges()
       }))
     }
