@@ -82,7 +82,7 @@ export function storableFromHeaders (core: CacheCore, job: FillJob, res: ProxyRe
   const { d, targeted } = responseDirectives(res.headers, p.targetedField)
   const why = storable(asStatus, res.headers, d, job.req.headers, job.reqD, p, freshness(asStatus, res.headers, d, targeted, p, t0, t1))
   if (why !== null) return why
-  const length = Number(first(res.headers['content-length']) ?? NaN)
+  const length = declaredLength(res)
   if (length > core.config.memory.maxEntryBytes) return 'TOO-LARGE'
   // Without an L2, a body L1 cannot hold even with the least bookkeeping an entry has is stored
   // nowhere: said now, before the body streams to the client under `stored`.
@@ -202,7 +202,12 @@ function revalidated (core: CacheCore, e: CacheEntry, res: ProxyResponse, route:
  * unknown length may turn out too large to store, when the head is long gone.
  */
 export function streamedMissStatus (res: ProxyResponse): string {
-  return Number.isFinite(Number(first(res.headers['content-length']) ?? NaN)) ? 'sluice; fwd=miss; stored' : 'sluice; fwd=miss'
+  return Number.isFinite(declaredLength(res)) ? 'sluice; fwd=miss; stored' : 'sluice; fwd=miss'
+}
+
+/** The body length the response's Content-Length declares; NaN when it declares none. */
+function declaredLength (res: ProxyResponse): number {
+  return Number(first(res.headers['content-length']) ?? NaN)
 }
 
 /** Straight to the upstream, nothing stored: `Cache-Status: ...; fwd=bypass; detail=<reason>`. */
