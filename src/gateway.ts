@@ -215,7 +215,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         // A Host that differs from :authority goes on to the listener above, which refuses it.
         if (headers[':method'] === 'CONNECT' && headers[':protocol'] !== undefined) {
           if (!authorityAsHost(headers)) return false
-          handleH2Connect(tunnels, stream, headers)
+          handleH2Connect(tunnels, stream, headers, rawHeaders)
           return true
         }
         if (fast === null) return false

@@ -40,8 +40,8 @@ export function requestLimitError (url: string, headerLines: number, server: { m
 /**
  * A request's header lines as HTTP/1.1 counts them (rawHeaders pairs). HTTP/2's pseudo-headers
  * are its request line, not header lines, except :authority, which stands for Host when the
- * request has no host field. (A WebSocket over h2, src/upstream/websocket.ts, counts its
- * fields from the header object and leaves every pseudo-header out, :authority included.)
+ * request has no host field. A WebSocket over h2 (src/upstream/websocket.ts) is counted the
+ * same way.
  */
 export function headerLineCount (rawHeaders: string[], httpVersionMajor: number): number {
   const pairs = rawHeaders.length / 2

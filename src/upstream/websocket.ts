@@ -21,7 +21,7 @@ import { applyForwarding, HOST_VALUE, hostLines, resolveClientIp, schemeOf } fro
 import { SluiceError, rawError, errorBody, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
-import { normalisePath, requestLimitError } from '../stages/path.js'
+import { normalisePath, requestLimitError, headerLineCount } from '../stages/path.js'
 import { upstreamRequestHeaders, isHopByHop } from './headers.js'
 import { rewritePath, editRequestHeaders } from './rewrite.js'
 import type { TargetRegistry } from './targets.js'
@@ -612,7 +612,7 @@ function h2ResponseHeaders (fields: Array<[string, string]>): OutgoingHttpHeader
  * HTTP/2 extended CONNECT (RFC 8441): called by the h2 stream hook for a stream whose
  * `:method` is CONNECT and that carries `:protocol`. `headers.host` is set from `:authority`.
  */
-export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]): void {
   const t0 = performance.now()
   const snap = deps.current()
   stream.on('error', () => {})
@@ -657,7 +657,8 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
     socket: session?.socket ?? {},
     remoteAddress: session?.socket?.remoteAddress,
     protocol: String(headers[':protocol']).toLowerCase(),
-    headerLines: Object.keys(headers).filter((k) => k.charCodeAt(0) !== 58).length
+    // Counted from the fields as sent (a repeated field is one line each), as any h2 request is.
+    headerLines: headerLineCount(rawHeaders, 2)
   }, {
     proto: 'h2',
     duplex: stream,

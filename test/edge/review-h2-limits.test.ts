@@ -64,3 +64,20 @@ test('maxHeadersCount: Host and 9 fields pass on HTTP/1.1 and h2 alike; 11 field
   assert.equal(await h2status({ ':path': '/p', ...fields(9) }), 200)
   assert.equal(await h2status({ ':path': '/p', ...fields(11) }), 431)
 })
+
+test('maxHeadersCount: a WebSocket over h2 counts a repeated field once per line, as any h2 request does', async () => {
+  if (s.remoteSettings?.enableConnectProtocol === undefined) await once(s, 'remoteSettings')
+  const ws = (n: number): Record<string, string> => ({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/ws', ':authority': new URL(g.url).host, 'sec-websocket-version': '13', 'x-rep': Array.from({ length: n }, (_, i) => 'v' + i) as unknown as string })
+  // :authority (the Host), Sec-WebSocket-Version and 8 X-Rep lines = 10: within the limit (the
+  // plain origin then answers the upgrade with its 200, which is not a 431).
+  assert.equal(await h2status(ws(8)), 200)
+  // 9 X-Rep lines: 11 lines, 431. They were counted as one field name (3 lines) and passed.
+  assert.equal(await h2status(ws(9)), 431)
+})
+
+test('maxHeadersCount: an h2 request far past the limit gets 431 too, not a bare stream reset', async () => {
+  // 20 fields: Node reset the stream (ENHANCE_YOUR_CALM) past 15 header pairs.
+  assert.equal(await h2status({ ':path': '/p', ...fields(20) }), 431)
+  if (s.remoteSettings?.enableConnectProtocol === undefined) await once(s, 'remoteSettings')
+  assert.equal(await h2status({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/ws', ':authority': new URL(g.url).host, ...fields(20) }), 431)
+})
