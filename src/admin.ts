@@ -215,12 +215,14 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
 
   /** ?worker=N of /admin/profile and /admin/heap-snapshot: a worker index, or a 400 to answer. */
   const workerIndex = (req: FastifyRequest): number | undefined | SluiceError => {
-    const w = (req.query as Record<string, string>).worker
-    const worker = w === undefined ? undefined : Number(w)
-    if (worker !== undefined && (!Number.isInteger(worker) || worker < 0)) {
+    const w = (req.query as Record<string, unknown>).worker
+    if (w === undefined) return undefined
+    // Digits only: Number() read `?worker=` (and ` `, `0x1`, `1e0`) as an index, so an empty
+    // value profiled worker 0 instead of being refused.
+    if (typeof w !== 'string' || !/^\d{1,6}$/.test(w)) {
       return new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'worker must be a worker index (0, 1, ...)')
     }
-    return worker
+    return Number(w)
   }
   /** A profile or snapshot that could not be taken: 409 when one is already running, else 400 (no such worker). */
   const profilerError = (err: unknown): SluiceError => {

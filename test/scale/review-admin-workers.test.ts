@@ -1,0 +1,44 @@
+// Review of the admin API with workers: ?worker= validation, a heap snapshot from a worker that
+// never answers, /metrics when a worker is replaced, and /readyz while the primary drains.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestCluster, type TestCluster } from '../helpers/cluster.js'
+
+const closers: (() => Promise<unknown> | unknown)[] = []
+after(async () => { for (const c of closers.reverse()) await c() })
+
+let origin: Origin
+let c: TestCluster
+before(async () => {
+  origin = await startOrigin()
+  closers.push(() => origin.close())
+  c = await startTestCluster((port, adminPort) => `workers: 2
+listen: { host: 127.0.0.1, port: ${port} }
+admin: { host: 127.0.0.1, port: ${adminPort} }
+log: { level: warn, accessLog: false }
+shutdownGraceMs: 20000
+upstreams:
+  api: { url: "${origin.url}" }
+routes:
+  - { name: all, match: { pathPrefix: / }, upstream: api }
+`)
+  closers.push(() => c.stop())
+})
+
+/** The workers' pids by index (the order ?worker=N counts in). */
+async function workerPids (): Promise<number[]> {
+  const r = await (await request(c.admin + '/readyz')).body.json() as { perWorker: { pid: number }[] }
+  return r.perWorker.map((w) => w.pid)
+}
+
+test('?worker= with no value is a 400 {error, message}, not worker 0', async () => {
+  for (const path of ['/admin/profile?seconds=1&worker=', '/admin/heap-snapshot?worker=', '/admin/heap-snapshot?worker=%20']) {
+    const r = await request(c.admin + path, { method: 'POST' })
+    const body = await r.body.json() as { error: string; message: string }
+    assert.equal(r.statusCode, 400, path)
+    assert.equal(body.error, 'SLUICE_ERR_ADMIN_BAD_REQUEST', path)
+    assert.match(body.message, /worker must be a worker index/)
+  }
+})
