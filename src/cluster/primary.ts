@@ -331,6 +331,16 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       return unreached.length ? { purged, incomplete: unreached.join(',') } : { purged }
     },
     readiness: async () => {
+      // Draining (SIGTERM): not ready, at once, so a load balancer stops sending, as a single
+      // process does. The workers are not asked: they are draining too (one stuck in its drain
+      // held every probe for the whole second below), and their reasons change nothing.
+      if (stopping) {
+        return {
+          ready: false,
+          degraded: [...(ready.size < n ? ['workers'] : []), ...(reloader.lastError ? ['config'] : [])],
+          details: { draining: true, workers: { configured: n, ready: ready.size, restarts } }
+        }
+      }
       // Redis and the rate limits are each worker's own: their reasons (redis, ratelimit) are
       // merged in, as /admin/status does. A worker that does not answer within a second is left
       // out rather than holding up a load balancer's probe.
@@ -343,8 +353,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       ])]
       const first = each.find(({ r }) => r)?.r
       return {
-        // Draining (SIGTERM): not ready, so a load balancer stops sending, as a single process does.
-        ready: ready.size > 0 && !stopping,
+        ready: ready.size > 0 && !stopping, // a SIGTERM that came while the workers answered
         degraded,
         details: {
           workers: { configured: n, ready: ready.size, restarts },

@@ -2,9 +2,12 @@
 // never answers, /metrics when a worker is replaced, and /readyz while the primary drains.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import { request } from 'undici'
+import type { ServerResponse } from 'node:http'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js'
+import { until } from '../helpers/wait.js'
 
 const closers: (() => Promise<unknown> | unknown)[] = []
 after(async () => { for (const c of closers.reverse()) await c() })
@@ -41,4 +44,27 @@ test('?worker= with no value is a 400 {error, message}, not worker 0', async () 
     assert.equal(body.error, 'SLUICE_ERR_ADMIN_BAD_REQUEST', path)
     assert.match(body.message, /worker must be a worker index/)
   }
+})
+
+test('/readyz while the primary drains is 503 not-ready at once, without asking the workers', async () => {
+  // A request in flight keeps one worker draining (and answering IPC) after the SIGTERM.
+  let held: ServerResponse | undefined
+  origin.on('/slow', (_req, res) => { held = res })
+  const slow = request(c.url + '/slow', { reset: true }).then(async (r) => { await r.body.text(); return r.statusCode })
+  await until('the origin holds the request', () => held !== undefined)
+  const exited = once(c.child, 'exit')
+  c.child.kill('SIGTERM')
+  let body: { status?: string; draining?: boolean; perWorker?: unknown; workers?: { configured: number } } = {}
+  await until('/readyz says not-ready', async () => {
+    const r = await request(c.admin + '/readyz')
+    body = await r.body.json() as typeof body
+    return r.statusCode === 503
+  })
+  assert.equal(body.status, 'not-ready', JSON.stringify(body))
+  assert.equal(body.draining, true, JSON.stringify(body))
+  assert.equal(body.perWorker, undefined, 'the workers were not asked: ' + JSON.stringify(body))
+  assert.equal(body.workers?.configured, 2)
+  held!.end('done')
+  assert.equal(await slow, 200, 'the request in flight was drained')
+  await exited
 })
