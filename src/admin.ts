@@ -32,7 +32,7 @@ export interface AdminDeps {
    */
   profile?: (ms: number, worker: number | undefined) => Promise<unknown>
   /** POST /admin/heap-snapshot: as `profile`, the cluster primary passes one that snapshots worker `worker`. */
-  heapSnapshot?: (worker: number | undefined) => Promise<Readable>
+  heapSnapshot?: (worker: number | undefined, timeoutMs?: number) => Promise<Readable>
   /**
    * GET /admin/status/history: samples of the last minutes for the status page's charts. By
    * default this process samples its own metrics (StatusHistory, src/observability/status.ts,
@@ -224,10 +224,10 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
     }
     return Number(w)
   }
-  /** A profile or snapshot that could not be taken: 409 when one is already running, else 400 (no such worker). */
+  /** A profile or snapshot that could not be taken: 409 when one is already running, 504 when the worker did not answer in time, else 400 (no such worker). */
   const profilerError = (err: unknown): SluiceError => {
-    const busy = (err as { statusCode?: number }).statusCode === 409
-    return new SluiceError(busy ? 'SLUICE_ERR_ADMIN_BUSY' : 'SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message)
+    const status = (err as { statusCode?: number }).statusCode
+    return new SluiceError(status === 409 ? 'SLUICE_ERR_ADMIN_BUSY' : status === 504 ? 'SLUICE_ERR_ADMIN_TIMEOUT' : 'SLUICE_ERR_ADMIN_BAD_REQUEST', (err as Error).message)
   }
 
   app.register(async (admin) => {
@@ -261,12 +261,17 @@ export function buildAdmin (deps: AdminDeps): FastifyInstance {
     admin.post('/admin/heap-snapshot', async (req, reply) => {
       const worker = workerIndex(req)
       if (worker instanceof SluiceError) return refuse(reply, worker)
+      const t = (req.query as Record<string, unknown>).timeout
+      const timeout = t === undefined ? undefined : typeof t === 'string' && /^\d{1,3}$/.test(t) ? Number(t) : NaN
+      if (timeout !== undefined && !(timeout >= 1 && timeout <= 600)) {
+        return refuse(reply, new SluiceError('SLUICE_ERR_ADMIN_BAD_REQUEST', 'timeout must be a number of seconds between 1 and 600'))
+      }
       let snapshot: Readable
       if (deps.heapSnapshot) {
         // The cluster primary serves no traffic: a worker's heap is the one worth reading.
         deps.log.info({ worker }, 'heap snapshot requested')
         try {
-          snapshot = await deps.heapSnapshot(worker)
+          snapshot = await deps.heapSnapshot(worker, timeout === undefined ? undefined : timeout * 1000)
         } catch (err) {
           return refuse(reply, profilerError(err))
         }

@@ -32,6 +32,7 @@ export const ERRORS = {
   SLUICE_ERR_CONFIG_INVALID: { status: 422, message: 'The configuration is not valid' },
   SLUICE_ERR_ADMIN_FORBIDDEN: { status: 403, message: 'This admin request comes from another site, or names a host this admin port does not answer for' },
   SLUICE_ERR_ADMIN_BUSY: { status: 409, message: 'A CPU profile or heap snapshot is already being taken' },
+  SLUICE_ERR_ADMIN_TIMEOUT: { status: 504, message: 'The worker did not answer the admin request in time' },
   SLUICE_ERR_PURGE_INCOMPLETE: { status: 503, message: 'The purge cleared this process\'s memory cache but could not reach Redis; retry it' },
   SLUICE_ERR_CLIENT_CLOSED: { status: 499, message: 'The client closed the connection before the response (logged, never sent)' },
   SLUICE_ERR_UPGRADE_REFUSED: { status: 400, message: 'This route does not accept this upgrade' },

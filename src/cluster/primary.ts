@@ -24,7 +24,7 @@ import { latencyByRoute, cacheRatios, historyOf, mergeHistories, type HistoryAns
 import { logDrained } from '../observability/logger.js'
 import { buildAdmin } from '../admin.js'
 import { mergeUpstreams, type UpstreamView } from './upstreams.js'
-import { cpuProfile, heapSnapshot, profilerBusy } from '../observability/profile.js'
+import { cpuProfile, heapSnapshot, profilerBusy, HEAP_SNAPSHOT_TIMEOUT_MS } from '../observability/profile.js'
 import type { Config } from '../config/schema.js'
 import { MemoryBucketStore } from '../resilience/bucket-memory.js'
 import { serveBuckets } from './ipc-buckets.js'
@@ -374,7 +374,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       const w = readyWorker(index)
       const id = randomUUID()
       return await new Promise((resolve, reject) => {
-        const timer = setTimeout(() => { pending.delete(id); reject(new Error('the worker did not answer')) }, ms + 10_000)
+        const timer = setTimeout(() => { pending.delete(id); reject(Object.assign(new Error('the worker did not answer'), { statusCode: 504 })) }, ms + 10_000)
         const entry = { waiting: new Set([w.id]), answers: new Map<number, unknown>(), exited: [] as number[], done: () => { pending.delete(id); clearTimeout(timer); resolve(entry.answers.get(w.id)) } }
         pending.set(id, entry)
         w.send({ type: 'sluice:profile', id, ms }, undefined, () => {})
@@ -382,24 +382,43 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
     },
     // As a profile: a worker's heap (?worker=N), streamed as the worker sends it. It resolves on
     // the first chunk, so a busy worker (or a bad index) is still answered with an error status.
-    heapSnapshot: async (index) => {
+    // A worker that sends nothing for `timeoutMs` (wedged, or stopped) ends it: a 504 before the
+    // first chunk, else the stream is cut (it was answered 200 already). Without this bound the
+    // admin request hung for as long as the worker did.
+    heapSnapshot: async (index, timeoutMs = HEAP_SNAPSHOT_TIMEOUT_MS) => {
       const w = readyWorker(index)
       const id = randomUUID()
       const out = new PassThrough()
       return await new Promise<Readable>((resolve, reject) => {
         let started = false
+        let timer: NodeJS.Timeout | undefined
+        const arm = () => {
+          clearTimeout(timer)
+          timer = setTimeout(() => {
+            pending.delete(id)
+            w.off('message', onChunk)
+            const err = Object.assign(new Error(`worker ${index ?? 0} sent no heap snapshot data for ${timeoutMs / 1000} s`), { statusCode: 504 })
+            log.error({ worker: w.id, pid: w.process.pid, timeoutMs, started }, 'heap snapshot timed out')
+            if (started) out.destroy(err)
+            else reject(err)
+          }, timeoutMs)
+          timer.unref()
+        }
         const onChunk = (m: WorkerReply) => {
           if (m?.type !== 'sluice:chunk' || m.id !== id) return
+          arm()
           if (!started) { started = true; resolve(out) }
           out.write(m.chunk)
         }
         w.on('message', onChunk)
+        arm()
         const entry = {
           waiting: new Set([w.id]),
           answers: new Map<number, unknown>(),
           exited: [] as number[],
           done: () => {
             pending.delete(id)
+            clearTimeout(timer)
             w.off('message', onChunk)
             const r = entry.answers.get(w.id) as { done?: boolean; busy?: boolean; error?: string } | null | undefined
             if (r?.done === true) { if (!started) resolve(out); out.end(); return }

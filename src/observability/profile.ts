@@ -6,6 +6,15 @@ import { PassThrough, type Readable } from 'node:stream'
 
 let busy = false
 
+/**
+ * With workers, how long the primary waits for a worker's heap snapshot to send anything (its
+ * first chunk, then each next one) before it gives up: 504 SLUICE_ERR_ADMIN_TIMEOUT before
+ * the first chunk, a cut stream after it. ?timeout=S of POST /admin/heap-snapshot (1..600 s)
+ * overrides it. Building the snapshot of a large heap comes before the first chunk and can
+ * take tens of seconds, hence a minute.
+ */
+export const HEAP_SNAPSHOT_TIMEOUT_MS = 60_000
+
 function post<T> (session: Session, method: string, params?: object): Promise<T> {
   return new Promise((resolve, reject) => {
     session.post(method, params ?? {}, (err, res) => err ? reject(err) : resolve(res as T))

@@ -46,6 +46,24 @@ test('?worker= with no value is a 400 {error, message}, not worker 0', async () 
   }
 })
 
+test('a heap snapshot from a worker that never answers is a 504 {error, message} once ?timeout= passes', async () => {
+  const [, pid] = await workerPids()
+  process.kill(pid, 'SIGSTOP')
+  try {
+    // headersTimeout only keeps a hang (the bug) from stalling the file: it fails the test instead.
+    const r = await request(c.admin + '/admin/heap-snapshot?worker=1&timeout=1', { method: 'POST', headersTimeout: 30_000 })
+    const body = await r.body.json() as { error: string; message: string }
+    assert.equal(r.statusCode, 504)
+    assert.equal(body.error, 'SLUICE_ERR_ADMIN_TIMEOUT')
+    assert.match(body.message, /worker 1 sent no heap snapshot data/)
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+  const bad = await request(c.admin + '/admin/heap-snapshot?worker=1&timeout=0', { method: 'POST' })
+  assert.equal(bad.statusCode, 400)
+  assert.equal((await bad.body.json() as { error: string }).error, 'SLUICE_ERR_ADMIN_BAD_REQUEST')
+})
+
 test('/readyz while the primary drains is 503 not-ready at once, without asking the workers', async () => {
   // A request in flight keeps one worker draining (and answering IPC) after the SIGTERM.
   let held: ServerResponse | undefined
