@@ -85,6 +85,30 @@ export function aggregateMetrics (workers: MetricJSON[][], primary: MetricJSON[]
   return AggregatorRegistry.aggregate(parts as never) as unknown as Registry
 }
 
+/**
+ * `into` plus a dead worker's last exposition: its counters and histograms (each series summed
+ * by name and labels), so the totals of the primary's /metrics never go backwards when a worker
+ * is replaced (Prometheus's rate() reads a drop as a counter reset). Gauges and summaries are
+ * not kept: they describe a process that is gone.
+ */
+export function foldRetired (into: MetricJSON[], dead: MetricJSON[]): MetricJSON[] {
+  const out = new Map(into.map((m) => [m.name, { ...m, values: m.values.map((v) => ({ ...v })) }]))
+  const key = (v: MetricValue<string>) => `${(v as { metricName?: string }).metricName ?? ''}\n${JSON.stringify(Object.entries(v.labels).sort((a, b) => a[0] < b[0] ? -1 : 1))}`
+  for (const m of dead) {
+    const type = String(m.type)
+    if ((type !== 'counter' && type !== 'histogram') || PRIMARY_OWNED.has(m.name)) continue
+    let f = out.get(m.name)
+    if (!f) { f = { ...m, values: [] }; out.set(m.name, f) }
+    const at = new Map(f.values.map((v) => [key(v), v]))
+    for (const v of m.values) {
+      const mine = at.get(key(v))
+      if (mine) mine.value += v.value
+      else { const c = { ...v }; f.values.push(c); at.set(key(v), c) }
+    }
+  }
+  return [...out.values()]
+}
+
 export function workerCount (w: Config['workers']): number {
   return w === 'auto' ? availableParallelism() : w
 }
@@ -110,6 +134,10 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   const versions = new Map<number, string>()
   /** Questions to workers: who has not answered yet, and the answers by worker id. */
   const pending = new Map<string, { waiting: Set<number>; answers: Map<number, unknown>; exited: number[]; done: () => void }>()
+  /** Each live worker's metrics as last read (a scrape or /admin/status), by worker id. */
+  const lastMetrics = new Map<number, MetricJSON[]>()
+  /** The counters and histograms of the workers that exited, summed (see foldRetired). */
+  let retired: MetricJSON[] = []
   let stopping = false
   let restarts = 0
   let quickExits = 0
@@ -262,6 +290,9 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   cluster.on('exit', (w, code, signal) => {
     ready.delete(w.id)
     versions.delete(w.id)
+    // Its counters stay in /metrics's totals, as of the last time they were read.
+    const last = lastMetrics.get(w.id)
+    if (last) { retired = foldRetired(retired, last); lastMetrics.delete(w.id) }
     // A worker that exits will not answer: stop waiting for it.
     for (const p of pending.values()) {
       if (p.waiting.delete(w.id)) { p.exited.push(w.id); if (p.waiting.size === 0) p.done() }
@@ -301,8 +332,18 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   })
 
   const aggregated = async (): Promise<Registry> => {
-    const workers = await ask({ type: 'sluice:metrics' }) as MetricJSON[][]
-    return aggregateMetrics(workers.filter(Array.isArray), await own.registry.getMetricsAsJSON() as MetricJSON[])
+    const { asked, answers } = await askEach({ type: 'sluice:metrics' })
+    const workers: MetricJSON[][] = []
+    for (const w of asked) {
+      const m = answers.get(w.id)
+      // One that exited since it answered was folded into `retired` with the values read before
+      // (adding these too would count it twice); the counts it made in between are lost.
+      if (!Array.isArray(m) || w.isDead()) continue
+      lastMetrics.set(w.id, m as MetricJSON[])
+      workers.push(m as MetricJSON[])
+    }
+    if (retired.length) workers.push(retired)
+    return aggregateMetrics(workers, await own.registry.getMetricsAsJSON() as MetricJSON[])
   }
   /** The ready worker at `index` (?worker=N of /admin/profile and /admin/heap-snapshot; default the first). */
   const readyWorker = (index: number | undefined): Worker => {

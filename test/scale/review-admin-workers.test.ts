@@ -7,7 +7,9 @@ import { request } from 'undici'
 import type { ServerResponse } from 'node:http'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js'
+import { metric } from '../helpers/metrics.js'
 import { until } from '../helpers/wait.js'
+import { foldRetired } from '../../src/cluster/primary.js'
 
 const closers: (() => Promise<unknown> | unknown)[] = []
 after(async () => { for (const c of closers.reverse()) await c() })
@@ -62,6 +64,39 @@ test('a heap snapshot from a worker that never answers is a 504 {error, message}
   const bad = await request(c.admin + '/admin/heap-snapshot?worker=1&timeout=0', { method: 'POST' })
   assert.equal(bad.statusCode, 400)
   assert.equal((await bad.body.json() as { error: string }).error, 'SLUICE_ERR_ADMIN_BAD_REQUEST')
+})
+
+test('foldRetired sums a dead worker\'s counters and histograms by series and drops its gauges', () => {
+  const counter = (v: number, route: string) => ({ name: 'c_total', help: 'h', type: 'counter', aggregator: 'sum', values: [{ value: v, labels: { route } }] })
+  const hist = (v: number) => ({ name: 'h_seconds', help: 'h', type: 'histogram', aggregator: 'sum', values: [{ metricName: 'h_seconds_bucket', value: v, labels: { le: 0.1 } }, { metricName: 'h_seconds_count', value: v, labels: {} }] })
+  const gauge = { name: 'g', help: 'h', type: 'gauge', aggregator: 'sum', values: [{ value: 7, labels: {} }] }
+  const once = foldRetired([], [counter(2, 'a'), hist(3), gauge] as never)
+  const twice = foldRetired(once, [counter(5, 'a'), counter(1, 'b'), hist(4), gauge] as never) as unknown as { name: string; values: { value: number; labels: Record<string, unknown>; metricName?: string }[] }[]
+  assert.deepEqual(twice.map((m) => m.name).sort(), ['c_total', 'h_seconds'])
+  const c = twice.find((m) => m.name === 'c_total')!
+  assert.deepEqual(c.values.map((v) => [v.labels.route, v.value]), [['a', 7], ['b', 1]])
+  assert.deepEqual(twice.find((m) => m.name === 'h_seconds')!.values.map((v) => [v.metricName, v.value]), [['h_seconds_bucket', 7], ['h_seconds_count', 7]])
+  assert.equal((once as unknown as { values: { value: number }[] }[])[0].values[0].value, 2, 'the first fold is not changed by the second')
+})
+
+test('a worker that dies and is replaced keeps its requests in /metrics\'s counters (they do not go backwards)', async () => {
+  origin.on('/m', (_req, res) => { res.end('ok') })
+  for (let i = 0; i < 12; i++) await (await request(c.url + '/m', { reset: true })).body.dump()
+  const st = await (await request(c.admin + '/admin/status')).body.json() as { perWorker: { pid: number; requests: number }[] }
+  const victim = st.perWorker.find((w) => w.requests > 0)
+  assert.ok(victim, JSON.stringify(st.perWorker))
+  const before = await metric(c.admin, 'sluice_http_requests_total')
+  const beforeCount = await metric(c.admin, 'sluice_http_request_duration_seconds_count')
+  assert.equal(before, 12)
+  process.kill(victim.pid, 'SIGKILL')
+  await until('the killed worker is replaced', async () => {
+    const pids = await workerPids()
+    return pids.length === 2 && !pids.includes(victim.pid)
+  }, { tries: 400 })
+  assert.equal(await metric(c.admin, 'sluice_http_requests_total'), before, 'its requests are still counted')
+  assert.equal(await metric(c.admin, 'sluice_http_request_duration_seconds_count'), beforeCount)
+  await (await request(c.url + '/m', { reset: true })).body.dump()
+  assert.equal(await metric(c.admin, 'sluice_http_requests_total'), before + 1)
 })
 
 test('/readyz while the primary drains is 503 not-ready at once, without asking the workers', async () => {
