@@ -129,7 +129,13 @@ export interface HistorySample {
   upstreamErrorsPerSecond: number
 }
 
-export interface HistoryAnswer { intervalMs: number; capacity: number; samples: HistorySample[] }
+export interface HistoryAnswer {
+  intervalMs: number
+  capacity: number
+  samples: HistorySample[]
+  /** `t` of the newest sample this process has, whether or not `since` left it out (none: absent). */
+  latest?: number
+}
 
 const HIT_RESULTS = new Set(['hit', 'stale', 'revalidated', 'coalesced'])
 
@@ -257,7 +263,10 @@ export class StatusHistory {
   }
 
   answer (since?: number): HistoryAnswer {
-    return { intervalMs: this.intervalMs, capacity: this.capacity, samples: this.samples(since) }
+    const all = this.samples()
+    const latest = all.at(-1)?.t
+    const samples = since !== undefined && Number.isFinite(since) ? all.filter((s) => s.t > since) : all
+    return { intervalMs: this.intervalMs, capacity: this.capacity, samples, ...(latest !== undefined ? { latest } : {}) }
   }
 }
 
@@ -292,10 +301,14 @@ export function stopHistory (metrics: object): void {
  * (the page asks only for later points). A worker with no samples yet holds nothing back.
  */
 export function mergeHistories (answers: HistoryAnswer[]): HistoryAnswer {
+  // A worker's newest sample is `latest`, not its last one answered: asked for the samples
+  // after `since` (the page's polls), one that has not sampled the next instant yet answers
+  // none, and counted as "no samples yet" it let the others' point out short, for good.
   let complete = Infinity
   for (const a of answers) {
     const s = a?.samples
-    if (s !== undefined && s.length > 0) complete = Math.min(complete, s[s.length - 1].t)
+    const latest = typeof a?.latest === 'number' ? a.latest : s !== undefined && s.length > 0 ? s[s.length - 1].t : undefined
+    if (latest !== undefined) complete = Math.min(complete, latest)
   }
   const byT = new Map<number, HistorySample[]>()
   for (const a of answers) for (const s of a?.samples ?? []) {

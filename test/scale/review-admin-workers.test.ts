@@ -10,6 +10,7 @@ import { startTestCluster, type TestCluster } from '../helpers/cluster.js'
 import { metric } from '../helpers/metrics.js'
 import { until } from '../helpers/wait.js'
 import { foldRetired } from '../../src/cluster/primary.js'
+import { StatusHistory, mergeHistories, type HistoryAnswer } from '../../src/observability/status.js'
 
 const closers: (() => Promise<unknown> | unknown)[] = []
 after(async () => { for (const c of closers.reverse()) await c() })
@@ -120,4 +121,24 @@ test('/readyz while the primary drains is 503 not-ready at once, without asking 
   held!.end('done')
   assert.equal(await slow, 200, 'the request in flight was drained')
   await exited
+})
+
+test('status history with workers: a point is held back while a worker that has sampled nothing after ?since= has not sampled it yet', async () => {
+  // One worker's real history: a baseline and one sample, on an interval long enough that
+  // both ticks fall on the same instant `t`.
+  const family = { get: async () => ({ values: [{ labels: { cache: 'none' }, value: 1 }] }) }
+  const h = new StatusHistory({ httpRequests: family, httpDuration: { get: async () => ({ values: [] }) }, upstreamDuration: { get: async () => ({ values: [] }) } }, { intervalMs: 1e12 })
+  await h.tick(true)
+  await h.tick()
+  const [{ t }] = h.samples()
+  // The page's poll: the samples after the last point it has. This worker has none past `t`...
+  const behind = h.answer(t)
+  assert.deepEqual(behind.samples, [])
+  assert.equal(behind.latest, t)
+  // ...while another has already sampled the next instant: that point must wait for it.
+  const ahead: HistoryAnswer = { intervalMs: 1e12, capacity: 300, latest: t + 1e12, samples: [{ ...h.samples()[0], t: t + 1e12 }] }
+  assert.deepEqual(mergeHistories([ahead, behind]).samples, [], 'not answered short (one worker\'s requests only)')
+  // Once both have it, it is answered, summed.
+  const both = mergeHistories([ahead, { ...ahead }])
+  assert.deepEqual(both.samples.map((s) => [s.t, s.requests]), [[t + 1e12, 0]])
 })
