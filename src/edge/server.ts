@@ -120,9 +120,12 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
     // maxHeaderListSize is what nghttp2 itself enforces (once the client has acknowledged it)
     // with a bare RST_STREAM ENHANCE_YOUR_CALM: it is set above maxHeaderBytes so that a header
     // list past maxHeaderBytes reaches the stream listener below and gets 431 like HTTP/1's;
-    // only one past this hard ceiling is reset without an answer.
+    // only one past this hard ceiling is reset without an answer. maxHeaderListPairs is the same
+    // for header lines: Node resets a stream past it (ENHANCE_YOUR_CALM), so it sits well above
+    // maxHeadersCount (twice it, plus the five pseudo-headers of an extended CONNECT) and a
+    // request with too many lines gets 431, as over HTTP/1.1.
     settings: { maxConcurrentStreams: lim.maxConcurrentStreams, maxHeaderListSize: h2HeaderCeiling(o.http1.maxHeaderSize), enablePush: false, enableConnectProtocol: true },
-    maxHeaderListPairs: o.http1.maxHeadersCount + 4,
+    maxHeaderListPairs: 2 * o.http1.maxHeadersCount + 5,
     // Node's own guards against invalid frames and refused streams (then the session closes).
     maxSessionInvalidFrames: 100,
     maxSessionRejectedStreams: 100
