@@ -491,7 +491,8 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       return {
         ...base,
         ...(routes ? { routes } : {}),
-        status: ready.size === 0 ? 'not-ready' : degraded.length ? 'degraded' : 'ready',
+        // Draining (SIGTERM): not ready, as /readyz says, though the workers still answer.
+        status: ready.size === 0 || stopping ? 'not-ready' : degraded.length ? 'degraded' : 'ready',
         degraded,
         workers: { configured: n, ready: ready.size, restarts },
         // Breakers, pools and L1 are per worker: `upstreams` and `cache` above are the first worker's.

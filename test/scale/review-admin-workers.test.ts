@@ -118,6 +118,9 @@ test('/readyz while the primary drains is 503 not-ready at once, without asking 
   assert.equal(body.draining, true, JSON.stringify(body))
   assert.equal(body.perWorker, undefined, 'the workers were not asked: ' + JSON.stringify(body))
   assert.equal(body.workers?.configured, 2)
+  // /admin/status says the same while the primary drains (it said ready: the workers answered).
+  const st = await (await request(c.admin + '/admin/status')).body.json() as { status?: string }
+  assert.equal(st.status, 'not-ready', JSON.stringify(st))
   held!.end('done')
   assert.equal(await slow, 200, 'the request in flight was drained')
   await exited
