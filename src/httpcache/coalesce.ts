@@ -39,12 +39,19 @@ function release (r: ProxyResponse): void {
 
 const COALESCE_FAILED: Fill = { reason: 'ERROR' }
 
+/**
+ * This replica's wait for another replica's fill of one key. Every request or refresh that
+ * waits for the key is one of `waiters`; each is called once, with the fill, or with null when
+ * the wait timed out (then it runs its own fallback).
+ */
+interface RemoteWait { timer: NodeJS.Timeout; waiters: Array<(f: Fill | null) => void> }
+
 export class Coalescer implements FillHooks {
   private readonly inflight = new Map<string, Promise<Fill>>()
   /** Keys whose last answer was uncacheable, until when (ms). */
   private readonly hitForMiss = new Map<string, number>()
-  /** Fills this replica waits for from another replica, by variant key. */
-  private readonly remote = new Map<string, { resolve: (f: Fill) => void; timer: NodeJS.Timeout }>()
+  /** Fills this replica waits for from another replica, by variant key: one wait, every waiter of the key in it. */
+  private readonly remote = new Map<string, RemoteWait>()
   /** In-flight promises that stand for another replica's fill (their joiners wait longer). */
   private readonly remoteFills = new WeakSet<Promise<Fill>>()
   /** Keys whose background refresh is asking Redis for the lease. */
@@ -113,7 +120,7 @@ export class Coalescer implements FillHooks {
 
   close (): void {
     this.closed = true
-    for (const [key, w] of this.remote) { clearTimeout(w.timer); w.resolve(COALESCE_FAILED); this.remote.delete(key) }
+    for (const [key, w] of this.remote) this.settleRemote(key, w, COALESCE_FAILED)
   }
 
   // ---- in-process ---------------------------------------------------------------------------
@@ -203,18 +210,35 @@ export class Coalescer implements FillHooks {
     })
   }
 
-  /** Wait up to `ms` for another replica's fill of `key`; on timeout, `onTimeout` decides (a fill of our own). */
+  /**
+   * Wait up to `ms` for another replica's fill of `key`; on timeout, `onTimeout` decides (a fill
+   * of our own). A second wait for a key already waited for joins that wait (its timer and its
+   * "filled" message): every waiter settles, once.
+   */
   private awaitRemote (key: string, ms: number, onTimeout: () => Promise<Fill>): Promise<Fill> {
     return new Promise<Fill>((resolve) => {
-      const timer = setTimeout(() => {
-        if (this.remote.get(key)?.timer !== timer) return
-        this.remote.delete(key)
-        this.core.metrics.cacheLeases.labels('timeout').inc()
-        onTimeout().then(resolve, () => resolve(COALESCE_FAILED))
-      }, ms)
-      timer.unref()
-      this.remote.set(key, { resolve, timer })
+      const waiter = (f: Fill | null): void => {
+        if (f !== null) resolve(f); else onTimeout().then(resolve, () => resolve(COALESCE_FAILED))
+      }
+      const running = this.remote.get(key)
+      if (running !== undefined) { running.waiters.push(waiter); return }
+      const w: RemoteWait = {
+        timer: setTimeout(() => {
+          this.core.metrics.cacheLeases.labels('timeout').inc()
+          this.settleRemote(key, w, null)
+        }, ms),
+        waiters: [waiter]
+      }
+      w.timer.unref()
+      this.remote.set(key, w)
     })
+  }
+
+  /** End the wait `w` for `key`: each of its waiters gets `f` (null: timed out), once. */
+  private settleRemote (key: string, w: RemoteWait, f: Fill | null): void {
+    if (this.remote.get(key) === w) this.remote.delete(key)
+    clearTimeout(w.timer)
+    for (const waiter of w.waiters.splice(0)) waiter(f)
   }
 
   /** Tell waiting replicas that this replica's leased fill of `key` is done, once L2 has it. */
@@ -231,9 +255,10 @@ export class Coalescer implements FillHooks {
   private filled (m: FilledMessage): void {
     const w = this.remote.get(m.k)
     if (w === undefined) return
-    this.remote.delete(m.k)
     clearTimeout(w.timer)
-    if (typeof m.e !== 'string') { w.resolve({ reason: m.r ?? 'ERROR' }); return }
-    this.core.fromL2(m.e).then((e) => w.resolve(e === undefined ? COALESCE_FAILED : { entry: e }))
+    if (typeof m.e !== 'string') { this.settleRemote(m.k, w, { reason: m.r ?? 'ERROR' }); return }
+    // Still the key's wait while the entry is read: requests arriving meanwhile get it too.
+    this.core.fromL2(m.e).then((e) => this.settleRemote(m.k, w, e === undefined ? COALESCE_FAILED : { entry: e }),
+      () => this.settleRemote(m.k, w, COALESCE_FAILED))
   }
 }

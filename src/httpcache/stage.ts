@@ -284,7 +284,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
 
     stats () {
       const s = l1.stats()
-      return { memory: { entries: s.entries, bytes: s.bytes, maxBytes: config.memory.maxBytes }, redis: l2 !== null, ...coalescer.stats() }
+      // background: refreshes, lease waits and L2 writes still running (close() waits for them).
+      return { memory: { entries: s.entries, bytes: s.bytes, maxBytes: config.memory.maxBytes }, redis: l2 !== null, ...coalescer.stats(), background: core.background.size }
     },
 
     async close () {

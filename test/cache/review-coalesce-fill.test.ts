@@ -1,0 +1,67 @@
+// Miss coalescing and fills, reviewed: every wait settles, a failed or private leader's answer
+// is never handed to its followers, revalidation and stale-if-error keep to the RFC. Real
+// gateways, a real origin and (for the fleet cases) a real redis-server.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { redisCacheYaml } from '../helpers/redis-cache-config.js'
+import { startTestGateway } from '../helpers/gateway.js'
+import { startRedis } from '../helpers/redis.js'
+import { until } from '../helpers/wait.js'
+
+let origin: Origin
+before(async () => { origin = await startOrigin() })
+after(async () => { await origin.close() })
+
+const HOST = 'fleet.example'
+
+async function get (base: string, path: string, headers: Record<string, string> = {}) {
+  const r = await request(base + path, { headers: { host: HOST, ...headers } })
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+}
+
+async function leases (adminUrl: string, result: string): Promise<number> {
+  const text = await (await request(adminUrl + '/metrics')).body.text()
+  const m = new RegExp(`^sluice_cache_leases_total\\{result="${result}"\\} (\\d+)`, 'm').exec(text)
+  return m === null ? 0 : Number(m[1])
+}
+
+test('two waits on one replica for another replica\'s fill of the same key (a background refresh, then a client) both settle', async () => {
+  const redis = await startRedis()
+  let skew = 0
+  const a = await startTestGateway(redisCacheYaml(origin.url, redis.url, redis.prefix), { now: () => Date.now() + skew })
+  const b = await startTestGateway(redisCacheYaml(origin.url, redis.url, redis.prefix))
+  let n = 0
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/two-waits', (_req, res) => {
+    if (n++ === 0) { res.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=600', etag: '"v1"' }); res.end('v1'); return }
+    // Every later request (B's revalidation) hangs until the test lets it go.
+    void held.then(() => { res.writeHead(200, { 'cache-control': 'max-age=600', etag: '"v2"' }); res.end('v2') })
+  })
+  try {
+    assert.equal((await get(a.url, '/two-waits')).body, 'v1')
+    // B sees A's entry through L2 (the write is asynchronous), then revalidates it on a client's
+    // no-cache: B holds the key's fill lease while the origin hangs.
+    await until('B to hit A\'s entry in L2', async () => /^sluice; hit/.test(String((await get(b.url, '/two-waits')).headers['cache-status'])))
+    const fromB = get(b.url, '/two-waits', { 'cache-control': 'no-cache' })
+    await until('B\'s fill to reach the origin', () => n === 2)
+    // On A the entry is stale, within stale-while-revalidate: a plain GET is answered stale and
+    // starts a background refresh, which finds the lease held and waits for B's fill.
+    skew = 5000
+    assert.match(String((await get(a.url, '/two-waits')).headers['cache-status']), /STALE-WHILE-REVALIDATE/)
+    await until('A\'s refresh to find the lease held', async () => await leases(a.adminUrl, 'held') === 1)
+    // A client's no-cache on A: it too finds the lease held and waits for B's fill.
+    const fromA = get(a.url, '/two-waits', { 'cache-control': 'no-cache' })
+    await until('A\'s client to find the lease held', async () => await leases(a.adminUrl, 'held') === 2)
+    release()
+    assert.equal((await fromB).body, 'v2')
+    const mine = await fromA
+    assert.equal(mine.body, 'v2')
+    assert.match(String(mine.headers['cache-status']), /collapsed/)
+    assert.equal(n, 2, 'one request upstream for the three')
+    // The refresh's wait settled too: nothing is left running on A (close() would wait for it).
+    await until('A\'s background jobs to end', () => (a.gw.cache.stats().background as number) === 0, { tries: 100, detail: () => a.gw.cache.stats() })
+  } finally { await a.close(); await b.close(); await redis.stop() }
+})
