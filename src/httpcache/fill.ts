@@ -289,7 +289,9 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   }
   const why = storableFromHeaders(core, job, res, t0, t1)
   if (why !== null) {
-    done({ reason: why })
+    // An unstored 5xx is the origin failing, as a reset is (ERROR): not an answer that makes the
+    // key hit-for-miss, which would send every request for it upstream while the origin struggles.
+    done({ reason: res.status >= 500 ? 'ERROR' : why })
     return { ...res, body: req.method === 'HEAD' ? drainToNull(res.body as Readable | null) : res.body, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${why}` }
   }
 

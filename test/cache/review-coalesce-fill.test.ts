@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { request } from 'undici'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { redisCacheYaml } from '../helpers/redis-cache-config.js'
-import { startTestGateway } from '../helpers/gateway.js'
+import { startTestGateway, cachedConfig } from '../helpers/gateway.js'
 import { startRedis } from '../helpers/redis.js'
 import { until } from '../helpers/wait.js'
 
@@ -64,4 +64,25 @@ test('two waits on one replica for another replica\'s fill of the same key (a ba
     // The refresh's wait settled too: nothing is left running on A (close() would wait for it).
     await until('A\'s background jobs to end', () => (a.gw.cache.stats().background as number) === 0, { tries: 100, detail: () => a.gw.cache.stats() })
   } finally { await a.close(); await b.close(); await redis.stop() }
+})
+
+test('an origin 5xx on a miss is a failure, not an uncacheable answer: the key is not made hit-for-miss, so the next misses are still coalesced', async () => {
+  const g = await startTestGateway(cachedConfig(origin.url))
+  let n = 0
+  origin.on('/blip', (_req, res) => {
+    if (n++ === 0) { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('overloaded'); return }
+    res.writeHead(200, { 'cache-control': 'max-age=60' })
+    res.end('back')
+  })
+  try {
+    const first = await get(g.url, '/blip')
+    assert.equal(first.status, 503)
+    // The origin is back: this miss leads a fill (stored), as any miss would; it does not go
+    // straight upstream as HIT-FOR-MISS (which would also let every concurrent miss through).
+    const next = await get(g.url, '/blip')
+    assert.equal(next.body, 'back')
+    assert.doesNotMatch(String(next.headers['cache-status']), /HIT-FOR-MISS/)
+    assert.match(String((await get(g.url, '/blip')).headers['cache-status']), /^sluice; hit/)
+    assert.equal(origin.count('/blip'), 2)
+  } finally { await g.close() }
 })
