@@ -192,7 +192,9 @@ function revalidated (core: CacheCore, e: CacheEntry, res: ProxyResponse, route:
   const f = freshness(e.status, headers, d, targeted, p, t0, t1)
   // A 304 that adds no-transform: the compressed copies are Sluice's transformation, so they go.
   const copies = hasNoTransform(headers) ? { gzip: undefined, br: undefined } : null
-  return { ...e, headers, out: undefined, ...copies, ...entryTiming(f, t0, t1) }
+  // What the entry derives from its headers follows the updated ones: its purge tags, and
+  // whether a request with Authorization may use it.
+  return { ...e, headers, out: undefined, ...copies, ...entryTiming(f, t0, t1), tags: tagsOf(headers), authOk: d.has('public') || d.has('s-maxage') || d.has('must-revalidate') }
 }
 
 /**

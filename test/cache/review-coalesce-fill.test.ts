@@ -30,26 +30,30 @@ async function leases (adminUrl: string, result: string): Promise<number> {
 test('two waits on one replica for another replica\'s fill of the same key (a background refresh, then a client) both settle', async () => {
   const redis = await startRedis()
   let skew = 0
-  const a = await startTestGateway(redisCacheYaml(origin.url, redis.url, redis.prefix), { now: () => Date.now() + skew })
-  const b = await startTestGateway(redisCacheYaml(origin.url, redis.url, redis.prefix))
+  const yaml = redisCacheYaml(origin.url, redis.url, redis.prefix, { commandTimeoutMs: 2000 })
+  const a = await startTestGateway(yaml, { now: () => Date.now() + skew })
+  const b = await startTestGateway(yaml)
   let n = 0
   let release!: () => void
   const held = new Promise<void>((resolve) => { release = resolve })
-  origin.on('/two-waits', (_req, res) => {
-    if (n++ === 0) { res.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=600', etag: '"v1"' }); res.end('v1'); return }
-    // Every later request (B's revalidation) hangs until the test lets it go.
+  origin.on('/two-waits', (req, res) => {
+    n++
+    if (req.headers['if-none-match'] === undefined) { res.writeHead(200, { 'cache-control': 'max-age=30, stale-while-revalidate=600', etag: '"v1"' }); res.end('v1'); return }
+    // A revalidation (B's) hangs until the test lets it go.
     void held.then(() => { res.writeHead(200, { 'cache-control': 'max-age=600', etag: '"v2"' }); res.end('v2') })
   })
   try {
     assert.equal((await get(a.url, '/two-waits')).body, 'v1')
     // B sees A's entry through L2 (the write is asynchronous), then revalidates it on a client's
     // no-cache: B holds the key's fill lease while the origin hangs.
-    await until('B to hit A\'s entry in L2', async () => /^sluice; hit/.test(String((await get(b.url, '/two-waits')).headers['cache-status'])))
+    const c = redis.client()
+    await until('A\'s entry to reach L2', async () => (await c.keys(`${redis.prefix}{*}c:G|${HOST}|/two-waits`)).length > 0)
+    assert.match(String((await get(b.url, '/two-waits')).headers['cache-status']), /^sluice; hit/)
     const fromB = get(b.url, '/two-waits', { 'cache-control': 'no-cache' })
     await until('B\'s fill to reach the origin', () => n === 2)
     // On A the entry is stale, within stale-while-revalidate: a plain GET is answered stale and
     // starts a background refresh, which finds the lease held and waits for B's fill.
-    skew = 5000
+    skew = 60_000
     assert.match(String((await get(a.url, '/two-waits')).headers['cache-status']), /STALE-WHILE-REVALIDATE/)
     await until('A\'s refresh to find the lease held', async () => await leases(a.adminUrl, 'held') === 1)
     // A client's no-cache on A: it too finds the lease held and waits for B's fill.
@@ -84,5 +88,25 @@ test('an origin 5xx on a miss is a failure, not an uncacheable answer: the key i
     assert.doesNotMatch(String(next.headers['cache-status']), /HIT-FOR-MISS/)
     assert.match(String((await get(g.url, '/blip')).headers['cache-status']), /^sluice; hit/)
     assert.equal(origin.count('/blip'), 2)
+  } finally { await g.close() }
+})
+
+test('a 304 that re-tags the response (Cache-Tag) updates the stored entry\'s purge tags: a purge by the new tag takes it out', async () => {
+  let skew = 0
+  const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
+  origin.on('/retag', (req, res) => {
+    if (req.headers['if-none-match'] === '"r1"') { res.writeHead(304, { 'cache-control': 'max-age=600', etag: '"r1"', 'cache-tag': 'listing, product-7' }); res.end(); return }
+    res.writeHead(200, { 'cache-control': 'max-age=1', etag: '"r1"', 'cache-tag': 'listing' })
+    res.end('page')
+  })
+  try {
+    await get(g.url, '/retag')
+    skew += 5000
+    assert.match(String((await get(g.url, '/retag')).headers['cache-status']), /fwd-status=304; stored/)
+    assert.match(String((await get(g.url, '/retag')).headers['cache-status']), /^sluice; hit/)
+    const p = await request(`${g.adminUrl}/admin/purge`, { method: 'POST', body: '{"tag":"product-7"}', headers: { 'content-type': 'application/json' } })
+    assert.equal(p.statusCode, 200)
+    assert.equal((await p.body.json() as { purged: number }).purged, 1)
+    assert.doesNotMatch(String((await get(g.url, '/retag')).headers['cache-status']), /^sluice; hit/)
   } finally { await g.close() }
 })
