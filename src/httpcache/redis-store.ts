@@ -253,9 +253,18 @@ export class RedisStore implements SharedEntryStore {
     try {
       await this.logPurge(sel)
       if (sel.tag !== undefined) {
-        const keys = await this.redis.smembers(this.tk(sel.tag))
-        await this.redis.del(this.tk(sel.tag))
-        return await this.delAll(keys)
+        // Members leave the set only once their entries are deleted: a purge that fails partway
+        // (an error, a timeout) leaves the rest listed, and a retry finds and deletes them. The
+        // set goes away with its last member; a key added meanwhile stays listed.
+        const tk = this.tk(sel.tag)
+        const keys = await this.redis.smembers(tk)
+        let n = 0
+        for (let i = 0; i < keys.length; i += PURGE_BATCH) {
+          const some = keys.slice(i, i + PURGE_BATCH)
+          n += await this.delAll(some)
+          await this.redis.srem(tk, ...some)
+        }
+        return n
       }
       // Keys are `<prefix>{slot}c:<M>|<host>|<path>[|...][\n vary]`: match any method and host.
       // Each SCAN page is matched and deleted before the next is read: bounded memory and work in flight.
