@@ -1,6 +1,7 @@
 // The replicas' cache messages, over Redis pub/sub:
 // - `<prefix>purge`: a purge or an unsafe-method invalidation, so every replica's L1 drops it;
 // - `<prefix>filled`: a leased fill is done (miss coalescing across replicas, coalesce.ts).
+// On a database other than 0 the names end in `@<db>` (`<prefix>purge@2`).
 // Messages carry the sender's instance id; a replica ignores its own.
 import { randomUUID } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
@@ -27,8 +28,13 @@ export class CacheBus {
   private readonly sub: Redis | Cluster
 
   constructor (private readonly redis: Redis | Cluster, prefix: string, private readonly onError: (op: string, err: Error) => void, listenFilled: boolean) {
-    this.purgeChannel = `${prefix}purge`
-    this.filledChannel = `${prefix}filled`
+    // Channels are server-wide, keys are per database: a gateway on another database of the
+    // same server (redis://host/2) is another cache, and must not hear these. Database 0 keeps
+    // the plain names; a cluster has no other.
+    const db = redis.isCluster ? 0 : Number((redis as Redis).options?.db ?? 0)
+    const ns = db === 0 ? '' : `@${db}`
+    this.purgeChannel = `${prefix}purge${ns}`
+    this.filledChannel = `${prefix}filled${ns}`
     // The subscriber queues its SUBSCRIBE until connected (the shared client fails fast instead),
     // and ioredis re-subscribes after every reconnect.
     this.sub = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined } as never)

@@ -61,3 +61,34 @@ test('a purge by tag that fails partway through its deletes deletes the rest whe
     await redis.stop()
   }
 })
+
+test('gateways on different databases of one Redis server do not purge each other\'s L1 (channels are per database)', async () => {
+  const redis = await startRedis({ own: true })
+  const db2 = new Redis(redis.url + '/2')
+  db2.on('error', () => {})
+  const cfg = (db: number) => redisCacheYaml(origin.url, `${redis.url}/${db}`, redis.prefix)
+  const a = await startTestGateway(cfg(1))
+  const b = await startTestGateway(cfg(2))
+  const c = await startTestGateway(cfg(2))
+  try {
+    const version: Record<string, string> = { '/db-iso': 'v1', '/db-marker': 'm1' }
+    for (const path of Object.keys(version)) {
+      origin.on(path, (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600' }); res.end(version[path]) })
+      assert.equal((await get(b.url, path)).body, version[path])
+    }
+    assert.equal((await get(a.url, '/db-iso')).body, 'v1')
+    // B's L2 copy of /db-iso goes (only its L1 holds it now), once its background write landed.
+    await until('B\'s L2 write', async () => (await db2.keys(`${esc(redis.prefix)}*c:*|/db-iso*`)).length > 0)
+    await db2.del(...await db2.keys(`${esc(redis.prefix)}*c:*|/db-iso*`))
+    version['/db-iso'] = 'v2'
+    version['/db-marker'] = 'm2'
+    // A purges on database 1; then C on database 2, whose message B must get (and after A's).
+    await purge(a.adminUrl, { key: '/db-iso' })
+    await purge(c.adminUrl, { key: '/db-marker' })
+    await until('B to hear C\'s purge', async () => (await get(b.url, '/db-marker')).body === 'm2', { tries: 200, intervalMs: 25 })
+    assert.equal((await get(b.url, '/db-iso')).body, 'v1', 'A\'s purge on another database left B\'s L1 alone')
+    assert.equal((await get(a.url, '/db-iso')).body, 'v2', 'and purged A\'s own')
+  } finally {
+    await c.close(); await b.close(); await a.close(); db2.disconnect(); await redis.stop()
+  }
+})
