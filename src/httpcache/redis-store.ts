@@ -7,11 +7,9 @@ import { createHash, randomUUID } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
 import type { CacheEntry } from './entry.js'
 import { encodeEntry, decodeEntry } from './entry.js'
-import { matches, type SharedEntryStore, type LeaseResult, type Purge, type PurgeSelector } from './store.js'
+import { matches, PURGE_LOG_MS, type SharedEntryStore, type LeaseResult, type Purge, type PurgeSelector } from './store.js'
 
 const MAX_TAG_MEMBERS = 10_000
-/** How long a purge stays in the purge log: longer than any fill, its encode and its L2 write take. */
-const PURGE_LOG_MS = 3_600_000
 /** The most purges the log keeps (the newest). */
 const PURGE_LOG_MAX = 10_000
 /** Members of a full tag set checked for entries that are gone, per add. */
@@ -286,8 +284,8 @@ export class RedisStore implements SharedEntryStore {
     }
   }
 
-  async purgedSince (since: number): Promise<Array<{ sel: Purge; at: number }> | null> {
-    if (!this.available()) return [] // marked down: the write was skipped, and a delete would be too
+  async purgedSince (since: number, evenIfDown = false): Promise<Array<{ sel: Purge; at: number }> | null> {
+    if (!evenIfDown && !this.available()) return [] // marked down: the write was skipped, and a delete would be too
     try {
       const out: Array<{ sel: Purge; at: number }> = []
       const r = await this.redis.zrangebyscore(this.plk(), Math.floor(since), '+inf', 'WITHSCORES')

@@ -22,7 +22,7 @@ import { first } from '../compress/headers.js'
 import type { CacheGlobalConfig } from './config.js'
 import type { CacheEntry } from './entry.js'
 import { MemoryStore } from './memory.js'
-import type { Purge, PurgeSelector, SharedEntryStore } from './store.js'
+import { PURGE_LOG_MS, type Purge, type PurgeSelector, type SharedEntryStore } from './store.js'
 import { baseKey, keyPath } from './key.js'
 import { requestDirectives } from './policy.js'
 import type { Directives } from './directives.js'
@@ -75,6 +75,9 @@ type Count = { inc (): void }
 
 /** How far before a lost subscription the purge log is read again: purge durations and clock skew. */
 const RESUBSCRIBE_CATCHUP_MS = 30_000
+/** The first and the longest wait before a failed purge-log catch-up is tried again. */
+const CATCHUP_RETRY_MIN_MS = 200
+const CATCHUP_RETRY_MAX_MS = 10_000
 
 /**
  * The shared cache parts, with hits counted by layer: sluice_cache_events_total{result="hit",
@@ -125,13 +128,44 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   // log. From a while before the connection went (a purge logs itself before its deletes, and
   // its message may have been in flight then), allowing for clock skew: an L1 purge applied
   // twice costs an L2 read, one missed serves a purged entry until it expires.
+  // A read that fails (counted and logged by the store) is tried again, with backoff, until one
+  // succeeds or the stage closes: until then this replica may serve what was purged. A loss
+  // longer than the log keeps purges may have missed some for good: then all of L1 goes.
+  let closed = false
+  /** The earliest loss no catch-up has read the log for since; a catch-up read running or waiting to retry. */
+  let behindSince: number | null = null
+  let busy = false
+  let retry: NodeJS.Timeout | null = null
+  const catchUp = (l2: SharedEntryStore, attempt: number): void => {
+    retry = null
+    if (closed || behindSince === null) { busy = false; return }
+    busy = true
+    const lostAt = behindSince
+    behindSince = null
+    const since = lostAt - RESUBSCRIBE_CATCHUP_MS
+    core.track(l2.purgedSince(since, true).then((list) => {
+      if (closed) return
+      if (list === null) {
+        behindSince = Math.min(behindSince ?? lostAt, lostAt)
+        retry = setTimeout(() => catchUp(l2, attempt + 1), Math.min(CATCHUP_RETRY_MIN_MS * 2 ** attempt, CATCHUP_RETRY_MAX_MS))
+        retry.unref()
+        return
+      }
+      if (now() - since > PURGE_LOG_MS) {
+        deps.log.warn({ lostForMs: now() - lostAt }, 'cache purge messages were lost for longer than the purge log keeps purges: dropping this replica\'s whole L1 cache')
+        applyRemote({ prefix: '' })
+      } else {
+        for (const { sel } of list) applyRemote(sel)
+      }
+      core.gauges()
+      // A loss that began (or ended) while this read ran: read again, from it.
+      catchUp(l2, 0)
+    }))
+  }
   if (bus !== null && l2 !== null) {
     bus.onResubscribed = (lostAt) => {
-      core.track(l2.purgedSince(lostAt - RESUBSCRIBE_CATCHUP_MS).then((list) => {
-        if (list === null) return // counted and logged by the store
-        for (const { sel } of list) applyRemote(sel)
-        core.gauges()
-      }))
+      behindSince = Math.min(behindSince ?? lostAt, lostAt)
+      if (!busy) catchUp(l2, 0)
     }
   }
 
@@ -290,6 +324,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
 
     async close () {
       clearInterval(gaugeTimer)
+      closed = true
+      if (retry !== null) clearTimeout(retry)
       coalescer.close()
       await Promise.race([Promise.allSettled([...core.background]), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
       bus?.close()

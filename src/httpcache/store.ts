@@ -33,6 +33,9 @@ export interface FillLeases {
 }
 
 /** The L2 the cache stage takes: entries, leases, and a bounded-cost size sample for the gauges. */
+/** How long a purge stays in the shared purge log: longer than any fill, its encode and its L2 write take. */
+export const PURGE_LOG_MS = 3_600_000
+
 export interface SharedEntryStore extends EntryStore, FillLeases {
   /** The size of the last completed sampling pass (null before one ends, or on error); bounded work per call. */
   sampleStats (): Promise<{ entries: number; bytes: number } | null>
@@ -46,9 +49,11 @@ export interface SharedEntryStore extends EntryStore, FillLeases {
    * `since` (ms since the epoch, by their clocks), or null when the log could not be read. A
    * replica whose fill began before such a purge, and whose L2 write landed after the purge's
    * L2 part, asks this after the write: the purge's message may not have reached it yet
-   * (EntryWriter.store).
+   * (EntryWriter.store). While Redis is marked down the answer is [] (the write was skipped
+   * too), unless `evenIfDown`: then the log is read anyway, and null if that fails (the
+   * catch-up after a resubscribe must not take "down" for "no purges").
    */
-  purgedSince (since: number): Promise<Array<{ sel: Purge; at: number }> | null>
+  purgedSince (since: number, evenIfDown?: boolean): Promise<Array<{ sel: Purge; at: number }> | null>
 }
 
 /** Does a stored path match a purge selector? `key` is an exact path (and query); `prefix` a path prefix. */

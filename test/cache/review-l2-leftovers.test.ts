@@ -92,3 +92,91 @@ test('gateways on different databases of one Redis server do not purge each othe
     await c.close(); await b.close(); await a.close(); db2.disconnect(); await redis.stop()
   }
 })
+
+/**
+ * A TCP relay to Redis: `cutSubscribers()` drops the connections that sent SUBSCRIBE; while
+ * `refuse`, new connections are closed at once; while `failLogReads`, a connection that sends
+ * ZRANGEBYSCORE (a purge-log read) is dropped instead, and `failedReads` counts it.
+ */
+async function relay (redisUrl: string) {
+  const target = new URL(redisUrl)
+  const subs = new Set<net.Socket>()
+  const all = new Set<net.Socket>()
+  const state = { refuse: false, failLogReads: false, failedReads: 0 }
+  const server = net.createServer((client) => {
+    if (state.refuse) { client.destroy(); return }
+    const up = net.connect(Number(target.port), target.hostname)
+    all.add(client); all.add(up)
+    const pair = [client, up]
+    for (const s of pair) {
+      s.on('error', () => {})
+      s.on('close', () => { for (const o of pair) { o.destroy(); all.delete(o); subs.delete(o) } })
+    }
+    client.on('data', (d) => {
+      const text = d.toString('latin1')
+      if (state.failLogReads && /zrangebyscore/i.test(text)) { state.failedReads++; client.destroy(); return }
+      if (/subscribe/i.test(text)) { subs.add(client); subs.add(up) }
+      up.write(d)
+    })
+    up.pipe(client)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    state,
+    cutSubscribers () { for (const s of [...subs]) s.destroy() },
+    close: async () => { for (const s of all) s.destroy(); await new Promise((resolve) => server.close(resolve)) }
+  }
+}
+
+/**
+ * Replica A talks to Redis directly, B through a relay. B caches `path`; its subscriber is cut
+ * and kept away while A purges `path`; `meanwhile` runs; then B may reconnect.
+ */
+async function purgeWhileAway (opts: { path: string, maxAge: number, now?: () => number }, meanwhile: (ctx: { r: Awaited<ReturnType<typeof relay>>, c: Redis, prefix: string }) => Promise<void>, check: (ctx: { b: Awaited<ReturnType<typeof startTestGateway>>, r: Awaited<ReturnType<typeof relay>> }) => Promise<void>) {
+  const redis = await startRedis()
+  const c = redis.client()
+  const r = await relay(redis.url)
+  const a = await startTestGateway(redisCacheYaml(origin.url, redis.url, redis.prefix))
+  const b = await startTestGateway(redisCacheYaml(origin.url, r.url, redis.prefix), { now: opts.now })
+  const listeners = async () => Number(((await c.pubsub('NUMSUB', `${redis.prefix}purge`)) as [string, number])[1])
+  try {
+    let version = 'v1'
+    origin.on(opts.path, (_req, res) => { res.writeHead(200, { 'cache-control': `max-age=${opts.maxAge}` }); res.end(version) })
+    assert.equal((await get(b.url, opts.path)).body, 'v1')
+    assert.match(String((await get(b.url, opts.path)).headers['cache-status']), /hit/, 'precondition: in B\'s L1')
+    await until('both replicas to listen for purges', async () => await listeners() === 2)
+    r.state.refuse = true
+    r.cutSubscribers()
+    await until('Redis to drop B\'s subscription', async () => await listeners() === 1)
+    version = 'v2'
+    await purge(a.adminUrl, { key: opts.path })
+    await meanwhile({ r, c, prefix: redis.prefix })
+    r.state.refuse = false
+    await until('B to subscribe again', async () => await listeners() === 2, { tries: 400, intervalMs: 25 })
+    await check({ b, r })
+  } finally {
+    await b.close(); await a.close(); await r.close(); await redis.stop()
+  }
+}
+
+test('a purge-log catch-up after a resubscribe whose read fails is tried again until it succeeds', async () => {
+  await purgeWhileAway({ path: '/catchup-retry', maxAge: 600 }, async ({ r }) => { r.state.failLogReads = true }, async ({ b, r }) => {
+    await until('B\'s catch-up read to fail', async () => r.state.failedReads > 0, { tries: 400, intervalMs: 25 })
+    r.state.failLogReads = false
+    await until('B to serve v2 (its L1 copy of v1 purged by a later catch-up read)', async () => (await get(b.url, '/catchup-retry')).body === 'v2', { tries: 600, intervalMs: 25 })
+  })
+})
+
+test('a subscriber away for longer than the purge log keeps purges drops the replica\'s whole L1, and says so', async () => {
+  let offset = 0
+  await purgeWhileAway({ path: '/catchup-late', maxAge: 86_400, now: () => Date.now() + offset }, async ({ c, prefix }) => {
+    // Two hours go by (by B's clock): the purge has left the log.
+    await c.del(`${prefix}purges`)
+    offset = 2 * 3_600_000
+  }, async ({ b }) => {
+    await until('B to serve v2 (its L1 dropped)', async () => (await get(b.url, '/catchup-late')).body === 'v2', { tries: 400, intervalMs: 25 })
+    assert.ok(b.logs.some((l) => /whole L1/.test(String(l.msg))), 'a log line says L1 was dropped')
+  })
+})
