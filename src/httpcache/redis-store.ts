@@ -177,13 +177,21 @@ export class RedisStore implements SharedEntryStore {
   async set (e: CacheEntry, ttlMs: number): Promise<void> {
     if (ttlMs <= 0 || !this.available()) return
     const px = Math.ceil(ttlMs)
+    const rk = this.rk(e.key)
     try {
-      const rk = this.rk(e.key)
       await this.redis.eval(SET_SCRIPT, 3, rk, this.vk(e.base), this.ik(e.base), encodeEntry(e), e.varyNames.join(','), px)
+    } catch (err) {
+      this.onError('cache_set', err as Error)
+      return
+    }
+    try {
       // Tags span slots: one command per key (a Cluster pipeline or MULTI needs a single slot).
       await Promise.all(e.tags.map(async (t) => { await this.tag(this.tk(t), rk, Math.max(px, 60_000)) }))
     } catch (err) {
+      // A record missing from one of its tag sets would outlive a purge by that tag, for every
+      // replica, until it expires: it is deleted instead (a miss costs one fill).
       this.onError('cache_set', err as Error)
+      try { await this.redis.del(rk) } catch (e2) { this.onError('cache_set', e2 as Error) }
     }
   }
 

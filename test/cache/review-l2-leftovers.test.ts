@@ -7,6 +7,7 @@ import net from 'node:net'
 import { request } from 'undici'
 import { Redis } from 'ioredis'
 import { RedisStore } from '../../src/httpcache/redis-store.js'
+import { entry } from './store-suite.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { redisCacheYaml } from '../helpers/redis-cache-config.js'
 import { startTestGateway } from '../helpers/gateway.js'
@@ -179,4 +180,26 @@ test('a subscriber away for longer than the purge log keeps purges drops the rep
     await until('B to serve v2 (its L1 dropped)', async () => (await get(b.url, '/catchup-late')).body === 'v2', { tries: 400, intervalMs: 25 })
     assert.ok(b.logs.some((l) => /whole L1/.test(String(l.msg))), 'a log line says L1 was dropped')
   })
+})
+
+test('an L2 write whose tagging fails leaves no record that a purge by that tag would miss', async () => {
+  const redis = await startRedis({ own: true })
+  const c = redis.client()
+  const prefix = redis.prefix
+  // A user whose scripts may touch a URL's keys but not a tag set: the record is stored, its tagging fails.
+  await c.call('ACL', 'SETUSER', 'tagless', 'on', '>pw', '~*', '&*', '+@all', '-eval', '-evalsha', `(+eval +evalsha ~${prefix}{*)`)
+  const gw = new Redis(redis.url, { username: 'tagless', password: 'pw', maxRetriesPerRequest: 0, commandTimeout: 2000 })
+  gw.on('error', () => {})
+  const errors: string[] = []
+  const writer = new RedisStore(gw, prefix, (op, err) => { errors.push(`${op}: ${err.message}`) })
+  const admin = new RedisStore(c, prefix, () => {})
+  try {
+    await writer.set(entry('/tagged', { tags: ['shelf'] }), 60_000)
+    assert.ok(errors.some((e) => /NOPERM|permission/i.test(e)), 'precondition: the tagging failed, and was reported')
+    await admin.purge({ tag: 'shelf' })
+    assert.equal(await admin.get('G|example.com|/tagged'), undefined, 'nothing the tag names is left in L2 after a purge by it')
+  } finally {
+    gw.disconnect()
+    await redis.stop()
+  }
 })
