@@ -47,22 +47,44 @@ export function retryAfterSeconds (ms: number): number {
   return Math.max(1, Math.ceil(ms / 1000))
 }
 
+/** The longest window RateLimit-Policy states (w, seconds) to say a rate exactly. */
+const MAX_WINDOW = 1_000_000
+
 /**
- * The RateLimit-Policy value of a token bucket: a quota of q requests per w seconds, w being
- * the whole seconds the bucket takes to refill (at least 1) and q what the bucket's rate adds
- * in w, or the burst when that is more. So q/w is the sustained rate whatever the burst: a
- * bucket of 50/s with burst 2 is q=50;w=1, not q=2;w=1 (which would tell a client it may send
- * 2 a second), and 10/s with burst 15 is q=20;w=2.
+ * The smallest denominator d (at most MAX_WINDOW) for which rate × d is a whole number, or the
+ * denominator of the closest fraction when none is (continued fractions: 0.333 gives 1000,
+ * 1/3 (0.3333…) gives 3, 123.456 gives 125).
+ */
+function rateDenominator (rate: number): number {
+  let h0 = 0; let h1 = 1; let k0 = 1; let k1 = 0
+  let x = rate
+  for (let i = 0; i < 64; i++) {
+    const a = Math.floor(x)
+    const h = a * h1 + h0
+    const k = a * k1 + k0
+    if (k > MAX_WINDOW) break
+    h0 = h1; h1 = h; k0 = k1; k1 = k
+    if (Math.abs(h / k - rate) <= rate * 1e-12) break
+    const f = x - a
+    if (f < 1e-12) break
+    x = 1 / f
+  }
+  return k1 === 0 ? 1 : k1
+}
+
+/**
+ * The RateLimit-Policy value of a token bucket: a quota of q requests per w seconds, q/w being
+ * the configured rate exactly (draft-ietf-httpapi-ratelimit-headers: q and w are whole
+ * numbers). w is the shortest such window that is at least the seconds the bucket takes to
+ * refill (and at least 1), so q is never below the burst, and says the sustained rate whatever
+ * the burst: 50/s with burst 2 is q=50;w=1 (not q=2;w=1, which would say 2 a second), 10/s with
+ * burst 15 is q=20;w=2, 0.3/s is q=3;w=10, and 0.333/s is q=333;w=1000 (q=1;w=4 said 0.25/s).
  */
 export function policyField (policy: string, ratePerSecond: number, burst: number): string {
-  let w = Math.max(1, Math.ceil(burst / ratePerSecond))
-  // A fractional rate (0.3/s) is said exactly over a longer window when one is near (q=3;w=10),
-  // rather than rounded down (q=1;w=4 would say 0.25/s).
-  for (let x = w; x <= w * 100 && x <= 86_400; x++) {
-    const q = ratePerSecond * x
-    if (Math.abs(q - Math.round(q)) < 1e-9) { w = x; break }
-  }
-  return `"${policy}";q=${Math.max(burst, Math.round(ratePerSecond * w * 1e9) / 1e9 | 0)};w=${w}`
+  const d = rateDenominator(ratePerSecond)
+  const refill = Math.max(1, Math.ceil(burst / ratePerSecond - 1e-9))
+  const w = d * Math.ceil(refill / d)
+  return `"${policy}";q=${Math.max(burst, Math.round(ratePerSecond * w))};w=${w}`
 }
 
 /** The headers of a rejection: Retry-After, RateLimit-Policy and RateLimit. */
