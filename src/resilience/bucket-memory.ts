@@ -111,6 +111,29 @@ export class MemoryBucketStore implements BucketStore {
 
   private cursor: IterableIterator<[string, Slot]> | null = null
 
+  /**
+   * A reload changed the rate or burst of the buckets named `name` (keyed: every key that
+   * starts with it): each is brought to now at the rate it had, clamped to the new burst, and
+   * takes the new rate and burst, so that a sweep judges it by them (by the old rate, a lowered
+   * one, it dropped buckets the new rate had not refilled: a fresh full bucket on the next take).
+   */
+  rescale (name: string, keyed: boolean, ratePerSecond: number, burst: number): void {
+    const now = this.now()
+    const one = (s: Slot): void => {
+      const t = refilled(s, now, s.rate, s.burst)
+      s.tokens = t > burst ? burst : t
+      s.ts = now
+      s.rate = ratePerSecond
+      s.burst = burst
+    }
+    if (!keyed) {
+      const s = this.slots.get(name)
+      if (s !== undefined) one(s)
+      return
+    }
+    for (const [k, s] of this.slots) if (k.startsWith(name)) one(s)
+  }
+
   delete (key: string): void { this.slots.delete(key) }
   clear (): void { this.slots.clear() }
 }

@@ -57,8 +57,44 @@ save(tokens - 1)
 return math.ceil(wait)
 `
 
+// KEYS[1] bucket; ARGV old rate, old burst, new rate, new burst. A reload changed the bucket's
+// rate or burst: its tokens are brought to now at the old rate, clamped to the new burst, and
+// its expiry set from the new rate. A full bucket is deleted (absent reads as full). Without
+// this a key kept the expiry the old rate gave it: once a lowered rate's reload was in, a
+// drained bucket still vanished (read as full) when the old rate would have refilled it.
+const RESCALE_LUA = `
+if redis.replicate_commands then redis.replicate_commands() end
+local s = redis.call('HMGET', KEYS[1], 'tk', 'ts')
+local tokens = tonumber(s[1])
+local ts = tonumber(s[2])
+if tokens == nil or ts == nil then return 0 end
+local oldRate = tonumber(ARGV[1])
+local oldBurst = tonumber(ARGV[2])
+local rate = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local el = now - ts
+if el < 0 then el = 0 end
+tokens = math.min(oldBurst, burst, tokens + el * oldRate / 1000)
+if tokens >= burst then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'tk', string.format('%.6f', tokens), 'ts', string.format('%.3f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+return 1
+`
+
 const COMMAND = 'sluiceTokenBucketTake'
-type WithTake = { [COMMAND]: (key: string, rate: number, burst: number, maxWait: number) => Promise<number> }
+const RESCALE = 'sluiceTokenBucketRescale'
+type WithTake = {
+  [COMMAND]: (key: string, rate: number, burst: number, maxWait: number) => Promise<number>
+  [RESCALE]: (key: string, oldRate: number, oldBurst: number, rate: number, burst: number) => Promise<number>
+}
+
+/** `s` with the glob characters of SCAN MATCH escaped. */
+const globEscape = (s: string): string => s.replace(/[*?[\]\\]/g, (c) => '\\' + c)
 
 /** Client statuses after a connection was lost (as opposed to the first connect, 'wait'/'connecting'/'connect'). */
 const LOST = new Set(['reconnecting', 'end', 'close'])
@@ -79,6 +115,9 @@ export class RedisBucketStore implements BucketStore {
     if (typeof (client as Partial<WithTake>)[COMMAND] !== 'function') {
       client.defineCommand(COMMAND, { numberOfKeys: 1, lua: TAKE_LUA })
     }
+    if (typeof (client as Partial<WithTake>)[RESCALE] !== 'function') {
+      client.defineCommand(RESCALE, { numberOfKeys: 1, lua: RESCALE_LUA })
+    }
     this.client = client as RedisClient & WithTake
   }
 
@@ -95,6 +134,33 @@ export class RedisBucketStore implements BucketStore {
 
   take (key: string, ratePerSecond: number, burst: number, maxWaitMs: number): Promise<number> {
     return withTimeout(this.client[COMMAND](this.key(key), ratePerSecond, burst, maxWaitMs), this.commandTimeoutMs)
+  }
+
+  /**
+   * A reload changed the rate or burst of the bucket `name`, or (keyed) of every bucket whose
+   * name starts with `name`: bring those in Redis to the new rate and burst at once (see
+   * RESCALE_LUA). Keys are found with SCAN, on every master of a Cluster. Rejects when Redis
+   * fails; what was not rescaled then follows the new rate from its next take on.
+   */
+  async rescale (name: string, keyed: boolean, old: { rate: number; burst: number }, ratePerSecond: number, burst: number): Promise<void> {
+    const one = (key: string): Promise<number> => this.client[RESCALE](key, old.rate, old.burst, ratePerSecond, burst)
+    if (!keyed) {
+      await one(this.key(name))
+      return
+    }
+    const head = `${this.prefix}{${name}`
+    const match = globEscape(head) + '*'
+    const nodes: Array<Pick<Redis, 'scan'>> = 'nodes' in this.client && typeof this.client.nodes === 'function' && this.client.isCluster
+      ? this.client.nodes('master')
+      : [this.client as Redis]
+    for (const node of nodes) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', 1000)
+        cursor = next
+        await Promise.all(keys.filter((k) => k.startsWith(head) && k.endsWith('}')).map(one))
+      } while (cursor !== '0')
+    }
   }
 
   /**

@@ -25,6 +25,8 @@ export interface SharedBucketStore {
   readonly lost: boolean
   take (key: string, ratePerSecond: number, burst: number, maxWaitMs: number): Promise<number>
   ping (): Promise<unknown>
+  /** A reload changed the rate or burst of a bucket (keyed: of every bucket under the name). */
+  rescale? (name: string, keyed: boolean, old: { rate: number; burst: number }, ratePerSecond: number, burst: number): Promise<void>
 }
 
 export interface SharedStore {
@@ -44,22 +46,42 @@ export class Limiter {
 
   /**
    * `namespace` prefixes keys in Redis only (the local store is this limiter's own), so the
-   * memory path builds no key string beyond the caller's.
+   * memory path builds no key string beyond the caller's. `keyed`: take() is given keys (a
+   * per-client limit); otherwise only '' (an upstream budget: one bucket named `namespace`).
    */
   constructor (
     private readonly namespace: string,
     private readonly local: MemoryBucketStore,
     private readonly shared: SharedStore | null,
-    params: BucketParams
+    params: BucketParams,
+    private readonly keyed = true
   ) {
     this.update(params)
   }
 
+  /**
+   * New settings (a reload). Buckets that already exist take them at once, in the local store
+   * and in the shared one (asynchronously, best effort): tokens clamped to the new burst, and
+   * in Redis an expiry from the new rate. Left alone, a bucket kept what the old settings gave
+   * it: a Redis key the expiry of the old rate (a drained bucket vanished, read as full, long
+   * before a lowered rate refilled it), a local bucket the old rate its sweep judged it by.
+   */
   update (p: BucketParams): void {
+    const old = { rate: this.rate, burst: this.burst }
+    const oldLocal = { rate: this.localRate, burst: this.localBurst }
     this.rate = p.requestsPerSecond
     this.burst = p.burst
     this.localRate = p.requestsPerSecond / p.expectedReplicas
     this.localBurst = Math.max(1, Math.floor(p.burst / p.expectedReplicas))
+    if (oldLocal.rate !== 0 && (oldLocal.rate !== this.localRate || oldLocal.burst !== this.localBurst)) {
+      this.local.rescale('', true, this.localRate, this.localBurst)
+    }
+    const sh = this.shared
+    if (old.rate !== 0 && (old.rate !== this.rate || old.burst !== this.burst) && sh !== null && sh.health.up && sh.store.ready && sh.store.rescale !== undefined) {
+      sh.store.rescale(this.namespace, this.keyed, old, this.rate, this.burst).then(undefined, (err: unknown) => {
+        sh.health.failed('ratelimit', err)
+      })
+    }
   }
 
   get usingLocal (): boolean {

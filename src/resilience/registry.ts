@@ -108,7 +108,7 @@ export class ResilienceRegistry {
       const keys = { rateLimit: JSON.stringify(rl), circuitBreaker: JSON.stringify(cb), retry: JSON.stringify(rt) }
       const cur = this.upstreams.get(name)
       if (cur === undefined) {
-        const limiter = rl ? this.newLimiter(`up:${name}`, rl) : null
+        const limiter = rl ? this.newLimiter(`up:${name}`, rl, false) : null
         const budget = new UpstreamBudget(name, metrics, limiter, rl)
         const breaker = new Breaker(name, cb, metrics, this.log)
         const retries = metrics.upstreamRetries.labels(metrics.upstreamLabel(name))
@@ -118,7 +118,7 @@ export class ResilienceRegistry {
       }
       if (keys.rateLimit !== cur.keys.rateLimit) {
         if (rl && cur.limiter) cur.limiter.update(rl)
-        else cur.limiter = rl ? this.newLimiter(`up:${name}`, rl) : null
+        else cur.limiter = rl ? this.newLimiter(`up:${name}`, rl, false) : null
         cur.guard.budget.configure(cur.limiter, rl)
       }
       if (keys.circuitBreaker !== cur.keys.circuitBreaker) cur.guard.breaker.reconfigure(cb)
@@ -156,8 +156,8 @@ export class ResilienceRegistry {
     for (const name of this.clients.keys()) if (!seen.has(name)) this.clients.delete(name)
   }
 
-  private newLimiter (namespace: string, p: { requestsPerSecond: number; burst: number; expectedReplicas: number }): Limiter {
-    return new Limiter(namespace, new MemoryBucketStore(), this.shared, p)
+  private newLimiter (namespace: string, p: { requestsPerSecond: number; burst: number; expectedReplicas: number }, keyed = true): Limiter {
+    return new Limiter(namespace, new MemoryBucketStore(), this.shared, p, keyed)
   }
 
   /**
