@@ -21,9 +21,26 @@ export function parseRetryAfter (value: HeaderValue | undefined, now = Date.now(
  * fields; null when they are absent or say requests remain.
  */
 export function exhaustedForMs (headers: Headers, now = Date.now()): number | null {
-  const rl = first(headers.ratelimit)
+  const v = headers.ratelimit
+  const rl = Array.isArray(v) ? v.join(', ') : v
   if (rl !== undefined) {
-    // Structured form (draft 08+): "policy";r=0;t=30. Older form: limit=100, remaining=0, reset=30.
+    // Structured form (draft 08+): a List of policies, "minute";r=0;t=30, "day";r=5;t=3600.
+    // Each item is read on its own: the quota is exhausted for the longest t of an item with
+    // r=0 (read as one string, the first r and the first t were taken, perhaps of two items,
+    // and a spent daily quota listed after a minute's with requests left was never seen).
+    if (/;\s*r=\d/.test(rl)) {
+      let exhausted: number | null = null
+      let said = false
+      for (const item of rl.split(',')) {
+        const r = /;\s*r=(\d+)/.exec(item)
+        const t = /;\s*t=(\d+)/.exec(item)
+        if (!r || !t) continue
+        said = true
+        if (r[1] === '0' && (exhausted === null || Number(t[1]) > exhausted)) exhausted = Number(t[1])
+      }
+      if (said) return exhausted === null ? null : exhausted * 1000
+    }
+    // Older form: limit=100, remaining=0, reset=30.
     const r = /(?:^|[;,\s])(?:r|remaining)=(\d+)/.exec(rl)
     const t = /(?:^|[;,\s])(?:t|reset)=(\d+)/.exec(rl)
     if (r && t) return r[1] === '0' ? Number(t[1]) * 1000 : null

@@ -162,3 +162,16 @@ test('workers on the primary\'s store: two routes\' per-client limits keep a buc
     await once(child, 'exit').catch(() => {})
   }
 })
+
+test('an upstream RateLimit field listing several policies pauses the budget when any of them is exhausted', async () => {
+  const reg = createResilienceRegistry({ metrics: freshMetrics(), log: captureLog().log, redis: null, redisPrefix: 'test:' })
+  try {
+    reg.reconcile(loadedUpstreams({ u: { rateLimit: { requestsPerSecond: 100, burst: 100, maxQueueMs: 0, maxPauseMs: 60_000 } } }), loadedRoutes([]))
+    const b = reg.upstream('u').budget
+    // A per-minute quota with requests left, and a daily one spent (draft-ietf-httpapi-ratelimit-headers: a List).
+    b.observeResponse(200, { ratelimit: '"minute";r=50;t=10, "day";r=0;t=3600' })
+    const e = await rejection(() => b.acquire())
+    assert.ok(e !== null, 'paused: the daily quota is spent')
+    assert.equal(e.headers?.['retry-after'], '60', 'for the longest exhausted reset, within maxPauseMs')
+  } finally { reg.close() }
+})
