@@ -28,6 +28,8 @@ export interface TakeBatch { type: 'sluice:bucket:take'; t: Take[] }
 export interface TakeReply { type: 'sluice:bucket:took'; r: number[] }
 export interface PingMsg { type: 'sluice:bucket:ping'; i: number }
 export interface PongMsg { type: 'sluice:bucket:pong'; i: number }
+/** A reload changed the rate or burst of the buckets named n (k: every key starting with n). */
+export interface RescaleMsg { type: 'sluice:bucket:rescale'; n: string; k: boolean; r: number; b: number }
 
 export class PrimaryUnavailableError extends Error {
   constructor (message: string) {
@@ -96,6 +98,21 @@ export class IpcBucketStore implements BucketStore {
     })
   }
 
+  /**
+   * A reload changed the rate or burst of the bucket `name` (keyed: of every bucket under it):
+   * the primary's buckets take them at once, as Redis's do (see Limiter.update). Resolves once
+   * sent; the primary answers nothing.
+   */
+  rescale (name: string, keyed: boolean, _old: { rate: number; burst: number }, ratePerSecond: number, burst: number): Promise<void> {
+    if (!this.ready) return Promise.reject(new PrimaryUnavailableError('the cluster primary is not connected'))
+    return new Promise((resolve, reject) => {
+      const msg: RescaleMsg = { type: 'sluice:bucket:rescale', n: name, k: keyed, r: ratePerSecond, b: burst }
+      try {
+        this.endpoint.send(msg, (err) => { if (err) reject(new PrimaryUnavailableError('cannot send to the cluster primary')); else resolve() })
+      } catch { reject(new PrimaryUnavailableError('cannot send to the cluster primary')) }
+    })
+  }
+
   private flush (): void {
     this.flushScheduled = false
     const batch = this.queue
@@ -142,8 +159,10 @@ const ignore = (): void => {}
  */
 export function serveBuckets (endpoint: IpcEndpoint, store: MemoryBucketStore, budgets: MemoryBucketStore = store): () => void {
   const onMessage = (m: unknown): void => {
-    const msg = m as TakeBatch | PingMsg | null
-    if (msg?.type === 'sluice:bucket:take') {
+    const msg = m as TakeBatch | PingMsg | RescaleMsg | null
+    if (msg?.type === 'sluice:bucket:rescale') {
+      try { (msg.n.startsWith('up:') ? budgets : store).rescale(msg.n, msg.k, msg.r, msg.b) } catch { /* a bad message changes nothing */ }
+    } else if (msg?.type === 'sluice:bucket:take') {
       const r: number[] = []
       for (const [id, key, rate, burst, maxWait] of msg.t) {
         let v: number

@@ -175,3 +175,35 @@ test('an upstream RateLimit field listing several policies pauses the budget whe
     assert.equal(e.headers?.['retry-after'], '60', 'for the longest exhausted reset, within maxPauseMs')
   } finally { reg.close() }
 })
+
+test('workers on the primary\'s store: a reload that lowers the rate holds on the primary\'s buckets (its sweep judged them by the old rate)', async () => {
+  const here = dirname(fileURLToPath(import.meta.url))
+  const compiled = import.meta.url.endsWith('.js')
+  const child = fork(join(here, '..', 'scale', 'fixtures', compiled ? 'bucket-primary.js' : 'bucket-primary.ts'), [], {
+    execArgv: compiled ? [] : ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+  })
+  const [hello] = await once(child, 'message')
+  assert.equal(hello, 'ready')
+  const s1 = new IpcBucketStore(child, 5000)
+  const w1 = createResilienceRegistry({ metrics: freshMetrics(), log: captureLog().log, redis: null, redisPrefix: 'test:', sharedBuckets: s1 })
+  try {
+    const fast = { requestsPerSecond: 10, burst: 2, expectedReplicas: 1 }
+    const slow = { requestsPerSecond: 0.01, burst: 2, expectedReplicas: 1 }
+    w1.reconcile(loadedUpstreams({}), loadedRoutes([{ name: 'r', rateLimit: { perClient: fast } }]))
+    const req = { ip: '192.0.2.5', headers: {} }
+    await drain(() => w1.clientLimiter('r')!.check(req))
+    w1.reconcile(loadedUpstreams({}), loadedRoutes([{ name: 'r', rateLimit: { perClient: slow } }]))
+    // Enough other keys for the primary's store to sweep (above 10 000), then a second for its
+    // once-a-second sweep to be due, by when the old rate would have refilled the bucket.
+    await Promise.all(Array.from({ length: 10_001 }, (_, i) => s1.take(`other:${i}`, 1, 1, 0)))
+    await pause(1200)
+    await s1.take('other:new', 1, 1, 0) // a new key: the primary sweeps refilled buckets
+    const e = await rejection(() => w1.clientLimiter('r')!.check(req))
+    assert.ok(e !== null, 'still empty at the new rate')
+  } finally {
+    w1.close(); s1.close()
+    child.kill('SIGKILL')
+    await once(child, 'exit').catch(() => {})
+  }
+})
