@@ -38,6 +38,17 @@ export function shouldEncode (body: Buffer, headers: Headers, c: CompressionRout
 }
 
 /**
+ * Does the coding of this stored identity response depend on Accept-Encoding: would Sluice
+ * send it encoded to a client that asked (on the fly, or from a stored copy)? Then every
+ * response of it carries Vary: Accept-Encoding, identity included, and before its stored
+ * copies exist too (or when the cache keeps none, as for deflate): a shared cache downstream
+ * that stored an identity response without Vary would serve it to every client.
+ */
+export function variesByEncoding (body: Buffer, headers: Headers, c: CompressionRouteConfig): boolean {
+  return headers['content-encoding'] === undefined && shouldEncode(body, headers, c)
+}
+
+/**
  * Decode an origin's encoded body for identity clients, bounded: past `maxDecompressedBytes`
  * it rejects with SLUICE_ERR_DECOMPRESSED_TOO_LARGE (a compression bomb: do not store it);
  * bytes that do not decode reject with SLUICE_ERR_UPSTREAM_PROTOCOL. Off the event loop.
@@ -81,7 +92,7 @@ export function variantHeaders (headers: Headers, variants: StoredVariants, codi
     const h: Headers = { ...headers }
     delete h['content-encoding']
     h['content-length'] = String(body.length)
-    if (encoded) mergeVary(h) // other clients get other bytes
+    if (encoded || variesByEncoding(body, headers, route.compression)) mergeVary(h) // other clients get (or may get) other bytes
     return h
   }
   const h = encodedHeaders(headers, coding, body.length)

@@ -5,7 +5,7 @@
 // compress stage) and kept on the entry.
 import type { Headers, ProxyResponse, UpstreamRequest, CacheResult } from '../types.js'
 import { first, mergeVary } from '../compress/headers.js'
-import { pickStored, variantHeaders } from '../compress/variants.js'
+import { pickStored, variantHeaders, variesByEncoding } from '../compress/variants.js'
 import { ageMs, ttlMs, type CacheEntry } from './entry.js'
 import { usability } from './freshness.js'
 import { parseHttpDate } from './directives.js'
@@ -100,7 +100,10 @@ export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRou
     // RFC 9110 §8.6: no Content-Length in a 204.
     if (e.status === 204) delete h['content-length']
     else h['content-length'] = String(e.body.length)
-    if (e.gzip !== undefined || e.br !== undefined) mergeVary(h) // other clients get other bytes
+    // Other clients get other bytes: from a stored copy, or compressed on the fly before the
+    // copies exist (a miss, the entry's first hits) or when the cache keeps none (deflate).
+    // Built once per entry and coding, so a hit pays nothing for the check.
+    if (e.gzip !== undefined || e.br !== undefined || (e.status !== 204 && e.range === undefined && variesByEncoding(e.body, e.headers, route.compression))) mergeVary(h)
   } else {
     h = variantHeaders(e.headers, { identity: e.body, [coding]: coding === 'gzip' ? e.gzip : e.br }, coding, route)
   }

@@ -136,11 +136,17 @@ test('serving stored variants picks by Accept-Encoding, sets the headers, and ru
   assert.deepEqual(encoderRuns, runs, 'no encoder ran while serving 450 hits')
 })
 
-test('an entry with only identity gets no Vary from compression, and stored headers are not mutated', () => {
+test('an entry with only identity gets Vary from compression only when it would be compressed, and stored headers are not mutated', () => {
   const h = { ...JSON_HEADERS }
+  // Compressible: its copies are not made yet (or never, for deflate), but a miss was compressed.
   const s = serveVariant({ identity: BODY }, { 'accept-encoding': 'gzip' }, 'GET', h, route())!
   assert.equal(s.coding, 'identity')
-  assert.equal(s.headers.vary, undefined)
+  assert.equal(s.headers.vary, 'Accept-Encoding')
+  // Never compressed: another type, or the route's compression off.
+  const png = serveVariant({ identity: BODY }, { 'accept-encoding': 'gzip' }, 'GET', { ...JSON_HEADERS, 'content-type': 'image/png' }, route())!
+  assert.equal(png.headers.vary, undefined)
+  const off = serveVariant({ identity: BODY }, { 'accept-encoding': 'gzip' }, 'GET', h, route({ enabled: false }))!
+  assert.equal(off.headers.vary, undefined)
   variantHeaders(h, { identity: BODY, gzip: Buffer.from('x') }, 'gzip', route())
   assert.deepEqual(h, JSON_HEADERS)
   // A route with compression off serves identity even when encoded copies are stored.
