@@ -61,6 +61,25 @@ export function decodedHeaders (encoded: Headers): Headers {
   return h
 }
 
+/**
+ * True when Content-Encoding is present but names no coding: `identity` (in any case; RFC 9110
+ * §8.4 reserves it for Accept-Encoding, but an origin may send it) or an empty value. Such a
+ * body is uncoded: the field is dropped (withoutContentEncoding) and the body treated as any.
+ */
+export function namesNoCoding (h: Headers): boolean {
+  const ce = first(h['content-encoding'])
+  if (ce === undefined) return false
+  const c = ce.trim()
+  return c === '' || c.toLowerCase() === 'identity'
+}
+
+/** A copy of `h` without Content-Encoding. */
+export function withoutContentEncoding (h: Headers): Headers {
+  const out: Headers = { ...h }
+  delete out['content-encoding']
+  return out
+}
+
 /** True when a Cache-Control value (response or request) has no-transform. */
 export function hasNoTransform (h: Headers): boolean {
   const cc = h['cache-control']

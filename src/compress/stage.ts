@@ -8,7 +8,7 @@ import type { Metrics } from '../observability/metrics.js'
 import type { Headers, ProxyResponse } from '../types.js'
 import type { CompressionRouteConfig } from './config.js'
 import { isCompressibleType, encoderRuns, brotliWindowBits } from './codec.js'
-import { decodedHeaders, encodedHeaders, first, hasNoTransform, mergeVary, weakenEtag } from './headers.js'
+import { decodedHeaders, encodedHeaders, first, hasNoTransform, mergeVary, namesNoCoding, weakenEtag, withoutContentEncoding } from './headers.js'
 import { originCoding } from './variants.js'
 import { pickEncoding, type Coding } from './negotiate.js'
 
@@ -199,7 +199,11 @@ export function createCompressStage (deps: { metrics: Metrics }): CompressStage 
   return {
     apply (route, reqHeaders, method, res) {
       const c = route.compression
-      if (res.headers['content-encoding'] !== undefined) return encodedAsSent(reqHeaders, method, res)
+      if (res.headers['content-encoding'] !== undefined) {
+        // Content-Encoding: identity is no coding: the field goes and the body is any other.
+        if (!namesNoCoding(res.headers)) return encodedAsSent(reqHeaders, method, res)
+        res = { ...res, headers: withoutContentEncoding(res.headers) }
+      }
       if (!c.enabled) return res
       if (res.status === 304) return notModified(c, reqHeaders, res)
       if (ineligible(c, res)) return res

@@ -6,7 +6,7 @@
 // without a decoder on the hit path. The route's br/gzip copies are made once, in the
 // background, by compress/variants.ts's encodeMissing; until they exist, hits get identity.
 import { isSluiceError } from '../errors.js'
-import { decodedHeaders, first, hasNoTransform } from '../compress/headers.js'
+import { decodedHeaders, first, hasNoTransform, namesNoCoding, withoutContentEncoding } from '../compress/headers.js'
 import { decodeOriginBody, encodeMissing, shouldEncode } from '../compress/variants.js'
 import { owned, storeTtlMs, type CacheEntry } from './entry.js'
 import { purges, type CacheCore, type CacheRoute, type PurgeWatch } from './core.js'
@@ -34,6 +34,9 @@ export class EntryWriter {
    * SLUICE_ERR_DECOMPRESSED_TOO_LARGE past the bound (then nothing is stored).
    */
   async normalise (e: CacheEntry, route: CacheRoute): Promise<CacheEntry> {
+    // Content-Encoding: identity is no coding: stored without it, so its br/gzip copies are made
+    // and its hits look like any uncoded entry's.
+    if (namesNoCoding(e.headers)) return { ...e, headers: withoutContentEncoding(e.headers), out: undefined }
     // no-transform: an intermediary may not change the content coding (RFC 9110 §7.7): stored and served as sent.
     if (first(e.headers['content-encoding']) === undefined || hasNoTransform(e.headers)) return e
     let decoded: Awaited<ReturnType<typeof decodeOriginBody>>

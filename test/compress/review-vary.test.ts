@@ -111,3 +111,39 @@ test('clients that joined a fill (coalesced) get Vary: Accept-Encoding although 
   }
   assert.ok(rs.some((r) => String(r.headers['cache-status']).includes('collapsed')), 'some requests were coalesced')
 })
+
+test('Content-Encoding: identity from the origin is no coding: dropped, and the body compressed as usual (uncached route)', async () => {
+  origin.on('/u/ident', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'identity' })
+    res.end(BODY)
+  })
+  const gz = await fetchRaw('/u/ident', { 'accept-encoding': 'gzip' })
+  assert.equal(gz.headers['content-encoding'], 'gzip')
+  assert.equal(zlib.gunzipSync(gz.body).toString(), BODY)
+  assertVaries(gz.headers, 'compressed')
+  const plain = await fetchRaw('/u/ident')
+  assert.equal(plain.headers['content-encoding'], undefined, 'identity is no coding: the field goes')
+  assert.equal(plain.body.toString(), BODY)
+  assertVaries(plain.headers, 'identity')
+})
+
+test('Content-Encoding: identity from the origin on a cached route: stored copies are made and served, identity clients get no Content-Encoding', async () => {
+  origin.on('/c/ident', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'Identity', 'cache-control': 'max-age=60' })
+    res.end(BODY)
+  })
+  const miss = await fetchRaw('/c/ident', { 'accept-encoding': 'gzip' })
+  assert.equal(miss.headers['content-encoding'], 'gzip', 'the miss is compressed on the fly')
+  assert.equal(zlib.gunzipSync(miss.body).toString(), BODY)
+  let hit = miss
+  await until('a hit from the stored gzip copy', async () => {
+    hit = await fetchRaw('/c/ident', { 'accept-encoding': 'gzip' })
+    return String(hit.headers['cache-status']).startsWith('sluice; hit') && hit.headers['content-encoding'] === 'gzip'
+  })
+  assert.equal(zlib.gunzipSync(hit.body).toString(), BODY)
+  const plain = await fetchRaw('/c/ident')
+  assert.match(String(plain.headers['cache-status']), /^sluice; hit/)
+  assert.equal(plain.headers['content-encoding'], undefined)
+  assert.equal(plain.body.toString(), BODY)
+  assertVaries(plain.headers, 'identity hit')
+})
