@@ -108,6 +108,10 @@ export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRou
     h = variantHeaders(e.headers, { identity: e.body, [coding]: coding === 'gzip' ? e.gzip : e.br }, coding, route)
   }
   delete h.age // Sluice sends its own
+  // An origin response without Date gets the time it was received (RFC 9110 §6.6.1), not each
+  // hit's clock: a Date that moves with the hits, next to Age, makes a downstream cache count
+  // the age twice (an Expires lifetime shrinks as Age grows).
+  if (h.date === undefined) h.date = new Date(e.responseTime).toUTCString()
   e.out = { ...e.out, [coding]: h }
   return h
 }

@@ -147,3 +147,22 @@ test('Content-Encoding: identity from the origin on a cached route: stored copie
   assert.equal(plain.body.toString(), BODY)
   assertVaries(plain.headers, 'identity hit')
 })
+
+test('a stored response the origin sent without Date is served with the Date it was received, not each hit\'s own (RFC 9110 §6.6.1)', async () => {
+  // A Date that moves with each hit, next to an Age, makes a downstream cache count the age twice
+  // (Expires - Date shrinks as Age grows): it goes stale early.
+  origin.on('/c/nodate', (_req, res) => {
+    res.sendDate = false
+    res.writeHead(200, { 'content-type': 'image/png', 'cache-control': 'max-age=60' })
+    res.end(Buffer.alloc(64, 1))
+  })
+  await fetchRaw('/c/nodate')
+  let first = await fetchRaw('/c/nodate')
+  await until('a hit', async () => { first = await fetchRaw('/c/nodate'); return String(first.headers['cache-status']).startsWith('sluice; hit') })
+  let later = first
+  await until('a hit two seconds old', async () => { later = await fetchRaw('/c/nodate'); return Number(later.headers.age) >= 2 }, { intervalMs: 250, tries: 40 })
+  assert.equal(typeof first.headers.date, 'string')
+  assert.equal(later.headers.date, first.headers.date, 'the same Date on every hit: when the response was received')
+  const head = await fetchRaw('/c/nodate', {}, 'HEAD')
+  assert.equal(head.headers.date, first.headers.date, 'HEAD (fast path) too')
+})
