@@ -53,14 +53,16 @@ export function ttlSeconds (e: CacheEntry, now: number): number {
   return Math.floor(ttlMs(e, now) / 1000)
 }
 
-/** Weak comparison of entity tags (RFC 9110 §8.8.3.2). */
+/**
+ * Weak comparison of entity tags (RFC 9110 §8.8.3.2). `*` matches any stored representation,
+ * with an ETag or without (§13.1.2: the condition is false when a current representation exists).
+ */
 function etagMatches (header: string, etag: string | undefined): boolean {
-  if (etag === undefined) return false
-  const opaque = etag.startsWith('W/') ? etag.slice(2) : etag
+  const opaque = etag === undefined ? undefined : etag.startsWith('W/') ? etag.slice(2) : etag
   for (const raw of header.split(',')) {
     const t = raw.trim()
     if (t === '*') return true
-    if ((t.startsWith('W/') ? t.slice(2) : t) === opaque) return true
+    if (opaque !== undefined && (t.startsWith('W/') ? t.slice(2) : t) === opaque) return true
   }
   return false
 }

@@ -166,3 +166,17 @@ test('a stored response the origin sent without Date is served with the Date it 
   const head = await fetchRaw('/c/nodate', {}, 'HEAD')
   assert.equal(head.headers.date, first.headers.date, 'HEAD (fast path) too')
 })
+
+test('If-None-Match: * on a hit of a stored 200 without ETag is a 304: a current representation exists (RFC 9110 §13.1.2)', async () => {
+  origin.on('/c/noetag', (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=60' })
+    res.end(BODY)
+  })
+  await fetchRaw('/c/noetag')
+  await until('a hit', async () => String((await fetchRaw('/c/noetag')).headers['cache-status']).startsWith('sluice; hit'))
+  const r = await fetchRaw('/c/noetag', { 'if-none-match': '*' })
+  assert.match(String(r.headers['cache-status']), /^sluice; hit/)
+  assert.equal(r.status, 304)
+  assert.equal(r.body.length, 0)
+  assertVaries(r.headers, '304')
+})
