@@ -1,6 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=25 --no-memory-reducer
 // sluice [run] [--config FILE]   run the gateway (SLUICE_CONFIG, default config/sluice.yaml)
-// sluice validate --config FILE  check a file; exit 1 on an error
+// sluice validate --config FILE  check a file; exit 1 on an error, 2 on a usage error
 // sluice schema                  print the config's JSON Schema
 import { parseArgs } from 'node:util'
 import { ConfigSchema } from './config/schema.js'
@@ -19,8 +19,8 @@ Admin commands find the admin port from --admin URL, SLUICE_ADMIN_URL, or the co
 the token from SLUICE_ADMIN_TOKEN or the config file.
 `
 
-async function main (argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+function parse (argv: string[]) {
+  return parseArgs({
     args: argv,
     options: {
       config: { type: 'string', short: 'c' },
@@ -34,6 +34,24 @@ async function main (argv: string[]): Promise<number> {
     allowPositionals: true,
     strict: true
   })
+}
+
+/** A command line that cannot be run as written: the message and the usage on stderr, exit 2. */
+function usageError (message: string): number {
+  process.stderr.write(`sluice: ${message}\n${USAGE}`)
+  return 2
+}
+
+async function main (argv: string[]): Promise<number> {
+  let parsed
+  try {
+    parsed = parse(argv)
+  } catch (err) {
+    // An unknown option or one without its value is the caller's mistake, not a crash.
+    if ((err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS_') === true) return usageError((err as Error).message)
+    throw err
+  }
+  const { values, positionals } = parsed
   if (values.help) { process.stdout.write(USAGE); return 0 }
   const command = positionals[0] ?? 'run'
   const file = values.config ?? process.env.SLUICE_CONFIG ?? 'config/sluice.yaml'
