@@ -1,6 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=25 --no-memory-reducer
-// sluice [run] [--config FILE]   run the gateway (SLUICE_CONFIG, default config/sluice.yaml)
-// sluice validate --config FILE  check a file; exit 1 on an error, 2 on a usage error
+// sluice [run] [--config FILE | FILE]    run the gateway (SLUICE_CONFIG, default config/sluice.yaml)
+// sluice validate [--config FILE | FILE] check a file; exit 1 on an error, 2 on a usage error
 // sluice schema                  print the config's JSON Schema
 import { parseArgs } from 'node:util'
 import { ConfigSchema } from './config/schema.js'
@@ -9,8 +9,8 @@ import { loadConfigFile, ConfigError, formatIssue } from './config/load.js'
 import { compile } from './config/compile.js'
 
 const USAGE = `usage:
-  sluice [run] [--config FILE]     run the gateway (default: $SLUICE_CONFIG or config/sluice.yaml)
-  sluice validate [--config FILE]  check a config file; prints each error with its line and key path
+  sluice [run] [--config FILE | FILE]     run the gateway (default: $SLUICE_CONFIG or config/sluice.yaml)
+  sluice validate [--config FILE | FILE]  check a config file; prints each error with its line and key path
   sluice schema                    print the config's JSON Schema (for YAML editors)
   sluice status                    summary of a running gateway (admin API)
   sluice purge --key K | --prefix P | --tag T    purge the cache of a running gateway
@@ -54,7 +54,16 @@ async function main (argv: string[]): Promise<number> {
   const { values, positionals } = parsed
   if (values.help) { process.stdout.write(USAGE); return 0 }
   const command = positionals[0] ?? 'run'
-  const file = values.config ?? process.env.SLUICE_CONFIG ?? 'config/sluice.yaml'
+  // `sluice validate FILE` (as `nginx -t -c FILE`) checks FILE. A file named only by position
+  // must never be dropped: the default config would then be checked (and pass) in its place.
+  let fileArg = values.config
+  if (command === 'run' || command === 'validate') {
+    if (positionals.length > 2) return usageError(`${command} takes one config file, got ${positionals.length - 1}: ${positionals.slice(1).join(' ')}`)
+    const pos = positionals[1]
+    if (pos !== undefined && fileArg !== undefined && pos !== fileArg) return usageError(`${command}: two config files given (--config ${fileArg} and ${pos})`)
+    fileArg ??= pos
+  }
+  const file = fileArg ?? process.env.SLUICE_CONFIG ?? 'config/sluice.yaml'
 
   switch (command) {
     case 'schema':
