@@ -2,6 +2,8 @@
 //  - `sluice validate FILE` checks FILE (not the default config in its place);
 //  - a command line the CLI cannot parse (an unknown flag, --config without a value) is a
 //    usage error: exit 2, the message and the usage on stderr, no stack trace;
+//  - `sluice schema` accepts what the loader accepts: the shipped configs, whose values use
+//    ${VAR} references, pass it as written (an editor with the schema marks nothing);
 //  - the k6 scripts run against the compose stack (deploy/sluice.docker.yaml) without its
 //    per-client limit turning their load into 429s: every k6 VU is the same client address.
 import { test } from 'node:test'
@@ -14,6 +16,8 @@ import { pathToFileURL } from 'node:url'
 import { cliCommand } from '../helpers/cli.js'
 import { repo, read, CONTAINER_ENV } from './ops-helpers.js'
 import { parseConfig } from '../../src/config/load.js'
+import Ajv from 'ajv'
+import YAML from 'yaml'
 import { compile } from '../../src/config/compile.js'
 
 function sluice (args: string[], env: Record<string, string | undefined> = {}): { status: number | null, stdout: string, stderr: string } {
@@ -145,4 +149,28 @@ test('review-ops: only k6/rate-limit.js drives a per-client-limited route of the
     }
   }
   assert.ok(rateLimitScriptLimited > 0, 'k6/rate-limit.js reaches a route with a per-client limit')
+})
+
+test('review-ops: `sluice schema` accepts the shipped configs as written, ${VAR} values included, and still refuses a bad value', { timeout: 120000 }, () => {
+  const out = sluice(['schema'])
+  assert.equal(out.status, 0, out.stderr)
+  const schema = JSON.parse(out.stdout)
+  // ajv comes with fastify; its CommonJS export is the class itself.
+  const AjvClass = ((Ajv as unknown as { default?: unknown }).default ?? Ajv) as new (o: object) => { compile (s: object): ((d: unknown) => boolean) & { errors?: unknown[] | null } }
+  const validate = new AjvClass({ strict: false, allErrors: true }).compile(schema)
+  for (const file of ['config/sluice.yaml', 'deploy/sluice.docker.yaml']) {
+    const text = read(file)
+    assert.match(text, /yaml-language-server: \$schema=/, `${file} points editors at the schema`)
+    assert.ok(parseConfig(text, file, CONTAINER_ENV).config, `${file} loads`)
+    const ok = validate(YAML.parse(text))
+    assert.ok(ok, `${file} as written fails the editor schema: ${JSON.stringify(validate.errors?.slice(0, 3))}`)
+  }
+  // The references do not switch the checks off: a literal out of range, a word where a number
+  // goes, an unknown log level and a misspelt reference are still errors.
+  const base = YAML.parse(read('deploy/sluice.docker.yaml'))
+  for (const [path, value] of [[['listen', 'port'], 99999], [['listen', 'port'], 'eighty'], [['log', 'level'], 'loud'], [['listen', 'port'], '$SLUICE_PORT']] as const) {
+    const doc = structuredClone(base)
+    doc[path[0]][path[1]] = value
+    assert.equal(validate(doc), false, `${path.join('.')}: ${JSON.stringify(value)} is refused`)
+  }
 })
