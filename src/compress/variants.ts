@@ -92,7 +92,9 @@ export function variantHeaders (headers: Headers, variants: StoredVariants, codi
     const h: Headers = { ...headers }
     delete h['content-encoding']
     h['content-length'] = String(body.length)
-    if (encoded || variesByEncoding(body, headers, route.compression)) mergeVary(h) // other clients get (or may get) other bytes
+    // Other clients get (or may get) other bytes; a stored copy is never served while the
+    // route's compression is off (pickStored), so then it does not count.
+    if ((encoded && route.compression.enabled) || variesByEncoding(body, headers, route.compression)) mergeVary(h)
     return h
   }
   const h = encodedHeaders(headers, coding, body.length)

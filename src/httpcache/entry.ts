@@ -1,6 +1,7 @@
 // A stored response and its timing, plus the binary record it becomes in Redis:
 // [u32 meta length][meta JSON][body][gzip body][br body]: bodies stay bytes, never base64.
 import type { Headers } from '../types.js'
+import type { CompressionRouteConfig } from '../compress/config.js'
 
 export interface CacheEntry {
   /** Variant key (base key plus the Vary'd request values). */
@@ -30,8 +31,12 @@ export interface CacheEntry {
   authOk: boolean
   /** A partial entry (status 206, RFC 9111 §3.3): its body is bytes start.. of a representation of `total` bytes. */
   range?: { start: number; total: number }
-  /** Response headers ready to send, per encoding; built on first use, never stored in Redis. */
-  out?: Partial<Record<'identity' | 'gzip' | 'br', Headers>>
+  /**
+   * Response headers ready to send, per encoding; built on first use, never stored in Redis.
+   * `for` is the route compression config they were built for: after a reload gives the route
+   * another, they are built again (respond.ts outHeaders).
+   */
+  out?: { for: Readonly<CompressionRouteConfig> } & Partial<Record<'identity' | 'gzip' | 'br', Headers>>
   /** The Age and hit Cache-Status strings of the last hit, reused while their seconds stay the same; never stored in Redis. */
   said?: { age: number; ageText: string; ttl: number; hitStatus: string }
 }

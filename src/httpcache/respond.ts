@@ -1,8 +1,8 @@
 // Answering from a stored entry: the client's own conditionals (304), one byte range (206), the
 // stored coding the client accepts, Age and Cache-Status. Nothing here compresses or parses a
-// stored body; the response headers of each coding are built once per entry (the header rules
-// for encoded bytes are compress/headers.ts's and compress/variants.ts's, shared with the
-// compress stage) and kept on the entry.
+// stored body; the response headers of each coding are built once per entry and route
+// compression config (the header rules for encoded bytes are compress/headers.ts's and
+// compress/variants.ts's, shared with the compress stage) and kept on the entry.
 import type { Headers, ProxyResponse, UpstreamRequest, CacheResult } from '../types.js'
 import { first, mergeVary } from '../compress/headers.js'
 import { pickStored, variantHeaders, variesByEncoding } from '../compress/variants.js'
@@ -91,10 +91,21 @@ function notModified (e: CacheEntry, rh: Headers): boolean {
   return at <= since
 }
 
-/** The response headers for one stored coding, built on first use and kept on the entry. */
+/**
+ * The response headers for one stored coding, built on first use and kept on the entry for the
+ * route's compression config they were built with. A reload that gives the route another one
+ * (compression turned off or on, other types, threshold or debug header) has them built again
+ * on the next hit, and the fast path's response head with them (send.ts keys it on this
+ * object): a hit pays one identity comparison for that.
+ */
 export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRoute): Headers {
-  const cached = e.out?.[coding]
-  if (cached !== undefined) return cached
+  const comp = route.compression
+  let out = e.out
+  if (out === undefined || out.for !== comp) out = { for: comp }
+  else {
+    const cached = out[coding]
+    if (cached !== undefined) return cached
+  }
   let h: Headers
   if (coding === 'identity') {
     // As stored (an origin coding Sluice cannot decode keeps its Content-Encoding).
@@ -102,10 +113,11 @@ export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRou
     // RFC 9110 §8.6: no Content-Length in a 204.
     if (e.status === 204) delete h['content-length']
     else h['content-length'] = String(e.body.length)
-    // Other clients get other bytes: from a stored copy, or compressed on the fly before the
-    // copies exist (a miss, the entry's first hits) or when the cache keeps none (deflate).
-    // Built once per entry and coding, so a hit pays nothing for the check.
-    if (e.gzip !== undefined || e.br !== undefined || (e.status !== 204 && e.range === undefined && variesByEncoding(e.body, e.headers, route.compression))) mergeVary(h)
+    // Other clients get other bytes: from a stored copy (never while the route's compression is
+    // off: pickStored), or compressed on the fly before the copies exist (a miss, the entry's
+    // first hits) or when the cache keeps none (deflate). Built once per entry, coding and
+    // config, so a hit pays nothing for the check.
+    if ((comp.enabled && (e.gzip !== undefined || e.br !== undefined)) || (e.status !== 204 && e.range === undefined && variesByEncoding(e.body, e.headers, comp))) mergeVary(h)
   } else {
     h = variantHeaders(e.headers, { identity: e.body, [coding]: coding === 'gzip' ? e.gzip : e.br }, coding, route)
   }
@@ -114,7 +126,7 @@ export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRou
   // hit's clock: a Date that moves with the hits, next to Age, makes a downstream cache count
   // the age twice (an Expires lifetime shrinks as Age grows).
   if (h.date === undefined) h.date = new Date(e.responseTime).toUTCString()
-  e.out = { ...e.out, [coding]: h }
+  e.out = { ...out, [coding]: h }
   return h
 }
 

