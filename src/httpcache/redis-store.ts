@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
 import type { CacheEntry } from './entry.js'
 import { encodeEntry, decodeEntry } from './entry.js'
-import { matches, PURGE_LOG_MS, type SharedEntryStore, type LeaseResult, type Purge, type PurgeSelector } from './store.js'
+import { matches, PURGE_LOG_MS, type SharedEntryStore, type LeaseResult, type Purge, type PurgeLogRead, type PurgeSelector } from './store.js'
 
 const MAX_TAG_MEMBERS = 10_000
 /** The most purges the log keeps (the newest). */
@@ -292,11 +292,27 @@ export class RedisStore implements SharedEntryStore {
     }
   }
 
-  async purgedSince (since: number, evenIfDown = false): Promise<Array<{ sel: Purge; at: number }> | null> {
+  async purgedSince (since: number, evenIfDown = false): Promise<PurgeLogRead[] | null> {
     if (!evenIfDown && !this.available()) return [] // marked down: the write was skipped, and a delete would be too
     try {
-      const out: Array<{ sel: Purge; at: number }> = []
-      const r = await this.redis.zrangebyscore(this.plk(), Math.floor(since), '+inf', 'WITHSCORES')
+      const out: PurgeLogRead[] = []
+      const from = Math.floor(since)
+      // The log's size and oldest entry, read with the range in one transaction: a log at its cap
+      // whose oldest entry is not older than `since` may have trimmed purges from the gap.
+      const replies = await this.redis.multi()
+        .zcard(this.plk())
+        .zrange(this.plk(), 0, 0, 'WITHSCORES')
+        .zrangebyscore(this.plk(), from, '+inf', 'WITHSCORES')
+        .exec()
+      if (replies === null) throw new Error('the purge log read was aborted')
+      for (const [err] of replies) if (err !== null) throw err
+      const size = Number(replies[0][1])
+      const oldest = replies[1][1] as string[]
+      if (size >= PURGE_LOG_MAX && oldest.length === 2 && Number(oldest[1]) >= from) {
+        // Whatever was trimmed may have named anything: a purge of everything stands for it.
+        out.push({ sel: { prefix: '' }, at: from, gap: true })
+      }
+      const r = replies[2][1] as string[]
       for (let i = 0; i + 1 < r.length; i += 2) {
         let p: PurgeSelector & { base?: unknown, from?: unknown }
         try { p = JSON.parse(r[i]) } catch { continue }

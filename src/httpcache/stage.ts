@@ -130,7 +130,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   // twice costs an L2 read, one missed serves a purged entry until it expires.
   // A read that fails (counted and logged by the store) is tried again, with backoff, until one
   // succeeds or the stage closes: until then this replica may serve what was purged. A loss
-  // longer than the log keeps purges may have missed some for good: then all of L1 goes.
+  // longer than the log keeps purges, or one during which more purges ran than it keeps, may
+  // have missed some for good: then all of L1 goes.
   let closed = false
   /** The earliest loss no catch-up has read the log for since; a catch-up read running or waiting to retry. */
   let behindSince: number | null = null
@@ -153,6 +154,10 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       }
       if (now() - since > PURGE_LOG_MS) {
         deps.log.warn({ lostForMs: now() - lostAt }, 'cache purge messages were lost for longer than the purge log keeps purges: dropping this replica\'s whole L1 cache')
+        applyRemote({ prefix: '' })
+      } else if (list.length > 0 && list[0].gap === true) {
+        // More purges than the log keeps ran meanwhile: the oldest of them are gone from it.
+        deps.log.warn({ lostForMs: now() - lostAt }, 'cache purge messages were lost while more purges ran than the purge log keeps: dropping this replica\'s whole L1 cache')
         applyRemote({ prefix: '' })
       } else {
         for (const { sel } of list) applyRemote(sel)

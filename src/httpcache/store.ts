@@ -36,6 +36,9 @@ export interface FillLeases {
 /** How long a purge stays in the shared purge log: longer than any fill, its encode and its L2 write take. */
 export const PURGE_LOG_MS = 3_600_000
 
+/** A purge read from the purge log; `gap`: it stands for purges the log no longer holds (purgedSince). */
+export interface PurgeLogRead { sel: Purge; at: number; gap?: true }
+
 export interface SharedEntryStore extends EntryStore, FillLeases {
   /** The size of the last completed sampling pass (null before one ends, or on error); bounded work per call. */
   sampleStats (): Promise<{ entries: number; bytes: number } | null>
@@ -52,8 +55,11 @@ export interface SharedEntryStore extends EntryStore, FillLeases {
    * (EntryWriter.store). While Redis is marked down the answer is [] (the write was skipped
    * too), unless `evenIfDown`: then the log is read anyway, and null if that fails (the
    * catch-up after a resubscribe must not take "down" for "no purges").
+   * When the log cannot show it still holds every purge since `since` (it is at its cap and its
+   * oldest entry is not older than `since`: purges of the gap were trimmed), the list starts with
+   * a purge of everything (`{ prefix: '' }`, at `since`) marked `gap`.
    */
-  purgedSince (since: number, evenIfDown?: boolean): Promise<Array<{ sel: Purge; at: number }> | null>
+  purgedSince (since: number, evenIfDown?: boolean): Promise<PurgeLogRead[] | null>
 }
 
 /** Does a stored path match a purge selector? `key` is an exact path (and query); `prefix` a path prefix. */

@@ -91,7 +91,9 @@ export class EntryWriter {
         await core.l2.set(e, storeTtlMs(e, core.now()))
         if (core.purgedDuring(watch, e, sent)) { await core.l2.deleteBase(e.base); return }
         // Another replica's purge that began after this fill did, and whose message has not
-        // arrived yet: its L2 part may have run before this write landed. Its log says so.
+        // arrived yet: its L2 part may have run before this write landed. Its log says so (or,
+        // with more purges since than it keeps, says it cannot tell: a `gap` entry that names
+        // everything, dated before the fill began, so only the L2 copy goes).
         const others = await core.l2.purgedSince(e.requestTime - CLOCK_SKEW_MS)
         const hit = others === null ? null : others.filter((p) => purges(p.sel, e))
         if (hit === null || hit.length > 0) {

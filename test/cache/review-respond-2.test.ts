@@ -101,3 +101,81 @@ test('a reload that raises a route\'s minBytes above an entry\'s size: its ident
     assert.equal(variesByEncoding(r.headers), false, `a body the route no longer compresses does not vary (got ${String(r.headers.vary)})`)
   } finally { await g.close() }
 })
+
+// ---- The purge-log catch-up -------------------------------------------------------------------
+
+async function get (base: string, path: string) {
+  const r = await request(base + path)
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+}
+
+async function purge (adminUrl: string, sel: object): Promise<void> {
+  const p = await request(`${adminUrl}/admin/purge`, { method: 'POST', body: JSON.stringify(sel), headers: { 'content-type': 'application/json' } })
+  assert.equal(p.statusCode, 200)
+  await p.body.dump()
+}
+
+/** A TCP relay to Redis: `cutSubscribers()` drops the connections that sent SUBSCRIBE; while `refuse`, new connections are closed at once. */
+async function relay (redisUrl: string, refuse = false) {
+  const target = new URL(redisUrl)
+  const subs = new Set<net.Socket>()
+  const all = new Set<net.Socket>()
+  const state = { refuse }
+  const server = net.createServer((client) => {
+    if (state.refuse) { client.destroy(); return }
+    const up = net.connect(Number(target.port), target.hostname)
+    all.add(client); all.add(up)
+    const pair = [client, up]
+    for (const s of pair) {
+      s.on('error', () => {})
+      s.on('close', () => { for (const o of pair) { o.destroy(); all.delete(o); subs.delete(o) } })
+    }
+    client.on('data', (d) => { if (/subscribe/i.test(d.toString('latin1'))) { subs.add(client); subs.add(up) } })
+    client.pipe(up); up.pipe(client)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    state,
+    cutSubscribers () { for (const s of [...subs]) s.destroy() },
+    close: async () => { for (const s of all) s.destroy(); await new Promise((resolve) => server.close(resolve)) }
+  }
+}
+
+test('a replica whose subscriber was away while more purges ran than the purge log keeps drops its whole L1 on resubscribe, and says so', async () => {
+  const redis = await startRedis()
+  const c = redis.client()
+  const r = await relay(redis.url)
+  const a = await startTestGateway(redisCacheYaml(origin.url, redis.url, redis.prefix))
+  const b = await startTestGateway(redisCacheYaml(origin.url, r.url, redis.prefix))
+  const listeners = async () => Number(((await c.pubsub('NUMSUB', `${redis.prefix}purge`)) as [string, number])[1])
+  try {
+    let version = 'v1'
+    origin.on('/trimmed', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600' }); res.end(version) })
+    assert.equal((await get(b.url, '/trimmed')).body, 'v1')
+    assert.match(String((await get(b.url, '/trimmed')).headers['cache-status']), /hit/, 'precondition: in B\'s L1')
+    await until('both replicas to listen for purges', async () => await listeners() === 2)
+    r.state.refuse = true
+    r.cutSubscribers()
+    await until('Redis to drop B\'s subscription', async () => await listeners() === 1)
+    version = 'v2'
+    await purge(a.adminUrl, { key: '/trimmed' })
+    // Then 10,000 more purges by another replica, logged as RedisStore logs them: the log keeps
+    // the newest 10,000, so the purge of /trimmed leaves it.
+    const log = `${redis.prefix}purges`
+    const at = Date.now() + 1
+    const members: Array<string | number> = []
+    for (let i = 0; i < 10_000; i++) members.push(at, JSON.stringify({ key: `/other-${i}`, from: 'another-replica', id: randomUUID() }))
+    await c.zadd(log, ...members)
+    await c.zremrangebyrank(log, 0, -10_000 - 1)
+    assert.equal(await c.zcard(log), 10_000)
+    assert.ok(!(await c.zrange(log, 0, -1)).some((m) => m.includes('"/trimmed"')), 'precondition: the purge of /trimmed was trimmed from the log')
+    r.state.refuse = false
+    await until('B to subscribe again', async () => await listeners() === 2, { tries: 400, intervalMs: 25 })
+    await until('B to serve v2 (its L1 dropped)', async () => (await get(b.url, '/trimmed')).body === 'v2', { tries: 200, intervalMs: 25 })
+    assert.ok(b.logs.some((l) => /whole L1/.test(String(l.msg)) && /more purges/.test(String(l.msg))), 'a log line says L1 was dropped, and why')
+  } finally {
+    await b.close(); await a.close(); await r.close(); await redis.stop()
+  }
+})
