@@ -20,7 +20,9 @@ export class CacheBus {
   /**
    * The subscriber is subscribed again after losing its connection at `lostAt` (ms since the
    * epoch): messages published meanwhile are lost, so the purges since then are read from the
-   * purge log (stage.ts).
+   * purge log (stage.ts). Also called on its first subscription when its first connection
+   * attempts failed, with `lostAt` the time this bus was made (with the cache stage): L1 may
+   * have filled from the origin meanwhile, and purges ran without it hearing them.
    */
   onResubscribed: (lostAt: number) => void = () => {}
   private readonly purgeChannel: string
@@ -39,10 +41,12 @@ export class CacheBus {
     // and ioredis re-subscribes after every reconnect.
     this.sub = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined } as never)
     this.sub.on('error', () => {})
-    // When the subscription was lost (null while subscribed, or before the first connection).
+    // When the subscription was lost (null while subscribed, or before the first connection):
+    // a first connection that fails counts as lost since the start.
+    const startedAt = Date.now()
     let ready = false
     let lostAt: number | null = null
-    this.sub.on('close', () => { if (ready && lostAt === null) lostAt = Date.now() })
+    this.sub.on('close', () => { if (lostAt === null) lostAt = ready ? Date.now() : startedAt })
     this.sub.on('ready', () => {
       ready = true
       const since = lostAt

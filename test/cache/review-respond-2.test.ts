@@ -179,3 +179,27 @@ test('a replica whose subscriber was away while more purges ran than the purge l
     await b.close(); await a.close(); await r.close(); await redis.stop()
   }
 })
+
+test('a replica whose subscriber could not connect at startup applies the purges logged meanwhile once it does', async () => {
+  const redis = await startRedis()
+  const c = redis.client()
+  const r = await relay(redis.url, true) // B reaches no Redis at all yet
+  const a = await startTestGateway(redisCacheYaml(origin.url, redis.url, redis.prefix))
+  const b = await startTestGateway(redisCacheYaml(origin.url, r.url, redis.prefix))
+  const listeners = async () => Number(((await c.pubsub('NUMSUB', `${redis.prefix}purge`)) as [string, number])[1])
+  try {
+    let version = 'v1'
+    origin.on('/late-start', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600' }); res.end(version) })
+    // B's L1 fills from the origin while its Redis is unreachable.
+    assert.equal((await get(b.url, '/late-start')).body, 'v1')
+    assert.match(String((await get(b.url, '/late-start')).headers['cache-status']), /hit/, 'precondition: in B\'s L1')
+    await until('A to listen for purges', async () => await listeners() === 1)
+    version = 'v2'
+    await purge(a.adminUrl, { key: '/late-start' })
+    r.state.refuse = false
+    await until('B to subscribe for the first time', async () => await listeners() === 2, { tries: 400, intervalMs: 25 })
+    await until('B to serve v2 (its L1 copy of v1 purged from the log)', async () => (await get(b.url, '/late-start')).body === 'v2', { tries: 200, intervalMs: 25 })
+  } finally {
+    await b.close(); await a.close(); await r.close(); await redis.stop()
+  }
+})
