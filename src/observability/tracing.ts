@@ -17,6 +17,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Logger } from 'pino'
 import { Strict, Ms } from '../config/types-helpers.js'
+import { methodLabel } from './metrics.js'
 
 export const TracingSchema = Strict({
   otlp: Strict({
@@ -186,7 +187,12 @@ export class Tracing {
       if ((parseInt(tp.slice(53, 55), 16) & 1) === 0) return null
     } else if (a.ratio < 1 && Math.random() >= a.ratio) return null
     const parent = tp === null ? ROOT_CONTEXT : propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter)
-    return a.tracer.startSpan(method, { kind: SpanKind.SERVER, startTime, attributes: { 'http.request.method': method } }, parent)
+    // OTel HTTP conventions: a method outside the known set is _OTHER (the span is named HTTP),
+    // the client's own kept in http.request.method_original. An HTTP/2 client may send any token
+    // as :method, and each would otherwise be a span name of its own in the tracing backend.
+    const m = methodLabel(method)
+    const attributes = m === method ? { 'http.request.method': m } : { 'http.request.method': m, 'http.request.method_original': method }
+    return a.tracer.startSpan(m === '_OTHER' ? 'HTTP' : m, { kind: SpanKind.SERVER, startTime, attributes }, parent)
   }
 
   /** A CLIENT span for one upstream attempt; its context goes upstream as traceparent. */
@@ -208,10 +214,17 @@ export class Tracing {
 
   /** Close the SERVER span with what happened. */
   static finish (span: Span, info: RequestSpanInfo): void {
-    span.updateName(`${info.method} ${info.route}`)
+    const m = methodLabel(info.method)
+    span.updateName(`${m === '_OTHER' ? 'HTTP' : m} ${info.route}`)
     span.setAttributes({ 'http.route': info.route, 'http.response.status_code': info.status, 'sluice.cache': info.cache, 'sluice.retries': info.retries })
     if (info.upstream !== undefined) span.setAttribute('sluice.upstream', info.upstream)
-    if (info.url !== undefined) span.setAttribute('url.path', info.url)
+    // OTel HTTP conventions: url.path is the path alone, the query string is url.query (a
+    // backend groups and searches by path; the query held tokens and ids that split it).
+    if (info.url !== undefined) {
+      const q = info.url.indexOf('?')
+      if (q === -1) span.setAttribute('url.path', info.url)
+      else span.setAttributes({ 'url.path': info.url.slice(0, q), 'url.query': info.url.slice(q + 1) })
+    }
     if (info.error !== undefined) span.setAttribute('error.type', info.error)
     if (info.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: info.error })
     span.end()
