@@ -415,7 +415,7 @@ class Tunnel {
     })
     upstream.on('error', (e) => {
       clearTimeout(timer)
-      log.warn({ route: route.name, upstream: up.name, proto: client.proto, err: e.message }, 'websocket upstream error')
+      log.warn({ reqId: req.reqId, route: route.name, upstream: up.name, proto: client.proto, err: e.message }, 'websocket upstream error')
       // The same codes as an ordinary request's: TLS, DNS, refused, reset (src/upstream/errors.ts).
       if (!client.started() && phase === 'handshake') failed(mapUpstreamError(e, up.name, false))
       else closeBoth()
@@ -671,7 +671,7 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
       const fields = headFields(head)
       const accept = fields.find(([k]) => k === 'sec-websocket-accept')?.[1]
       if (accept !== createHash('sha1').update(key + WS_GUID).digest('base64')) {
-        deps.log.warn({ path }, 'websocket upstream answered 101 without the right Sec-WebSocket-Accept')
+        deps.log.warn({ reqId: id, path }, 'websocket upstream answered 101 without the right Sec-WebSocket-Accept')
         return { code: 'SLUICE_ERR_UPSTREAM_PROTOCOL', message: 'The upstream\'s WebSocket handshake is not valid (Sec-WebSocket-Accept)' }
       }
       // RFC 8441 §5: success is a 2xx; the subprotocol and extensions the upstream chose go with it.

@@ -56,3 +56,19 @@ test('tracing: a method outside the known set is _OTHER in the span name and htt
   assert.equal(attr(other, 'http.request.method'), '_OTHER')
   assert.equal(attr(other, 'http.request.method_original'), 'X-RANDOM-4711')
 })
+
+test('request IDs: the warn line about a WebSocket upstream that fails names the request (reqId), as every warn line about a request does', async () => {
+  const g = await gateway(`log: { level: info, accessLog: true }\nupstreams:\n  dead: { url: "http://127.0.0.1:1" }\nroutes:\n  - { name: ws, match: { pathPrefix: / }, upstream: dead, websocket: true }\n`)
+  const c = netConnect(Number(new URL(g.url).port), '127.0.0.1')
+  c.on('error', () => {})
+  let out = ''
+  c.on('data', (d) => { out += d.toString('latin1') })
+  c.write('GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Request-Id: ws-dead-1\r\n\r\n')
+  await once(c, 'close')
+  assert.match(out, /^HTTP\/1\.1 502 /)
+  assert.match(out, /"requestId":"ws-dead-1"/)
+  await until('the access line', () => g.logs.some((l) => l.msg === 'request' && l.reqId === 'ws-dead-1'))
+  const warn = g.logs.find((l) => l.msg === 'websocket upstream error')
+  assert.ok(warn !== undefined, 'the failure is logged')
+  assert.equal(warn.reqId, 'ws-dead-1', JSON.stringify(warn))
+})
