@@ -121,6 +121,15 @@ export function edgeOf (app: FastifyInstance): EdgeServer {
   return e
 }
 
+/**
+ * The body bytes of an error answer Fastify sent for Sluice: the JSON body's length once it
+ * went out whole, 0 for HEAD; -1 (not known) when the response was cut short.
+ */
+function errorBytes (req: IncomingMessage, res: ServerResponse, body: string | null): number {
+  if (body === null || !res.writableFinished) return -1
+  return req.method === 'HEAD' ? 0 : Buffer.byteLength(body)
+}
+
 export function buildProxy (deps: ProxyDeps): FastifyInstance {
   const { log, metrics } = deps
   // Access lines carry no headers, so nothing in them needs redaction: they are formatted
@@ -270,13 +279,15 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       // listener above (as the pipeline takes its t0): the request's arrival, for its duration.
       const t0 = performance.now()
       request.sluice = null
-      reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1, t0))
+      let body: string | null = null
+      reply.raw.once('close', () => observe(request, reply.raw.statusCode, errorBytes(request.raw, reply.raw, body), t0))
       const e = new SluiceError('SLUICE_ERR_BAD_PATH', err.message)
       // The ID the request handler assigned goes back, as on every answer.
       const snap = deps.current()
       const id = requestIdOf(request, snap)
       if (id !== undefined) reply.header(snap.requestId.header, id)
-      reply.code(e.status).type('application/json').send(id === undefined ? errorBody(e) : errorBody(e, { requestId: id }))
+      body = id === undefined ? errorBody(e) : errorBody(e, { requestId: id })
+      reply.code(e.status).type('application/json').send(body)
     }
   }
   // The serverFactory overloads confuse Fastify's generics; the instance is a plain HTTP/1 one.
@@ -395,13 +406,14 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     if (e.status >= 500 && e.code !== 'SLUICE_ERR_INTERNAL') {
       log.warn({ reqId, code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, detail: e.message }, 'upstream error')
     }
-    if (!request.raw.socket?.destroyed) reply.raw.once('close', () => observe(request, reply.raw.statusCode, -1))
+    let body: string | null = null
+    if (!request.raw.socket?.destroyed) reply.raw.once('close', () => observe(request, reply.raw.statusCode, errorBytes(request.raw, reply.raw, body)))
     if (e.code === 'SLUICE_ERR_CLIENT_CLOSED') { reply.code(499); observe(request, 499, 0); reply.raw.destroy(); return }
     reply.code(e.status).header('content-type', 'application/json; charset=utf-8')
     if (e.headers) reply.headers(e.headers)
-    if (reqId === undefined) return reply.send(errorBody(e))
+    if (reqId === undefined) return reply.send(body = errorBody(e))
     reply.header(snap.requestId.header, reqId)
-    return reply.send(errorBody(e, { requestId: reqId }))
+    return reply.send(body = errorBody(e, { requestId: reqId }))
   })
 
 

@@ -72,3 +72,17 @@ test('request IDs: the warn line about a WebSocket upstream that fails names the
   assert.ok(warn !== undefined, 'the failure is logged')
   assert.equal(warn.reqId, 'ws-dead-1', JSON.stringify(warn))
 })
+
+test('access line: an error Sluice answers itself logs the bytes of its JSON body (0 for HEAD), not -1 "unknown"', async () => {
+  const g = await gateway(`log: { level: info, accessLog: true }\nupstreams:\n  dead: { url: "http://127.0.0.1:1", retry: { attempts: 0 } }\nroutes:\n  - { name: dead, match: { pathPrefix: /dead }, upstream: dead }\n`)
+  const cases: [string, string, string, number][] = [['GET', '/nowhere', 'b-404', 404], ['HEAD', '/nowhere', 'b-404-head', 404], ['GET', '/dead', 'b-502', 502], ['GET', '/%zz', 'b-400', 400]]
+  for (const [method, path, id, status] of cases) {
+    const r = await fetch(g.url + path, { method, headers: { 'x-request-id': id } })
+    assert.equal(r.status, status)
+    const body = Buffer.from(await r.arrayBuffer())
+    await until(`the access line of ${id}`, () => g.logs.some((l) => l.msg === 'request' && l.reqId === id))
+    const line = g.logs.find((l) => l.msg === 'request' && l.reqId === id)!
+    assert.equal(line.bytes, method === 'HEAD' ? 0 : body.length, JSON.stringify(line))
+    assert.ok(body.length > 0 || method === 'HEAD')
+  }
+})
