@@ -176,6 +176,34 @@ export function tee (core: CacheCore, body: Readable, limit: number, toClient: b
   return out
 }
 
+/** An entity tag's opaque part (a weak tag without its W/ prefix). */
+function opaqueTag (t: string): string {
+  return t.startsWith('W/') ? t.slice(2) : t
+}
+
+/**
+ * Does the 304 `res` select the stored entry `e` for update (RFC 9111 §4.3.4)? A strong ETag
+ * selects only an entry with that same strong ETag; a weak one, an entry whose ETag matches it
+ * weakly; a Last-Modified (with no ETag), an entry with that same date or none. A 304 with no
+ * validator selects the entry its conditional named (the origin answered our own validators).
+ * A 304 whose Vary names other request fields than the entry's is not for the entry either:
+ * the entry's secondary key would no longer match the headers it would then carry.
+ */
+function selects (res: ProxyResponse, e: CacheEntry): boolean {
+  const tag = first(res.headers.etag)
+  if (tag !== undefined) {
+    const stored = first(e.headers.etag)
+    if (stored === undefined) return false
+    if (tag.startsWith('W/') ? opaqueTag(stored) !== opaqueTag(tag) : stored !== tag) return false
+  } else {
+    const lm = first(res.headers['last-modified'])
+    const stored = first(e.headers['last-modified'])
+    if (lm !== undefined && stored !== undefined && Date.parse(lm) !== Date.parse(stored)) return false
+  }
+  if (res.headers.vary !== undefined && varyNames(res.headers.vary).join(',') !== e.varyNames.join(',')) return false
+  return true
+}
+
 /**
  * A 304 from the origin refreshes the stored entry: new headers over old, new times. The age
  * counts from this validation (RFC 9111 §4.3.4, §5.1): Age is the 304's, or none (the old
@@ -248,11 +276,23 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
     hooks.ended(job, fillP, f, leased, stored)
     settle(f)
   }
-  const t0 = core.now()
+  let t0 = core.now()
   let res: ProxyResponse
-  const sent = detached(req, stale)
+  let sent = detached(req, stale)
+  /** Asked again without validators, after a 304 that did not select the stored entry. */
+  let refetched = false
   try {
     res = await job.fetch(sent)
+    if (res.status === 304 && stale !== undefined && !selects(res, stale)) {
+      // A 304 for another representation than the stored one (another strong ETag, another
+      // Vary): it must not update the entry (RFC 9111 §4.3.4). Ask again, unconditionally, and
+      // go on as a miss: the client gets the full current response, and it is stored fresh.
+      drainToNull(res.body as Readable | null)
+      sent = { ...detached(req, undefined), attempts: sent.attempts }
+      refetched = true
+      t0 = core.now()
+      res = await job.fetch(sent)
+    }
   } catch (err) {
     req.attempts = sent.attempts // the client's span counts the fill's retries
     done({ reason: 'ERROR' })
@@ -266,7 +306,7 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   }
   req.attempts = sent.attempts
   const t1 = core.now()
-  if (res.status === 304 && stale !== undefined) {
+  if (res.status === 304 && stale !== undefined && !refetched) {
     drainToNull(res.body as Readable | null)
     const e = revalidated(core, stale, res, route, t0, t1)
     // The 304's fields may make the response unstorable now (private, no-store): then it

@@ -1,0 +1,110 @@
+// Fills and coalescing, second review: a 304 updates only the stored response it selects
+// (RFC 9111 §4.3.4: same validator, same Vary), the followers of a failed fill get the stale
+// answer the leader could have had, with the origin's own status, and the hit-for-miss marks
+// are bounded. Real gateways and a real loopback origin.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, cachedConfig } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
+
+let origin: Origin
+before(async () => {
+  origin = await startOrigin()
+  origin.on('/fill2-probe', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=600' }); res.end('probe') })
+})
+after(async () => { await origin.close() })
+
+const HOST = 'fill2.example'
+
+async function get (base: string, path: string, headers: Record<string, string> = {}) {
+  const r = await request(base + path, { headers: { host: HOST, ...headers } })
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+}
+
+/** The requests the origin saw for `url`. */
+const seen = (url: string) => origin.seen.filter((s) => s.url === url)
+
+/**
+ * A few round trips through the gateway on another path: requests sent before them have been
+ * read and have reached the cache by the time these are answered.
+ */
+async function settle (base: string): Promise<void> {
+  for (let i = 0; i < 3; i++) await get(base, '/fill2-probe')
+}
+
+
+test('a 304 carrying another strong ETag than the stored one does not freshen the entry: the client gets the full current response, asked for again without validators, and that is stored', async () => {
+  let skew = 0
+  const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
+  let full = 0
+  origin.on('/etag-moved', (req, res) => {
+    // The origin answers a validator it no longer has with a 304 for its current representation.
+    if (req.headers['if-none-match'] !== undefined) { res.writeHead(304, { 'cache-control': 'max-age=600', etag: '"b"' }); res.end(); return }
+    if (full++ === 0) { res.writeHead(200, { 'cache-control': 'max-age=1', etag: '"a"' }); res.end('v1'); return }
+    res.writeHead(200, { 'cache-control': 'max-age=600', etag: '"b"' })
+    res.end('v2')
+  })
+  try {
+    assert.equal((await get(g.url, '/etag-moved')).body, 'v1')
+    skew += 5000
+    const r = await get(g.url, '/etag-moved')
+    assert.equal(r.status, 200)
+    assert.equal(r.body, 'v2', 'the stored v1 is not what the 304 validated')
+    assert.equal(r.headers.etag, '"b"')
+    const s = seen('/etag-moved')
+    assert.equal(s.length, 3)
+    assert.equal(s[1].headers['if-none-match'], '"a"')
+    assert.equal(s[2].headers['if-none-match'], undefined, 'asked again without validators')
+    const again = await get(g.url, '/etag-moved')
+    assert.match(String(again.headers['cache-status']), /^sluice; hit/)
+    assert.equal(again.body, 'v2')
+  } finally { await g.close() }
+})
+
+test('a 304 with the stored ETag still freshens the entry (weak tag, weak comparison)', async () => {
+  let skew = 0
+  const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
+  origin.on('/etag-same', (req, res) => {
+    if (req.headers['if-none-match'] === '"s1"') { res.writeHead(304, { 'cache-control': 'max-age=600', etag: 'W/"s1"' }); res.end(); return }
+    res.writeHead(200, { 'cache-control': 'max-age=1', etag: '"s1"' })
+    res.end('same')
+  })
+  try {
+    await get(g.url, '/etag-same')
+    skew += 5000
+    const r = await get(g.url, '/etag-same')
+    assert.equal(r.body, 'same')
+    assert.match(String(r.headers['cache-status']), /fwd-status=304; stored/)
+    assert.equal(origin.count('/etag-same'), 2)
+  } finally { await g.close() }
+})
+
+test('a 304 that changes Vary does not update the entry keyed by the old Vary: the variant is fetched again and stored under the new one, and another variant is not answered from it', async () => {
+  let skew = 0
+  const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
+  let full = 0
+  origin.on('/vary-moved', (req, res) => {
+    if (req.headers['if-none-match'] !== undefined) {
+      res.writeHead(304, { 'cache-control': 'max-age=600', etag: '"p"', vary: 'Accept-Language' }); res.end(); return
+    }
+    if (full++ === 0) { res.writeHead(200, { 'cache-control': 'max-age=1', etag: '"p"' }); res.end('plain'); return }
+    res.writeHead(200, { 'cache-control': 'max-age=600', etag: '"p"', vary: 'Accept-Language' })
+    res.end('lang=' + String(req.headers['accept-language']))
+  })
+  try {
+    assert.equal((await get(g.url, '/vary-moved', { 'accept-language': 'en' })).body, 'plain')
+    skew += 5000
+    const en = await get(g.url, '/vary-moved', { 'accept-language': 'en' })
+    assert.equal(en.body, 'lang=en')
+    assert.equal(en.headers.vary, 'Accept-Language')
+    // Another language is another variant now: not the entry validated for English.
+    const fr = await get(g.url, '/vary-moved', { 'accept-language': 'fr' })
+    assert.equal(fr.body, 'lang=fr')
+    assert.doesNotMatch(String(fr.headers['cache-status']), /^sluice; hit/)
+    const enAgain = await get(g.url, '/vary-moved', { 'accept-language': 'en' })
+    assert.match(String(enAgain.headers['cache-status']), /^sluice; hit/)
+    assert.equal(enAgain.body, 'lang=en')
+  } finally { await g.close() }
+})
