@@ -151,10 +151,14 @@ export class Coalescer implements FillHooks {
     if (e !== undefined && !(rh.authorization !== undefined && !e.authOk) && variantKey(job.base, e.varyNames, rh) === e.key) {
       return respond(core, e, route, req, 'sluice; fwd=miss; collapsed', 'coalesced', core.now())
     }
-    // Uncacheable, failed or slow: go upstream alone (in parallel with the others).
-    if (job.stale !== undefined && fill.reason === 'ERROR' && canServeStaleOnError(job.stale, core.now())) {
-      return respond(core, job.stale, route, req, 'sluice; fwd=stale; fwd-status=502; detail=COALESCED-FILL-FAILED', 'stale', core.now())
+    // Failed (the origin's 5xx or reset, a body cut short, or a fill that did not answer in
+    // time): a stale entry serves under stale-if-error, with the status the fill got (none when
+    // it is not known: a wait that timed out, another replica's fill).
+    if (job.stale !== undefined && (fill.reason === 'ERROR' || fill.reason === 'BODY-ERROR') && canServeStaleOnError(job.stale, core.now())) {
+      const fwd = fill.status === undefined ? '' : `; fwd-status=${fill.status}`
+      return respond(core, job.stale, route, req, `sluice; fwd=stale${fwd}; detail=COALESCED-FILL-FAILED`, 'stale', core.now())
     }
+    // Uncacheable, failed or slow: go upstream alone (in parallel with the others).
     return bypass(core, route, req, job.fetch, fill.reason === undefined || fill.reason === 'ERROR' ? 'COALESCE-FALLBACK' : fill.reason)
   }
 

@@ -13,8 +13,12 @@ import type { BypassReason, RouteCachePolicy } from './policy.js'
 /** What the cache needs of a route (the compiled RouteEntry has more). */
 export interface CacheRoute { name: string; cache: CacheRouteConfig; compression: CompressionRouteConfig }
 export type Fetcher = (req: UpstreamRequest) => Promise<ProxyResponse>
-/** How a fill ended: the stored entry, or why nothing was stored. */
-export interface Fill { entry?: CacheEntry; reason?: BypassReason | 'ERROR' }
+/**
+ * How a fill ended: the stored entry, or why nothing was stored. `status`: the origin's status
+ * (or the gateway's error status for a failed request) when the fill failed, for the
+ * Cache-Status fwd-status of the stale answers its followers get.
+ */
+export interface Fill { entry?: CacheEntry; reason?: BypassReason | 'ERROR'; status?: number }
 
 type Counter = { inc (): void }
 

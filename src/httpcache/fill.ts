@@ -295,10 +295,10 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
     }
   } catch (err) {
     req.attempts = sent.attempts // the client's span counts the fill's retries
-    done({ reason: 'ERROR' })
+    const status = isSluiceError(err) ? err.status : 502
+    done({ reason: 'ERROR', status })
     const now = core.now()
     if (stale !== undefined && canServeStaleOnError(stale, now)) {
-      const status = isSluiceError(err) ? err.status : 502
       const detail = isSluiceError(err) ? err.code : 'ERROR'
       return respond(core, stale, route, req, `sluice; fwd=stale; fwd-status=${status}; ttl=${ttlSeconds(stale, now)}; detail=${detail}`, 'stale', now)
     }
@@ -326,14 +326,14 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   }
   if (res.status >= 500 && stale !== undefined && canServeStaleOnError(stale, t1)) {
     discard(res.body as Readable | null)
-    done({ reason: 'ERROR' })
+    done({ reason: 'ERROR', status: res.status })
     return respond(core, stale, route, req, `sluice; fwd=stale; fwd-status=${res.status}; ttl=${ttlSeconds(stale, t1)}`, 'stale', t1)
   }
   const why = storableFromHeaders(core, job, res, t0, t1)
   if (why !== null) {
     // An unstored 5xx is the origin failing, as a reset is (ERROR): not an answer that makes the
     // key hit-for-miss, which would send every request for it upstream while the origin struggles.
-    done({ reason: res.status >= 500 ? 'ERROR' : why })
+    done(res.status >= 500 ? { reason: 'ERROR', status: res.status } : { reason: why })
     return { ...res, body: req.method === 'HEAD' ? drainToNull(res.body as Readable | null) : res.body, cacheResult: 'bypass', cacheStatus: `sluice; fwd=bypass; detail=${why}` }
   }
 
@@ -362,7 +362,7 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   // Tee: the client gets every chunk as it arrives; the cache collects up to maxEntryBytes.
   const out = tee(core, upstreamBody, maxEntryBytes, client && req.method !== 'HEAD', (chunks, size, why, err) => {
     if (chunks !== null) { finish(chunks, size); return }
-    done({ reason: why! })
+    done({ reason: why!, status: res.status })
     if (err !== undefined) core.log.warn({ err: err.message, path: job.path }, 'cache: upstream body failed; nothing stored')
   })
   if (out === null) return withFill()

@@ -108,3 +108,68 @@ test('a 304 that changes Vary does not update the entry keyed by the old Vary: t
     assert.equal(enAgain.body, 'lang=en')
   } finally { await g.close() }
 })
+
+test('followers of a fill whose body failed mid-stream get the stale entry under stale-if-error, not the origin', async () => {
+  let skew = 0
+  const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
+  let n = 0
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/body-cut', (_req, res) => {
+    n++
+    if (n === 1) { res.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600' }); res.end('v1'); return }
+    if (n === 2) {
+      // The revalidation: a head, part of the body, then the connection goes.
+      res.writeHead(200, { 'cache-control': 'max-age=600', 'content-length': '100' })
+      res.write('partial')
+      void held.then(() => res.destroy())
+      return
+    }
+    res.writeHead(503); res.end('down')
+  })
+  try {
+    assert.equal((await get(g.url, '/body-cut')).body, 'v1')
+    skew += 5000
+    const leader = get(g.url, '/body-cut').catch((err: Error) => err)
+    await until('the leader\'s fill to reach the origin', () => n === 2)
+    const followers = [1, 2, 3].map(() => get(g.url, '/body-cut'))
+    await settle(g.url)
+    release()
+    assert.ok(await leader instanceof Error, 'the leader\'s body was cut short')
+    for (const f of await Promise.all(followers)) {
+      assert.equal(f.status, 200)
+      assert.equal(f.body, 'v1')
+      assert.match(String(f.headers['cache-status']), /fwd=stale/)
+    }
+  } finally { await g.close() }
+})
+
+test('followers of a fill that got a 503 say fwd-status=503 in Cache-Status, as the leader does, not 502', async () => {
+  let skew = 0
+  const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
+  let n = 0
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/sick', (_req, res) => {
+    n++
+    if (n === 1) { res.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600' }); res.end('v1'); return }
+    const fail = () => { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('overloaded') }
+    if (n === 2) void held.then(fail); else fail()
+  })
+  try {
+    assert.equal((await get(g.url, '/sick')).body, 'v1')
+    skew += 5000
+    const leader = get(g.url, '/sick')
+    await until('the leader\'s fill to reach the origin', () => n === 2)
+    const followers = [1, 2, 3].map(() => get(g.url, '/sick'))
+    await settle(g.url)
+    release()
+    const l = await leader
+    assert.equal(l.body, 'v1')
+    assert.match(String(l.headers['cache-status']), /fwd=stale; fwd-status=503/)
+    for (const f of await Promise.all(followers)) {
+      assert.equal(f.body, 'v1')
+      assert.match(String(f.headers['cache-status']), /fwd=stale; fwd-status=503/)
+    }
+  } finally { await g.close() }
+})
