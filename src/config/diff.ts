@@ -56,7 +56,7 @@ export function restartKeys (prev: Snapshot['config'], next: Snapshot['config'])
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
   const out: string[] = []
   for (const k of ['admin', 'redis', 'server', 'workers'] as const) if (!same(prev[k], next[k])) out.push(k)
-  for (const k of ['memory', 'targetedField', 'coalesceAcrossReplicas'] as const) if (!same(prev.cache[k], next.cache[k])) out.push(`cache.${k}`)
+  for (const k of ['memory', 'targetedField', 'coalesceAcrossReplicas', 'hitForMissMaxKeys'] as const) if (!same(prev.cache[k], next.cache[k])) out.push(`cache.${k}`)
   if (prev.metrics.maxLabelValues !== next.metrics.maxLabelValues) out.push('metrics.maxLabelValues')
   return out
 }

@@ -132,7 +132,17 @@ export class Coalescer implements FillHooks {
    */
   private rememberUncacheable (key: string, f: Fill, rc: CacheRouteConfig): void {
     const r = f.reason
-    if (r !== undefined && r !== 'ERROR' && r !== 'BODY-ERROR' && r !== 'AUTHORIZATION' && r !== 'COOKIE') this.hitForMiss.set(key, this.core.now() + rc.hitForMissSeconds * 1000)
+    if (r === undefined || r === 'ERROR' || r === 'BODY-ERROR' || r === 'AUTHORIZATION' || r === 'COOKIE') return
+    // Bounded: unique uncacheable URLs would otherwise pile up until the next sweep. A mark set
+    // again moves to the end, so the first in the map is the oldest, and goes first.
+    const marks = this.hitForMiss
+    marks.delete(key)
+    marks.set(key, this.core.now() + rc.hitForMissSeconds * 1000)
+    const max = this.core.config.hitForMissMaxKeys
+    for (const k of marks.keys()) {
+      if (marks.size <= max) break
+      marks.delete(k)
+    }
   }
 
   /** Wait for a fill led by another request (here or on another replica), boundedly, then answer from it. */

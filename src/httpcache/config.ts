@@ -8,6 +8,7 @@ export const CacheGlobalSchema = Strict({
     maxEntryBytes: Bytes(8388608, 'A response larger than this streams through uncached', 0)
   }, { description: 'The in-process L1 cache' })),
   coalesceAcrossReplicas: Bool(true, 'With Redis: a miss takes a fill lease in Redis, so one replica in the fleet fills each key and the others wait for its "filled" message (bounded by the route\'s coalesceTimeoutMs). Off: each replica coalesces its own misses'),
+  hitForMissMaxKeys: Type.Integer({ minimum: 1, default: 10000, description: 'Most keys remembered as hit-for-miss at once (per process); past it, the oldest mark goes first. Bounds the memory a client can take with unique uncacheable URLs' }),
   targetedField: Type.String({ default: 'sluice-cache-control', pattern: '^[a-z0-9-]+$', description: 'A targeted cache-control field (RFC 9213) that overrides CDN-Cache-Control and Cache-Control for Sluice (lower case)' }),
   warmup: WithDefault(Strict({
     paths: Type.Array(Type.String({ pattern: '^/' }), { default: [], description: 'Paths fetched through the gateway after start and after each purge' }),

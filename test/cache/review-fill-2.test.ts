@@ -173,3 +173,17 @@ test('followers of a fill that got a 503 say fwd-status=503 in Cache-Status, as 
     }
   } finally { await g.close() }
 })
+
+test('hit-for-miss marks are bounded by cache.hitForMissMaxKeys: unique uncacheable URLs evict the oldest mark', async () => {
+  const g = await startTestGateway(cachedConfig(origin.url) + '\ncache:\n  hitForMissMaxKeys: 3\n')
+  origin.on('/hfm', (_req, res) => { res.writeHead(200, { 'cache-control': 'private' }); res.end('mine') })
+  try {
+    for (let i = 1; i <= 5; i++) assert.doesNotMatch(String((await get(g.url, `/hfm?id=${i}`)).headers['cache-status']), /HIT-FOR-MISS/)
+    assert.equal(g.gw.cache.stats().hitForMiss, 3)
+    // The newest marks stay; the oldest went.
+    assert.match(String((await get(g.url, '/hfm?id=5')).headers['cache-status']), /detail=HIT-FOR-MISS/)
+    assert.match(String((await get(g.url, '/hfm?id=3')).headers['cache-status']), /detail=HIT-FOR-MISS/)
+    assert.doesNotMatch(String((await get(g.url, '/hfm?id=1')).headers['cache-status']), /HIT-FOR-MISS/)
+    assert.equal(g.gw.cache.stats().hitForMiss, 3)
+  } finally { await g.close() }
+})
