@@ -196,9 +196,10 @@ function selects (res: ProxyResponse, e: CacheEntry): boolean {
     if (stored === undefined) return false
     if (tag.startsWith('W/') ? opaqueTag(stored) !== opaqueTag(tag) : stored !== tag) return false
   } else {
-    const lm = first(res.headers['last-modified'])
-    const stored = first(e.headers['last-modified'])
-    if (lm !== undefined && stored !== undefined && Date.parse(lm) !== Date.parse(stored)) return false
+    // Dates that do not parse say nothing either way.
+    const lm = Date.parse(first(res.headers['last-modified']) ?? '')
+    const stored = Date.parse(first(e.headers['last-modified']) ?? '')
+    if (!Number.isNaN(lm) && !Number.isNaN(stored) && lm !== stored) return false
   }
   if (res.headers.vary !== undefined && varyNames(res.headers.vary).join(',') !== e.varyNames.join(',')) return false
   return true

@@ -81,6 +81,34 @@ test('a 304 with the stored ETag still freshens the entry (weak tag, weak compar
   } finally { await g.close() }
 })
 
+test('a 304 with no ETag whose Last-Modified differs from the stored one does not freshen the entry; one whose Last-Modified does not parse still does', async () => {
+  let skew = 0
+  const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
+  let full = 0
+  origin.on('/lm-moved', (req, res) => {
+    if (req.headers['if-modified-since'] !== undefined) { res.writeHead(304, { 'cache-control': 'max-age=600', 'last-modified': 'Tue, 01 Dec 2026 10:00:00 GMT' }); res.end(); return }
+    if (full++ === 0) { res.writeHead(200, { 'cache-control': 'max-age=1', 'last-modified': 'Mon, 30 Nov 2026 10:00:00 GMT' }); res.end('v1'); return }
+    res.writeHead(200, { 'cache-control': 'max-age=600', 'last-modified': 'Tue, 01 Dec 2026 10:00:00 GMT' })
+    res.end('v2')
+  })
+  origin.on('/lm-garbled', (req, res) => {
+    if (req.headers['if-modified-since'] !== undefined) { res.writeHead(304, { 'cache-control': 'max-age=600', 'last-modified': 'yesterday' }); res.end(); return }
+    res.writeHead(200, { 'cache-control': 'max-age=1', 'last-modified': 'Mon, 30 Nov 2026 10:00:00 GMT' })
+    res.end('kept')
+  })
+  try {
+    assert.equal((await get(g.url, '/lm-moved')).body, 'v1')
+    await get(g.url, '/lm-garbled')
+    skew += 5000
+    const r = await get(g.url, '/lm-moved')
+    assert.equal(r.body, 'v2')
+    assert.equal(seen('/lm-moved')[2].headers['if-modified-since'], undefined)
+    const kept = await get(g.url, '/lm-garbled')
+    assert.equal(kept.body, 'kept')
+    assert.match(String(kept.headers['cache-status']), /fwd-status=304; stored/)
+  } finally { await g.close() }
+})
+
 test('a 304 that changes Vary does not update the entry keyed by the old Vary: the variant is fetched again and stored under the new one, and another variant is not answered from it', async () => {
   let skew = 0
   const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
