@@ -275,7 +275,14 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         // Every connection of the target's pool busy: this attempt waits in undici's queue, where
         // headersTimeout does not run yet. The deadline is kept by a timer of its own then (only
         // then: a request that gets a connection at once pays for none of it).
-        const queue = t.inFlight >= up.config.connections ? new QueueDeadline(req.abortEmitter ?? req.signal, remaining) : null
+        const queued = t.inFlight >= up.config.connections
+        // A retry or a failover may have to open a connection, and a connect is bounded by
+        // connectTimeoutMs alone (headersTimeout too starts only once the request is written):
+        // one to a target that drops SYNs would outlive the request's deadline by up to
+        // connectTimeoutMs. Its deadline is kept by the same timer then (a retry is rare: a first
+        // attempt pays for none of it).
+        const connectBound = !queued && (attempt > 0 || failovers > 0) && remaining < up.config.connectTimeoutMs
+        const queue = queued || connectBound ? new QueueDeadline(req.abortEmitter ?? req.signal, remaining) : null
         g.inc()
         t.inFlight++
         sent = true
@@ -304,8 +311,11 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           // nor the breaker hears of it, as for a deadline that passed before a send. (One that
           // had just been written when the timer fired is rare, and its siblings that did get a
           // connection still report a slow upstream.)
-          const withdrawn = queue?.expired === true && !clientClosed
-          const err = withdrawn ? mapUpstreamError(DEADLINE, up.name, false) : mapUpstreamError(raw, up.name, clientClosed)
+          const expired = queue?.expired === true && !clientClosed
+          const withdrawn = expired && queued
+          // A retry's deadline that passed while it connected (or waited for headers): a timeout
+          // of the target's, as undici's headersTimeout would have been.
+          const err = expired ? mapUpstreamError(DEADLINE, up.name, false) : mapUpstreamError(raw, up.name, clientClosed)
           if (span !== null) Tracing.endAttempt(span, 0, err.code)
           // An attempt the client walked away from says nothing about the upstream: not observed.
           if (!clientClosed) m.duration[5].observe((performance.now() - t0) / 1000)

@@ -1,0 +1,102 @@
+// Review of retries, the breaker and upstream error mapping, as an Envoy / nginx
+// (proxy_next_upstream) user expects them, through real gateways in front of real loopback origins.
+// - A retry that has to open a connection to a target that drops SYNs (its accept queue full)
+//   ends at the request's deadline (timeoutMs), not connectTimeoutMs later.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
+import { request } from 'undici'
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { guardProcessHealth } from './helpers.js'
+
+guardProcessHealth()
+
+const cleanups: Array<() => Promise<void> | void> = []
+after(async () => { for (const c of cleanups.reverse()) await c() })
+
+/**
+ * An origin in a child process that answers its first request 503 (Retry-After: 1, Connection:
+ * close), then stops itself (SIGSTOP): the kernel still completes handshakes into its accept
+ * queue (backlog 1) but nobody accepts. Once `fill()` has queued connections up to the backlog,
+ * every further connect hangs, as to a host that drops SYNs.
+ */
+async function stoppingOrigin (): Promise<{ url: string; stopped: Promise<void>; fill: () => Promise<void> }> {
+  const child: ChildProcess = spawn(process.execPath, ['-e', `
+const s = require('node:http').createServer((req, res) => {
+  res.writeHead(503, { 'retry-after': '1', connection: 'close', 'content-type': 'text/plain', 'content-length': '4' })
+  res.end('down', () => { process.stdout.write('stop\\n'); setTimeout(() => process.kill(process.pid, 'SIGSTOP'), 20) })
+})
+s.listen({ host: '127.0.0.1', port: 0, backlog: 1 }, () => process.stdout.write(s.address().port + '\\n'))
+`], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const fillers: net.Socket[] = []
+  cleanups.push(() => { for (const s of fillers) s.destroy(); child.kill('SIGKILL') })
+  const lines: string[] = []
+  let onLine: () => void = () => {}
+  child.stdout?.on('data', (d) => { lines.push(...String(d).split('\n').filter(Boolean)); onLine() })
+  const line = (pred: (l: string) => boolean): Promise<string> => new Promise((resolve) => {
+    const check = (): void => { const l = lines.find(pred); if (l !== undefined) resolve(l) }
+    const prev = onLine
+    onLine = () => { prev(); check() }
+    check()
+  })
+  const port = Number(await line((l) => /^\d+$/.test(l)))
+  const stopped = line((l) => l === 'stop').then(async () => {
+    // Stopped for sure once /proc says so (T), or after a moment where there is no /proc.
+    for (let i = 0; i < 100; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      try {
+        const { readFileSync } = await import('node:fs')
+        if (/\) T /.test(readFileSync(`/proc/${child.pid}/stat`, 'utf8'))) return
+      } catch { if (i > 20) return }
+    }
+  })
+  const fill = async (): Promise<void> => {
+    // Two handshakes complete into the stopped listener's queue (backlog 1); the rest would hang.
+    const connected: Array<Promise<void>> = []
+    for (let i = 0; i < 2; i++) {
+      const s = net.connect(port, '127.0.0.1')
+      s.on('error', () => {})
+      fillers.push(s)
+      connected.push(new Promise((resolve) => s.once('connect', () => resolve())))
+    }
+    await Promise.all(connected)
+  }
+  return { url: `http://127.0.0.1:${port}`, stopped, fill }
+}
+
+async function gateway (yaml: string): Promise<TestGateway> {
+  const g = await startTestGateway(yaml, { level: 'warn' })
+  cleanups.push(() => g.close())
+  return g
+}
+
+test('a retry whose connect hangs ends at the route deadline (504), not connectTimeoutMs later', { timeout: 20000 }, async () => {
+  const o = await stoppingOrigin()
+  const g = await gateway(`
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: warn, accessLog: false }
+upstreams:
+  main:
+    url: ${o.url}
+    timeoutMs: 2500
+    connectTimeoutMs: 60000
+    circuitBreaker: { enabled: false }
+    retry: { attempts: 1, backoffMs: 10, maxBackoffMs: 2000 }
+routes:
+  - name: main
+    match: { pathPrefix: / }
+    upstream: main
+`)
+  // The first attempt gets the 503 (Retry-After: 1 s); the retry, 1 s later, must connect again.
+  const sent = request(g.url + '/x', { headersTimeout: 12000 })
+  await o.stopped
+  await o.fill()
+  const r = await sent.catch((err: Error) => err)
+  assert.ok(!(r instanceof Error), `the gateway answered within the route's deadline, not connectTimeoutMs later (${r instanceof Error ? r.message : ''})`)
+  const body = await r.body.json() as { error: string; message: string }
+  assert.equal(r.statusCode, 504)
+  assert.equal(body.error, 'SLUICE_ERR_UPSTREAM_TIMEOUT')
+  assert.match(body.message, /before the deadline/)
+})
