@@ -47,6 +47,8 @@ export class SluiceError extends Error {
   readonly status: number
   /** Extra response headers (Retry-After, RateLimit fields...). */
   headers?: Record<string, string>
+  /** The upstream target (host:port) whose attempt failed, for the log line; never sent to the client. */
+  target?: string
   constructor (code: ErrorCode, message?: string, opts: { cause?: unknown; headers?: Record<string, string> } = {}) {
     super(message ?? ERRORS[code].message, opts.cause === undefined ? undefined : { cause: opts.cause })
     this.name = 'SluiceError'

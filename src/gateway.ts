@@ -404,7 +404,7 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     if (e.code === 'SLUICE_ERR_INTERNAL') log.error({ reqId, err, url: request.url }, 'internal error')
     if (ctx) ctx.errorCode = e.code
     if (e.status >= 500 && e.code !== 'SLUICE_ERR_INTERNAL') {
-      log.warn({ reqId, code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, detail: e.message }, 'upstream error')
+      log.warn({ reqId, code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, target: e.target, detail: e.message }, 'upstream error')
     }
     let body: string | null = null
     if (!request.raw.socket?.destroyed) reply.raw.once('close', () => observe(request, reply.raw.statusCode, errorBytes(request.raw, reply.raw, body)))

@@ -316,6 +316,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           // A retry's deadline that passed while it connected (or waited for headers): a timeout
           // of the target's, as undici's headersTimeout would have been.
           const err = expired ? mapUpstreamError(DEADLINE, up.name, false) : mapUpstreamError(raw, up.name, clientClosed)
+          err.target = t.id // named in the 'upstream error' log line
           if (span !== null) Tracing.endAttempt(span, 0, err.code)
           // An attempt the client walked away from says nothing about the upstream: not observed.
           if (!clientClosed) m.duration[5].observe((performance.now() - t0) / 1000)
@@ -359,6 +360,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           t.inFlight--
           targets.outcome(set, t, 0, 'failure')
           const err = new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `upstream "${up.name}": invalid status code ${status}`)
+          err.target = t.id
           guard.record(ticket, { error: err })
           throw err
         }

@@ -2,13 +2,17 @@
 // (proxy_next_upstream) user expects them, through real gateways in front of real loopback origins.
 // - A retry that has to open a connection to a target that drops SYNs (its accept queue full)
 //   ends at the request's deadline (timeoutMs), not connectTimeoutMs later.
+// - The 'upstream error' log line names the target that failed (host:port), not only the upstream.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
+import { Readable } from 'node:stream'
 import { request } from 'undici'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { guardProcessHealth } from './helpers.js'
+import { reservePort } from '../helpers/ports.js'
+import { startOrigin } from '../helpers/origin.js'
 
 guardProcessHealth()
 
@@ -99,4 +103,44 @@ routes:
   assert.equal(r.statusCode, 504)
   assert.equal(body.error, 'SLUICE_ERR_UPSTREAM_TIMEOUT')
   assert.match(body.message, /before the deadline/)
+})
+
+test('the upstream error log line names the target that failed, with several targets', async () => {
+  const up = await startOrigin()
+  cleanups.push(() => up.close())
+  up.on('/t', (_req, res) => { res.end('ok') })
+  const dead = await reservePort() // nothing listens: refused
+  const g = await gateway(`
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: warn, accessLog: false }
+upstreams:
+  pair:
+    targets: [ "http://127.0.0.1:${dead}", "${up.url}" ]
+    timeoutMs: 3000
+    circuitBreaker: { enabled: false }
+    outlierDetection: { consecutiveErrors: 1000 }
+routes:
+  - name: main
+    match: { pathPrefix: / }
+    upstream: pair
+`)
+  // A POST is not retried nor failed over on a refused connection when its body streams, so
+  // each request that round-robin sends to the dead target ends there with 502.
+  let failed = 0
+  for (let i = 0; i < 6 && failed === 0; i++) {
+    const r = await request(g.url + '/t', { method: 'POST', body: Readable.from([Buffer.from('x'.repeat(100))]), headers: { 'content-type': 'text/plain' } })
+    const text = await r.body.text()
+    if (r.statusCode === 502) {
+      failed++
+      const body = JSON.parse(text) as { error: string; message: string }
+      assert.equal(body.error, 'SLUICE_ERR_UPSTREAM_CONNECT')
+      assert.ok(!body.message.includes(String(dead)), 'the client is not told the target')
+    }
+  }
+  assert.equal(failed, 1, 'round-robin sent one request to the refusing target')
+  const line = g.logs.find((l) => l.msg === 'upstream error' && l.code === 'SLUICE_ERR_UPSTREAM_CONNECT')
+  assert.ok(line, 'logged')
+  assert.equal(line.upstream, 'pair')
+  assert.equal(line.target, `127.0.0.1:${dead}`)
 })
