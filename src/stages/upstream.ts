@@ -79,6 +79,24 @@ class QueueDeadline {
   }
 }
 
+/**
+ * The signal a retry waits for its budget token under: aborted when the client leaves
+ * (`client`) or when `ms` (the time left before the request's deadline) pass.
+ */
+function retryWaitSignal (client: AbortSignal | undefined, ms: number): { signal: AbortSignal, expired: () => boolean, done: () => void } {
+  const ctl = new AbortController()
+  let expired = false
+  const timer = setTimeout(() => { expired = true; ctl.abort(DEADLINE) }, Math.max(1, ms))
+  const onClient = (): void => { ctl.abort(client?.reason) }
+  if (client?.aborted === true) onClient()
+  else client?.addEventListener('abort', onClient, { once: true })
+  return {
+    signal: ctl.signal,
+    expired: () => expired,
+    done: () => { clearTimeout(timer); client?.removeEventListener('abort', onClient) }
+  }
+}
+
 /** The largest body of an answer a status retry sets aside (an error page, a JSON error). */
 const LAST_ANSWER_MAX_BYTES = 64 * 1024
 
@@ -205,7 +223,17 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         }
         // Every attempt that reaches the upstream takes a budget token (the budget records its
         // own queue wait); a cache hit never gets here, so hits are free.
-        const queued = up.config.rateLimit ? guard.acquire(req.signal) : guard.acquire()
+        // A retry waits for a token only until the request's deadline (maxQueueMs may be longer):
+        // then it is a retry that cannot be sent, answered with the last answer (or 504).
+        const bounded = attempt > 0 && up.config.rateLimit ? retryWaitSignal(req.signal, deadline - Date.now()) : null
+        let queued: number | Promise<number>
+        try {
+          queued = up.config.rateLimit ? guard.acquire(bounded !== null ? bounded.signal : req.signal) : guard.acquire()
+        } catch (err) {
+          bounded?.done()
+          throw err
+        }
+        if (typeof queued === 'number') bounded?.done() // a token at once: no wait to bound
         if (typeof queued !== 'number') {
           try {
             await queued
@@ -213,7 +241,10 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           } catch (err) {
             // Aborted while queued for the budget: the client left (499), not a gateway bug (500).
             if (req.signal?.aborted === true) throw mapUpstreamError(err, up.name, true)
+            if (bounded?.expired() === true) throw mapUpstreamError(DEADLINE, up.name, false)
             throw err
+          } finally {
+            bounded?.done()
           }
           // The budget's queue (at most its maxQueueMs) is not the upstream's time: a first
           // attempt's deadline starts when it may be sent. A retry's wait stays inside the

@@ -2,6 +2,8 @@
 // (proxy_next_upstream) user expects them, through real gateways in front of real loopback origins.
 // - A retry that has to open a connection to a target that drops SYNs (its accept queue full)
 //   ends at the request's deadline (timeoutMs), not connectTimeoutMs later.
+// - A retry that waits for an upstream budget token waits only until the request's deadline
+//   (then the upstream's last answer is sent), not for as long as maxQueueMs allows.
 // - The 'upstream error' log line names the target that failed (host:port), not only the upstream.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -143,4 +145,34 @@ routes:
   assert.ok(line, 'logged')
   assert.equal(line.upstream, 'pair')
   assert.equal(line.target, `127.0.0.1:${dead}`)
+})
+
+test('a retry queued for the upstream budget waits only until the deadline, then the last answer is sent', { timeout: 20000 }, async () => {
+  const up = await startOrigin()
+  cleanups.push(() => up.close())
+  let seen = 0
+  up.on('/busy', (_req, res) => { seen++; res.writeHead(503, { 'content-type': 'text/plain' }); res.end('busy') })
+  // One token per 50 s: the first attempt takes the only one, so the retry would wait ~50 s,
+  // which maxQueueMs allows, while the request's deadline is 1.5 s away.
+  const g = await gateway(`
+listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: warn, accessLog: false }
+upstreams:
+  main:
+    url: ${up.url}
+    timeoutMs: 1500
+    rateLimit: { requestsPerSecond: 0.02, burst: 1, maxQueueMs: 60000 }
+    circuitBreaker: { enabled: false }
+    retry: { attempts: 1, backoffMs: 10, maxBackoffMs: 50 }
+routes:
+  - name: main
+    match: { pathPrefix: / }
+    upstream: main
+`)
+  const r = await request(g.url + '/busy', { headersTimeout: 12000 }).catch((err: Error) => err)
+  assert.ok(!(r instanceof Error), `answered at the deadline, not after the budget's queue (${r instanceof Error ? r.message : ''})`)
+  assert.equal(r.statusCode, 503)
+  assert.equal(await r.body.text(), 'busy', "the upstream's own answer, as for any retry that cannot be sent")
+  assert.equal(seen, 1, 'the retry was never sent')
 })
