@@ -277,23 +277,11 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
     hooks.ended(job, fillP, f, leased, stored)
     settle(f)
   }
-  let t0 = core.now()
+  const t0 = core.now()
   let res: ProxyResponse
-  let sent = detached(req, stale)
-  /** Asked again without validators, after a 304 that did not select the stored entry. */
-  let refetched = false
+  const sent = detached(req, stale)
   try {
     res = await job.fetch(sent)
-    if (res.status === 304 && stale !== undefined && !selects(res, stale)) {
-      // A 304 for another representation than the stored one (another strong ETag, another
-      // Vary): it must not update the entry (RFC 9111 §4.3.4). Ask again, unconditionally, and
-      // go on as a miss: the client gets the full current response, and it is stored fresh.
-      drainToNull(res.body as Readable | null)
-      sent = { ...detached(req, undefined), attempts: sent.attempts }
-      refetched = true
-      t0 = core.now()
-      res = await job.fetch(sent)
-    }
   } catch (err) {
     req.attempts = sent.attempts // the client's span counts the fill's retries
     const status = isSluiceError(err) ? err.status : 502
@@ -307,7 +295,16 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   }
   req.attempts = sent.attempts
   const t1 = core.now()
-  if (res.status === 304 && stale !== undefined && !refetched) {
+  if (res.status === 304 && stale !== undefined && !selects(res, stale)) {
+    // A 304 that names another representation than the stored one (another strong ETag or
+    // Last-Modified, another Vary) must not update it (RFC 9111 §4.3.4). Its status still says
+    // the validators sent match, so this client gets the stored response as it is: not
+    // freshened, its own ETag and body together. The waiting clients ask for themselves.
+    drainToNull(res.body as Readable | null)
+    done({ reason: 'ERROR', status: 304 })
+    return respond(core, stale, route, req, 'sluice; fwd=stale; fwd-status=304; detail=NOT-SELECTED', 'revalidated', t1)
+  }
+  if (res.status === 304 && stale !== undefined) {
     drainToNull(res.body as Readable | null)
     const e = revalidated(core, stale, res, route, t0, t1)
     // The 304's fields may make the response unstorable now (private, no-store): then it
