@@ -29,6 +29,8 @@ export class ConfigError extends Error {
 }
 
 export function formatIssue (i: ConfigIssue): string {
+  // Line 0: an issue with the file as a whole that has no position in it (it cannot be read).
+  if (i.line === 0 && i.path === '') return `${i.file}: ${i.message}`
   return `${i.file}:${i.line}:${i.col} ${i.path || '(file)'}: ${i.message}`
 }
 
@@ -342,7 +344,7 @@ export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.e
   try {
     text = readFileSync(file, 'utf8')
   } catch (err) {
-    throw new ConfigError([{ file, line: 0, col: 0, path: '', message: `cannot read the file: ${(err as Error).message}` }])
+    throw new ConfigError([{ file, line: 0, col: 0, path: '', message: `cannot read the config file: ${(err as Error).message}` }])
   }
   return parseConfig(text, file, env)
 }

@@ -8,7 +8,7 @@
 import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import type { Logger } from 'pino'
-import { loadConfigFile, parseConfig, ConfigError, type LoadedConfig } from './load.js'
+import { loadConfigFile, parseConfig, ConfigError, formatIssue, type LoadedConfig } from './load.js'
 import { compile, type Snapshot } from './compile.js'
 import type { Metrics } from '../observability/metrics.js'
 import { diffSnapshots } from './diff.js'
@@ -104,7 +104,7 @@ export class Reloader {
       } catch (err) {
         metrics.configReloads.labels('failure').inc()
         const errors = err instanceof ConfigError
-          ? err.issues.map((i) => `${i.file}:${i.line}:${i.col} ${i.path || '(file)'}: ${i.message}`)
+          ? err.issues.map(formatIssue)
           : err instanceof ReloadError ? err.errors : [(err as Error).message]
         this.lastError = errors
         log.error({ trigger, errors, version: prev.version }, 'config reload failed; the previous config keeps serving')
