@@ -334,6 +334,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
   const aggregated = async (): Promise<Registry> => {
     const { asked, answers } = await askEach({ type: 'sluice:metrics' })
     const workers: MetricJSON[][] = []
+    const answered = new Set<number>()
     for (const w of asked) {
       const m = answers.get(w.id)
       // One that exited since it answered was folded into `retired` with the values read before
@@ -341,6 +342,14 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       if (!Array.isArray(m) || w.isDead()) continue
       lastMetrics.set(w.id, m as MetricJSON[])
       workers.push(m as MetricJSON[])
+      answered.add(w.id)
+    }
+    // A live worker that did not answer in time (busy or stalled), or was not asked (its channel
+    // is closing): its values as last read stand in, so the counter totals do not dip for this
+    // scrape (Prometheus's rate() would take the dip for a reset).
+    for (const [id, last] of lastMetrics) {
+      const w = cluster.workers?.[id]
+      if (!answered.has(id) && w !== undefined && !w.isDead()) workers.push(last)
     }
     if (retired.length) workers.push(retired)
     return aggregateMetrics(workers, await own.registry.getMetricsAsJSON() as MetricJSON[])

@@ -46,3 +46,59 @@ test('review-proc: a config file that does not exist is reported as FILE: cannot
   assert.match(r.stderr, /not started/)
 })
 
+/** The sum of every sample of a counter in a Prometheus text exposition. */
+function total (text: string, name: string): number {
+  let sum = 0
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name + '{') || line.startsWith(name + ' ')) sum += Number(line.split(' ').at(-1))
+  }
+  return sum
+}
+
+/** The primary's worker processes. */
+function workerPids (primary: number): number[] {
+  let pids: number[] = []
+  try { pids = execFileSync('pgrep', ['-P', String(primary)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number) } catch { return [] }
+  return pids.filter((p) => { try { return /cli\.(js|ts)/.test(readFileSync(`/proc/${p}/cmdline`, 'utf8')) } catch { return false } })
+}
+
+test('review-proc: a worker that does not answer a /metrics scrape counts with its last-read values (totals never dip)', { timeout: 120000 }, async (t) => {
+  const origin = await startOrigin()
+  t.after(() => origin.close())
+  const c = await startTestCluster((port, adminPort) => `workers: 2
+listen: { host: 127.0.0.1, port: ${port} }
+admin: { host: 127.0.0.1, port: ${adminPort} }
+log: { level: info, accessLog: false }
+upstreams: { origin: { url: "${origin.url}" } }
+routes:
+  - { name: all, match: { pathPrefix: / }, upstream: origin }
+`)
+  let frozen: number | undefined
+  t.after(async () => { if (frozen !== undefined) process.kill(frozen, 'SIGCONT'); await c.stop() })
+  const pids = workerPids(c.child.pid!)
+  assert.equal(pids.length, 2)
+  // Requests on connections of their own, so both workers serve some.
+  const perWorker = async (): Promise<Map<number, number>> => {
+    const s = await (await request(c.admin + '/admin/status')).body.json() as { perWorker: { pid: number; requests: number }[] }
+    return new Map(s.perWorker.map((w) => [w.pid, w.requests]))
+  }
+  await until('both workers served requests', async () => {
+    const r = await request(c.url + '/', { reset: true })
+    await r.body.dump()
+    const m = await perWorker()
+    return pids.every((p) => (m.get(p) ?? 0) > 0)
+  }, { tries: 400, intervalMs: 10, detail: () => c.out.join('') })
+
+  const scrape = async () => (await (await request(c.admin + '/metrics')).body.text())
+  const first = total(await scrape(), 'sluice_http_requests_total')
+  assert.ok(first > 0)
+  // One worker stops answering (it is paused): the next scrape waits for it, then goes on.
+  frozen = pids[0]
+  process.kill(frozen, 'SIGSTOP')
+  const second = total(await scrape(), 'sluice_http_requests_total')
+  process.kill(frozen, 'SIGCONT')
+  frozen = undefined
+  assert.ok(second >= first, `the total went from ${first} to ${second} while a worker was slow to answer`)
+  const third = total(await scrape(), 'sluice_http_requests_total')
+  assert.ok(third >= second, `${second} then ${third}`)
+})
