@@ -129,7 +129,42 @@ function now (signal: string, log: { warn (o: object, m: string): void, flush?: 
   void import('./observability/logger.js').then(({ logDrained }) => logDrained(log as never, 500)).finally(() => process.exit(1))
 }
 
+/**
+ * SIGTERM and SIGINT are handled from the first moment of `run`: until the gateway (or the
+ * cluster primary) has started, by ending start-up (nothing is served yet, so there is nothing
+ * to drain: a log line, then exit 0); once it runs, by the drain that `started` installs.
+ * Without this a signal during start-up (the wait for Redis, a certificate, the listeners)
+ * killed the process without a clean exit, and node as PID 1 in a container ignored it: Docker
+ * then waited its whole stop timeout.
+ */
+function startupSignals (file: string): { started (stop: (signal: string) => void): void } {
+  let stop: ((signal: string) => void) | null = null
+  let ending = false
+  const onSignal = (signal: string) => {
+    if (stop !== null) { stop(signal); return }
+    if (ending) return
+    ending = true
+    void (async () => {
+      const { createLogger, logDrained } = await import('./observability/logger.js')
+      let level = 'info'
+      try { level = loadConfigFile(file).config.log.level } catch { /* the default level */ }
+      const log = createLogger(level)
+      log.info({ signal }, 'signal during start-up: not starting; exiting')
+      await logDrained(log, 500)
+    })().finally(() => process.exit(0))
+  }
+  process.on('SIGTERM', () => onSignal('SIGTERM'))
+  process.on('SIGINT', () => onSignal('SIGINT'))
+  return { started (s) { stop = s } }
+}
+
 async function run (file: string): Promise<number> {
+  const signals = startupSignals(file)
+  // Until the gateway runs, a SIGHUP (the default action ends the process) is noted, and served
+  // as a reload once it has started: starting can wait seconds for Redis or a certificate.
+  let hupWhileStarting = false
+  const early = () => { hupWhileStarting = true }
+  process.on('SIGHUP', early)
   const { startGateway } = await import('./main.js')
   const { workerCount } = await import('./cluster/primary.js')
   const cluster = (await import('node:cluster')).default
@@ -137,12 +172,13 @@ async function run (file: string): Promise<number> {
   try { workers = workerCount(loadConfigFile(file).config.workers) } catch { /* startGateway reports it */ }
   // A worker is one the primary forked (it sets SLUICE_WORKER), whatever the file now says.
   const isWorker = cluster.isWorker && process.env.SLUICE_WORKER === '1'
-  if (workers > 1 && !isWorker) return runPrimaryProcess(file)
-  // Until the gateway runs, a SIGHUP (the default action ends the process) is noted, and served
-  // as a reload once it has started: starting can wait seconds for Redis or a certificate.
-  let hupWhileStarting = false
-  const early = () => { hupWhileStarting = true }
-  process.on('SIGHUP', early)
+  if (workers > 1 && !isWorker) {
+    // The primary installs its own SIGHUP (a reload of every worker) once it has started.
+    const code = await runPrimaryProcess(file, signals)
+    process.off('SIGHUP', early)
+    if (hupWhileStarting && code === -1) process.emit('SIGHUP', 'SIGHUP')
+    return code
+  }
   let gw
   try {
     // A worker takes rate-limit tokens from the primary's buckets when there is no Redis.
@@ -164,22 +200,7 @@ async function run (file: string): Promise<number> {
     throw err
   }
   const log = gw.log
-  if (isWorker) {
-    const { serveWorker } = await import('./cluster/primary.js')
-    serveWorker(gw, () => gw.status(), log, () => gw.upstreams())
-    process.on('SIGHUP', () => {}) // the primary reloads every worker; a HUP to the process group must not end one
-  } else {
-    process.on('SIGHUP', () => { void gw.reloader.reload('SIGHUP') })
-    if (hupWhileStarting) void gw.reloader.reload('SIGHUP')
-  }
-  process.off('SIGHUP', early)
-  process.on('unhandledRejection', (reason) => { log.error({ err: reason }, 'unhandled rejection') })
-  // A throw nothing caught leaves the process in an unknown state: it is logged, with every
-  // held line written out, and the process exits 1 for its supervisor (or primary) to restart.
-  process.on('uncaughtException', (err) => {
-    log.fatal({ err }, 'uncaught exception; exiting')
-    void import('./observability/logger.js').then(({ logDrained }) => logDrained(log)).finally(() => process.exit(1))
-  })
+  // From here a signal drains the running gateway.
   let stopping = false
   const stop = (signal: string) => {
     if (stopping) { now(signal, log); return }
@@ -196,12 +217,27 @@ async function run (file: string): Promise<number> {
       process.exit(1)
     })
   }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
+  signals.started(stop)
+  if (isWorker) {
+    const { serveWorker } = await import('./cluster/primary.js')
+    serveWorker(gw, () => gw.status(), log, () => gw.upstreams())
+    process.on('SIGHUP', () => {}) // the primary reloads every worker; a HUP to the process group must not end one
+  } else {
+    process.on('SIGHUP', () => { void gw.reloader.reload('SIGHUP') })
+    if (hupWhileStarting) void gw.reloader.reload('SIGHUP')
+  }
+  process.off('SIGHUP', early)
+  process.on('unhandledRejection', (reason) => { log.error({ err: reason }, 'unhandled rejection') })
+  // A throw nothing caught leaves the process in an unknown state: it is logged, with every
+  // held line written out, and the process exits 1 for its supervisor (or primary) to restart.
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception; exiting')
+    void import('./observability/logger.js').then(({ logDrained }) => logDrained(log)).finally(() => process.exit(1))
+  })
   return -1 // keep running
 }
 
-async function runPrimaryProcess (file: string): Promise<number> {
+async function runPrimaryProcess (file: string, signals: { started (stop: (signal: string) => void): void }): Promise<number> {
   const { runPrimary } = await import('./cluster/primary.js')
   const { createLogger } = await import('./observability/logger.js')
   const log = createLogger(loadConfigFile(file).config.log.level)
@@ -229,8 +265,7 @@ async function runPrimaryProcess (file: string): Promise<number> {
       process.exit(0)
     }, () => process.exit(1))
   }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
+  signals.started(stop)
   return -1
 }
 

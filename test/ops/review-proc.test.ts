@@ -30,6 +30,73 @@ function sluice (args: string[], env: Record<string, string | undefined> = {}): 
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+test('review-proc: a SIGTERM while the gateway waits for Redis at start-up ends it: exit 0 and a log line, no start', { timeout: 60000 }, async (t) => {
+  const origin = await startOrigin()
+  // A "Redis" that accepts and never answers: start-up waits for it (redis.connectTimeoutMs, long here).
+  const sockets = new Set<Socket>()
+  const silent = createServer((s) => { sockets.add(s); s.on('error', () => {}) }).listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  const port = (silent.address() as { port: number }).port
+  t.after(async () => { for (const s of sockets) s.destroy(); silent.close(); await origin.close() })
+  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+redis: { url: "redis://127.0.0.1:${port}", connectTimeoutMs: 120000 }
+upstreams:
+  origin: { url: "${origin.url}" }
+routes:
+  - { name: all, match: { pathPrefix: / }, upstream: origin }
+`)
+  const [cmd, args] = cliCommand(['--config', file])
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  const out: string[] = []
+  child.stdout!.on('data', (d) => out.push(String(d)))
+  child.stderr!.on('data', (d) => out.push(String(d)))
+  const exited = once(child, 'exit')
+  await until('the gateway connects to redis', () => sockets.size > 0, { tries: 400, intervalMs: 25, detail: () => out.join('') })
+  assert.equal(startedUrls(out), null, 'still starting')
+  child.kill('SIGTERM')
+  // Start-up would wait 120 s for this Redis: the test's 60 s timeout is far shorter.
+  const [code, signal] = await exited
+  assert.equal(signal, null, 'not killed by the SIGTERM: ' + out.join(''))
+  assert.equal(code, 0, out.join(''))
+  assert.equal(startedUrls(out), null, 'it did not go on to start: ' + out.join(''))
+  const line = out.join('').split('\n').find((l) => l.includes('"signal":"SIGTERM"'))
+  assert.ok(line, 'a log line names the signal: ' + out.join(''))
+  assert.match(JSON.parse(line).msg, /start/)
+})
+
+test('review-proc: a SIGHUP then a SIGINT while starting: the HUP does not kill it, the INT ends it with exit 0', { timeout: 60000 }, async (t) => {
+  const origin = await startOrigin()
+  const sockets = new Set<Socket>()
+  const silent = createServer((s) => { sockets.add(s); s.on('error', () => {}) }).listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  const port = (silent.address() as { port: number }).port
+  t.after(async () => { for (const s of sockets) s.destroy(); silent.close(); await origin.close() })
+  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0 }
+redis: { url: "redis://127.0.0.1:${port}", connectTimeoutMs: 120000 }
+upstreams:
+  origin: { url: "${origin.url}" }
+routes:
+  - { name: all, match: { pathPrefix: / }, upstream: origin }
+`)
+  const [cmd, args] = cliCommand(['--config', file])
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  const out: string[] = []
+  child.stdout!.on('data', (d) => out.push(String(d)))
+  child.stderr!.on('data', (d) => out.push(String(d)))
+  const exited = once(child, 'exit')
+  await until('the gateway connects to redis', () => sockets.size > 0, { tries: 400, intervalMs: 25, detail: () => out.join('') })
+  child.kill('SIGHUP')
+  child.kill('SIGINT')
+  const [code, signal] = await exited
+  assert.equal(signal, null, out.join(''))
+  assert.equal(code, 0, out.join(''))
+  assert.match(out.join(''), /"signal":"SIGINT"/)
+})
+
 test('review-proc: a config file that does not exist is reported as FILE: cannot read the config file: ENOENT, without a position', { timeout: 120000 }, (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-missing-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
