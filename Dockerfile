@@ -32,9 +32,12 @@ RUN ln -s /app/dist/src/cli.js /usr/local/bin/sluice
 USER node
 VOLUME ["/etc/sluice"]
 EXPOSE 8080 9901
-# node:22-slim has no curl: Node's fetch does the probe. /healthz needs no token.
+# `sluice health` probes GET /healthz (no token needed) on the admin port the config in
+# $SLUICE_CONFIG sets (admin.host 0.0.0.0 is probed on 127.0.0.1), so a mounted config that
+# moves the admin port moves the check too. A CMD that runs another config file should set
+# SLUICE_CONFIG to it (or SLUICE_ADMIN_URL=http://127.0.0.1:PORT). node:22-slim has no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:9901/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "dist/src/cli.js", "health"]
 # PID 1 is node itself (exec form, no shell in between): Sluice installs its own SIGTERM
 # handler, which stops accepting, drains in-flight requests within shutdownGraceMs and
 # exits 0. It starts no child processes other than its own cluster workers (workers > 1),

@@ -2,6 +2,7 @@
 // sluice [run] [--config FILE | FILE]    run the gateway (SLUICE_CONFIG, default config/sluice.yaml)
 // sluice validate [--config FILE | FILE] check a file; exit 1 on an error, 2 on a usage error
 // sluice schema                  print the config's JSON Schema
+// sluice health                  probe the running gateway's /healthz (the container HEALTHCHECK)
 import { parseArgs } from 'node:util'
 import { ConfigSchema } from './config/schema.js'
 import { jsonSchemaForEditors } from './config/types-helpers.js'
@@ -13,6 +14,7 @@ const USAGE = `usage:
   sluice validate [--config FILE | FILE]  check a config file; prints each error with its line and key path
   sluice schema                    print the config's JSON Schema (for YAML editors)
   sluice status                    summary of a running gateway (admin API)
+  sluice health                    exit 0 if the running gateway's /healthz answers 2xx, else 1
   sluice purge --key K | --prefix P | --tag T    purge the cache of a running gateway
   sluice config diff FILE          what a reload of FILE would change in the running gateway
 Admin commands find the admin port from --admin URL, SLUICE_ADMIN_URL, or the config file;
@@ -35,6 +37,9 @@ function parse (argv: string[]) {
     strict: true
   })
 }
+
+/** Below the image's HEALTHCHECK --timeout (3 s), so a hung admin port is a failed check, not a timed-out one. */
+const HEALTH_TIMEOUT_MS = 2500
 
 /** A command line that cannot be run as written: the message and the usage on stderr, exit 2. */
 function usageError (message: string): number {
@@ -93,6 +98,33 @@ async function main (argv: string[]): Promise<number> {
       if (status !== 200) { process.stderr.write(`admin API answered ${status}: ${JSON.stringify(json)}\n`); return 1 }
       process.stdout.write((values.json ? JSON.stringify(json, null, 2) : formatStatus(json as Record<string, unknown>)) + '\n')
       return 0
+    }
+    case 'health': {
+      // The container's HEALTHCHECK: GET /healthz on the admin address the gateway uses (from
+      // --admin, SLUICE_ADMIN_URL or the config file, as the other admin commands), so a
+      // config that moves the admin port moves the check with it. Exit 0 healthy, 1 not.
+      const { adminTarget } = await import('./admin-client.js')
+      let url: string
+      try {
+        url = adminTarget({ admin: values.admin, config: file }).url + '/healthz'
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          for (const i of err.issues) process.stderr.write(formatIssue(i) + '\n')
+          process.stderr.write('sluice health: unhealthy: cannot find the admin address\n')
+          return 1
+        }
+        throw err
+      }
+      try {
+        const res = await fetch(url, { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) })
+        await res.body?.cancel()
+        if (res.ok) { process.stdout.write(`${url}: ${res.status}\n`); return 0 }
+        process.stderr.write(`sluice health: unhealthy: ${url} answered ${res.status}\n`)
+      } catch (err) {
+        const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message
+        process.stderr.write(`sluice health: unhealthy: ${url}: ${cause}\n`)
+      }
+      return 1
     }
     case 'purge': {
       const which = (['key', 'prefix', 'tag'] as const).filter((k) => values[k] !== undefined)

@@ -159,10 +159,12 @@ test('Dockerfile: the runtime stage runs as non-root, exposes and probes the con
 
   const hc = ins(runtime, 'HEALTHCHECK').at(-1)?.args ?? ''
   assert.match(hc, /CMD/)
-  const url = /https?:\/\/[\w.]+:(\d+)(\/\w+)/.exec(hc)
-  assert.ok(url, `HEALTHCHECK calls a URL: ${hc}`)
-  assert.equal(Number(url[1]), ADMIN_PORT, 'HEALTHCHECK uses the admin port of the config')
-  assert.equal(url[2], '/healthz')
+  // `sluice health` reads the admin port from $SLUICE_CONFIG, the file CMD runs (no fixed port
+  // that a mounted config could move away from); test/ops/review-proc.test.ts runs it.
+  const hcArgv = execForm(hc.replace(/^.*?\bCMD\s+/s, ''))
+  assert.deepEqual(hcArgv, ['node', JSON.parse(read('package.json')).bin.sluice, 'health'], `HEALTHCHECK runs \`sluice health\`: ${hc}`)
+  assert.doesNotMatch(hc, /:\d+\/healthz/, 'no fixed admin port in the HEALTHCHECK')
+  assert.equal(ins(runtime, 'ENV').map((i) => /SLUICE_CONFIG=(\S+)/.exec(i.args)?.[1]).find(Boolean), CONFIG_PATH, 'SLUICE_CONFIG names the config CMD runs')
   assert.doesNotMatch(hc, /\bcurl\b|\bwget\b/, 'node:22-slim has neither curl nor wget')
   const stopSignal = ins(runtime, 'STOPSIGNAL').at(-1)?.args ?? 'SIGTERM'
   assert.equal(stopSignal, 'SIGTERM')

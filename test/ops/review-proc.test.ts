@@ -97,6 +97,69 @@ routes:
   assert.match(out.join(''), /"signal":"SIGINT"/)
 })
 
+/** The exec-form CMD of the Dockerfile's HEALTHCHECK, as an argv. */
+function healthcheckArgv (): string[] {
+  const lines = readFileSync(repo('Dockerfile'), 'utf8').replace(/\\\n/g, ' ').split('\n')
+  const hc = lines.filter((l) => /^HEALTHCHECK\b/.test(l)).at(-1)
+  assert.ok(hc, 'the Dockerfile has a HEALTHCHECK')
+  const m = /\bCMD\s+(\[.*\])\s*$/.exec(hc)
+  assert.ok(m, `HEALTHCHECK uses CMD's exec form: ${hc}`)
+  return JSON.parse(m[1]) as string[]
+}
+
+/** Runs the HEALTHCHECK's command here: `node` is this node, the image's /app is the compiled tree. */
+function runHealthcheck (env: Record<string, string>): { status: number | null, out: string } {
+  const argv = healthcheckArgv()
+  assert.equal(argv[0], 'node')
+  const rest = argv.slice(1)
+  // The image runs dist/src/cli.js from /app; here, the CLI this test suite runs.
+  const i = rest.indexOf('dist/src/cli.js')
+  const [cmd, args] = i >= 0 ? cliCommand(rest.slice(i + 1)) : [process.execPath, rest]
+  if (i >= 0) args.unshift(...rest.slice(0, i))
+  const base = { ...process.env }
+  delete base.SLUICE_CONFIG
+  delete base.SLUICE_ADMIN_URL
+  const r = spawnSync(cmd, args, { cwd: repo(), env: { ...base, ...env }, encoding: 'utf8', timeout: 30000 })
+  return { status: r.status, out: r.stdout + r.stderr }
+}
+
+test('review-proc: the image HEALTHCHECK probes the admin port the config sets (not a fixed 9901)', { timeout: 120000 }, async (t) => {
+  const origin = await startOrigin()
+  t.after(() => origin.close())
+  const adminPort = await reservePort()
+  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 0.0.0.0, port: ${adminPort}, token: "health-check-test-token-0123456789abcdef" }
+upstreams:
+  origin: { url: "${origin.url}" }
+routes:
+  - { name: all, match: { pathPrefix: / }, upstream: origin }
+`)
+  // Nothing runs yet: the check fails (the image's SLUICE_CONFIG names the config).
+  const before = runHealthcheck({ SLUICE_CONFIG: file })
+  assert.equal(before.status, 1, before.out)
+
+  const [cmd, args] = cliCommand(['--config', file])
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const out: string[] = []
+  child.stdout!.on('data', (d) => out.push(String(d)))
+  child.stderr!.on('data', (d) => out.push(String(d)))
+  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  await until('the gateway starts', () => { if (child.exitCode !== null) throw new Error('exited'); return startedUrls(out) !== null }, { tries: 400, intervalMs: 50, detail: () => out.join('') })
+
+  const up = runHealthcheck({ SLUICE_CONFIG: file })
+  assert.equal(up.status, 0, `the health check passes against admin port ${adminPort}: ${up.out}`)
+
+  // The command itself: an explicit config, and --admin.
+  assert.equal(sluice(['health', '--config', file]).status, 0)
+  assert.equal(sluice(['health', '--admin', `http://127.0.0.1:${adminPort}`]).status, 0)
+
+  child.kill('SIGTERM')
+  await once(child, 'exit')
+  const down = runHealthcheck({ SLUICE_CONFIG: file })
+  assert.equal(down.status, 1, down.out)
+  assert.match(down.out, /unhealthy/)
+})
+
 test('review-proc: a config file that does not exist is reported as FILE: cannot read the config file: ENOENT, without a position', { timeout: 120000 }, (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-missing-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
