@@ -259,7 +259,10 @@ test('a Redis that hangs with its connection open: after one timeout the cache s
       return text.split('\n').filter((l) => /^sluice_redis_errors_total\{op="cache_(get|lease)"\}/.test(l)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0)
     }
     for (let i = 0; i < 10; i++) assert.equal((await get(gw.url, `/hang?i=${i}`)).status, 200)
-    assert.ok(await errorsNow() <= 2, `the misses stopped sending cache commands to the hung Redis (${await errorsNow()} failed)`)
+    // The first miss's commands already in flight when the first timeout marks Redis down (its
+    // lookups and lease; on a loaded machine they overlap) fail too; the later misses send none:
+    // 10 misses sending theirs would be 20 or more.
+    assert.ok(await errorsNow() <= 3, `the misses stopped sending cache commands to the hung Redis (${await errorsNow()} failed)`)
     child.kill('SIGCONT')
     await until('/readyz ready again once Redis answers', async () => (await (await request(gw.adminUrl + '/readyz')).body.json() as { status: string }).status === 'ready', { tries: 200, intervalMs: 50 })
     assert.ok(gw.logs.some((l) => l.msg === 'redis is back'))
