@@ -17,6 +17,18 @@ export const VIA = '1.1 sluice'
  */
 const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
 
+/**
+ * Fields a client's Connection may not remove: Host (forwarded as sent with preserveHost;
+ * without it undici would put the upstream's own host there, another virtual host than the one
+ * routed) and the forwarding headers, which src/forwarding.ts alone decides (replaced from an
+ * untrusted client, appended to from a trusted proxy). A front proxy that passes its client's
+ * Connection on would otherwise let the client erase the chain (`Connection: X-Forwarded-For`)
+ * and leave the origin the proxy's own, trusted address as the client's.
+ */
+function connectionMayRemove (k: string): boolean {
+  return k !== 'host' && k !== 'forwarded' && k !== 'x-real-ip' && !k.startsWith('x-forwarded-')
+}
+
 /** Names listed in a Connection header, lower case. */
 const KEEP_ALIVE: readonly string[] = Object.freeze(['keep-alive'])
 const CLOSE: readonly string[] = Object.freeze(['close'])
@@ -55,7 +67,8 @@ function appendVia (existing: string | string[] | undefined): string {
 /**
  * Headers sent upstream: a copy without hop-by-hop and method-override headers, with Host and Via set.
  * `keep` (lower case) is Sluice's own request-ID field: a client's Connection naming it does
- * not remove it, as it would any other field Connection names (RFC 9110 §7.6.1).
+ * not remove it, as it would any other field Connection names (RFC 9110 §7.6.1); nor does it
+ * remove Host or the forwarding headers (connectionMayRemove).
  */
 export function upstreamRequestHeaders (client: Headers, hostHeader: string | null, keep?: string): Record<string, string | string[]> {
   const conn = client.connection
@@ -65,7 +78,7 @@ export function upstreamRequestHeaders (client: Headers, hostHeader: string | nu
     const v = client[k]
     // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) never go upstream.
     if (v === undefined || HOP_BY_HOP.has(k) || k === 'expect' || METHOD_OVERRIDE.has(k) || k.charCodeAt(0) === 58) continue
-    if (named !== null && named.includes(k) && k !== keep) continue
+    if (named !== null && named.includes(k) && k !== keep && connectionMayRemove(k)) continue
     out[k] = v
   }
   if (hostHeader !== null) out.host = hostHeader

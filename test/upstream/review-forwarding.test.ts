@@ -1,0 +1,67 @@
+// Header forwarding review (src/upstream/headers.ts, src/forwarding.ts): what a client can make
+// the gateway drop or pass with Connection, header-name spellings and its HTTP version, checked
+// on what real loopback origins receive from requests sent as raw bytes.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { connect as h2connect } from 'node:http2'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
+import { send, req } from '../hardening/raw.js'
+
+let origin: Origin
+/** No trusted proxies: every client is untrusted. */
+let open: TestGateway
+/** 127.0.0.1 is a trusted proxy (the tests' raw sockets come from it). */
+let trusted: TestGateway
+/** Trusted, and the upstream keeps the client's Host (preserveHost). */
+let keepHost: TestGateway
+
+const trustListen = 'listen: { host: 127.0.0.1, port: 0, trustedProxies: [127.0.0.1] }\n'
+
+before(async () => {
+  origin = await startOrigin()
+  origin.on('*', (r, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify(r.headers)) })
+  open = await startTestGateway(simpleConfig(origin.url))
+  trusted = await startTestGateway(simpleConfig(origin.url).replace('listen: { host: 127.0.0.1, port: 0 }\n', trustListen))
+  keepHost = await startTestGateway(simpleConfig(origin.url).replace('listen: { host: 127.0.0.1, port: 0 }\n', trustListen).replace('    timeoutMs: 2000\n', '    timeoutMs: 2000\n    preserveHost: true\n'))
+})
+after(async () => { await open.close(); await trusted.close(); await keepHost.close(); await origin.close() })
+
+/** The headers the origin received for one raw request (a close-delimited exchange). */
+async function seen (gw: TestGateway, ...lines: string[]): Promise<Record<string, string>> {
+  const ex = await send(Number(new URL(gw.url).port), req(...lines), { responses: 1 })
+  const r = ex.responses[0]
+  assert.equal(r?.status, 200, ex.data.toString('latin1').slice(0, 200))
+  return JSON.parse(r.body.toString('utf8')) as Record<string, string>
+}
+
+test('Connection cannot strip the forwarding headers of a trusted proxy, nor the client Host that preserveHost forwards', async () => {
+  // Davison's hop-by-hop abuse: a front proxy that passes the client's Connection on lets the
+  // client name X-Forwarded-For there. Dropping it left the origin one X-Forwarded-For entry,
+  // the (internal, trusted) proxy's address, while Sluice itself limited and logged the real client.
+  const h = await seen(trusted, 'GET /fwd HTTP/1.1', 'Host: shop.example',
+    'Connection: close, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, Forwarded, X-Real-IP, X-Custom',
+    'X-Forwarded-For: 203.0.113.9', 'X-Forwarded-Proto: https', 'X-Forwarded-Host: www.example',
+    'Forwarded: for=203.0.113.9;proto=https', 'X-Real-IP: 203.0.113.9', 'X-Custom: gone')
+  assert.equal(h['x-forwarded-for'], '203.0.113.9, 127.0.0.1')
+  assert.equal(h['x-forwarded-proto'], 'https')
+  assert.equal(h['x-forwarded-host'], 'www.example')
+  assert.equal(h.forwarded, 'for=203.0.113.9;proto=https')
+  assert.equal(h['x-real-ip'], '203.0.113.9')
+  // Any other field the client's Connection names is still dropped (RFC 9110 §7.6.1).
+  assert.equal(h['x-custom'], undefined)
+
+  // preserveHost: `Connection: Host` made undici put the upstream's own host there, so the
+  // origin served another virtual host than the one Sluice routed.
+  const k = await seen(keepHost, 'GET /host HTTP/1.1', 'Host: shop.example', 'Connection: close, Host')
+  assert.equal(k.host, 'shop.example')
+
+  // From an untrusted client the values are Sluice's own either way.
+  const u = await seen(open, 'GET /fwd HTTP/1.1', 'Host: shop.example', 'Connection: close, X-Forwarded-For', 'X-Forwarded-For: 203.0.113.9')
+  assert.equal(u['x-forwarded-for'], '127.0.0.1')
+  assert.equal(u['x-forwarded-host'], 'shop.example')
+})
