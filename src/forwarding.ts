@@ -88,11 +88,26 @@ export function resolveClientIp (headers: Headers, peerRaw: string | undefined, 
 /** Forwarding and URL-rewrite headers never taken from an untrusted client (with every x-forwarded-*). */
 const UNTRUSTED_DROP = new Set(['forwarded', 'x-real-ip', 'x-original-url', 'x-rewrite-url', 'x-original-host'])
 
+function isForwardingName (k: string): boolean {
+  return UNTRUSTED_DROP.has(k) || k.startsWith('x-forwarded-')
+}
+
+/**
+ * A forwarding header's name spelt with underscores (`x_forwarded_for`, `x-forwarded_host`):
+ * CGI, WSGI, Rack and PHP-FPM map `-` and `_` alike to HTTP_X_FORWARDED_FOR, so such a field
+ * reaches the origin as the header Sluice sets and may win over it. No proxy writes them: they
+ * are dropped from every client, trusted or not (nginx drops any name with `_` by default).
+ */
+function isUnderscoreForwarding (k: string): boolean {
+  return k.indexOf('_') !== -1 && isForwardingName(k.replace(/_/g, '-'))
+}
+
 /**
  * Resolve the client address and set the forwarding headers, in place on `headers`.
  * `clientHost` is the Host the client sent (undefined or empty: none, and no X-Forwarded-Host).
  * From an untrusted peer, X-Forwarded-* and Forwarded are replaced, not appended to; from a
  * trusted proxy the chain is kept and the client is the right-most untrusted address in it.
+ * Their spellings with underscores are dropped from both (isUnderscoreForwarding).
  */
 export function applyForwarding (headers: Headers, peerRaw: string | undefined, trust: BlockList | null, clientHost?: string, proto: 'http' | 'https' = 'http'): string {
   const peer = normaliseIp(peerRaw)
@@ -102,7 +117,7 @@ export function applyForwarding (headers: Headers, peerRaw: string | undefined, 
   if (!isTrusted(trust, peer)) {
     // Any other forwarding or rewrite header from an untrusted client could change what the
     // origin answers (absolute URLs, the routed path) without being in the cache key: dropped.
-    for (const k in headers) if (UNTRUSTED_DROP.has(k) || k.startsWith('x-forwarded-')) delete headers[k]
+    for (const k in headers) if (isForwardingName(k) || isUnderscoreForwarding(k)) delete headers[k]
     headers['x-forwarded-for'] = peer
     headers['x-forwarded-proto'] = proto
     if (host !== undefined) headers['x-forwarded-host'] = host
@@ -110,6 +125,7 @@ export function applyForwarding (headers: Headers, peerRaw: string | undefined, 
     delete headers.forwarded
     return peer
   }
+  for (const k in headers) if (isUnderscoreForwarding(k)) delete headers[k]
   const prior = headers['x-forwarded-for']
   const chain = prior === undefined ? [] : (Array.isArray(prior) ? prior.join(',') : prior).split(',').map((s) => s.trim()).filter(Boolean)
   let client = peer

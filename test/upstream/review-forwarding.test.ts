@@ -65,3 +65,17 @@ test('Connection cannot strip the forwarding headers of a trusted proxy, nor the
   assert.equal(u['x-forwarded-for'], '127.0.0.1')
   assert.equal(u['x-forwarded-host'], 'shop.example')
 })
+
+test('forwarding headers spelt with underscores never reach the origin (CGI/WSGI read X_Forwarded_For as X-Forwarded-For)', async () => {
+  // CGI, WSGI, Rack and PHP-FPM turn both spellings into HTTP_X_FORWARDED_FOR: an untrusted
+  // client's X_Forwarded_For went through beside Sluice's X-Forwarded-For and could win there.
+  const spoof = ['X_Forwarded_For: 198.51.100.66', 'X-Forwarded_Host: evil.example', 'X_FORWARDED_PROTO: https', 'X_Real_IP: 198.51.100.66', 'X_Original_URL: /admin']
+  for (const gw of [open, trusted]) {
+    const h = await seen(gw, 'GET /u HTTP/1.1', 'Host: shop.example', 'Connection: close', ...spoof, 'X_Custom_Thing: kept')
+    for (const k of Object.keys(h)) if (k !== 'x_custom_thing') assert.ok(!k.includes('_'), `${k} reached the origin`)
+    assert.equal(h['x_custom_thing'], 'kept')
+    assert.equal(h['x-forwarded-for'], '127.0.0.1')
+    assert.equal(h['x-forwarded-host'], 'shop.example')
+    assert.equal(h['x-forwarded-proto'], 'http')
+  }
+})
