@@ -58,6 +58,7 @@ export class ClientUpstreamRequest implements UpstreamRequest {
   protocol: 'http' | 'https' = 'http'
   readonly forwarded: { peer: string | undefined; trust: BlockList | null }
   readonly requestIdHeader: string | undefined
+  readonly httpVersion: string
   trace: Span | null = null
   attempts = 0
   private ip: string | null = null
@@ -68,6 +69,7 @@ export class ClientUpstreamRequest implements UpstreamRequest {
   constructor (raw: IncomingMessage, private readonly res: ServerResponse, path: string, body: UpstreamRequest['body'], trust: BlockList | null, clientIp: string | null, private readonly edits: HeaderEdits | null = null, requestIdName?: string) {
     this.interimOk = raw.httpVersionMajor > 1 || (raw.httpVersionMajor === 1 && raw.httpVersionMinor >= 1)
     this.method = raw.method ?? 'GET'
+    this.httpVersion = raw.httpVersion
     this.path = path
     this.headers = raw.headers as Headers
     this.requestIdHeader = requestIdName

@@ -53,6 +53,8 @@ export interface UpstreamRequest {
   trace?: import('@opentelemetry/api').Span | null
   /** Attempts sent upstream so far (set by the upstream stage; retries = attempts - 1). */
   attempts?: number
+  /** The HTTP version the client spoke (Node's httpVersion: 1.0, 1.1, 2.0), named in the upstream request's Via; absent, 1.1. */
+  httpVersion?: string
   /** The request-ID field's name (lower case): kept upstream even when the client's Connection names it. */
   requestIdHeader?: string
   /** Where X-Forwarded-* come from: the client's socket peer and the trusted proxies. Absent: headers are sent as they are. */

@@ -295,7 +295,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           throw err
         }
         const te = t.entry
-        const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? null : te.hostHeader, req.requestIdHeader)
+        const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? null : te.hostHeader, req.requestIdHeader, req.httpVersion)
         if (edits !== null) editRequestHeaders(headers, edits)
         // X-Forwarded-* go on the upstream copy only (the client's headers stay as received).
         if (req.forwarded !== undefined) applyForwarding(headers, req.forwarded.peer, req.forwarded.trust, req.host || undefined, req.protocol)

@@ -11,6 +11,15 @@ const HOP_BY_HOP = new Set([
 export const VIA = '1.1 sluice'
 
 /**
+ * Via's entry for a request received as HTTP/`version` (Node's httpVersion: `1.0`, `1.1`,
+ * `2.0`): RFC 9110 §7.6.3 names the protocol the message came in with. A response always
+ * comes from the upstream over HTTP/1.1 (undici), hence VIA.
+ */
+function viaFor (version: string | undefined): string {
+  return version === '1.0' ? '1.0 sluice' : version === '2.0' || version === '2' ? '2 sluice' : VIA
+}
+
+/**
  * Method-override headers: Sluice routes, limits and caches by the request's own method, so a
  * header that makes the origin act on another one (a GET run as a DELETE, then cached as the
  * GET) never reaches it.
@@ -59,18 +68,19 @@ export function stripHopByHop (h: Headers): Headers {
   return h
 }
 
-function appendVia (existing: string | string[] | undefined): string {
-  if (existing === undefined) return VIA
-  return (Array.isArray(existing) ? existing.join(', ') : existing) + ', ' + VIA
+function appendVia (existing: string | string[] | undefined, via: string = VIA): string {
+  if (existing === undefined) return via
+  return (Array.isArray(existing) ? existing.join(', ') : existing) + ', ' + via
 }
 
 /**
  * Headers sent upstream: a copy without hop-by-hop and method-override headers, with Host and Via set.
  * `keep` (lower case) is Sluice's own request-ID field: a client's Connection naming it does
  * not remove it, as it would any other field Connection names (RFC 9110 §7.6.1); nor does it
- * remove Host or the forwarding headers (connectionMayRemove).
+ * remove Host or the forwarding headers (connectionMayRemove). `httpVersion` is the client's
+ * (Node's httpVersion), for Via; absent, 1.1.
  */
-export function upstreamRequestHeaders (client: Headers, hostHeader: string | null, keep?: string): Record<string, string | string[]> {
+export function upstreamRequestHeaders (client: Headers, hostHeader: string | null, keep?: string, httpVersion?: string): Record<string, string | string[]> {
   const conn = client.connection
   const named = conn === undefined ? null : connectionTokens(conn)
   const out: Record<string, string | string[]> = {}
@@ -82,7 +92,7 @@ export function upstreamRequestHeaders (client: Headers, hostHeader: string | nu
     out[k] = v
   }
   if (hostHeader !== null) out.host = hostHeader
-  out.via = appendVia(client.via)
+  out.via = appendVia(client.via, viaFor(httpVersion))
   return out
 }
 

@@ -350,7 +350,7 @@ class Tunnel {
       }, up.config.timeoutMs)
       // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
       // forwarding headers replaced from untrusted peers), then the two upgrade headers.
-      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader, snap.requestId.name)
+      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader, snap.requestId.name, client.proto === 'h2' ? '2.0' : '1.1')
       if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
       applyForwarding(headers, req.remoteAddress, snap.trust, req.headers.host, schemeOf(req.socket))
       headers.connection = 'Upgrade'

@@ -79,3 +79,37 @@ test('forwarding headers spelt with underscores never reach the origin (CGI/WSGI
     assert.equal(h['x-forwarded-proto'], 'http')
   }
 })
+
+test('Via names the protocol version the request came in with: 1.0, 1.1 or 2 (RFC 9110 §7.6.3)', async () => {
+  // It was `1.1 sluice` whatever the client spoke.
+  assert.equal((await seen(open, 'GET /v HTTP/1.0', 'Host: shop.example')).via, '1.0 sluice')
+  assert.equal((await seen(open, 'GET /v HTTP/1.1', 'Host: shop.example', 'Connection: close', 'Via: 1.1 front')).via, '1.1 front, 1.1 sluice')
+
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-via-'))
+  const certFile = join(dir, 'c.pem')
+  const keyFile = join(dir, 'c.key')
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', certFile, '-subj', '/CN=t', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2'], { stdio: 'ignore' })
+  const h2 = await startTestGateway(simpleConfig(origin.url).replace('listen: { host: 127.0.0.1, port: 0 }\n', `listen:
+  host: 127.0.0.1
+  port: 0
+  tls: { certFile: "${certFile}", keyFile: "${keyFile}" }
+  http2: true
+`))
+  try {
+    const s = h2connect(h2.url.replace('http:', 'https:'), { rejectUnauthorized: false })
+    const st = s.request({ ':path': '/v' })
+    let body = ''
+    let via: unknown
+    st.setEncoding('utf8')
+    st.on('response', (h) => { via = h.via })
+    st.on('data', (c: string) => { body += c })
+    await new Promise((resolve, reject) => { st.on('end', resolve); st.on('error', reject) })
+    s.close()
+    assert.equal((JSON.parse(body) as Record<string, string>).via, '2 sluice')
+    // The response came from the upstream over HTTP/1.1.
+    assert.equal(via, '1.1 sluice')
+  } finally {
+    await h2.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
