@@ -419,10 +419,15 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         body.once('close', () => { g.dec(); t.inFlight-- })
         const outHeaders = clientResponseHeaders(res.headers as Headers)
         if (edits !== null) editResponseHeaders(outHeaders, edits)
+        // Never on a 204 (RFC 9110 §8.6): a client that took it for framing would read the next response's head as this one's body.
+        if (status === 204) delete outHeaders['content-length']
         return {
           status,
           headers: outHeaders,
-          body: req.method === 'HEAD' ? drainToNull(body) : body,
+          // A 204 or 304 has no content whatever its Content-Length says (RFC 9110 §8.6: a 304
+          // may carry the length of the 200 it stands for). undici reads such a length as a
+          // body cut short and fails the body: streamed on, that cut the client's connection.
+          body: req.method === 'HEAD' || status === 204 || status === 304 ? drainToNull(body) : body,
           cacheResult: 'none'
         }
       }

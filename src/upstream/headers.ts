@@ -124,10 +124,13 @@ export function discard (body: { on (ev: 'error', fn: (err: Error) => void): unk
 function noop (): void {}
 
 /**
- * A response that must carry no body (a HEAD's): read what there is to its end, so the
- * connection goes back to the pool (discard would close it), and send none.
+ * A response that must carry no body (a HEAD's, a 204, a 304): read what there is to its end,
+ * so the connection goes back to the pool (discard would close it), and send none. A body that
+ * fails instead (undici fails a 304's when it has a Content-Length) is let go quietly.
  */
-export function drainToNull (body: { resume (): unknown } | null | undefined): null {
-  body?.resume()
+export function drainToNull (body: { resume (): unknown, on (ev: 'error', fn: (err: Error) => void): unknown } | null | undefined): null {
+  if (body == null) return null
+  body.on('error', noop)
+  body.resume()
   return null
 }

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect as h2connect } from 'node:http2'
+import { createServer as netServer, type AddressInfo } from 'node:net'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
 import { send, req } from '../hardening/raw.js'
@@ -111,5 +112,42 @@ test('Via names the protocol version the request came in with: 1.0, 1.1 or 2 (RF
   } finally {
     await h2.close()
     rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a 304 that carries the Content-Length of the 200 it stands for (or a 204 with one) reaches the client, and the connection stays usable', async () => {
+  // RFC 9110 §8.6 lets a 304 carry that length; it has no content all the same. undici read the
+  // missing bytes as a body cut short and Sluice cut the client's connection with no answer at all.
+  const upstream = netServer((s) => {
+    let buf = ''
+    s.on('error', () => {})
+    s.on('data', (d) => {
+      buf += d.toString('latin1')
+      for (let i = buf.indexOf('\r\n\r\n'); i !== -1; i = buf.indexOf('\r\n\r\n')) {
+        const head = buf.slice(0, i)
+        buf = buf.slice(i + 4)
+        if (/^if-none-match:/im.test(head)) s.write('HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 100\r\n\r\n')
+        else if (head.startsWith('GET /empty ')) s.write('HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n')
+        else s.write('HTTP/1.1 200 OK\r\nETag: "v1"\r\nContent-Length: 2\r\n\r\nok')
+      }
+    })
+  })
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  const gw = await startTestGateway(simpleConfig(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`))
+  try {
+    const ex = await send(Number(new URL(gw.url).port),
+      req('GET /page HTTP/1.1', 'Host: shop.example', 'If-None-Match: "v1"') +
+      req('GET /empty HTTP/1.1', 'Host: shop.example') +
+      req('GET /page HTTP/1.1', 'Host: shop.example', 'Connection: close'), { responses: 3 })
+    assert.deepEqual(ex.responses.map((r) => r.status), [304, 204, 200], ex.data.toString('latin1').slice(0, 400))
+    assert.deepEqual(ex.responses[0].headers.etag, ['"v1"'])
+    assert.equal(ex.responses[0].body.length, 0)
+    // A 204 may not carry Content-Length at all (RFC 9110 §8.6): a client that reads it as
+    // framing would wait for 7 bytes and take the next response's head for them.
+    assert.equal(ex.responses[1].headers['content-length'], undefined)
+    assert.equal(ex.responses[2].body.toString(), 'ok')
+  } finally {
+    await gw.close()
+    upstream.close()
   }
 })
