@@ -18,8 +18,8 @@ export const CacheGlobalSchema = Strict({
 export type CacheGlobalConfig = Static<typeof CacheGlobalSchema>
 
 export const CacheKeySchema = Strict({
-  sortQuery: Bool(false, 'Sort query parameters, so ?a=1&b=2 and ?b=2&a=1 share an entry'),
-  ignoreParams: Type.Array(Type.String(), { default: [], description: 'Query parameters left out of the key; `*` globs (e.g. utm_*)' }),
+  sortQuery: Bool(false, 'Sort query parameters, so ?a=1&b=2 and ?b=2&a=1 share an entry; a cacheable request is forwarded with its query sorted, as keyed'),
+  ignoreParams: Type.Array(Type.String(), { default: [], description: 'Query parameters left out of the key, and so never forwarded with a cacheable request (GET, HEAD, POST query): the origin sees exactly the keyed URL; `*` globs (e.g. utm_*)' }),
   headers: Type.Array(Type.String({ pattern: '^[a-z0-9-]+$' }), { default: [], description: 'Request headers added to the key (lower case)' })
 }, { description: 'What goes into the cache key beyond method class, host, path and query' })
 

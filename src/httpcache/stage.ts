@@ -99,6 +99,20 @@ class LayeredCore extends CacheCore {
   }
 }
 
+/**
+ * The path and query of the key (key.ts keyPath), which from here on is also the one forwarded:
+ * a query parameter the route leaves out of the key (ignoreParams) never reaches the origin,
+ * and a sorted query (sortQuery) reaches it sorted. Otherwise whatever the origin made of an
+ * unkeyed parameter (`?utm_source=<script>` reflected in a page) would be stored under the key
+ * of the URL without it and served to every client, and two orders of a repeated parameter
+ * (`?a=1&a=2`, `?a=2&a=1`) would share one answer the origin gave to only one of them.
+ */
+function forwardAsKeyed (req: UpstreamRequest, o: CacheRoute['cache']['key']): string {
+  const path = keyPath(req.path, o)
+  if (path !== req.path) req.path = path
+  return path
+}
+
 /** A stored entry this request may use: a request with Authorization only one marked authOk. */
 function usableWith (e: CacheEntry | undefined, rh: UpstreamRequest['headers']): CacheEntry | undefined {
   return e !== undefined && rh.authorization !== undefined && !e.authOk ? undefined : e
@@ -241,7 +255,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     if (rh.authorization !== undefined || rh.range !== undefined) return bypass(core, route, req, fetch, rh.authorization !== undefined ? 'AUTHORIZATION' : 'RANGE')
     const reqD = rh['cache-control'] !== undefined || rh.pragma !== undefined ? requestDirectives(rh) : NO_DIRECTIVES
     const digest = createHash('sha256').update(first(rh['content-type']) ?? '').update('\u0000').update(body).digest('base64url')
-    const path = keyPath(req.path, route.cache.key)
+    const path = forwardAsKeyed(req, route.cache.key)
     return slow(route, req, fetch, reqD, baseKey('POST', req.host, path, rh, route.cache.key) + '|q=' + digest, path)
   }
 
@@ -291,7 +305,7 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
       if (method !== 'GET' && method !== 'HEAD') return SAFE.has(method) ? bypass(core, route, req, fetch, 'METHOD') : invalidateAfter(route, req, fetch)
       const rh = req.headers
       const reqD = rh['cache-control'] !== undefined || rh.pragma !== undefined ? requestDirectives(rh) : NO_DIRECTIVES
-      const path = keyPath(req.path, rc.key)
+      const path = forwardAsKeyed(req, rc.key)
       const base = baseKey(method, req.host, path, rh, rc.key)
       // The hot path: a fresh L1 hit, answered synchronously.
       if (rh.authorization === undefined && rh.range === undefined) {
