@@ -153,8 +153,12 @@ export function freshness (status: number, h: Headers, d: Directives, targeted: 
   let explicit = true
   const sMax = seconds(d, 's-maxage')
   const max = seconds(d, 'max-age')
-  if (sMax !== undefined) lifetimeMs = sMax * 1000
-  else if (max !== undefined) lifetimeMs = max * 1000
+  // A present but invalid s-maxage or max-age (`max-age=-1`, `max-age=1.5`, a bare `max-age`) is
+  // freshness information that says nothing usable: stale at once (RFC 9111 §4.2.1), never
+  // replaced by Expires, the route's default or heuristics, which would keep a response the
+  // origin meant to be revalidated.
+  if (d.has('s-maxage')) lifetimeMs = (sMax ?? 0) * 1000
+  else if (d.has('max-age')) lifetimeMs = (max ?? 0) * 1000
   else if (!targeted && h.expires !== undefined) {
     const exp = expiresTime(h.expires, responseTime)
     lifetimeMs = Number.isNaN(exp) ? 0 : Math.max(0, exp - dateMs) // an invalid Expires is already stale
@@ -174,7 +178,7 @@ export function freshness (status: number, h: Headers, d: Directives, targeted: 
   const corrected = ageValue + (responseTime - requestTime)
   const swr = seconds(d, 'stale-while-revalidate')
   const sie = seconds(d, 'stale-if-error')
-  const mustRevalidate = d.has('must-revalidate') || d.has('proxy-revalidate') || sMax !== undefined
+  const mustRevalidate = d.has('must-revalidate') || d.has('proxy-revalidate') || d.has('s-maxage')
   return {
     lifetimeMs,
     initialAgeMs: Math.max(apparent, corrected),

@@ -87,3 +87,22 @@ test('a repeated query parameter in another order is not served the answer to th
   assert.equal(attacker.body, victim.body, 'one key, one URL the origin answered')
   assert.ok(origin.seen.filter((r) => r.url.startsWith('/rk/q/item')).every((r) => r.url === '/rk/q/item?id=aaa&id=zzz'), 'the origin sees the query as keyed (sorted)')
 })
+
+// ---- 2. An invalid max-age or s-maxage makes the response stale, not the route's default ----
+
+test('max-age=-1, max-age=1.5 or an invalid s-maxage is stale at once, never the route default TTL', async () => {
+  for (const cc of ['max-age=-1', 'max-age=1.5', 'max-age', 's-maxage=abc, max-age=60']) {
+    const path = '/rk/ttl/' + encodeURIComponent(cc)
+    origin.on(path, (_req, res) => {
+      res.writeHead(200, { 'cache-control': cc })
+      res.end('per-request ' + Math.random())
+    })
+  }
+  for (const cc of ['max-age=-1', 'max-age=1.5', 'max-age', 's-maxage=abc, max-age=60']) {
+    const path = '/rk/ttl/' + encodeURIComponent(cc)
+    const a = await get(path)
+    const b = await get(path)
+    assert.notEqual(b.body, a.body, `${cc}: the second request is answered by the origin, not stored for defaultTtlSeconds`)
+    assert.equal(origin.seen.filter((r) => r.url === path).length, 2, cc)
+  }
+})
