@@ -190,7 +190,10 @@ export function freshness (status: number, h: Headers, d: Directives, targeted: 
   }
 }
 
-export type BypassReason = 'COOKIE' | 'EVENT-STREAM' | 'METHOD' | 'NO-STORE' | 'PRIVATE' | 'SET-COOKIE' | 'AUTHORIZATION' | 'VARY-STAR' | 'STATUS' | 'TOO-LARGE' | 'NO-FRESHNESS' | 'HIT-FOR-MISS' | 'BODY-ERROR' | 'CONTENT-RANGE'
+/** Request fields Sluice sets per client on the way upstream (src/forwarding.ts): never a usable secondary key. */
+const PER_CLIENT_FIELDS = new Set(['x-forwarded-for'])
+
+export type BypassReason = 'COOKIE' | 'EVENT-STREAM' | 'METHOD' | 'NO-STORE' | 'PRIVATE' | 'SET-COOKIE' | 'AUTHORIZATION' | 'VARY-STAR' | 'VARY-FORWARDED' | 'STATUS' | 'TOO-LARGE' | 'NO-FRESHNESS' | 'HIT-FOR-MISS' | 'BODY-ERROR' | 'CONTENT-RANGE'
 
 /** Whether a response may be stored, or why not. */
 export function storable (status: number, h: Headers, d: Directives, reqHeaders: Headers, reqD: Directives, route: RouteCachePolicy, f: Freshness): BypassReason | null {
@@ -202,7 +205,15 @@ export function storable (status: number, h: Headers, d: Directives, reqHeaders:
   const ct = h['content-type']
   if (ct !== undefined && /^\s*text\/event-stream/i.test(Array.isArray(ct) ? ct[0] : ct)) return 'EVENT-STREAM'
   const vary = h.vary
-  if (vary !== undefined && (Array.isArray(vary) ? vary.join(',') : vary).split(',').some((v) => v.trim() === '*')) return 'VARY-STAR'
+  if (vary !== undefined) {
+    const names = (Array.isArray(vary) ? vary.join(',') : vary).split(',').map((v) => v.trim().toLowerCase())
+    if (names.includes('*')) return 'VARY-STAR'
+    // The secondary key is read from the client's own fields, but Sluice replaces or extends
+    // X-Forwarded-For with the client's address before the origin sees it: an answer varying
+    // on it is per client, and keyed by the client's (usually absent) field it would be served
+    // to every other client that sends the same, or none.
+    if (names.some((n) => PER_CLIENT_FIELDS.has(n))) return 'VARY-FORWARDED'
+  }
   if (h['set-cookie'] !== undefined && !route.allowSetCookie) return 'SET-COOKIE'
   if (reqHeaders.authorization !== undefined && !(d.has('public') || d.has('s-maxage') || d.has('must-revalidate'))) return 'AUTHORIZATION'
   // A request with a Cookie may get a per-user answer: without the origin's own freshness (or

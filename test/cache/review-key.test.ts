@@ -106,3 +106,17 @@ test('max-age=-1, max-age=1.5 or an invalid s-maxage is stale at once, never the
     assert.equal(origin.seen.filter((r) => r.url === path).length, 2, cc)
   }
 })
+
+// ---- 3. Vary on X-Forwarded-For, which Sluice sets per client ----
+
+test('a response that varies on X-Forwarded-For is never served to another client', async () => {
+  origin.on('/rk/geo', (req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60', vary: 'X-Forwarded-For' })
+    res.end('for ' + String(req.headers['x-forwarded-for']))
+  })
+  const a = await getFrom('127.0.0.1', '/rk/geo')
+  assert.equal(a.body, 'for 127.0.0.1')
+  const b = await getFrom('127.0.0.2', '/rk/geo')
+  assert.equal(b.body, 'for 127.0.0.2', 'the second client gets its own answer, not the first client\'s')
+  assert.match(String(b.headers['cache-status']), /detail=VARY-FORWARDED/)
+})
