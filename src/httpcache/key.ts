@@ -149,14 +149,20 @@ function listItems (v: string): string[] {
 }
 
 /**
- * The key of a request's variant: the base key, then a line `name=value` per Vary'd field. (Keys
- * before the values kept their case were written `name:value`: the new separator makes every
- * such key, which may hold a response keyed by a lower-cased value, unreachable, so an upgrade
- * costs those variants one miss each and never serves one to a request it was not keyed by.)
+ * The key of a request's variant: the base key, then a line `name=value` per Vary'd field, or
+ * just `name` for a field the request does not have: a request without the field matches only
+ * another without it, never one that sends it empty (RFC 9111 §4.1), which an origin may answer
+ * differently. (Accept-Encoding is always `name=value`: absent and empty are both keyed by the
+ * coding Sluice serves, identity.) (Keys before the values kept their case were written
+ * `name:value`: the new separator makes every such key, which may hold a response keyed by a
+ * lower-cased value, unreachable, so an upgrade costs those variants one miss each and never
+ * serves one to a request it was not keyed by.)
  */
 export function variantKey (base: string, names: readonly string[], reqHeaders: Headers): string {
   if (names.length === 0) return base
   let k = base
-  for (const n of names) k += '\n' + n + '=' + varyValue(n, reqHeaders)
+  for (const n of names) {
+    k += reqHeaders[n] === undefined && n !== 'accept-encoding' ? '\n' + n : '\n' + n + '=' + varyValue(n, reqHeaders)
+  }
   return k
 }

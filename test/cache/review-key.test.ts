@@ -120,3 +120,19 @@ test('a response that varies on X-Forwarded-For is never served to another clien
   assert.equal(b.body, 'for 127.0.0.2', 'the second client gets its own answer, not the first client\'s')
   assert.match(String(b.headers['cache-status']), /detail=VARY-FORWARDED/)
 })
+
+// ---- 4. Vary: a field the client omits is not the same as one it sends empty ----
+
+test('Vary: a request without the field is not served the answer to one that sent it empty', async () => {
+  origin.on('/rk/empty', (req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60', vary: 'X-Mode' })
+    res.end(req.headers['x-mode'] === undefined ? 'mode absent' : `mode "${req.headers['x-mode']}"`)
+  })
+  assert.equal((await get('/rk/empty', { 'x-mode': '' })).body, 'mode ""')
+  assert.equal((await get('/rk/empty')).body, 'mode absent', 'absent matches only absent (RFC 9111 §4.1)')
+  const again = await get('/rk/empty')
+  assert.equal(again.body, 'mode absent')
+  assert.match(String(again.headers['cache-status']), /hit/, 'absent still shares with absent')
+  assert.equal((await get('/rk/empty', { 'x-mode': '' })).body, 'mode ""')
+  assert.equal(origin.count('/rk/empty'), 2)
+})
