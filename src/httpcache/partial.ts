@@ -23,8 +23,8 @@ import { first } from '../compress/headers.js'
 import { ageMs, ownedConcat, type CacheEntry } from './entry.js'
 import type { Directives } from './directives.js'
 import { usability } from './freshness.js'
-import { ifRangeMatches, singleRange, strongLastModified, type ByteRange } from './range.js'
-import { ttlSeconds } from './respond.js'
+import { ifRangeMatches, rangeAsk, singleRange, strongLastModified, type ByteRange } from './range.js'
+import { ttlSeconds, unsatisfiable } from './respond.js'
 import { partialKey, wholeKey } from './key.js'
 import { buildEntry, passedThrough, storableFromHeaders, streamedMissStatus, tee, type FillJob } from './fill.js'
 import { discard } from '../upstream/headers.js'
@@ -71,8 +71,14 @@ export function fromPartial (core: CacheCore, p: CacheEntry, route: CacheRoute, 
   if (use !== 'fresh' && use !== 'stale-ok') return null
   const ifRange = first(rh['if-range'])
   if (ifRange !== undefined && !ifRangeMatches(ifRange, p.headers)) return null
-  const want = singleRange(first(rh.range) ?? '', span.total)
-  if (want === null || want.start < span.start || want.end >= span.start + p.body.length) return null
+  const want = rangeAsk(first(rh.range) ?? '', span.total)
+  if (want === 'unsatisfiable') {
+    // Past the end of the complete length the part names: a 416, no origin needed.
+    const result = use === 'fresh' ? 'hit' : 'stale'
+    core.event(route.name, result)
+    return unsatisfiable(span.total, result, `sluice; hit; ttl=${ttlSeconds(p, now)}`, String(Math.floor(ageMs(p, now) / 1000)))
+  }
+  if (want === null || want === 'invalid' || want.start < span.start || want.end >= span.start + p.body.length) return null
   const result = use === 'fresh' ? 'hit' : 'stale'
   core.event(route.name, result)
   const headers: Headers = { ...p.headers, 'content-range': `bytes ${want.start}-${want.end}/${span.total}`, 'content-length': String(want.end - want.start + 1) }

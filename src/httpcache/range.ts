@@ -1,27 +1,57 @@
-// Byte ranges served from a stored complete response (RFC 9110 §14). Only one range per
-// request: a multi-range request, or one Sluice cannot satisfy, goes to the origin as it is.
+// Byte ranges served from a stored response (RFC 9110 §14). Only one range per request: a
+// multi-range request, or a range of another unit, goes to the origin as it is. A single range
+// that starts at or past the end is answered 416; a `bytes` Range that is not valid syntax is
+// ignored (RFC 9110 §14.2), as is a HEAD's.
 import type { Headers } from '../types.js'
 import { first } from '../compress/headers.js'
 import { parseHttpDate } from './directives.js'
 
 export interface ByteRange { start: number; end: number }
 
-/** The single byte range a Range header asks for within `size` bytes, or null (pass it on). */
-export function singleRange (header: string, size: number): ByteRange | null {
-  const m = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header)
-  if (m === null || size === 0) return null // multiple ranges, other units, or malformed
-  const [, a, b] = m
-  if (a === '' && b === '') return null
+/** One range-spec: first-pos "-" [last-pos], or "-" suffix-length (OWS around the parts tolerated). */
+const SPEC = /^\s*(\d*)\s*-\s*(\d*)\s*$/
+
+/**
+ * What a Range header asks of a representation of `size` bytes (RFC 9110 §14.1.1): the one
+ * satisfiable range; 'unsatisfiable' (one range starting at or past the end, or a suffix of
+ * 0 bytes); 'invalid' (the `bytes` unit with a range-set that is not valid syntax, or a last
+ * position before the first: RFC 9110 §14.2 lets a server ignore it); or null (several ranges,
+ * another unit, or an empty representation: pass it on).
+ */
+export function rangeAsk (header: string, size: number): ByteRange | 'unsatisfiable' | 'invalid' | null {
+  const u = /^\s*([^=\s]+)\s*=(.*)$/.exec(header)
+  if (u === null) return 'invalid'
+  if (u[1].toLowerCase() !== 'bytes') return null // another unit: the origin may know it
+  const specs: Array<[string, string]> = []
+  for (const item of u[2].split(',')) {
+    if (item.trim() === '') continue // empty list elements are allowed (RFC 9110 §5.6.1)
+    const m = SPEC.exec(item)
+    if (m === null || (m[1] === '' && m[2] === '')) return 'invalid'
+    if (m[1] !== '' && m[2] !== '' && BigInt(m[2]) < BigInt(m[1])) return 'invalid'
+    specs.push([m[1], m[2]])
+  }
+  if (specs.length === 0) return 'invalid'
+  if (specs.length > 1 || size === 0) return null
+  const [a, b] = specs[0]
   if (a === '') {
     // Suffix: the last N bytes.
     const n = Number(b)
-    if (n === 0) return null
-    return { start: Math.max(0, size - n), end: size - 1 }
+    return n === 0 ? 'unsatisfiable' : { start: Math.max(0, size - n), end: size - 1 }
   }
   const start = Number(a)
-  const end = b === '' ? size - 1 : Math.min(Number(b), size - 1)
-  if (!Number.isSafeInteger(start) || start >= size || end < start) return null
-  return { start, end }
+  if (start >= size) return 'unsatisfiable'
+  return { start, end: b === '' ? size - 1 : Math.min(Number(b), size - 1) }
+}
+
+/** A `bytes` Range that is not valid syntax (rangeAsk's 'invalid'): ignored, as if not sent. */
+export function invalidRange (header: string): boolean {
+  return rangeAsk(header, 1) === 'invalid'
+}
+
+/** The single satisfiable byte range a Range header asks for within `size` bytes, or null. */
+export function singleRange (header: string, size: number): ByteRange | null {
+  const r = rangeAsk(header, size)
+  return r !== null && typeof r === 'object' ? r : null
 }
 
 /**

@@ -10,7 +10,7 @@ import { ageMs, ttlMs, type CacheEntry } from './entry.js'
 import { usability } from './freshness.js'
 import { parseHttpDate } from './directives.js'
 import type { Directives } from './directives.js'
-import { singleRange, ifRangeMatches } from './range.js'
+import { rangeAsk, ifRangeMatches } from './range.js'
 import type { CacheCore, CacheRoute } from './core.js'
 
 type StoredCoding = 'identity' | 'gzip' | 'br'
@@ -177,10 +177,18 @@ export function ranged (core: CacheCore, e: CacheEntry, route: CacheRoute, req: 
   if (ifRange !== undefined && !ifRangeMatches(ifRange, e.headers)) {
     return respond(core, e, route, req, status, result, now) // the representation changed: all of it
   }
-  const r = singleRange(first(rh.range) ?? '', e.body.length)
-  if (r === null) return null
+  const r = rangeAsk(first(rh.range) ?? '', e.body.length)
+  if (r === null || r === 'invalid') return null
   core.event(route.name, result)
+  const age = String(Math.floor(ageMs(e, now) / 1000))
+  // Starts at or past the end (RFC 9110 §15.5.17): the stored length says so, no origin needed.
+  if (r === 'unsatisfiable') return unsatisfiable(e.body.length, result, status, age)
   // Ranges are cut from the identity bytes (encoded variants would need ranges of their own).
   const headers: Headers = { ...outHeaders(e, 'identity', route), 'content-range': `bytes ${r.start}-${r.end}/${e.body.length}`, 'content-length': String(r.end - r.start + 1) }
-  return { status: 206, headers, body: e.body.subarray(r.start, r.end + 1), cacheResult: result, cacheStatus: status, age: String(Math.floor(ageMs(e, now) / 1000)) }
+  return { status: 206, headers, body: e.body.subarray(r.start, r.end + 1), cacheResult: result, cacheStatus: status, age }
+}
+
+/** A 416 for a representation of `length` bytes: `Content-Range: bytes *\/length` (RFC 9110 §14.4). */
+export function unsatisfiable (length: number, result: CacheResult, status: string, age: string): ProxyResponse {
+  return { status: 416, headers: { 'content-range': `bytes */${length}`, 'content-length': '0' }, body: Buffer.alloc(0), cacheResult: result, cacheStatus: status, age }
 }

@@ -73,3 +73,35 @@ test('range requests on a stale complete entry refresh it (once); with stale-whi
   assert.equal(fresh.body, 'ij')
   assert.match(String(fresh.headers['cache-status']), /^sluice; hit; ttl=\d+$/)
 })
+
+test('a range that starts past the end of a stored response is a 416 from the cache, with Content-Range: bytes */LEN', async () => {
+  origin.on('/past', served('0123456789', '"p1"', 'max-age=3600'))
+  await get('/past')
+  await settle()
+  for (const range of ['bytes=10-', 'bytes=10-20', 'bytes=99999999999999999999-', 'bytes=-0']) {
+    const r = await get('/past', { range })
+    assert.equal(r.status, 416, range)
+    assert.equal(r.headers['content-range'], 'bytes */10', range)
+    assert.equal(r.body, '', range)
+    assert.match(String(r.headers['cache-status']), /^sluice; hit; ttl=\d+$/, range)
+  }
+  // A range that starts inside is cut to the end; If-Range that no longer matches: all of it.
+  const tail = await get('/past', { range: 'bytes=8-20' })
+  assert.equal(tail.status, 206)
+  assert.equal(tail.headers['content-range'], 'bytes 8-9/10')
+  assert.equal(tail.headers['content-length'], '2')
+  assert.equal(tail.body, '89')
+  const changed = await get('/past', { range: 'bytes=10-', 'if-range': '"other"' })
+  assert.equal(changed.status, 200)
+  assert.equal(changed.body, '0123456789')
+  assert.equal(origin.count('/past'), 1)
+
+  // The same from a stored part, whose complete length is known.
+  origin.on('/past-part', served('abcdefghij', '"q1"', 'max-age=3600'))
+  assert.equal((await get('/past-part', { range: 'bytes=0-4' })).status, 206)
+  await settle()
+  const r = await get('/past-part', { range: 'bytes=12-' })
+  assert.equal(r.status, 416)
+  assert.equal(r.headers['content-range'], 'bytes */10')
+  assert.equal(origin.count('/past-part'), 1)
+})
