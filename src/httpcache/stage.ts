@@ -30,6 +30,7 @@ import { usability, refreshDue, NO_DIRECTIVES } from './freshness.js'
 import { respond, ranged, ttlSeconds, hitStatus } from './respond.js'
 import { lookup, lookupL1 } from './lookup.js'
 import { findPartial, fromPartial, rangeMiss } from './partial.js'
+import { invalidRange } from './range.js'
 import { bypass, type FillJob } from './fill.js'
 import { Coalescer } from './coalesce.js'
 import { EntryWriter } from './writer.js'
@@ -219,21 +220,22 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
     // One byte range of a usable stored response is cut from its bytes; any other range request
     // (several ranges, with a conditional, nothing usable stored) goes to the origin as it is,
     // unless it says only-if-cached (RFC 9111 §5.2.1.7): then it gets a 504. A HEAD, for which
-    // Range means nothing (RFC 9110 §14.2), is then answered as without it.
+    // Range means nothing, and a `bytes` Range that is not valid syntax are ignored (RFC 9110
+    // §14.2): answered as without it, from the cache when it can.
     const onlyIfCached = reqD.has('only-if-cached')
-    if (rh.range !== undefined && !(onlyIfCached && req.method === 'HEAD')) {
+    if (rh.range !== undefined && req.method === 'GET' && !invalidRange(first(rh.range)!)) {
       // A stale stored response is refreshed in the background (a revalidation: no Range, its
       // validators), as a plain GET's would be: otherwise, with clients that only send ranges
       // (players, download managers), every range would go to the origin until a plain GET came.
       // The range itself is cut from the stale entry within stale-while-revalidate (ranged()),
       // else forwarded. A no-cache entry is revalidated by plain GETs only (it never gets fresh).
-      if (e !== undefined && req.method === 'GET' && !onlyIfCached && !e.noCache && ttlMs(e, now()) <= 0) {
+      if (e !== undefined && !onlyIfCached && !e.noCache && ttlMs(e, now()) <= 0) {
         coalescer.refresh({ route, req, key: found.key, base, path, reqD, stale: e, fetch })
       }
-      const cut = e !== undefined && req.method === 'GET' ? (found.fromL2 ? fromL2(() => ranged(core, e!, route, req, reqD)) : ranged(core, e, route, req, reqD)) : null
+      const cut = e !== undefined ? (found.fromL2 ? fromL2(() => ranged(core, e!, route, req, reqD)) : ranged(core, e, route, req, reqD)) : null
       if (cut !== null) return cut
-      if (onlyIfCached && (req.method !== 'GET' || e !== undefined)) throw new SluiceError('SLUICE_ERR_ONLY_IF_CACHED')
-      if (req.method !== 'GET' || e !== undefined || reqD.has('no-store')) return bypass(core, route, req, fetch, 'RANGE')
+      if (onlyIfCached && e !== undefined) throw new SluiceError('SLUICE_ERR_ONLY_IF_CACHED')
+      if (e !== undefined || reqD.has('no-store')) return bypass(core, route, req, fetch, 'RANGE')
       // Nothing complete stored: a stored part may hold the range; else the 206 is kept (partial.ts).
       const part = usableWith(await findPartial(core, found.key), rh)
       const answer = part !== undefined ? fromPartial(core, part, route, req, reqD) : null

@@ -105,3 +105,26 @@ test('a range that starts past the end of a stored response is a 416 from the ca
   assert.equal(r.headers['content-range'], 'bytes */10')
   assert.equal(origin.count('/past-part'), 1)
 })
+
+test('a bytes Range that is not valid syntax, and a HEAD\'s Range, are ignored: the stored response answers', async () => {
+  origin.on('/ignored', served('0123456789', '"i1"', 'max-age=3600'))
+  await get('/ignored')
+  await settle()
+  for (const range of ['bytes=abc', 'bytes=5-2', 'bytes=', 'bytes=1-2,x', 'bytes=--3']) {
+    const r = await get('/ignored', { range })
+    assert.equal(r.status, 200, range)
+    assert.equal(r.body, '0123456789', range)
+    assert.match(String(r.headers['cache-status']), /^sluice; hit; ttl=\d+$/, range)
+  }
+  const head = await request(gw.url + '/ignored', { method: 'HEAD', headers: { range: 'bytes=0-3' } })
+  await head.body.text()
+  assert.equal(head.statusCode, 200)
+  assert.equal(head.headers['content-length'], '10')
+  assert.equal(head.headers['content-range'], undefined)
+  assert.match(String(head.headers['cache-status']), /^sluice; hit; ttl=\d+$/)
+  assert.equal(origin.count('/ignored'), 1)
+  // Several ranges and other units still go to the origin as they are.
+  const multi = await get('/ignored', { range: 'bytes=0-1,4-5' })
+  assert.match(String(multi.headers['cache-status']), /detail=RANGE/)
+  assert.equal(origin.seen.at(-1)?.headers.range, 'bytes=0-1,4-5')
+})
