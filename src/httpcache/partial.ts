@@ -113,6 +113,10 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
   const length = first(res.headers['content-length'])
   if (cr === null || (length !== undefined && Number(length) !== cr.end - cr.start + 1)) return pass('CONTENT-RANGE')
   if (cr.end - cr.start + 1 > core.config.memory.maxEntryBytes) return pass('TOO-LARGE')
+  // The range was forwarded with the client's Accept-Encoding: a range of a coded body (bytes of
+  // a gzip stream) is that client's only, and could not be combined with identity bytes.
+  const ce = first(res.headers['content-encoding'])
+  if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') return pass('CONTENT-ENCODING')
   // Judged as the complete response it belongs to (buildEntry's `part`).
   const why = storableFromHeaders(core, job, res, t0, t1, 200)
   if (why !== null) return pass(why)

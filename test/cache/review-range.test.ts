@@ -128,3 +128,25 @@ test('a bytes Range that is not valid syntax, and a HEAD\'s Range, are ignored: 
   assert.match(String(multi.headers['cache-status']), /detail=RANGE/)
   assert.equal(origin.seen.at(-1)?.headers.range, 'bytes=0-1,4-5')
 })
+
+test('a 206 in a content coding (the client accepted gzip, the origin sent no Vary) is not stored: a client without gzip never gets its bytes', async () => {
+  const text = 'identity bytes of the resource, long enough to cut'
+  origin.on('/coded-range', (req, res) => {
+    const gz = /gzip/.test(String(req.headers['accept-encoding'] ?? ''))
+    const h: Record<string, string> = { 'cache-control': 'max-age=60', 'content-type': 'text/plain', etag: '"c1"', date: new Date(clock).toUTCString() }
+    // A range of the gzip stream's bytes for a gzip client (what an origin that compresses
+    // before it cuts ranges sends); of the identity bytes otherwise.
+    const body = gz ? Buffer.from('\x1f\x8b\x08\x00GZIPPEDSTREAM', 'latin1') : Buffer.from(text)
+    res.writeHead(206, { ...h, ...(gz ? { 'content-encoding': 'gzip' } : {}), 'content-range': `bytes 0-9/${gz ? 100 : text.length}` })
+    res.end(body.subarray(0, 10))
+  })
+  const a = await get('/coded-range', { range: 'bytes=0-9', 'accept-encoding': 'gzip' })
+  assert.equal(a.status, 206)
+  assert.equal(a.headers['content-encoding'], 'gzip')
+  assert.match(String(a.headers['cache-status']), /detail=CONTENT-ENCODING/)
+  await settle()
+  const b = await get('/coded-range', { range: 'bytes=0-9' })
+  assert.equal(b.status, 206)
+  assert.equal(b.headers['content-encoding'], undefined, 'the gzip part was stored and served to a client that did not accept gzip')
+  assert.equal(b.body, text.slice(0, 10))
+})
