@@ -49,6 +49,11 @@ export class UpstreamGuard implements UpstreamGuardPort {
     return this.retry.delayMs(attempt, ctx)
   }
 
+  /** A retry is being sent: counted in sluice_upstream_retries_total (not when it was scheduled). */
+  retrySent (): void {
+    this.retry.noteRetrySent()
+  }
+
   status () {
     return {
       name: this.name,

@@ -81,9 +81,17 @@ export class RetryPolicy {
   noteAttempt (): void { this.budget.attempt(Date.now()) }
 
   /**
+   * A retry went out to the upstream: counted in sluice_upstream_retries_total. Called by the
+   * upstream stage when the retry is sent, not when delayMs schedules it: a retry that is then
+   * never sent (the client left during the backoff, the budget or the breaker refused it, the
+   * deadline passed, no target was in rotation) is not a retry the upstream saw.
+   */
+  noteRetrySent (): void { this.onRetry() }
+
+  /**
    * The delay before retry number `attempt` (1 = the first retry), or null for "do not retry".
-   * A number commits the retry: it is taken from the budget and counted in
-   * sluice_upstream_retries_total.
+   * A number commits the retry: it is taken from the retry budget. It is counted in
+   * sluice_upstream_retries_total only once sent (noteRetrySent).
    */
   delayMs (attempt: number, ctx: RetryContext): number | null {
     const cfg = this.cfg
@@ -104,7 +112,6 @@ export class RetryPolicy {
     }
     if (ctx.remainingMs !== undefined && delay >= ctx.remainingMs) return null
     if (!this.budget.tryRetry(Date.now(), cfg.budgetPercent, cfg.budgetMinRetries)) return null
-    this.onRetry()
     return delay
   }
 

@@ -316,6 +316,8 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         const queue = queued || connectBound ? new QueueDeadline(req.abortEmitter ?? req.signal, remaining) : null
         g.inc()
         t.inFlight++
+        // A retry is counted once it goes out (its failovers under the same ticket are not retries).
+        if (attempt > 0 && !sent) guard.retrySent()
         sent = true
         let res: Dispatcher.ResponseData
         try {

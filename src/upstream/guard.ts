@@ -32,6 +32,8 @@ export interface UpstreamGuardPort {
   observeResponse (status: number, headers: Headers): void
   /** ms to wait before the next attempt, or null to stop. `attempt` counts from 1 (the first retry). */
   retryDelayMs (attempt: number, ctx: RetryContext): number | null
+  /** A retry that retryDelayMs allowed is being sent now (sluice_upstream_retries_total). */
+  retrySent (): void
 }
 
 export interface GuardProvider {
