@@ -251,7 +251,9 @@ function bodyBytes (ureq: UpstreamRequest): number {
  * when it streams.
  */
 function wantsBuffer (route: RouteEntry, method: string, cl: string | undefined): 'key' | 'retry' | null {
-  // A cacheable POST query is keyed by its body: read it (it is small, bounded by maxBodyBytes).
+  // A cacheable POST query is keyed by its body: read it (bounded by queryPost.maxBodyBytes,
+  // against the declared length, which Node holds the body to). One over retry.maxBufferBytes is
+  // not retried all the same (the upstream stage checks a buffered body's length).
   const qp = route.cache.queryPost
   if (method === 'POST' && route.cache.enabled && qp.enabled && cl !== undefined && Number(cl) <= qp.maxBodyBytes) return 'key'
   const r = route.upstream.config.retry

@@ -158,7 +158,11 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
     const edits = route.headerEdits
     const path = route.rewrite === null ? req.path : rewritePath(req.path, route.rewrite)
     const hashKey = up.balance === 'hash' ? hashKeyOf(up.hashKey, req.headers, req.clientIp) : null
-    const replayable = req.body === null || Buffer.isBuffer(req.body) || req.readBody !== undefined
+    // A body can be sent again when there is none, or it is (to be) buffered within
+    // retry.maxBufferBytes. A larger one may be in hand as a Buffer all the same: a POST query's
+    // body read whole for its cache key (cache.queryPost.maxBodyBytes may be larger). It is
+    // neither retried nor failed over, as a larger body that streams is not.
+    const replayable = req.body === null || req.readBody !== undefined || (Buffer.isBuffer(req.body) && req.body.length <= up.config.retry.maxBufferBytes)
     const label = metrics.upstreamLabel(up.name)
     const m = bind(label)
     const g = m.inFlight

@@ -72,3 +72,22 @@ test('sluice_upstream_retries_total: a retry scheduled but never sent (the clien
   assert.equal(origin.count('/busy'), 1, 'no retry went out')
   assert.equal(await metric(g.adminUrl, 'sluice_upstream_retries_total', { upstream: 'main' }), 0, 'a retry that was never sent is not counted')
 })
+
+test('retries: a POST query body buffered for its cache key but larger than retry.maxBufferBytes is not retried (README: larger bodies are never retried)', async () => {
+  const origin = await startOrigin()
+  closers.push(() => origin.close())
+  origin.on('/q', (_req, res) => { res.writeHead(503, { 'content-length': '4' }); res.end('down') })
+  const g = await gateway(`log: { level: info, accessLog: true }\nupstreams:\n  main:\n    url: "${origin.url}"\n    retry: { attempts: 2, backoffMs: 1, maxBackoffMs: 1, maxBufferBytes: 1024 }\nroutes:\n  - name: q\n    match: { pathPrefix: / }\n    upstream: main\n    retry: { nonIdempotent: true }\n    cache: { enabled: true, queryPost: { enabled: true, maxBodyBytes: 65536 } }\n`)
+  const post = async (bytes: number): Promise<number> => {
+    const r = await request(g.url + '/q', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ q: 'x'.repeat(bytes) }) })
+    await r.body.dump()
+    return r.statusCode
+  }
+  // A small body (within maxBufferBytes) is retried: the origin sees all three attempts.
+  assert.equal(await post(100), 503)
+  assert.equal(origin.count('/q'), 3)
+  // A 4 KB body, read whole for the key, is over maxBufferBytes: one attempt only.
+  assert.equal(await post(4096), 503)
+  assert.equal(origin.count('/q'), 4, 'a body over retry.maxBufferBytes must not be sent again')
+  assert.equal(origin.seen[3].body.length, 4096 + 8, 'the body went out whole')
+})
