@@ -186,7 +186,8 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         },
         tls: first.listen.tls && firstSnap.listenTls ? { material: firstSnap.listenTls, cfg: first.listen.tls } : null,
         http2: first.listen.tls && first.listen.http2 ? srvCfg.http2 : null,
-        log
+        log,
+        requestIdOf: (h) => { const v = h[deps.current().requestId.name]; return typeof v === 'string' ? v : undefined }
       }, (req, res) => {
         // A request pipelined behind an answer that closes the connection is never run: its
         // answer could not be sent (the socket closes once the refusal is out).

@@ -31,6 +31,8 @@ export interface EdgeOptions {
   /** server.http2 when listen.http2 is on (needs tls), else null. */
   http2: Http2Config | null
   log: Logger
+  /** The request ID a request carries (src/request-id.ts), for log lines about it. */
+  requestIdOf?: (headers: IncomingHttpHeaders) => string | undefined
 }
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
@@ -198,12 +200,23 @@ export function createEdgeServer (o: EdgeOptions, listener: RequestListener): Ed
       try {
         if (hook(stream, headers, rawHeaders)) return
       } catch (err) {
-        o.log.warn({ err: (err as Error).message, path: headers[':path'] }, 'HTTP/2: answering a hit on the stream failed; the request takes the full path')
-        if (stream.headersSent) { stream.close(h2.NGHTTP2_INTERNAL_ERROR); return }
+        if (stream.headersSent) {
+          hookFailed(err, headers)
+          stream.close(h2.NGHTTP2_INTERNAL_ERROR)
+          return
+        }
+        // Logged once the full path has taken the request: its request ID is then the one its
+        // access line and answer carry (the listener assigns it into these same headers).
+        next(stream, headers, flags, rawHeaders)
+        hookFailed(err, headers)
+        return
       }
     }
     next(stream, headers, flags, rawHeaders)
   })
+  function hookFailed (err: unknown, headers: IncomingHttpHeaders): void {
+    o.log.warn({ reqId: o.requestIdOf?.(headers), err: (err as Error).message, path: headers[':path'] }, 'HTTP/2: answering a hit on the stream failed; the request takes the full path')
+  }
   // HTTP/1.1 connections on this server use the same limits as the cleartext listener. Node's
   // HTTP/1 connection listener reads them off this server: maxHeaderSize per parser (else
   // 16 KB), connectionsCheckingInterval when it starts listening (else 30 s, past headersTimeout).

@@ -55,6 +55,19 @@ async function raw (url: string, text: string): Promise<string> {
   return out
 }
 
+test('debug lines: a failover to another target and a retry name the request (reqId)', async () => {
+  const g = await gateway(`log: { level: debug, accessLog: true }\nupstreams:\n  dead:\n    targets: [ "http://127.0.0.1:1", "http://127.0.0.1:2" ]\n    retry: { attempts: 1, backoffMs: 1, maxBackoffMs: 1 }\nroutes:\n  - { name: dead, match: { pathPrefix: / }, upstream: dead }\n`, 'debug')
+  const r = await request(g.url + '/x', { headers: { 'x-request-id': 'fo-1' } })
+  await r.body.dump()
+  assert.ok(r.statusCode >= 502, String(r.statusCode))
+  await until('the access line', () => accessLine(g, 'fo-1') !== undefined)
+  const failover = g.logs.filter((l) => l.msg === 'upstream target failed; trying another')
+  const retry = g.logs.filter((l) => l.msg === 'retrying upstream request')
+  assert.ok(failover.length >= 1, 'a failover was logged')
+  assert.ok(retry.length >= 1, 'a retry was logged')
+  for (const l of [...failover, ...retry]) assert.equal(l.reqId, 'fo-1', JSON.stringify(l))
+})
+
 test('sluice_upstream_retries_total: a retry scheduled but never sent (the client left during its backoff) is not counted', async () => {
   const origin = await startOrigin()
   closers.push(() => origin.close())
@@ -90,4 +103,46 @@ test('retries: a POST query body buffered for its cache key but larger than retr
   assert.equal(await post(4096), 503)
   assert.equal(origin.count('/q'), 4, 'a body over retry.maxBufferBytes must not be sent again')
   assert.equal(origin.seen[3].body.length, 4096 + 8, 'the body went out whole')
+})
+
+test('HTTP/2: the warning when answering a hit on the stream fails names the request (reqId) the full path answers with', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-obs2-'))
+  closers.push(async () => rmSync(dir, { recursive: true, force: true }))
+  const k = join(dir, 'k.pem')
+  const c = join(dir, 'c.pem')
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', k, '-out', c, '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2'], { stdio: 'ignore' })
+  const lines: Line[] = []
+  const log = pino({ level: 'info' }, new Writable({ write (chunk, _e, cb) { for (const l of String(chunk).split('\n')) if (l) lines.push(JSON.parse(l)); cb() } }))
+  const tlsCfg = Value.Default(ListenTlsSchema, { certFile: c, keyFile: k }) as ListenTlsConfig
+  const edge = createEdgeServer({
+    http1: { maxHeaderSize: 16384, headersTimeout: 5000, requestTimeout: 10000, keepAliveTimeout: 5000, connectionsCheckingInterval: 1000, maxRequestsPerSocket: 0, maxHeadersCount: 100 },
+    tls: { material: { cert: readFileSync(c), key: readFileSync(k), minVersion: 'TLSv1.2', validTo: '', subject: '' }, cfg: tlsCfg },
+    http2: Value.Default(Http2Schema, {}) as Http2Config,
+    log,
+    requestIdOf: (h: IncomingHttpHeaders) => h['x-request-id'] as string | undefined
+  }, (req, res) => {
+    // As the gateway's listener: the request gets its ID (here a fresh one), then its answer.
+    req.headers['x-request-id'] = 'full-path-id'
+    res.setHeader('x-request-id', 'full-path-id')
+    res.end('full path')
+  })
+  // A hook that fails before answering (as a fast-path hit whose write throws).
+  edge.onStream(() => { throw new Error('boom') })
+  edge.server.listen(0, '127.0.0.1')
+  await once(edge.server, 'listening')
+  closers.push(async () => { edge.closeAll(); await new Promise((resolve) => edge.server.close(resolve)) })
+  const port = (edge.server.address() as AddressInfo).port
+  const session = h2connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false })
+  closers.push(async () => { session.destroy() })
+  const s = session.request({ ':path': '/c/hit' })
+  let text = ''
+  s.setEncoding('utf8')
+  s.on('data', (d) => { text += d })
+  const [headers] = await once(s, 'response') as [IncomingHttpHeaders]
+  await once(s, 'end')
+  assert.equal(text, 'full path')
+  assert.equal(headers['x-request-id'], 'full-path-id')
+  const warn = lines.find((l) => String(l.msg).startsWith('HTTP/2: answering a hit on the stream failed'))
+  assert.ok(warn !== undefined, 'the failure is logged')
+  assert.equal(warn.reqId, 'full-path-id', JSON.stringify(warn))
 })
