@@ -10,6 +10,7 @@ import type { Logger } from 'pino'
 import type { Metrics } from './observability/metrics.js'
 import type { Snapshot } from './config/snapshot.js'
 import { createPipeline, type PipelineDeps } from './pipeline.js'
+import { RequestContext } from './context.js'
 import { SluiceError, errorBody, isSluiceError, rawError, writeError, type ErrorCode } from './errors.js'
 import { handleUpgrade, handleH2Connect, type TunnelDeps } from './upstream/websocket.js'
 import { resolveClientIp, HOST_VALUE, hostLines } from './forwarding.js'
@@ -276,16 +277,14 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
       socket.end(rawError(new SluiceError(code)))
     },
     frameworkErrors: (err: Error, request: FastifyRequest, reply: FastifyReply) => {
-      // Fastify calls this from its router, in the same synchronous call as the request
-      // listener above (as the pipeline takes its t0): the request's arrival, for its duration.
-      const t0 = performance.now()
-      request.sluice = null
-      let body: string | null = null
-      reply.raw.once('close', () => observe(request, reply.raw.statusCode, errorBytes(request.raw, reply.raw, body), t0))
       const e = new SluiceError('SLUICE_ERR_BAD_PATH', err.message)
+      // Timed from the request's arrival, its code in the access line, and a span.
+      const ctx = earlyContext(request, e.code)
+      let body: string | null = null
+      reply.raw.once('close', () => observe(request, reply.raw.statusCode, errorBytes(request.raw, reply.raw, body)))
       // The ID the request handler assigned goes back, as on every answer.
-      const snap = deps.current()
-      const id = requestIdOf(request, snap)
+      const snap = ctx.snap
+      const id = ctx.requestId || undefined
       if (id !== undefined) reply.header(snap.requestId.header, id)
       body = id === undefined ? errorBody(e) : errorBody(e, { requestId: id })
       reply.code(e.status).type('application/json').send(body)
@@ -305,9 +304,13 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
    * every answer is (route `none`). The connection closes after it unless `close` is false.
    */
   const refuse = (req: IncomingMessage, res: ServerResponse, snap: Snapshot, err: SluiceError, id: string, close = true): void => {
+    // Timed from the request's arrival: the listener runs from it to here in one synchronous
+    // call. The clock is read here rather than at the top of the listener, so a request that is
+    // not refused (a hit, a pass-through) pays nothing for it.
+    const t0 = performance.now()
     const bytes = writeError(res, err, close, snap.requestId, id)
-    record(snap, req, 'none', undefined, err.status, bytes, 0, 'none', '', err.code, id)
-    const span = deps.tracing?.on === true ? deps.tracing.server(req.headers, req.method ?? 'GET') : null
+    record(snap, req, 'none', undefined, err.status, bytes, t0, 'none', '', err.code, id)
+    const span = deps.tracing?.on === true ? deps.tracing.server(req.headers, req.method ?? 'GET', performance.timeOrigin + t0) : null
     if (span !== null) Tracing.finish(span, { route: 'none', status: err.status, cache: 'none', retries: 0, method: req.method ?? 'GET', url: req.url, error: err.code })
   }
 
@@ -354,16 +357,34 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
 
   /** The request's ID: the pipeline's copy, or (a request Fastify answered itself) the one the request handler assigned. */
   const requestIdOf = (request: FastifyRequest, snap: Snapshot): string | undefined =>
-    request.sluice ? request.sluice.requestId : request.raw.headers[snap.requestId.name] as string | undefined
+    request.sluice ? request.sluice.requestId || undefined : request.raw.headers[snap.requestId.name] as string | undefined
 
-  /** Called exactly once per request that went through Fastify; `t0` times a request answered with no pipeline context. */
-  const observe = (request: FastifyRequest, status: number, bytes: number, t0 = 0): void => {
+  /**
+   * The context of a request Fastify answers itself before the pipeline runs (a path it cannot
+   * decode, a Content-Type it cannot parse: 415, a QUERY without one: 400): its error code for
+   * the access line, a SERVER span when tracing is on, and its t0. Fastify raises these from
+   * its router, in the same synchronous call as the request listener above (as the pipeline
+   * takes its t0): now is the request's arrival.
+   */
+  const earlyContext = (request: FastifyRequest, code: ErrorCode): RequestContext => {
+    const t0 = performance.now()
+    const snap = deps.current()
+    const ctx = new RequestContext(snap, t0)
+    ctx.requestId = (request.raw.headers[snap.requestId.name] as string | undefined) ?? ''
+    ctx.errorCode = code
+    if (deps.tracing?.on === true) ctx.trace = deps.tracing.server(request.raw.headers, request.raw.method ?? 'GET', performance.timeOrigin + t0)
+    request.sluice = ctx
+    return ctx
+  }
+
+  /** Called exactly once per request that went through Fastify. */
+  const observe = (request: FastifyRequest, status: number, bytes: number): void => {
     const ctx = request.sluice
     // undefined, not null, on a request Fastify answered itself (an unsupported method such as PRI)
     if (ctx && ctx.observed) return
     if (ctx) ctx.observed = true
     const snap = ctx?.snap ?? deps.current()
-    record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? t0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined, requestIdOf(request, snap))
+    record(snap, request.raw, ctx?.route?.name ?? 'none', ctx?.route?.upstream.name, status, bytes, ctx?.t0 ?? 0, ctx?.cacheResult ?? 'none', ctx?.clientIp ?? '', ctx?.errorCode ?? undefined, requestIdOf(request, snap))
     const span = ctx?.trace
     if (span) Tracing.finish(span, { route: ctx.route?.name ?? 'none', upstream: ctx.route?.upstream.name, status, cache: ctx.cacheResult, retries: Math.max(0, (ctx.ureq?.attempts ?? 0) - 1), method: request.raw.method ?? 'GET', url: request.raw.url, error: ctx.errorCode ?? undefined })
   }
@@ -388,8 +409,10 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     else if (err.statusCode === 413) e = new SluiceError('SLUICE_ERR_BODY_TOO_LARGE')
     else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) e = new SluiceError('SLUICE_ERR_BAD_REQUEST', err.message)
     else e = new SluiceError('SLUICE_ERR_INTERNAL')
-    const ctx = request.sluice
-    const snap = ctx?.snap ?? deps.current()
+    // No context: Fastify raised it before the pipeline ran (its 415 for a Content-Type it cannot
+    // parse, say). Timed from the request's arrival, with its code and a span, as every answer.
+    const ctx = request.sluice ?? earlyContext(request, e.code)
+    const snap = ctx.snap
     const reqId = requestIdOf(request, snap)
     // The client's connection is already gone: nothing can be answered. It was cut by the end of
     // a drain (the pools close after it, so the upstream request fails too) or the client left;
@@ -397,15 +420,15 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
     if (request.raw.socket?.destroyed === true) {
       if (e.code === 'SLUICE_ERR_INTERNAL') log.error({ reqId, err, url: request.url }, 'internal error')
       const shutdown = tunnels.draining
-      if (ctx) ctx.errorCode = shutdown ? 'SLUICE_ERR_SHUTTING_DOWN' : 'SLUICE_ERR_CLIENT_CLOSED'
+      ctx.errorCode = shutdown ? 'SLUICE_ERR_SHUTTING_DOWN' : 'SLUICE_ERR_CLIENT_CLOSED'
       observe(request, shutdown ? 503 : 499, 0)
       reply.raw.destroy()
       return
     }
     if (e.code === 'SLUICE_ERR_INTERNAL') log.error({ reqId, err, url: request.url }, 'internal error')
-    if (ctx) ctx.errorCode = e.code
+    ctx.errorCode = e.code
     if (e.status >= 500 && e.code !== 'SLUICE_ERR_INTERNAL') {
-      log.warn({ reqId, code: e.code, route: ctx?.route?.name, upstream: ctx?.route?.upstream.name, target: e.target, detail: e.message }, 'upstream error')
+      log.warn({ reqId, code: e.code, route: ctx.route?.name, upstream: ctx.route?.upstream.name, target: e.target, detail: e.message }, 'upstream error')
     }
     let body: string | null = null
     if (!request.raw.socket?.destroyed) reply.raw.once('close', () => observe(request, reply.raw.statusCode, errorBytes(request.raw, reply.raw, body)))

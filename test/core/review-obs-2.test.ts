@@ -55,6 +55,45 @@ async function raw (url: string, text: string): Promise<string> {
   return out
 }
 
+test('access line and span: an error Fastify answers before the pipeline (an unparseable Content-Type, an undecodable path) names its code and is timed', async () => {
+  const rx = await receiver(closers)
+  const origin = await startOrigin()
+  closers.push(() => origin.close())
+  const g = await gateway(`log: { level: info, accessLog: true }\ntracing: { otlp: { url: "${rx.url}" }, exportDelayMs: 50, sampleRatio: 1 }\nupstreams:\n  api: { url: "${origin.url}" }\nroutes:\n  - { name: pass, match: { pathPrefix: / }, upstream: api }\n`)
+  const ct = await request(g.url + '/submit', { method: 'POST', headers: { 'content-type': 'not a media type', 'x-request-id': 'early-ct' }, body: 'x=1' })
+  const ctBody = await ct.body.json() as { error: string }
+  assert.equal(ct.statusCode, 400)
+  const path = await request(g.url + '/%zz', { headers: { 'x-request-id': 'early-path' } })
+  const pathBody = await path.body.json() as { error: string }
+  assert.equal(path.statusCode, 400)
+  assert.equal(origin.seen.length, 0, 'neither reached the origin')
+  for (const [id, code] of [['early-ct', ctBody.error], ['early-path', pathBody.error]]) {
+    await until(`the access line of ${id}`, () => accessLine(g, id) !== undefined)
+    const line = accessLine(g, id)!
+    assert.equal(line.err, code, `the access line names the code of the answer: ${JSON.stringify(line)}`)
+    assert.ok((line.ms as number) > 0, `timed from the request's arrival, not 0: ${JSON.stringify(line)}`)
+  }
+  await until('both SERVER spans arrive', () => rx.spans.filter((s) => s.kind === 2).length >= 2, { tries: 100, intervalMs: 50 })
+  const errors = rx.spans.filter((s) => s.kind === 2).map((s) => attr(s, 'error.type')).sort()
+  assert.deepEqual(errors, [ctBody.error, pathBody.error].sort())
+})
+
+test('access line: the refusals before routing (a bad Host, a transfer coding Sluice cannot decode) are timed from the request\'s arrival, not ms 0', async () => {
+  const origin = await startOrigin()
+  closers.push(() => origin.close())
+  const g = await gateway(`log: { level: info, accessLog: true }\nupstreams:\n  api: { url: "${origin.url}" }\nroutes:\n  - { name: pass, match: { pathPrefix: / }, upstream: api }\n`)
+  const host = await raw(g.url, 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nX-Request-Id: pre-host\r\n\r\n')
+  assert.match(host, /^HTTP\/1\.1 400 /)
+  const te = await raw(g.url, 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nX-Request-Id: pre-te\r\n\r\n0\r\n\r\n')
+  assert.match(te, /^HTTP\/1\.1 501 /)
+  for (const [id, code] of [['pre-host', 'SLUICE_ERR_BAD_REQUEST'], ['pre-te', 'SLUICE_ERR_NOT_IMPLEMENTED']]) {
+    await until(`the access line of ${id}`, () => accessLine(g, id) !== undefined)
+    const line = accessLine(g, id)!
+    assert.equal(line.err, code)
+    assert.ok((line.ms as number) > 0, `timed, not 0: ${JSON.stringify(line)}`)
+  }
+})
+
 test('debug lines: a failover to another target and a retry name the request (reqId)', async () => {
   const g = await gateway(`log: { level: debug, accessLog: true }\nupstreams:\n  dead:\n    targets: [ "http://127.0.0.1:1", "http://127.0.0.1:2" ]\n    retry: { attempts: 1, backoffMs: 1, maxBackoffMs: 1 }\nroutes:\n  - { name: dead, match: { pathPrefix: / }, upstream: dead }\n`, 'debug')
   const r = await request(g.url + '/x', { headers: { 'x-request-id': 'fo-1' } })
