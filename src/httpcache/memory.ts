@@ -58,11 +58,22 @@ export class MemoryStore implements EntryStore, FillLeases {
     this.evict(size)
     this.slots.set(e.key, { e, size, expires: this.now() + ttlMs, used: false })
     this.bytes += size
-    this.vary.set(e.base, e.varyNames)
     const had = this.byBase.get(e.base)
+    // The Vary record is the complete response's: lookups of the complete entry compute their
+    // variant key from it (and a part's from the same key, partialKey). A part (206) whose Vary
+    // differs must not replace it, or the complete entry is missed (or another variant is
+    // served); a part only sets the record while no complete entry of the base is stored.
+    if (e.range === undefined || !this.hasComplete(had)) this.vary.set(e.base, e.varyNames)
     if (had === undefined) this.byBase.set(e.base, e.key)
     else if (typeof had === 'string') { if (had !== e.key) this.byBase.set(e.base, new Set([had, e.key])) } else had.add(e.key)
     return true
+  }
+
+  /** Is one of these variant keys (byBase's) a complete entry's, not a part's? */
+  private hasComplete (had: string | Set<string> | undefined): boolean {
+    if (had === undefined) return false
+    for (const k of typeof had === 'string' ? [had] : had) { const s = this.slots.get(k); if (s !== undefined && s.e.range === undefined) return true }
+    return false
   }
 
   /** Account for bytes added to a stored entry (encoded variants made after the store). */

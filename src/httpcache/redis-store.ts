@@ -19,8 +19,11 @@ const PURGE_BATCH = 200
 const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
 
 /**
- * Store a variant: KEYS entry, vary record, variant index; ARGV record, vary names, ttl ms.
- * The Vary record and the index live as long as their longest-lived variant. Each store also
+ * Store a variant: KEYS entry, vary record, variant index; ARGV record, vary names, ttl ms,
+ * part ('1' for a partial entry). The Vary record and the index live as long as their
+ * longest-lived variant. The record is the complete response's (lookups compute the complete
+ * entry's key from it): a part only writes it when there is none, and otherwise only extends
+ * it, so a 206 with another Vary does not make the complete entry unreachable. Each store also
  * checks a few index members (same slot) and removes those whose records expired or were
  * purged: an index renewed by every new variant would otherwise keep every variant ever stored
  * (a Vary on User-Agent adds one per browser build), so it converges to the live set instead.
@@ -29,7 +32,9 @@ const SET_SCRIPT = `
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 local ttl = tonumber(ARGV[3])
 local vt = redis.call('PTTL', KEYS[2])
-if vt < ttl then redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl) else redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL') end
+if ARGV[4] == '1' and vt ~= -2 then
+  if vt ~= -1 and vt < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+elseif vt < ttl then redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl) else redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL') end
 for _, k in ipairs(redis.call('SRANDMEMBER', KEYS[3], 8)) do
   if redis.call('EXISTS', k) == 0 then redis.call('SREM', KEYS[3], k) end
 end
@@ -179,7 +184,7 @@ export class RedisStore implements SharedEntryStore {
     const px = Math.ceil(ttlMs)
     const rk = this.rk(e.key)
     try {
-      await this.redis.eval(SET_SCRIPT, 3, rk, this.vk(e.base), this.ik(e.base), encodeEntry(e), e.varyNames.join(','), px)
+      await this.redis.eval(SET_SCRIPT, 3, rk, this.vk(e.base), this.ik(e.base), encodeEntry(e), e.varyNames.join(','), px, e.range === undefined ? '0' : '1')
     } catch (err) {
       this.onError('cache_set', err as Error)
       return

@@ -1,0 +1,88 @@
+// Cache leftovers, third review: a stored 206 part does not replace the complete entry's Vary
+// record (L1 and L2), a background refresh keeps the request ID of the request that started it
+// (its retry lines name it), and another replica's failed fill tells its waiters the origin's
+// status (their stale answers name it, fwd-status). Real gateways, a real loopback origin and
+// (for the fleet cases) a real redis-server.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { request } from 'undici'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { redisCacheYaml } from '../helpers/redis-cache-config.js'
+import { startTestGateway, cachedConfig } from '../helpers/gateway.js'
+import { startRedis } from '../helpers/redis.js'
+import { until } from '../helpers/wait.js'
+
+let origin: Origin
+before(async () => { origin = await startOrigin() })
+after(async () => { await origin.close() })
+
+const HOST = 'cache3.example'
+
+async function get (base: string, path: string, headers: Record<string, string> = {}) {
+  const r = await request(base + path, { headers: { host: HOST, ...headers } })
+  return { status: r.statusCode, headers: r.headers, body: await r.body.text() }
+}
+
+async function leases (adminUrl: string, result: string): Promise<number> {
+  const text = await (await request(adminUrl + '/metrics')).body.text()
+  const m = new RegExp(`^sluice_cache_leases_total\\{result="${result}"\\} (\\d+)`, 'm').exec(text)
+  return m === null ? 0 : Number(m[1])
+}
+
+/**
+ * An origin whose complete answers vary on Accept-Language, and whose 206 answers also name
+ * Accept-Encoding (servers that add it to ranges only): the part's Vary is not the complete one's.
+ */
+function varyingParts (text: string) {
+  return (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+    const m = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ''))
+    const h = { 'cache-control': 'max-age=600', etag: '"vp1"', 'content-type': 'text/plain' }
+    if (m === null) { res.writeHead(200, { ...h, vary: 'Accept-Language' }); res.end(text); return }
+    const start = Number(m[1]); const end = Math.min(Number(m[2]), text.length - 1)
+    res.writeHead(206, { ...h, vary: 'Accept-Language, Accept-Encoding', 'content-range': `bytes ${start}-${end}/${text.length}` })
+    res.end(text.slice(start, end + 1))
+  }
+}
+
+test('L1: a stored 206 part whose Vary differs from the complete entry\'s does not replace its Vary record: the complete entry is still a hit', async () => {
+  const g = await startTestGateway(cachedConfig(origin.url))
+  origin.on('/vary-part', varyingParts('0123456789'))
+  try {
+    const en = { 'accept-language': 'en' }
+    assert.equal((await get(g.url, '/vary-part', en)).body, '0123456789')
+    assert.match(String((await get(g.url, '/vary-part', en)).headers['cache-status']), /^sluice; hit/)
+    // Another language's range: no complete entry for it, so the origin's 206 is stored as a part.
+    const part = await get(g.url, '/vary-part', { 'accept-language': 'de', range: 'bytes=2-4' })
+    assert.equal(part.status, 206)
+    assert.equal(part.body, '234')
+    assert.match(String(part.headers['cache-status']), /stored/)
+    await until('the part to be stored', () => (g.gw.cache.stats().memory as { entries: number }).entries === 2, { detail: () => g.gw.cache.stats() })
+    const again = await get(g.url, '/vary-part', en)
+    assert.equal(again.body, '0123456789')
+    assert.match(String(again.headers['cache-status']), /^sluice; hit/, 'the complete entry is still found')
+    assert.equal(origin.count('/vary-part'), 2)
+  } finally { await g.close() }
+})
+
+test('L2: a 206 part stored by one replica does not replace the Vary record in Redis: another replica still finds the complete entry', async () => {
+  const redis = await startRedis()
+  const yaml = redisCacheYaml(origin.url, redis.url, redis.prefix, { commandTimeoutMs: 2000 })
+  const a = await startTestGateway(yaml)
+  const b = await startTestGateway(yaml)
+  origin.on('/vary-part-l2', varyingParts('abcdefghij'))
+  const c = redis.client()
+  const records = async () => (await c.keys(`${redis.prefix}{*}c:G|${HOST}|/vary-part-l2*`)).length
+  try {
+    const en = { 'accept-language': 'en' }
+    assert.equal((await get(a.url, '/vary-part-l2', en)).body, 'abcdefghij')
+    await until('A\'s complete entry to reach L2', async () => await records() === 1)
+    const part = await get(a.url, '/vary-part-l2', { 'accept-language': 'de', range: 'bytes=2-4' })
+    assert.equal(part.status, 206)
+    assert.match(String(part.headers['cache-status']), /stored/)
+    await until('A\'s part to reach L2', async () => await records() === 2)
+    const fromB = await get(b.url, '/vary-part-l2', en)
+    assert.equal(fromB.body, 'abcdefghij')
+    assert.match(String(fromB.headers['cache-status']), /^sluice; hit/, 'B finds the complete entry through the Vary record')
+    assert.equal(origin.count('/vary-part-l2'), 2)
+  } finally { await a.close(); await b.close(); await redis.stop() }
+})
