@@ -29,7 +29,15 @@ function detachedCopy (req: UpstreamRequest): UpstreamRequest {
   const headers = { ...req.headers }
   delete headers.traceparent
   delete headers.tracestate
-  return { method: post ? 'POST' : 'GET', path: req.path, headers, body: post ? req.body : null, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded }
+  // The request ID stays (its header, and which header it is): the refresh's log lines (retries,
+  // failures) name the request that started it.
+  return { method: post ? 'POST' : 'GET', path: req.path, headers, body: post ? req.body : null, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded, requestIdHeader: req.requestIdHeader }
+}
+
+/** The ID of the request a (background) fill was started by, for its log lines. */
+function requestIdOf (req: UpstreamRequest): string | undefined {
+  const v = req.requestIdHeader === undefined ? undefined : req.headers[req.requestIdHeader]
+  return typeof v === 'string' ? v : undefined
 }
 
 /** A response nobody reads (a background fill's): let its body go. */
@@ -94,7 +102,7 @@ export class Coalescer implements FillHooks {
     if (this.inflight.has(key) || this.remote.has(key) || this.leasing.has(key) || this.closed) return // already refreshing
     const bg: FillJob = { ...job, req: detachedCopy(job.req), reqD: NO_DIRECTIVES }
     const run = (leased: boolean) => core.track(runFill(core, this.writer, this, bg, false, leased)
-      .then(release, (err: Error) => core.log.debug({ err: err.message, path: job.path }, 'background refresh failed')))
+      .then(release, (err: Error) => core.log.debug({ reqId: requestIdOf(bg.req), err: err.message, path: job.path }, 'background refresh failed')))
     if (!this.shared) { run(false); return }
     // One refresh in the fleet: another replica holding the lease refreshes for everyone, and
     // its "filled" message updates this replica's L1. Until then the stale entry is served.

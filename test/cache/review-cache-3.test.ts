@@ -86,3 +86,25 @@ test('L2: a 206 part stored by one replica does not replace the Vary record in R
     assert.equal(origin.count('/vary-part-l2'), 2)
   } finally { await a.close(); await b.close(); await redis.stop() }
 })
+
+test('a background refresh keeps the request ID of the request that started it: its retry lines carry that reqId', async () => {
+  let skew = 0
+  const yaml = cachedConfig(origin.url).replace('log: { level: info, accessLog: true }', 'log: { level: debug, accessLog: true }')
+    .replace('    connectTimeoutMs: 1000', '    connectTimeoutMs: 1000\n    retry: { attempts: 1, backoffMs: 1, maxBackoffMs: 1 }')
+  const g = await startTestGateway(yaml, { level: 'debug', now: () => Date.now() + skew })
+  let n = 0
+  origin.on('/bg-reqid', (req, res) => {
+    if (n++ === 0) { res.writeHead(200, { 'cache-control': 'max-age=1, stale-while-revalidate=600' }); res.end('v1'); return }
+    req.socket.destroy() // a reset before any response byte: retried
+  })
+  try {
+    assert.equal((await get(g.url, '/bg-reqid')).body, 'v1')
+    skew = 5000
+    const r = await get(g.url, '/bg-reqid', { 'x-request-id': 'swr-refresh-1' })
+    assert.match(String(r.headers['cache-status']), /STALE-WHILE-REVALIDATE/)
+    await until('the refresh and its retry to reach the origin', () => n === 3)
+    const retry = () => g.logs.filter((l) => l.msg === 'retrying upstream request')
+    await until('the retry line', () => retry().length > 0, { detail: () => g.logs.map((l) => l.msg) })
+    for (const l of retry()) assert.equal(l.reqId, 'swr-refresh-1', JSON.stringify(l))
+  } finally { await g.close() }
+})
