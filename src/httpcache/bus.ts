@@ -10,8 +10,12 @@ import type { BypassReason } from './policy.js'
 
 /** What a purge message names: a selector, or every variant of one base key. */
 export type PurgeMessage = PurgeSelector | { base: string }
-/** A fill is done: `e` is the stored entry's key, `r` why nothing was stored. */
-export interface FilledMessage { k: string; e?: string; r?: BypassReason | 'ERROR' }
+/**
+ * A fill is done: `e` is the stored entry's key, `r` why nothing was stored, `s` the status the
+ * origin answered when that is known (a failed fill's 5xx: the waiting replicas' stale answers
+ * name it as fwd-status). `s` is optional: a message from an older replica has none.
+ */
+export interface FilledMessage { k: string; e?: string; r?: BypassReason | 'ERROR'; s?: number }
 
 export class CacheBus {
   readonly instance = randomUUID()

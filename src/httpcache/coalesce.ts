@@ -269,16 +269,23 @@ export class Coalescer implements FillHooks {
     const bus = this.bus!
     this.core.track(Promise.resolve(stored).then(() => l2!.release(key, bus.instance)).then((waiting) => {
       if (waiting === 0) return // -1 (the lease ran out): tell anyone who may still wait
-      return bus.publishFilled(f.entry !== undefined ? { k: key, e: f.entry.key } : { k: key, r: f.reason ?? 'ERROR' })
+      return bus.publishFilled(f.entry !== undefined ? { k: key, e: f.entry.key } : { k: key, r: f.reason ?? 'ERROR', ...(f.status === undefined ? {} : { s: f.status }) })
     }).catch(() => {}))
   }
 
-  /** Another replica's fill is done: `e` names the stored entry, `r` why nothing was stored. */
+  /**
+   * Another replica's fill is done: `e` names the stored entry, `r` why nothing was stored, `s`
+   * the status its origin answered (absent from older replicas' messages: then none is named).
+   */
   private filled (m: FilledMessage): void {
     const w = this.remote.get(m.k)
     if (w === undefined) return
     clearTimeout(w.timer)
-    if (typeof m.e !== 'string') { this.settleRemote(m.k, w, { reason: m.r ?? 'ERROR' }); return }
+    if (typeof m.e !== 'string') {
+      const s = typeof m.s === 'number' && Number.isInteger(m.s) && m.s >= 100 && m.s <= 599 ? m.s : undefined
+      this.settleRemote(m.k, w, s === undefined ? { reason: m.r ?? 'ERROR' } : { reason: m.r ?? 'ERROR', status: s })
+      return
+    }
     // Still the key's wait while the entry is read: requests arriving meanwhile get it too.
     this.core.fromL2(m.e).then((e) => this.settleRemote(m.k, w, e === undefined ? COALESCE_FAILED : { entry: e }),
       () => this.settleRemote(m.k, w, COALESCE_FAILED))

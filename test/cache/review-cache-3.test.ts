@@ -108,3 +108,72 @@ test('a background refresh keeps the request ID of the request that started it: 
     for (const l of retry()) assert.equal(l.reqId, 'swr-refresh-1', JSON.stringify(l))
   } finally { await g.close() }
 })
+
+test('across replicas: a waiter for another replica\'s fill that failed with a 5xx serves stale-if-error naming the origin\'s status (fwd-status)', async () => {
+  const redis = await startRedis()
+  let skew = 0
+  const yaml = redisCacheYaml(origin.url, redis.url, redis.prefix, { commandTimeoutMs: 2000 })
+  const a = await startTestGateway(yaml, { now: () => Date.now() + skew })
+  const b = await startTestGateway(yaml, { now: () => Date.now() + skew })
+  let n = 0
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/fleet-sie', (_req, res) => {
+    if (n++ === 0) { res.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600', etag: '"s1"' }); res.end('v1'); return }
+    // The revalidation (B's) hangs until the test lets it go, then fails.
+    void held.then(() => { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('down') })
+  })
+  try {
+    assert.equal((await get(a.url, '/fleet-sie')).body, 'v1')
+    const c = redis.client()
+    await until('A\'s entry to reach L2', async () => (await c.keys(`${redis.prefix}{*}c:G|${HOST}|/fleet-sie`)).length > 0)
+    skew = 5000
+    // B revalidates the stale entry (read from L2) and holds the key's fill lease meanwhile.
+    const fromB = get(b.url, '/fleet-sie')
+    await until('B\'s revalidation to reach the origin', () => n === 2)
+    // A's client finds the lease held and waits for B's "filled" message.
+    const fromA = get(a.url, '/fleet-sie')
+    await until('A\'s client to find the lease held', async () => await leases(a.adminUrl, 'held') === 1)
+    release()
+    const rb = await fromB
+    assert.match(String(rb.headers['cache-status']), /fwd=stale; fwd-status=503/)
+    const ra = await fromA
+    assert.equal(ra.body, 'v1')
+    assert.match(String(ra.headers['cache-status']), /fwd=stale; fwd-status=503; detail=COALESCED-FILL-FAILED/)
+    assert.equal(n, 2, 'one revalidation upstream for both')
+  } finally { await a.close(); await b.close(); await redis.stop() }
+})
+
+test('across replicas: a "filled" message of an older replica (no status) still settles the waiters: stale-if-error without fwd-status', async () => {
+  const redis = await startRedis()
+  let skew = 0
+  const yaml = redisCacheYaml(origin.url, redis.url, redis.prefix, { commandTimeoutMs: 2000 })
+  const a = await startTestGateway(yaml, { now: () => Date.now() + skew })
+  const b = await startTestGateway(yaml, { now: () => Date.now() + skew })
+  let n = 0
+  let release!: () => void
+  const held = new Promise<void>((resolve) => { release = resolve })
+  origin.on('/fleet-old-msg', (_req, res) => {
+    if (n++ === 0) { res.writeHead(200, { 'cache-control': 'max-age=1, stale-if-error=600', etag: '"o1"' }); res.end('v1'); return }
+    void held.then(() => { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('down') })
+  })
+  const c = redis.client()
+  try {
+    assert.equal((await get(a.url, '/fleet-old-msg')).body, 'v1')
+    await until('A\'s entry to reach L2', async () => (await c.keys(`${redis.prefix}{*}c:G|${HOST}|/fleet-old-msg`)).length > 0)
+    skew = 5000
+    const fromB = get(b.url, '/fleet-old-msg')
+    await until('B\'s revalidation to reach the origin', () => n === 2)
+    const fromA = get(a.url, '/fleet-old-msg')
+    await until('A\'s client to find the lease held', async () => await leases(a.adminUrl, 'held') === 1)
+    // The message as a replica of an older version sends it: no `s`.
+    const [lease] = await c.keys(`${redis.prefix}{*}l:G|${HOST}|/fleet-old-msg`)
+    const k = lease.slice(lease.indexOf('l:') + 2)
+    await c.publish(`${redis.prefix}filled`, JSON.stringify({ k, r: 'ERROR', from: 'an-older-replica' }))
+    const ra = await fromA
+    assert.equal(ra.body, 'v1')
+    assert.match(String(ra.headers['cache-status']), /fwd=stale; detail=COALESCED-FILL-FAILED/)
+    release()
+    await fromB
+  } finally { release(); await a.close(); await b.close(); await redis.stop() }
+})
