@@ -125,15 +125,22 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
         if (observe !== undefined) observe(request, out.statusCode, sent)
         if (sizes !== undefined) sizes.sizes(requestBytes, sent)
       }
-  writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err) => {
+  writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err, gone) => {
     // At the end of a drain the pools close under the streams still open (an SSE stream, say):
     // that is the shutdown, not the upstream resetting.
     if (deps.draining?.() === true) {
       if (ctx !== null && ctx.errorCode === null) ctx.errorCode = SHUTTING_DOWN
-      return
+      return undefined
     }
-    if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapUpstreamError(err, ctx.route?.upstream.name ?? '', false).code
+    const mapped = mapUpstreamError(err, ctx?.route?.upstream.name ?? '', false)
+    if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapped.code
+    // Before any byte went, the client gets the error as a 502 instead (src/send.ts).
+    if (!gone) {
+      log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, code: mapped.code, err: err.message }, 'response body failed before any byte was sent; answered with an error instead')
+      return mapped
+    }
     log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')
+    return undefined
   }, onClose)
   return reply
 }

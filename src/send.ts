@@ -7,6 +7,7 @@ import { constants as h2constants, type OutgoingHttpHeaders, type ServerHttp2Str
 import type { Readable } from 'node:stream'
 import type { ProxyResponse } from './types.js'
 import type { RequestIdRule } from './request-id.js'
+import { writeError, type SluiceError } from './errors.js'
 
 type Extra = Record<string, string | number | string[] | undefined>
 
@@ -209,8 +210,40 @@ function cut (out: ServerResponse): void {
 }
 
 /**
- * Send a streamed body with backpressure. If the body fails part-way, the client's connection
- * is cut, so a truncated response never looks complete (`onBodyError` is told why); if the
+ * Whether any byte of this response may have reached the client. HTTP/1: Node keeps the head
+ * (writeHead's, or setHead's) until the first body write or end and sets `_headerSent` when it
+ * hands it to the socket (an Expect: 100-continue answer goes at once). HTTP/2: respond() sends
+ * HEADERS at writeHead.
+ */
+function headGone (out: ServerResponse): boolean {
+  if (out.destroyed || out.writableEnded) return true
+  if ((out as ServerResponse & { stream?: ServerHttp2Stream }).stream !== undefined) return out.headersSent
+  return (out as ServerResponse & ResponseInternals)._headerSent
+}
+
+/**
+ * Take back an HTTP/1 response head that was never sent and answer `err` (Sluice's JSON error
+ * body, with the request ID) instead. Undoes what writeHead or setHead decided for the old head:
+ * the head itself, chunked framing, the status message, any field set with setHeader. A
+ * connection the old head would have closed (`_last`) is closed after the error too. Returns
+ * the error body's length.
+ */
+function answerInstead (out: ServerResponse, err: SluiceError, rid: RequestIdRule | undefined, id: string | undefined): number {
+  const o = out as ServerResponse & ResponseInternals & { _last?: boolean }
+  o._header = null
+  o.chunkedEncoding = false
+  ;(o as { statusMessage?: string }).statusMessage = undefined
+  for (const name of o.getHeaderNames()) o.removeHeader(name)
+  return writeError(out, err, o._last === true, rid, id)
+}
+
+/**
+ * Send a streamed body with backpressure. If the body fails before any byte of the response
+ * went out (an origin that sends its head, then a malformed chunk or a reset), the client gets
+ * the error `onBodyError` returns instead (502, Sluice's JSON error body) on HTTP/1; once a byte
+ * went (and always on HTTP/2, whose HEADERS go at writeHead), or when `onBodyError` returns
+ * none, the client's connection is cut, so a truncated response never looks complete
+ * (`onBodyError` is told why, and whether the head went: `gone`); if the
  * client goes away first, the body is destroyed, which closes its upstream connection instead
  * of reading the rest. `onClose` runs once when the response closes (finished or cut off).
  *
@@ -219,11 +252,16 @@ function cut (out: ServerResponse): void {
  * 245k pass-through request, callgrind), where this needs three on the body and one on the
  * response ('drain' only when the client reads slower than the upstream sends).
  */
-export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined, onBodyError: (err: Error) => void, onClose?: (sent: number) => void): void {
+export function writeStreamed (out: ServerResponse, res: ProxyResponse, body: Readable, extra: Extra | undefined, rid: RequestIdRule | undefined, id: string | undefined, onBodyError: (err: Error, gone: boolean) => SluiceError | undefined, onClose?: (sent: number) => void): void {
   writeStreamedHead(out, res, extra, rid, id)
-  body.on('error', (err) => { onBodyError(err); cut(out) })
-  /** Body bytes handed to the response. */
+  /** Body bytes handed to the response (the error body's, when one is answered instead). */
   let sent = 0
+  body.on('error', (err) => {
+    const gone = headGone(out)
+    const answer = onBodyError(err, gone)
+    if (gone || answer === undefined) cut(out)
+    else sent = answerInstead(out, answer, rid, id)
+  })
   out.once('close', () => {
     if (!body.destroyed) body.destroy()
     if (onClose !== undefined) onClose(sent)
