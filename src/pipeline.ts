@@ -117,13 +117,16 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
   // and the body size histogram. Both get the body bytes that were sent (writeStreamed counts
   // them as they pass): the Content-Length when the body went out whole, fewer when it was cut
   // (an upstream that failed midway, a client that left), and 0 for HEAD, 204 and 304.
+  /** The body failed before any byte went: an error was answered instead (src/send.ts). */
+  let answered = false
   const onClose = observe === undefined && sizes === undefined
     ? undefined
     : (sent: number) => {
         // Cut before its end with no error of its own: the client left, or the drain ended.
         if (ctx !== null && ctx.errorCode === null && cutShort(out)) ctx.errorCode = deps.draining?.() === true ? SHUTTING_DOWN : 'SLUICE_ERR_CLIENT_CLOSED'
         if (observe !== undefined) observe(request, out.statusCode, sent)
-        if (sizes !== undefined) sizes.sizes(requestBytes, sent)
+        // Not for an error Sluice answered instead (README: errors are not in the size histograms).
+        if (sizes !== undefined && !answered) sizes.sizes(requestBytes, sent)
       }
   writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err, gone) => {
     // At the end of a drain the pools close under the streams still open (an SSE stream, say):
@@ -137,6 +140,7 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
     // Before any byte went, the client gets the error as a 502 instead (src/send.ts).
     if (!gone) {
       log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, code: mapped.code, err: err.message }, 'response body failed before any byte was sent; answered with an error instead')
+      answered = true
       return mapped
     }
     log?.warn({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'response body failed after the headers were sent; the client connection is cut')

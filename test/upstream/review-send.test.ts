@@ -7,6 +7,7 @@ import { createServer as netServer, type Server, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { startTestGateway, simpleConfig, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
+import { metric } from '../helpers/metrics.js'
 import { send, req } from '../hardening/raw.js'
 
 /** What the raw origin writes for a request path (after the request head arrived). */
@@ -75,6 +76,18 @@ test('the connection that got the 502 serves the next request', async () => {
   const ex = await send(port, req('GET /bad-chunk HTTP/1.1', 'Host: a.example') + req('GET /ok HTTP/1.1', 'Host: a.example'), { responses: 2 })
   assert.deepEqual(ex.responses.map((r) => r.status), [502, 200])
   assert.equal(ex.responses[1].body.toString(), 'ok')
+})
+
+test('the 502 answered instead is an error of Sluice\'s own: not observed in the response size histogram', async () => {
+  const count = () => metric(gw.adminUrl, 'sluice_http_response_size_bytes_count', { route: 'all' })
+  await send(port, req('GET /ok HTTP/1.1', 'Host: a.example', 'X-Request-Id: send-size-ok'), { responses: 1 })
+  await accessLine('send-size-ok')
+  const before = await count()
+  const ex = await send(port, req('GET /bad-chunk HTTP/1.1', 'Host: a.example', 'X-Request-Id: send-size-502'), { responses: 1 })
+  assert.equal(ex.responses[0]?.status, 502)
+  // The histogram is observed in the same callback as the access line, just after it.
+  await accessLine('send-size-502')
+  assert.equal(await count(), before)
 })
 
 test('a body that fails after its first bytes went out still cuts the connection', async () => {
