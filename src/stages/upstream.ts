@@ -423,7 +423,9 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         // the target's count, so least-request sees a long stream as in flight until it ends.
         const body = res.body
         body.once('close', () => { g.dec(); t.inFlight-- })
-        const outHeaders = clientResponseHeaders(res.headers as Headers)
+        let outHeaders: Headers
+        // A transfer coding other than chunked is refused (502): its body is let go.
+        try { outHeaders = clientResponseHeaders(res.headers as Headers) } catch (e) { discard(body); throw e }
         if (edits !== null) editResponseHeaders(outHeaders, edits)
         // Never on a 204 (RFC 9110 §8.6): a client that took it for framing would read the next response's head as this one's body.
         if (status === 204) delete outHeaders['content-length']

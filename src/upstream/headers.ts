@@ -1,6 +1,7 @@
 // Header rules at the upstream boundary: hop-by-hop headers (RFC 9110 §7.6.1), and any
 // header named in Connection, never cross the gateway in either direction.
 import type { Headers } from '../types.js'
+import { SluiceError } from '../errors.js'
 
 /** Hop-by-hop headers, plus `expect` (Node answers 100-continue itself) and `host` (set per upstream). */
 const HOP_BY_HOP = new Set([
@@ -97,15 +98,35 @@ export function upstreamRequestHeaders (client: Headers, hostHeader: string | nu
 }
 
 /**
+ * An upstream Transfer-Encoding other than `chunked` alone (`gzip, chunked`, say): undici takes
+ * the chunked framing off and leaves the other codings on the body, and Transfer-Encoding is
+ * hop-by-hop, so the client would get bytes in a coding nothing names. Renaming it to
+ * Content-Encoding is not the same response (it would change what ETag, Range and the cache
+ * mean, and stack on a Content-Encoding already there), so it is refused as nginx (since 1.23,
+ * "upstream sent unknown Transfer-Encoding") and Envoy do: 502 SLUICE_ERR_UPSTREAM_PROTOCOL.
+ */
+function checkTransferCoding (v: string | string[] | undefined): void {
+  if (v === 'chunked' || v === undefined) return
+  const t = connectionTokens(v)
+  if (t.length === 1 && t[0] === 'chunked') return
+  throw new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream sent Transfer-Encoding "${Array.isArray(v) ? v.join(', ') : v}": only chunked is supported`)
+}
+
+/**
  * Response headers toward the client: a copy without hop-by-hop headers (copying keeps the
- * object in V8's fast mode, where `delete` would not), with Via appended.
+ * object in V8's fast mode, where `delete` would not), with Via appended. Throws
+ * SLUICE_ERR_UPSTREAM_PROTOCOL for a transfer coding other than chunked (checkTransferCoding).
  */
 export function clientResponseHeaders (upstream: Headers): Headers {
   const conn = upstream.connection
   const named = conn === undefined ? null : connectionTokens(conn)
   const out: Headers = {}
   for (const k in upstream) {
-    if (HOP_BY_HOP.has(k) || (named !== null && named.includes(k))) continue
+    if (HOP_BY_HOP.has(k)) {
+      if (k === 'transfer-encoding') checkTransferCoding(upstream[k])
+      continue
+    }
+    if (named !== null && named.includes(k)) continue
     out[k] = upstream[k]
   }
   out.via = appendVia(upstream.via)

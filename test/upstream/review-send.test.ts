@@ -1,6 +1,7 @@
 // Streamed responses (src/send.ts, src/upstream/headers.ts) in front of origins that write raw,
 // malformed answers: a body that fails before any byte reached the client is answered with
-// Sluice's 502 instead of a bare close; one that fails after is still cut.
+// Sluice's 502 instead of a bare close; one that fails after is still cut; a transfer coding
+// other than chunked is refused.
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer as netServer, type Server, type Socket } from 'node:net'
@@ -18,6 +19,8 @@ const answers: Record<string, (s: Socket) => void> = {
   '/reset-after-head': (s) => { s.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\n', () => setTimeout(() => s.resetAndDestroy(), 20)) },
   // A first chunk, then a reset: part of the body reached the client.
   '/reset-mid-body': (s) => { s.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n', () => setTimeout(() => s.resetAndDestroy(), 50)) },
+  // A gzip transfer coding under chunked: the chunks carry gzip bytes.
+  '/te-gzip': (s) => { s.end(Buffer.from('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n', 'latin1')) },
   '/ok': (s) => { s.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n') }
 }
 
@@ -102,4 +105,18 @@ test('a body that fails after its first bytes went out still cuts the connection
   const line = await accessLine(id)
   assert.equal(line.status, 200)
   assert.equal(line.err, 'SLUICE_ERR_UPSTREAM_RESET')
+})
+
+test('Transfer-Encoding: gzip, chunked from the origin is refused with 502, never sent on as unlabelled gzip bytes', async () => {
+  const id = 'send-te-gzip'
+  const ex = await send(port, req('GET /te-gzip HTTP/1.1', 'Host: a.example', `X-Request-Id: ${id}`), { responses: 1 })
+  const r = ex.responses[0]
+  assert.ok(r !== undefined, `no response, only ${JSON.stringify(ex.data.toString('latin1'))}`)
+  assert.equal(r.status, 502)
+  const body = JSON.parse(r.body.toString('utf8')) as Record<string, unknown>
+  assert.equal(body.error, 'SLUICE_ERR_UPSTREAM_PROTOCOL')
+  assert.equal(body.requestId, id)
+  const line = await accessLine(id)
+  assert.equal(line.status, 502)
+  assert.equal(line.err, 'SLUICE_ERR_UPSTREAM_PROTOCOL')
 })
