@@ -339,14 +339,18 @@ test('validate names listen.tls.certFile or keyFile with the reason; an expired 
 test('graceful drain: an h2 connection gets GOAWAY and its open stream finishes', async () => {
   const o = await startOrigin()
   closers.push(() => o.close())
-  o.on('/slow', (_req, res) => { setTimeout(() => res.end('done'), 300) })
+  let held: import('node:http').ServerResponse | undefined
+  o.on('/slow', (_req, res) => { held = res })
   const gw = await startTestGateway(config().replace(origin.url, o.url))
   const s = h2(gw.url)
   const pending = h2get(s, '/slow')
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  // The request is open at the origin before the drain starts (a fixed 50 ms sleep lost that
+  // race on a loaded machine, and the request got the drain's 503); it ends after the GOAWAY.
+  await until('the origin holds the request', () => held !== undefined)
   const goaway = once(s, 'goaway')
   const closing = gw.close()
   await goaway
+  held!.end('done')
   const r = await pending
   assert.equal(r.status, 200)
   assert.equal(r.body.toString(), 'done')
