@@ -8,7 +8,6 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, execFileSync } from 'node:child_process'
 import { once } from 'node:events'
-import { createServer, type Socket } from 'node:net'
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,6 +18,7 @@ import { cliCommand, startedUrls } from '../helpers/cli.js'
 import { startTestCluster } from '../helpers/cluster.js'
 import { reservePort } from '../helpers/ports.js'
 import { until } from '../helpers/wait.js'
+import { startingCli } from '../helpers/starting-cli.js'
 import { repo } from './ops-helpers.js'
 
 function sluice (args: string[], env: Record<string, string | undefined> = {}): { status: number | null, stdout: string, stderr: string } {
@@ -31,29 +31,7 @@ function sluice (args: string[], env: Record<string, string | undefined> = {}): 
 }
 
 test('review-proc: a SIGTERM while the gateway waits for Redis at start-up ends it: exit 0 and a log line, no start', { timeout: 60000 }, async (t) => {
-  const origin = await startOrigin()
-  // A "Redis" that accepts and never answers: start-up waits for it (redis.connectTimeoutMs, long here).
-  const sockets = new Set<Socket>()
-  const silent = createServer((s) => { sockets.add(s); s.on('error', () => {}) }).listen(0, '127.0.0.1')
-  await once(silent, 'listening')
-  const port = (silent.address() as { port: number }).port
-  t.after(async () => { for (const s of sockets) s.destroy(); silent.close(); await origin.close() })
-  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: 0 }
-admin: { host: 127.0.0.1, port: 0 }
-redis: { url: "redis://127.0.0.1:${port}", connectTimeoutMs: 120000 }
-upstreams:
-  origin: { url: "${origin.url}" }
-routes:
-  - { name: all, match: { pathPrefix: / }, upstream: origin }
-`)
-  const [cmd, args] = cliCommand(['--config', file])
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  const out: string[] = []
-  child.stdout!.on('data', (d) => out.push(String(d)))
-  child.stderr!.on('data', (d) => out.push(String(d)))
-  const exited = once(child, 'exit')
-  await until('the gateway connects to redis', () => sockets.size > 0, { tries: 400, intervalMs: 25, detail: () => out.join('') })
+  const { child, out, exited } = await startingCli(t, 120000)
   assert.equal(startedUrls(out), null, 'still starting')
   child.kill('SIGTERM')
   // Start-up would wait 120 s for this Redis: the test's 60 s timeout is far shorter.
@@ -67,28 +45,7 @@ routes:
 })
 
 test('review-proc: a SIGHUP then a SIGINT while starting: the HUP does not kill it, the INT ends it with exit 0', { timeout: 60000 }, async (t) => {
-  const origin = await startOrigin()
-  const sockets = new Set<Socket>()
-  const silent = createServer((s) => { sockets.add(s); s.on('error', () => {}) }).listen(0, '127.0.0.1')
-  await once(silent, 'listening')
-  const port = (silent.address() as { port: number }).port
-  t.after(async () => { for (const s of sockets) s.destroy(); silent.close(); await origin.close() })
-  const { file } = tempConfig(`listen: { host: 127.0.0.1, port: 0 }
-admin: { host: 127.0.0.1, port: 0 }
-redis: { url: "redis://127.0.0.1:${port}", connectTimeoutMs: 120000 }
-upstreams:
-  origin: { url: "${origin.url}" }
-routes:
-  - { name: all, match: { pathPrefix: / }, upstream: origin }
-`)
-  const [cmd, args] = cliCommand(['--config', file])
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  const out: string[] = []
-  child.stdout!.on('data', (d) => out.push(String(d)))
-  child.stderr!.on('data', (d) => out.push(String(d)))
-  const exited = once(child, 'exit')
-  await until('the gateway connects to redis', () => sockets.size > 0, { tries: 400, intervalMs: 25, detail: () => out.join('') })
+  const { child, out, exited } = await startingCli(t, 120000)
   child.kill('SIGHUP')
   child.kill('SIGINT')
   const [code, signal] = await exited
