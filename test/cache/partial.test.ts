@@ -335,9 +335,10 @@ test('a 206 body longer or shorter than its Content-Range cuts the client\'s res
   await get('/liar', { range: 'bytes=5-9' })
   for (const m of ['long', 'short']) {
     mode = m
-    // Cut off before the head or in the body, depending on when the count goes wrong; never a complete 206.
+    // Cut off in the body, or answered 502 when the count goes wrong before any byte went out
+    // (src/send.ts); never a complete 206.
     const outcome = await request(gw.url + '/liar', { headers: { range: 'bytes=2-7' } })
-      .then(async (r) => { const body = await r.body.text(); return `complete: ${r.statusCode} ${body}` }, () => 'cut off')
+      .then(async (r) => { const body = await r.body.text(); return r.statusCode === 502 ? 'cut off' : `complete: ${r.statusCode} ${body}` }, () => 'cut off')
       .catch(() => 'cut off')
     assert.equal(outcome, 'cut off', m)
   }

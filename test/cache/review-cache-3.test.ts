@@ -127,6 +127,9 @@ test('across replicas: a waiter for another replica\'s fill that failed with a 5
     assert.equal((await get(a.url, '/fleet-sie')).body, 'v1')
     const c = redis.client()
     await until('A\'s entry to reach L2', async () => (await c.keys(`${redis.prefix}{*}c:G|${HOST}|/fleet-sie`)).length > 0)
+    // ...and its fill's lease to go (released just after the write): B asking while A still held
+    // it would wait for a "filled" message A had already sent, for the whole coalesce timeout.
+    await until('A\'s fill lease to be released', async () => (await c.keys(`${redis.prefix}{*}l:G|${HOST}|/fleet-sie`)).length === 0)
     skew = 5000
     // B revalidates the stale entry (read from L2) and holds the key's fill lease meanwhile.
     const fromB = get(b.url, '/fleet-sie')
@@ -161,6 +164,9 @@ test('across replicas: a "filled" message of an older replica (no status) still 
   try {
     assert.equal((await get(a.url, '/fleet-old-msg')).body, 'v1')
     await until('A\'s entry to reach L2', async () => (await c.keys(`${redis.prefix}{*}c:G|${HOST}|/fleet-old-msg`)).length > 0)
+    // ...and its fill's lease to go (released just after the write): B asking while A still held
+    // it would wait for a "filled" message A had already sent, for the whole coalesce timeout.
+    await until('A\'s fill lease to be released', async () => (await c.keys(`${redis.prefix}{*}l:G|${HOST}|/fleet-old-msg`)).length === 0)
     skew = 5000
     const fromB = get(b.url, '/fleet-old-msg')
     await until('B\'s revalidation to reach the origin', () => n === 2)
