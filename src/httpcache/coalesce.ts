@@ -52,6 +52,10 @@ const COALESCE_FAILED: Fill = { reason: 'ERROR' }
  * waits for the key is one of `waiters`; each is called once, with the fill, or with null when
  * the wait timed out (then it runs its own fallback).
  */
+/** How long a "filled" message that came before its wait is kept for it, and how many are kept. */
+const EARLY_MS = 2000
+const EARLY_MAX = 1000
+
 interface RemoteWait { timer: NodeJS.Timeout; waiters: Array<(f: Fill | null) => void> }
 
 export class Coalescer implements FillHooks {
@@ -60,6 +64,13 @@ export class Coalescer implements FillHooks {
   private readonly hitForMiss = new Map<string, number>()
   /** Fills this replica waits for from another replica, by variant key: one wait, every waiter of the key in it. */
   private readonly remote = new Map<string, RemoteWait>()
+  /**
+   * "filled" messages that came before any wait here for their key, kept for EARLY_MS. A lease's
+   * 'held' reply and the holder's "filled" message travel on two connections: the message can
+   * arrive first (the holder released and published as this replica's lease call returned), and
+   * the wait registered just after would sit out the whole coalesce timeout for it.
+   */
+  private readonly early = new Map<string, { m: FilledMessage, at: number }>()
   /** In-flight promises that stand for another replica's fill (their joiners wait longer). */
   private readonly remoteFills = new WeakSet<Promise<Fill>>()
   /** Keys whose background refresh is asking Redis for the lease. */
@@ -253,6 +264,11 @@ export class Coalescer implements FillHooks {
       }
       w.timer.unref()
       this.remote.set(key, w)
+      const early = this.early.get(key)
+      if (early !== undefined) {
+        this.early.delete(key)
+        if (this.core.now() - early.at <= EARLY_MS) this.filled(early.m)
+      }
     })
   }
 
@@ -261,6 +277,18 @@ export class Coalescer implements FillHooks {
     if (this.remote.get(key) === w) this.remote.delete(key)
     clearTimeout(w.timer)
     for (const waiter of w.waiters.splice(0)) waiter(f)
+  }
+
+  /** Keep a "filled" message no wait here has asked for yet (bounded: EARLY_MAX, the oldest go first). */
+  private keepEarly (m: FilledMessage): void {
+    if (typeof m.k !== 'string') return
+    const now = this.core.now()
+    this.early.delete(m.k)
+    this.early.set(m.k, { m, at: now })
+    for (const [k, v] of this.early) {
+      if (this.early.size <= EARLY_MAX && now - v.at <= EARLY_MS) break
+      this.early.delete(k)
+    }
   }
 
   /** Tell waiting replicas that this replica's leased fill of `key` is done, once L2 has it. */
@@ -279,7 +307,7 @@ export class Coalescer implements FillHooks {
    */
   private filled (m: FilledMessage): void {
     const w = this.remote.get(m.k)
-    if (w === undefined) return
+    if (w === undefined) { this.keepEarly(m); return }
     clearTimeout(w.timer)
     if (typeof m.e !== 'string') {
       const s = typeof m.s === 'number' && Number.isInteger(m.s) && m.s >= 100 && m.s <= 599 ? m.s : undefined

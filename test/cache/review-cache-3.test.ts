@@ -6,6 +6,7 @@
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'undici'
+import { createHash } from 'node:crypto'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { redisCacheYaml } from '../helpers/redis-cache-config.js'
 import { startTestGateway, cachedConfig } from '../helpers/gateway.js'
@@ -182,4 +183,29 @@ test('across replicas: a "filled" message of an older replica (no status) still 
     release()
     await fromB
   } finally { release(); await a.close(); await b.close(); await redis.stop() }
+})
+
+test('across replicas: a "filled" message that arrives just before this replica starts waiting for it still settles the wait (no coalesce timeout)', async () => {
+  const redis = await startRedis()
+  const g = await startTestGateway(redisCacheYaml(origin.url, redis.url, redis.prefix, { commandTimeoutMs: 2000 }))
+  origin.on('/early-msg', (_req, res) => { res.writeHead(200, { 'cache-control': 'max-age=60' }); res.end('filled here') })
+  origin.on('/early-probe', (_req, res) => { res.writeHead(200, { 'cache-control': 'no-store' }); res.end('probe') })
+  const c = redis.client()
+  try {
+    // Another replica holds the fill lease of the key...
+    const k = `G|${HOST}|/early-msg`
+    const slot = '{' + createHash('sha1').update(k).digest('base64url').slice(0, 12) + '}'
+    await c.hset(`${redis.prefix}${slot}l:${k}`, 'o', 'another-replica')
+    await c.pexpire(`${redis.prefix}${slot}l:${k}`, 60_000)
+    // ...and its "filled" message reaches this replica before its own lease call returns 'held'
+    // (two connections): here, before the request at all.
+    await c.publish(`${redis.prefix}filled`, JSON.stringify({ k, r: 'ERROR', from: 'another-replica' }))
+    await get(g.url, '/early-probe')
+    await get(g.url, '/early-probe')
+    const r = await get(g.url, '/early-msg')
+    assert.equal(r.body, 'filled here')
+    assert.equal(await leases(g.adminUrl, 'held'), 1)
+    // The wait was settled by the kept message; it used to sit out coalesceTimeoutMs.
+    assert.equal(await leases(g.adminUrl, 'timeout'), 0)
+  } finally { await g.close(); await redis.stop() }
 })
