@@ -217,6 +217,11 @@ export function buildProxy (deps: ProxyDeps): FastifyInstance {
         // the connection closes. Answered here rather than by Fastify's return503OnClosing
         // (off), which wrote its own body and was neither counted nor logged.
         if (tunnels.draining) { closing(req); return refuse(req, res, snap, new SluiceError('SLUICE_ERR_SHUTTING_DOWN'), id) }
+        // Fastify refuses a Content-Type it cannot parse (`json`, `a/b c`) before any handler
+        // runs; a proxy forwards the field as sent and lets the origin judge it. Fastify is shown
+        // none (the body stays unread all the same) and the pipeline puts it back
+        // (restoreContentType). QUERY keeps Fastify's check: RFC 10008 requires the field.
+        if (req.headers['content-type'] !== undefined && req.method !== 'QUERY') req.headers['content-type'] = undefined
         handler(req, res)
       })
       // HTTP/2: a fresh hit is answered on the raw stream, before Node builds compatibility

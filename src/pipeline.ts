@@ -149,6 +149,15 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
   return reply
 }
 
+/** The Content-Type the request listener hid from Fastify (src/gateway.ts), back from the raw field lines (the first, as Node keeps). */
+function restoreContentType (raw: FastifyRequest['raw']): void {
+  const lines = raw.rawHeaders
+  for (let i = 0; i < lines.length; i += 2) {
+    if (lines[i].length === 12 && lines[i].toLowerCase() === 'content-type') { raw.headers['content-type'] = lines[i + 1]; return }
+  }
+  delete raw.headers['content-type']
+}
+
 export function createPipeline (deps: PipelineDeps) {
   const { upstream, cache, compress } = deps
 
@@ -181,6 +190,7 @@ export function createPipeline (deps: PipelineDeps) {
     const ctx = new RequestContext(snap, t0)
     request.sluice = ctx
     const raw = request.raw
+    if (raw.headers['content-type'] === undefined && 'content-type' in raw.headers) restoreContentType(raw)
     // Assigned in the server's request handler (src/gateway.ts), before the fast path.
     // (A reload in between that renamed the header: assign it again under the new name.)
     ctx.requestId = (raw.headers[snap.requestId.name] as string | undefined) ?? assignRequestId(raw, snap.requestId)

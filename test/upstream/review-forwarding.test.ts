@@ -151,3 +151,17 @@ test('a 304 that carries the Content-Length of the 200 it stands for (or a 204 w
     upstream.close()
   }
 })
+
+test('a Content-Type Fastify cannot parse is forwarded as sent, with its body; the origin judges it, not the gateway', async () => {
+  for (const ct of ['json', 'a/b c', ';;', 'application/json; charset=utf-8']) {
+    const r = await fetch(open.url + '/ct', { method: 'POST', headers: { 'content-type': ct }, body: 'payload' })
+    assert.equal(r.status, 200, `${ct}: ${await r.clone().text()}`)
+    const seen = await r.json() as Record<string, string>
+    assert.equal(seen['content-type'], ct)
+    assert.equal(seen['content-length'], '7')
+  }
+  // A PUT with no Content-Type still has none upstream.
+  const r = await fetch(open.url + '/ct', { method: 'PUT', body: new Uint8Array([1, 2, 3]) })
+  assert.equal(r.status, 200)
+  assert.equal((await r.json() as Record<string, string>)['content-type'], undefined)
+})
