@@ -46,3 +46,12 @@ export function assignRequestId (req: Pick<IncomingMessage, 'headers'>, rule: Re
   h[rule.name] = id
   return id
 }
+
+/**
+ * The request's ID for a log line about it: the client's request carries it in its headers
+ * (`requestIdHeader` names the field), and so does a cache fill or refresh sent on its behalf.
+ */
+export function upstreamRequestId (req: { headers: Record<string, unknown>, requestIdHeader?: string }): string | undefined {
+  const v = req.requestIdHeader === undefined ? undefined : req.headers[req.requestIdHeader]
+  return typeof v === 'string' ? v : undefined
+}

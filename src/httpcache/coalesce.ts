@@ -18,6 +18,7 @@ import { bypass, runFill, type FillHooks, type FillJob } from './fill.js'
 import type { EntryWriter } from './writer.js'
 import type { CacheBus, FilledMessage } from './bus.js'
 import type { CacheCore, Fill } from './core.js'
+import { upstreamRequestId } from '../request-id.js'
 
 /**
  * A copy of a request for work that outlives its client: no signal, no streamed body, and
@@ -34,11 +35,6 @@ function detachedCopy (req: UpstreamRequest): UpstreamRequest {
   return { method: post ? 'POST' : 'GET', path: req.path, headers, body: post ? req.body : null, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded, requestIdHeader: req.requestIdHeader }
 }
 
-/** The ID of the request a (background) fill was started by, for its log lines. */
-function requestIdOf (req: UpstreamRequest): string | undefined {
-  const v = req.requestIdHeader === undefined ? undefined : req.headers[req.requestIdHeader]
-  return typeof v === 'string' ? v : undefined
-}
 
 /** A response nobody reads (a background fill's): let its body go. */
 function release (r: ProxyResponse): void {
@@ -47,15 +43,28 @@ function release (r: ProxyResponse): void {
 
 const COALESCE_FAILED: Fill = { reason: 'ERROR' }
 
+/** How long a "filled" message that came before its wait is kept for it, and how many are kept. */
+const EARLY_MS = 2000
+const EARLY_MAX = 1000
+
+/**
+ * Set `key` as the newest entry of `map` (an insertion-ordered map: a key set again moves to
+ * the end), then drop the oldest while there are more than `max`.
+ */
+function setNewest<V> (map: Map<string, V>, key: string, value: V, max: number): void {
+  map.delete(key)
+  map.set(key, value)
+  for (const k of map.keys()) {
+    if (map.size <= max) break
+    map.delete(k)
+  }
+}
+
 /**
  * This replica's wait for another replica's fill of one key. Every request or refresh that
  * waits for the key is one of `waiters`; each is called once, with the fill, or with null when
  * the wait timed out (then it runs its own fallback).
  */
-/** How long a "filled" message that came before its wait is kept for it, and how many are kept. */
-const EARLY_MS = 2000
-const EARLY_MAX = 1000
-
 interface RemoteWait { timer: NodeJS.Timeout; waiters: Array<(f: Fill | null) => void> }
 
 export class Coalescer implements FillHooks {
@@ -113,7 +122,7 @@ export class Coalescer implements FillHooks {
     if (this.inflight.has(key) || this.remote.has(key) || this.leasing.has(key) || this.closed) return // already refreshing
     const bg: FillJob = { ...job, req: detachedCopy(job.req), reqD: NO_DIRECTIVES }
     const run = (leased: boolean) => core.track(runFill(core, this.writer, this, bg, false, leased)
-      .then(release, (err: Error) => core.log.debug({ reqId: requestIdOf(bg.req), err: err.message, path: job.path }, 'background refresh failed')))
+      .then(release, (err: Error) => core.log.debug({ reqId: upstreamRequestId(bg.req), err: err.message, path: job.path }, 'background refresh failed')))
     if (!this.shared) { run(false); return }
     // One refresh in the fleet: another replica holding the lease refreshes for everyone, and
     // its "filled" message updates this replica's L1. Until then the stale entry is served.
@@ -152,16 +161,8 @@ export class Coalescer implements FillHooks {
   private rememberUncacheable (key: string, f: Fill, rc: CacheRouteConfig): void {
     const r = f.reason
     if (r === undefined || r === 'ERROR' || r === 'BODY-ERROR' || r === 'AUTHORIZATION' || r === 'COOKIE') return
-    // Bounded: unique uncacheable URLs would otherwise pile up until the next sweep. A mark set
-    // again moves to the end, so the first in the map is the oldest, and goes first.
-    const marks = this.hitForMiss
-    marks.delete(key)
-    marks.set(key, this.core.now() + rc.hitForMissSeconds * 1000)
-    const max = this.core.config.hitForMissMaxKeys
-    for (const k of marks.keys()) {
-      if (marks.size <= max) break
-      marks.delete(k)
-    }
+    // Bounded: unique uncacheable URLs would otherwise pile up until the next sweep.
+    setNewest(this.hitForMiss, key, this.core.now() + rc.hitForMissSeconds * 1000, this.core.config.hitForMissMaxKeys)
   }
 
   /** Wait for a fill led by another request (here or on another replica), boundedly, then answer from it. */
@@ -283,10 +284,10 @@ export class Coalescer implements FillHooks {
   private keepEarly (m: FilledMessage): void {
     if (typeof m.k !== 'string') return
     const now = this.core.now()
-    this.early.delete(m.k)
-    this.early.set(m.k, { m, at: now })
+    setNewest(this.early, m.k, { m, at: now }, EARLY_MAX)
+    // The oldest first: those past EARLY_MS go too.
     for (const [k, v] of this.early) {
-      if (this.early.size <= EARLY_MAX && now - v.at <= EARLY_MS) break
+      if (now - v.at <= EARLY_MS) break
       this.early.delete(k)
     }
   }

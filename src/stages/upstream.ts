@@ -20,6 +20,7 @@ import { mapUpstreamError, isRetryableError } from '../upstream/errors.js'
 import { hashKeyOf } from '../upstream/balancer.js'
 import { applyForwarding } from '../forwarding.js'
 import { Tracing } from '../observability/tracing.js'
+import { upstreamRequestId } from '../request-id.js'
 
 export interface UpstreamStageDeps {
   targets: TargetRegistry
@@ -374,14 +375,14 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
           // once (no backoff: that target has seen nothing), under the same breaker ticket.
           if (failovers < set.targets.length - 1 && canFailOver(err, req.method, replayable, route.retryNonIdempotent) && set.anyAvailable(Date.now(), triedNow)) {
             failovers++
-            deps.log.debug({ reqId: requestIdOf(req), upstream: up.name, target: t.id, code: err.code, failover: failovers }, 'upstream target failed; trying another')
+            deps.log.debug({ reqId: upstreamRequestId(req), upstream: up.name, target: t.id, code: err.code, failover: failovers }, 'upstream target failed; trying another')
             continue
           }
           guard.record(ticket, { error: err })
           // The retry policy decides (src/resilience/retry.ts): which errors, methods, bodies, budget.
           const delay = guard.retryDelayMs(attempt + 1, retryCtx({ error: err }))
           if (delay !== null) {
-            deps.log.debug({ reqId: requestIdOf(req), upstream: up.name, target: t.id, attempt: attempt + 1, code: err.code, delay }, 'retrying upstream request')
+            deps.log.debug({ reqId: upstreamRequestId(req), upstream: up.name, target: t.id, attempt: attempt + 1, code: err.code, delay }, 'retrying upstream request')
             await backoff(delay)
             break
           }
@@ -441,15 +442,6 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
       }
     }
   }
-}
-
-/**
- * The request's ID (src/request-id.ts) for a log line about it: the client's request carries it
- * in its headers, and so does a cache fill or refresh sent on its behalf.
- */
-function requestIdOf (req: UpstreamRequest): string | undefined {
-  const v = req.requestIdHeader === undefined ? undefined : req.headers[req.requestIdHeader]
-  return typeof v === 'string' ? v : undefined
 }
 
 /**
