@@ -167,12 +167,11 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
         retry.unref()
         return
       }
-      if (now() - since > PURGE_LOG_MS) {
-        deps.log.warn({ lostForMs: now() - lostAt }, 'cache purge messages were lost for longer than the purge log keeps purges: dropping this replica\'s whole L1 cache')
-        applyRemote({ prefix: '' })
-      } else if (list.length > 0 && list[0].gap === true) {
-        // More purges than the log keeps ran meanwhile: the oldest of them are gone from it.
-        deps.log.warn({ lostForMs: now() - lostAt }, 'cache purge messages were lost while more purges ran than the purge log keeps: dropping this replica\'s whole L1 cache')
+      // The log cannot cover a loss longer than it keeps purges, nor one during which more purges
+      // ran than it keeps (a gap entry: the oldest of them are gone from it).
+      const missed = now() - since > PURGE_LOG_MS ? 'for longer than the purge log keeps purges' : list.length > 0 && list[0].gap === true ? 'while more purges ran than the purge log keeps' : null
+      if (missed !== null) {
+        deps.log.warn({ lostForMs: now() - lostAt }, `cache purge messages were lost ${missed}: dropping this replica's whole L1 cache`)
         applyRemote({ prefix: '' })
       } else {
         for (const { sel } of list) applyRemote(sel)
