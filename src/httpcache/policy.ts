@@ -2,7 +2,7 @@
 // ends up in `Cache-Status: sluice; fwd=bypass; detail=<REASON>`.
 import type { Headers } from '../types.js'
 import { parseDirectives, seconds, httpDate, ageSeconds, expiresTime, type Directives } from './directives.js'
-import { first } from '../compress/headers.js'
+import { varyNames } from './key.js'
 import { parseDictionary, isInnerList, Token } from 'structured-headers'
 
 /** Statuses a cache may store with heuristic freshness (RFC 9110 §15.1). */
@@ -204,9 +204,8 @@ export function storable (status: number, h: Headers, d: Directives, reqHeaders:
   // A stream of events never ends: it is passed through, never collected or coalesced.
   const ct = h['content-type']
   if (ct !== undefined && /^\s*text\/event-stream/i.test(Array.isArray(ct) ? ct[0] : ct)) return 'EVENT-STREAM'
-  const vary = h.vary
-  if (vary !== undefined) {
-    const names = (Array.isArray(vary) ? vary.join(',') : vary).split(',').map((v) => v.trim().toLowerCase())
+  if (h.vary !== undefined) {
+    const names = varyNames(h.vary)
     if (names.includes('*')) return 'VARY-STAR'
     // The secondary key is read from the client's own fields, but Sluice replaces or extends
     // X-Forwarded-For with the client's address before the origin sees it: an answer varying
