@@ -14,8 +14,10 @@
 //                      --target bare-h=anchor:fastify-buffer,--same-headers
 //
 // A target is NAME=CONFIG (a file in bench/configs/, run with this checkout's dist/ and its V8
-// flags) or NAME=anchor:SCRIPT[,ARG...] (bench/anchors/SCRIPT.mjs). Needs h2load (Debian's
-// nghttp2-client) and a built dist/ (npm run build).
+// flags; NAME=CONFIG|--flag|--flag adds V8 flags after those, and a later flag wins) or
+// NAME=anchor:SCRIPT[,ARG...][|--flag...] (bench/anchors/SCRIPT.mjs, run with Node's default
+// flags unless some are given). Needs h2load (Debian's nghttp2-client) and a built dist/
+// (npm run build).
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import http from 'node:http'
@@ -78,14 +80,16 @@ function h2load (port, n) {
 
 async function command (t, port, originUrl) {
   if (t.spec.startsWith('anchor:')) {
-    const [script, ...args] = t.spec.slice(7).split(',')
-    return [path.join(BENCH, 'anchors', `${script}.mjs`), '--port', String(port), '--upstream', originUrl, ...args]
+    const [anchor, ...flags] = t.spec.slice(7).split('|')
+    const [script, ...args] = anchor.split(',')
+    return [...flags, path.join(BENCH, 'anchors', `${script}.mjs`), '--port', String(port), '--upstream', originUrl, ...args]
   }
   const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(await freePort()), BENCH_ORIGIN_URL: originUrl, REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' }
-  const text = interpolate(readFileSync(path.join(BENCH, 'configs', t.spec), 'utf8'), vars)
+  const [config, ...extra] = t.spec.split('|')
+  const text = interpolate(readFileSync(path.join(BENCH, 'configs', config), 'utf8'), vars)
   const file = path.join(TMP, `${t.id}.yaml`)
   writeFileSync(file, text)
-  return [...await nodeFlags(cli), cli, '--config', file]
+  return [...await nodeFlags(cli), ...extra, cli, '--config', file]
 }
 
 async function measure (t, originUrl) {

@@ -7,13 +7,20 @@
 //
 //   node bench/instr.mjs [--scenario passthrough|hit1k|hit100k-gzip] [--requests N] [--warm N]
 //                        [--concurrency N] [--baseline DIR] [--target ID]... [--config FILE]
-//                        [--proto h1|tls|h2] [--by-function N] [--rounds N]
+//                        [--proto h1|tls|h2] [--by-function N] [--rounds N] [--cache-sim]
+//
+// --cache-sim: callgrind also simulates the caches (--cache-sim=yes, the host's L1 and last
+// level sizes) and prints each target's L1 data, L1 instruction and last-level misses per
+// request: what an instruction count hides when one server touches more memory than another.
 //
 // --target sluice=FILE (or sluice@base=FILE): that build with another of bench/configs/, so
 // one run compares two configs of one build, e.g. `--target sluice --target
 // sluice=cache-accesslog.yaml`: the access log's cost. --rounds N: start every target N times,
 // in turn, and print each one's median, with the spread (one process's count varies by
 // 1-3 % from the next: what the JIT inlined, when the scavenges fell).
+//
+// TARGET|--flag|--flag (e.g. `sluice|--max-semi-space-size=1`, `fastify-buffer|--no-memory-reducer`):
+// that target with V8 flags added after its own.
 //
 // --by-function N: also print each target's N costliest functions (self instructions per
 // request), JavaScript included: the targets run with --perf-basic-prof and callgrind's JIT
@@ -48,7 +55,7 @@ import { freePort, interpolate, nodeFlags, nginxConf } from './lib/targets.mjs'
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
 
-const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null, proto: 'h1', byFunction: 0, rounds: 1 }
+const opts = { scenario: 'passthrough', requests: 3000, warm: 3000, concurrency: 8, baseline: null, targets: [], config: null, proto: 'h1', byFunction: 0, rounds: 1, cacheSim: false }
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]; const val = () => argv[++i]
@@ -62,6 +69,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--proto') opts.proto = val()
   else if (a === '--by-function') opts.byFunction = Number(val())
   else if (a === '--rounds') opts.rounds = Number(val())
+  else if (a === '--cache-sim') opts.cacheSim = true
   else { console.error(`unknown argument ${a}`); process.exit(2) }
 }
 
@@ -151,11 +159,15 @@ async function main () {
     // (master_process off), so valgrind sees the worker.
     ...(opts.scenario === 'hit1k' ? NGINX_VARIANTS.map((v) => ({ ...v, anchor: true, nginx: true, optIn: true })) : [])
   ]
-  // sluice=FILE, sluice@base=FILE: a build with its own config.
+  // sluice=FILE, sluice@base=FILE: a build with its own config. TARGET|--flag|--flag: that
+  // target with V8 flags added after its own (a later flag wins).
   for (const id of opts.targets) {
-    const [build, config] = id.split('=')
-    const t = all.find((x) => x.id === build && !x.anchor)
-    if (config !== undefined && t !== undefined) all.push({ ...t, id, config })
+    const [name, ...flags] = id.split('|')
+    const [build, config] = name.split('=')
+    const t = all.find((x) => x.id === (flags.length ? name : build) && (flags.length > 0 || !x.anchor)) ?? all.find((x) => x.id === build && !x.anchor)
+    if (t === undefined) continue
+    if (flags.length > 0) all.push({ ...t, id, ...(config !== undefined && !t.anchor ? { config } : {}), flags })
+    else if (config !== undefined) all.push({ ...t, id, config })
   }
   const chosen = (opts.targets.length ? opts.targets.map((id) => all.find((t) => t.id === id)).filter(Boolean) : all.filter((t) => !t.optIn)).filter((t) => !(tls && t.anchor))
   const targets = Array.from({ length: opts.rounds }, () => chosen).flat()
@@ -170,19 +182,19 @@ async function main () {
       exe = bin
       cmd = nginxArgs(t, port, originPort)
     } else if (t.anchor) {
-      cmd = [path.join(BENCH, 'anchors', `${t.script ?? t.id}.mjs`), '--port', String(port), '--upstream', originUrl, ...(t.args ?? [])]
+      cmd = [...(t.flags ?? []), path.join(BENCH, 'anchors', `${t.script ?? t.id.split('|')[0]}.mjs`), '--port', String(port), '--upstream', originUrl, ...(t.args ?? [])]
     } else {
       const cli = path.join(t.root, 'dist', 'src', 'cli.js')
       if (!existsSync(cli)) { console.log(`skip ${t.id}: ${cli} missing (build it)`); continue }
       const vars = { BENCH_PORT: String(port), BENCH_ADMIN_PORT: String(await freePort()), BENCH_ORIGIN_URL: originUrl, REDIS_URL: '' }
       const text = interpolate(readFileSync(path.join(BENCH, 'configs', t.config ?? opts.config ?? scen.config), 'utf8'), vars)
-      const file = path.join(TMP, `${t.id.replace(/[@=]/g, '-')}.yaml`)
+      const file = path.join(TMP, `${t.id.replace(/[^A-Za-z0-9.-]/g, '-')}.yaml`)
       writeFileSync(file, tls ? text.replace(/^listen: \{ (.*) \}$/m, `listen: { $1, tls: { certFile: "${TMP}/c.pem", keyFile: "${TMP}/k.pem" }, http2: true }`) : text)
       // As the build ships: with its V8 flags (dist/src/node-flags.js), when it has them.
-      cmd = [...await nodeFlags(cli), cli, '--config', file]
+      cmd = [...await nodeFlags(cli), ...(t.flags ?? []), cli, '--config', file]
     }
-    const out = path.join(TMP, `${t.id.replace(/[@=]/g, '-')}-${rows.length}.cg`)
-    const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, exe, ...(opts.byFunction > 0 && exe === process.execPath ? ['--perf-basic-prof'] : []), ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const out = path.join(TMP, `${t.id.replace(/[^A-Za-z0-9.-]/g, '-')}-${rows.length}.cg`)
+    const vg = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', ...(opts.cacheSim ? ['--cache-sim=yes'] : []), `--callgrind-out-file=${out}`, exe, ...(opts.byFunction > 0 && exe === process.execPath ? ['--perf-basic-prof'] : []), ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
     // stdout is a pipe this process reads and discards, as a container runtime's log collector
     // would: the access-log scenario (--config cache-accesslog.yaml) costs what it costs there.
     vg.stdout.resume()
@@ -199,16 +211,32 @@ async function main () {
       vg.kill('SIGTERM')
       await new Promise((resolve) => vg.once('exit', resolve))
       // The dump holds the counted window ("totals:"); the file written at exit holds none.
-      let ir = 0; let dump = null
+      let ir = 0; let dump = null; let sim = ''
       for (const f of [out, ...Array.from({ length: 9 }, (_, i) => `${out}.${i + 1}`)]) {
         if (!existsSync(f)) continue
-        const m = readFileSync(f, 'utf8').match(/^totals: (\d+)/m)
-        if (m && Number(m[1]) > ir) { ir = Number(m[1]); dump = f }
+        const text = readFileSync(f, 'utf8')
+        const m = text.match(/^totals: ([\d ]+)/m)
+        if (m && Number(m[1].split(' ')[0]) > ir) {
+          const tot = m[1].trim().split(' ').map(Number)
+          ir = tot[0]; dump = f
+          if (opts.cacheSim) {
+            // events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw (callgrind's simulated caches)
+            const ev = (text.match(/^events: (.*)$/m)?.[1] ?? '').trim().split(' ')
+            const per = (name) => (tot[ev.indexOf(name)] ?? 0) / opts.requests
+            sim = `; per request: L1 data misses ${(per('D1mr') + per('D1mw')).toFixed(0)}, L1 instruction misses ${per('I1mr').toFixed(0)}, last-level misses ${(per('ILmr') + per('DLmr') + per('DLmw')).toFixed(1)}`
+          }
+        }
       }
       rows.push({ id: t.id, ir, per: ir / opts.requests, bad: bad + badWarm })
-      console.log(`${t.id.padEnd(16)} ${(ir / opts.requests / 1000).toFixed(1).padStart(8)} k instructions/request  (${opts.proto}; ${opts.requests} requests counted after ${opts.warm} warm-up${bad + badWarm ? `; ${bad + badWarm} non-2xx/3xx` : ''})`)
+      console.log(`${t.id.padEnd(16)} ${(ir / opts.requests / 1000).toFixed(1).padStart(8)} k instructions/request  (${opts.proto}; ${opts.requests} requests counted after ${opts.warm} warm-up${bad + badWarm ? `; ${bad + badWarm} non-2xx/3xx` : ''}${sim})`)
       if (opts.byFunction > 0 && dump !== null) {
         for (const f of byFunction(dump, opts.requests).slice(0, opts.byFunction)) console.log(`  ${(f.per / 1000).toFixed(2).padStart(7)}k  ${f.name.slice(0, 120)}`)
+        if (opts.cacheSim) {
+          for (const [what, ev] of [['last-level misses', ['ILmr', 'DLmr', 'DLmw']], ['L1 instruction misses', ['I1mr']]]) {
+            console.log(`  by ${what} per request:`)
+            for (const f of byFunction(dump, opts.requests, ev).slice(0, opts.byFunction)) console.log(`  ${f.per.toFixed(2).padStart(8)}  ${f.name.slice(0, 120)}`)
+          }
+        }
         rmSync(`/tmp/perf-${vg.pid}.map`, { force: true })
       }
     } catch (e) {
