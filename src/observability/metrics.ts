@@ -144,7 +144,7 @@ export function createMetrics (opts: MetricsOptions = {}) {
     httpDuration: new FastHistogram('sluice_http_request_duration_seconds', 'Time from request to the last byte sent, by route and cache result', ['route', 'cache'], DURATION_BUCKETS, registry),
     // Bounded: three values (http/1.0, http/1.1, h2).
     protocolRequests: new FastCounter('sluice_http_requests_by_protocol_total', 'Requests answered, by the client\'s protocol: http/1.0, http/1.1 or h2', ['protocol'], registry),
-    upstreamDuration: new FastHistogram('sluice_upstream_request_duration_seconds', 'Time from sending to the upstream until its response headers (status_class 1xx..5xx) or until the attempt failed with no response (error), by upstream', ['upstream', 'status_class'], DURATION_BUCKETS, registry),
+    upstreamDuration: new FastHistogram('sluice_upstream_request_duration_seconds', 'Time from sending to the upstream until its response headers (status_class 1xx..5xx) or until the attempt failed with no response or one Sluice refused (error), by upstream', ['upstream', 'status_class'], DURATION_BUCKETS, registry),
     upstreamInFlight: new FastGauge('sluice_upstream_in_flight_requests', 'Requests in flight toward each upstream', ['upstream'], registry),
     upstreamQueueWait: new Histogram({ name: 'sluice_upstream_queue_wait_seconds', help: 'Time a request waited for the upstream budget', labelNames: ['upstream'], buckets: DURATION_BUCKETS, registers }),
     // Targets of multi-target upstreams (labels bounded: host:port, at most 64 per upstream).

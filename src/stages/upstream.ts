@@ -15,7 +15,7 @@ import type { TargetRegistry, Target } from '../upstream/targets.js'
 import { rewritePath, editRequestHeaders, editResponseHeaders } from '../upstream/rewrite.js'
 import { IDEMPOTENT } from '../upstream/methods.js'
 import type { GuardProvider, RetryContext } from '../upstream/guard.js'
-import { upstreamRequestHeaders, clientResponseHeaders, discard, drainToNull } from '../upstream/headers.js'
+import { upstreamRequestHeaders, clientResponseHeaders, transferCodingError, discard, drainToNull } from '../upstream/headers.js'
 import { mapUpstreamError, isRetryableError } from '../upstream/errors.js'
 import { hashKeyOf } from '../upstream/balancer.js'
 import { applyForwarding } from '../forwarding.js'
@@ -390,18 +390,28 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         }
         queue?.done()
         const status = res.statusCode
-        if (span !== null) Tracing.endAttempt(span, status)
-        m.duration[classIndex(status)].observe((performance.now() - t0) / 1000)
-        if (status < 100 || status > 599) {
+        // An answer Sluice refuses (a status outside 100..599, a transfer coding other than
+        // chunked): 502, and an attempt with no usable answer for the metrics (status_class
+        // error), the target (a failure toward ejection) and the breaker (a failure), checked
+        // before any of them hears of it. (Refused after they had, a target answering
+        // `gzip, chunked` counted as a success and never opened its breaker.)
+        const coding = res.headers['transfer-encoding']
+        const refused = status < 100 || status > 599
+          ? new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `upstream "${up.name}": invalid status code ${status}`)
+          : coding === undefined || coding === 'chunked' ? null : transferCodingError(coding)
+        if (refused !== null) {
           discard(res.body)
           g.dec()
           t.inFlight--
+          refused.target = t.id // named in the 'upstream error' log line
+          if (span !== null) Tracing.endAttempt(span, status < 100 || status > 599 ? 0 : status, refused.code)
+          m.duration[5].observe((performance.now() - t0) / 1000)
           targets.outcome(set, t, 0, 'failure')
-          const err = new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `upstream "${up.name}": invalid status code ${status}`)
-          err.target = t.id
-          guard.record(ticket, { error: err })
-          throw err
+          guard.record(ticket, { error: refused })
+          throw refused
         }
+        if (span !== null) Tracing.endAttempt(span, status)
+        m.duration[classIndex(status)].observe((performance.now() - t0) / 1000)
         targets.outcome(set, t, status, status >= 500 ? 'failure' : 'ok')
         guard.record(ticket, { status })
         guard.observeResponse(status, res.headers as Headers)
@@ -425,7 +435,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         const body = res.body
         body.once('close', () => { g.dec(); t.inFlight-- })
         let outHeaders: Headers
-        // A transfer coding other than chunked is refused (502): its body is let go.
+        // (A transfer coding other than chunked was refused above; should this throw all the same, the body is let go.)
         try { outHeaders = clientResponseHeaders(res.headers as Headers) } catch (e) { discard(body); throw e }
         if (edits !== null) editResponseHeaders(outHeaders, edits)
         // Never on a 204 (RFC 9110 §8.6): a client that took it for framing would read the next response's head as this one's body.

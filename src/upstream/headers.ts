@@ -104,12 +104,19 @@ export function upstreamRequestHeaders (client: Headers, hostHeader: string | nu
  * Content-Encoding is not the same response (it would change what ETag, Range and the cache
  * mean, and stack on a Content-Encoding already there), so it is refused as nginx (since 1.23,
  * "upstream sent unknown Transfer-Encoding") and Envoy do: 502 SLUICE_ERR_UPSTREAM_PROTOCOL.
+ * The error, or null for no coding or `chunked` alone. The upstream stage checks it before it
+ * records the attempt (a refused answer is the target's and the breaker's failure).
  */
-function checkTransferCoding (v: string | string[] | undefined): void {
-  if (v === 'chunked' || v === undefined) return
+export function transferCodingError (v: string | string[] | undefined): SluiceError | null {
+  if (v === 'chunked' || v === undefined) return null
   const t = connectionTokens(v)
-  if (t.length === 1 && t[0] === 'chunked') return
-  throw new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream sent Transfer-Encoding "${Array.isArray(v) ? v.join(', ') : v}": only chunked is supported`)
+  if (t.length === 1 && t[0] === 'chunked') return null
+  return new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream sent Transfer-Encoding "${Array.isArray(v) ? v.join(', ') : v}": only chunked is supported`)
+}
+
+function checkTransferCoding (v: string | string[] | undefined): void {
+  const err = transferCodingError(v)
+  if (err !== null) throw err
 }
 
 /**
