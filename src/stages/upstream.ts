@@ -417,6 +417,8 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         guard.observeResponse(status, res.headers as Headers)
         const delay = guard.retryDelayMs(attempt + 1, retryCtx({ status, retryAfter: res.headers['retry-after'] }))
         if (delay !== null) {
+          // The same line as a retry after an error, with the status instead of the error code.
+          deps.log.debug({ reqId: upstreamRequestId(req), upstream: up.name, target: t.id, attempt: attempt + 1, status, delay }, 'retrying upstream request')
           g.dec()
           t.inFlight--
           if (status >= 500) (tried ??= []).push(t)

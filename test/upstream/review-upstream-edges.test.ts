@@ -84,3 +84,28 @@ test('answers refused for their Transfer-Encoding are the breaker\'s failures: t
   assert.equal(await metric(g.adminUrl, 'sluice_upstream_target_requests_total', { upstream: 'origin', class: 'error' }), 2)
   assert.equal(await metric(g.adminUrl, 'sluice_circuit_state', { upstream: 'origin' }), 2)
 })
+
+test('a retry on an upstream status gets the debug line a retry on an error gets (reqId, upstream, target, attempt, status)', async () => {
+  const o = await startOrigin()
+  closers.push(() => o.close())
+  let n = 0
+  o.on('/flaky', (_q, res) => {
+    if (n++ === 0) { res.writeHead(503, { 'content-length': '4' }); res.end('busy'); return }
+    res.writeHead(200, { 'content-length': '2' }); res.end('ok')
+  })
+  const g = await gateway(simpleConfig(o.url).replace('    connectTimeoutMs: 1000\n', '    connectTimeoutMs: 1000\n    retry: { attempts: 1, backoffMs: 1, maxBackoffMs: 1 }\n').replace('log: { level: info, accessLog: true }', 'log: { level: debug, accessLog: true }'), 'debug')
+  const r = await request(g.url + '/flaky', { headers: { 'x-request-id': 'retry-status-1' } })
+  assert.equal(r.statusCode, 200)
+  assert.equal(await r.body.text(), 'ok')
+  assert.equal(o.count('/flaky'), 2)
+  const lines = g.logs.filter((l) => l.msg === 'retrying upstream request')
+  assert.equal(lines.length, 1, JSON.stringify(lines))
+  const l = lines[0]
+  assert.equal(l.level, 20)
+  assert.equal(l.reqId, 'retry-status-1')
+  assert.equal(l.upstream, 'origin')
+  assert.ok(typeof l.target === 'string' && l.target.includes(String(o.port)), JSON.stringify(l))
+  assert.equal(l.attempt, 1)
+  assert.equal(l.status, 503)
+  assert.equal(typeof l.delay, 'number')
+})
