@@ -129,11 +129,17 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
         if (sizes !== undefined && !answered) sizes.sizes(requestBytes, sent)
       }
   writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err, gone) => {
-    // At the end of a drain the pools close under the streams still open (an SSE stream, say):
-    // that is the shutdown, not the upstream resetting.
     if (deps.draining?.() === true) {
-      if (ctx !== null && ctx.errorCode === null) ctx.errorCode = SHUTTING_DOWN
-      return undefined
+      // At the end of a drain the pools close under the streams still open (an SSE stream, say):
+      // that is the shutdown, not the upstream resetting. (It cuts the clients' connections
+      // first, so such a body finds its response gone.)
+      if (gone || out.socket?.destroyed === true) {
+        if (ctx !== null && ctx.errorCode === null) ctx.errorCode = SHUTTING_DOWN
+        return undefined
+      }
+      // Before any byte went, during the grace period: the upstream's own failure, answered as
+      // at any other time, and the connection closes after it, as every answer in a drain does.
+      out.shouldKeepAlive = false
     }
     const mapped = mapUpstreamError(err, ctx?.route?.upstream.name ?? '', false)
     if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapped.code

@@ -109,3 +109,37 @@ test('a retry on an upstream status gets the debug line a retry on an error gets
   assert.equal(l.status, 503)
   assert.equal(typeof l.delay, 'number')
 })
+
+test('during a drain, a streamed body that fails before its first byte is still answered: 502 with Connection: close, not a cut', async () => {
+  let held: Socket | null = null
+  const o = await rawOrigin((s) => {
+    // A head with a length, then nothing until the test resets the connection.
+    s.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\n', () => { held = s })
+  })
+  const g = await gateway(simpleConfig(o.url).replace('    connectTimeoutMs: 1000\n', '    connectTimeoutMs: 1000\n    retry: { attempts: 0 }\n'))
+  const port = Number(new URL(g.url).port)
+  const id = 'drain-502'
+  const ex = send(port, req('GET /held HTTP/1.1', 'Host: a.example', `X-Request-Id: ${id}`), { waitMs: 10000 })
+  await until('the origin sent its head', () => held !== null)
+  // Let the head reach the gateway and its stream begin (nothing of it can go to the client yet).
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const server = (g.gw as unknown as { proxy: { server: { listening: boolean } } }).proxy.server
+  const closing = g.gw.close(10000)
+  // The server stops listening once the drain has begun (after Fastify's preClose hooks).
+  await until('the drain began', () => !server.listening, { intervalMs: 5 })
+  ;(held as Socket | null)!.resetAndDestroy()
+  const r = await ex
+  const res = r.responses[0]
+  assert.ok(res !== undefined, `no response, only ${JSON.stringify(r.data.toString('latin1'))}`)
+  assert.equal(res.status, 502)
+  assert.deepEqual(res.headers.connection, ['close'])
+  assert.deepEqual(res.headers['x-request-id'], [id])
+  const body = JSON.parse(res.body.toString('utf8')) as Record<string, unknown>
+  assert.equal(body.error, 'SLUICE_ERR_UPSTREAM_RESET')
+  assert.equal(r.closed, true, 'the connection closes after it')
+  await closing
+  const line = accessLine(g, id)
+  assert.ok(line !== undefined, JSON.stringify(g.logs.map((l) => l.msg)))
+  assert.equal(line.status, 502)
+  assert.equal(line.err, 'SLUICE_ERR_UPSTREAM_RESET')
+})
