@@ -85,10 +85,20 @@ export function resolveClientIp (headers: Headers, peerRaw: string | undefined, 
   return client
 }
 
-/** Forwarding and URL-rewrite headers never taken from an untrusted client (with every x-forwarded-*). */
-const UNTRUSTED_DROP = new Set(['forwarded', 'x-real-ip', 'x-original-url', 'x-rewrite-url', 'x-original-host'])
+/**
+ * Forwarding, URL-rewrite and host-override headers never taken from an untrusted client (with
+ * every x-forwarded-*). X-Host and X-HTTP-Host-Override are read as the request's host by some
+ * frameworks and proxies, as X-Forwarded-Host is: from a client they would change the absolute
+ * URLs an origin builds while the cache keys the entry by Host alone.
+ */
+const UNTRUSTED_DROP = new Set(['forwarded', 'x-real-ip', 'x-original-url', 'x-rewrite-url', 'x-original-host', 'x-host', 'x-http-host-override'])
 
-function isForwardingName (k: string): boolean {
+/**
+ * A forwarding header's name (lower case): those applyForwarding alone decides, dropped from an
+ * untrusted client and kept from a trusted proxy. src/upstream/headers.ts reads it too: a
+ * client's Connection may not remove them (connectionMayRemove).
+ */
+export function isForwardingName (k: string): boolean {
   return UNTRUSTED_DROP.has(k) || k.startsWith('x-forwarded-')
 }
 

@@ -2,6 +2,7 @@
 // header named in Connection, never cross the gateway in either direction.
 import type { Headers } from '../types.js'
 import { SluiceError } from '../errors.js'
+import { isForwardingName } from '../forwarding.js'
 
 /** Hop-by-hop headers, plus `expect` (Node answers 100-continue itself) and `host` (set per upstream). */
 const HOP_BY_HOP = new Set([
@@ -28,15 +29,16 @@ function viaFor (version: string | undefined): string {
 const METHOD_OVERRIDE = new Set(['x-http-method-override', 'x-http-method', 'x-method-override'])
 
 /**
- * Fields a client's Connection may not remove: Host (forwarded as sent with preserveHost;
- * without it undici would put the upstream's own host there, another virtual host than the one
- * routed) and the forwarding headers, which src/forwarding.ts alone decides (replaced from an
- * untrusted client, appended to from a trusted proxy). A front proxy that passes its client's
- * Connection on would otherwise let the client erase the chain (`Connection: X-Forwarded-For`)
- * and leave the origin the proxy's own, trusted address as the client's.
+ * Fields a client's Connection may not remove: Host (forwarded with preserveHost; without it
+ * undici would put the upstream's own host there, another virtual host than the one routed) and
+ * the forwarding, rewrite and host-override headers, which src/forwarding.ts alone decides
+ * (isForwardingName: dropped or replaced from an untrusted client, kept or appended to from a
+ * trusted proxy). A front proxy that passes its client's Connection on would otherwise let the
+ * client erase the chain (`Connection: X-Forwarded-For`) and leave the origin the proxy's own,
+ * trusted address as the client's, or erase the proxy's X-Original-URL.
  */
 function connectionMayRemove (k: string): boolean {
-  return k !== 'host' && k !== 'forwarded' && k !== 'x-real-ip' && !k.startsWith('x-forwarded-')
+  return k !== 'host' && !isForwardingName(k)
 }
 
 /** Names listed in a Connection header, lower case. */
