@@ -102,6 +102,19 @@ export function isForwardingName (k: string): boolean {
   return UNTRUSTED_DROP.has(k) || k.startsWith('x-forwarded-')
 }
 
+const UPPER = /[A-Z]/
+
+/**
+ * A host as the origin is told it, in lower case (hosts are case-insensitive, RFC 3986 §3.2.2;
+ * nginx's `$host` is lower-cased too). The cache keys by the lower-cased Host, so an origin
+ * that answered `Example.COM` otherwise than `example.com` (a case-sensitive canonical-host
+ * redirect) would store that answer for every client of the host. The string itself when it
+ * has no upper-case letter, which is nearly always: one regex test, no allocation.
+ */
+export function lowerHost (host: string): string {
+  return UPPER.test(host) ? host.toLowerCase() : host
+}
+
 /**
  * A forwarding header's name spelt with underscores (`x_forwarded_for`, `x-forwarded_host`):
  * CGI, WSGI, Rack and PHP-FPM map `-` and `_` alike to HTTP_X_FORWARDED_FOR, so such a field
@@ -114,15 +127,17 @@ function isUnderscoreForwarding (k: string): boolean {
 
 /**
  * Resolve the client address and set the forwarding headers, in place on `headers`.
- * `clientHost` is the Host the client sent (undefined or empty: none, and no X-Forwarded-Host).
+ * `clientHost` is the Host the client sent (undefined or empty: none, and no X-Forwarded-Host);
+ * X-Forwarded-Host gets it in lower case. A trusted proxy's own X-Forwarded-Host is kept as sent.
  * From an untrusted peer, X-Forwarded-* and Forwarded are replaced, not appended to; from a
  * trusted proxy the chain is kept and the client is the right-most untrusted address in it.
  * Their spellings with underscores are dropped from both (isUnderscoreForwarding).
  */
 export function applyForwarding (headers: Headers, peerRaw: string | undefined, trust: BlockList | null, clientHost?: string, proto: 'http' | 'https' = 'http'): string {
   const peer = normaliseIp(peerRaw)
-  // X-Forwarded-Host is the client's Host or nothing: `headers` is the upstream copy, whose
-  // Host is by now the upstream's own (unless preserveHost), so it is never the fallback.
+  // X-Forwarded-Host is the client's Host (lower case: lowerHost) or nothing: `headers` is the
+  // upstream copy, whose Host is by now the upstream's own (unless preserveHost), so it is never
+  // the fallback.
   const host = clientHost === '' ? undefined : clientHost
   if (!isTrusted(trust, peer)) {
     // Any other forwarding or rewrite header from an untrusted client could change what the
@@ -130,7 +145,7 @@ export function applyForwarding (headers: Headers, peerRaw: string | undefined, 
     for (const k in headers) if (isForwardingName(k) || isUnderscoreForwarding(k)) delete headers[k]
     headers['x-forwarded-for'] = peer
     headers['x-forwarded-proto'] = proto
-    if (host !== undefined) headers['x-forwarded-host'] = host
+    if (host !== undefined) headers['x-forwarded-host'] = lowerHost(host)
     else delete headers['x-forwarded-host']
     delete headers.forwarded
     return peer
@@ -147,6 +162,6 @@ export function applyForwarding (headers: Headers, peerRaw: string | undefined, 
   chain.push(peer)
   headers['x-forwarded-for'] = chain.join(', ')
   if (headers['x-forwarded-proto'] === undefined) headers['x-forwarded-proto'] = proto
-  if (headers['x-forwarded-host'] === undefined && host !== undefined) headers['x-forwarded-host'] = host
+  if (headers['x-forwarded-host'] === undefined && host !== undefined) headers['x-forwarded-host'] = lowerHost(host)
   return client
 }

@@ -85,7 +85,7 @@ export const UpstreamSchema = Strict({
   bodyTimeoutMs: Ms(60000, 'Longest idle gap while streaming the upstream body; 0 disables (long-lived SSE)'),
   connections: Type.Integer({ minimum: 1, default: 128, description: 'Size of the keep-alive connection pool' }),
   keepAliveTimeoutMs: Ms(4000, 'Idle time before a pooled upstream connection is closed', 1),
-  preserveHost: Bool(false, 'Forward the client\'s Host header instead of the upstream\'s host'),
+  preserveHost: Bool(false, 'Forward the client\'s Host header (in lower case) instead of the upstream\'s host'),
   tls: WithDefault(Strict({
     rejectUnauthorized: Bool(true, 'Verify the upstream certificate (turning this off logs a warning at load)'),
     servername: Type.Optional(Type.String({ description: 'SNI name, when it differs from the URL host' })),

@@ -2,7 +2,7 @@
 // header named in Connection, never cross the gateway in either direction.
 import type { Headers } from '../types.js'
 import { SluiceError } from '../errors.js'
-import { isForwardingName } from '../forwarding.js'
+import { isForwardingName, lowerHost } from '../forwarding.js'
 
 /** Hop-by-hop headers, plus `expect` (Node answers 100-continue itself) and `host` (set per upstream). */
 const HOP_BY_HOP = new Set([
@@ -78,6 +78,7 @@ function appendVia (existing: string | string[] | undefined, via: string = VIA):
 
 /**
  * Headers sent upstream: a copy without hop-by-hop and method-override headers, with Host and Via set.
+ * `hostHeader` null keeps the client's Host (preserveHost), lower-cased (lowerHost).
  * `keep` (lower case) is Sluice's own request-ID field: a client's Connection naming it does
  * not remove it, as it would any other field Connection names (RFC 9110 §7.6.1); nor does it
  * remove Host or the forwarding headers (connectionMayRemove). `httpVersion` is the client's
@@ -95,6 +96,11 @@ export function upstreamRequestHeaders (client: Headers, hostHeader: string | nu
     out[k] = v
   }
   if (hostHeader !== null) out.host = hostHeader
+  else {
+    // preserveHost: the client's Host, in lower case as the cache keys it (lowerHost).
+    const h = out.host
+    if (typeof h === 'string') out.host = lowerHost(h)
+  }
   out.via = appendVia(client.via, viaFor(httpVersion))
   return out
 }

@@ -17,7 +17,7 @@ import { constants as h2c, type ServerHttp2Stream, type OutgoingHttpHeaders } fr
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Snapshot, RouteEntry } from '../config/snapshot.js'
-import { applyForwarding, HOST_VALUE, hostLines, resolveClientIp, schemeOf } from '../forwarding.js'
+import { applyForwarding, HOST_VALUE, hostLines, lowerHost, resolveClientIp, schemeOf } from '../forwarding.js'
 import { SluiceError, rawError, errorBody, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
@@ -350,7 +350,7 @@ class Tunnel {
       }, up.config.timeoutMs)
       // The same header rules as any request (hop-by-hop and Connection-named headers dropped,
       // forwarding headers replaced from untrusted peers), then the two upgrade headers.
-      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost ? (req.headers.host ?? te.hostHeader) : te.hostHeader, snap.requestId.name, client.proto === 'h2' ? '2.0' : '1.1')
+      const headers = upstreamRequestHeaders(req.headers, up.config.preserveHost && req.headers.host !== undefined ? lowerHost(req.headers.host) : te.hostHeader, snap.requestId.name, client.proto === 'h2' ? '2.0' : '1.1')
       if (route.headerEdits !== null) editRequestHeaders(headers, route.headerEdits)
       applyForwarding(headers, req.remoteAddress, snap.trust, req.headers.host, schemeOf(req.socket))
       headers.connection = 'Upgrade'

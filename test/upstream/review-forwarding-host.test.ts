@@ -1,8 +1,10 @@
 // Host forwarding review (src/forwarding.ts, src/upstream/headers.ts): host-override headers
-// from untrusted clients and what a client's Connection may remove, checked on what real
-// loopback origins receive from raw requests.
+// from untrusted clients, the case of the Host the origin is told, and what a client's
+// Connection may remove, checked on what real loopback origins receive from raw requests.
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
+import { createServer as netServer, type AddressInfo } from 'node:net'
+import { once } from 'node:events'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, simpleConfig, cachedConfig, type TestGateway } from '../helpers/gateway.js'
 import { send, req, type RawResponse } from '../hardening/raw.js'
@@ -74,6 +76,35 @@ test('a client\'s X-Host cannot poison a cached answer', async () => {
   assert.doesNotMatch(victim.body.toString(), /evil/)
 })
 
+test('the origin is told the Host in lower case, as the cache keys it: another spelling cannot store a different answer for every client', async () => {
+  // A case-sensitive canonical-host redirect (an Express app comparing req.hostname, say): the
+  // client's `CANON.example` got a cacheable 301 to `canon.example`, stored under the key the
+  // lower-cased Host shares with `canon.example`, whose clients were then sent to themselves.
+  for (const [path, field] of [['/canon-host', 'host'], ['/canon-xfh', 'x-forwarded-host']] as const) {
+    origin.on(path, (r, res) => {
+      if (r.headers[field] !== 'canon.example') {
+        res.writeHead(301, { location: 'http://canon.example' + path, 'cache-control': 'max-age=60', 'content-length': '0' })
+        res.end()
+        return
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' })
+      res.end('canonical')
+    })
+    const attacker = await one(cached, `GET ${path} HTTP/1.1`, 'Host: CANON.Example', 'Connection: close')
+    assert.equal(attacker.status, 200, `${field}: the origin saw another host than the key's`)
+    const victim = await one(cached, `GET ${path} HTTP/1.1`, 'Host: canon.example', 'Connection: close')
+    assert.equal(victim.status, 200)
+    assert.equal(victim.body.toString(), 'canonical')
+  }
+
+  // Without preserveHost, X-Forwarded-Host is the client's Host in lower case (port kept).
+  const h = await seen(open, 'GET /o HTTP/1.1', 'Host: Shop.EXAMPLE:8080', 'Connection: close')
+  assert.equal(h['x-forwarded-host'], 'shop.example:8080')
+  // A trusted proxy's own X-Forwarded-Host goes on as it sent it; the one Sluice sets is lower case.
+  assert.equal((await seen(trusted, 'GET /o HTTP/1.1', 'Host: shop.example', 'Connection: close', 'X-Forwarded-Host: Front.Example'))['x-forwarded-host'], 'Front.Example')
+  assert.equal((await seen(trusted, 'GET /o HTTP/1.1', 'Host: Shop.Example', 'Connection: close'))['x-forwarded-host'], 'shop.example')
+})
+
 test('a client\'s Connection cannot strip the rewrite and host-override headers a trusted proxy sends', async () => {
   // headers.ts kept its own, shorter list of what Connection may not remove: X-Original-URL,
   // X-Rewrite-URL, X-Original-Host, X-Host and X-HTTP-Host-Override, which forwarding.ts keeps
@@ -86,4 +117,31 @@ test('a client\'s Connection cannot strip the rewrite and host-override headers 
   for (const n of OVERRIDE_NAMES) assert.equal(h[n], 'evil.example', `${n} was removed by the client's Connection`)
   // Any other field the client's Connection names is still dropped (RFC 9110 §7.6.1).
   assert.equal(h['x-custom'], undefined)
+})
+
+test('a WebSocket handshake with preserveHost tells the origin the Host in lower case too', async () => {
+  let head = ''
+  const ws = netServer((s) => {
+    s.on('error', () => {})
+    let buf = ''
+    s.on('data', (d) => {
+      buf += d.toString('latin1')
+      if (!buf.includes('\r\n\r\n')) return
+      head = buf
+      s.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n')
+    })
+  })
+  ws.listen(0, '127.0.0.1')
+  await once(ws, 'listening')
+  const gw = await startTestGateway(simpleConfig(`http://127.0.0.1:${(ws.address() as AddressInfo).port}`).replace('    timeoutMs: 2000\n', '    timeoutMs: 2000\n    preserveHost: true\n'))
+  try {
+    const r = await one(gw, 'GET /ws HTTP/1.1', 'Host: WS.Example', 'Upgrade: websocket', 'Connection: Upgrade',
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version: 13')
+    assert.equal(r.status, 403)
+    assert.match(head, /\r\nhost: ws\.example\r\n/)
+    assert.match(head, /\r\nx-forwarded-host: ws\.example\r\n/)
+  } finally {
+    await gw.close()
+    ws.close()
+  }
 })
