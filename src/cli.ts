@@ -3,11 +3,12 @@
 // sluice validate [--config FILE | FILE] check a file; exit 1 on an error, 2 on a usage error
 // sluice schema                  print the config's JSON Schema
 // sluice health                  probe the running gateway's /healthz (the container HEALTHCHECK)
+//
+// Only node:util is imported up front: everything else is loaded once the command is known,
+// after `run` has installed its signal handlers. Loading the config modules takes a good part
+// of a second on a busy host; a SIGTERM in that time, before any handler, killed the process
+// by the signal (and node as PID 1 in a container ignored it: Docker waited its stop timeout).
 import { parseArgs } from 'node:util'
-import { ConfigSchema } from './config/schema.js'
-import { jsonSchemaForEditors } from './config/types-helpers.js'
-import { loadConfigFile, ConfigError, formatIssue } from './config/load.js'
-import { compile } from './config/compile.js'
 
 const USAGE = `usage:
   sluice [run] [--config FILE | FILE]     run the gateway (default: $SLUICE_CONFIG or config/sluice.yaml)
@@ -69,12 +70,19 @@ async function main (argv: string[]): Promise<number> {
     fileArg ??= pos
   }
   const file = fileArg ?? process.env.SLUICE_CONFIG ?? 'config/sluice.yaml'
+  // `run` first: its signal handlers go in before any other module is loaded.
+  if (command === 'run') return run(file)
+  const { ConfigError, formatIssue, loadConfigFile } = await import('./config/load.js')
 
   switch (command) {
-    case 'schema':
+    case 'schema': {
+      const { ConfigSchema } = await import('./config/schema.js')
+      const { jsonSchemaForEditors } = await import('./config/types-helpers.js')
       process.stdout.write(JSON.stringify(jsonSchemaForEditors(ConfigSchema), null, 2) + '\n')
       return 0
+    }
     case 'validate': {
+      const { compile } = await import('./config/compile.js')
       try {
         const loaded = loadConfigFile(file)
         const snap = compile(loaded.config, loaded.raw, file)
@@ -90,8 +98,6 @@ async function main (argv: string[]): Promise<number> {
         throw err
       }
     }
-    case 'run':
-      return run(file)
     case 'status': {
       const { adminTarget, adminCall, formatStatus } = await import('./admin-client.js')
       const { status, json } = await adminCall(adminTarget({ admin: values.admin, config: file }), 'GET', '/admin/status')
@@ -179,7 +185,7 @@ function startupSignals (file: string): { started (stop: (signal: string) => voi
     void (async () => {
       const { createLogger, logDrained } = await import('./observability/logger.js')
       let level = 'info'
-      try { level = loadConfigFile(file).config.log.level } catch { /* the default level */ }
+      try { level = (await import('./config/load.js')).loadConfigFile(file).config.log.level } catch { /* the default level */ }
       const log = createLogger(level)
       log.info({ signal }, 'signal during start-up: not starting; exiting')
       await logDrained(log, 500)
@@ -197,6 +203,7 @@ async function run (file: string): Promise<number> {
   let hupWhileStarting = false
   const early = () => { hupWhileStarting = true }
   process.on('SIGHUP', early)
+  const { loadConfigFile, ConfigError, formatIssue } = await import('./config/load.js')
   const { startGateway } = await import('./main.js')
   const { workerCount } = await import('./cluster/primary.js')
   const cluster = (await import('node:cluster')).default
@@ -270,6 +277,7 @@ async function run (file: string): Promise<number> {
 }
 
 async function runPrimaryProcess (file: string, signals: { started (stop: (signal: string) => void): void }): Promise<number> {
+  const { loadConfigFile, ConfigError, formatIssue } = await import('./config/load.js')
   const { runPrimary } = await import('./cluster/primary.js')
   const { createLogger } = await import('./observability/logger.js')
   const log = createLogger(loadConfigFile(file).config.log.level)
