@@ -32,9 +32,11 @@ RUN ln -s /app/dist/src/cli.js /usr/local/bin/sluice
 USER node
 VOLUME ["/etc/sluice"]
 EXPOSE 8080 9901
-# `sluice health` probes GET /healthz (no token needed) on the admin port the config in
-# $SLUICE_CONFIG sets (admin.host 0.0.0.0 is probed on 127.0.0.1), so a mounted config that
-# moves the admin port moves the check too. A CMD that runs another config file should set
+# `sluice health` probes GET /healthz (no token needed) on the admin address the running
+# gateway of $SLUICE_CONFIG noted in /tmp when it started, else on the admin port that config
+# sets (admin.host 0.0.0.0 is probed on 127.0.0.1): a mounted config that moves the admin port
+# moves the check at the restart, and a file being edited (invalid, or a new port not yet
+# applied) does not fail the check of the running process. A CMD that runs another config file should set
 # SLUICE_CONFIG to it (or SLUICE_ADMIN_URL=http://127.0.0.1:PORT). node:22-slim has no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "dist/src/cli.js", "health"]

@@ -9,6 +9,7 @@
 // of a second on a busy host; a SIGTERM in that time, before any handler, killed the process
 // by the signal (and node as PID 1 in a container ignored it: Docker waited its stop timeout).
 import { parseArgs } from 'node:util'
+import type { AddressInfo } from 'node:net'
 
 const USAGE = `usage:
   sluice [run] [--config FILE | FILE]     run the gateway (default: $SLUICE_CONFIG or config/sluice.yaml)
@@ -18,7 +19,8 @@ const USAGE = `usage:
   sluice health                    exit 0 if the running gateway's /healthz answers 2xx, else 1
   sluice purge --key K | --prefix P | --tag T    purge the cache of a running gateway
   sluice config diff FILE          what a reload of FILE would change in the running gateway
-Admin commands find the admin port from --admin URL, SLUICE_ADMIN_URL, or the config file;
+Admin commands find the admin port from --admin URL, SLUICE_ADMIN_URL, the address the running
+gateway of the config file noted (in the temporary directory), or the config file;
 the token from SLUICE_ADMIN_TOKEN or the config file.
 `
 
@@ -107,8 +109,10 @@ async function main (argv: string[]): Promise<number> {
     }
     case 'health': {
       // The container's HEALTHCHECK: GET /healthz on the admin address the gateway uses (from
-      // --admin, SLUICE_ADMIN_URL or the config file, as the other admin commands), so a
-      // config that moves the admin port moves the check with it. Exit 0 healthy, 1 not.
+      // --admin, SLUICE_ADMIN_URL, the running gateway's state file or the config file, as the
+      // other admin commands), so a config that moves the admin port moves the check with it,
+      // and a config file being edited (invalid, or naming another port until the restart)
+      // does not fail the check of the process that runs. Exit 0 healthy, 1 not.
       const { adminTarget } = await import('./admin-client.js')
       let url: string
       try {
@@ -273,6 +277,7 @@ async function run (file: string): Promise<number> {
     log.fatal({ err }, 'uncaught exception; exiting')
     void import('./observability/logger.js').then(({ logDrained }) => logDrained(log)).finally(() => process.exit(1))
   })
+  if (!isWorker) await noteAdmin(file, gw.admin.server.address() as AddressInfo, log)
   return -1 // keep running
 }
 
@@ -306,7 +311,15 @@ async function runPrimaryProcess (file: string, signals: { started (stop: (signa
     }, () => process.exit(1))
   }
   signals.started(stop)
+  await noteAdmin(file, primary.admin, log)
   return -1
+}
+
+/** The admin address, where `sluice health` (and the other admin commands) find it first. */
+async function noteAdmin (file: string, admin: AddressInfo, log: { warn (o: object, m: string): void }): Promise<void> {
+  const { writeAdminState, adminStateFile } = await import('./admin-client.js')
+  const err = writeAdminState(file, admin)
+  if (err !== null) log.warn({ file: adminStateFile(file), err: err.message }, 'cannot write the admin state file; `sluice health` finds the admin port in the config file')
 }
 
 main(process.argv.slice(2)).then((code) => {

@@ -115,7 +115,7 @@ export function workerCount (w: Config['workers']): number {
 
 export interface WorkerState { id: number; pid: number | undefined; ready: boolean }
 
-export async function runPrimary (file: string, log: Logger): Promise<{ stop (): Promise<void>; workers (): WorkerState[] }> {
+export async function runPrimary (file: string, log: Logger): Promise<{ stop (): Promise<void>; workers (): WorkerState[]; admin: import('node:net').AddressInfo }> {
   const loaded = loadConfigFile(file)
   const first = compile(loaded.config, loaded.raw, file, loaded.ca, loaded.listenTls ?? null)
   /** The config text the primary last validated and every worker runs: a new worker starts from it. */
@@ -524,6 +524,8 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
 
   return {
     workers: workerStates,
+    /** Where the admin port listens (the CLI notes it for `sluice health`). */
+    admin: admin.server.address() as import('node:net').AddressInfo,
     async stop () {
       stopping = true
       reloader.close()

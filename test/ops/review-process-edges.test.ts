@@ -14,6 +14,7 @@ import { startOrigin } from '../helpers/origin.js'
 import { tempConfig } from '../helpers/gateway.js'
 import { cliCommand, startedUrls } from '../helpers/cli.js'
 import { until } from '../helpers/wait.js'
+import { reservePort } from '../helpers/ports.js'
 import { repo } from './ops-helpers.js'
 
 /**
@@ -70,4 +71,52 @@ test('review-process-edges: a SIGTERM while the CLI still loads its modules ends
   assert.equal(code, 0, out.join(''))
   const line = out.join('').split('\n').find((l) => l.includes('"signal":"SIGTERM"'))
   assert.ok(line, 'a log line names the signal: ' + out.join(''))
+})
+
+/** `sluice ARGS` run to its end, with no SLUICE_CONFIG or SLUICE_ADMIN_URL from the test's environment. */
+function sluice (args: string[]): { status: number | null; out: string } {
+  const [cmd, argv] = cliCommand(args)
+  const env = { ...process.env }
+  delete env.SLUICE_CONFIG
+  delete env.SLUICE_ADMIN_URL
+  const r = spawnSync(cmd, argv, { cwd: repo(), env, encoding: 'utf8', timeout: 60000 })
+  return { status: r.status, out: r.stdout + r.stderr }
+}
+
+test('review-process-edges: `sluice health` passes for the running gateway while its config file is invalid or names another admin port', { timeout: 120000 }, async (t) => {
+  const adminPort = await reservePort()
+  const { file, yaml } = await gatewayConfig(t, `admin: { host: 127.0.0.1, port: ${adminPort} }`)
+  const [cmd, args] = cliCommand(['--config', file])
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  const out: string[] = []
+  child.stdout!.on('data', (d) => out.push(String(d)))
+  child.stderr!.on('data', (d) => out.push(String(d)))
+  const exited = once(child, 'exit')
+  await until('the gateway starts', () => { if (child.exitCode !== null) throw new Error('exited'); return startedUrls(out) !== null }, { tries: 400, intervalMs: 50, detail: () => out.join('') })
+
+  const up = sluice(['health', '--config', file])
+  assert.equal(up.status, 0, up.out)
+
+  // Being edited: not YAML at all. The hot reload fails; the process serves on.
+  writeFileSync(file, yaml + 'routes: [ {\n')
+  await until('the failed reload is logged', () => /config reload failed/.test(out.join('')), { tries: 400, intervalMs: 25, detail: () => out.join('') })
+  const invalid = sluice(['health', '--config', file])
+  assert.equal(invalid.status, 0, 'an invalid file on disk fails the check of a healthy process: ' + invalid.out)
+
+  // Valid, with another admin port: that change waits for the next restart.
+  const otherPort = await reservePort()
+  writeFileSync(file, yaml.replace(`port: ${adminPort}`, `port: ${otherPort}`))
+  await until('the reload warns about the admin port', () => /takes effect at the next restart/.test(out.join('')), { tries: 400, intervalMs: 25, detail: () => out.join('') })
+  const moved = sluice(['health', '--config', file])
+  assert.equal(moved.status, 0, 'an admin port changed on disk fails the check of a healthy process: ' + moved.out)
+  assert.match(moved.out, new RegExp(`:${adminPort}/healthz`))
+
+  // Stopped: the check fails again (the process is gone, whatever it noted).
+  child.kill('SIGTERM')
+  const [code] = await exited
+  assert.equal(code, 0, out.join(''))
+  const down = sluice(['health', '--config', file])
+  assert.equal(down.status, 1, down.out)
+  assert.match(down.out, /unhealthy/)
 })
