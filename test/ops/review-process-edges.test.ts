@@ -1,5 +1,6 @@
 // The gateway as a process, at its edges:
-//  - a SIGTERM at any moment of start-up, even while the CLI's own modules still load, ends it
+//  - a SIGTERM at any moment of start-up (while the CLI's own modules still load, between the
+//    proxy and the admin port binding) ends it
 //    in the orderly way (a log line, exit 0), never by the signal;
 //  - `sluice health` probes the admin address the running process listens on, even when the
 //    config file on disk is being edited (invalid, or naming another admin port).
@@ -71,6 +72,46 @@ test('review-process-edges: a SIGTERM while the CLI still loads its modules ends
   assert.equal(code, 0, out.join(''))
   const line = out.join('').split('\n').find((l) => l.includes('"signal":"SIGTERM"'))
   assert.ok(line, 'a log line names the signal: ' + out.join(''))
+})
+
+/**
+ * A `--import` for node that holds the listen() of the server bound to `port` until the file
+ * `release` exists (then binds it for real), and writes the file `marker` when it holds it.
+ */
+function holdListen (port: number, marker: string, release: string): string {
+  const code = `import net from 'node:net'
+import { existsSync, writeFileSync } from 'node:fs'
+const listen = net.Server.prototype.listen
+net.Server.prototype.listen = function (...args) {
+  if (args[0] === null || typeof args[0] !== 'object' || args[0].port !== ${port}) return listen.apply(this, args)
+  writeFileSync(${JSON.stringify(marker)}, '')
+  const t = setInterval(() => { if (existsSync(${JSON.stringify(release)})) { clearInterval(t); listen.apply(this, args) } }, 10)
+  return this
+}`
+  return 'data:text/javascript,' + encodeURIComponent(code)
+}
+
+test('review-process-edges: a SIGTERM after the proxy port is bound and before the admin port is ends start-up the same way (log line, exit 0)', { timeout: 60000 }, async (t) => {
+  const adminPort = await reservePort()
+  const { file } = await gatewayConfig(t, `admin: { host: 127.0.0.1, port: ${adminPort} }`)
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-hold-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const marker = join(dir, 'held')
+  const release = join(dir, 'release')
+  const [cmd, args] = cliCommand(['--config', file])
+  const child = spawn(cmd, ['--import', holdListen(adminPort, marker, release), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  const out: string[] = []
+  child.stdout!.on('data', (d) => out.push(String(d)))
+  child.stderr!.on('data', (d) => out.push(String(d)))
+  const exited = once(child, 'exit')
+  await until('the admin port is about to bind (the proxy port is)', () => existsSync(marker), { tries: 800, intervalMs: 25, detail: () => out.join('') })
+  child.kill('SIGTERM')
+  writeFileSync(release, '')
+  const [code, signal] = await exited
+  assert.equal(signal, null, 'killed by the SIGTERM: ' + out.join(''))
+  assert.equal(code, 0, out.join(''))
+  assert.ok(out.join('').split('\n').some((l) => l.includes('"signal":"SIGTERM"')), 'a log line names the signal: ' + out.join(''))
 })
 
 /** `sluice ARGS` run to its end, with no SLUICE_CONFIG or SLUICE_ADMIN_URL from the test's environment. */
