@@ -17,6 +17,12 @@ export interface CacheEntry {
   /** Encoded copies made once at store time, served to clients that accept them. */
   gzip?: Buffer
   br?: Buffer
+  /**
+   * Which stored copy is the origin's own encoded body (kept by writer.ts normalise), not one
+   * Sluice made: it is served whatever the route's minBytes and types say, as a miss passes the
+   * origin's coding through; Sluice's copies are served only while the route would make them.
+   */
+  fromOrigin?: 'gzip' | 'br'
   requestTime: number
   responseTime: number
   lifetimeMs: number
@@ -33,10 +39,11 @@ export interface CacheEntry {
   range?: { start: number; total: number }
   /**
    * Response headers ready to send, per encoding; built on first use, never stored in Redis.
-   * `for` is the route compression config they were built for: after a reload gives the route
-   * another, they are built again (respond.ts outHeaders).
+   * `for` is the route compression config they were built for, and `codings` what a hit may
+   * pick from under it (respond.ts servable: the stored copies that config would serve): after
+   * a reload gives the route another, both are worked out again (respond.ts outHeaders).
    */
-  out?: { for: Readonly<CompressionRouteConfig> } & Partial<Record<'identity' | 'gzip' | 'br', Headers>>
+  out?: { for: Readonly<CompressionRouteConfig>; codings: readonly string[] } & Partial<Record<'identity' | 'gzip' | 'br', Headers>>
   /** The Age and hit Cache-Status strings of the last hit, reused while their seconds stay the same; never stored in Redis. */
   said?: { age: number; ageText: string; ttl: number; hitStatus: string }
 }

@@ -5,7 +5,7 @@
 // compress/variants.ts's, shared with the compress stage) and kept on the entry.
 import type { Headers, ProxyResponse, UpstreamRequest, CacheResult } from '../types.js'
 import { first, mergeVary } from '../compress/headers.js'
-import { pickStored, variantHeaders, variesByEncoding } from '../compress/variants.js'
+import { pickStored, shouldEncode, variantHeaders, variesByEncoding } from '../compress/variants.js'
 import { ageMs, ttlMs, type CacheEntry } from './entry.js'
 import { usability } from './freshness.js'
 import { parseHttpDate } from './directives.js'
@@ -18,13 +18,38 @@ type StoredCoding = 'identity' | 'gzip' | 'br'
 /** Headers a 304 carries from the stored response (RFC 9110 §15.4.5). */
 const NOT_MODIFIED_HEADERS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified']
 
-// The codings an entry holds, for the negotiator: constants, so a hit allocates no list.
+// The codings a hit may get, for the negotiator: constants, so a hit allocates no list.
 const ONLY_IDENTITY = ['identity'] as const
 const WITH_GZIP = ['gzip', 'identity'] as const
 const WITH_BR = ['br', 'identity'] as const
 const WITH_BOTH = ['br', 'gzip', 'identity'] as const
-function codings (e: CacheEntry): readonly string[] {
-  return e.br !== undefined ? (e.gzip !== undefined ? WITH_BOTH : WITH_BR) : e.gzip !== undefined ? WITH_GZIP : ONLY_IDENTITY
+
+/**
+ * The codings of `e` a hit may be served in under the route's compression config `comp`:
+ * identity, the origin's own coding (kept by the writer; a miss passes it through as well), and
+ * Sluice's stored copies only while `comp` would still make them (compression on, a body of at
+ * least minBytes, a compressible type: the rules they were made by, which a reload may change).
+ * Copies made before a reload that raised minBytes or dropped the type, read from L1 or L2,
+ * are then left unserved. (With compression off pickStored serves identity anyway.)
+ */
+function servableCodings (e: CacheEntry, comp: CacheRoute['compression']): readonly string[] {
+  if (e.gzip === undefined && e.br === undefined) return ONLY_IDENTITY
+  const ours = shouldEncode(e.body, e.headers, comp)
+  const gzip = e.gzip !== undefined && (ours || e.fromOrigin === 'gzip')
+  const br = e.br !== undefined && (ours || e.fromOrigin === 'br')
+  return br ? (gzip ? WITH_BOTH : WITH_BR) : gzip ? WITH_GZIP : ONLY_IDENTITY
+}
+
+/**
+ * servableCodings for the route's current config, worked out once per entry and config and
+ * kept with the entry's headers (e.out): a hit pays one identity comparison for it.
+ */
+function servable (e: CacheEntry, comp: CacheRoute['compression']): readonly string[] {
+  const out = e.out
+  if (out !== undefined && out.for === comp) return out.codings
+  const codings = servableCodings(e, comp)
+  e.out = { for: comp, codings }
+  return codings
 }
 
 /**
@@ -101,7 +126,7 @@ function notModified (e: CacheEntry, rh: Headers): boolean {
 export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRoute): Headers {
   const comp = route.compression
   let out = e.out
-  if (out === undefined || out.for !== comp) out = { for: comp }
+  if (out === undefined || out.for !== comp) out = { for: comp, codings: servableCodings(e, comp) }
   else {
     const cached = out[coding]
     if (cached !== undefined) return cached
@@ -113,11 +138,11 @@ export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRou
     // RFC 9110 §8.6: no Content-Length in a 204.
     if (e.status === 204) delete h['content-length']
     else h['content-length'] = String(e.body.length)
-    // Other clients get other bytes: from a stored copy (never while the route's compression is
-    // off: pickStored), or compressed on the fly before the copies exist (a miss, the entry's
-    // first hits) or when the cache keeps none (deflate). Built once per entry, coding and
-    // config, so a hit pays nothing for the check.
-    if ((comp.enabled && (e.gzip !== undefined || e.br !== undefined)) || (e.status !== 204 && e.range === undefined && variesByEncoding(e.body, e.headers, comp))) mergeVary(h)
+    // Other clients get other bytes: from a stored copy this config serves (never while the
+    // route's compression is off: pickStored), or compressed on the fly before the copies exist
+    // (a miss, the entry's first hits) or when the cache keeps none (deflate). Built once per
+    // entry, coding and config, so a hit pays nothing for the check.
+    if ((comp.enabled && out.codings.length > 1) || (e.status !== 204 && e.range === undefined && variesByEncoding(e.body, e.headers, comp))) mergeVary(h)
   } else {
     h = variantHeaders(e.headers, { identity: e.body, [coding]: coding === 'gzip' ? e.gzip : e.br }, coding, route)
   }
@@ -137,7 +162,7 @@ export function respond (core: CacheCore, e: CacheEntry, route: CacheRoute, req:
   const rh = req.headers
   let coding: StoredCoding = 'identity'
   if (e.gzip !== undefined || e.br !== undefined) {
-    const pick = pickStored(rh, codings(e), route.compression)
+    const pick = pickStored(rh, servable(e, route.compression), route.compression)
     if (pick === 'gzip' || pick === 'br') coding = pick
   }
   const getOrHead = req.method === 'GET' || req.method === 'HEAD'

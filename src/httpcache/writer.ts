@@ -51,8 +51,8 @@ export class EntryWriter {
     // ETag do not describe the identity bytes (a strong ETag would validate identity ranges).
     const headers = decodedHeaders(e.headers)
     const out: CacheEntry = { ...e, headers, body: owned(decoded.identity), out: undefined }
-    if (decoded.coding === 'gzip') out.gzip = e.body
-    else if (decoded.coding === 'br') out.br = e.body
+    // The origin's own coding: served as the origin chose it, whatever the route's threshold.
+    if (decoded.coding === 'gzip') { out.gzip = e.body; out.fromOrigin = 'gzip' } else if (decoded.coding === 'br') { out.br = e.body; out.fromOrigin = 'br' }
     return out
   }
 
