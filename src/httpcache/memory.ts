@@ -10,6 +10,11 @@ interface Slot { e: CacheEntry; size: number; expires: number; used: boolean }
 type Count = { inc (): void }
 const UNCOUNTED: Count = { inc () {} }
 
+/** Two Vary name lists (varyNames: lower case, sorted) are the same. */
+function sameNames (a: readonly string[] | undefined, b: readonly string[]): boolean {
+  return a !== undefined && a.length === b.length && a.every((n, i) => n === b[i])
+}
+
 export class MemoryStore implements EntryStore, FillLeases {
   private readonly slots = new Map<string, Slot>()
   private readonly vary = new Map<string, string[]>()
@@ -49,6 +54,13 @@ export class MemoryStore implements EntryStore, FillLeases {
     // The key's old entry goes even when the new one is refused: the response that superseded
     // it is the current one, and serving the old in its place (for its whole stale window) is wrong.
     this.remove(e.key)
+    // The Vary record is the complete response's: lookups of the complete entry compute their
+    // variant key from it (and a part's from the same key, partialKey). A part (206) whose Vary
+    // differs must not replace it, or the complete entry is missed (or another variant is
+    // served); a part only sets the record while no complete entry of the base is stored. Such
+    // a part would be stored under a key no lookup computes, costing memory until it expired:
+    // it is not stored.
+    if (e.range !== undefined && this.hasComplete(this.byBase.get(e.base)) && !sameNames(this.vary.get(e.base), e.varyNames)) return false
     // maxEntryBytes bounds the body, the measure the fill collects it by (fill.ts): a response
     // within it is stored. The whole entry, bookkeeping included, counts against maxBytes.
     if (e.body.length > this.maxEntryBytes || ttlMs <= 0 || sizeWith(e, undefined, undefined) > this.maxBytes) return false
@@ -59,10 +71,6 @@ export class MemoryStore implements EntryStore, FillLeases {
     this.slots.set(e.key, { e, size, expires: this.now() + ttlMs, used: false })
     this.bytes += size
     const had = this.byBase.get(e.base)
-    // The Vary record is the complete response's: lookups of the complete entry compute their
-    // variant key from it (and a part's from the same key, partialKey). A part (206) whose Vary
-    // differs must not replace it, or the complete entry is missed (or another variant is
-    // served); a part only sets the record while no complete entry of the base is stored.
     if (e.range === undefined || !this.hasComplete(had)) this.vary.set(e.base, e.varyNames)
     if (had === undefined) this.byBase.set(e.base, e.key)
     else if (typeof had === 'string') { if (had !== e.key) this.byBase.set(e.base, new Set([had, e.key])) } else had.add(e.key)

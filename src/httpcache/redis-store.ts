@@ -23,15 +23,21 @@ const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&')
  * part ('1' for a partial entry). The Vary record and the index live as long as their
  * longest-lived variant. The record is the complete response's (lookups compute the complete
  * entry's key from it): a part only writes it when there is none, and otherwise only extends
- * it, so a 206 with another Vary does not make the complete entry unreachable. Each store also
- * checks a few index members (same slot) and removes those whose records expired or were
+ * it, so a 206 with another Vary does not make the complete entry unreachable. A part whose
+ * Vary names are not the record's is not stored at all (no lookup computes its key: it would
+ * only cost memory until it expired; an older record of its key goes too), and 0 is returned.
+ * Each store also checks a few index members (same slot) and removes those whose records expired or were
  * purged: an index renewed by every new variant would otherwise keep every variant ever stored
  * (a Vary on User-Agent adds one per browser build), so it converges to the live set instead.
  */
 const SET_SCRIPT = `
+local vt = redis.call('PTTL', KEYS[2])
+if ARGV[4] == '1' and vt ~= -2 and redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 local ttl = tonumber(ARGV[3])
-local vt = redis.call('PTTL', KEYS[2])
 if ARGV[4] == '1' and vt ~= -2 then
   if vt ~= -1 and vt < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 elseif vt < ttl then redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl) else redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL') end
@@ -184,7 +190,8 @@ export class RedisStore implements SharedEntryStore {
     const px = Math.ceil(ttlMs)
     const rk = this.rk(e.key)
     try {
-      await this.redis.eval(SET_SCRIPT, 3, rk, this.vk(e.base), this.ik(e.base), encodeEntry(e), e.varyNames.join(','), px, e.range === undefined ? '0' : '1')
+      // 0: a part whose Vary is not the base's record, not stored (nothing to tag).
+      if (await this.redis.eval(SET_SCRIPT, 3, rk, this.vk(e.base), this.ik(e.base), encodeEntry(e), e.varyNames.join(','), px, e.range === undefined ? '0' : '1') === 0) return
     } catch (err) {
       this.onError('cache_set', err as Error)
       return

@@ -1,4 +1,4 @@
-// Cache leftovers, third review: a stored 206 part does not replace the complete entry's Vary
+// Cache leftovers, third review: a 206 part does not replace the complete entry's Vary
 // record (L1 and L2), a background refresh keeps the request ID of the request that started it
 // (its retry lines name it), and another replica's failed fill tells its waiters the origin's
 // status (their stale answers name it, fwd-status). Real gateways, a real loopback origin and
@@ -52,12 +52,14 @@ test('L1: a stored 206 part whose Vary differs from the complete entry\'s does n
     const en = { 'accept-language': 'en' }
     assert.equal((await get(g.url, '/vary-part', en)).body, '0123456789')
     assert.match(String((await get(g.url, '/vary-part', en)).headers['cache-status']), /^sluice; hit/)
-    // Another language's range: no complete entry for it, so the origin's 206 is stored as a part.
+    // Another language's range: no complete entry for it, so the origin's 206 is kept as a part,
+    // unless (as here) its Vary is not the complete entry's: no lookup would find it, so it is
+    // not stored at all (review-cache-variants.test.ts).
     const part = await get(g.url, '/vary-part', { 'accept-language': 'de', range: 'bytes=2-4' })
     assert.equal(part.status, 206)
     assert.equal(part.body, '234')
-    assert.match(String(part.headers['cache-status']), /stored/)
-    await until('the part to be stored', () => (g.gw.cache.stats().memory as { entries: number }).entries === 2, { detail: () => g.gw.cache.stats() })
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.equal((g.gw.cache.stats().memory as { entries: number }).entries, 1, 'the unreachable part is not stored')
     const again = await get(g.url, '/vary-part', en)
     assert.equal(again.body, '0123456789')
     assert.match(String(again.headers['cache-status']), /^sluice; hit/, 'the complete entry is still found')
@@ -79,8 +81,10 @@ test('L2: a 206 part stored by one replica does not replace the Vary record in R
     await until('A\'s complete entry to reach L2', async () => await records() === 1)
     const part = await get(a.url, '/vary-part-l2', { 'accept-language': 'de', range: 'bytes=2-4' })
     assert.equal(part.status, 206)
-    assert.match(String(part.headers['cache-status']), /stored/)
-    await until('A\'s part to reach L2', async () => await records() === 2)
+    // Its L2 write is done once A's background jobs are (the part itself is not stored: its
+    // Vary is not the record's, review-cache-variants.test.ts).
+    await until('A\'s background writes to end', () => (a.gw.cache.stats() as { background: number }).background === 0)
+    assert.equal(await records(), 1, 'no unreachable part in L2')
     const fromB = await get(b.url, '/vary-part-l2', en)
     assert.equal(fromB.body, 'abcdefghij')
     assert.match(String(fromB.headers['cache-status']), /^sluice; hit/, 'B finds the complete entry through the Vary record')

@@ -163,3 +163,54 @@ test('the origin\'s own gzip, kept as the stored gzip copy, is still served afte
     assert.equal(origin.count('/own'), 1)
   } finally { await g.close() }
 })
+
+// ---- 2. A part whose Vary is not the complete entry's is not stored ---------------------------
+
+const BASE = 'G|example.com|/pv'
+const complete = () => entry('/pv', { key: BASE + '\naccept-language=en', varyNames: ['accept-language'] })
+const part = (key: string, varyNames: string[]) => entry('/pv', { key: partialKey(key), varyNames, status: 206, range: { start: 0, total: 100 }, body: Buffer.alloc(10, 1) })
+
+for (const [name, make] of [
+  ['memory', () => new MemoryStore(1 << 20, 1 << 19)],
+  ['redis', () => new RedisStore(redis.client(), redis.prefix + Math.random().toString(36).slice(2) + ':', (op, err) => { throw new Error(`${op}: ${err.message}`) })]
+] as const) {
+  test(`${name} store: a 206 part whose Vary differs from the stored complete entry's is not stored (no lookup finds it)`, async () => {
+    const s = make()
+    await s.set(complete(), 60_000)
+    // No Vary: its key is partialKey(BASE); a lookup computes partialKey(BASE + '\naccept-language=…').
+    await s.set(part(BASE, []), 60_000)
+    assert.deepEqual(await s.getVary(BASE), ['accept-language'], 'the complete entry\'s Vary record is kept')
+    assert.equal(await s.get(partialKey(BASE)), undefined, 'the unreachable part is not stored')
+    assert.equal((await s.stats()).entries, 1)
+    // A part with the complete entry's Vary is stored where lookups find it.
+    await s.set(part(BASE + '\naccept-language=fr', ['accept-language']), 60_000)
+    assert.ok(await s.get(partialKey(BASE + '\naccept-language=fr')))
+    // Without a complete entry, a part sets the record itself, and is found.
+    const other = 'G|example.com|/pw'
+    await s.set({ ...part(other, []), base: other, path: '/pw' }, 60_000)
+    assert.deepEqual(await s.getVary(other), [])
+    assert.ok(await s.get(partialKey(other)))
+  })
+}
+
+test('through the gateway: a range miss whose 206 has another Vary than the stored complete entry leaves nothing more in L1', async () => {
+  const g = await startTestGateway(compressed('{ enabled: false }'))
+  try {
+    const text = 'abcdefghijklmnopqrstuvwxyz'
+    origin.on('/pv', (req, res) => {
+      const h = { 'cache-control': 'max-age=600', 'content-type': 'text/plain', etag: '"pv1"' }
+      if (req.headers.range === undefined) { res.writeHead(200, { ...h, vary: 'Accept-Language' }); res.end(text); return }
+      res.writeHead(206, { ...h, 'content-range': `bytes 0-9/${text.length}` }) // no Vary
+      res.end(text.slice(0, 10))
+    })
+    await fetchRaw(g.url, '/pv', { 'accept-language': 'en' })
+    await settle()
+    assert.equal((g.gw.cache.stats() as { memory: { entries: number } }).memory.entries, 1)
+    const r = await fetchRaw(g.url, '/pv', { 'accept-language': 'fr', range: 'bytes=0-9' })
+    assert.equal(r.status, 206)
+    assert.equal(r.body.toString(), text.slice(0, 10))
+    await settle()
+    assert.equal((g.gw.cache.stats() as { memory: { entries: number } }).memory.entries, 1, 'the part no lookup can find is not kept')
+    assert.equal((await fetchRaw(g.url, '/pv', { 'accept-language': 'en' })).body.toString(), text, 'the complete entry still answers')
+  } finally { await g.close() }
+})
