@@ -6,6 +6,10 @@
 // it; once the span covers the whole representation it is stored as a complete 200 entry, which
 // then answers plain requests and every range.
 //
+// Ranges are forwarded asking for identity (identityRangeHeaders): a range of a coded body could
+// be neither stored nor combined. A part whose Vary is not the stored complete entry's is not
+// stored (memory.ts, redis-store.ts): its key is not the one lookups compute.
+//
 // An origin that answers a range request with all of it (200) gets that response stored as a
 // complete entry, as any fill would be.
 //
@@ -20,6 +24,7 @@
 import { PassThrough, type Readable } from 'node:stream'
 import type { Headers, ProxyResponse, UpstreamRequest } from '../types.js'
 import { first } from '../compress/headers.js'
+import { pickEncoding } from '../compress/negotiate.js'
 import { ageMs, ownedConcat, type CacheEntry } from './entry.js'
 import type { Directives } from './directives.js'
 import { usability } from './freshness.js'
@@ -87,11 +92,32 @@ export function fromPartial (core: CacheCore, p: CacheEntry, route: CacheRoute, 
   return { status: 206, headers, body, cacheResult: result, cacheStatus: `sluice; hit; ttl=${ttlSeconds(p, now)}`, age: String(Math.floor(ageMs(p, now) / 1000)) }
 }
 
+/**
+ * The headers a range is forwarded with: the client's, asking for identity (RFC 9110 §12.5.3).
+ * A range of a coded representation (bytes of a gzip stream) could be neither stored nor
+ * combined with other parts, and identity is acceptable to every client that does not exclude
+ * it (`identity;q=0`, or `*;q=0` without identity): the range is that client's answer as well,
+ * as a fill's identity response is (fill.ts detached). A client that excludes identity keeps
+ * its own Accept-Encoding (its coded 206 passes through, not stored).
+ */
+export function identityRangeHeaders (rh: Headers): Headers {
+  const ae = first(rh['accept-encoding'])
+  if (ae !== undefined && pickEncoding(ae, IDENTITY, IDENTITY) === null) return rh
+  return { ...rh, 'accept-encoding': 'identity' }
+}
+const IDENTITY = ['identity'] as const
+
+/** No Content-Encoding, or one that names no coding (identity). */
+function uncoded (h: Headers): boolean {
+  const ce = first(h['content-encoding'])
+  return ce === undefined || ce.trim().toLowerCase() === 'identity'
+}
+
 /** What a range request that the cache could not answer needs to forward it and keep the 206. */
 export interface RangeMiss { route: CacheRoute; req: UpstreamRequest; base: string; path: string; reqD: Directives; fetch: Fetcher; stored: CacheEntry | undefined }
 
 /**
- * Forward a range request as the client sent it. A storable 206 with one known-length range
+ * Forward a range request as the client sent it, but for Accept-Encoding (identityRangeHeaders). A storable 206 with one known-length range
  * streams to the client while its bytes are collected, then is stored (combined with the
  * stored part when they share a strong validator and touch). Anything else passes through.
  */
@@ -102,7 +128,7 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
     if (completed !== null) return completed
   }
   const t0 = core.now()
-  const res = await m.fetch(req)
+  const res = await m.fetch({ ...req, headers: identityRangeHeaders(req.headers) })
   const t1 = core.now()
   const pass = (detail: string): ProxyResponse => { core.event(route.name, 'bypass'); return passedThrough(res, detail) }
   if (req.method !== 'GET' || res.body === null) return pass('RANGE')
@@ -113,10 +139,10 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
   const length = first(res.headers['content-length'])
   if (cr === null || (length !== undefined && Number(length) !== cr.end - cr.start + 1)) return pass('CONTENT-RANGE')
   if (cr.end - cr.start + 1 > core.config.memory.maxEntryBytes) return pass('TOO-LARGE')
-  // The range was forwarded with the client's Accept-Encoding: a range of a coded body (bytes of
-  // a gzip stream) is that client's only, and could not be combined with identity bytes.
-  const ce = first(res.headers['content-encoding'])
-  if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') return pass('CONTENT-ENCODING')
+  // A range of a coded body (bytes of a gzip stream: the client excluded identity, or the origin
+  // ignored Accept-Encoding: identity) is that client's only, and could not be combined with
+  // identity bytes.
+  if (!uncoded(res.headers)) return pass('CONTENT-ENCODING')
   // Judged as the complete response it belongs to (buildEntry's `part`).
   const why = storableFromHeaders(core, job, res, t0, t1, 200)
   if (why !== null) return pass(why)
@@ -183,7 +209,7 @@ async function missingBytes (core: CacheCore, writer: EntryWriter, m: RangeMiss,
   if (stored.body.length + size > core.config.memory.maxEntryBytes) return null
   // The part's validator as the origin sent it: a strong ETag, or else its Last-Modified.
   const ifRange = first(stored.headers.etag) ?? first(stored.headers['last-modified'])!
-  const sub: UpstreamRequest = { ...req, headers: { ...rh, range: `bytes=${missing.start}-${missing.end}`, 'if-range': ifRange } }
+  const sub: UpstreamRequest = { ...req, headers: { ...identityRangeHeaders(rh), range: `bytes=${missing.start}-${missing.end}`, 'if-range': ifRange } }
   const t0 = core.now()
   const res = await m.fetch(sub)
   const t1 = core.now()
@@ -203,7 +229,9 @@ async function missingBytes (core: CacheCore, writer: EntryWriter, m: RangeMiss,
   const cr = res.status === 206 ? parseContentRange(first(res.headers['content-range'])) : null
   const length = first(res.headers['content-length'])
   if (cr === null || cr.start !== missing.start || cr.end !== missing.end || cr.total !== span.total ||
-    (length !== undefined && Number(length) !== size) || strongValidator(fields) !== validator || res.body === null) {
+    (length !== undefined && Number(length) !== size) || strongValidator(fields) !== validator || res.body === null ||
+    // Coded bytes (an origin that ignored Accept-Encoding: identity) never go between identity bytes.
+    !uncoded(res.headers)) {
     // An error is the client's answer as well; anything else it cannot use as its range.
     if (res.status >= 400 && res.status !== 416) { core.event(route.name, 'bypass'); return passedThrough(res, 'RANGE') }
     discard(res.body as Readable | null)

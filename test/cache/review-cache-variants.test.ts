@@ -214,3 +214,79 @@ test('through the gateway: a range miss whose 206 has another Vary than the stor
     assert.equal((await fetchRaw(g.url, '/pv', { 'accept-language': 'en' })).body.toString(), text, 'the complete entry still answers')
   } finally { await g.close() }
 })
+
+// ---- 3. A range miss asks the origin for identity ---------------------------------------------
+
+/** An origin that cuts ranges of a gzip stream for gzip clients (as one that compresses before it cuts does), of identity bytes otherwise. */
+function codedRanges (text: string, etag: string) {
+  return (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+    const gz = /gzip/.test(String(req.headers['accept-encoding'] ?? ''))
+    const bytes = gz ? zlib.gzipSync(text) : Buffer.from(text)
+    const h: Record<string, string> = { 'cache-control': 'max-age=600', 'content-type': 'text/plain', etag: gz ? etag.slice(0, -1) + '-gz"' : etag, vary: 'Accept-Encoding', ...(gz ? { 'content-encoding': 'gzip' } : {}) }
+    const m = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ''))
+    if (m === null) { res.writeHead(200, h); res.end(bytes); return }
+    const start = Number(m[1]); const end = Math.min(Number(m[2]), bytes.length - 1)
+    res.writeHead(206, { ...h, 'content-range': `bytes ${start}-${end}/${bytes.length}` })
+    res.end(bytes.subarray(start, end + 1))
+  }
+}
+
+test('a range miss from a gzip client is forwarded with Accept-Encoding: identity, stored, and later ranges are answered from the part', async () => {
+  const g = await startTestGateway(compressed('{ enabled: false }'))
+  try {
+    const text = 'identity bytes of the resource, long enough to cut into a few ranges'
+    origin.on('/rg', codedRanges(text, '"rg1"'))
+    const a = await fetchRaw(g.url, '/rg', { 'accept-encoding': 'gzip', range: 'bytes=0-9' })
+    assert.equal(a.status, 206)
+    assert.equal(a.headers['content-encoding'], undefined)
+    assert.equal(a.body.toString(), text.slice(0, 10))
+    assert.equal(origin.seen.at(-1)?.headers['accept-encoding'], 'identity', 'the range asked for identity')
+    await settle()
+    const b = await fetchRaw(g.url, '/rg', { 'accept-encoding': 'gzip', range: 'bytes=2-5' })
+    assert.equal(b.status, 206)
+    assert.match(String(b.headers['cache-status']), /^sluice; hit/, 'answered from the stored part')
+    assert.equal(b.body.toString(), text.slice(2, 6))
+    assert.equal(origin.count('/rg'), 1)
+    // A range that runs past the part: the missing bytes are asked for in identity too.
+    const c = await fetchRaw(g.url, '/rg', { 'accept-encoding': 'gzip', range: 'bytes=5-19' })
+    assert.equal(c.status, 206)
+    assert.equal(c.body.toString(), text.slice(5, 20))
+    assert.equal(origin.seen.at(-1)?.headers.range, 'bytes=10-19')
+    assert.equal(origin.seen.at(-1)?.headers['accept-encoding'], 'identity')
+  } finally { await g.close() }
+})
+
+test('a range miss from a client that excludes identity keeps its Accept-Encoding (its coded 206 passes through, not stored)', async () => {
+  const g = await startTestGateway(compressed('{ enabled: false }'))
+  try {
+    const text = 'identity bytes of another resource, long enough to cut'
+    origin.on('/rx', codedRanges(text, '"rx1"'))
+    const a = await fetchRaw(g.url, '/rx', { 'accept-encoding': 'gzip, identity;q=0', range: 'bytes=0-9' })
+    assert.equal(a.status, 206)
+    assert.equal(origin.seen.at(-1)?.headers['accept-encoding'], 'gzip, identity;q=0')
+    assert.equal(a.headers['content-encoding'], 'gzip')
+    assert.match(String(a.headers['cache-status']), /detail=CONTENT-ENCODING/)
+  } finally { await g.close() }
+})
+
+test('the missing bytes of a stored part come back coded (an origin that ignores Accept-Encoding: identity): they are not put between identity bytes', async () => {
+  const g = await startTestGateway(compressed('{ enabled: false }'))
+  try {
+    const text = 'identity bytes of a third resource, long enough to cut'
+    origin.on('/rm', (req, res) => {
+      const h = { 'cache-control': 'max-age=600', 'content-type': 'text/plain', etag: '"rm1"' }
+      const m = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range))!
+      const start = Number(m[1]); const end = Number(m[2])
+      // Bytes 10.. come back gzip-coded (the same strong ETag: a misconfigured origin).
+      const coded = start === 10
+      res.writeHead(206, { ...h, ...(coded ? { 'content-encoding': 'gzip' } : {}), 'content-range': `bytes ${start}-${end}/${text.length}` })
+      res.end(coded ? Buffer.alloc(end - start + 1, 0x1f) : text.slice(start, end + 1))
+    })
+    assert.equal((await fetchRaw(g.url, '/rm', { range: 'bytes=0-9' })).body.toString(), text.slice(0, 10))
+    await settle()
+    const r = await fetchRaw(g.url, '/rm', { range: 'bytes=5-19' })
+    assert.equal(r.status, 206)
+    assert.equal(r.body.toString(), text.slice(5, 20), 'the client\'s own range was forwarded instead')
+    assert.deepEqual(origin.seen.filter((s) => s.url === '/rm').map((s) => s.headers.range), ['bytes=0-9', 'bytes=10-19', 'bytes=5-19'])
+  } finally { await g.close() }
+})
