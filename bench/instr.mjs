@@ -237,7 +237,7 @@ async function main () {
             for (const f of byFunction(dump, opts.requests, ev).slice(0, opts.byFunction)) console.log(`  ${f.per.toFixed(2).padStart(8)}  ${f.name.slice(0, 120)}`)
           }
         }
-        rmSync(`/tmp/perf-${vg.pid}.map`, { force: true })
+        if (!process.env.KEEP) rmSync(`/tmp/perf-${vg.pid}.map`, { force: true })
       }
     } catch (e) {
       vg.kill('SIGKILL')
