@@ -21,6 +21,13 @@ const RECOVERY_MS = 10_000
  */
 const now = (): number => performance.now()
 const MIN_FACTOR = 0.1
+/**
+ * A pause with less than this left is over: timers fire on the event loop's millisecond clock,
+ * which may run up to a millisecond ahead of performance.now(), so a request sent the moment a
+ * waiter's timer ended the pause otherwise found a fraction of a millisecond left and slept
+ * again (seen on Node 22).
+ */
+const TIMER_MS = 1
 
 export interface BudgetStatus {
   configured: boolean
@@ -70,7 +77,7 @@ export class UpstreamBudget {
     const cfg = this.cfg
     if (cfg === null || this.limiter === null) return 0
     const pause = this.pausedUntil - now()
-    if (pause > 0) {
+    if (pause >= TIMER_MS) {
       if (pause > cfg.maxQueueMs) throw this.reject(pause, this.limiter.usingLocal)
       return sleep(pause, signal).then(() => this.take(pause, cfg.maxQueueMs - pause, signal))
     }
@@ -106,7 +113,7 @@ export class UpstreamBudget {
   private afterWait (waited: number, signal?: AbortSignal): number | Promise<number> {
     const pause = this.pausedUntil - now()
     const cfg = this.cfg
-    if (pause > 0 && cfg !== null) {
+    if (pause >= TIMER_MS && cfg !== null) {
       if (waited + pause > cfg.maxQueueMs) this.unreserved(this.reject(pause, this.limiter?.usingLocal))
       return sleep(pause, signal).then(() => this.afterWait(waited + pause, signal), (err: unknown) => this.unreserved(err))
     }
