@@ -1,8 +1,9 @@
-// The docs tell the truth: generated references are fresh, and every error code, metric and
-// admin endpoint appears in the README.
+// The docs tell the truth: generated references are fresh, and every error code, metric,
+// admin endpoint and CLI command and option appears in the README.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { renderConfigReference, renderJsonSchema } from '../../src/config/reference.js'
 import { ERRORS } from '../../src/errors.js'
 import { createMetrics } from '../../src/observability/metrics.js'
@@ -29,8 +30,66 @@ test('every sluice_ metric is listed in the README', async () => {
   for (const n of names) assert.ok(readme.includes('`' + n + '`'), `${n} is missing from README.md`)
 })
 
-test('every admin endpoint is listed in the README', () => {
-  for (const ep of ['/healthz', '/readyz', '/metrics', '/admin/purge', '/admin/reload', '/admin/config', '/admin/upstreams']) {
-    assert.ok(readme.includes('`' + ep) || readme.includes(ep + '`') || readme.includes(' ' + ep), `${ep} missing`)
+/** The README's table under `## heading`: its rows (lines starting with `| `), header and separator left out. */
+function tableRows (heading: string): string[] {
+  const start = readme.indexOf('\n## ' + heading + '\n')
+  assert.ok(start >= 0, `README has a "## ${heading}" section`)
+  const end = readme.indexOf('\n## ', start + 1)
+  return readme.slice(start, end < 0 ? undefined : end).split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('|---')).slice(1)
+}
+
+/** Every .ts file under src/, as text. */
+function sources (dir = 'src'): string {
+  let out = ''
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name)
+    if (statSync(p).isDirectory()) out += sources(p)
+    else if (name.endsWith('.ts')) out += readFileSync(p, 'utf8') + '\n'
+  }
+  return out
+}
+
+test('every admin endpoint is listed in the README with its method', () => {
+  // The routes src/admin.ts registers (app.get('/x'), admin.post('/admin/y')), and the asset
+  // paths it registers in a loop.
+  const src = readFileSync('src/admin.ts', 'utf8')
+  const routes = [...src.matchAll(/\b(?:app|admin)\.(get|post|put|delete|patch)\('(\/[^']*)'/g)].map((m) => `${m[1].toUpperCase()} ${m[2]}`)
+  for (const m of src.matchAll(/\['(\/admin\/assets\/[^']+)'/g)) routes.push(`GET ${m[1]}`)
+  assert.ok(routes.length >= 13, `${routes.length} admin routes found in src/admin.ts`)
+  const rows = tableRows('Admin port')
+  for (const r of routes) {
+    assert.ok(rows.some((row) => row.split(' | ')[0].includes('`' + r)), `${r} is missing from the README's admin endpoint table`)
+  }
+})
+
+test('every CLI command and option is in the README, and the README names no other command', () => {
+  const src = readFileSync('src/cli.ts', 'utf8')
+  const usage = /const USAGE = `([\s\S]*?)`/.exec(src)?.[1] ?? ''
+  const commands = [...usage.matchAll(/^ {2}sluice ((?:\[run\])|[a-z]+(?: [a-z]+)?)(?= )/gm)].map((m) => m[1])
+  assert.ok(commands.length >= 7, `${commands.length} commands in the usage text`)
+  const rows = tableRows('Command line')
+  const documented = rows.map((row) => /^\| `sluice ((?:\[run\])|[a-z]+(?: diff)?)/.exec(row)?.[1]).filter((c) => c !== undefined)
+  for (const c of commands) assert.ok(documented.includes(c), `sluice ${c} is in the usage text but not in the README's command table`)
+  for (const c of documented) assert.ok(commands.includes(c!), `the README documents sluice ${c}, which the usage text does not list`)
+  // Every option parseArgs accepts, long and short, is named in the README's Command line section.
+  const options = /options: \{([\s\S]*?)\n {4}\}/.exec(src)?.[1] ?? ''
+  const section = readme.slice(readme.indexOf('\n## Command line\n'), readme.indexOf('\n## Configuration\n'))
+  for (const m of options.matchAll(/^\s+(\w+): \{[^}]*?(?:short: '(\w)')?[^}]*\}/gm)) {
+    assert.ok(section.includes('`--' + m[1]) || section.includes(' --' + m[1]), `--${m[1]} is not documented under "Command line"`)
+    if (m[2] !== undefined) assert.ok(section.includes('-' + m[2] + ' ') || section.includes('-' + m[2] + '`') || section.includes('-' + m[2] + ','), `-${m[2]} (--${m[1]}) is not documented under "Command line"`)
+  }
+})
+
+test('every log line the README says to alert on is one Sluice writes, at the level it says', () => {
+  const src = sources()
+  const rows = readme.split('\n').filter((l) => /^\| (warn|error|fatal) \| `/.test(l))
+  assert.ok(rows.length >= 10, `${rows.length} log lines listed`)
+  for (const row of rows) {
+    const [, level, msg] = /^\| (\w+) \| `([^`]+)`/.exec(row)!
+    // A message with an interpolated part is documented with <...> in its place.
+    const parts = msg.split(/<[^>]+>/).filter((p) => p.length > 0)
+    const call = new RegExp('\\.' + level + '\\([^\\n]*' + parts.map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^\\n]*'))
+    const note = level === 'warn' && src.includes('"level":40') && src.includes(parts[0])
+    assert.ok(call.test(src) || note, `"${msg}" is not a ${level} line in src/`)
   }
 })
