@@ -74,9 +74,12 @@ test('every CLI command and option is in the README, and the README names no oth
   // Every option parseArgs accepts, long and short, is named in the README's Command line section.
   const options = /options: \{([\s\S]*?)\n {4}\}/.exec(src)?.[1] ?? ''
   const section = readme.slice(readme.indexOf('\n## Command line\n'), readme.indexOf('\n## Configuration\n'))
-  for (const m of options.matchAll(/^\s+(\w+): \{[^}]*?(?:short: '(\w)')?[^}]*\}/gm)) {
-    assert.ok(section.includes('`--' + m[1]) || section.includes(' --' + m[1]), `--${m[1]} is not documented under "Command line"`)
-    if (m[2] !== undefined) assert.ok(section.includes('-' + m[2] + ' ') || section.includes('-' + m[2] + '`') || section.includes('-' + m[2] + ','), `-${m[2]} (--${m[1]}) is not documented under "Command line"`)
+  const names = [...options.matchAll(/^\s+(\w+): \{([^}]*)\}/gm)]
+  assert.ok(names.length >= 7, `${names.length} options found in src/cli.ts`)
+  for (const [, name, spec] of names) {
+    assert.ok(section.includes('`--' + name) || section.includes(' --' + name), `--${name} is not documented under "Command line"`)
+    const short = /short: '(\w)'/.exec(spec)?.[1]
+    if (short !== undefined) assert.match(section, new RegExp('(^|[\\s`(])-' + short + '[\\s`,)]'), `-${short} (--${name}) is not documented under "Command line"`)
   }
 })
 
