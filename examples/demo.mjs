@@ -1,5 +1,6 @@
 // `npm start`: the example origin on 127.0.0.1:3000 and Sluice on :8080 (admin :9901) with
-// config/sluice.yaml, in-memory defaults. Ctrl-C stops both.
+// config/sluice.yaml (or $SLUICE_CONFIG: the ports it names are printed), in-memory defaults.
+// Ctrl-C stops both.
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
@@ -17,8 +18,16 @@ const origin = spawn(process.execPath, [join(root, 'examples/origin.mjs')], { st
 const { NODE_FLAGS } = await import(join(root, 'dist/src/node-flags.js'))
 // The gateway reaches the origin where it was started (ORIGIN_PORT), unless ORIGIN_URL says otherwise.
 const gateway = spawn(process.execPath, [...NODE_FLAGS, cli, '--config', config], { stdio: 'inherit', env: { ...process.env, ORIGIN_URL: process.env.ORIGIN_URL ?? `http://127.0.0.1:${originPort}` } })
-const port = process.env.SLUICE_PORT ?? '8080'
-console.error(`\nSluice on http://localhost:${port} (try: curl -i http://localhost:${port}/api/products), admin on http://127.0.0.1:9901/metrics\n`)
+// The addresses as the config gives them (the gateway itself reports a config it cannot load).
+let port = '8080'; let admin = 'http://127.0.0.1:9901'
+try {
+  const { loadConfigFile } = await import(join(root, 'dist/src/config/load.js'))
+  const c = loadConfigFile(config, { ...process.env, ORIGIN_URL: process.env.ORIGIN_URL ?? `http://127.0.0.1:${originPort}` }).config
+  port = String(c.listen.port)
+  const h = c.admin.host === '0.0.0.0' ? '127.0.0.1' : c.admin.host === '::' ? '[::1]' : c.admin.host.includes(':') ? `[${c.admin.host}]` : c.admin.host
+  admin = `http://${h}:${c.admin.port}`
+} catch { /* the defaults above */ }
+console.error(`\nSluice on http://localhost:${port} (try: curl -i http://localhost:${port}/api/products), admin on ${admin}/metrics\n`)
 let stopping = false
 const stop = (code) => {
   if (stopping) return

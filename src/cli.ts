@@ -15,7 +15,7 @@ const USAGE = `usage:
   sluice [run] [--config FILE | FILE]     run the gateway (default: $SLUICE_CONFIG or config/sluice.yaml)
   sluice validate [--config FILE | FILE]  check a config file; prints each error with its line and key path
   sluice schema                    print the config's JSON Schema (for YAML editors)
-  sluice status                    summary of a running gateway (admin API)
+  sluice status [--json]           summary of a running gateway (admin API)
   sluice health                    exit 0 if the running gateway's /healthz answers 2xx, else 1
   sluice purge --key K | --prefix P | --tag T    purge the cache of a running gateway
   sluice config diff FILE          what a reload of FILE would change in the running gateway
