@@ -141,6 +141,14 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
       // at any other time, and the connection closes after it, as every answer in a drain does.
       out.shouldKeepAlive = false
     }
+    // The client left mid-body: its connection closed and the upstream request was aborted for
+    // it. Not a failure of the body (an SSE viewer closing a tab): a debug line, and the access
+    // line says SLUICE_ERR_CLIENT_CLOSED.
+    if (gone && (out.destroyed || out.socket?.destroyed === true || (err as { code?: string }).code === 'UND_ERR_ABORTED')) {
+      if (ctx !== null && ctx.errorCode === null) ctx.errorCode = 'SLUICE_ERR_CLIENT_CLOSED'
+      log?.debug({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'client closed the connection during the response body')
+      return undefined
+    }
     const mapped = mapUpstreamError(err, ctx?.route?.upstream.name ?? '', false)
     if (ctx !== null && ctx.errorCode === null) ctx.errorCode = mapped.code
     // Before any byte went, the client gets the error as a 502 instead (src/send.ts).

@@ -69,11 +69,18 @@ test('a client that stops reading stops the origin; when it reads again, every b
 })
 
 test('a client that goes away mid-body frees the upstream: the origin sees its response closed', async () => {
+  const from = gw.logs.length
   const res = await get('/big')
   await once(res, 'data')
   res.destroy()
   await until('the origin to see its response closed', () => originClosed)
   assert.ok(sent < TOTAL, 'the origin was read to the end for a client that had gone')
+  // A client leaving is not a failure of the body: no warn line (a warn alert would fire for
+  // every viewer that closes an SSE tab); its access line says SLUICE_ERR_CLIENT_CLOSED.
+  await until('the access line', () => gw.logs.slice(from).some((l) => l.msg === 'request' && l.url === '/big'))
+  const lines = gw.logs.slice(from)
+  assert.deepEqual(lines.filter((l) => Number(l.level) >= 40).map((l) => l.msg), [], 'a warn line for a client that left')
+  assert.equal(lines.find((l) => l.msg === 'request' && l.url === '/big')?.err, 'SLUICE_ERR_CLIENT_CLOSED')
 })
 
 test('an origin that dies mid-body cuts the client connection: the body never looks complete', async () => {
