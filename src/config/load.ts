@@ -61,16 +61,21 @@ export function pathToString (segments: readonly Segment[]): string {
 class Locator {
   constructor (private readonly doc: Document, private readonly lc: LineCounter, private readonly file: string) {}
 
-  /** The position of the deepest node that exists along `segments` (the key itself for a map entry). */
-  issue (segments: readonly Segment[], message: string): ConfigIssue {
+  /**
+   * The position of the deepest node that exists along `segments` (the key itself for a map
+   * entry whose value is a mapping or a list, else its value; `atKey`: the last key itself).
+   */
+  issue (segments: readonly Segment[], message: string, atKey = false): ConfigIssue {
     let node: unknown = this.doc.contents
     let pos = 0
-    for (const seg of segments) {
+    for (let i = 0; i < segments.length; i++) {
+      const seg = segments[i]
       if (isMap(node)) {
         const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg))
         if (!pair) break
         pos = (pair.key as YamlNode).range?.[0] ?? pos
         node = pair.value
+        if (atKey && i === segments.length - 1) break
         if (node && (node as YamlNode).range && !isMap(node) && !isSeq(node)) pos = (node as YamlNode).range![0]
       } else if (isSeq(node) && typeof seg === 'number' && node.items[seg]) {
         node = node.items[seg]
@@ -90,11 +95,12 @@ const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g
  * Returns the scalars that became numbers or booleans, with their text: where the schema wants
  * a string there (a numeric password or token), the text is put back.
  */
-function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: YamlNode, msg: string) => void): Map<YamlNode, string> {
+function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: YamlNode, msg: string) => void, written: Map<YamlNode, string>): Map<YamlNode, string> {
   const typed = new Map<YamlNode, string>()
   visit(doc, {
     Scalar (_key, node) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return
+      written.set(node, node.value)
       const out = node.value.replace(ENV_REF, (_m, name: string, hasDefault: string | undefined, def: string | undefined) => {
         const v = env[name]
         if (v !== undefined && v !== '') return v
@@ -144,11 +150,37 @@ function branchName (s: TSchema & Record<string, unknown>): string {
   return typeof s.type === 'string' ? s.type : 'another value'
 }
 
+/** Edit distance (insertions, deletions, substitutions), for "did you mean". */
+function distance (a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = cur
+  }
+  return prev[b.length]
+}
+
+/** The key of the mapping closest to a misspelt one (case ignored), if one is close enough. */
+export function closestKey (key: string, known: readonly string[]): string | null {
+  let best: string | null = null
+  let bestD = Infinity
+  for (const k of known) {
+    const d = distance(key.toLowerCase(), k.toLowerCase())
+    if (d < bestD) { best = k; bestD = d }
+  }
+  return best !== null && bestD <= Math.max(1, Math.floor(Math.min(key.length, best.length) / 3)) ? best : null
+}
+
 function describe (e: ValueError): string {
   const s = e.schema as TSchema & Record<string, unknown>
   const type = s.type === 'integer' ? 'integer' : s.type === 'number' ? 'number' : s.type
   switch (e.message) {
-    case 'Unexpected property': return 'unknown key'
+    case 'Unexpected property': {
+      const key = e.path.slice(e.path.lastIndexOf('/') + 1).replace(/~1/g, '/').replace(/~0/g, '~')
+      const near = s.properties !== null && typeof s.properties === 'object' ? closestKey(key, Object.keys(s.properties)) : null
+      return near === null ? 'unknown key' : `unknown key (did you mean ${near}?)`
+    }
     case 'Expected required property': return 'required key is missing'
   }
   if (Array.isArray(s.anyOf) && s.anyOf.every((x: TSchema) => 'const' in x)) {
@@ -169,7 +201,7 @@ function describe (e: ValueError): string {
   }
   if (type === 'string' && typeof s.pattern === 'string' && typeof e.value === 'string') return `${JSON.stringify(e.value)} does not match ${s.pattern}`
   if (type && typeof type === 'string') {
-    const got = Array.isArray(e.value) ? 'a list' : e.value === null ? 'null' : typeof e.value
+    const got = Array.isArray(e.value) ? 'a list' : e.value === null ? 'null' : type === 'boolean' && typeof e.value === 'string' && e.value.length <= 40 ? JSON.stringify(e.value) : typeof e.value
     if (e.message.startsWith('Expected')) return `expected ${type === 'array' ? 'a list' : type === 'object' ? 'a mapping' : type}, got ${got}`
   }
   return e.message.charAt(0).toLowerCase() + e.message.slice(1)
@@ -216,10 +248,13 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     issues.push({ file, line, col, path: err.code === 'DUPLICATE_KEY' ? pathAt(doc, err.pos[0]) : '', message: `YAML: ${err.message.split('\n')[0]}` })
   }
   if (issues.length) throw new ConfigError(issues)
+  /** Each scalar that held a ${VAR} reference, with its text as written. */
+  const written = new Map<YamlNode, string>()
   const typed = interpolate(doc, env, (node, message) => {
     const { line, col } = lc.linePos(node.range?.[0] ?? 0)
     issues.push({ file, line, col, path: nodePath(doc, node), message })
-  })
+  }, written)
+  const pointer = (node: YamlNode) => '/' + nodeSegments(doc, node).map((s) => String(s).replace(/~/g, '~0').replace(/\//g, '~1')).join('/')
   if (issues.length) throw new ConfigError(issues)
   let raw: unknown
   try {
@@ -235,18 +270,24 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   // A ${VAR} that made a number or a boolean where the schema wants a string (a numeric
   // password, a token of digits) is the variable's text.
   if (typed.size > 0) {
-    const texts = new Map([...typed].map(([node, text]) => ['/' + nodeSegments(doc, node).map((s) => String(s).replace(/~/g, '~0').replace(/\//g, '~1')).join('/'), text]))
+    const texts = new Map([...typed].map(([node, text]) => [pointer(node), text]))
     for (const e of Value.Errors(ConfigSchema, defaulted)) {
       const text = texts.get(e.path)
       if (text !== undefined && (e.schema as { type?: unknown }).type === 'string') setAt(defaulted, toSegments(e.path, defaulted), text)
     }
   }
   const seen = new Set<string>()
+  let refs: Map<string, string> | null = null
   for (const top of Value.Errors(ConfigSchema, defaulted)) {
     for (const e of unionErrors(top)) {
       if (seen.has(e.path)) continue // one message per key: the first is the most precise
       seen.add(e.path)
-      issues.push(loc.issue(toSegments(e.path, defaulted), describe(e)))
+      // A value that came from ${VAR}: the message says so (the file shows the reference, not the value).
+      refs ??= new Map([...written].map(([node, text]) => [pointer(node), text]))
+      const unknownKey = e.type === ValueErrorType.ObjectAdditionalProperties
+      const ref = unknownKey ? undefined : refs.get(e.path)
+      const message = describe(e) + (ref === undefined ? '' : ` (from ${ref})`)
+      issues.push(loc.issue(toSegments(e.path, defaulted), message, unknownKey))
     }
   }
   if (issues.length) throw new ConfigError(issues)

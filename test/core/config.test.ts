@@ -40,7 +40,7 @@ test('a minimal config loads with every default filled in', () => {
 
 test('an unknown key is an error that names the line, column and key path', () => {
   const out = issues(base.replace('    upstream: api', '    upstream: api\n    cachee: { enabled: true }'))
-  assert.deepEqual(out, ['test.yaml:8:5 routes[0].cachee: unknown key'])
+  assert.deepEqual(out, ['test.yaml:8:5 routes[0].cachee: unknown key (did you mean cache?)'])
 })
 
 test('a wrong type names the expected type and bound', () => {
@@ -175,7 +175,7 @@ test('`sluice schema` prints a JSON Schema', () => {
 
 test('a union names the wrong key inside a mapping, or lists what it accepts', () => {
   const yaml = base.replace('url: http://127.0.0.1:3000', 'targets: [{ url: "http://127.0.0.1:3000", wieght: 2 }]')
-  assert.deepEqual(issues(yaml), ['test.yaml:3:55 upstreams.api.targets[0].wieght: unknown key'])
+  assert.deepEqual(issues(yaml), ['test.yaml:3:47 upstreams.api.targets[0].wieght: unknown key (did you mean weight?)'])
   assert.deepEqual(issues('workers: two\n' + base), ['test.yaml:1:10 workers: expected "auto" or integer >= 1, got "two"'])
 })
 

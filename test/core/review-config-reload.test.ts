@@ -1,0 +1,51 @@
+// Config loading and hot reload as an operator meets them: error messages that point at the
+// mistake, a snapshot nothing can change, and file watching through symlinks and mid-save files.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import pino from 'pino'
+import { request } from 'undici'
+import { parseConfig, ConfigError, formatIssue } from '../../src/config/load.js'
+import { compile } from '../../src/config/compile.js'
+import { startGateway, type Gateway } from '../../src/main.js'
+import { startOrigin, type Origin } from '../helpers/origin.js'
+import { simpleConfig } from '../helpers/gateway.js'
+import { until } from '../helpers/wait.js'
+import { metric } from '../helpers/metrics.js'
+
+const base = `upstreams:
+  api:
+    url: http://127.0.0.1:3000
+routes:
+  - name: a
+    match: { pathPrefix: /api/ }
+    upstream: api
+`
+
+function issues (yaml: string, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    parseConfig(yaml, 'test.yaml', env)
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err))
+    return err.issues.map(formatIssue)
+  }
+  return []
+}
+
+test('an unknown key points at the key itself and suggests the close key name', () => {
+  assert.deepEqual(issues(base + '    timeoutMS: 5\n'), ['test.yaml:8:5 routes[0].timeoutMS: unknown key (did you mean timeoutMs?)'])
+  assert.deepEqual(issues(base + '    cache: { enabeld: true }\n'), ['test.yaml:8:14 routes[0].cache.enabeld: unknown key (did you mean enabled?)'])
+  assert.deepEqual(issues(base.replace('upstreams:', 'listne: { port: 1 }\nupstreams:')), ['test.yaml:1:1 listne: unknown key (did you mean listen?)'])
+  // Nothing close: no guess.
+  assert.deepEqual(issues(base + '    frobnicate: 1\n'), ['test.yaml:8:5 routes[0].frobnicate: unknown key'])
+})
+
+test('a value of the wrong type that came from ${VAR} names the reference; a boolean shows what it got', () => {
+  assert.deepEqual(issues(base + '    timeoutMs: ${TMO}\n', { TMO: 'abc' }), ['test.yaml:8:16 routes[0].timeoutMs: expected integer >= 1, got "abc" (from ${TMO})'])
+  assert.deepEqual(issues(base + '    websocket: ${WS:-yes}\n'), ['test.yaml:8:16 routes[0].websocket: expected boolean, got "yes" (from ${WS:-yes})'])
+  assert.deepEqual(issues(base + '    websocket: yes\n'), ['test.yaml:8:16 routes[0].websocket: expected boolean, got "yes"'])
+})
+
