@@ -35,6 +35,21 @@ export function deepFreeze<T> (o: T): T {
   return o
 }
 
+function refuse (): never { throw new TypeError('Cannot change a frozen config snapshot') }
+
+/** Object.freeze does not stop Set#add: its mutators are replaced by ones that throw (has() is untouched). */
+function freezeSet<T> (set: Set<T>): ReadonlySet<T> {
+  Object.defineProperties(set, { add: { value: refuse }, delete: { value: refuse }, clear: { value: refuse } })
+  return Object.freeze(set)
+}
+
+/** The trusted-proxy list, likewise: check() is untouched. */
+function freezeBlockList<T extends object | null> (bl: T): T {
+  if (bl === null) return bl
+  Object.defineProperties(bl, { addAddress: { value: refuse }, addRange: { value: refuse }, addSubnet: { value: refuse } })
+  return Object.freeze(bl)
+}
+
 function targetEntry (raw: string, weight: number): TargetEntry {
   const u = new URL(raw)
   return {
@@ -111,7 +126,7 @@ export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Re
       index,
       host: r.match.host,
       pathPrefix: r.match.pathPrefix,
-      methods: r.match.methods ? new Set(r.match.methods) : null,
+      methods: r.match.methods ? freezeSet(new Set(r.match.methods)) : null,
       upstream,
       timeoutMs: r.timeoutMs ?? config.defaults?.timeoutMs ?? upstream.config.timeoutMs,
       websocket: r.websocket,
@@ -133,8 +148,8 @@ export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Re
     config,
     routes,
     upstreams,
-    router: buildRouter(routes),
-    trust: compileTrust(config.listen.trustedProxies),
+    router: Object.freeze(buildRouter(routes)),
+    trust: freezeBlockList(compileTrust(config.listen.trustedProxies)),
     requestId: compileRequestId(config.requestId),
     listenTls
   }
@@ -142,5 +157,8 @@ export function compile (config: Config, raw: Obj, file: string, ca: Readonly<Re
   deepFreeze(config)
   for (const r of routes) { deepFreeze(r.cache); deepFreeze(r.compression); deepFreeze(r.rateLimit); deepFreeze(r.rewrite); deepFreeze(r.headerEdits); Object.freeze(r) }
   for (const u of Object.values(upstreams)) Object.freeze(u)
+  Object.freeze(routes)
+  Object.freeze(upstreams)
+  if (listenTls !== null) Object.freeze(listenTls)
   return Object.freeze(snap)
 }

@@ -49,3 +49,23 @@ test('a value of the wrong type that came from ${VAR} names the reference; a boo
   assert.deepEqual(issues(base + '    websocket: yes\n'), ['test.yaml:8:16 routes[0].websocket: expected boolean, got "yes"'])
 })
 
+test('nothing in a compiled snapshot can be changed: the routes list, the upstream map, a route\'s methods, the trusted proxies, the router', () => {
+  const yaml = base.replace('pathPrefix: /api/ }', 'pathPrefix: /api/, methods: [GET] }') + 'listen: { trustedProxies: [10.0.0.0/8] }\n'
+  const l = parseConfig(yaml, 'test.yaml', {})
+  const s = compile(l.config, l.raw, 'test.yaml', l.ca, l.listenTls ?? null)
+  const mutable = (s as unknown) as { routes: unknown[], upstreams: Record<string, unknown>, router: Record<string, unknown>, trust: { addAddress (a: string): void } }
+  assert.throws(() => mutable.routes.push(mutable.routes[0]))
+  assert.throws(() => { mutable.upstreams.other = mutable.upstreams.api })
+  assert.throws(() => { (s.routes[0].methods as Set<string>).add('DELETE') })
+  assert.throws(() => { (s.routes[0].methods as Set<string>).clear() })
+  assert.throws(() => mutable.trust.addAddress('192.0.2.1'))
+  assert.throws(() => { mutable.router.match = () => null })
+  assert.equal(s.routes.length, 1)
+  assert.deepEqual(Object.keys(s.upstreams), ['api'])
+  assert.deepEqual([...s.routes[0].methods!], ['GET'])
+  assert.equal(s.routes[0].methods!.has('GET'), true)
+  assert.equal(s.trust!.check('10.1.2.3', 'ipv4'), true)
+  assert.equal(s.trust!.check('192.0.2.1', 'ipv4'), false)
+  assert.equal(s.router.match('x', 'GET', '/api/1')?.name, 'a')
+})
+
