@@ -5,7 +5,7 @@
 // here throws, the prepared parts are discarded and nothing live has changed; (2) swap one
 // reference; (3) commit: install the new pools, retire the old ones, reconcile the guards
 // (steps that cannot fail). A file that fails changes nothing: the old snapshot keeps serving.
-import { watch, type FSWatcher } from 'node:fs'
+import { stat, statSync, watch, type FSWatcher, type Stats } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { loadConfigFile, parseConfig, ConfigError, formatIssue, type LoadedConfig } from './load.js'
@@ -58,6 +58,13 @@ export interface ReloaderDeps {
    */
   unchanged?: () => Promise<void>
   debounceMs?: number
+  /** How often the file is also stat()ed, for changes no directory event reports (symlinks to elsewhere). */
+  pollMs?: number
+}
+
+/** What the poll compares: a new inode (a rename or symlink swap), size or modification time. */
+function statKey (s: Stats): string {
+  return `${s.ino}:${s.size}:${s.mtimeMs}`
 }
 
 export class Reloader {
@@ -65,6 +72,9 @@ export class Reloader {
   private timer: NodeJS.Timeout | null = null
   private running: Promise<ReloadResult> | null = null
   lastError: string[] | null = null
+  /** statKey() of the config file when it was last read (or watched from). */
+  private seen = ''
+  private poll: NodeJS.Timeout | null = null
 
   constructor (private readonly deps: ReloaderDeps) {}
 
@@ -79,6 +89,17 @@ export class Reloader {
       const { holder, log, metrics, file } = this.deps
       const prev = holder.current()
       try {
+        if (text === undefined) {
+          let st: Stats | null = null
+          try { st = statSync(file) } catch {} // loadConfigFile reports a file it cannot read
+          if (st !== null) this.seen = statKey(st)
+          // An editor or a tool that truncates the file and then writes it: the empty file
+          // between the two is not a config with errors, and the write that follows reloads.
+          if (trigger === 'file' && st !== null && st.size === 0) {
+            log.warn({ trigger, version: prev.version }, 'config file is empty (a save in progress?); the previous config keeps serving until it is written')
+            return { ok: false, version: prev.version, changed: false, errors: [`${file}: the file is empty`] }
+          }
+        }
         const loaded = text === undefined ? loadConfigFile(file) : parseConfig(text, file)
         const next = compile(loaded.config, loaded.raw, file, loaded.ca, loaded.listenTls ?? null)
         if (next.version === prev.version) {
@@ -131,6 +152,16 @@ export class Reloader {
     } catch (err) {
       this.deps.log.warn({ err: (err as Error).message, dir }, 'cannot watch the config directory; use SIGHUP or POST /admin/reload')
     }
+    // The directory's events miss a file that is a symlink into another directory (edited
+    // there), or that sits under a symlinked directory that is swapped (a release symlink): the
+    // directory watched is where the links pointed at start. stat() follows the links now.
+    // Compared with the file as it was last read (fs.watchFile would compare with its own first
+    // stat, taken later: a change in between would never be seen).
+    try { this.seen = statKey(statSync(file)) } catch {}
+    this.poll = setInterval(() => {
+      stat(file, (err, st) => { if (!err && this.poll !== null && statKey(st) !== this.seen) this.schedule() })
+    }, this.deps.pollMs ?? 1000)
+    this.poll.unref()
   }
 
   private fileWatchers: FSWatcher[] = []
@@ -174,6 +205,7 @@ export class Reloader {
   }
 
   close (): void {
+    if (this.poll !== null) { clearInterval(this.poll); this.poll = null }
     for (const w of this.watchers) w.close()
     this.watchers = []
     for (const w of this.fileWatchers) w.close()

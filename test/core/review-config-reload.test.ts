@@ -69,3 +69,68 @@ test('nothing in a compiled snapshot can be changed: the routes list, the upstre
   assert.equal(s.router.match('x', 'GET', '/api/1')?.name, 'a')
 })
 
+let origin: Origin
+before(async () => { origin = await startOrigin() })
+after(async () => { await origin.close() })
+
+const POLL = { tries: 400, intervalMs: 25 }
+
+async function watching (file: string): Promise<{ gw: Gateway, logs: Record<string, unknown>[] }> {
+  const logs: Record<string, unknown>[] = []
+  const sink = new Writable({ write (c, _e, cb) { for (const l of String(c).split('\n')) if (l) logs.push(JSON.parse(l)); cb() } })
+  const gw = await startGateway({ configFile: file, log: pino({ level: 'info' }, sink), watch: true, proxyPort: 0, adminPort: 0 })
+  return { gw, logs }
+}
+
+function tempDir (t: { after (fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-review-reload-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+const withTimeout = (ms: number) => simpleConfig(origin.url).replace('timeoutMs: 2000', `timeoutMs: ${ms}`)
+
+test('a config file that is a symlink into another directory reloads when its target is edited there', async (t) => {
+  const dir = tempDir(t)
+  mkdirSync(join(dir, 'real'))
+  mkdirSync(join(dir, 'etc'))
+  writeFileSync(join(dir, 'real/sluice.yaml'), withTimeout(2000))
+  symlinkSync(join(dir, 'real/sluice.yaml'), join(dir, 'etc/sluice.yaml'))
+  const { gw, logs } = await watching(join(dir, 'etc/sluice.yaml'))
+  t.after(() => gw.close(100))
+  writeFileSync(join(dir, 'real/sluice.yaml'), withTimeout(3000))
+  await until('a reload after an edit of the symlink\'s target', () => gw.holder.current().config.upstreams.origin.timeoutMs === 3000, { ...POLL, detail: () => logs.map((l) => l.msg) })
+})
+
+test('a config file under a symlinked directory reloads when the directory symlink is swapped (a release symlink)', async (t) => {
+  const dir = tempDir(t)
+  mkdirSync(join(dir, 'r1'))
+  mkdirSync(join(dir, 'r2'))
+  writeFileSync(join(dir, 'r1/sluice.yaml'), withTimeout(2000))
+  writeFileSync(join(dir, 'r2/sluice.yaml'), withTimeout(3000))
+  symlinkSync('r1', join(dir, 'current'))
+  const { gw } = await watching(join(dir, 'current/sluice.yaml'))
+  t.after(() => gw.close(100))
+  symlinkSync('r2', join(dir, 'current.tmp'))
+  renameSync(join(dir, 'current.tmp'), join(dir, 'current'))
+  await until('a reload after the directory symlink swap', () => gw.holder.current().config.upstreams.origin.timeoutMs === 3000, POLL)
+  // and it keeps following: an edit in the new release
+  writeFileSync(join(dir, 'r2/sluice.yaml'), withTimeout(4000))
+  await until('a reload after an edit in the new directory', () => gw.holder.current().config.upstreams.origin.timeoutMs === 4000, POLL)
+})
+
+test('a file truncated and then written (a save in two writes): the empty file in between is not a failed reload; the write reloads', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'sluice.yaml')
+  writeFileSync(file, withTimeout(2000))
+  const { gw, logs } = await watching(file)
+  t.after(() => gw.close(100))
+  truncateSync(file)
+  await until('the empty file is noticed', () => logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('config file is empty')), POLL)
+  assert.equal(await metric(gw.adminUrl, 'sluice_config_reloads_total', { result: 'failure' }), 0)
+  const ready = await (await request(gw.adminUrl + '/readyz')).body.json() as { degraded: string[] }
+  assert.deepEqual(ready.degraded, [])
+  assert.equal(logs.some((l) => l.msg === 'config reload failed; the previous config keeps serving'), false)
+  writeFileSync(file, withTimeout(3000))
+  await until('the reload after the write', () => gw.holder.current().config.upstreams.origin.timeoutMs === 3000, POLL)
+})
