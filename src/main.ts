@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify'
 import { loadConfigFile, parseConfig } from './config/load.js'
 import { compile, type Snapshot } from './config/compile.js'
 import { SnapshotHolder, Reloader } from './config/reload.js'
-import { restartKeys } from './config/diff.js'
+import { listenNeedsRestart, restartKeys } from './config/diff.js'
 import { tlsFiles } from './config/tls-files.js'
 import { createLogger } from './observability/logger.js'
 import { createMetrics, type Metrics } from './observability/metrics.js'
@@ -174,8 +174,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
           if (opts.watch !== false) reloader.watchFiles(tlsFiles(next))
           tracing.configure(next.config.tracing)
           if (prev.config.log.level !== next.config.log.level) { log.info({ from: prev.config.log.level, to: next.config.log.level }, 'log level changed'); log.level = next.config.log.level }
-          const listenShape = (c: Snapshot['config']) => JSON.stringify({ ...c.listen, tls: c.listen.tls ? { minVersion: c.listen.tls.minVersion, client: c.listen.tls.caFile !== undefined } : null })
-          if (listenShape(prev.config) !== listenShape(next.config)) log.warn({ key: 'listen' }, 'a change to "listen" (other than the certificate files) takes effect at the next restart')
+          if (listenNeedsRestart(prev.config, next.config)) log.warn({ key: 'listen' }, 'a change to "listen" (other than the certificate files) takes effect at the next restart')
           for (const k of restartKeys(prev.config, next.config)) log.warn({ key: k }, `a change to "${k}" takes effect at the next restart`)
         }
       }

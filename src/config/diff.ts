@@ -48,6 +48,15 @@ export function diffSnapshots (prev: Snapshot, next: Snapshot): string[] {
 }
 
 /**
+ * Whether `listen` changed in a way a reload cannot apply: anything but listen.tls's files
+ * (a new pair, or a new client CA file, serves new connections at the reload).
+ */
+export function listenNeedsRestart (prev: Snapshot['config'], next: Snapshot['config']): boolean {
+  const shape = (c: Snapshot['config']) => JSON.stringify({ ...c.listen, tls: c.listen.tls ? { minVersion: c.listen.tls.minVersion, client: c.listen.tls.caFile !== undefined } : null })
+  return shape(prev) !== shape(next)
+}
+
+/**
  * The changed keys that are read once at start, so a reload cannot apply them: each gets a
  * warning. Everything else in the file applies at the reload. (`listen` is checked by the
  * gateway itself: its certificate files do reload.)

@@ -12,7 +12,7 @@ import { parseConfig, ConfigError, formatIssue } from '../../src/config/load.js'
 import { compile } from '../../src/config/compile.js'
 import { startGateway, type Gateway } from '../../src/main.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
-import { simpleConfig } from '../helpers/gateway.js'
+import { simpleConfig, startTestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
 import { metric } from '../helpers/metrics.js'
 
@@ -133,4 +133,24 @@ test('a file truncated and then written (a save in two writes): the empty file i
   assert.equal(logs.some((l) => l.msg === 'config reload failed; the previous config keeps serving'), false)
   writeFileSync(file, withTimeout(3000))
   await until('the reload after the write', () => gw.holder.current().config.upstreams.origin.timeoutMs === 3000, POLL)
+})
+
+test('POST /admin/reload of a changed listen port or admin port answers ok, and its warnings say the change waits for the restart (as the log does)', async (t) => {
+  const tg = await startTestGateway(simpleConfig(origin.url))
+  t.after(() => tg.close())
+  const { gw, logs } = tg
+  const port = (gw.proxy.server.address() as { port: number }).port
+  tg.write(simpleConfig(origin.url).replace('listen: { host: 127.0.0.1, port: 0 }', 'listen: { host: 127.0.0.1, port: 1 }').replace('admin: { host: 127.0.0.1, port: 0 }', 'admin: { host: 127.0.0.1, port: 2 }'))
+  const r = await request(gw.adminUrl + '/admin/reload', { method: 'POST' })
+  const body = await r.body.json() as { ok: boolean, diff: string[], warnings: string[] }
+  assert.equal(r.statusCode, 200)
+  assert.deepEqual(body.diff.sort(), ['~ admin', '~ listen'])
+  assert.deepEqual(body.warnings, [
+    'a change to "listen" (other than the certificate files) takes effect at the next restart',
+    'a change to "admin" takes effect at the next restart'
+  ])
+  assert.deepEqual(logs.filter((l) => typeof l.msg === 'string' && l.msg.endsWith('takes effect at the next restart')).map((l) => l.key), ['listen', 'admin'])
+  // Still serving on the port it started with.
+  assert.equal((gw.proxy.server.address() as { port: number }).port, port)
+  assert.equal((await request(tg.url + '/x')).statusCode, 200)
 })
