@@ -183,6 +183,24 @@ function describe (e: ValueError): string {
     }
     case 'Expected required property': return 'required key is missing'
   }
+  // Bounds of a list, a string or a mapping (their messages start with "Expected" too, and read
+  // "expected a list, got a list" as the type's would).
+  const n = (k: string) => s[k] as number
+  const count = (c: number, one: string, many: string) => `${c} ${c === 1 ? one : many}`
+  switch (e.type) {
+    case ValueErrorType.ArrayMinItems: return `expected at least ${count(n('minItems'), 'item', 'items')}, got ${Array.isArray(e.value) ? e.value.length : 0}`
+    case ValueErrorType.ArrayMaxItems: return `expected at most ${count(n('maxItems'), 'item', 'items')}, got ${Array.isArray(e.value) ? e.value.length : 0}`
+    case ValueErrorType.ArrayUniqueItems: {
+      // By position, not value: a list item may be a URL with a password.
+      const items = Array.isArray(e.value) ? e.value.map((v) => JSON.stringify(v)) : []
+      const dup = items.findIndex((v, i) => items.indexOf(v) !== i)
+      return dup === -1 ? 'expected unique items' : `expected unique items: [${dup}] repeats [${items.indexOf(items[dup])}]`
+    }
+    case ValueErrorType.StringMinLength: return n('minLength') === 1 ? 'expected a non-empty string' : `expected a string of at least ${count(n('minLength'), 'character', 'characters')}`
+    case ValueErrorType.StringMaxLength: return `expected a string of at most ${count(n('maxLength'), 'character', 'characters')}`
+    case ValueErrorType.ObjectMinProperties: return `expected at least ${count(n('minProperties'), 'key', 'keys')}`
+    case ValueErrorType.ObjectMaxProperties: return `expected at most ${count(n('maxProperties'), 'key', 'keys')}`
+  }
   if (Array.isArray(s.anyOf) && s.anyOf.every((x: TSchema) => 'const' in x)) {
     return `expected one of ${s.anyOf.map((x: TSchema) => JSON.stringify(x.const)).join(', ')}`
   }

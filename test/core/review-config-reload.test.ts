@@ -49,6 +49,13 @@ test('a value of the wrong type that came from ${VAR} names the reference; a boo
   assert.deepEqual(issues(base + '    websocket: yes\n'), ['test.yaml:8:16 routes[0].websocket: expected boolean, got "yes"'])
 })
 
+test('a list, string or mapping out of its bounds says which bound, not "expected a list, got a list"', () => {
+  assert.deepEqual(issues('upstreams: { api: { url: "http://127.0.0.1:3000" } }\nroutes: []\n'), ['test.yaml:2:1 routes: expected at least 1 item, got 0'])
+  assert.deepEqual(issues(base.replace('url: http://127.0.0.1:3000', 'targets: []')), ['test.yaml:3:5 upstreams.api.targets: expected at least 1 item, got 0'])
+  assert.deepEqual(issues(base.replace('pathPrefix: /api/ }', 'pathPrefix: /api/, methods: [GET, POST, GET] }')), ['test.yaml:6:33 routes[0].match.methods: expected unique items: [2] repeats [0]'])
+  assert.deepEqual(issues('redis: { cluster: { nodes: [""] } }\n' + base), ['test.yaml:1:29 redis.cluster.nodes[0]: expected a non-empty string'])
+})
+
 test('nothing in a compiled snapshot can be changed: the routes list, the upstream map, a route\'s methods, the trusted proxies, the router', () => {
   const yaml = base.replace('pathPrefix: /api/ }', 'pathPrefix: /api/, methods: [GET] }') + 'listen: { trustedProxies: [10.0.0.0/8] }\n'
   const l = parseConfig(yaml, 'test.yaml', {})
