@@ -22,7 +22,7 @@ import { SluiceError, rawError, errorBody, type ErrorCode } from '../errors.js'
 import { mapUpstreamError } from './errors.js'
 import { assignRequestId } from '../request-id.js'
 import { normalisePath, requestLimitError, headerLineCount } from '../stages/path.js'
-import { upstreamRequestHeaders, isHopByHop } from './headers.js'
+import { upstreamRequestHeaders, isHopByHop, connectionTokens } from './headers.js'
 import { rewritePath, editRequestHeaders } from './rewrite.js'
 import type { TargetRegistry } from './targets.js'
 import type { ClientLimitProvider } from '../stages/client-limit.js'
@@ -151,15 +151,44 @@ interface TunnelRequest {
 /** The Upgrade header (or :protocol) names WebSocket, alone or in a list (`websocket, foo/1`). */
 const WEBSOCKET_TOKEN = /(^|[\s,])websocket([\s,/]|$)/
 
+/** Fields that frame what follows a relayed head: the upstream's Connection naming them does not remove them. */
+const FRAMING = new Set(['upgrade', 'transfer-encoding', 'content-length'])
+
 /**
- * The upstream's 101 or refusal head with the request ID field added before its blank line
- * (HTTP/1.1 clients get the ID on every answer, as on any response), unless the upstream
- * already sent one.
+ * The upstream's 101 or refusal head for an HTTP/1.1 client (`head`: its text, Latin-1, without
+ * the blank line). Its fields go as the upstream wrote them, less the hop-by-hop ones and those
+ * its Connection names (RFC 9110 §7.6.1), as on any response. A 101 keeps its Upgrade and says
+ * `Connection: Upgrade`; a refusal keeps its Transfer-Encoding (its body is relayed with its
+ * chunked framing) and says `Connection: close`: the connection closes after it. The request
+ * ID field is added (HTTP/1.1 clients get the ID on every answer) unless the upstream sent one.
  */
-function withRequestId (head: Buffer, rid: { header: string }, id: string): Buffer {
-  const text = head.toString('latin1')
-  if (text.toLowerCase().includes('\r\n' + rid.header.toLowerCase() + ':')) return head
-  return Buffer.concat([head.subarray(0, head.length - 2), Buffer.from(`${rid.header}: ${id}\r\n\r\n`, 'latin1')])
+function relayHead (head: string, upgrade: boolean, rid: { header: string }, id: string): Buffer {
+  const lines = head.split('\r\n')
+  const named: string[] = []
+  for (let i = 1; i < lines.length; i++) {
+    const c = lines[i].indexOf(':')
+    if (c > 0 && lines[i].slice(0, c).trim().toLowerCase() === 'connection') named.push(...connectionTokens(lines[i].slice(c + 1)))
+  }
+  const out = [lines[0]]
+  const idName = rid.header.toLowerCase()
+  let hasId = false
+  let keep = true
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]
+    // A folded continuation line (obs-fold) goes with its field.
+    if (line.startsWith(' ') || line.startsWith('\t')) { if (keep) out.push(line); continue }
+    const c = line.indexOf(':')
+    const name = (c > 0 ? line.slice(0, c) : line).trim().toLowerCase()
+    keep = FRAMING.has(name)
+      ? name !== 'upgrade' || upgrade
+      : !isHopByHop(name) && !named.includes(name)
+    if (!keep) continue
+    if (name === idName) hasId = true
+    out.push(line)
+  }
+  out.push(upgrade ? 'Connection: Upgrade' : 'Connection: close')
+  if (!hasId) out.push(`${rid.header}: ${id}`)
+  return Buffer.from(out.join('\r\n') + '\r\n\r\n', 'latin1')
 }
 
 /**
@@ -540,11 +569,19 @@ export function handleUpgrade (deps: TunnelDeps, asRequest: (req: IncomingMessag
     // RFC 9112 §3.2, as for any request (gateway.ts): one Host line on HTTP/1.1.
     const hosts = hostLines(req.rawHeaders)
     const badHost = hosts > 1 || (hosts === 0 && req.httpVersion === '1.1') || (hosts === 1 && !HOST_VALUE.test(req.headers.host as string))
+    // A WebSocket handshake is a GET without a body (RFC 6455 §4.1). Node's parser does not read
+    // one here (its bytes would arrive in `head`, as the first WebSocket frames): an upstream
+    // that honours the Content-Length would wait for a body that only goes after its 101, and a
+    // chunked one would reach it as frames. So a body is refused (other upgrades with a chunked
+    // body are refused below, with the route's message).
+    const body = WEBSOCKET_TOKEN.test(protocol) && (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0)
     new Tunnel(deps, snap, {
       t0,
       reqId,
       clientMethod: req.method ?? 'GET',
-      invalid: badHost ? { code: 'SLUICE_ERR_BAD_REQUEST', message: 'An HTTP/1.1 request needs exactly one valid Host header' } : null,
+      invalid: badHost
+        ? { code: 'SLUICE_ERR_BAD_REQUEST', message: 'An HTTP/1.1 request needs exactly one valid Host header' }
+        : body ? { code: 'SLUICE_ERR_UPGRADE_REFUSED', message: 'A WebSocket handshake carries no body (Content-Length or Transfer-Encoding)' } : null,
       method: req.method ?? 'GET',
       url: req.url ?? '/',
       headers: req.headers,
@@ -559,15 +596,15 @@ export function handleUpgrade (deps: TunnelDeps, asRequest: (req: IncomingMessag
       early: head,
       started: () => (socket as Socket).bytesWritten > 0,
       reject: (e) => { socket.end(rawError(e, snap.requestId, reqId)) },
-      accept (_head, headBytes, rest) {
-        const head = withRequestId(headBytes, snap.requestId, reqId)
+      accept (text, _headBytes, rest) {
+        const head = relayHead(text, true, snap.requestId, reqId)
         socket.write(rest.length === 0 ? head : Buffer.concat([head, rest]))
         ;(socket as Socket).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS)
         return null
       },
-      // The upstream's answer as it came: its head, then its body with its own framing.
+      // The upstream's answer: its head (relayHead), then its body with its own framing.
       refuse (_fields, _status, headBytes) {
-        socket.write(withRequestId(headBytes, snap.requestId, reqId))
+        socket.write(relayHead(headBytes.toString('latin1', 0, headBytes.length - 4), false, snap.requestId, reqId))
         return null
       },
       rawBody: true,
@@ -597,11 +634,12 @@ function headFields (head: string): Array<[string, string]> {
   return out
 }
 
-/** Response fields the upstream sent that may go on to an HTTP/2 client: not hop-by-hop, not the handshake's own, not Content-Length. */
+/** Response fields the upstream sent that may go on to an HTTP/2 client: not hop-by-hop nor named by its Connection, not the handshake's own, not Content-Length. */
 function h2ResponseHeaders (fields: Array<[string, string]>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}
+  const named = fields.filter(([k]) => k === 'connection').flatMap(([, v]) => connectionTokens(v))
   for (const [k, v] of fields) {
-    if (isHopByHop(k) || k === 'content-length' || k === 'sec-websocket-accept') continue
+    if (isHopByHop(k) || named.includes(k) || k === 'content-length' || k === 'sec-websocket-accept') continue
     const prev = out[k]
     out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v]
   }
