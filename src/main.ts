@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify'
 import { loadConfigFile, parseConfig } from './config/load.js'
 import { compile, type Snapshot } from './config/compile.js'
 import { SnapshotHolder, Reloader } from './config/reload.js'
-import { listenNeedsRestart, restartKeys } from './config/diff.js'
+import { listenNeedsRestart, restartKeys, LISTEN_RESTART_WARNING } from './config/diff.js'
 import { tlsFiles } from './config/tls-files.js'
 import { createLogger } from './observability/logger.js'
 import { createMetrics, type Metrics } from './observability/metrics.js'
@@ -155,7 +155,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
           poolPlan.commit()
           reconcileResilience(next)
           checkDns(next, log)
-          // A new certificate pair (same listener shape) serves new connections from now on.
+          // A new certificate pair (same listener shape) serves new connections from now on, and
+          // so does a new listen.tls.minVersion (it lives in the same secure context: applying
+          // only the pair would also apply the version, whatever the log said about a restart).
           // Whether clients must present a certificate is fixed when the listener starts
           // (requestCert): a listener that asks for them keeps checking them against a CA until
           // the restart, so a reload that removed caFile keeps the CA installed (with none, Node
@@ -164,17 +166,17 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
           const nt = next.listenTls
           if (nt !== null && pt !== null) {
             const ca = nt.ca ?? liveClientCa
-            if (!nt.cert.equals(pt.cert) || !nt.key.equals(pt.key) || !(ca ?? Buffer.alloc(0)).equals(liveClientCa ?? Buffer.alloc(0))) {
+            if (!nt.cert.equals(pt.cert) || !nt.key.equals(pt.key) || nt.minVersion !== pt.minVersion || !(ca ?? Buffer.alloc(0)).equals(liveClientCa ?? Buffer.alloc(0))) {
               edgeOf(proxy).setTls({ ...nt, ca })
               liveClientCa = ca
-              log.info({ subject: nt.subject, validTo: nt.validTo }, 'TLS certificate reloaded for new connections')
+              log.info({ subject: nt.subject, validTo: nt.validTo, minVersion: nt.minVersion }, 'TLS certificate reloaded for new connections')
             }
           }
           // Only a process that watches (a cluster's primary watches for its workers).
           if (opts.watch !== false) reloader.watchFiles(tlsFiles(next))
           tracing.configure(next.config.tracing)
           if (prev.config.log.level !== next.config.log.level) { log.info({ from: prev.config.log.level, to: next.config.log.level }, 'log level changed'); log.level = next.config.log.level }
-          if (listenNeedsRestart(prev.config, next.config)) log.warn({ key: 'listen' }, 'a change to "listen" (other than the certificate files) takes effect at the next restart')
+          if (listenNeedsRestart(prev.config, next.config)) log.warn({ key: 'listen' }, LISTEN_RESTART_WARNING)
           for (const k of restartKeys(prev.config, next.config)) log.warn({ key: k }, `a change to "${k}" takes effect at the next restart`)
         }
       }

@@ -49,12 +49,16 @@ export function diffSnapshots (prev: Snapshot, next: Snapshot): string[] {
 
 /**
  * Whether `listen` changed in a way a reload cannot apply: anything but listen.tls's files
- * (a new pair, or a new client CA file, serves new connections at the reload).
+ * (a new pair, or a new client CA file, serves new connections at the reload) and
+ * tls.minVersion (set on the listener's secure context at the reload).
  */
 export function listenNeedsRestart (prev: Snapshot['config'], next: Snapshot['config']): boolean {
-  const shape = (c: Snapshot['config']) => JSON.stringify({ ...c.listen, tls: c.listen.tls ? { minVersion: c.listen.tls.minVersion, client: c.listen.tls.caFile !== undefined } : null })
+  const shape = (c: Snapshot['config']) => JSON.stringify({ ...c.listen, tls: c.listen.tls ? { client: c.listen.tls.caFile !== undefined, handshakeTimeoutMs: c.listen.tls.handshakeTimeoutMs } : null })
   return shape(prev) !== shape(next)
 }
+
+/** The warning (log line and POST /admin/reload answer) for a `listen` change that waits for the restart. */
+export const LISTEN_RESTART_WARNING = 'a change to "listen" (other than the certificate files and tls.minVersion) takes effect at the next restart'
 
 /**
  * The changed keys that are read once at start, so a reload cannot apply them: each gets a

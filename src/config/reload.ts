@@ -11,7 +11,7 @@ import type { Logger } from 'pino'
 import { loadConfigFile, parseConfig, ConfigError, formatIssue, type LoadedConfig } from './load.js'
 import { compile, type Snapshot } from './compile.js'
 import type { Metrics } from '../observability/metrics.js'
-import { diffSnapshots, listenNeedsRestart, restartKeys } from './diff.js'
+import { diffSnapshots, listenNeedsRestart, restartKeys, LISTEN_RESTART_WARNING } from './diff.js'
 
 export interface ReloadResult {
   ok: boolean
@@ -123,7 +123,7 @@ export class Reloader {
         log.info({ trigger, version: next.version, previous: prev.version, routes: next.routes.length, diff }, 'config reloaded')
         // The keys read only at start (each is logged by the commit): the answer says so too.
         const restart = [...(listenNeedsRestart(prev.config, next.config) ? ['listen'] : []), ...restartKeys(prev.config, next.config)]
-        const warnings = [...loaded.warnings, ...restart.map((k) => k === 'listen' ? 'a change to "listen" (other than the certificate files) takes effect at the next restart' : `a change to "${k}" takes effect at the next restart`)]
+        const warnings = [...loaded.warnings, ...restart.map((k) => k === 'listen' ? LISTEN_RESTART_WARNING : `a change to "${k}" takes effect at the next restart`)]
         return { ok: true, version: next.version, changed: true, warnings, diff }
       } catch (err) {
         metrics.configReloads.labels('failure').inc()

@@ -7,7 +7,7 @@ import { Strict, Ms, Bool } from '../config/types-helpers.js'
 export const ListenTlsSchema = Strict({
   certFile: Type.String({ minLength: 1, description: 'PEM certificate chain (leaf first) served on the proxy port' }),
   keyFile: Type.String({ minLength: 1, description: 'PEM private key of the certificate' }),
-  minVersion: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { default: 'TLSv1.2', description: 'Oldest TLS version accepted' }),
+  minVersion: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { default: 'TLSv1.2', description: 'Oldest TLS version accepted (a reload applies a change to new connections)' }),
   caFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA certificates for client-certificate authentication: with it, a client must present a certificate they signed' })),
   handshakeTimeoutMs: Ms(10000, 'A TLS handshake not finished in this time is dropped; so is an h2 connection whose first valid SETTINGS frame has not arrived by then', 1)
 }, { description: 'HTTPS on the proxy port. The pair is reloaded (for new connections) on SIGHUP, /admin/reload and when either file changes' })

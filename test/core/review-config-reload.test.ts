@@ -153,7 +153,7 @@ test('POST /admin/reload of a changed listen port or admin port answers ok, and 
   assert.equal(r.statusCode, 200)
   assert.deepEqual(body.diff.sort(), ['~ admin', '~ listen'])
   assert.deepEqual(body.warnings, [
-    'a change to "listen" (other than the certificate files) takes effect at the next restart',
+    'a change to "listen" (other than the certificate files and tls.minVersion) takes effect at the next restart',
     'a change to "admin" takes effect at the next restart'
   ])
   assert.deepEqual(logs.filter((l) => typeof l.msg === 'string' && l.msg.endsWith('takes effect at the next restart')).map((l) => l.key), ['listen', 'admin'])

@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer as createHttpServer, type ServerResponse } from 'node:http'
 import { connect as h2connect } from 'node:http2'
+import { connect as tlsConnect } from 'node:tls'
+import { writeFileSync } from 'node:fs'
 import { createServer as createNetServer, connect as netConnect, type AddressInfo, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
@@ -232,4 +234,33 @@ test('HTTP/2: a client that does not read a large streamed answer pauses the ups
   assert.ok(written < 64 * 1024 * 1024, `the origin wrote ${written} bytes to a client that reads nothing`)
   req.close()
   s.close()
+})
+
+/** Whether a TLS handshake at most `max` succeeds against the port. */
+async function handshakes (port: number, max: 'TLSv1.2' | 'TLSv1.3'): Promise<boolean> {
+  const sock = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, maxVersion: max })
+  return await new Promise<boolean>((resolve) => {
+    sock.once('secureConnect', () => { sock.destroy(); resolve(true) })
+    sock.once('error', () => { sock.destroy(); resolve(false) })
+  })
+}
+
+test('a reload that changes listen.tls.minVersion applies it to new connections, and says nothing of a restart; a changed handshakeTimeoutMs is logged as needing one', { timeout: 20000 }, async () => {
+  const conf = (min: string, hs = 10000): string => `listen:\n  tls: { certFile: "${certFile}", keyFile: "${keyFile}", minVersion: ${min}, handshakeTimeoutMs: ${hs} }\nupstreams:\n  api: { url: "http://127.0.0.1:1" }\nroutes:\n  - name: r\n    upstream: api\n`
+  const g = await startTestGateway(conf('TLSv1.2'))
+  try {
+    const port = Number(new URL(g.url).port)
+    assert.equal(await handshakes(port, 'TLSv1.2'), true)
+    g.write(conf('TLSv1.3'))
+    assert.equal((await g.gw.reloader.reload('test')).ok, true)
+    assert.equal(await handshakes(port, 'TLSv1.2'), false, 'a TLS 1.2 client is refused once minVersion is TLSv1.3')
+    assert.equal(await handshakes(port, 'TLSv1.3'), true)
+    const restartLines = (): unknown[] => g.logs.filter((l) => l.key === 'listen')
+    assert.deepEqual(restartLines(), [])
+    g.write(conf('TLSv1.3', 5000))
+    assert.equal((await g.gw.reloader.reload('test')).ok, true)
+    assert.equal(restartLines().length, 1)
+  } finally {
+    await g.close()
+  }
 })
