@@ -27,6 +27,8 @@ execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramg
 const originSockets = new Set<Socket>()
 /** Each handshake head the raw origin received, by path. */
 const heads = new Map<string, string>()
+/** The origin's socket of each handshake, by path. */
+const socketOf = new Map<string, Socket>()
 let connections = 0
 /** A raw origin: reads the handshake head and answers per path. */
 const origin = createNetServer((sock) => {
@@ -43,6 +45,7 @@ const origin = createNetServer((sock) => {
     const head = buf.toString('latin1', 0, end)
     const path = head.split(' ')[1]
     heads.set(path, head)
+    socketOf.set(path, sock)
     const key = /\r\nsec-websocket-key: (.*)/i.exec(head)?.[1] ?? ''
     const accept = createHash('sha1').update(key + WS_GUID).digest('base64')
     if (path.startsWith('/hop101')) {
@@ -263,4 +266,77 @@ test('a reload that changes listen.tls.minVersion applies it to new connections,
   } finally {
     await g.close()
   }
+})
+
+test('HTTP/2: a client that resets its stream mid-body aborts the upstream request', { timeout: 20000 }, async () => {
+  const s = h2connect(h2gw.url, { rejectUnauthorized: false })
+  s.on('error', () => {})
+  written = 0
+  const req = s.request({ ':path': '/bulk/cut' })
+  req.on('error', () => {})
+  await once(req, 'response')
+  await once(req, 'data')
+  const res = streamRes as ServerResponse
+  let closed = false
+  res.once('close', () => { closed = true })
+  req.close(0x8) // CANCEL
+  await until('the upstream request is aborted', () => closed)
+  s.close()
+})
+
+test('quiet tunnels outlive the listener\'s request, keep-alive and HTTP/2 idle timeouts (HTTP/1.1 cleartext and TLS, h2)', { timeout: 30000 }, async () => {
+  const routes = `server: { headersTimeoutMs: 300, requestTimeoutMs: 400, keepAliveTimeoutMs: 300, http2: { idleTimeoutMs: 300 } }
+upstreams:
+  api: { url: "http://127.0.0.1:${(origin.address() as AddressInfo).port}" }
+routes:
+  - name: ws
+    upstream: api
+`
+  const plain = await startTestGateway(routes)
+  const secure = await startTestGateway(`listen:\n  tls: { certFile: "${certFile}", keyFile: "${keyFile}" }\n  http2: true\n${routes}`)
+  try {
+    const frame = Buffer.from([0x81, 0x82, 1, 2, 3, 4, 0x68 ^ 1, 0x69 ^ 2])
+    const a = netConnect(Number(new URL(plain.url).port), '127.0.0.1')
+    const b = tlsConnect({ host: '127.0.0.1', port: Number(new URL(secure.url).port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+    const socks = [a, b] as Socket[]
+    for (const x of socks) { x.on('error', () => {}); x.write(handshake('/quiet')) }
+    for (const x of socks) assert.match(headOf((await readUntil(x, (d) => d.includes('\r\n\r\n'))).buf), /^HTTP\/1\.1 101 /)
+    const s = h2connect(secure.url, { rejectUnauthorized: false })
+    s.on('error', () => {})
+    const st = s.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/quiet', ':authority': new URL(secure.url).host, 'sec-websocket-version': '13' }, { endStream: false })
+    st.on('error', () => {})
+    assert.equal((await once(st, 'response'))[0][':status'], 200)
+    // Quiet for longer than every timeout of the listener (several checking intervals).
+    await new Promise((resolve) => setTimeout(resolve, 2500))
+    for (const x of socks) {
+      x.write(frame)
+      const got = await readUntil(x, (d) => d.length >= frame.length)
+      assert.deepEqual(got.buf.subarray(0, frame.length), frame)
+      x.destroy()
+    }
+    st.write(frame)
+    const [d] = await once(st, 'data')
+    assert.deepEqual(d, frame)
+    st.close()
+    s.close()
+  } finally {
+    await plain.close()
+    await secure.close()
+  }
+})
+
+test('a client that goes away mid-tunnel (HTTP/1.1 socket reset, h2 stream reset) closes the origin\'s socket too', { timeout: 20000 }, async () => {
+  const sock = await h1raw(handshake('/gone-h1'))
+  await readUntil(sock, (b) => b.includes('\r\n\r\n'))
+  const s = h2connect(h2gw.url, { rejectUnauthorized: false })
+  s.on('error', () => {})
+  const st = s.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/gone-h2', ':authority': new URL(h2gw.url).host, 'sec-websocket-version': '13' }, { endStream: false })
+  st.on('error', () => {})
+  await once(st, 'response')
+  const up = ['/gone-h1', '/gone-h2'].map((p) => socketOf.get(p) as Socket)
+  assert.ok(up.every((x) => x !== undefined && !x.closed))
+  sock.resetAndDestroy()
+  st.close(0x8)
+  await until('both origin sockets close', () => up.every((x) => x.closed))
+  s.close()
 })
