@@ -159,11 +159,14 @@ const FRAMING = new Set(['upgrade', 'transfer-encoding', 'content-length'])
  * the blank line). Its fields go as the upstream wrote them, less the hop-by-hop ones and those
  * its Connection names (RFC 9110 §7.6.1), as on any response. A 101 keeps its Upgrade and says
  * `Connection: Upgrade`; a refusal keeps its Transfer-Encoding (its body is relayed with its
- * chunked framing) and says `Connection: close`: the connection closes after it. The request
- * ID field is added (HTTP/1.1 clients get the ID on every answer) unless the upstream sent one.
+ * chunked framing) and says `Connection: close`: the connection closes after it (a 426 keeps
+ * its Upgrade too, which RFC 9110 §15.5.22 requires of it, and says `Connection: Upgrade, close`).
+ * The request ID field is added (HTTP/1.1 clients get the ID on every answer) unless the
+ * upstream sent one.
  */
-function relayHead (head: string, upgrade: boolean, rid: { header: string }, id: string): Buffer {
+function relayHead (head: string, switched: boolean, rid: { header: string }, id: string): Buffer {
   const lines = head.split('\r\n')
+  const upgrade = switched || /^HTTP\/1\.[01] 426\b/.test(lines[0])
   const named: string[] = []
   for (let i = 1; i < lines.length; i++) {
     const c = lines[i].indexOf(':')
@@ -186,7 +189,7 @@ function relayHead (head: string, upgrade: boolean, rid: { header: string }, id:
     if (name === idName) hasId = true
     out.push(line)
   }
-  out.push(upgrade ? 'Connection: Upgrade' : 'Connection: close')
+  out.push(switched ? 'Connection: Upgrade' : upgrade ? 'Connection: Upgrade, close' : 'Connection: close')
   if (!hasId) out.push(`${rid.header}: ${id}`)
   return Buffer.from(out.join('\r\n') + '\r\n\r\n', 'latin1')
 }

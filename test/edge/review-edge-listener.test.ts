@@ -53,6 +53,10 @@ const origin = createNetServer((sock) => {
       sock.on('data', (x: Buffer) => sock.write(x))
       return
     }
+    if (path.startsWith('/refuse-426')) {
+      sock.write('HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n')
+      return
+    }
     if (path.startsWith('/refuse-keepalive')) {
       sock.write('HTTP/1.1 403 Forbidden\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: internal\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nnope!')
       return
@@ -162,6 +166,13 @@ test('a refusal relayed to an HTTP/1.1 client says Connection: close (the gatewa
   assert.doesNotMatch(head, /keep-alive/)
   assert.doesNotMatch(head, /x-hop/)
   assert.equal(buf.subarray(buf.indexOf('\r\n\r\n') + 4).toString(), 'nope!')
+  // A 426 keeps the Upgrade it must carry (RFC 9110 §15.5.22), and names it in Connection.
+  const s426 = await h1raw(handshake('/refuse-426'))
+  const h426 = headOf((await readUntil(s426, () => false)).buf).toLowerCase()
+  assert.match(h426, /^http\/1\.1 426 /)
+  assert.match(h426, /\r\nupgrade: websocket/)
+  assert.match(h426, /\r\nsec-websocket-version: 13/)
+  assert.match(h426, /\r\nconnection: upgrade, close(\r|$)/)
 })
 
 test('HTTP/2: the 101 and a refusal lose the fields the upstream\'s Connection names', { timeout: 20000 }, async () => {
