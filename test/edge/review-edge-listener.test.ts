@@ -351,3 +351,28 @@ test('a client that goes away mid-tunnel (HTTP/1.1 socket reset, h2 stream reset
   await until('both origin sockets close', () => up.every((x) => x.closed))
   s.close()
 })
+
+test('after a certificate reload the h2 listener still offers h2 by ALPN (and HTTP/1.1), with the new certificate', { timeout: 20000 }, async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-edge-reload-'))
+  const pair = (cn: string): unknown => execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(d, 'k.pem'), '-out', join(d, 'c.pem'), '-subj', `/CN=${cn}`, '-days', '2'], { stdio: 'ignore' })
+  pair('first')
+  const g = await startTestGateway(`listen:\n  tls: { certFile: "${join(d, 'c.pem')}", keyFile: "${join(d, 'k.pem')}" }\n  http2: true\nupstreams:\n  api: { url: "http://127.0.0.1:${(bulkOrigin.address() as AddressInfo).port}" }\nroutes:\n  - name: r\n    upstream: api\n`)
+  const port = Number(new URL(g.url).port)
+  const negotiate = async (alpn: string[]): Promise<{ proto: string | false | null, cn: string }> => {
+    const sock = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: alpn })
+    await once(sock, 'secureConnect')
+    const out = { proto: sock.alpnProtocol, cn: String(sock.getPeerCertificate().subject.CN) }
+    sock.destroy()
+    return out
+  }
+  try {
+    assert.deepEqual(await negotiate(['h2', 'http/1.1']), { proto: 'h2', cn: 'first' })
+    pair('second')
+    assert.equal((await g.gw.reloader.reload('test')).ok, true)
+    assert.deepEqual(await negotiate(['h2', 'http/1.1']), { proto: 'h2', cn: 'second' })
+    assert.deepEqual(await negotiate(['http/1.1']), { proto: 'http/1.1', cn: 'second' })
+  } finally {
+    await g.close()
+    rmSync(d, { recursive: true, force: true })
+  }
+})
