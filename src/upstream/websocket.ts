@@ -110,8 +110,8 @@ interface TunnelClient {
   started (): boolean
   /** Answer with a Sluice error (its status, body and extra headers); no tunnel. */
   reject (e: SluiceError): void
-  /** The upstream agreed (101): `head` is its response head as text, `rest` the bytes after it. Not null: the handshake is not valid for this client (Sluice answers that error). */
-  accept (head: string, headBytes: Buffer, rest: Buffer): { code: ErrorCode, message: string } | null
+  /** The upstream agreed (101): `head` is its response head as text (Latin-1, without the blank line), `rest` the bytes after it. Not null: the handshake is not valid for this client (Sluice answers that error). */
+  accept (head: string, rest: Buffer): { code: ErrorCode, message: string } | null
   /**
    * The upstream refused with `status`: send the client that answer's head (`fields` parsed,
    * `headBytes` as received; `length`: its Content-Length, null when it has none). The body
@@ -416,7 +416,7 @@ class Tunnel {
         if (this.attempt !== null) { Tracing.endAttempt(this.attempt, st); this.attempt = null }
         // 101 with or without a reason phrase (RFC 9112 §4: it may be empty, and the space too).
         if (st === 101 && text.startsWith('HTTP/1.1 ')) {
-          const refusal = client.accept(text, buf.subarray(0, end + 4), buf.subarray(end + 4))
+          const refusal = client.accept(text, buf.subarray(end + 4))
           if (refusal !== null) { failed(refusal.code, refusal.message); return }
           this.result = 'opened'; this.status = client.proto === 'h2' ? 200 : 101; this.err = undefined
           phase = 'open'
@@ -599,7 +599,7 @@ export function handleUpgrade (deps: TunnelDeps, asRequest: (req: IncomingMessag
       early: head,
       started: () => (socket as Socket).bytesWritten > 0,
       reject: (e) => { socket.end(rawError(e, snap.requestId, reqId)) },
-      accept (text, _headBytes, rest) {
+      accept (text, rest) {
         const head = relayHead(text, true, snap.requestId, reqId)
         socket.write(rest.length === 0 ? head : Buffer.concat([head, rest]))
         ;(socket as Socket).setKeepAlive?.(true, TUNNEL_KEEPALIVE_MS)
@@ -708,7 +708,7 @@ export function handleH2Connect (deps: TunnelDeps, stream: ServerHttp2Stream, he
     extraHeaders: { 'sec-websocket-key': key, 'sec-websocket-version': typeof headers['sec-websocket-version'] === 'string' ? headers['sec-websocket-version'] : '13' },
     started: () => stream.headersSent,
     reject,
-    accept (head, _headBytes, rest) {
+    accept (head, rest) {
       const fields = headFields(head)
       const accept = fields.find(([k]) => k === 'sec-websocket-accept')?.[1]
       if (accept !== createHash('sha1').update(key + WS_GUID).digest('base64')) {
