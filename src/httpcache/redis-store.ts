@@ -9,6 +9,7 @@ import type { CacheEntry } from './entry.js'
 import { encodeEntry, decodeEntry } from './entry.js'
 import { matches, PURGE_LOG_MS, type SharedEntryStore, type LeaseResult, type Purge, type PurgeLogRead, type PurgeSelector } from './store.js'
 
+/** The default most members of a tag set (the constructor's maxTagMembers). */
 const MAX_TAG_MEMBERS = 10_000
 /** The most purges the log keeps (the newest). */
 const PURGE_LOG_MAX = 10_000
@@ -112,8 +113,14 @@ export class RedisStore implements SharedEntryStore {
     private readonly prefix: string,
     private readonly onError: (op: string, err: Error) => void,
     /** false while Redis is marked down (RedisHandle.up): lookups are misses, leases and writes are skipped, with no command sent. */
-    private readonly available: () => boolean = () => true
-  ) {}
+    private readonly available: () => boolean = () => true,
+    opts: { maxTagMembers?: number } = {}
+  ) {
+    this.maxTagMembers = opts.maxTagMembers ?? MAX_TAG_MEMBERS
+  }
+
+  /** The most members of a tag set (tests lower it to overflow one cheaply). */
+  private readonly maxTagMembers: number
 
   /** The hash tag of a base key: its digest, so any URL (braces included) maps to one slot. */
   private slot (base: string): string { return '{' + createHash('sha1').update(base).digest('base64url').slice(0, 12) + '}' }
@@ -208,22 +215,23 @@ export class RedisStore implements SharedEntryStore {
   }
 
   /**
-   * Add a record key to a tag set, bounded to MAX_TAG_MEMBERS. When the set is full, members
+   * Add a record key to a tag set, bounded to maxTagMembers. When the set is full, members
    * whose entries are gone (expired, or purged by key or prefix) are dropped first, from a sample;
    * only if the sample holds none is a live member dropped: a purge by tag then misses it, and its
    * entry expires on its own.
    */
   private async tag (tk: string, rk: string, ttl: number): Promise<void> {
-    const sample = await this.redis.eval(TAG_SCRIPT, 1, tk, rk, ttl, MAX_TAG_MEMBERS, TAG_SAMPLE, '0')
+    const cap = this.maxTagMembers
+    const sample = await this.redis.eval(TAG_SCRIPT, 1, tk, rk, ttl, cap, TAG_SAMPLE, '0')
     if (!Array.isArray(sample)) return
     const exists = await Promise.all((sample as string[]).map(async (k) => await this.redis.exists(k)))
     const gone = (sample as string[]).filter((_, i) => exists[i] === 0)
-    await this.redis.eval(TAG_SCRIPT, 1, tk, rk, ttl, MAX_TAG_MEMBERS, TAG_SAMPLE, '1', ...gone)
+    await this.redis.eval(TAG_SCRIPT, 1, tk, rk, ttl, cap, TAG_SAMPLE, '1', ...gone)
     // A gone key stored again between its EXISTS and the SREM above was added back by that
     // set() before the SREM, and is now missing from the set: add it back.
     const back = await Promise.all(gone.map(async (k) => await this.redis.pttl(k)))
     for (let i = 0; i < gone.length; i++) {
-      if (back[i] > 0) await this.redis.eval(TAG_SCRIPT, 1, tk, gone[i], Math.max(back[i], 60_000), MAX_TAG_MEMBERS, TAG_SAMPLE, '1')
+      if (back[i] > 0) await this.redis.eval(TAG_SCRIPT, 1, tk, gone[i], Math.max(back[i], 60_000), cap, TAG_SAMPLE, '1')
     }
   }
 
