@@ -1,7 +1,8 @@
 // L2: Redis, shared by every replica. Per base key (one URL): one binary record per variant
 // (entry.ts), a small Vary record, and an index of its variants, all under one hash tag so they
 // share a Redis Cluster slot and are written and invalidated atomically without any SCAN.
-// Per tag: a bounded set of entry keys. Every command has the client's short timeout; an error
+// Per tag: a bounded set of entry keys, and (tagPurges) when the tag was last purged, so an
+// entry a full set no longer lists is still purged when read. Every command has the client's short timeout; an error
 // is reported and treated as a miss (the caller never fails a request).
 import { createHash, randomUUID } from 'node:crypto'
 import type { Redis, Cluster } from 'ioredis'
@@ -11,6 +12,10 @@ import { matches, PURGE_LOG_MS, type SharedEntryStore, type LeaseResult, type Pu
 
 /** The default most members of a tag set (the constructor's maxTagMembers). */
 const MAX_TAG_MEMBERS = 10_000
+/** The most tags whose last purge is remembered, in each process and in Redis (the newest). */
+export const MAX_TAG_PURGES = 10_000
+/** Replicas' clocks are assumed this close (as writer.ts assumes for the purge log). */
+const CLOCK_SKEW_MS = 1000
 /** The most purges the log keeps (the newest). */
 const PURGE_LOG_MAX = 10_000
 /** Members of a full tag set checked for entries that are gone, per add. */
@@ -121,6 +126,18 @@ export class RedisStore implements SharedEntryStore {
 
   /** The most members of a tag set (tests lower it to overflow one cheaply). */
   private readonly maxTagMembers: number
+  /**
+   * When each tag was last purged (ms since the epoch; insertion order is about purge order):
+   * the newest MAX_TAG_PURGES tags. A tag set is bounded, so a purge by tag may not reach every
+   * L2 record with the tag (tag()); such a record, read by any replica, is recognised here by
+   * its own tags and time, answered as a miss and deleted. Fed by this process's purges, those
+   * it hears of (notePurge: the purge bus; purgedSince: the purge log) and, once at start and
+   * after a loss the purge log cannot cover, the tag purge record in Redis (tpk).
+   */
+  private readonly tagPurges = new Map<string, number>()
+  /** The tag purge record in Redis has been read (loadTagPurges); a read in flight. */
+  private tagsLoaded = false
+  private tagsLoading: Promise<void> | null = null
 
   /** The hash tag of a base key: its digest, so any URL (braces included) maps to one slot. */
   private slot (base: string): string { return '{' + createHash('sha1').update(base).digest('base64url').slice(0, 12) + '}' }
@@ -134,6 +151,8 @@ export class RedisStore implements SharedEntryStore {
   private lk (key: string): string { return `${this.prefix}${this.keySlot(key)}l:${key}` }
   /** The purge log: a sorted set of this prefix's recent purges, scored by when they began. */
   private plk (): string { return `${this.prefix}purges` }
+  /** The tag purge record: a sorted set of the newest MAX_TAG_PURGES purged tags, scored by their last purge. */
+  private tpk (): string { return `${this.prefix}tagpurges` }
   /** This replica's name in the purge log (its own purges are watched in process: core.ts). */
   private readonly self = randomUUID()
 
@@ -166,10 +185,19 @@ export class RedisStore implements SharedEntryStore {
   async get (key: string): Promise<CacheEntry | undefined> {
     if (!this.available()) return undefined
     try {
-      const buf = await this.redis.getBuffer(this.rk(key))
+      if (!this.tagsLoaded) await this.loadTagPurges()
+      const rk = this.rk(key)
+      const buf = await this.redis.getBuffer(rk)
       if (!buf) return undefined
       try {
-        return decodeEntry(buf)
+        const e = decodeEntry(buf)
+        if (e !== undefined && this.tagPurges.size !== 0 && e.tags.length !== 0 && this.tagPurged(e)) {
+          // A purge by one of its tags missed it (its tag set was full): it is gone. Best effort:
+          // a newer fill stored under the key meanwhile goes too, and fills again.
+          this.redis.del(rk).catch((err: Error) => this.onError('cache_delete', err))
+          return undefined
+        }
+        return e
       } catch (err) {
         // A record that does not decode is this key's problem, not Redis's: counted, a miss.
         this.onError('cache_get', Object.assign(err as Error, { code: 'SLUICE_L2_CORRUPT' }))
@@ -179,6 +207,52 @@ export class RedisStore implements SharedEntryStore {
       this.onError('cache_get', err as Error)
       return undefined
     }
+  }
+
+  /**
+   * Was one of the entry's tags purged after its fill began? The margin is the purge log's
+   * (writer.ts): a fill that began up to CLOCK_SKEW_MS after a purge by the clocks counts, as
+   * its L2 write is then deleted after it lands anyway.
+   */
+  private tagPurged (e: CacheEntry): boolean {
+    for (const t of e.tags) {
+      const at = this.tagPurges.get(t)
+      if (at !== undefined && at >= e.requestTime - CLOCK_SKEW_MS) return true
+    }
+    return false
+  }
+
+  /** Remember a purge by tag ran at `at` (the newest MAX_TAG_PURGES tags are kept). */
+  private noteTag (tag: string, at: number): void {
+    const had = this.tagPurges.get(tag)
+    if (had !== undefined) {
+      if (had >= at) return
+      this.tagPurges.delete(tag) // moved to the end: the newest
+    }
+    this.tagPurges.set(tag, at)
+    if (this.tagPurges.size > MAX_TAG_PURGES) this.tagPurges.delete(this.tagPurges.keys().next().value!)
+  }
+
+  /** Another replica's purge, heard on the purge bus now: a purge by tag is remembered (tagPurged). */
+  notePurge (p: Purge): void {
+    if ('tag' in p && typeof p.tag === 'string') this.noteTag(p.tag, Date.now())
+  }
+
+  /**
+   * Read the tag purge record (once, and again after a loss of purge messages the log cannot
+   * cover). A read that fails is reported and tried again by the next get.
+   */
+  private async loadTagPurges (): Promise<void> {
+    this.tagsLoading ??= (async () => {
+      try {
+        const r = await this.redis.zrange(this.tpk(), 0, -1, 'WITHSCORES')
+        for (let i = 0; i + 1 < r.length; i += 2) this.noteTag(r[i], Number(r[i + 1]))
+        this.tagsLoaded = true
+      } catch (err) {
+        this.onError('cache_get', err as Error)
+      } finally { this.tagsLoading = null }
+    })()
+    await this.tagsLoading
   }
 
   async getVary (base: string): Promise<string[] | undefined> {
@@ -217,8 +291,8 @@ export class RedisStore implements SharedEntryStore {
   /**
    * Add a record key to a tag set, bounded to maxTagMembers. When the set is full, members
    * whose entries are gone (expired, or purged by key or prefix) are dropped first, from a sample;
-   * only if the sample holds none is a live member dropped: a purge by tag then misses it, and its
-   * entry expires on its own.
+   * only if the sample holds none is a live member dropped: a purge by tag then does not delete
+   * it, and it is found purged when read instead (tagPurged), and deleted then.
    */
   private async tag (tk: string, rk: string, ttl: number): Promise<void> {
     const cap = this.maxTagMembers
@@ -251,7 +325,7 @@ export class RedisStore implements SharedEntryStore {
    * slot in a cluster); a command that failed inside it fails the purge as a failed round trip
    * would.
    */
-  private async logPurge (p: Purge): Promise<void> {
+  private async logPurge (p: Purge): Promise<number> {
     const now = Date.now()
     const log = this.plk()
     const replies = await this.redis.multi()
@@ -262,6 +336,7 @@ export class RedisStore implements SharedEntryStore {
       .exec()
     if (replies === null) throw new Error('the purge log transaction was aborted')
     for (const [err] of replies) if (err !== null) throw err
+    return now
   }
 
   async invalidate (base: string): Promise<number> {
@@ -277,8 +352,16 @@ export class RedisStore implements SharedEntryStore {
 
   async purge (sel: PurgeSelector): Promise<number> {
     try {
-      await this.logPurge(sel)
+      const at = await this.logPurge(sel)
       if (sel.tag !== undefined) {
+        // Remembered here and in Redis before anything is deleted: a record its tag set no longer
+        // lists is then a miss for this replica, for the others (the purge bus, the purge log) and
+        // for one that starts later (loadTagPurges). One key: one slot, one transaction.
+        this.noteTag(sel.tag, at)
+        const tp = this.tpk()
+        const replies = await this.redis.multi().zadd(tp, at, sel.tag).zremrangebyrank(tp, 0, -MAX_TAG_PURGES - 1).exec()
+        if (replies === null) throw new Error('the tag purge record transaction was aborted')
+        for (const [err] of replies) if (err !== null) throw err
         // Members leave the set only once their entries are deleted: a purge that fails partway
         // (an error, a timeout) leaves the rest listed, and a retry finds and deletes them. The
         // set goes away with its last member; a key added meanwhile stays listed.
@@ -331,7 +414,8 @@ export class RedisStore implements SharedEntryStore {
       if (size >= PURGE_LOG_MAX && oldest.length === 2 && Number(oldest[1]) >= from) {
         // Whatever was trimmed may have named anything: a purge of everything stands for it.
         out.push({ sel: { prefix: '' }, at: from, gap: true })
-      }
+        this.tagsLoaded = false // purges by tag among them: read the tag purge record again
+      } else if (Date.now() - from > PURGE_LOG_MS) this.tagsLoaded = false // older than the log keeps
       const r = replies[2][1] as string[]
       for (let i = 0; i + 1 < r.length; i += 2) {
         let p: PurgeSelector & { base?: unknown, from?: unknown }
@@ -340,7 +424,7 @@ export class RedisStore implements SharedEntryStore {
         const at = Number(r[i + 1])
         if (typeof p.key === 'string') out.push({ sel: { key: p.key }, at })
         else if (typeof p.prefix === 'string') out.push({ sel: { prefix: p.prefix }, at })
-        else if (typeof p.tag === 'string') out.push({ sel: { tag: p.tag }, at })
+        else if (typeof p.tag === 'string') { out.push({ sel: { tag: p.tag }, at }); this.noteTag(p.tag, at) }
         else if (typeof p.base === 'string') out.push({ sel: { base: p.base }, at })
       }
       return out

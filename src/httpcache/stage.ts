@@ -138,7 +138,8 @@ export function createCacheStage (deps: CacheStageDeps): CacheStage {
   // names (writer.ts) and clears it from L1.
   const applyRemote = (p: Purge): void => { core.purgeBegins(p)(); core.purgeL1(p) }
   // The gauges follow at once, as after a local purge (not at the next 5 s tick).
-  if (bus !== null) bus.onPurge = (m) => { applyRemote(m); core.gauges() }
+  // L2 hears of it too: an entry its tag set no longer listed is a miss from now on (store.ts notePurge).
+  if (bus !== null) bus.onPurge = (m) => { l2?.notePurge(m); applyRemote(m); core.gauges() }
   // Messages sent while this replica's subscriber reconnected are lost: catch up from the purge
   // log. From a while before the connection went (a purge logs itself before its deletes, and
   // its message may have been in flight then), allowing for clock skew: an L1 purge applied

@@ -60,6 +60,13 @@ export interface SharedEntryStore extends EntryStore, FillLeases {
    * a purge of everything (`{ prefix: '' }`, at `since`) marked `gap`.
    */
   purgedSince (since: number, evenIfDown?: boolean): Promise<PurgeLogRead[] | null>
+  /**
+   * Another replica's purge, heard now on the purge bus. A tag set lists a bounded number of
+   * entries, so a purge by tag may leave some in L2: the store remembers when each tag was last
+   * purged (this, its own purges, the purge log it reads, and a record in Redis), and a get()
+   * of an entry carrying a tag purged after its fill began is a miss, and deletes it.
+   */
+  notePurge (p: Purge): void
 }
 
 /** Does a stored path match a purge selector? `key` is an exact path (and query); `prefix` a path prefix. */
