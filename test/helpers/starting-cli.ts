@@ -1,21 +1,15 @@
 // A `sluice` CLI process held in the middle of its start-up: its Redis is a loopback socket
 // that accepts and never answers, so start-up waits (redis.connectTimeoutMs) until the test
 // signals it. For the tests of signals that arrive while the gateway starts.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer, type Socket } from 'node:net'
 import type { TestContext } from 'node:test'
 import { startOrigin } from './origin.js'
 import { tempConfig } from './gateway.js'
-import { cliCommand } from './cli.js'
+import { spawnCli, type CliChild } from './cli.js'
 import { until } from './wait.js'
 
-export interface StartingCli {
-  child: ChildProcess
-  /** Everything the process wrote, stdout and stderr. */
-  out: string[]
-  exited: Promise<unknown[]>
-}
+export type StartingCli = CliChild
 
 /** Spawn the CLI and return once it has connected to its silent Redis (it is mid-start). Cleaned up by `t.after`. */
 export async function startingCli (t: TestContext, connectTimeoutMs: number): Promise<StartingCli> {
@@ -33,13 +27,7 @@ upstreams:
 routes:
   - { name: all, match: { pathPrefix: / }, upstream: origin }
 `)
-  const [cmd, args] = cliCommand(['--config', file])
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  const out: string[] = []
-  child.stdout!.on('data', (d) => out.push(String(d)))
-  child.stderr!.on('data', (d) => out.push(String(d)))
-  const exited = once(child, 'exit')
+  const { child, out, exited } = spawnCli(t, ['--config', file])
   await until('the gateway connects to redis', () => sockets.size > 0, { tries: 400, intervalMs: 25, detail: () => out.join('') })
   return { child, out, exited }
 }

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startOrigin } from '../helpers/origin.js'
 import { tempConfig } from '../helpers/gateway.js'
-import { cliCommand, startedUrls } from '../helpers/cli.js'
+import { cliCommand, spawnCli, startedUrls } from '../helpers/cli.js'
 import { until } from '../helpers/wait.js'
 import { reservePort } from '../helpers/ports.js'
 import { repo } from './ops-helpers.js'
@@ -127,13 +127,7 @@ function sluice (args: string[]): { status: number | null; out: string } {
 test('review-process-edges: `sluice health` passes for the running gateway while its config file is invalid or names another admin port', { timeout: 120000 }, async (t) => {
   const adminPort = await reservePort()
   const { file, yaml } = await gatewayConfig(t, `admin: { host: 127.0.0.1, port: ${adminPort} }`)
-  const [cmd, args] = cliCommand(['--config', file])
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.after(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  const out: string[] = []
-  child.stdout!.on('data', (d) => out.push(String(d)))
-  child.stderr!.on('data', (d) => out.push(String(d)))
-  const exited = once(child, 'exit')
+  const { child, out, exited } = spawnCli(t, ['--config', file])
   await until('the gateway starts', () => { if (child.exitCode !== null) throw new Error('exited'); return startedUrls(out) !== null }, { tries: 400, intervalMs: 50, detail: () => out.join('') })
 
   const up = sluice(['health', '--config', file])
