@@ -2,31 +2,16 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
-import { parseConfig, ConfigError, formatIssue } from '../../src/config/load.js'
+import { parseConfig } from '../../src/config/load.js'
+import { BASE_CONFIG, configIssues } from '../helpers/config-issues.js'
 import { compile } from '../../src/config/compile.js'
 import { ConfigSchema } from '../../src/config/schema.js'
 import { jsonSchemaForEditors } from '../../src/config/types-helpers.js'
 import { tempConfig } from '../helpers/gateway.js'
 import { cliCommand } from '../helpers/cli.js'
 
-const base = `upstreams:
-  api:
-    url: http://127.0.0.1:3000
-routes:
-  - name: a
-    match: { pathPrefix: /api/ }
-    upstream: api
-`
-
-function issues (yaml: string, env: NodeJS.ProcessEnv = {}): string[] {
-  try {
-    parseConfig(yaml, 'test.yaml', env)
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err))
-    return err.issues.map(formatIssue)
-  }
-  return []
-}
+const base = BASE_CONFIG
+const issues = configIssues
 
 test('a minimal config loads with every default filled in', () => {
   const { config } = parseConfig(base, 'test.yaml', {})

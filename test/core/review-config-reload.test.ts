@@ -8,7 +8,8 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import { request } from 'undici'
-import { parseConfig, ConfigError, formatIssue } from '../../src/config/load.js'
+import { parseConfig } from '../../src/config/load.js'
+import { BASE_CONFIG, configIssues } from '../helpers/config-issues.js'
 import { compile } from '../../src/config/compile.js'
 import { startGateway, type Gateway } from '../../src/main.js'
 import { startOrigin, type Origin } from '../helpers/origin.js'
@@ -16,24 +17,8 @@ import { simpleConfig, startTestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
 import { metric } from '../helpers/metrics.js'
 
-const base = `upstreams:
-  api:
-    url: http://127.0.0.1:3000
-routes:
-  - name: a
-    match: { pathPrefix: /api/ }
-    upstream: api
-`
-
-function issues (yaml: string, env: NodeJS.ProcessEnv = {}): string[] {
-  try {
-    parseConfig(yaml, 'test.yaml', env)
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err))
-    return err.issues.map(formatIssue)
-  }
-  return []
-}
+const base = BASE_CONFIG
+const issues = configIssues
 
 test('an unknown key points at the key itself and suggests the close key name', () => {
   assert.deepEqual(issues(base + '    timeoutMS: 5\n'), ['test.yaml:8:5 routes[0].timeoutMS: unknown key (did you mean timeoutMs?)'])
