@@ -395,16 +395,16 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         // error), the target (a failure toward ejection) and the breaker (a failure), checked
         // before any of them hears of it. (Refused after they had, a target answering
         // `gzip, chunked` counted as a success and never opened its breaker.)
-        const coding = res.headers['transfer-encoding']
-        const refused = status < 100 || status > 599
+        const badStatus = status < 100 || status > 599
+        const refused = badStatus
           ? new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `upstream "${up.name}": invalid status code ${status}`)
-          : coding === undefined || coding === 'chunked' ? null : transferCodingError(coding)
+          : transferCodingError(res.headers['transfer-encoding'])
         if (refused !== null) {
           discard(res.body)
           g.dec()
           t.inFlight--
           refused.target = t.id // named in the 'upstream error' log line
-          if (span !== null) Tracing.endAttempt(span, status < 100 || status > 599 ? 0 : status, refused.code)
+          if (span !== null) Tracing.endAttempt(span, badStatus ? 0 : status, refused.code)
           m.duration[5].observe((performance.now() - t0) / 1000)
           targets.outcome(set, t, 0, 'failure')
           guard.record(ticket, { error: refused })
@@ -436,9 +436,7 @@ export function createUpstreamStage (deps: UpstreamStageDeps): UpstreamFetch {
         // the target's count, so least-request sees a long stream as in flight until it ends.
         const body = res.body
         body.once('close', () => { g.dec(); t.inFlight-- })
-        let outHeaders: Headers
-        // (A transfer coding other than chunked was refused above; should this throw all the same, the body is let go.)
-        try { outHeaders = clientResponseHeaders(res.headers as Headers) } catch (e) { discard(body); throw e }
+        const outHeaders = clientResponseHeaders(res.headers as Headers)
         if (edits !== null) editResponseHeaders(outHeaders, edits)
         // Never on a 204 (RFC 9110 §8.6): a client that took it for framing would read the next response's head as this one's body.
         if (status === 204) delete outHeaders['content-length']

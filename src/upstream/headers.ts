@@ -112,8 +112,9 @@ export function upstreamRequestHeaders (client: Headers, hostHeader: string | nu
  * Content-Encoding is not the same response (it would change what ETag, Range and the cache
  * mean, and stack on a Content-Encoding already there), so it is refused as nginx (since 1.23,
  * "upstream sent unknown Transfer-Encoding") and Envoy do: 502 SLUICE_ERR_UPSTREAM_PROTOCOL.
- * The error, or null for no coding or `chunked` alone. The upstream stage checks it before it
- * records the attempt (a refused answer is the target's and the breaker's failure).
+ * The error, or null for no coding or `chunked` alone. The upstream stage checks every answer
+ * with it before it records the attempt (a refused answer is the target's and the breaker's
+ * failure), so clientResponseHeaders never sees such a coding.
  */
 export function transferCodingError (v: string | string[] | undefined): SluiceError | null {
   if (v === 'chunked' || v === undefined) return null
@@ -122,26 +123,18 @@ export function transferCodingError (v: string | string[] | undefined): SluiceEr
   return new SluiceError('SLUICE_ERR_UPSTREAM_PROTOCOL', `The upstream sent Transfer-Encoding "${Array.isArray(v) ? v.join(', ') : v}": only chunked is supported`)
 }
 
-function checkTransferCoding (v: string | string[] | undefined): void {
-  const err = transferCodingError(v)
-  if (err !== null) throw err
-}
-
 /**
  * Response headers toward the client: a copy without hop-by-hop headers (copying keeps the
- * object in V8's fast mode, where `delete` would not), with Via appended. Throws
- * SLUICE_ERR_UPSTREAM_PROTOCOL for a transfer coding other than chunked (checkTransferCoding).
+ * object in V8's fast mode, where `delete` would not), with Via appended. Transfer-Encoding
+ * goes with the hop-by-hop fields: the upstream stage has refused any coding but chunked
+ * (transferCodingError).
  */
 export function clientResponseHeaders (upstream: Headers): Headers {
   const conn = upstream.connection
   const named = conn === undefined ? null : connectionTokens(conn)
   const out: Headers = {}
   for (const k in upstream) {
-    if (HOP_BY_HOP.has(k)) {
-      if (k === 'transfer-encoding') checkTransferCoding(upstream[k])
-      continue
-    }
-    if (named !== null && named.includes(k)) continue
+    if (HOP_BY_HOP.has(k) || (named !== null && named.includes(k))) continue
     out[k] = upstream[k]
   }
   out.via = appendVia(upstream.via)
