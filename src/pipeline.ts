@@ -129,11 +129,13 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
         if (sizes !== undefined && !answered) sizes.sizes(requestBytes, sent)
       }
   writeStreamed(out, res, body, reply.getHeaders(), ctx?.snap.requestId, ctx?.requestId, (err, gone) => {
+    // The client's connection is closed already (it left, or the drain's end cut it).
+    const closed = out.destroyed || out.socket?.destroyed === true
     if (deps.draining?.() === true) {
       // At the end of a drain the pools close under the streams still open (an SSE stream, say):
       // that is the shutdown, not the upstream resetting. (It cuts the clients' connections
       // first, so such a body finds its response gone.)
-      if (gone || out.socket?.destroyed === true) {
+      if (gone || closed) {
         if (ctx !== null && ctx.errorCode === null) ctx.errorCode = SHUTTING_DOWN
         return undefined
       }
@@ -144,7 +146,7 @@ export function sendResponse (reply: FastifyReply, res: ProxyResponse, deps: Pip
     // The client left mid-body: its connection closed and the upstream request was aborted for
     // it. Not a failure of the body (an SSE viewer closing a tab): a debug line, and the access
     // line says SLUICE_ERR_CLIENT_CLOSED.
-    if (gone && (out.destroyed || out.socket?.destroyed === true || (err as { code?: string }).code === 'UND_ERR_ABORTED')) {
+    if (gone && (closed || (err as { code?: string }).code === 'UND_ERR_ABORTED')) {
       if (ctx !== null && ctx.errorCode === null) ctx.errorCode = 'SLUICE_ERR_CLIENT_CLOSED'
       log?.debug({ reqId: ctx?.requestId, route: ctx?.route?.name, err: err.message }, 'client closed the connection during the response body')
       return undefined
