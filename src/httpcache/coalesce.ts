@@ -35,7 +35,6 @@ function detachedCopy (req: UpstreamRequest): UpstreamRequest {
   return { method: post ? 'POST' : 'GET', path: req.path, headers, body: post ? req.body : null, host: req.host, protocol: req.protocol, clientIp: req.clientIp, forwarded: req.forwarded, requestIdHeader: req.requestIdHeader }
 }
 
-
 /** A response nobody reads (a background fill's): let its body go. */
 function release (r: ProxyResponse): void {
   (r.body as { resume?: () => void } | null)?.resume?.()

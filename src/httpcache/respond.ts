@@ -125,12 +125,10 @@ function notModified (e: CacheEntry, rh: Headers): boolean {
  */
 export function outHeaders (e: CacheEntry, coding: StoredCoding, route: CacheRoute): Headers {
   const comp = route.compression
-  let out = e.out
-  if (out === undefined || out.for !== comp) out = { for: comp, codings: servableCodings(e, comp) }
-  else {
-    const cached = out[coding]
-    if (cached !== undefined) return cached
-  }
+  servable(e, comp) // e.out is this config's from here: its codings, and the blocks built under it
+  const out = e.out!
+  const cached = out[coding]
+  if (cached !== undefined) return cached
   let h: Headers
   if (coding === 'identity') {
     // As stored (an origin coding Sluice cannot decode keeps its Content-Encoding).
