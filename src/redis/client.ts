@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs'
 import type { ConnectionOptions } from 'node:tls'
 import { Redis, Cluster, ReplyError, type RedisOptions, type ClusterOptions } from 'ioredis'
+import { StandaloneConnector, SentinelConnector } from 'ioredis/built/connectors/index.js'
 import type { Logger } from 'pino'
 import { REDIS_COMMANDS, type Metrics } from '../observability/metrics.js'
 import type { FastHistogramChild } from '../observability/fast-metrics.js'
@@ -83,6 +84,23 @@ export function tlsOptions (cfg: RedisConfig): ConnectionOptions | undefined {
   return o
 }
 
+// ioredis listens for a connection's errors with `once`: its handler reports the first error and
+// schedules the reconnect. A socket can fail twice (a TLS socket that got an alert while it was
+// being torn down, a write after a reset), and that second 'error' event then had no listener and
+// was thrown as an uncaught exception, which ends the process. Each connector below keeps one
+// listener on every socket it opens for its whole life; the first error still reaches ioredis
+// (and the 'error' listener in createRedis), and later ones are already explained by it.
+type Connect = StandaloneConnector['connect']
+type ConnectorClass = NonNullable<RedisOptions['Connector']>
+const listenForLife = (stream: Awaited<ReturnType<Connect>>): typeof stream => stream.on('error', laterSocketError)
+function laterSocketError (): void {}
+class StandaloneGuarded extends StandaloneConnector {
+  override connect (...a: Parameters<Connect>): ReturnType<Connect> { return super.connect(...a).then(listenForLife) }
+}
+class SentinelGuarded extends SentinelConnector {
+  override connect (...a: Parameters<Connect>): ReturnType<Connect> { return super.connect(...a).then(listenForLife) }
+}
+
 /** What every connection shares: timeouts, fail-fast, credentials, TLS. */
 function baseOptions (cfg: RedisConfig): RedisOptions {
   const o: RedisOptions = {
@@ -91,7 +109,8 @@ function baseOptions (cfg: RedisConfig): RedisOptions {
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
     lazyConnect: false,
-    retryStrategy: (times) => Math.min(100 * times, 2000)
+    retryStrategy: (times) => Math.min(100 * times, 2000),
+    Connector: StandaloneGuarded as unknown as ConnectorClass
   }
   if (cfg.username) o.username = cfg.username
   if (cfg.password) o.password = cfg.password
@@ -140,8 +159,9 @@ export function createRedisClient (cfg: RedisConfig, extra: RedisOptions = {}): 
     return cluster
   }
   if (mode === 'sentinel') {
-    return new Redis({
+    const client = new Redis({
       ...base,
+      Connector: SentinelGuarded as unknown as ConnectorClass,
       sentinels: cfg.sentinels!.map(hostPort),
       name: cfg.name || 'mymaster',
       ...(cfg.sentinelPassword ? { sentinelPassword: cfg.sentinelPassword } : {}),
@@ -150,6 +170,10 @@ export function createRedisClient (cfg: RedisConfig, extra: RedisOptions = {}): 
       // Follow a failover: reconnect to the new master when the old one turns replica.
       reconnectOnError: (err: Error) => /READONLY/.test(err.message) ? 2 : false
     })
+    // ioredis gives its own sentinel connector the client to emit 'sentinelReconnecting' and
+    // 'failoverSubscribed' on; a connector passed as an option must be told the same.
+    ;(client as unknown as { connector: { emitter: unknown } }).connector.emitter = client
+    return client
   }
   // One server; the URL's own user, password and rediss:// win over the config keys.
   return new Redis(cfg.url, base)

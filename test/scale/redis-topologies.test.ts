@@ -134,6 +134,27 @@ test('TLS: rediss:// with redis.tls.caFile connects and stores; without the CA i
   await eventually('the log says why', async () => untrusted.logs.some((l) => /redis unavailable/.test(String(l.msg)) && /certificate/i.test(String(l.err))))
 })
 
+test('a second error on one Redis socket (one server, TLS, sentinel) is not an uncaught exception: ioredis listens once, Sluice keeps listening', async () => {
+  const shapes = [
+    { url: plain.url, keyPrefix: 'e2:', commandTimeoutMs: 1000, connectTimeoutMs: 1000 },
+    { url: `rediss://127.0.0.1:${tls.port}`, keyPrefix: 'e2:', commandTimeoutMs: 1000, connectTimeoutMs: 1000, tls: { caFile: tls.caFile } },
+    { url: '', sentinels: sentinel.sentinels, name: 'mymaster', keyPrefix: 'e2:', commandTimeoutMs: 1000, connectTimeoutMs: 1000 }
+  ]
+  for (const cfg of shapes) {
+    const h = createRedis(cfg, quiet())
+    closers.push(() => h.close())
+    if (h.client.status !== 'ready') await once(h.client, 'ready')
+    const stream = (h.client as unknown as { stream: import('node:net').Socket }).stream
+    const seen: Error[] = []
+    h.client.on('error', (e: Error) => seen.push(e))
+    // As a TLS socket does when an alert arrives while it is torn down: two 'error' events.
+    stream.emit('error', new Error('first'))
+    assert.doesNotThrow(() => stream.emit('error', new Error('tlsv1 alert decode error')), cfg.url || 'sentinel')
+    assert.deepEqual(seen.map((e) => e.message), ['first'], 'the first error is reported as before')
+    await h.close()
+  }
+})
+
 test('ACL: a user limited to the key prefix works; a wrong password leaves Redis unhealthy, requests served, and no password in any log', async () => {
   const port = new URL(plain.url).port
   const admin = plain.client()
