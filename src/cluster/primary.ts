@@ -484,7 +484,7 @@ export async function runPrimary (file: string, log: Logger): Promise<{ stop ():
       })
     },
     // The charts' history: every worker samples its own metrics; samples of the same instant
-    // are merged (rates summed, hit ratio from summed counts, p50 weighted, p99 the highest).
+    // are merged (rates summed, hit ratio from summed counts, p50 and p99 from the summed histograms).
     history: async (since) => mergeHistories((await ask({ type: 'sluice:history', since }) as HistoryAnswer[]).filter((a) => a && Array.isArray(a.samples))),
     status: async () => {
       const [all, reg] = await Promise.all([ask({ type: 'sluice:status' }) as Promise<Record<string, unknown>[]>, aggregated()])
@@ -565,7 +565,7 @@ export function serveWorker (gw: { holder: { current (): { version: string } }; 
     else if (m?.type === 'sluice:status') void status().then((s) => reply(m.id, { ...(s as object), pid: process.pid }), () => reply(m.id, null))
     else if (m?.type === 'sluice:history') {
       const h = historyOf(gw.metrics)
-      reply(m.id, h ? h.answer(typeof m.since === 'number' ? m.since : undefined) : null)
+      reply(m.id, h ? h.answer(typeof m.since === 'number' ? m.since : undefined, true) : null)
     } else if (m?.type === 'sluice:upstreams') void Promise.resolve(upstreams()).then((u) => reply(m.id, u), () => reply(m.id, null))
     else if (m?.type === 'sluice:profile') void cpuProfile(m.ms).then((p) => reply(m.id, p), () => reply(m.id, null))
     else if (m?.type === 'sluice:heap-snapshot') {

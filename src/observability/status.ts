@@ -127,6 +127,13 @@ export interface HistorySample {
   /** Upstream 5xx responses plus attempts that got no response (connection errors, timeouts). */
   upstreamErrors: number
   upstreamErrorsPerSecond: number
+  /**
+   * The interval's latency histogram, sent to the primary only (answer(since, true)): the
+   * requests per bucket, one count per bound of HistoryAnswer.le and a last one above them.
+   * The primary sums the workers' counts and takes p50 and p99 from the sum, as PromQL's
+   * histogram_quantile over sum() does; a worker's own p50s and p99s cannot be combined.
+   */
+  latency?: number[]
 }
 
 export interface HistoryAnswer {
@@ -135,6 +142,8 @@ export interface HistoryAnswer {
   samples: HistorySample[]
   /** `t` of the newest sample this process has, whether or not `since` left it out (none: absent). */
   latest?: number
+  /** The latency buckets' upper bounds (seconds, +Inf left out) when the samples carry `latency`. */
+  le?: number[]
 }
 
 const HIT_RESULTS = new Set(['hit', 'stale', 'revalidated', 'coalesced'])
@@ -175,6 +184,8 @@ export function sampleBetween (prev: Totals, cur: Totals, t: number, seconds: nu
   const hits = d(cur.hits, prev.hits)
   const errors = d(cur.errors, prev.errors)
   const buckets = [...cur.buckets.entries()].sort((a, b) => a[0] - b[0]).map(([le, count]) => ({ le, count: d(count, prev.buckets.get(le) ?? 0) }))
+  // Per-bucket counts (the buckets above are cumulative), for the primary's merge.
+  const latency = buckets.map((b, i) => Math.max(0, b.count - (i > 0 ? buckets[i - 1].count : 0)))
   const s = seconds > 0 ? seconds : 1
   const r3 = (x: number) => Math.round(x * 1000) / 1000
   return {
@@ -188,7 +199,8 @@ export function sampleBetween (prev: Totals, cur: Totals, t: number, seconds: nu
     cacheHits: hits,
     hitRatio: lookups ? hits / lookups : null,
     upstreamErrors: errors,
-    upstreamErrorsPerSecond: r3(errors / s)
+    upstreamErrorsPerSecond: r3(errors / s),
+    latency
   }
 }
 
@@ -198,6 +210,8 @@ export class StatusHistory {
   private readonly ring: HistorySample[] = []
   private head = 0 // next write position once the ring is full
   private prev: { totals: Totals; at: number } | null = null
+  /** The latency buckets' finite upper bounds, as of the last sample. */
+  private le: number[] = []
   private timer: NodeJS.Timeout | undefined
   private running = false
   private busy = false
@@ -242,6 +256,7 @@ export class StatusHistory {
       this.prev = { totals, at: now }
       if (baselineOnly || !prev) return
       const t = Math.round(now / this.intervalMs) * this.intervalMs
+      this.le = [...totals.buckets.keys()].filter(Number.isFinite).sort((a, b) => a - b)
       this.push(sampleBetween(prev.totals, totals, t, (now - prev.at) / 1000))
     } catch {
       // A family that cannot be read this time: the next tick tries again.
@@ -256,18 +271,26 @@ export class StatusHistory {
     this.head = (this.head + 1) % this.capacity
   }
 
-  /** The samples, oldest first; only those after `since` (ms) when given. */
-  samples (since = -Infinity): HistorySample[] {
+  /** The samples, oldest first; only those after `since` (ms) when given. Without their `latency` counts unless `withLatency`. */
+  samples (since = -Infinity, withLatency = false): HistorySample[] {
     const all = this.ring.length < this.capacity ? this.ring.slice() : [...this.ring.slice(this.head), ...this.ring.slice(0, this.head)]
-    return Number.isFinite(since) ? all.filter((s) => s.t > since) : all
+    const kept = Number.isFinite(since) ? all.filter((s) => s.t > since) : all
+    return withLatency ? kept : kept.map(withoutLatency)
   }
 
-  answer (since?: number): HistoryAnswer {
-    const all = this.samples()
-    const latest = all.at(-1)?.t
-    const samples = since !== undefined && Number.isFinite(since) ? all.filter((s) => s.t > since) : all
-    return { intervalMs: this.intervalMs, capacity: this.capacity, samples, ...(latest !== undefined ? { latest } : {}) }
+  /** What GET /admin/status/history answers; a worker asked by the primary adds the latency counts (`withLatency`). */
+  answer (since?: number, withLatency = false): HistoryAnswer {
+    const latest = this.ring.length === 0 ? undefined : this.ring[this.ring.length < this.capacity ? this.ring.length - 1 : (this.head + this.capacity - 1) % this.capacity].t
+    const samples = this.samples(since, withLatency)
+    return { intervalMs: this.intervalMs, capacity: this.capacity, samples, ...(latest !== undefined ? { latest } : {}), ...(withLatency ? { le: this.le } : {}) }
   }
+}
+
+function withoutLatency (s: HistorySample): HistorySample {
+  if (s.latency === undefined) return s
+  const { latency, ...rest } = s
+  void latency
+  return rest
 }
 
 const histories = new WeakMap<object, StatusHistory>()
@@ -292,9 +315,11 @@ export function stopHistory (metrics: object): void {
 
 /**
  * Several workers' histories as one: samples with the same `t` are merged. Counts and rates
- * are summed; the hit ratio is recomputed from the summed hits and lookups; p50 is the
- * request-weighted mean of the workers' p50s and p99 the highest p99 (an upper bound: the
- * exact figure would need each worker's histogram deltas).
+ * are summed; the hit ratio is recomputed from the summed hits and lookups; p50 and p99 come
+ * from the workers' latency histograms summed bucket by bucket (exact, as PromQL's
+ * histogram_quantile over a sum). A sample without its counts (a worker of an older build
+ * during a rolling restart) falls back to an estimate: p50 the request-weighted mean of the
+ * workers' p50s, p99 the highest p99.
  *
  * Only instants every worker has sampled are answered: workers take their samples a few ms
  * apart, and a point answered before the last of them had its own would stay short for good
@@ -310,11 +335,23 @@ export function mergeHistories (answers: HistoryAnswer[]): HistoryAnswer {
     const latest = typeof a?.latest === 'number' ? a.latest : s !== undefined && s.length > 0 ? s[s.length - 1].t : undefined
     if (latest !== undefined) complete = Math.min(complete, latest)
   }
+  // The counts can be summed only where every worker's buckets have the same bounds.
+  const le = answers.find((a) => a?.le !== undefined)?.le
+  const sameLe = le !== undefined && answers.every((a) => a?.le !== undefined && a.le.length === le.length && a.le.every((x, i) => x === le[i]))
   const byT = new Map<number, HistorySample[]>()
   for (const a of answers) for (const s of a?.samples ?? []) {
     if (s.t > complete) continue
     const list = byT.get(s.t)
     if (list) list.push(s); else byT.set(s.t, [s])
+  }
+  /** p50 and p99 of the summed histograms, or null when a sample lacks its counts. */
+  const exact = (list: HistorySample[]): { p50: number | null; p99: number | null } | null => {
+    if (!sameLe || !list.every((s) => Array.isArray(s.latency) && s.latency.length === le.length + 1)) return null
+    const sum = new Array<number>(le.length + 1).fill(0)
+    for (const s of list) s.latency!.forEach((n, i) => { sum[i] += n })
+    let cum = 0
+    const buckets = sum.map((n, i) => ({ le: i < le.length ? le[i] : Infinity, count: (cum += n) }))
+    return { p50: quantileFromBuckets(0.5, buckets), p99: quantileFromBuckets(0.99, buckets) }
   }
   const samples = [...byT.entries()].sort((a, b) => a[0] - b[0]).map(([t, list]) => {
     const sum = (k: 'requests' | 'rps' | 'cacheLookups' | 'cacheHits' | 'upstreamErrors' | 'upstreamErrorsPerSecond') => list.reduce((a, s) => a + (s[k] ?? 0), 0)
@@ -323,13 +360,17 @@ export function mergeHistories (answers: HistoryAnswer[]): HistoryAnswer {
     const lookups = sum('cacheLookups')
     const hits = sum('cacheHits')
     const r3 = (x: number) => Math.round(x * 1000) / 1000
+    const q = exact(list) ?? {
+      p50: weight ? withLatency.reduce((a, s) => a + (s.p50 as number) * s.requests, 0) / weight : null,
+      p99: withLatency.length ? Math.max(...withLatency.map((s) => s.p99 ?? 0)) : null
+    }
     return {
       t,
       seconds: Math.max(...list.map((s) => s.seconds)),
       requests: sum('requests'),
       rps: r3(sum('rps')),
-      p50: weight ? withLatency.reduce((a, s) => a + (s.p50 as number) * s.requests, 0) / weight : null,
-      p99: withLatency.length ? Math.max(...withLatency.map((s) => s.p99 ?? 0)) : null,
+      p50: q.p50,
+      p99: q.p99,
       cacheLookups: lookups,
       cacheHits: hits,
       hitRatio: lookups ? hits / lookups : null,

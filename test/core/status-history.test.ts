@@ -109,3 +109,25 @@ test('workers: a point is answered only once every worker has sampled it, so the
   const C = new StatusHistory(createMetrics({ processMetrics: false }), { intervalMs: 2000, capacity: 10 })
   assert.equal(mergeHistories([A.answer(), B.answer(), C.answer()]).samples.length, 2)
 })
+
+test('workers: the merged p50 and p99 are those of every worker\'s requests together (the latency histograms are summed), not a mix of each worker\'s percentiles', async () => {
+  // One hour per sample, so both workers' ticks round to the same instant.
+  const opts = { intervalMs: 3_600_000, capacity: 10 }
+  const [ma, mb, mall] = [0, 1, 2].map(() => createMetrics({ processMetrics: false }))
+  const [A, B, All] = [ma, mb, mall].map((m) => new StatusHistory(m, opts))
+  for (const h of [A, B, All]) await h.tick(true)
+  // Worker A answers 90 fast requests, worker B 10 slow ones; All sees the same 100 requests.
+  for (let i = 0; i < 90; i++) for (const m of [ma, mall]) m.forRoute('r').observe('GET', 200, 'hit', 0.002)
+  for (let i = 0; i < 10; i++) for (const m of [mb, mall]) m.forRoute('r').observe('GET', 200, 'miss', 0.4)
+  for (const h of [A, B, All]) await h.tick()
+  const merged = mergeHistories([A.answer(undefined, true), B.answer(undefined, true)]).samples
+  const one = All.samples()
+  assert.equal(merged.length, 1)
+  assert.equal(merged[0].requests, 100)
+  assert.equal(merged[0].p50, one[0].p50, 'p50 as one process with all the requests')
+  assert.equal(merged[0].p99, one[0].p99, 'p99 as one process with all the requests')
+  assert.ok(merged[0].p99! < B.samples()[0].p99!, `not the slowest worker's p99 (${merged[0].p99} vs ${B.samples()[0].p99})`)
+  assert.equal(merged[0].latency, undefined, 'the counts are not in the answer')
+  assert.equal(A.answer().samples[0].latency, undefined, 'nor in a process\'s own /admin/status/history')
+  assert.equal(A.answer().le, undefined)
+})
