@@ -60,7 +60,7 @@ export class MemoryStore implements EntryStore, FillLeases {
     // served); a part only sets the record while no complete entry of the base is stored. Such
     // a part would be stored under a key no lookup computes, costing memory until it expired:
     // it is not stored.
-    if (e.range !== undefined && this.hasComplete(this.byBase.get(e.base)) && !sameNames(this.vary.get(e.base), e.varyNames)) return false
+    if (e.range !== undefined && this.refusesPart(e.base, e.varyNames)) return false
     // maxEntryBytes bounds the body, the measure the fill collects it by (fill.ts): a response
     // within it is stored. The whole entry, bookkeeping included, counts against maxBytes.
     if (e.body.length > this.maxEntryBytes || ttlMs <= 0 || sizeWith(e, undefined, undefined) > this.maxBytes) return false
@@ -75,6 +75,16 @@ export class MemoryStore implements EntryStore, FillLeases {
     if (had === undefined) this.byBase.set(e.base, e.key)
     else if (typeof had === 'string') { if (had !== e.key) this.byBase.set(e.base, new Set([had, e.key])) } else had.add(e.key)
     return true
+  }
+
+  /**
+   * Would set() refuse a part (206) of `base` with these Vary names? While a complete entry of
+   * the base is stored, the Vary record is its own, and such a part's key is one no lookup
+   * computes. Asked from the part's headers too (partial.ts), so that its Cache-Status does not
+   * say `stored` of a part that will not be.
+   */
+  refusesPart (base: string, names: readonly string[]): boolean {
+    return this.hasComplete(this.byBase.get(base)) && !sameNames(this.vary.get(base), names)
   }
 
   /** Is one of these variant keys (byBase's) a complete entry's, not a part's? */

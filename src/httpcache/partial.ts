@@ -8,7 +8,8 @@
 //
 // Ranges are forwarded asking for identity (identityRangeHeaders): a range of a coded body could
 // be neither stored nor combined. A part whose Vary is not the stored complete entry's is not
-// stored (memory.ts, redis-store.ts): its key is not the one lookups compute.
+// stored (memory.ts, redis-store.ts): its key is not the one lookups compute. Known from its
+// headers, it is passed through as such (`detail=VARY-PART`).
 //
 // An origin that answers a range request with all of it (200) gets that response stored as a
 // complete entry, as any fill would be.
@@ -30,7 +31,7 @@ import type { Directives } from './directives.js'
 import { usability } from './freshness.js'
 import { ifRangeMatches, rangeAsk, singleRange, strongLastModified, type ByteRange } from './range.js'
 import { ttlSeconds, unsatisfiable } from './respond.js'
-import { partialKey, wholeKey } from './key.js'
+import { partialKey, varyNames, wholeKey } from './key.js'
 import { buildEntry, passedThrough, storableFromHeaders, streamedMissStatus, tee, type FillJob } from './fill.js'
 import { discard } from '../upstream/headers.js'
 import type { EntryWriter } from './writer.js'
@@ -146,6 +147,12 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
   // Judged as the complete response it belongs to (buildEntry's `part`).
   const why = storableFromHeaders(core, job, res, t0, t1, 200)
   if (why !== null) return pass(why)
+  // A part whose Vary names are not the stored complete response's is refused by the stores
+  // (memory.ts, redis-store.ts): no lookup computes its key. That is known from its headers, so
+  // it is passed through and said so (VARY-PART), not streamed under `stored` (RFC 9211 §2.6)
+  // and then dropped. Not one that completes the representation: the complete entry it makes is
+  // stored like any other.
+  if (!completes(m.stored, cr, res.headers) && await partRefused(core, m.base, varyNames(res.headers.vary))) return pass('VARY-PART')
   const out = tee(core, res.body as Readable, cr.end - cr.start + 1, true, (chunks, size, _why, err) => {
     if (chunks === null) { if (err !== undefined) core.log.warn({ err: err.message, path: m.path }, 'cache: upstream 206 body failed; nothing stored'); return }
     if (size !== cr.end - cr.start + 1) { core.log.warn({ path: m.path, size, contentRange: `${cr.start}-${cr.end}` }, 'cache: 206 body does not match its Content-Range; not stored'); return }
@@ -155,6 +162,33 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
   })
   core.event(route.name, 'miss')
   return { status: 206, headers: res.headers, body: out, cacheResult: 'miss', cacheStatus: `sluice; fwd=${m.stored === undefined ? 'miss' : 'partial'}; stored` }
+}
+
+/**
+ * Does the new part `cr` (with the fields `h`) make the whole representation, alone or
+ * combined with the stored part as combine() would? Then storeCombined stores a complete entry.
+ */
+function completes (stored: CacheEntry | undefined, cr: ContentRange, h: Headers): boolean {
+  if (cr.start === 0 && cr.end + 1 === cr.total) return true
+  const a = stored?.range
+  if (stored === undefined || a === undefined || a.total !== cr.total) return false
+  const v = strongValidator(h)
+  if (v === undefined || v !== strongValidator(stored.headers)) return false
+  const aEnd = a.start + stored.body.length; const bEnd = cr.end + 1 // exclusive
+  if (cr.start > aEnd || a.start > bEnd) return false
+  return Math.min(a.start, cr.start) === 0 && Math.max(aEnd, bEnd) === cr.total
+}
+
+/**
+ * Would a part of `base` with these Vary names be stored nowhere? L1 refuses it while it holds
+ * a complete entry with another Vary record; L2 (its SET_SCRIPT) while its record is another.
+ * A part L1 takes is stored, whatever L2 says.
+ */
+async function partRefused (core: CacheCore, base: string, names: readonly string[]): Promise<boolean> {
+  if (!core.l1.refusesPart(base, names)) return false
+  if (core.l2 === null) return true
+  const record = await core.l2.getVary(base)
+  return record !== undefined && record.join(',') !== names.join(',')
 }
 
 /**

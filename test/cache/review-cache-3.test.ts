@@ -58,6 +58,7 @@ test('L1: a stored 206 part whose Vary differs from the complete entry\'s does n
     const part = await get(g.url, '/vary-part', { 'accept-language': 'de', range: 'bytes=2-4' })
     assert.equal(part.status, 206)
     assert.equal(part.body, '234')
+    assert.equal(part.headers['cache-status'], 'sluice; fwd=bypass; detail=VARY-PART')
     await new Promise((resolve) => setTimeout(resolve, 100))
     assert.equal((g.gw.cache.stats().memory as { entries: number }).entries, 1, 'the unreachable part is not stored')
     const again = await get(g.url, '/vary-part', en)
@@ -81,6 +82,7 @@ test('L2: a 206 part stored by one replica does not replace the Vary record in R
     await until('A\'s complete entry to reach L2', async () => await records() === 1)
     const part = await get(a.url, '/vary-part-l2', { 'accept-language': 'de', range: 'bytes=2-4' })
     assert.equal(part.status, 206)
+    assert.equal(part.headers['cache-status'], 'sluice; fwd=bypass; detail=VARY-PART', 'refused by L1 and by the L2 record: not said to be stored')
     // Its L2 write is done once A's background jobs are (the part itself is not stored: its
     // Vary is not the record's, review-cache-variants.test.ts).
     await until('A\'s background writes to end', () => (a.gw.cache.stats() as { background: number }).background === 0)

@@ -290,3 +290,31 @@ test('the missing bytes of a stored part come back coded (an origin that ignores
     assert.deepEqual(origin.seen.filter((s) => s.url === '/rm').map((s) => s.headers.range), ['bytes=0-9', 'bytes=10-19', 'bytes=5-19'])
   } finally { await g.close() }
 })
+
+test('through the gateway: the range miss whose 206 part is refused for its Vary does not say `stored` (Cache-Status, RFC 9211): it is passed through with detail=VARY-PART', async () => {
+  const g = await startTestGateway(compressed('{ enabled: false }'))
+  try {
+    const text = 'abcdefghijklmnopqrstuvwxyz'
+    origin.on('/pv-status', (req, res) => {
+      const h = { 'cache-control': 'max-age=600', 'content-type': 'text/plain', etag: '"pvs1"' }
+      if (req.headers.range === undefined) { res.writeHead(200, { ...h, vary: 'Accept-Language' }); res.end(text); return }
+      const [start, end] = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range))!.slice(1).map(Number)
+      res.writeHead(206, { ...h, 'content-range': `bytes ${start}-${end}/${text.length}` }) // no Vary
+      res.end(text.slice(start, end + 1))
+    })
+    await fetchRaw(g.url, '/pv-status', { 'accept-language': 'en' })
+    await settle()
+    const r = await fetchRaw(g.url, '/pv-status', { 'accept-language': 'fr', range: 'bytes=0-9' })
+    assert.equal(r.status, 206)
+    assert.equal(r.body.toString(), text.slice(0, 10))
+    assert.doesNotMatch(String(r.headers['cache-status']), /stored/, 'the part is not stored, so it is not said to be')
+    assert.equal(r.headers['cache-status'], 'sluice; fwd=bypass; detail=VARY-PART')
+    await settle()
+    assert.equal((g.gw.cache.stats() as { memory: { entries: number } }).memory.entries, 1)
+    // A part that itself covers the whole representation is stored as the complete entry it
+    // makes (never refused for its Vary), and says so.
+    const whole = await fetchRaw(g.url, '/pv-status', { 'accept-language': 'de', range: 'bytes=0-25' })
+    assert.equal(whole.status, 206)
+    assert.match(String(whole.headers['cache-status']), /stored/)
+  } finally { await g.close() }
+})
