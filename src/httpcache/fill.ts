@@ -176,16 +176,26 @@ export function tee (core: CacheCore, body: Readable, limit: number, toClient: b
   return out
 }
 
+/** Does the response carry a validator, an ETag or a Last-Modified? */
+function hasValidator (h: Headers): boolean {
+  return first(h.etag) !== undefined || first(h['last-modified']) !== undefined
+}
+
 /**
  * Does the 304 `res` select the stored entry `e` for update? Not when its Vary names other
  * request fields than the entry's: the entry's secondary key would no longer match the headers
- * it would then carry. Its validators are not compared: a 304 answers the validators the cache
- * sent (an origin that checks If-Modified-Since may name a tag of its own, as behind a balancer
- * whose servers make different tags), and the stored ETag is kept either way (KEEP_ON_UPDATE),
- * as the public cache test suite requires (304-etag-update-response-ETag).
+ * it would then carry. Nor when it carries no validator at all while the entry has one (RFC
+ * 9111 §4.3.4: such a 304 selects only a stored response that lacks a validator too): nothing
+ * in it says which representation it is about, and RFC 9110 §15.4.5 has the origin repeat the
+ * ETag and Last-Modified it would send in a 200. The values of the validators it does carry are
+ * not compared: a 304 answers the validators the cache sent (an origin that checks
+ * If-Modified-Since may name a tag of its own, as behind a balancer whose servers make
+ * different tags), and the stored ETag is kept either way (KEEP_ON_UPDATE), as the public
+ * cache test suite requires (304-etag-update-response-ETag).
  */
 function selects (res: ProxyResponse, e: CacheEntry): boolean {
-  return res.headers.vary === undefined || varyNames(res.headers.vary).join(',') === e.varyNames.join(',')
+  if (res.headers.vary !== undefined && varyNames(res.headers.vary).join(',') !== e.varyNames.join(',')) return false
+  return hasValidator(res.headers) || !hasValidator(e.headers)
 }
 
 /**
@@ -279,9 +289,17 @@ export async function runFill (core: CacheCore, writer: EntryWriter, hooks: Fill
   req.attempts = sent.attempts
   const t1 = core.now()
   if (res.status === 304 && stale !== undefined && !selects(res, stale)) {
-    // A 304 whose Vary differs from the stored response's does not update it. Its status still
-    // says the validators sent match, so this client gets the stored response as it is: not
-    // freshened, its own headers with its own body. The waiting clients ask for themselves.
+    // A 304 that does not select the stored response (another Vary, or no validator for an
+    // entry that has one) does not update it. Its status still says the validators the cache
+    // sent match, so this client gets the stored response as it is: not freshened (its Age
+    // goes on, and the next request revalidates again), its own headers with its own body, or
+    // a 304 when its own conditional matches them (respond). The stored 200 is what the origin
+    // just confirmed, so it is served rather than asked for again without validators: a second
+    // request per use of the entry, and an origin that answers every conditional with a bare
+    // 304 (the public suite's, cc-resp-must-revalidate-stale: an unconditional request gets its
+    // non-HTTP status 999) has no 200 to give it. undici's cache interceptor uses the stored
+    // response on any 304 to its own conditional; this also declines to freshen it. The
+    // waiting clients ask for themselves.
     drainToNull(res.body as Readable | null)
     done({ reason: 'ERROR', status: 304 })
     return respond(core, stale, route, req, 'sluice; fwd=stale; fwd-status=304; detail=NOT-SELECTED', 'revalidated', t1)

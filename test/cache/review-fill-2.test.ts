@@ -1,5 +1,6 @@
 // Fills and coalescing, second review: a 304 updates only the stored response it selects
-// (same Vary; another is served as stored, unchanged), the followers of a failed fill get the stale
+// (same Vary, and a validator when the stored one has one; another is served as stored,
+// unchanged), the followers of a failed fill get the stale
 // answer the leader could have had, with the origin's own status, and the hit-for-miss marks
 // are bounded. Real gateways and a real loopback origin.
 import { test, after, before } from 'node:test'
@@ -73,6 +74,42 @@ test('a 304 with the stored ETag still freshens the entry (weak tag, weak compar
     assert.equal(r.body, 'same')
     assert.match(String(r.headers['cache-status']), /fwd-status=304; stored/)
     assert.equal(origin.count('/etag-same'), 2)
+  } finally { await g.close() }
+})
+
+test('a bare 304 (no ETag, no Last-Modified) does not freshen a stored response that has a validator (RFC 9111 §4.3.4): the client gets the stored 200 whole, its Age keeps growing, and the next request revalidates again', async () => {
+  let skew = 0
+  const g = await startTestGateway(cachedConfig(origin.url), { now: () => Date.now() + skew })
+  origin.on('/bare-304', (req, res) => {
+    // It would make the entry fresh for 10 minutes, were it used to update it.
+    if (req.headers['if-none-match'] !== undefined) { res.writeHead(304, { 'cache-control': 'max-age=600' }); res.end(); return }
+    res.writeHead(200, { 'cache-control': 'max-age=1', etag: '"bare1"', 'content-type': 'text/plain' })
+    res.end('version one')
+  })
+  try {
+    assert.equal((await get(g.url, '/bare-304')).body, 'version one')
+    skew += 5000
+    const r = await get(g.url, '/bare-304')
+    assert.equal(r.status, 200)
+    assert.equal(r.body, 'version one')
+    assert.equal(r.headers.etag, '"bare1"')
+    assert.equal(r.headers['cache-control'], 'max-age=1', 'the stored fields, not the 304\'s')
+    assert.equal(seen('/bare-304')[1].headers['if-none-match'], '"bare1"', 'it was a revalidation')
+    assert.match(String(r.headers['cache-status']), /fwd=stale; fwd-status=304; detail=NOT-SELECTED/)
+    const age1 = Number(r.headers.age)
+    assert.ok(age1 >= 5, `the old response's age: ${age1}`)
+    skew += 3000
+    const again = await get(g.url, '/bare-304')
+    assert.equal(again.status, 200)
+    assert.equal(again.body, 'version one')
+    assert.doesNotMatch(String(again.headers['cache-status']), /^sluice; hit/, 'not freshened: revalidated again')
+    assert.ok(Number(again.headers.age) >= age1 + 3, `its Age keeps growing: ${again.headers.age}`)
+    assert.equal(origin.count('/bare-304'), 3)
+    // A client's own matching conditional still gets its 304 from the stored response.
+    skew += 3000
+    const cond = await get(g.url, '/bare-304', { 'if-none-match': '"bare1"' })
+    assert.equal(cond.status, 304)
+    assert.equal(cond.headers.etag, '"bare1"')
   } finally { await g.close() }
 })
 
