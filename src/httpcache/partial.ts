@@ -170,13 +170,23 @@ export async function rangeMiss (core: CacheCore, writer: EntryWriter, m: RangeM
  */
 function completes (stored: CacheEntry | undefined, cr: ContentRange, h: Headers): boolean {
   if (cr.start === 0 && cr.end + 1 === cr.total) return true
+  const span = joinedSpan(stored, cr.start, cr.end + 1, cr.total, h)
+  return span !== null && span.start === 0 && span.end === cr.total
+}
+
+/**
+ * The span [start, end) a stored part and a new part [start, end) of `total` bytes with the
+ * fields `h` make together, or null when they cannot be combined: another length, no common
+ * strong validator (RFC 9111 §3.4), or a gap between them.
+ */
+function joinedSpan (stored: CacheEntry | undefined, start: number, end: number, total: number, h: Headers): { start: number; end: number } | null {
   const a = stored?.range
-  if (stored === undefined || a === undefined || a.total !== cr.total) return false
+  if (stored === undefined || a === undefined || a.total !== total) return null
   const v = strongValidator(h)
-  if (v === undefined || v !== strongValidator(stored.headers)) return false
-  const aEnd = a.start + stored.body.length; const bEnd = cr.end + 1 // exclusive
-  if (cr.start > aEnd || a.start > bEnd) return false
-  return Math.min(a.start, cr.start) === 0 && Math.max(aEnd, bEnd) === cr.total
+  if (v === undefined || v !== strongValidator(stored.headers)) return null
+  const aEnd = a.start + stored.body.length // exclusive
+  if (start > aEnd || a.start > end) return null
+  return { start: Math.min(a.start, start), end: Math.max(aEnd, end) }
 }
 
 /**
@@ -338,15 +348,12 @@ function completeAnswer (core: CacheCore, writer: EntryWriter, job: FillJob, res
  * strong validator and their spans touch or overlap (the newer bytes win); otherwise `part`.
  */
 export function combine (stored: CacheEntry | undefined, part: CacheEntry): CacheEntry {
-  const a = stored?.range; const b = part.range!
-  if (stored === undefined || a === undefined || a.total !== b.total) return part
-  const v = strongValidator(part.headers)
-  if (v === undefined || v !== strongValidator(stored.headers)) return part
-  const aEnd = a.start + stored.body.length; const bEnd = b.start + part.body.length // exclusive
-  if (b.start > aEnd || a.start > bEnd) return part // a gap between them
-  const start = Math.min(a.start, b.start)
-  const body = Buffer.allocUnsafeSlow(Math.max(aEnd, bEnd) - start)
-  stored.body.copy(body, a.start - start)
+  const b = part.range!
+  const span = joinedSpan(stored, b.start, b.start + part.body.length, b.total, part.headers)
+  if (span === null || stored === undefined) return part
+  const start = span.start
+  const body = Buffer.allocUnsafeSlow(span.end - start)
+  stored.body.copy(body, stored.range!.start - start)
   part.body.copy(body, b.start - start)
   // The new part's fields replace the stored part's; those it left out are kept (RFC 9111 §3.4).
   return { ...part, headers: { ...stored.headers, ...part.headers }, body, range: { start, total: b.total } }
