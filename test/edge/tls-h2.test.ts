@@ -4,7 +4,7 @@
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect as h2connect, constants as h2c, type ClientHttp2Session } from 'node:http2'
@@ -12,6 +12,7 @@ import { request as httpsRequest } from 'node:https'
 import { connect as tlsConnect, type PeerCertificate } from 'node:tls'
 import { connect as netConnect } from 'node:net'
 import { once } from 'node:events'
+import { X509Certificate } from 'node:crypto'
 import { startOrigin, type Origin } from '../helpers/origin.js'
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { until } from '../helpers/wait.js'
@@ -313,6 +314,73 @@ test('certificate reload: a rotated pair serves new connections; a pair that doe
   assert.equal((await h1get('/plain')).cert.subject.CN, 'second', 'the old pair keeps serving')
   writeFileSync(keyFile, second.key)
   assert.equal((await g.gw.reloader.reload('test')).ok, true)
+})
+
+/** The SHA-256 fingerprint of the certificate a new connection to `url` is served (by a request, so nothing logs a connection that sent none). */
+function servedFingerprint (url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url + '/plain', { rejectUnauthorized: false, agent: false }, (res) => {
+      const fp = (res.socket as unknown as { getPeerCertificate: () => PeerCertificate }).getPeerCertificate().fingerprint256
+      res.resume()
+      res.on('end', () => resolve(fp))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+test('certificate reload when a directory symlink in the path of the files is swapped (live -> v1/, then live -> v2/): the new pair serves new connections', async (t) => {
+  // live -> v1/, and the gateway is given live/cert.pem: a swap of the link changes no file in
+  // the directory fs.watch watches (it follows the link to v1 when it starts).
+  const rot = join(dir, 'rotate')
+  mkdirSync(join(rot, 'v1'), { recursive: true })
+  mkdirSync(join(rot, 'v2'))
+  const v1 = makePair('rot-v1')
+  writeFileSync(join(rot, 'v1/cert.pem'), v1.cert)
+  writeFileSync(join(rot, 'v1/key.pem'), v1.key)
+  symlinkSync('v1', join(rot, 'live'))
+  const gw = await startTestGateway(config()
+    .replace(`certFile: "${certFile}", keyFile: "${keyFile}"`, `certFile: "${join(rot, 'live/cert.pem')}", keyFile: "${join(rot, 'live/key.pem')}"`), { watch: true })
+  t.after(() => gw.close())
+  const fp = (pem: Buffer) => new X509Certificate(pem).fingerprint256
+  assert.equal(await servedFingerprint(gw.url), fp(v1.cert))
+  // The new pair in v2/, then the link swapped atomically (a new link renamed over the old).
+  const v2 = makePair('rot-v2')
+  writeFileSync(join(rot, 'v2/cert.pem'), v2.cert)
+  writeFileSync(join(rot, 'v2/key.pem'), v2.key)
+  symlinkSync('v2', join(rot, 'live.tmp'))
+  renameSync(join(rot, 'live.tmp'), join(rot, 'live'))
+  await until('a new connection is served the certificate in v2/', async () => (await servedFingerprint(gw.url)) === fp(v2.cert), { tries: 100, intervalMs: 50, detail: () => gw.logs.filter((l) => l.msg !== 'request').map((l) => l.msg) })
+  assert.ok(gw.logs.some((l) => l.msg === 'TLS certificate reloaded for new connections'))
+})
+
+test('certificate files that are symlinks into another directory, replaced there: a certificate rotated before its key keeps the old pair serving, and the key that follows loads the new one', async (t) => {
+  const rot = join(dir, 'certbot')
+  mkdirSync(join(rot, 'archive'), { recursive: true })
+  mkdirSync(join(rot, 'live'))
+  const one = makePair('certbot-1')
+  writeFileSync(join(rot, 'archive/cert.pem'), one.cert)
+  writeFileSync(join(rot, 'archive/key.pem'), one.key)
+  symlinkSync(join(rot, 'archive/cert.pem'), join(rot, 'live/cert.pem'))
+  symlinkSync(join(rot, 'archive/key.pem'), join(rot, 'live/key.pem'))
+  const gw = await startTestGateway(config()
+    .replace(`certFile: "${certFile}", keyFile: "${keyFile}"`, `certFile: "${join(rot, 'live/cert.pem')}", keyFile: "${join(rot, 'live/key.pem')}"`), { watch: true })
+  t.after(() => gw.close())
+  const fp = (pem: Buffer) => new X509Certificate(pem).fingerprint256
+  assert.equal(await servedFingerprint(gw.url), fp(one.cert))
+  // The certificate is replaced in archive/ (no event in live/), its key not yet: the reload
+  // the poll starts reads a pair that does not match, fails, and the old pair keeps serving.
+  const two = makePair('certbot-2')
+  writeFileSync(join(rot, 'archive/cert.pem.tmp'), two.cert)
+  renameSync(join(rot, 'archive/cert.pem.tmp'), join(rot, 'archive/cert.pem'))
+  const failed = () => gw.logs.find((l) => l.msg === 'config reload failed; the previous config keeps serving')
+  await until('the reload of the half-rotated pair fails', () => failed() !== undefined, { tries: 100, intervalMs: 50, detail: () => gw.logs.filter((l) => l.msg !== 'request').map((l) => l.msg) })
+  assert.match(JSON.stringify(failed()?.errors), /listen\.tls\.keyFile: the key does not match the certificate/)
+  assert.equal(await servedFingerprint(gw.url), fp(one.cert), 'the old pair keeps serving')
+  // The key follows: the poll sees it, and the pair loads.
+  writeFileSync(join(rot, 'archive/key.pem.tmp'), two.key)
+  renameSync(join(rot, 'archive/key.pem.tmp'), join(rot, 'archive/key.pem'))
+  await until('a new connection is served the rotated certificate', async () => (await servedFingerprint(gw.url)) === fp(two.cert), { tries: 100, intervalMs: 50, detail: () => gw.logs.filter((l) => l.msg !== 'request').map((l) => l.msg) })
 })
 
 function issues (yaml: string): string[] {
