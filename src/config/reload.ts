@@ -58,7 +58,10 @@ export interface ReloaderDeps {
    */
   unchanged?: () => Promise<void>
   debounceMs?: number
-  /** How often the file is also stat()ed, for changes no directory event reports (symlinks to elsewhere). */
+  /**
+   * How often the file (and the certificate files given to watchFiles) is also stat()ed, for
+   * changes no directory event reports (symlinks to elsewhere).
+   */
   pollMs?: number
 }
 
@@ -67,14 +70,26 @@ function statKey (s: Stats): string {
   return `${s.ino}:${s.size}:${s.mtimeMs}`
 }
 
+/** statKey() of a file now, through its symlinks; undefined when it cannot be stat()ed. */
+function statKeyNow (file: string): string | undefined {
+  try { return statKey(statSync(file)) } catch { return undefined }
+}
+
 export class Reloader {
   private watchers: FSWatcher[] = []
   private timer: NodeJS.Timeout | null = null
   private running: Promise<ReloadResult> | null = null
   lastError: string[] | null = null
-  /** statKey() of the config file when it was last read (or watched from). */
-  private seen = ''
+  /**
+   * statKey() of each polled file (the config file, the certificate files) when it was last
+   * read (or watched from), by absolute path.
+   */
+  private seen = new Map<string, string>()
   private poll: NodeJS.Timeout | null = null
+  /** The config file, once watch() polls it. */
+  private polledConfig: string | null = null
+  /** The certificate files of watchFiles(), absolute. */
+  private certFiles: string[] = []
 
   constructor (private readonly deps: ReloaderDeps) {}
 
@@ -92,7 +107,13 @@ export class Reloader {
         if (text === undefined) {
           let st: Stats | null = null
           try { st = statSync(file) } catch {} // loadConfigFile reports a file it cannot read
-          if (st !== null) this.seen = statKey(st)
+          if (st !== null) this.seen.set(resolve(file), statKey(st))
+          // The certificate files too, before the load reads them: a change after this stat is
+          // one the poll still sees (a key rotated after its certificate, and read in between as
+          // a pair that does not match, reloads again when the key changes). Before the empty
+          // file check, so a rotation during a save is not polled again every second: the
+          // write that follows reads the new pair.
+          for (const f of this.certFiles) this.note(f)
           // An editor or a tool that truncates the file and then writes it: the empty file
           // between the two is not a config with errors, and the write that follows reloads.
           if (trigger === 'file' && st !== null && st.size === 0) {
@@ -155,14 +176,33 @@ export class Reloader {
     } catch (err) {
       this.deps.log.warn({ err: (err as Error).message, dir }, 'cannot watch the config directory; use SIGHUP or POST /admin/reload')
     }
-    // The directory's events miss a file that is a symlink into another directory (edited
-    // there), or that sits under a symlinked directory that is swapped (a release symlink): the
-    // directory watched is where the links pointed at start. stat() follows the links now.
-    // Compared with the file as it was last read (fs.watchFile would compare with its own first
-    // stat, taken later: a change in between would never be seen).
-    try { this.seen = statKey(statSync(file)) } catch {}
+    this.polledConfig = file
+    this.note(file)
+    this.startPoll()
+  }
+
+  /** Record what the file's stat() is now (nothing when it cannot be stat()ed). */
+  private note (file: string): void {
+    const k = statKeyNow(file)
+    if (k !== undefined) this.seen.set(file, k)
+  }
+
+  /**
+   * The directory's events miss a file that is a symlink into another directory (edited
+   * there), or that sits under a symlinked directory that is swapped (a release symlink,
+   * live -> v2/): the directory watched is where the links pointed at start. So the config
+   * file and the certificate files are also stat()ed, which follows the links now, and a
+   * change reloads as a directory event does. Compared with each file as it was last read
+   * (fs.watchFile would compare with its own first stat, taken later: a change in between
+   * would never be seen). One timer for all of them.
+   */
+  private startPoll (): void {
+    if (this.poll !== null) return
     this.poll = setInterval(() => {
-      stat(file, (err, st) => { if (!err && this.poll !== null && statKey(st) !== this.seen) this.schedule() })
+      const files = this.polledConfig !== null ? [this.polledConfig, ...this.certFiles] : this.certFiles
+      for (const f of files) {
+        stat(f, (err, st) => { if (!err && this.poll !== null && statKey(st) !== this.seen.get(f)) this.schedule() })
+      }
     }, this.deps.pollMs ?? 1000)
     this.poll.unref()
   }
@@ -172,12 +212,19 @@ export class Reloader {
 
   /**
    * Also reload when one of these files changes (the listener's certificate and key): a
-   * rotated Let's Encrypt or cert-manager secret loads without a signal. Replaces the list.
+   * rotated Let's Encrypt or cert-manager secret loads without a signal. Their directories are
+   * watched, and the files are polled with the config file (startPoll). Replaces the list.
    */
   watchFiles (files: readonly string[]): void {
     const key = files.map((f) => resolve(f)).join('\0')
     if (key === this.watchedFiles) return
     this.watchedFiles = key
+    // A file still watched keeps what was seen of it (as last read); a new one starts from now.
+    const next = [...new Set(files.map((f) => resolve(f)))]
+    for (const f of this.certFiles) if (!next.includes(f) && f !== this.polledConfig) this.seen.delete(f)
+    this.certFiles = next
+    for (const f of next) if (!this.seen.has(f)) this.note(f)
+    if (this.certFiles.length > 0) this.startPoll()
     for (const w of this.fileWatchers) w.close()
     this.fileWatchers = []
     const byDir = new Map<string, Set<string>>()
@@ -214,6 +261,8 @@ export class Reloader {
     for (const w of this.fileWatchers) w.close()
     this.fileWatchers = []
     this.watchedFiles = ''
+    this.certFiles = []
+    this.polledConfig = null
     if (this.timer) clearTimeout(this.timer)
   }
 }

@@ -1,5 +1,6 @@
 // The files of listen.tls, watched so a rotated certificate loads without a signal (by the
-// single process, or by a cluster's primary, which reloads its workers).
+// single process, or by a cluster's primary, which reloads its workers). The Reloader watches
+// their directories and stat()s them with the config file (Reloader.watchFiles in reload.ts).
 import type { Snapshot } from './compile.js'
 
 export function tlsFiles (snap: Snapshot): string[] {
