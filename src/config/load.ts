@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs'
 import { createSecureContext } from 'node:tls'
 import { readListenTls, type TlsMaterial } from '../edge/tls.js'
-import { parseDocument, LineCounter, visit, isMap, isSeq, isScalar, isPair, type Document, type Node as YamlNode } from 'yaml'
+import { parseDocument, LineCounter, visit, isAlias, isMap, isSeq, isScalar, isPair, type Document, type Node as YamlNode, type YAMLMap } from 'yaml'
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import type { TSchema } from '@sinclair/typebox'
 import { ConfigSchema, UpstreamSchema, type Config } from './schema.js'
@@ -58,31 +58,80 @@ export function pathToString (segments: readonly Segment[]): string {
   return out
 }
 
+/** A YAML merge key (`<<`) as the parser gives it with `merge: true`: a scalar holding a symbol. */
+function isMergeKey (key: unknown): boolean {
+  return isScalar(key) && typeof key.value === 'symbol' && key.value.description === '<<'
+}
+
+/** A mapping key as a key path segment (`<<` for a merge key). */
+function keyName (key: unknown): string {
+  if (!isScalar(key)) return '?'
+  return isMergeKey(key) ? '<<' : String(key.value)
+}
+
+/** The mappings a `<<` value merges, in order (earlier ones win); null when one is not a mapping. */
+function mergeSources (doc: Document, value: unknown): YAMLMap[] | null {
+  const one = isAlias(value) ? value.resolve(doc) : value
+  const items = isSeq(one) ? one.items.map((it) => isAlias(it) ? it.resolve(doc) : it) : [one]
+  return items.every((it) => isMap(it)) ? items as YAMLMap[] : null
+}
+
 class Locator {
   constructor (private readonly doc: Document, private readonly lc: LineCounter, private readonly file: string) {}
 
   /**
-   * The position of the deepest node that exists along `segments` (the key itself for a map
-   * entry whose value is a mapping or a list, else its value; `atKey`: the last key itself).
+   * The entry of `map` for `key` as the loaded config sees it: a key written in the mapping,
+   * else the first mapping merged by `<<` that has it (so a value that came through a merge
+   * key points into the anchor where it is written).
    */
-  issue (segments: readonly Segment[], message: string, atKey = false): ConfigIssue {
-    let node: unknown = this.doc.contents
+  private entry (map: YAMLMap, key: string, depth = 0): { key: YamlNode, value: unknown } | null {
+    const own = map.items.find((p) => !isMergeKey(p.key) && isScalar(p.key) && String(p.key.value) === key)
+    if (own) return { key: own.key as YamlNode, value: own.value }
+    if (depth > 16) return null
+    for (const p of map.items) {
+      if (!isMergeKey(p.key)) continue
+      for (const src of mergeSources(this.doc, p.value) ?? []) {
+        const found = this.entry(src, key, depth + 1)
+        if (found) return found
+      }
+    }
+    return null
+  }
+
+  /**
+   * Walk `segments` through the document, through aliases and merge keys: the deepest node
+   * that exists and its position (the key itself for a map entry whose value is a mapping or a
+   * list, else its value; `atKey`: the last key itself). `complete`: every segment was found.
+   */
+  private walk (segments: readonly Segment[], atKey: boolean): { node: unknown, pos: number, complete: boolean } {
+    const resolve = (n: unknown) => isAlias(n) ? n.resolve(this.doc) : n
+    let node: unknown = resolve(this.doc.contents)
     let pos = 0
     for (let i = 0; i < segments.length; i++) {
       const seg = segments[i]
       if (isMap(node)) {
-        const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg))
-        if (!pair) break
-        pos = (pair.key as YamlNode).range?.[0] ?? pos
-        node = pair.value
+        const found = this.entry(node, String(seg))
+        if (!found) return { node, pos, complete: false }
+        pos = found.key.range?.[0] ?? pos
+        node = resolve(found.value)
         if (atKey && i === segments.length - 1) break
         if (node && (node as YamlNode).range && !isMap(node) && !isSeq(node)) pos = (node as YamlNode).range![0]
       } else if (isSeq(node) && typeof seg === 'number' && node.items[seg]) {
-        node = node.items[seg]
-        pos = (node as YamlNode).range?.[0] ?? pos
-      } else break
+        node = resolve(node.items[seg])
+        pos = (node as YamlNode | undefined)?.range?.[0] ?? pos
+      } else return { node, pos, complete: false }
     }
-    const { line, col } = this.lc.linePos(pos)
+    return { node, pos, complete: true }
+  }
+
+  /** The node the loaded value at `segments` came from (through aliases and merges), if any. */
+  nodeAt (segments: readonly Segment[]): unknown {
+    const { node, complete } = this.walk(segments, false)
+    return complete ? node : undefined
+  }
+
+  issue (segments: readonly Segment[], message: string, atKey = false): ConfigIssue {
+    const { line, col } = this.lc.linePos(this.walk(segments, atKey).pos)
     return { file: this.file, line, col, path: pathToString(segments), message }
   }
 }
@@ -256,7 +305,8 @@ export function withDefaults (raw: Record<string, unknown>): Record<string, unkn
 /** Parse and validate config text. Throws ConfigError listing every problem. */
 export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const lc = new LineCounter()
-  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false })
+  // merge: YAML 1.1 merge keys (`<<: *defaults`), which docker-compose and Kubernetes users write.
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false, merge: true })
   const loc = new Locator(doc, lc, file)
   const issues: ConfigIssue[] = []
   for (const err of doc.errors) {
@@ -272,38 +322,47 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
     const { line, col } = lc.linePos(node.range?.[0] ?? 0)
     issues.push({ file, line, col, path: nodePath(doc, node), message })
   }, written)
-  const pointer = (node: YamlNode) => '/' + nodeSegments(doc, node).map((s) => String(s).replace(/~/g, '~0').replace(/\//g, '~1')).join('/')
+  if (issues.length) throw new ConfigError(issues)
+  // Aliases and merge keys the parser accepts but toJS would refuse with no position.
+  checkAliases(doc, (node, message) => {
+    const { line, col } = lc.linePos(node.range?.[0] ?? 0)
+    issues.push({ file, line, col, path: nodePath(doc, node), message: `YAML: ${message}` })
+  })
   if (issues.length) throw new ConfigError(issues)
   let raw: unknown
   try {
     raw = doc.toJS({ maxAliasCount: 100 })
   } catch (err) {
-    // e.g. an alias to an anchor that does not exist, or an alias bomb past maxAliasCount
+    // e.g. an alias bomb past maxAliasCount
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: `YAML: ${(err as Error).message}` }])
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: 'the file must be a YAML mapping (listen, upstreams, routes, ...)' }])
   }
+  // Top-level keys that start with x- are the user's own (as in docker-compose): a place for
+  // anchors that other keys merge (`x-upstream-defaults: &up { timeoutMs: 5000 }`). Not config.
+  for (const k of Object.keys(raw)) if (k.startsWith('x-')) delete (raw as Record<string, unknown>)[k]
   const defaulted = withDefaults(raw as Record<string, unknown>)
   // A ${VAR} that made a number or a boolean where the schema wants a string (a numeric
   // password, a token of digits) is the variable's text.
+  // The node found by the error's key path, through aliases and merge keys (an anchor's scalar
+  // is one node wherever it is used).
   if (typed.size > 0) {
-    const texts = new Map([...typed].map(([node, text]) => [pointer(node), text]))
     for (const e of Value.Errors(ConfigSchema, defaulted)) {
-      const text = texts.get(e.path)
-      if (text !== undefined && (e.schema as { type?: unknown }).type === 'string') setAt(defaulted, toSegments(e.path, defaulted), text)
+      if ((e.schema as { type?: unknown }).type !== 'string') continue
+      const segments = toSegments(e.path, defaulted)
+      const text = typed.get(loc.nodeAt(segments) as YamlNode)
+      if (text !== undefined) setAt(defaulted, segments, text)
     }
   }
   const seen = new Set<string>()
-  let refs: Map<string, string> | null = null
   for (const top of Value.Errors(ConfigSchema, defaulted)) {
     for (const e of unionErrors(top)) {
       if (seen.has(e.path)) continue // one message per key: the first is the most precise
       seen.add(e.path)
       // A value that came from ${VAR}: the message says so (the file shows the reference, not the value).
-      refs ??= new Map([...written].map(([node, text]) => [pointer(node), text]))
       const unknownKey = e.type === ValueErrorType.ObjectAdditionalProperties
-      const ref = unknownKey ? undefined : refs.get(e.path)
+      const ref = unknownKey ? undefined : written.get(loc.nodeAt(toSegments(e.path, defaulted)) as YamlNode)
       const message = describe(e) + (ref === undefined ? '' : ` (from ${ref})`)
       issues.push(loc.issue(toSegments(e.path, defaulted), message, unknownKey))
     }
@@ -355,6 +414,25 @@ function readUpstreamCas (config: Config, onError: (segments: Segment[], message
   return out
 }
 
+/**
+ * Report each alias to an anchor that does not exist (or comes after it), and each merge key
+ * whose value is not a mapping, an alias of one, or a list of those, at its own position.
+ */
+function checkAliases (doc: Document, onError: (node: YamlNode, message: string) => void): void {
+  visit(doc, {
+    Alias (_key, node) {
+      if (node.resolve(doc) === undefined) onError(node, `alias *${node.source} has no anchor &${node.source} before it`)
+    },
+    Pair (_key, pair) {
+      if (!isMergeKey(pair.key)) return
+      const value = pair.value as YamlNode | null
+      const unresolved = (n: unknown) => isAlias(n) && n.resolve(doc) === undefined // reported as an alias
+      if (unresolved(value) || (isSeq(value) && value.items.some(unresolved))) return
+      if (mergeSources(doc, value) === null) onError(value ?? pair.key as YamlNode, '<< merges a mapping, an alias of one, or a list of those')
+    }
+  })
+}
+
 /** The key path of the node at a text offset (a duplicate key names itself), as far as the document parsed. */
 function pathAt (doc: Document, offset: number): string {
   const segs: Segment[] = []
@@ -365,7 +443,7 @@ function pathAt (doc: Document, offset: number): string {
     if (isMap(node)) {
       for (const p of node.items) {
         if (!isPair(p)) continue
-        const name = isScalar(p.key) ? String(p.key.value) : '?'
+        const name = keyName(p.key)
         if (within(p.key)) { segs.push(name); return pathToString(segs) }
         if (within(p.value)) { segs.push(name); next = p.value; break }
       }
@@ -387,7 +465,7 @@ function nodeSegments (doc: Document, target: YamlNode): Segment[] {
     if (node === target) { segs.push(...path); return true }
     if (isMap(node)) {
       for (const p of node.items) {
-        if (isPair(p) && walk(p.value, [...path, isScalar(p.key) ? String(p.key.value) : '?'])) return true
+        if (isPair(p) && walk(p.value, [...path, keyName(p.key)])) return true
       }
     } else if (isSeq(node)) {
       for (let i = 0; i < node.items.length; i++) if (walk(node.items[i], [...path, i])) return true

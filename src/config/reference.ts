@@ -41,7 +41,7 @@ export function renderConfigReference (): string {
   const rows = configRows()
   return ['# Configuration reference', '',
     'Generated from the config schema (`src/config/schema.ts` and the schema beside each stage) by `npm run schema`; a test fails when it is stale.',
-    'Unknown keys are errors. A key without a default is required when its parent block is present.',
+    'Unknown keys are errors, except top-level keys that start with `x-` (ignored: a place for YAML anchors that other keys merge with `<<: *name`). A key without a default is required when its parent block is present.',
     'Values may use `${VAR}` and `${VAR:-default}` (an unset variable without a default is an error).',
     'Durations are milliseconds (`…Ms`) or seconds (`…Seconds`); sizes are bytes. See README.md for what each part does.', '',
     '| key | type | default | description |', '|---|---|---|---|',

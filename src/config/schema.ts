@@ -143,7 +143,13 @@ export const ConfigSchema = Strict({
   defaults: Type.Optional(RouteDefaultsSchema),
   upstreams: Type.Record(Type.String({ pattern: NAME }), UpstreamSchema, { description: 'Upstream services by name' }),
   routes: Type.Array(RouteSchema, { minItems: 1, description: 'Routes; see README "Route matching" for precedence' })
-}, { $id: 'https://sluice.dev/schema/sluice.schema.json', title: 'Sluice configuration' })
+}, {
+  $id: 'https://sluice.dev/schema/sluice.schema.json',
+  title: 'Sluice configuration',
+  // Top-level x- keys are the user's own, for anchors that other keys merge (`<<: *name`). The
+  // loader drops them before it validates; this tells editors they are allowed.
+  patternProperties: { '^x-': {} }
+})
 
 export type Config = Static<typeof ConfigSchema>
 export type UpstreamConfig = Static<typeof UpstreamSchema>
