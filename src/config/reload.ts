@@ -106,8 +106,11 @@ export class Reloader {
       try {
         if (text === undefined) {
           let st: Stats | null = null
-          try { st = statSync(file) } catch {} // loadConfigFile reports a file it cannot read
+          let statError: NodeJS.ErrnoException | null = null
+          try { st = statSync(file) } catch (err) { statError = err as NodeJS.ErrnoException } // loadConfigFile reports a file it cannot read
+          // A missing file forgets the last one seen, so the poll reloads whatever comes back.
           if (st !== null) this.seen.set(resolve(file), statKey(st))
+          else this.seen.delete(resolve(file))
           // The certificate files too, before the load reads them: a change after this stat is
           // one the poll still sees (a key rotated after its certificate, and read in between as
           // a pair that does not match, reloads again when the key changes). Before the empty
@@ -119,6 +122,15 @@ export class Reloader {
           if (trigger === 'file' && st !== null && st.size === 0) {
             log.warn({ trigger, version: prev.version }, 'config file is empty (a save in progress?); the previous config keeps serving until it is written')
             return { ok: false, version: prev.version, changed: false, errors: [`${file}: the file is empty`] }
+          }
+          // The same for a file saved by rename (write a temp file, unlink, rename) or a swapped
+          // symlink: the path can be missing for a moment. The old config keeps serving, as
+          // nginx's would, and the file's return (the directory watch or the stat poll) reloads.
+          // Only a change the watcher saw: SIGHUP and POST /admin/reload asked for this file,
+          // and fail naming it.
+          if (trigger === 'file' && statError?.code === 'ENOENT') {
+            log.warn({ trigger, file, version: prev.version }, 'config file is missing (a save by rename in progress?); the previous config keeps serving until it is back')
+            return { ok: false, version: prev.version, changed: false, errors: [`${file}: the file is missing (ENOENT)`] }
           }
         }
         const loaded = text === undefined ? loadConfigFile(file) : parseConfig(text, file)
