@@ -159,6 +159,17 @@ export class Reloader {
         const warnings = [...loaded.warnings, ...restart.map((k) => k === 'listen' ? LISTEN_RESTART_WARNING : `a change to "${k}" takes effect at the next restart`)]
         return { ok: true, version: next.version, changed: true, warnings, diff }
       } catch (err) {
+        // A listener certificate or key that is missing when the watcher saw a change: the
+        // files are being swapped by rename (write, unlink, rename), as the config file can be.
+        // The old certificate keeps serving and the file's return reloads (the poll: `note`
+        // kept what was last seen of it). Only files this process already watches: a new path
+        // the edited config names, or a reload asked for, fails as any other error.
+        const missing = trigger === 'file' && err instanceof ConfigError ? this.missingCertFiles(err) : null
+        if (missing !== null) {
+          const { log, holder } = this.deps
+          log.warn({ trigger, files: missing, version: holder.current().version }, 'a certificate file is missing (a rotation in progress?); the previous certificate keeps serving until it is back')
+          return { ok: false, version: holder.current().version, changed: false, errors: missing.map((f) => `${f}: the file is missing (ENOENT)`) }
+        }
         metrics.configReloads.labels('failure').inc()
         const errors = err instanceof ConfigError
           ? err.issues.map(formatIssue)
@@ -191,6 +202,21 @@ export class Reloader {
     this.polledConfig = file
     this.note(file)
     this.startPoll()
+  }
+
+  /**
+   * The watched certificate files a load could not read for ENOENT (edge/tls.ts's `cannot read
+   * "<file>": ENOENT`), when that is every issue it has; else null.
+   */
+  private missingCertFiles (err: ConfigError): string[] | null {
+    const files: string[] = []
+    for (const issue of err.issues) {
+      const m = /^cannot read (".*"): ENOENT$/.exec(issue.message)
+      const f = m === null ? null : resolve(JSON.parse(m[1]) as string)
+      if (f === null || !this.certFiles.includes(f)) return null
+      files.push(f)
+    }
+    return files.length > 0 ? files : null
   }
 
   /** Record what the file's stat() is now (nothing when it cannot be stat()ed). */

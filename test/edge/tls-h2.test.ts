@@ -383,6 +383,33 @@ test('certificate files that are symlinks into another directory, replaced there
   await until('a new connection is served the rotated certificate', async () => (await servedFingerprint(gw.url)) === fp(two.cert), { tries: 100, intervalMs: 50, detail: () => gw.logs.filter((l) => l.msg !== 'request').map((l) => l.msg) })
 })
 
+test('a certificate file missing for a moment (a rotation by unlink and rename): a warning, never a failed reload or a degraded /readyz; the pair that comes back loads', async (t) => {
+  const rot = join(dir, 'unlinked')
+  mkdirSync(rot)
+  const one = makePair('unlinked-1')
+  writeFileSync(join(rot, 'cert.pem'), one.cert)
+  writeFileSync(join(rot, 'key.pem'), one.key)
+  const gw = await startTestGateway(config()
+    .replace(`certFile: "${certFile}", keyFile: "${keyFile}"`, `certFile: "${join(rot, 'cert.pem')}", keyFile: "${join(rot, 'key.pem')}"`), { watch: true })
+  t.after(() => gw.close())
+  const fp = (pem: Buffer) => new X509Certificate(pem).fingerprint256
+  const msgs = () => gw.logs.filter((l) => l.msg !== 'request').map((l) => String(l.msg))
+  rmSync(join(rot, 'key.pem'))
+  await until('the watcher reacts to the removal', () => msgs().some((m) => m.startsWith('a certificate file is missing') || m.startsWith('config reload failed')), { tries: 100, intervalMs: 50, detail: msgs })
+  assert.equal(msgs().some((m) => m.startsWith('config reload failed')), false, JSON.stringify(gw.logs.filter((l) => String(l.msg).startsWith('config reload failed'))))
+  assert.deepEqual(gw.logs.find((l) => String(l.msg).startsWith('a certificate file is missing'))?.files, [join(rot, 'key.pem')])
+  const ready = await (await fetch(gw.adminUrl + '/readyz')).json() as { status: string }
+  assert.equal(ready.status, 'ready')
+  assert.equal(await servedFingerprint(gw.url), fp(one.cert), 'the old pair keeps serving')
+  // The new pair, each file renamed into place.
+  const two = makePair('unlinked-2')
+  writeFileSync(join(rot, 'key.pem.tmp'), two.key)
+  writeFileSync(join(rot, 'cert.pem.tmp'), two.cert)
+  renameSync(join(rot, 'key.pem.tmp'), join(rot, 'key.pem'))
+  renameSync(join(rot, 'cert.pem.tmp'), join(rot, 'cert.pem'))
+  await until('a new connection is served the new certificate', async () => (await servedFingerprint(gw.url)) === fp(two.cert), { tries: 100, intervalMs: 50, detail: msgs })
+})
+
 function issues (yaml: string): string[] {
   try { parseConfig(yaml, 'test.yaml', {}) } catch (err) {
     assert.ok(err instanceof ConfigError, String(err))
