@@ -335,9 +335,11 @@ export function mergeHistories (answers: HistoryAnswer[]): HistoryAnswer {
     const latest = typeof a?.latest === 'number' ? a.latest : s !== undefined && s.length > 0 ? s[s.length - 1].t : undefined
     if (latest !== undefined) complete = Math.min(complete, latest)
   }
-  // The counts can be summed only where every worker's buckets have the same bounds.
-  const le = answers.find((a) => a?.le !== undefined)?.le
-  const sameLe = le !== undefined && answers.every((a) => a?.le !== undefined && a.le.length === le.length && a.le.every((x, i) => x === le[i]))
+  // The counts can be summed only where every worker's buckets have the same bounds. A worker
+  // that has answered no request yet has no buckets at all (the histogram's children are made
+  // by the first observation): no bounds, and samples with no counts, which add nothing.
+  const le = answers.find((a) => a?.le !== undefined && a.le.length > 0)?.le
+  const sameLe = le !== undefined && answers.every((a) => a?.le !== undefined && (a.le.length === 0 || (a.le.length === le.length && a.le.every((x, i) => x === le[i]))))
   const byT = new Map<number, HistorySample[]>()
   for (const a of answers) for (const s of a?.samples ?? []) {
     if (s.t > complete) continue
@@ -346,7 +348,7 @@ export function mergeHistories (answers: HistoryAnswer[]): HistoryAnswer {
   }
   /** p50 and p99 of the summed histograms, or null when a sample lacks its counts. */
   const exact = (list: HistorySample[]): { p50: number | null; p99: number | null } | null => {
-    if (!sameLe || !list.every((s) => Array.isArray(s.latency) && s.latency.length === le.length + 1)) return null
+    if (!sameLe || !list.every((s) => Array.isArray(s.latency) && (s.latency.length === le.length + 1 || s.latency.length === 0))) return null
     const sum = new Array<number>(le.length + 1).fill(0)
     for (const s of list) s.latency!.forEach((n, i) => { sum[i] += n })
     let cum = 0

@@ -131,3 +131,20 @@ test('workers: the merged p50 and p99 are those of every worker\'s requests toge
   assert.equal(A.answer().samples[0].latency, undefined, 'nor in a process\'s own /admin/status/history')
   assert.equal(A.answer().le, undefined)
 })
+
+test('workers: a worker that has answered no request yet (no latency buckets at all) does not turn the others\' merged p50 and p99 back into estimates', async () => {
+  const opts = { intervalMs: 3_600_000, capacity: 10 }
+  const [ma, mb, mc, mall] = [0, 1, 2, 3].map(() => createMetrics({ processMetrics: false }))
+  const [A, B, C, All] = [ma, mb, mc, mall].map((m) => new StatusHistory(m, opts))
+  for (const h of [A, B, C, All]) await h.tick(true)
+  for (let i = 0; i < 90; i++) for (const m of [ma, mall]) m.forRoute('r').observe('GET', 200, 'hit', 0.002)
+  for (let i = 0; i < 10; i++) for (const m of [mb, mall]) m.forRoute('r').observe('GET', 200, 'miss', 0.4)
+  // C, idle since it started, has no histogram children: its answer has no bounds.
+  for (const h of [A, B, C, All]) await h.tick()
+  const merged = mergeHistories([C.answer(undefined, true), A.answer(undefined, true), B.answer(undefined, true)]).samples
+  const one = All.samples()
+  assert.equal(merged.length, 1)
+  assert.equal(merged[0].requests, 100)
+  assert.equal(merged[0].p50, one[0].p50, 'p50 as one process with all the requests')
+  assert.equal(merged[0].p99, one[0].p99, 'p99 as one process with all the requests')
+})
