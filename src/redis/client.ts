@@ -100,6 +100,17 @@ class StandaloneGuarded extends StandaloneConnector {
 class SentinelGuarded extends SentinelConnector {
   override connect (...a: Parameters<Connect>): ReturnType<Connect> { return super.connect(...a).then(listenForLife) }
 }
+// The sentinels are asked through clients ioredis makes itself (one per query of the master's
+// address, and the failover detector's subscriptions), with the default connector: their
+// sockets fail the same way (a TLS sentinel's alert during teardown). connectToSentinel is
+// private in ioredis's types, so it is wrapped on the prototype.
+{
+  const proto = SentinelGuarded.prototype as unknown as { connectToSentinel (endpoint: unknown, options?: RedisOptions): Redis }
+  const toSentinel = proto.connectToSentinel
+  proto.connectToSentinel = function (endpoint, options) {
+    return toSentinel.call(this, endpoint, { Connector: StandaloneGuarded as unknown as ConnectorClass, ...options })
+  }
+}
 
 /** What every connection shares: timeouts, fail-fast, credentials, TLS. */
 function baseOptions (cfg: RedisConfig): RedisOptions {

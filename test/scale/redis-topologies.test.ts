@@ -4,6 +4,7 @@
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
+import diagnostics from 'node:diagnostics_channel'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import pino from 'pino'
@@ -153,6 +154,29 @@ test('a second error on one Redis socket (one server, TLS, sentinel) is not an u
     assert.deepEqual(seen.map((e) => e.message), ['first'], 'the first error is reported as before')
     await h.close()
   }
+})
+
+test('sentinel: a second error on a socket to a sentinel (the clients ioredis makes to ask them) is not an uncaught exception either', async () => {
+  // Every client socket this process opens while the client finds its master.
+  const sockets: import('node:net').Socket[] = []
+  const seen = (m: unknown) => { sockets.push((m as { socket: import('node:net').Socket }).socket) }
+  diagnostics.subscribe('net.client.socket', seen)
+  let h: ReturnType<typeof createRedis>
+  try {
+    h = createRedis({ url: '', sentinels: sentinel.sentinels, name: 'mymaster', keyPrefix: 'e3:', commandTimeoutMs: 1000, connectTimeoutMs: 1000 }, quiet())
+    closers.push(() => h.close())
+    if (h.client.status !== 'ready') await once(h.client, 'ready')
+  } finally {
+    diagnostics.unsubscribe('net.client.socket', seen)
+  }
+  const master = (h.client as unknown as { stream: import('node:net').Socket }).stream
+  const toSentinels = sockets.filter((s) => s !== master)
+  assert.ok(toSentinels.length > 0, 'the sentinels were asked')
+  for (const s of toSentinels) {
+    s.emit('error', new Error('first'))
+    assert.doesNotThrow(() => s.emit('error', new Error('tlsv1 alert decode error')))
+  }
+  await h.close()
 })
 
 test('ACL: a user limited to the key prefix works; a wrong password leaves Redis unhealthy, requests served, and no password in any log', async () => {
