@@ -186,8 +186,10 @@ function hasValidator (h: Headers): boolean {
  * request fields than the entry's: the entry's secondary key would no longer match the headers
  * it would then carry. Nor when it carries no validator at all while the entry has one (RFC
  * 9111 §4.3.4: such a 304 selects only a stored response that lacks a validator too): nothing
- * in it says which representation it is about, and RFC 9110 §15.4.5 has the origin repeat the
- * ETag and Last-Modified it would send in a 200. The values of the validators it does carry are
+ * in it says which representation it is about (RFC 9110 §15.4.5 has the origin repeat the ETag
+ * it would send in a 200, though not Last-Modified: an origin that validates by Last-Modified
+ * alone and answers a bare 304 is within RFC 9110, and its stale entries are then revalidated
+ * on every use, never freshened). The values of the validators it does carry are
  * not compared: a 304 answers the validators the cache sent (an origin that checks
  * If-Modified-Since may name a tag of its own, as behind a balancer whose servers make
  * different tags), and the stored ETag is kept either way (KEEP_ON_UPDATE), as the public
