@@ -329,6 +329,16 @@ function servedFingerprint (url: string): Promise<string> {
   })
 }
 
+/** The SHA-256 fingerprint of a PEM certificate, as servedFingerprint() reports a served one. */
+const fp = (pem: Buffer): string => new X509Certificate(pem).fingerprint256
+
+/** A gateway that watches its config and serves this certificate and key (closed after the test). */
+async function watchedWithCert (t: { after (fn: () => unknown): void }, cert: string, key: string): Promise<TestGateway> {
+  const gw = await startTestGateway(config().replace(`certFile: "${certFile}", keyFile: "${keyFile}"`, `certFile: "${cert}", keyFile: "${key}"`), { watch: true })
+  t.after(() => gw.close())
+  return gw
+}
+
 test('certificate reload when a directory symlink in the path of the files is swapped (live -> v1/, then live -> v2/): the new pair serves new connections', async (t) => {
   // live -> v1/, and the gateway is given live/cert.pem: a swap of the link changes no file in
   // the directory fs.watch watches (it follows the link to v1 when it starts).
@@ -339,10 +349,7 @@ test('certificate reload when a directory symlink in the path of the files is sw
   writeFileSync(join(rot, 'v1/cert.pem'), v1.cert)
   writeFileSync(join(rot, 'v1/key.pem'), v1.key)
   symlinkSync('v1', join(rot, 'live'))
-  const gw = await startTestGateway(config()
-    .replace(`certFile: "${certFile}", keyFile: "${keyFile}"`, `certFile: "${join(rot, 'live/cert.pem')}", keyFile: "${join(rot, 'live/key.pem')}"`), { watch: true })
-  t.after(() => gw.close())
-  const fp = (pem: Buffer) => new X509Certificate(pem).fingerprint256
+  const gw = await watchedWithCert(t, join(rot, 'live/cert.pem'), join(rot, 'live/key.pem'))
   assert.equal(await servedFingerprint(gw.url), fp(v1.cert))
   // The new pair in v2/, then the link swapped atomically (a new link renamed over the old).
   const v2 = makePair('rot-v2')
@@ -363,10 +370,7 @@ test('certificate files that are symlinks into another directory, replaced there
   writeFileSync(join(rot, 'archive/key.pem'), one.key)
   symlinkSync(join(rot, 'archive/cert.pem'), join(rot, 'live/cert.pem'))
   symlinkSync(join(rot, 'archive/key.pem'), join(rot, 'live/key.pem'))
-  const gw = await startTestGateway(config()
-    .replace(`certFile: "${certFile}", keyFile: "${keyFile}"`, `certFile: "${join(rot, 'live/cert.pem')}", keyFile: "${join(rot, 'live/key.pem')}"`), { watch: true })
-  t.after(() => gw.close())
-  const fp = (pem: Buffer) => new X509Certificate(pem).fingerprint256
+  const gw = await watchedWithCert(t, join(rot, 'live/cert.pem'), join(rot, 'live/key.pem'))
   assert.equal(await servedFingerprint(gw.url), fp(one.cert))
   // The certificate is replaced in archive/ (no event in live/), its key not yet: the reload
   // the poll starts reads a pair that does not match, fails, and the old pair keeps serving.
@@ -389,10 +393,7 @@ test('a certificate file missing for a moment (a rotation by unlink and rename):
   const one = makePair('unlinked-1')
   writeFileSync(join(rot, 'cert.pem'), one.cert)
   writeFileSync(join(rot, 'key.pem'), one.key)
-  const gw = await startTestGateway(config()
-    .replace(`certFile: "${certFile}", keyFile: "${keyFile}"`, `certFile: "${join(rot, 'cert.pem')}", keyFile: "${join(rot, 'key.pem')}"`), { watch: true })
-  t.after(() => gw.close())
-  const fp = (pem: Buffer) => new X509Certificate(pem).fingerprint256
+  const gw = await watchedWithCert(t, join(rot, 'cert.pem'), join(rot, 'key.pem'))
   const msgs = () => gw.logs.filter((l) => l.msg !== 'request').map((l) => String(l.msg))
   rmSync(join(rot, 'key.pem'))
   await until('the watcher reacts to the removal', () => msgs().some((m) => m.startsWith('a certificate file is missing') || m.startsWith('config reload failed')), { tries: 100, intervalMs: 50, detail: msgs })
