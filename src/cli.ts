@@ -78,9 +78,9 @@ async function main (argv: string[]): Promise<number> {
 
   switch (command) {
     case 'schema': {
-      const { ConfigSchema } = await import('./config/schema.js')
-      const { jsonSchemaForEditors } = await import('./config/types-helpers.js')
-      process.stdout.write(JSON.stringify(jsonSchemaForEditors(ConfigSchema), null, 2) + '\n')
+      // The same text as config/sluice.schema.json (npm run schema), from one function.
+      const { renderJsonSchema } = await import('./config/reference.js')
+      process.stdout.write(renderJsonSchema())
       return 0
     }
     case 'validate': {
