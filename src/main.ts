@@ -7,7 +7,7 @@ import type { Logger } from 'pino'
 import type { FastifyInstance } from 'fastify'
 import { loadConfigFile, parseConfig } from './config/load.js'
 import { compile, type Snapshot } from './config/compile.js'
-import { SnapshotHolder, Reloader } from './config/reload.js'
+import { SnapshotHolder, Reloader, statKeysNow } from './config/reload.js'
 import { listenNeedsRestart, restartKeys, LISTEN_RESTART_WARNING } from './config/diff.js'
 import { tlsFiles } from './config/tls-files.js'
 import { createLogger } from './observability/logger.js'
@@ -94,8 +94,12 @@ function checkDns (snap: Snapshot, log: Logger): void {
 }
 
 export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
+  // The config file's stat() before it is read, the certificate files' right after: the
+  // reloader compares with these once it watches (below, after the listeners are up).
+  const seenAtLoad = opts.configText === undefined ? statKeysNow([opts.configFile]) : new Map<string, string>()
   const loaded = opts.configText === undefined ? loadConfigFile(opts.configFile) : parseConfig(opts.configText, opts.configFile)
   const first = compile(loaded.config, loaded.raw, opts.configFile, loaded.ca, loaded.listenTls ?? null)
+  for (const [f, k] of statKeysNow(tlsFiles(first))) seenAtLoad.set(f, k)
   /** The CA the listener checks client certificates against now (listen.tls.caFile; see the reload's commit). */
   let liveClientCa = first.listenTls?.ca
   const cfg = first.config
@@ -272,6 +276,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   }
   warm()
   if (opts.watch !== false) {
+    reloader.seed(seenAtLoad)
     reloader.watch()
     reloader.watchFiles(tlsFiles(first))
   }

@@ -75,6 +75,22 @@ function statKeyNow (file: string): string | undefined {
   try { return statKey(statSync(file)) } catch { return undefined }
 }
 
+/**
+ * What the poll compares each file with, taken as a load reads the files (by absolute path):
+ * the gateway's first load hands these to Reloader.seed(), so a change saved between that
+ * read and the start of watching (the listener binding, a Redis that is slow to answer) is
+ * reloaded by the first poll instead of being taken for what was read.
+ */
+export function statKeysNow (files: readonly string[]): Map<string, string> {
+  const keys = new Map<string, string>()
+  for (const f of files) {
+    const abs = resolve(f)
+    const k = statKeyNow(abs)
+    if (k !== undefined) keys.set(abs, k)
+  }
+  return keys
+}
+
 export class Reloader {
   private watchers: FSWatcher[] = []
   private timer: NodeJS.Timeout | null = null
@@ -184,6 +200,11 @@ export class Reloader {
     return p
   }
 
+  /** What the files were when they were read, before watch() and watchFiles() (see statKeysNow). */
+  seed (keys: ReadonlyMap<string, string>): void {
+    for (const [f, k] of keys) this.seen.set(f, k)
+  }
+
   /** Watch the file and its directory; reload after `debounceMs` of quiet. */
   watch (): void {
     const file = resolve(this.deps.file)
@@ -200,7 +221,7 @@ export class Reloader {
       this.deps.log.warn({ err: (err as Error).message, dir }, 'cannot watch the config directory; use SIGHUP or POST /admin/reload')
     }
     this.polledConfig = file
-    this.note(file)
+    if (!this.seen.has(file)) this.note(file)
     this.startPoll()
   }
 

@@ -111,6 +111,22 @@ test('a config file under a symlinked directory reloads when the directory symli
   await until('a reload after an edit in the new directory', () => gw.holder.current().config.upstreams.origin.timeoutMs === 4000, POLL)
 })
 
+test('a config saved while the gateway starts (after its first read, before it watches) is reloaded, not taken for what was read', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'sluice.yaml')
+  writeFileSync(file, withTimeout(2000))
+  const logs: Record<string, unknown>[] = []
+  const sink = new Writable({ write (c, _e, cb) { for (const l of String(c).split('\n')) if (l) logs.push(JSON.parse(l)); cb() } })
+  // startGateway reads the file before its first await; watching starts once the listeners
+  // are up. The save lands in between.
+  const starting = startGateway({ configFile: file, log: pino({ level: 'info' }, sink), watch: true, proxyPort: 0, adminPort: 0 })
+  writeFileSync(file, withTimeout(3000))
+  const gw = await starting
+  t.after(() => gw.close(100))
+  assert.equal(gw.holder.current().config.upstreams.origin.timeoutMs, 2000, 'the gateway started with what it read')
+  await until('a reload of the file saved during the start', () => gw.holder.current().config.upstreams.origin.timeoutMs === 3000, { ...POLL, detail: () => logs.map((l) => l.msg) })
+})
+
 test('a file truncated and then written (a save in two writes): the empty file in between is not a failed reload; the write reloads', async (t) => {
   const dir = tempDir(t)
   const file = join(dir, 'sluice.yaml')
