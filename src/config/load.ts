@@ -146,9 +146,15 @@ const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g
  */
 function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: YamlNode, msg: string) => void, written: Map<YamlNode, string>): Map<YamlNode, string> {
   const typed = new Map<YamlNode, string>()
+  // What an alias (or a merge key's alias) points at: a value under a top-level x- key that
+  // none of these reaches is dropped unread, so its references are not resolved (an unset
+  // variable there is not an error: docker-compose files keep such blocks per environment).
+  const aliased = new Set<unknown>()
+  visit(doc, { Alias (_key, node) { const target = node.resolve(doc); if (target !== undefined) aliased.add(target) } })
   visit(doc, {
-    Scalar (_key, node) {
+    Scalar (_key, node, path) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return
+      if (unusedExtension(path, node, aliased)) return
       written.set(node, node.value)
       const out = node.value.replace(ENV_REF, (_m, name: string, hasDefault: string | undefined, def: string | undefined) => {
         const v = env[name]
@@ -171,6 +177,19 @@ function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: Yam
     }
   })
   return typed
+}
+
+/**
+ * Whether a scalar lies under a top-level `x-` key (dropped before validation) with no node
+ * on its way down, itself included, that an alias points at: nothing in the config uses it.
+ */
+function unusedExtension (path: readonly unknown[], node: unknown, aliased: ReadonlySet<unknown>): boolean {
+  // path: the document, its root mapping, the top-level pair, then the nodes below it.
+  const top = path[2]
+  if (!isPair(top) || !keyName(top.key).startsWith('x-')) return false
+  if (aliased.has(node)) return false
+  for (let i = 3; i < path.length; i++) if (aliased.has(path[i])) return false
+  return true
 }
 
 /**

@@ -104,6 +104,27 @@ routes:
   assert.equal(parseConfig(pw, 'test.yaml', { PW: '1234' }).config.redis.password, '1234')
 })
 
+test('an unset ${VAR} under a top-level x- key nothing uses is not an error; the same block merged somewhere is', () => {
+  const yaml = (use: string) => `x-prod: &prod
+  url: \${PROD_ORIGIN}
+  timeoutMs: 5000
+x-staging:
+  redis: { url: "redis://\${STAGING_REDIS}" }
+  list: [ "\${STAGING_A}", { b: "\${STAGING_B}" } ]
+upstreams:
+  api:
+    ${use}
+routes:
+  - name: r
+    upstream: api
+`
+  // Neither block is used: the config loads without PROD_ORIGIN or any STAGING_ variable.
+  assert.equal(parseConfig(yaml('url: http://127.0.0.1:1'), 'test.yaml', {}).config.upstreams.api.url, 'http://127.0.0.1:1')
+  // x-prod merged into the upstream: its unset variable is an error again, at its own line.
+  assert.deepEqual(configIssues(yaml('<<: *prod'), {}), ['test.yaml:2:8 x-prod.url: environment variable PROD_ORIGIN is not set (write ${PROD_ORIGIN:-default} to give a default)'])
+  assert.equal(parseConfig(yaml('<<: *prod'), 'test.yaml', { PROD_ORIGIN: 'http://127.0.0.1:2' }).config.upstreams.api.url, 'http://127.0.0.1:2')
+})
+
 test('an alias to an anchor that does not exist names its line and key path, merged or not', () => {
   const merge = `upstreams:
   api:
