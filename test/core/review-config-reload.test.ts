@@ -120,11 +120,13 @@ test('a config saved while the gateway starts (after its first read, before it w
   // startGateway reads the file before its first await; watching starts once the listeners
   // are up. The save lands in between.
   const starting = startGateway({ configFile: file, log: pino({ level: 'info' }, sink), watch: true, proxyPort: 0, adminPort: 0 })
-  writeFileSync(file, withTimeout(3000))
+  // A different size: the two writes may share one modification time (the kernel's file
+  // times move in clock ticks), and the poll must not depend on that here.
+  writeFileSync(file, withTimeout(30000))
   const gw = await starting
   t.after(() => gw.close(100))
   assert.equal(gw.holder.current().config.upstreams.origin.timeoutMs, 2000, 'the gateway started with what it read')
-  await until('a reload of the file saved during the start', () => gw.holder.current().config.upstreams.origin.timeoutMs === 3000, { ...POLL, detail: () => logs.map((l) => l.msg) })
+  await until('a reload of the file saved during the start', () => gw.holder.current().config.upstreams.origin.timeoutMs === 30000, { ...POLL, detail: () => logs.map((l) => l.msg) })
 })
 
 test('a file truncated and then written (a save in two writes): the empty file in between is not a failed reload; the write reloads', async (t) => {
