@@ -337,9 +337,16 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   if (issues.length) throw new ConfigError(issues)
   /** Each scalar that held a ${VAR} reference, with its text as written. */
   const written = new Map<YamlNode, string>()
+  let uses: Map<unknown, Segment[][]> | null = null
   const typed = interpolate(doc, env, (node, message) => {
     const { line, col } = lc.linePos(node.range?.[0] ?? 0)
-    issues.push({ file, line, col, path: nodePath(doc, node), message })
+    // A value in an anchor: the key path of each place it is loaded (as for a value the
+    // schema refuses), at the line where it is written. Else, or past the walk's bound, where
+    // it is written.
+    uses ??= usePaths(doc)
+    const at = uses.get(node) ?? []
+    if (at.length === 0) issues.push({ file, line, col, path: nodePath(doc, node), message })
+    for (const segs of at) issues.push({ file, line, col, path: pathToString(segs), message })
   }, written)
   if (issues.length) throw new ConfigError(issues)
   // Aliases and merge keys the parser accepts but toJS would refuse with no position.
@@ -472,6 +479,55 @@ function pathAt (doc: Document, offset: number): string {
     node = next
   }
   return pathToString(segs)
+}
+
+/** How many nodes usePaths() visits at most (aliases are followed, so a document can expand). */
+const USE_WALK_MAX = 20000
+
+/**
+ * Each scalar the loaded config holds, with the key paths it is loaded at: through aliases and
+ * merge keys (a key written in the mapping wins over a merged one, an earlier merged mapping
+ * over a later one), leaving out top-level `x-` keys. Empty past USE_WALK_MAX nodes.
+ */
+function usePaths (doc: Document): Map<unknown, Segment[][]> {
+  const out = new Map<unknown, Segment[][]>()
+  let visited = 0
+  const walk = (node: unknown, path: Segment[], depth: number): boolean => {
+    if (++visited > USE_WALK_MAX || depth > 64) return false
+    if (isAlias(node)) return walk(node.resolve(doc), path, depth + 1)
+    if (isScalar(node)) {
+      const list = out.get(node)
+      if (list === undefined) out.set(node, [path]); else list.push(path)
+      return true
+    }
+    if (isSeq(node)) {
+      for (let i = 0; i < node.items.length; i++) if (!walk(node.items[i], [...path, i], depth + 1)) return false
+      return true
+    }
+    if (!isMap(node)) return true
+    const seen = new Set<string>()
+    for (const [k, value] of mapEntries(doc, node)) {
+      if (seen.has(k)) continue
+      seen.add(k)
+      if (depth === 0 && k.startsWith('x-')) continue
+      if (!walk(value, [...path, k], depth + 1)) return false
+    }
+    return true
+  }
+  return walk(doc.contents, [], 0) ? out : new Map()
+}
+
+/** A mapping's entries in the order that decides: its own keys, then each mapping `<<` merges (and what those merge). */
+function mapEntries (doc: Document, map: YAMLMap, depth = 0): Array<[string, unknown]> {
+  const own: Array<[string, unknown]> = []
+  const merged: Array<[string, unknown]> = []
+  for (const p of map.items) {
+    if (!isPair(p)) continue
+    if (!isMergeKey(p.key)) { own.push([keyName(p.key), p.value]); continue }
+    if (depth > 16) continue
+    for (const src of mergeSources(doc, p.value) ?? []) merged.push(...mapEntries(doc, src, depth + 1))
+  }
+  return [...own, ...merged]
 }
 
 function nodePath (doc: Document, target: YamlNode): string {

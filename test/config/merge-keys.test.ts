@@ -120,9 +120,36 @@ routes:
 `
   // Neither block is used: the config loads without PROD_ORIGIN or any STAGING_ variable.
   assert.equal(parseConfig(yaml('url: http://127.0.0.1:1'), 'test.yaml', {}).config.upstreams.api.url, 'http://127.0.0.1:1')
-  // x-prod merged into the upstream: its unset variable is an error again, at its own line.
-  assert.deepEqual(configIssues(yaml('<<: *prod'), {}), ['test.yaml:2:8 x-prod.url: environment variable PROD_ORIGIN is not set (write ${PROD_ORIGIN:-default} to give a default)'])
+  // x-prod merged into the upstream: its unset variable is an error again, at its line in the
+  // anchor and the key path where it is used.
+  assert.deepEqual(configIssues(yaml('<<: *prod'), {}), ['test.yaml:2:8 upstreams.api.url: environment variable PROD_ORIGIN is not set (write ${PROD_ORIGIN:-default} to give a default)'])
   assert.equal(parseConfig(yaml('<<: *prod'), 'test.yaml', { PROD_ORIGIN: 'http://127.0.0.1:2' }).config.upstreams.api.url, 'http://127.0.0.1:2')
+})
+
+test('an unset ${VAR} in an anchor names its line and the key path of each use; a key written beside << hides the merged one', () => {
+  const yaml = `x-d: &d
+  url: \${ORIGIN}
+  timeoutMs: 100
+upstreams:
+  a: { <<: *d }
+  b:
+    <<: *d
+    url: http://127.0.0.1:1
+  c: *d
+  e: &e
+    url: \${E_ORIGIN}
+  f: *e
+routes:
+  - name: r
+    upstream: a
+`
+  const msg = (v: string) => `environment variable ${v} is not set (write \${${v}:-default} to give a default)`
+  assert.deepEqual(configIssues(yaml, {}), [
+    `test.yaml:2:8 upstreams.a.url: ${msg('ORIGIN')}`,
+    `test.yaml:2:8 upstreams.c.url: ${msg('ORIGIN')}`,
+    `test.yaml:11:10 upstreams.e.url: ${msg('E_ORIGIN')}`,
+    `test.yaml:11:10 upstreams.f.url: ${msg('E_ORIGIN')}`
+  ])
 })
 
 test('an alias to an anchor that does not exist names its line and key path, merged or not', () => {
