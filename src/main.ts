@@ -94,12 +94,14 @@ function checkDns (snap: Snapshot, log: Logger): void {
 }
 
 export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
-  // The config file's stat() before it is read, the certificate files' right after: the
-  // reloader compares with these once it watches (below, after the listeners are up).
-  const seenAtLoad = opts.configText === undefined ? statKeysNow([opts.configFile]) : new Map<string, string>()
+  // A process that watches: the config file's stat() before it is read, the certificate
+  // files' right after; the reloader compares with these once it watches (below, after the
+  // listeners are up).
+  const watching = opts.watch !== false
+  const seenAtLoad = watching && opts.configText === undefined ? statKeysNow([opts.configFile]) : new Map<string, string>()
   const loaded = opts.configText === undefined ? loadConfigFile(opts.configFile) : parseConfig(opts.configText, opts.configFile)
   const first = compile(loaded.config, loaded.raw, opts.configFile, loaded.ca, loaded.listenTls ?? null)
-  for (const [f, k] of statKeysNow(tlsFiles(first))) seenAtLoad.set(f, k)
+  if (watching) for (const [f, k] of statKeysNow(tlsFiles(first))) seenAtLoad.set(f, k)
   /** The CA the listener checks client certificates against now (listen.tls.caFile; see the reload's commit). */
   let liveClientCa = first.listenTls?.ca
   const cfg = first.config
@@ -177,7 +179,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
             }
           }
           // Only a process that watches (a cluster's primary watches for its workers).
-          if (opts.watch !== false) reloader.watchFiles(tlsFiles(next))
+          if (watching) reloader.watchFiles(tlsFiles(next))
           tracing.configure(next.config.tracing)
           if (prev.config.log.level !== next.config.log.level) { log.info({ from: prev.config.log.level, to: next.config.log.level }, 'log level changed'); log.level = next.config.log.level }
           if (listenNeedsRestart(prev.config, next.config)) log.warn({ key: 'listen' }, LISTEN_RESTART_WARNING)
@@ -275,7 +277,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     })()
   }
   warm()
-  if (opts.watch !== false) {
+  if (watching) {
     reloader.seed(seenAtLoad)
     reloader.watch()
     reloader.watchFiles(tlsFiles(first))

@@ -144,17 +144,15 @@ const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}/g
  * Returns the scalars that became numbers or booleans, with their text: where the schema wants
  * a string there (a numeric password or token), the text is put back.
  */
-function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: YamlNode, msg: string) => void, written: Map<YamlNode, string>): Map<YamlNode, string> {
+function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: YamlNode, msg: string) => void, written: Map<YamlNode, string>, unused: (node: YamlNode) => boolean): Map<YamlNode, string> {
   const typed = new Map<YamlNode, string>()
-  // What an alias (or a merge key's alias) points at: a value under a top-level x- key that
-  // none of these reaches is dropped unread, so its references are not resolved (an unset
-  // variable there is not an error: docker-compose files keep such blocks per environment).
-  const aliased = new Set<unknown>()
-  visit(doc, { Alias (_key, node) { const target = node.resolve(doc); if (target !== undefined) aliased.add(target) } })
   visit(doc, {
     Scalar (_key, node, path) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return
-      if (unusedExtension(path, node, aliased)) return
+      // A value under a top-level x- key that the config never loads (no alias or merge key
+      // reaches it) is dropped unread, so its references are not resolved: an unset variable
+      // there is not an error (docker-compose files keep such blocks per environment).
+      if (underExtension(path) && unused(node)) return
       written.set(node, node.value)
       const out = node.value.replace(ENV_REF, (_m, name: string, hasDefault: string | undefined, def: string | undefined) => {
         const v = env[name]
@@ -179,17 +177,11 @@ function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: Yam
   return typed
 }
 
-/**
- * Whether a scalar lies under a top-level `x-` key (dropped before validation) with no node
- * on its way down, itself included, that an alias points at: nothing in the config uses it.
- */
-function unusedExtension (path: readonly unknown[], node: unknown, aliased: ReadonlySet<unknown>): boolean {
+/** Whether a node visit()ed at `path` lies under a top-level `x-` key (dropped before validation). */
+function underExtension (path: readonly unknown[]): boolean {
   // path: the document, its root mapping, the top-level pair, then the nodes below it.
   const top = path[2]
-  if (!isPair(top) || !keyName(top.key).startsWith('x-')) return false
-  if (aliased.has(node)) return false
-  for (let i = 3; i < path.length; i++) if (aliased.has(path[i])) return false
-  return true
+  return isPair(top) && keyName(top.key).startsWith('x-')
 }
 
 /**
@@ -337,17 +329,18 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   if (issues.length) throw new ConfigError(issues)
   /** Each scalar that held a ${VAR} reference, with its text as written. */
   const written = new Map<YamlNode, string>()
-  let uses: Map<unknown, Segment[][]> | null = null
+  // Where each scalar is loaded (usePaths), walked once when first needed; null past its bound.
+  let walked: Map<unknown, Segment[][]> | null | undefined
+  const uses = (): Map<unknown, Segment[][]> | null => walked === undefined ? (walked = usePaths(doc)) : walked
   const typed = interpolate(doc, env, (node, message) => {
     const { line, col } = lc.linePos(node.range?.[0] ?? 0)
     // A value in an anchor: the key path of each place it is loaded (as for a value the
     // schema refuses), at the line where it is written. Else, or past the walk's bound, where
     // it is written.
-    uses ??= usePaths(doc)
-    const at = uses.get(node) ?? []
+    const at = uses()?.get(node) ?? []
     if (at.length === 0) issues.push({ file, line, col, path: nodePath(doc, node), message })
     for (const segs of at) issues.push({ file, line, col, path: pathToString(segs), message })
-  }, written)
+  }, written, (node) => uses()?.has(node) === false)
   if (issues.length) throw new ConfigError(issues)
   // Aliases and merge keys the parser accepts but toJS would refuse with no position.
   checkAliases(doc, (node, message) => {
@@ -487,9 +480,9 @@ const USE_WALK_MAX = 20000
 /**
  * Each scalar the loaded config holds, with the key paths it is loaded at: through aliases and
  * merge keys (a key written in the mapping wins over a merged one, an earlier merged mapping
- * over a later one), leaving out top-level `x-` keys. Empty past USE_WALK_MAX nodes.
+ * over a later one), leaving out top-level `x-` keys. null past USE_WALK_MAX nodes.
  */
-function usePaths (doc: Document): Map<unknown, Segment[][]> {
+function usePaths (doc: Document): Map<unknown, Segment[][]> | null {
   const out = new Map<unknown, Segment[][]>()
   let visited = 0
   const walk = (node: unknown, path: Segment[], depth: number): boolean => {
@@ -514,7 +507,7 @@ function usePaths (doc: Document): Map<unknown, Segment[][]> {
     }
     return true
   }
-  return walk(doc.contents, [], 0) ? out : new Map()
+  return walk(doc.contents, [], 0) ? out : null
 }
 
 /** A mapping's entries in the order that decides: its own keys, then each mapping `<<` merges (and what those merge). */

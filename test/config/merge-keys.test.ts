@@ -124,6 +124,16 @@ routes:
   // anchor and the key path where it is used.
   assert.deepEqual(configIssues(yaml('<<: *prod'), {}), ['test.yaml:2:8 upstreams.api.url: environment variable PROD_ORIGIN is not set (write ${PROD_ORIGIN:-default} to give a default)'])
   assert.equal(parseConfig(yaml('<<: *prod'), 'test.yaml', { PROD_ORIGIN: 'http://127.0.0.1:2' }).config.upstreams.api.url, 'http://127.0.0.1:2')
+  // An x- block that only another unused x- block merges is not used either.
+  const chained = `x-base: &base { url: "\${BASE_ORIGIN}" }
+x-unused: { <<: *base, timeoutMs: 5000 }
+upstreams:
+  api: { url: http://127.0.0.1:1 }
+routes:
+  - name: r
+    upstream: api
+`
+  assert.equal(parseConfig(chained, 'test.yaml', {}).config.upstreams.api.url, 'http://127.0.0.1:1')
 })
 
 test('an unset ${VAR} in an anchor names its line and the key path of each use; a key written beside << hides the merged one', () => {
