@@ -18,6 +18,15 @@
 // NAME=anchor:SCRIPT[,ARG...][|--flag...] (bench/anchors/SCRIPT.mjs, run with Node's default
 // flags unless some are given). Needs h2load (Debian's nghttp2-client) and a built dist/
 // (npm run build).
+//
+// --interleave N: every round starts all the targets at once (each pinned to core 1, idle while
+// another is loaded), warms each, then loads them in turn N requests at a time until each has
+// served --requests. Each target's CPU is counted over the whole window, its idle turns
+// included (a batch exported on a timer while another target is loaded is still its cost).
+// This machine's speed drifts: one process serving the same requests ran at 89 µs and at 165 µs
+// per request within three minutes; targets measured one after another see different machines,
+// targets interleaved every few thousand requests see the same one. Rounds still start fresh
+// processes, so a process that lands in a slow state shows as spread.
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import http from 'node:http'
@@ -30,7 +39,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = path.join(ROOT, 'bench')
 
-const opts = { path: '/pass', rounds: 5, requests: 200000, warm: 30000, connections: 50, targets: [], out: null }
+const opts = { path: '/pass', rounds: 5, requests: 200000, warm: 30000, connections: 50, targets: [], out: null, interleave: 0 }
 const argv = process.argv.slice(2)
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]; const val = () => argv[++i]
@@ -41,6 +50,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--connections') opts.connections = Number(val())
   else if (a === '--target') { const v = val(); const eq = v.indexOf('='); opts.targets.push({ id: v.slice(0, eq), spec: v.slice(eq + 1) }) }
   else if (a === '--out') opts.out = val()
+  else if (a === '--interleave') opts.interleave = Number(val())
   else { console.error(`unknown argument ${a}`); process.exit(2) }
 }
 if (opts.targets.length < 1 || opts.targets.some((t) => !t.id || !t.spec)) { console.error('give at least one --target NAME=CONFIG or NAME=anchor:SCRIPT'); process.exit(2) }
@@ -92,28 +102,72 @@ async function command (t, port, originUrl) {
   return [...await nodeFlags(cli), ...extra, cli, '--config', file]
 }
 
-async function measure (t, originUrl) {
+/** A target's process, started, answering and warmed. */
+async function start (t, originUrl) {
   const port = await freePort()
   const child = spawn('taskset', ['-c', '1', process.execPath, ...(await command(t, port, originUrl))], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let err = ''
-  child.stderr.on('data', (d) => { err += d })
+  const p = { t, port, child, err: '' }
+  child.stderr.on('data', (d) => { p.err += d })
   try {
     const status = await waitUp(port, opts.path)
     if (status >= 400) throw new Error(`${opts.path} answered ${status}`)
     h2load(port, opts.warm)
-    const a = cpuOf(child.pid)
-    const r = h2load(port, opts.requests)
-    const b = cpuOf(child.pid)
-    if (r.ok < opts.requests) throw new Error(`only ${r.ok} of ${opts.requests} requests succeeded`)
-    const user = (b.user - a.user) * 1e6 / opts.requests
-    const sys = (b.sys - a.sys) * 1e6 / opts.requests
-    return { us: user + sys, user, sys, rps: r.rps }
   } catch (e) {
-    throw new Error(`${t.id}: ${e.message}${err ? `\n${err.split('\n').slice(-5).join('\n')}` : ''}`)
+    await stop(p)
+    throw failed(p, e)
+  }
+  return p
+}
+const failed = (p, e) => new Error(`${p.t.id}: ${e.message}${p.err ? `\n${p.err.split('\n').slice(-5).join('\n')}` : ''}`)
+async function stop (p) {
+  p.child.kill('SIGINT')
+  const exited = new Promise((resolve) => p.child.once('exit', resolve))
+  if (await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]) === false) { p.child.kill('SIGKILL'); await exited }
+}
+const perRequest = (a, b, n, rps) => {
+  const user = (b.user - a.user) * 1e6 / n
+  const sys = (b.sys - a.sys) * 1e6 / n
+  return { us: user + sys, user, sys, rps }
+}
+
+async function measure (t, originUrl) {
+  const p = await start(t, originUrl)
+  try {
+    const a = cpuOf(p.child.pid)
+    const r = h2load(p.port, opts.requests)
+    const b = cpuOf(p.child.pid)
+    if (r.ok < opts.requests) throw new Error(`only ${r.ok} of ${opts.requests} requests succeeded`)
+    return perRequest(a, b, opts.requests, r.rps)
+  } catch (e) {
+    throw failed(p, e)
   } finally {
-    child.kill('SIGINT')
-    const exited = new Promise((resolve) => child.once('exit', resolve))
-    if (await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]) === false) { child.kill('SIGKILL'); await exited }
+    await stop(p)
+  }
+}
+
+/** --interleave: all targets of a round at once, loaded in turn --interleave requests at a time. */
+async function measureInterleaved (order, originUrl) {
+  const procs = []
+  try {
+    for (const t of order) procs.push(await start(t, originUrl))
+    const before = procs.map((p) => cpuOf(p.child.pid))
+    const served = procs.map(() => 0)
+    const rps = procs.map(() => [])
+    for (let turn = 0; served.some((n) => n < opts.requests); turn++) {
+      for (let k = 0; k < procs.length; k++) {
+        const i = (k + turn) % procs.length // who goes first changes every turn
+        const n = Math.min(opts.interleave, opts.requests - served[i])
+        if (n === 0) continue
+        const r = h2load(procs[i].port, n)
+        if (r.ok < n) throw failed(procs[i], new Error(`only ${r.ok} of ${n} requests succeeded`))
+        served[i] += n
+        rps[i].push(r.rps)
+      }
+    }
+    const after = procs.map((p) => cpuOf(p.child.pid))
+    return procs.map((p, i) => perRequest(before[i], after[i], opts.requests, median(rps[i])))
+  } finally {
+    await Promise.all(procs.map(stop))
   }
 }
 
@@ -132,8 +186,9 @@ async function main () {
   for (let r = 0; r < opts.rounds; r++) {
     const order = opts.targets.map((_, i) => opts.targets[(i + r) % opts.targets.length])
     const line = []
-    for (const t of order) {
-      const m = await measure(t, originUrl)
+    const ms = opts.interleave > 0 ? await measureInterleaved(order, originUrl) : []
+    for (const [i, t] of order.entries()) {
+      const m = opts.interleave > 0 ? ms[i] : await measure(t, originUrl)
       res.get(t.id)[r] = m
       line.push(`${t.id} ${m.us.toFixed(1)}`)
     }
@@ -149,7 +204,8 @@ async function main () {
     const spread = (Math.max(...us) - Math.min(...us)) / median(us)
     rows.push(`| ${t.id} (${t.spec}) | ${median(us).toFixed(1)} | ${median(ms.map((m) => m.user)).toFixed(1)} | ${median(ms.map((m) => m.sys)).toFixed(1)} | ${(100 * spread).toFixed(0)} % | ${Math.round(median(ms.map((m) => m.rps)))} | ${t.id === first ? '1' : `${median(ratios).toFixed(3)}x (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`} |`)
   }
-  const head = `${opts.path}, ${opts.rounds} rounds, ${opts.requests} requests measured after ${opts.warm} of warm-up, ${opts.connections} connections; commit ${spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim()}`
+  const how = opts.interleave > 0 ? `the round's targets running at once, loaded in turn ${opts.interleave} requests at a time` : 'one target at a time'
+  const head = `${opts.path}, ${opts.rounds} rounds, ${opts.requests} requests measured after ${opts.warm} of warm-up, ${opts.connections} connections; ${how}; commit ${spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim()}`
   console.log(`\n${head}\n\n${rows.join('\n')}`)
   if (opts.out) writeFileSync(opts.out, `${head}\n\n${rows.join('\n')}\n`)
 }
