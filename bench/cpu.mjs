@@ -53,6 +53,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--interleave') opts.interleave = Number(val())
   else { console.error(`unknown argument ${a}`); process.exit(2) }
 }
+if (!Number.isInteger(opts.interleave) || opts.interleave < 0) { console.error('--interleave takes a number of requests'); process.exit(2) }
 if (opts.targets.length < 1 || opts.targets.some((t) => !t.id || !t.spec)) { console.error('give at least one --target NAME=CONFIG or NAME=anchor:SCRIPT'); process.exit(2) }
 if (spawnSync('h2load', ['--version']).status !== 0) { console.error('h2load is missing: apt-get install nghttp2-client'); process.exit(2) }
 const cli = path.join(ROOT, 'dist', 'src', 'cli.js')
