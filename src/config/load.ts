@@ -80,22 +80,12 @@ class Locator {
   constructor (private readonly doc: Document, private readonly lc: LineCounter, private readonly file: string) {}
 
   /**
-   * The entry of `map` for `key` as the loaded config sees it: a key written in the mapping,
-   * else the first mapping merged by `<<` that has it (so a value that came through a merge
-   * key points into the anchor where it is written).
+   * The entry of `map` for `key` as the loaded config sees it (mapEntries' order: a key written
+   * in the mapping, else the first mapping merged by `<<` that has it), so a value that came
+   * through a merge key points into the anchor where it is written.
    */
-  private entry (map: YAMLMap, key: string, depth = 0): { key: YamlNode, value: unknown } | null {
-    const own = map.items.find((p) => !isMergeKey(p.key) && isScalar(p.key) && String(p.key.value) === key)
-    if (own) return { key: own.key as YamlNode, value: own.value }
-    if (depth > 16) return null
-    for (const p of map.items) {
-      if (!isMergeKey(p.key)) continue
-      for (const src of mergeSources(this.doc, p.value) ?? []) {
-        const found = this.entry(src, key, depth + 1)
-        if (found) return found
-      }
-    }
-    return null
+  private entry (map: YAMLMap, key: string): MapEntry | null {
+    return mapEntries(this.doc, map).find((e) => e.name === key && isScalar(e.key)) ?? null
   }
 
   /**
@@ -112,7 +102,7 @@ class Locator {
       if (isMap(node)) {
         const found = this.entry(node, String(seg))
         if (!found) return { node, pos, complete: false }
-        pos = found.key.range?.[0] ?? pos
+        pos = (found.key as YamlNode).range?.[0] ?? pos
         node = resolve(found.value)
         if (atKey && i === segments.length - 1) break
         if (node && (node as YamlNode).range && !isMap(node) && !isSeq(node)) pos = (node as YamlNode).range![0]
@@ -499,24 +489,30 @@ function usePaths (doc: Document): Map<unknown, Segment[][]> | null {
     }
     if (!isMap(node)) return true
     const seen = new Set<string>()
-    for (const [k, value] of mapEntries(doc, node)) {
-      if (seen.has(k)) continue
-      seen.add(k)
-      if (depth === 0 && k.startsWith('x-')) continue
-      if (!walk(value, [...path, k], depth + 1)) return false
+    for (const { name, value } of mapEntries(doc, node)) {
+      if (seen.has(name)) continue
+      seen.add(name)
+      if (depth === 0 && name.startsWith('x-')) continue
+      if (!walk(value, [...path, name], depth + 1)) return false
     }
     return true
   }
   return walk(doc.contents, [], 0) ? out : null
 }
 
-/** A mapping's entries in the order that decides: its own keys, then each mapping `<<` merges (and what those merge). */
-function mapEntries (doc: Document, map: YAMLMap, depth = 0): Array<[string, unknown]> {
-  const own: Array<[string, unknown]> = []
-  const merged: Array<[string, unknown]> = []
+/** One key of a mapping as the loaded config sees it: its name (keyName), the key node, its value. */
+interface MapEntry { name: string, key: unknown, value: unknown }
+
+/**
+ * A mapping's entries in the order that decides (the first of a name wins): its own keys, then
+ * each mapping `<<` merges, in order, with what those merge (16 merges deep at most).
+ */
+function mapEntries (doc: Document, map: YAMLMap, depth = 0): MapEntry[] {
+  const own: MapEntry[] = []
+  const merged: MapEntry[] = []
   for (const p of map.items) {
     if (!isPair(p)) continue
-    if (!isMergeKey(p.key)) { own.push([keyName(p.key), p.value]); continue }
+    if (!isMergeKey(p.key)) { own.push({ name: keyName(p.key), key: p.key, value: p.value }); continue }
     if (depth > 16) continue
     for (const src of mergeSources(doc, p.value) ?? []) merged.push(...mapEntries(doc, src, depth + 1))
   }
