@@ -167,11 +167,17 @@ function interpolate (doc: Document, env: NodeJS.ProcessEnv, onError: (node: Yam
   return typed
 }
 
-/** Whether a node visit()ed at `path` lies under a top-level `x-` key (dropped before validation). */
+/**
+ * A top-level key that starts with `x-` is the user's own (as in docker-compose): a place for
+ * anchors that other keys merge. It is not config: dropped before validation.
+ */
+const isExtensionKey = (name: string): boolean => name.startsWith('x-')
+
+/** Whether a node visit()ed at `path` lies under a top-level `x-` key. */
 function underExtension (path: readonly unknown[]): boolean {
   // path: the document, its root mapping, the top-level pair, then the nodes below it.
   const top = path[2]
-  return isPair(top) && keyName(top.key).startsWith('x-')
+  return isPair(top) && isExtensionKey(keyName(top.key))
 }
 
 /**
@@ -350,7 +356,7 @@ export function parseConfig (text: string, file: string, env: NodeJS.ProcessEnv 
   }
   // Top-level keys that start with x- are the user's own (as in docker-compose): a place for
   // anchors that other keys merge (`x-upstream-defaults: &up { timeoutMs: 5000 }`). Not config.
-  for (const k of Object.keys(raw)) if (k.startsWith('x-')) delete (raw as Record<string, unknown>)[k]
+  for (const k of Object.keys(raw)) if (isExtensionKey(k)) delete (raw as Record<string, unknown>)[k]
   const defaulted = withDefaults(raw as Record<string, unknown>)
   // A ${VAR} that made a number or a boolean where the schema wants a string (a numeric
   // password, a token of digits) is the variable's text.
@@ -492,7 +498,7 @@ function usePaths (doc: Document): Map<unknown, Segment[][]> | null {
     for (const { name, value } of mapEntries(doc, node)) {
       if (seen.has(name)) continue
       seen.add(name)
-      if (depth === 0 && name.startsWith('x-')) continue
+      if (depth === 0 && isExtensionKey(name)) continue
       if (!walk(value, [...path, name], depth + 1)) return false
     }
     return true
